@@ -1,0 +1,345 @@
+//! Channels: the seller centers clerk may work in, and the authorized sessions it uses.
+//!
+//! The config file (`clerk.toml` in the data directory unless `--config` says
+//! otherwise) lists channels. A channel says where the seller center is
+//! (`base_url`), which origins a run may reach at all (`allowed_origins`), who
+//! owns it, who may run playbooks on it (`operators`) and review drafts
+//! (`reviewers`), which modes it permits, and where its session lives.
+//!
+//! A session file is Playwright's `storageState` JSON (cookies plus per-origin
+//! localStorage), so a person can log in once with any tool and hand the
+//! session to clerk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::playbook::Mode;
+
+/// Errors reading or using the channel config and session files.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("cannot read config {path}: {source} (create it, or pass --config FILE; `clerk demo` writes one)")]
+    ReadConfig { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    ParseConfig { path: PathBuf, message: String },
+    #[error("unknown channel `{id}` (channels in {path}: {known})")]
+    UnknownChannel { id: String, path: PathBuf, known: String },
+    #[error("`{user}` is not an operator of channel `{channel}` (operators: {operators}); ask the channel owner `{owner}` to add you")]
+    NotOperator { user: String, channel: String, operators: String, owner: String },
+    #[error("channel `{channel}` does not permit mode `{mode}` (permitted: {permitted})")]
+    ModeNotPermitted { channel: String, mode: Mode, permitted: String },
+    #[error("no session for channel `{channel}`: {path} is missing; authorize it with `clerk login {channel} --playbook FILE` or copy a Playwright storageState JSON there")]
+    MissingSession { channel: String, path: PathBuf },
+    #[error("session file {path} for channel `{channel}` is unreadable: {message}")]
+    BadSession { channel: String, path: PathBuf, message: String },
+    #[error("cannot write session file {path}: {source}")]
+    WriteSession { path: PathBuf, source: std::io::Error },
+}
+
+/// How clerk proves a channel's session is live before any lookup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedInCheck {
+    /// Path on the base URL (or full URL inside the allowed origins) to open.
+    pub url: String,
+    /// A selector that is present only when logged in.
+    pub selector: String,
+}
+
+/// A request that is allowed in read-only mode although its method writes (e.g. a search API
+/// that uses POST). Matched exactly on method and URL without query.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyException {
+    pub method: String,
+    pub url: String,
+}
+
+/// One seller center clerk may work in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub id: String,
+    pub base_url: Url,
+    /// Origins (`scheme://host:port`) any request of a run may reach. The base URL's origin
+    /// is always included.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub owner: String,
+    /// Users who may run playbooks on this channel.
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// Users who may approve or reject drafts on this channel.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Modes this channel permits.
+    #[serde(default = "default_modes")]
+    pub modes: Vec<Mode>,
+    /// Session file (storageState JSON), relative to the data directory unless absolute.
+    pub session: PathBuf,
+    pub logged_in_check: LoggedInCheck,
+    #[serde(default)]
+    pub read_only_exceptions: Vec<ReadOnlyException>,
+    /// How long an approval request stays decidable.
+    #[serde(default = "default_approval_ttl_hours")]
+    pub approval_ttl_hours: u64,
+}
+
+fn default_modes() -> Vec<Mode> {
+    vec![Mode::ReadOnly]
+}
+
+fn default_approval_ttl_hours() -> u64 {
+    24
+}
+
+/// The parsed config file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+    /// Where the file was read from (not part of the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ChannelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ChannelError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ChannelError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ChannelError::ParseConfig {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.path = path.to_owned();
+        let mut seen = std::collections::BTreeSet::new();
+        for channel in &mut config.channels {
+            if !seen.insert(channel.id.clone()) {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("channel `{}` is listed twice", channel.id),
+                });
+            }
+            let mut origins = Vec::new();
+            for o in std::iter::once(channel.base_url.origin().ascii_serialization())
+                .chain(channel.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()))
+            {
+                let parsed = Url::parse(&o).map_err(|e| ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("channel `{}`: allowed origin `{o}` is not a URL: {e}", channel.id),
+                })?;
+                let norm = parsed.origin().ascii_serialization();
+                if !origins.contains(&norm) {
+                    origins.push(norm);
+                }
+            }
+            channel.allowed_origins = origins;
+        }
+        Ok(config)
+    }
+
+    /// Serializes the config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Finds a channel by id.
+    pub fn channel(&self, id: &str) -> Result<&Channel, ChannelError> {
+        self.channels.iter().find(|c| c.id == id).ok_or_else(|| ChannelError::UnknownChannel {
+            id: id.to_owned(),
+            path: self.path.clone(),
+            known: if self.channels.is_empty() {
+                "none".to_owned()
+            } else {
+                self.channels.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+            },
+        })
+    }
+}
+
+impl Channel {
+    /// True when `url`'s origin is one of the allowed origins.
+    pub fn allows_origin(&self, url: &Url) -> bool {
+        let origin = url.origin().ascii_serialization();
+        self.allowed_origins.iter().any(|o| *o == origin)
+    }
+
+    /// Refuses users who are not operators of this channel.
+    pub fn authorize_operator(&self, user: &str) -> Result<(), ChannelError> {
+        if self.operators.iter().any(|o| o == user) {
+            Ok(())
+        } else {
+            Err(ChannelError::NotOperator {
+                user: user.to_owned(),
+                channel: self.id.clone(),
+                operators: join_or_none(&self.operators),
+                owner: self.owner.clone(),
+            })
+        }
+    }
+
+    /// True when `user` may decide approvals on this channel.
+    pub fn is_reviewer(&self, user: &str) -> bool {
+        self.reviewers.iter().any(|r| r == user)
+    }
+
+    /// Refuses modes the channel does not permit.
+    pub fn permit_mode(&self, mode: Mode) -> Result<(), ChannelError> {
+        if self.modes.contains(&mode) {
+            Ok(())
+        } else {
+            Err(ChannelError::ModeNotPermitted {
+                channel: self.id.clone(),
+                mode,
+                permitted: self.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+            })
+        }
+    }
+
+    /// The session file's path, resolved against the data directory.
+    pub fn session_path(&self, data_dir: &Path) -> PathBuf {
+        if self.session.is_absolute() {
+            self.session.clone()
+        } else {
+            data_dir.join(&self.session)
+        }
+    }
+
+    /// Reads the channel's session file.
+    pub fn load_session(&self, data_dir: &Path) -> Result<StorageState, ChannelError> {
+        let path = self.session_path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ChannelError::MissingSession { channel: self.id.clone(), path })
+            }
+            Err(e) => {
+                return Err(ChannelError::BadSession {
+                    channel: self.id.clone(),
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        serde_json::from_str(&text).map_err(|e| ChannelError::BadSession {
+            channel: self.id.clone(),
+            path,
+            message: format!("not a storageState JSON: {e}"),
+        })
+    }
+
+    /// What a person must do when the session has expired.
+    pub fn reauthorize_hint(&self, data_dir: &Path) -> String {
+        format!(
+            "run `clerk login {} --playbook FILE` with the login secrets in the environment, or log in with a browser and save its storageState JSON to {}",
+            self.id,
+            self.session_path(data_dir).display()
+        )
+    }
+}
+
+fn join_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Playwright's `storageState` format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageState {
+    #[serde(default)]
+    pub cookies: Vec<StoredCookie>,
+    #[serde(default)]
+    pub origins: Vec<OriginStorage>,
+}
+
+/// One cookie of a `storageState`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredCookie {
+    pub name: String,
+    pub value: String,
+    pub domain: String,
+    #[serde(default = "slash")]
+    pub path: String,
+    /// Unix seconds; -1 for a session cookie.
+    #[serde(default = "minus_one")]
+    pub expires: f64,
+    #[serde(default)]
+    pub http_only: bool,
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+}
+
+fn slash() -> String {
+    "/".to_owned()
+}
+
+fn minus_one() -> f64 {
+    -1.0
+}
+
+/// localStorage of one origin in a `storageState`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginStorage {
+    pub origin: String,
+    #[serde(default)]
+    pub local_storage: Vec<NameValue>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NameValue {
+    pub name: String,
+    pub value: String,
+}
+
+impl StorageState {
+    /// Writes the session atomically (temp file, fsync, rename), readable only by the owner.
+    pub fn save(&self, path: &Path) -> Result<(), ChannelError> {
+        let err = |source| ChannelError::WriteSession { path: path.to_owned(), source };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+        std::io::Write::write_all(&mut tmp, &json).map_err(err)?;
+        tmp.as_file().sync_all().map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600));
+        }
+        tmp.persist(path).map_err(|e| err(e.error))?;
+        Ok(())
+    }
+
+    /// localStorage entries by origin.
+    pub fn local_storage(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        self.origins
+            .iter()
+            .map(|o| {
+                (
+                    o.origin.clone(),
+                    o.local_storage.iter().map(|kv| (kv.name.clone(), kv.value.clone())).collect(),
+                )
+            })
+            .collect()
+    }
+}

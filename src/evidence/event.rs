@@ -1,0 +1,182 @@
+//! What a journal record says: one [`Event`] per record.
+//!
+//! Every field is a string, an integer, a bool, a list or a map with string keys, so that
+//! the canonical serialization (see ARCHITECTURE.md) is reproducible by any JSON library:
+//! no floats anywhere.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one run (`r-YYYYMMDDTHHMMSSZ-xxxxxxxx`).
+pub type RunId = String;
+
+/// The body of one journal record. Serialized with `"type"` naming the variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// A run began. `owner` names the live process that runs it (see the store's lock files):
+    /// a run whose owner is gone and that never finished is marked interrupted.
+    RunStarted {
+        run_id: RunId,
+        playbook: String,
+        playbook_version: String,
+        /// SHA-256 of the playbook file bytes.
+        playbook_sha256: String,
+        channel: String,
+        mode: String,
+        operator: String,
+        case_ref: Option<String>,
+        /// Input values; secret inputs are replaced by `"<secret>"` before they get here.
+        inputs: BTreeMap<String, String>,
+        /// Batch this run belongs to, if any.
+        batch_id: Option<String>,
+        /// Approval this run executes (submit runs).
+        approval_id: Option<String>,
+        owner: String,
+    },
+    /// A step ended (successfully or not).
+    StepFinished {
+        run_id: RunId,
+        step: u64,
+        name: String,
+        kind: String,
+        /// `ok`, `failed` or `refused`.
+        outcome: String,
+        error: Option<String>,
+        started_at: String,
+        duration_ms: u64,
+        /// Fields extracted by this step.
+        fields: BTreeMap<String, String>,
+    },
+    /// A screenshot was stored under `screenshots/<sha256>.png`.
+    EvidenceCaptured {
+        run_id: RunId,
+        step: u64,
+        name: String,
+        sha256: String,
+        bytes: u64,
+        width: u64,
+        height: u64,
+        /// The capture is a single colour (probably not evidence of anything).
+        blank: bool,
+        url: String,
+        title: String,
+        captured_at: String,
+        /// All fields extracted so far in the run.
+        fields: BTreeMap<String, String>,
+        /// Regions painted over before hashing (secret fields): `x,y,w,h` in image pixels.
+        masks: Vec<String>,
+    },
+    /// The network guard failed a request.
+    RequestBlocked {
+        run_id: RunId,
+        /// Step during which it happened (the step index; `None` before the first step).
+        step: Option<u64>,
+        method: String,
+        url: String,
+        /// Resource type as Chromium reports it (Document, XHR, Fetch, Ping, ...).
+        resource_type: String,
+        /// Frame that issued it.
+        frame: String,
+        reason: String,
+    },
+    /// The guard let a write through: a channel's read-only exception, or the one approved submit.
+    RequestAllowed {
+        run_id: RunId,
+        step: Option<u64>,
+        method: String,
+        url: String,
+        reason: String,
+    },
+    /// A run ended. `status` is `ok`, `failed`, `refused` or `session_expired`.
+    RunFinished {
+        run_id: RunId,
+        status: String,
+        error: Option<String>,
+        fields: BTreeMap<String, String>,
+        finished_at: String,
+    },
+    /// A run was found unfinished after its process died.
+    RunInterrupted { run_id: RunId, reason: String },
+    /// An approval was requested for a draft (see `approval`).
+    ApprovalRequested {
+        approval_id: String,
+        run_id: RunId,
+        /// Canonical JSON of the approval request (what the draft hash covers).
+        request: String,
+        draft_hash: String,
+        requester: String,
+        channel: String,
+        case_ref: Option<String>,
+        created_at: String,
+        expires_at: String,
+    },
+    /// A reviewer approved or rejected.
+    ApprovalDecided {
+        approval_id: String,
+        /// `approved` or `rejected`.
+        decision: String,
+        reviewer: String,
+        note: Option<String>,
+        draft_hash: String,
+        decided_at: String,
+    },
+    /// An approved submit went through; the approval cannot be used again.
+    ApprovalUsed { approval_id: String, run_id: RunId, used_at: String },
+    /// Something was refused (a submit without usable approval, a self-approval, ...).
+    Refused {
+        /// What was refused: `submit`, `approve`, `reject`, `run`.
+        action: String,
+        approval_id: Option<String>,
+        run_id: Option<RunId>,
+        user: String,
+        reason: String,
+        at: String,
+    },
+    /// The emergency pause was switched on or off.
+    Pause { on: bool, user: String, reason: String, at: String },
+    /// A bundle was exported; verify checks the journal still reaches this point.
+    CheckpointExported { seq: u64, hash: String, out: String, at: String },
+    /// The store found and set aside a torn, unacknowledged tail of the journal.
+    JournalRepaired { dropped_bytes: u64, saved_as: String, at: String },
+}
+
+impl Event {
+    /// The variant name as serialized (`run_started`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StepFinished { .. } => "step_finished",
+            Event::EvidenceCaptured { .. } => "evidence_captured",
+            Event::RequestBlocked { .. } => "request_blocked",
+            Event::RequestAllowed { .. } => "request_allowed",
+            Event::RunFinished { .. } => "run_finished",
+            Event::RunInterrupted { .. } => "run_interrupted",
+            Event::ApprovalRequested { .. } => "approval_requested",
+            Event::ApprovalDecided { .. } => "approval_decided",
+            Event::ApprovalUsed { .. } => "approval_used",
+            Event::Refused { .. } => "refused",
+            Event::Pause { .. } => "pause",
+            Event::CheckpointExported { .. } => "checkpoint_exported",
+            Event::JournalRepaired { .. } => "journal_repaired",
+        }
+    }
+
+    /// The run this record belongs to, if any.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            Event::RunStarted { run_id, .. }
+            | Event::StepFinished { run_id, .. }
+            | Event::EvidenceCaptured { run_id, .. }
+            | Event::RequestBlocked { run_id, .. }
+            | Event::RequestAllowed { run_id, .. }
+            | Event::RunFinished { run_id, .. }
+            | Event::RunInterrupted { run_id, .. }
+            | Event::ApprovalRequested { run_id, .. }
+            | Event::ApprovalUsed { run_id, .. } => Some(run_id),
+            Event::Refused { run_id, .. } => run_id.as_deref(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! clerk: a back-office agent for e-commerce service teams.
+//!
+//! Module map (see ARCHITECTURE.md for the bird's-eye view and the invariants):
+//!
+//! - [`playbook`]: YAML playbooks parsed and validated into typed steps.
+//! - [`channel`]: seller-center channels, operators, reviewers, sessions.
+//! - [`browser`]: the only module that speaks CDP: launch and reap Chromium, the network
+//!   guard, page actions, captures.
+//! - [`runner`]: walks a playbook step by step inside one browser, records every action.
+//! - [`evidence`]: the only module that persists: PNG files, hash-chained journal, sled index,
+//!   verification and export.
+//! - [`sample`]: the sample seller center used by the demo and the tests.
+
+pub mod browser;
+pub mod channel;
+pub mod evidence;
+pub mod playbook;
+pub mod runner;
+pub mod sample;
