@@ -15,6 +15,7 @@ mod validate;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use template::{Template, TemplateError, TemplatePart};
+pub use validate::check_files;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

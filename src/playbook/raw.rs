@@ -1,1 +1,400 @@
-//! Raw serde mirror of the YAML.
+//! Raw serde mirror of the YAML, with source locations kept.
+//!
+//! # Playbook format (the contract)
+//!
+//! ```yaml
+//! name: order-lookup            # required, [a-z0-9-]+
+//! version: "1"                  # required (string or number, stored as string)
+//! description: Look up an order # required
+//! channel: sample               # required: a channel id from clerk.toml
+//! mode: read_only               # read_only | draft | submit | login
+//! inputs:                       # map name -> spec; names [a-z_][a-z0-9_]*; file order kept
+//!   order_id: { type: string, required: true, pattern: '^SO-\d{6}$', description: "...", secret: false }
+//!   # type: string | number | date (YYYY-MM-DD) | file; required defaults to true;
+//!   # pattern must match the whole value; secret values are never logged or recorded
+//! steps:                        # each step: optional name, optional timeout ("500ms", "10s",
+//!                               # "2m", or a bare number of milliseconds), exactly one kind key
+//!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL
+//!   - wait_for: { selector: "#order-status" }   # or { text: "Risk:" } or { network_idle: true }
+//!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute, with attribute: NAME
+//!   - extract: { field: tracking_no, selector: "#tracking-no", required: false }
+//!   - assert: { field: status, matches: "^(paid|shipped)$" } # or selector: CSS; one of equals | contains | matches
+//!   - click: "#tab-logistics"                    # string, or { selector: ... }
+//!   - screenshot: { name: order-page }           # full page; or element: "#selector"; optional mask: [selectors]
+//!   - fill: { selector: "#refund-amount", value: "{{amount}}" }  # or label: "Refund amount"; or env: VAR (secret); secret: true masks it
+//!   - select: { selector: "#refund-reason", value: "{{reason}}" }
+//!   - check: "#notify-customer"                  # and uncheck; string or { selector | label }
+//!   - upload: { selector: "#attachment", input: photo }  # input must be of type file
+//!   - submit: { control: "#submit-refund", expect: { method: POST, url: "/orders/{{order_id}}/refund" } }
+//! ```
+//!
+//! Templates: `{{name}}` (spaces inside the braces allowed) names a declared input. A YAML
+//! value that *starts* with `{{` must be quoted (`value: "{{amount}}"`), otherwise YAML reads
+//! it as a mapping.
+//!
+//! Modes restrict steps: `read_only` allows goto, wait_for, extract, assert, click,
+//! screenshot; `draft` and `submit` allow every step and need exactly one `submit` step;
+//! `login` allows goto, wait_for, fill, click, submit, extract, assert, screenshot, and its
+//! `fill` values must come from `env`.
+//!
+//! # Design
+//!
+//! Every struct denies unknown fields, and every field that validation may complain about is
+//! a [`Spanned`] so the complaint can name its line and column. Fields that are required by
+//! the format are still `Option` here: validation reports *all* missing keys at once instead
+//! of serde stopping at the first. Step kinds are optional fields of one struct (not an
+//! enum) because serde-saphyr loses spans inside flattened, untagged and internally tagged
+//! enums; validation checks that exactly one kind is set.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+pub(crate) use serde_saphyr::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlaybook {
+    pub name: Option<Spanned<String>>,
+    pub version: Option<Spanned<String>>,
+    pub description: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub inputs: Option<Spanned<RawInputs>>,
+    pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+/// Top-level keys, for hints.
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "channel",
+    "mode",
+    "inputs",
+    "steps",
+];
+
+/// `inputs:` in file order (a `BTreeMap` would sort them, and the order is what `clerk run`
+/// shows and what batch CSV headers follow).
+#[derive(Debug, Default)]
+pub(crate) struct RawInputs(pub Vec<(Spanned<String>, Spanned<RawInput>)>);
+
+impl<'de> Deserialize<'de> for RawInputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawInputs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of input names to input specs")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawInputs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(RawInputs(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One input spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInput {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub required: Option<Spanned<bool>>,
+    pub pattern: Option<Spanned<String>>,
+    pub description: Option<Spanned<String>>,
+    pub secret: Option<Spanned<bool>>,
+}
+
+/// One step: `name`, `timeout` and exactly one kind key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub name: Option<Spanned<String>>,
+    /// `"500ms"`, `"10s"`, `"2m"`, or a bare number of milliseconds.
+    pub timeout: Option<Spanned<String>>,
+    pub goto: Option<Spanned<String>>,
+    pub wait_for: Option<Spanned<Shorthand<RawWaitFor>>>,
+    pub extract: Option<Spanned<RawExtract>>,
+    #[serde(rename = "assert")]
+    pub assert_: Option<Spanned<RawAssert>>,
+    pub click: Option<Spanned<Shorthand<RawLocator>>>,
+    pub screenshot: Option<Spanned<Shorthand<RawScreenshot>>>,
+    pub fill: Option<Spanned<RawFill>>,
+    pub select: Option<Spanned<RawSelect>>,
+    pub check: Option<Spanned<Shorthand<RawLocator>>>,
+    pub uncheck: Option<Spanned<Shorthand<RawLocator>>>,
+    pub upload: Option<Spanned<RawUpload>>,
+    pub submit: Option<Spanned<RawSubmit>>,
+}
+
+/// Step kind keys, in the order the format lists them.
+pub(crate) const STEP_KINDS: &[&str] = &[
+    "goto",
+    "wait_for",
+    "extract",
+    "assert",
+    "click",
+    "screenshot",
+    "fill",
+    "select",
+    "check",
+    "uncheck",
+    "upload",
+    "submit",
+];
+
+/// A value written either as a plain string (the common case, e.g. `click: "#tab"`) or as a
+/// mapping with options. Anything else is kept as [`Shorthand::Invalid`] so validation can
+/// report it at the value's own location.
+#[derive(Debug)]
+pub(crate) enum Shorthand<T> {
+    Short(String),
+    Full(T),
+    /// What was found instead (`"a sequence"`, `"a number"`, ...).
+    Invalid(&'static str),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shorthand<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Shorthand<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a mapping")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Shorthand::Short(s.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Shorthand::Invalid("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Shorthand::Invalid("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Shorthand::Invalid("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Shorthand::Invalid("a number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Shorthand::Invalid("nothing"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Shorthand::Invalid("a sequence"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Shorthand::Full)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// `{ selector: CSS }` or `{ label: TEXT }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocator {
+    pub selector: Option<Spanned<String>>,
+    pub label: Option<Spanned<String>>,
+}
+
+/// `wait_for`; the shorthand string is a selector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWaitFor {
+    pub selector: Option<Spanned<String>>,
+    pub text: Option<Spanned<String>>,
+    pub network_idle: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExtract {
+    pub field: Option<Spanned<String>>,
+    pub selector: Option<Spanned<String>>,
+    pub from: Option<Spanned<String>>,
+    pub attribute: Option<Spanned<String>>,
+    pub required: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAssert {
+    pub field: Option<Spanned<String>>,
+    pub selector: Option<Spanned<String>>,
+    pub equals: Option<Spanned<String>>,
+    pub contains: Option<Spanned<String>>,
+    pub matches: Option<Spanned<String>>,
+}
+
+/// `screenshot`; the shorthand string is the name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScreenshot {
+    pub name: Option<Spanned<String>>,
+    pub element: Option<Spanned<String>>,
+    pub mask: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFill {
+    pub selector: Option<Spanned<String>>,
+    pub label: Option<Spanned<String>>,
+    pub value: Option<Spanned<String>>,
+    pub env: Option<Spanned<String>>,
+    pub secret: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSelect {
+    pub selector: Option<Spanned<String>>,
+    pub label: Option<Spanned<String>>,
+    pub value: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpload {
+    pub selector: Option<Spanned<String>>,
+    pub label: Option<Spanned<String>>,
+    pub input: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubmit {
+    pub control: Option<Spanned<String>>,
+    pub expect: Option<Spanned<RawExpect>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExpect {
+    pub method: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+}
+
+/// A schema-free view of the document, used only to name the field a serde error points
+/// at (serde-saphyr reports a line and column, not a path).
+#[derive(Debug)]
+pub(crate) enum Node {
+    Scalar,
+    Seq(Vec<Spanned<Node>>),
+    Map(Vec<(Spanned<String>, Spanned<Node>)>),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(Node::Seq(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(Node::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// 1-based (line, column) of a spanned value.
+pub(crate) fn pos<T>(s: &Spanned<T>) -> (usize, usize) {
+    (s.referenced.line() as usize, s.referenced.column() as usize)
+}
+
+impl Node {
+    /// The path of the key or element that starts last at or before `(line, column)`:
+    /// the field a serde error at that position is about.
+    pub(crate) fn path_at(root: &Spanned<Node>, at: (usize, usize)) -> String {
+        let mut best = (String::new(), (0usize, 0usize));
+        fn walk(
+            node: &Spanned<Node>,
+            path: &str,
+            at: (usize, usize),
+            best: &mut (String, (usize, usize)),
+        ) {
+            fn consider(
+                best: &mut (String, (usize, usize)),
+                at: (usize, usize),
+                p: String,
+                loc: (usize, usize),
+            ) {
+                if loc <= at && loc >= best.1 && loc != (0, 0) {
+                    *best = (p, loc);
+                }
+            }
+            match &node.value {
+                Node::Scalar => {}
+                Node::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let p = format!("{path}[{i}]");
+                        consider(best, at, p.clone(), pos(item));
+                        walk(item, &p, at, best);
+                    }
+                }
+                Node::Map(entries) => {
+                    for (key, value) in entries {
+                        let p = if path.is_empty() {
+                            key.value.clone()
+                        } else {
+                            format!("{path}.{}", key.value)
+                        };
+                        consider(best, at, p.clone(), pos(key));
+                        walk(value, &p, at, best);
+                    }
+                }
+            }
+        }
+        walk(root, "", at, &mut best);
+        best.0
+    }
+}

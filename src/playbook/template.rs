@@ -1,19 +1,467 @@
 //! `{{input}}` templates.
+//!
+//! A template is a string in which `{{name}}` (spaces inside the braces allowed) stands for
+//! the value of a declared input. Templates appear in URLs (`goto`, `submit.expect.url`),
+//! filled and selected values, waited-for text and assertions.
+//!
+//! Two renderings exist because the two uses have opposite needs:
+//!
+//! - [`Template::render_text`] substitutes values verbatim: a refund note must reach the
+//!   form exactly as the operator typed it.
+//! - [`Template::render_url`] percent-encodes every substituted byte outside the RFC 3986
+//!   unreserved set, then proves the rendered URL has the same shape as the template
+//!   (origin, path depth, literal path prefix, query and fragment structure). An input value
+//!   such as `../admin?x=1#` therefore can never steer a run to another page, another
+//!   origin or another query: it stays inside the one path segment or query value the
+//!   playbook author put it in.
+
+use url::Url;
+
+use super::Inputs;
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
+    /// The text as written in the playbook.
     pub source: String,
+    /// Literal text and input references, in order; adjacent literals are merged.
     pub parts: Vec<TemplatePart>,
 }
+
 /// A piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplatePart {
     Literal(String),
+    /// The name of a declared input.
     Input(String),
 }
-/// Template errors.
-#[derive(Debug, thiserror::Error)]
+
+/// Why a template cannot be parsed or rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("bad template")]
-    Bad,
+    #[error("unclosed `{{{{` at character {offset}; close it with `}}}}`")]
+    Unclosed { offset: usize },
+    #[error("empty input name in `{{{{}}}}` at character {offset}")]
+    EmptyName { offset: usize },
+    #[error("`{name}` is not a valid input name (use lowercase letters, digits and `_`, starting with a letter or `_`)")]
+    InvalidName { name: String },
+    #[error("template names undeclared input `{name}`")]
+    UndeclaredInput { name: String },
+    #[error("input `{name}` would change the structure of the URL: {reason}")]
+    StructureChanged { name: String, reason: String },
+    #[error("bad URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+/// True for `[a-z_][a-z0-9_]*`, the shape of input names.
+pub(crate) fn is_input_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Percent-encodes every byte outside the RFC 3986 unreserved set (`A-Z a-z 0-9 - . _ ~`),
+/// so that no value can introduce `/`, `?`, `#`, `%`, `&`, `=`, `@`, `:` or whitespace
+/// into a URL.
+pub(crate) fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where in a URL template an input sits; decides what an empty value would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlPart {
+    Authority,
+    Path,
+    QueryOrFragment,
+}
+
+/// Placeholder used to learn the template's own URL shape; made only of unreserved
+/// characters so it cannot alter that shape itself.
+const PLACEHOLDER: &str = "clerk-input-placeholder";
+
+impl Template {
+    /// Parses `{{name}}` references; everything else is literal.
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
+        let mut parts: Vec<TemplatePart> = Vec::new();
+        let mut literal = String::new();
+        let mut rest = s;
+        let mut consumed = 0usize;
+        while let Some(open) = rest.find("{{") {
+            literal.push_str(&rest[..open]);
+            let after_open = &rest[open + 2..];
+            let Some(close) = after_open.find("}}") else {
+                return Err(TemplateError::Unclosed {
+                    offset: s[..consumed + open].chars().count(),
+                });
+            };
+            let name = after_open[..close].trim();
+            if name.is_empty() {
+                return Err(TemplateError::EmptyName {
+                    offset: s[..consumed + open].chars().count(),
+                });
+            }
+            if !is_input_name(name) {
+                return Err(TemplateError::InvalidName {
+                    name: name.to_owned(),
+                });
+            }
+            if !literal.is_empty() {
+                parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(TemplatePart::Input(name.to_owned()));
+            let advance = open + 2 + close + 2;
+            consumed += advance;
+            rest = &rest[advance..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
+        }
+        Ok(Template {
+            source: s.to_owned(),
+            parts,
+        })
+    }
+
+    /// Names of the inputs referenced, in order of appearance (repeats included).
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Input(name) => Some(name.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+
+    /// True when the template references no input at all.
+    pub fn is_literal(&self) -> bool {
+        self.inputs().next().is_none()
+    }
+
+    /// Plain substitution, for values typed into forms and texts compared on pages.
+    /// A missing (optional, not given) input renders as the empty string.
+    pub fn render_text(&self, inputs: &Inputs) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Input(name) => {
+                    if let Some(value) = inputs.get(name) {
+                        out.push_str(value);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders a URL template: a path joined to `base`, or an absolute URL.
+    ///
+    /// Every substituted value is percent-encoded (see [`encode_component`]); values that
+    /// are exactly `.` or `..` are refused (they are unreserved, so encoding alone would not
+    /// neutralise them); an input inside the scheme or host is refused; an empty value in
+    /// the path is refused (it would make `/orders//refund`). The result must have the
+    /// template's origin, path depth, literal path prefix and query/fragment structure.
+    pub fn render_url(&self, base: &Url, inputs: &Inputs) -> Result<Url, TemplateError> {
+        let absolute = has_scheme(&self.source);
+        let mut rendered = String::new();
+        let mut shape = String::new();
+        let mut part_kind = if absolute {
+            UrlPart::Authority
+        } else {
+            UrlPart::Path
+        };
+        let mut literal_so_far = String::new();
+        let mut first_input_at: Option<usize> = None;
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => {
+                    rendered.push_str(text);
+                    shape.push_str(text);
+                    literal_so_far.push_str(text);
+                    part_kind = classify(&literal_so_far, absolute);
+                }
+                TemplatePart::Input(name) => {
+                    let value = inputs.get(name).map(String::as_str).unwrap_or("");
+                    match part_kind {
+                        UrlPart::Authority => {
+                            return Err(TemplateError::StructureChanged {
+                                name: name.clone(),
+                                reason: "inputs may not appear in the scheme or host".to_owned(),
+                            })
+                        }
+                        UrlPart::Path if value.is_empty() => {
+                            return Err(TemplateError::StructureChanged {
+                                name: name.clone(),
+                                reason: "an empty value would leave an empty path segment"
+                                    .to_owned(),
+                            })
+                        }
+                        _ => {}
+                    }
+                    if value == "." || value == ".." {
+                        return Err(TemplateError::StructureChanged {
+                            name: name.clone(),
+                            reason: format!("the value `{value}` is a relative path segment"),
+                        });
+                    }
+                    first_input_at.get_or_insert(shape.len());
+                    rendered.push_str(&encode_component(value));
+                    shape.push_str(PLACEHOLDER);
+                    literal_so_far.push_str(PLACEHOLDER);
+                }
+            }
+        }
+        let resolve = |text: &str| -> Result<Url, TemplateError> {
+            let parsed = if absolute {
+                Url::parse(text)
+            } else {
+                base.join(text)
+            };
+            parsed.map_err(|e| TemplateError::BadUrl {
+                url: text.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let expected = resolve(&shape)?;
+        let actual = resolve(&rendered)?;
+        if !matches!(expected.scheme(), "http" | "https") {
+            return Err(TemplateError::BadUrl {
+                url: self.source.clone(),
+                reason: format!("scheme `{}` is not http or https", expected.scheme()),
+            });
+        }
+        if !absolute && expected.origin() != base.origin() {
+            return Err(TemplateError::BadUrl {
+                url: self.source.clone(),
+                reason: "a path must stay on the channel's base URL; write a full URL instead"
+                    .to_owned(),
+            });
+        }
+        let blame = || self.inputs().next().unwrap_or("?").to_owned();
+        let changed = |reason: &str| TemplateError::StructureChanged {
+            name: blame(),
+            reason: reason.to_owned(),
+        };
+        if actual.origin() != expected.origin() {
+            return Err(changed("the origin changed"));
+        }
+        let segments = |u: &Url| u.path_segments().map(|s| s.count()).unwrap_or(0);
+        if segments(&actual) != segments(&expected) {
+            return Err(changed("the number of path segments changed"));
+        }
+        let expected_path = expected.path();
+        let prefix = match expected_path.find(PLACEHOLDER) {
+            Some(at) => &expected_path[..at],
+            None => expected_path,
+        };
+        let prefix_ok = if expected_path.contains(PLACEHOLDER) {
+            actual.path().starts_with(prefix)
+        } else {
+            actual.path() == expected_path
+        };
+        if !prefix_ok {
+            return Err(changed("the literal path prefix changed"));
+        }
+        let pairs = |u: &Url| u.query().map(|q| q.split('&').count());
+        if pairs(&actual) != pairs(&expected) {
+            return Err(changed("the query structure changed"));
+        }
+        if actual.fragment().is_some() != expected.fragment().is_some() {
+            return Err(changed("the fragment changed"));
+        }
+        Ok(actual)
+    }
+}
+
+/// True when `s` starts with `scheme:` (RFC 3986: a letter, then letters, digits, `+-.`).
+pub(crate) fn has_scheme(s: &str) -> bool {
+    let Some(colon) = s.find(':') else {
+        return false;
+    };
+    let scheme = &s[..colon];
+    let mut chars = scheme.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Which URL component the text after `literal` falls into.
+fn classify(literal: &str, absolute: bool) -> UrlPart {
+    if literal.contains('?') || literal.contains('#') {
+        return UrlPart::QueryOrFragment;
+    }
+    if absolute {
+        // `scheme://authority/...`: the path starts at the first `/` after `//`.
+        let after_scheme = literal.find(':').map(|c| &literal[c + 1..]).unwrap_or("");
+        let Some(authority) = after_scheme.strip_prefix("//") else {
+            return UrlPart::Path;
+        };
+        if authority.contains('/') {
+            UrlPart::Path
+        } else {
+            UrlPart::Authority
+        }
+    } else if literal.starts_with("//") && !literal[2..].contains('/') {
+        UrlPart::Authority
+    } else {
+        UrlPart::Path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(pairs: &[(&str, &str)]) -> Inputs {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn base() -> Url {
+        Url::parse("http://127.0.0.1:8080/").expect("static URL")
+    }
+
+    #[test]
+    fn parses_inputs_with_spaces_and_literals() {
+        let t = Template::parse("/orders/{{ order_id }}/refund?x={{amount}}").expect("valid");
+        assert_eq!(
+            t.parts,
+            vec![
+                TemplatePart::Literal("/orders/".into()),
+                TemplatePart::Input("order_id".into()),
+                TemplatePart::Literal("/refund?x=".into()),
+                TemplatePart::Input("amount".into()),
+            ]
+        );
+        assert_eq!(t.inputs().collect::<Vec<_>>(), vec!["order_id", "amount"]);
+    }
+
+    #[test]
+    fn rejects_malformed_templates() {
+        assert_eq!(
+            Template::parse("/a/{{id"),
+            Err(TemplateError::Unclosed { offset: 3 })
+        );
+        assert_eq!(
+            Template::parse("x{{  }}"),
+            Err(TemplateError::EmptyName { offset: 1 })
+        );
+        assert!(matches!(
+            Template::parse("{{Order-Id}}"),
+            Err(TemplateError::InvalidName { .. })
+        ));
+        assert_eq!(
+            Template::parse("a } b { c").map(|t| t.is_literal()),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn text_rendering_is_verbatim_and_tolerates_missing_optionals() {
+        let t = Template::parse("Refund {{amount}} for {{note}}!").expect("valid");
+        let out = t
+            .render_text(&inputs(&[("amount", "12.50 / ?#")]))
+            .expect("renders");
+        assert_eq!(out, "Refund 12.50 / ?# for !");
+    }
+
+    #[test]
+    fn hostile_values_stay_inside_one_path_segment() {
+        let t = Template::parse("/orders/{{order_id}}/refund").expect("valid");
+        for value in [
+            "../admin?x=1#",
+            "a b",
+            "ünï/cödé",
+            "ü/é",
+            "%2e%2e",
+            "..%2f..",
+            "//evil.example",
+        ] {
+            let url = t
+                .render_url(&base(), &inputs(&[("order_id", value)]))
+                .expect(value);
+            assert_eq!(url.host_str(), Some("127.0.0.1"), "{value}");
+            assert_eq!(url.port(), Some(8080), "{value}");
+            let segs: Vec<&str> = url.path_segments().expect("http URL").collect();
+            assert_eq!(segs.len(), 3, "{value} -> {url}");
+            assert_eq!(segs[0], "orders");
+            assert_eq!(segs[2], "refund");
+            assert_eq!(url.query(), None, "{value}");
+            assert_eq!(url.fragment(), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_empty_path_values_are_refused() {
+        let t = Template::parse("/orders/{{order_id}}").expect("valid");
+        for value in ["..", ".", ""] {
+            let err = t.render_url(&base(), &inputs(&[("order_id", value)]));
+            assert!(
+                matches!(err, Err(TemplateError::StructureChanged { .. })),
+                "{value}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_values_are_encoded_and_keep_pair_count() {
+        let t = Template::parse("/search?q={{q}}&page=1").expect("valid");
+        let url = t
+            .render_url(&base(), &inputs(&[("q", "a&admin=1#frag")]))
+            .expect("renders");
+        assert_eq!(url.path(), "/search");
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("q".into(), "a&admin=1#frag".into()),
+                ("page".into(), "1".into())
+            ]
+        );
+        let empty = t
+            .render_url(&base(), &inputs(&[]))
+            .expect("empty query value is fine");
+        assert_eq!(empty.query(), Some("q=&page=1"));
+    }
+
+    #[test]
+    fn absolute_templates_keep_their_origin_and_refuse_inputs_in_the_host() {
+        let t = Template::parse("https://shop.example.com/o/{{id}}").expect("valid");
+        let url = t
+            .render_url(&base(), &inputs(&[("id", "@evil.com/x")]))
+            .expect("renders");
+        assert_eq!(url.host_str(), Some("shop.example.com"));
+        assert_eq!(url.path(), "/o/%40evil.com%2Fx");
+        let host = Template::parse("https://{{shop}}.example.com/").expect("valid");
+        assert!(matches!(
+            host.render_url(&base(), &inputs(&[("shop", "a")])),
+            Err(TemplateError::StructureChanged { .. })
+        ));
+        let js = Template::parse("javascript:alert(1)").expect("valid");
+        assert!(matches!(
+            js.render_url(&base(), &inputs(&[])),
+            Err(TemplateError::BadUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn whole_url_input_cannot_escape_the_base_origin() {
+        let t = Template::parse("{{target}}").expect("valid");
+        let url = t
+            .render_url(
+                &base(),
+                &inputs(&[("target", "https://evil.example/steal")]),
+            )
+            .expect("renders as one relative segment");
+        assert_eq!(url.host_str(), Some("127.0.0.1"));
+        assert_eq!(url.path_segments().map(|s| s.count()), Some(1));
+    }
 }

@@ -1,8 +1,1538 @@
-//! Validation.
+//! Validation: raw YAML mirror -> typed [`Playbook`], collecting every problem.
+//!
+//! Order of work: bytes must be UTF-8; the YAML must deserialize into the raw mirror (a
+//! syntax error, an unknown key or a wrongly typed value stops here, with one diagnostic
+//! located by serde-saphyr and named by [`Node::path_at`]); then every semantic rule is
+//! checked and *all* violations are reported together, so an author fixes a file in one
+//! pass instead of one error per `clerk check`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::{MessageFormatter, UserMessageFormatter};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::diag::suggestion_hint;
+use super::raw::{
+    pos, Node, RawAssert, RawExtract, RawFill, RawInput, RawLocator, RawPlaybook, RawScreenshot,
+    RawStep, RawSubmit, RawUpload, RawWaitFor, Shorthand, Spanned, STEP_KINDS, TOP_KEYS,
+};
+use super::template::is_input_name;
 use super::*;
-pub(crate) fn parse(_path: &Path, _bytes: &[u8], _config: Option<&Config>) -> Result<Playbook, Diagnostics> {
-    todo!()
+
+const MODES: &[&str] = &["read_only", "draft", "submit", "login"];
+const INPUT_TYPES: &[&str] = &["string", "number", "date", "file"];
+const READ_ONLY_STEPS: &[&str] = &[
+    "goto",
+    "wait_for",
+    "extract",
+    "assert",
+    "click",
+    "screenshot",
+];
+const LOGIN_STEPS: &[&str] = &[
+    "goto",
+    "wait_for",
+    "fill",
+    "click",
+    "submit",
+    "extract",
+    "assert",
+    "screenshot",
+];
+const WRITE_METHODS: &[&str] = &["POST", "PUT", "PATCH", "DELETE"];
+/// Longest per-step timeout accepted: anything longer is a mistake, not a slow page.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Base used to try-render relative URL templates when no config names the channel.
+const PLACEHOLDER_BASE: &str = "http://channel.invalid/";
+
+/// Parses and validates one playbook (see [`super::parse`]).
+pub(crate) fn parse(
+    path: &Path,
+    bytes: &[u8],
+    config: Option<&Config>,
+) -> Result<Playbook, Diagnostics> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let (line, column) = line_col_of_byte(bytes, e.valid_up_to());
+            return Err(Diagnostics(vec![Diagnostic::new(
+                path,
+                line,
+                column,
+                "",
+                format!(
+                    "file is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            )
+            .with_hint("save the playbook as UTF-8")]));
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let raw: RawPlaybook = match serde_saphyr::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => return Err(Diagnostics(yaml_error(path, text, &err))),
+    };
+    let mut v = Validator::new(path, config);
+    let playbook = v.playbook(raw, bytes);
+    // Report in file order, whatever order the checks ran in.
+    v.diags.sort_by_key(|d| (d.line, d.column));
+    if v.diags.is_empty() {
+        Ok(playbook)
+    } else {
+        Err(Diagnostics(v.diags))
+    }
 }
-pub(crate) fn bind_inputs(_p: &Playbook, _v: &BTreeMap<String, String>) -> Result<Inputs, Vec<String>> {
-    todo!()
+
+/// Loads every file (directories: every `*.yaml` / `*.yml` inside, sorted) and returns
+/// all diagnostics, including playbooks that share a `name` (runs and approvals are keyed
+/// by it, so two files with one name would be ambiguous).
+pub fn check_files(paths: &[PathBuf], config: Option<&Config>) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            p.is_file()
+                                && matches!(
+                                    p.extension().and_then(|e| e.to_str()),
+                                    Some("yaml" | "yml")
+                                )
+                        })
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => diags.extend(Diagnostics::io(path, &e)),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for file in &files {
+        match super::load(file, config) {
+            Ok(pb) => {
+                if let Some(first) = names.get(&pb.name) {
+                    diags.push(
+                        Diagnostic::new(
+                            file,
+                            1,
+                            1,
+                            "name",
+                            format!(
+                                "playbook name `{}` is also used by {}",
+                                pb.name,
+                                first.display()
+                            ),
+                        )
+                        .with_hint("give every playbook a distinct name"),
+                    );
+                } else {
+                    names.insert(pb.name.clone(), file.clone());
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    diags
+}
+
+/// Checks run inputs against the declared specs (see [`Playbook::bind_inputs`]).
+pub(crate) fn bind_inputs(
+    playbook: &Playbook,
+    values: &BTreeMap<String, String>,
+) -> Result<Inputs, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut bound = Inputs::new();
+    for name in values.keys() {
+        if !playbook.inputs.iter().any(|i| &i.name == name) {
+            let declared: Vec<&str> = playbook.inputs.iter().map(|i| i.name.as_str()).collect();
+            errors.push(format!(
+                "unknown input `{name}` (playbook {} declares: {})",
+                playbook.name,
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            ));
+        }
+    }
+    for spec in &playbook.inputs {
+        let name = &spec.name;
+        let value = match values.get(name) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                if spec.required {
+                    errors.push(format!("input {name} is required{}", describe(spec)));
+                }
+                continue;
+            }
+        };
+        // Secret values never appear in messages: they end up in logs and terminals.
+        let shown = if spec.secret {
+            "the value".to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        let kind_error = match spec.kind {
+            InputKind::String => None,
+            InputKind::Number => match value.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() => None,
+                _ => Some(format!("input {name}: {shown} is not a number")),
+            },
+            InputKind::Date => {
+                let shaped = value.len() == 10
+                    && value.bytes().enumerate().all(|(i, b)| {
+                        if i == 4 || i == 7 {
+                            b == b'-'
+                        } else {
+                            b.is_ascii_digit()
+                        }
+                    });
+                if shaped && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok() {
+                    None
+                } else {
+                    Some(format!("input {name}: {shown} is not a date (expected YYYY-MM-DD, a real calendar day)"))
+                }
+            }
+            InputKind::File => {
+                if Path::new(value).is_file() {
+                    None
+                } else {
+                    Some(format!("input {name}: {shown} is not an existing file"))
+                }
+            }
+        };
+        if let Some(e) = kind_error {
+            errors.push(e);
+            continue;
+        }
+        if let Some(pattern) = &spec.pattern {
+            // Whole-value match: `^(?:...)$`, so `a|ab` cannot accept `abc` by its prefix.
+            match regex::Regex::new(&format!("^(?:{})$", pattern.as_str())) {
+                Ok(whole) if whole.is_match(value) => {}
+                Ok(_) => errors.push(format!(
+                    "input {name}: {shown} does not match pattern {}",
+                    pattern.as_str()
+                )),
+                Err(e) => errors.push(format!("input {name}: pattern cannot be used: {e}")),
+            }
+        }
+        bound.insert(name.clone(), value.clone());
+    }
+    if errors.is_empty() {
+        Ok(bound)
+    } else {
+        Err(errors)
+    }
+}
+
+fn describe(spec: &InputSpec) -> String {
+    if spec.description.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", spec.description)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col_of_byte(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Turns a serde-saphyr error into diagnostics, with the field path when the document is
+/// still readable as YAML, and a hint for the usual causes.
+fn yaml_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> Vec<Diagnostic> {
+    let inner = err.without_snippet();
+    let (line, column) = inner
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .filter(|(l, _)| *l > 0)
+        .unwrap_or((1, 1));
+    let tree: Option<Spanned<Node>> = serde_saphyr::from_str(text).ok();
+    let syntax_ok = tree.is_some();
+    let field = tree
+        .as_ref()
+        .map(|t| Node::path_at(t, (line, column)))
+        .unwrap_or_default();
+    if !syntax_ok {
+        // Tabs are the most common cause of YAML syntax errors and the parser often reports
+        // them elsewhere; name every tab-indented line instead.
+        let tabs: Vec<Diagnostic> = text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let indent: String = l.chars().take_while(|c| *c == ' ' || *c == '\t').collect();
+                indent.find('\t').map(|col| {
+                    Diagnostic::new(path, i + 1, col + 1, "", "tab character in indentation")
+                        .with_hint("YAML indents with spaces only; replace the tab with spaces")
+                })
+            })
+            .collect();
+        if !tabs.is_empty() {
+            return tabs;
+        }
+    }
+    let diag = match inner {
+        serde_saphyr::Error::SerdeUnknownField {
+            field: key,
+            expected,
+            ..
+        } => {
+            let what = if expected.contains(&"goto") {
+                "unknown step key"
+            } else if expected == TOP_KEYS {
+                "unknown top-level key"
+            } else {
+                "unknown key"
+            };
+            let kind = if expected.contains(&"goto") {
+                "step keys"
+            } else {
+                "keys here"
+            };
+            Diagnostic::new(path, line, column, field, format!("{what} `{key}`"))
+                .with_hint(suggestion_hint(key, expected, kind))
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => Diagnostic::new(
+            path,
+            line,
+            column,
+            field,
+            match key {
+                Some(k) => format!("duplicate key `{k}`"),
+                None => "duplicate key".to_owned(),
+            },
+        )
+        .with_hint("each key may appear only once in a mapping"),
+        other => {
+            let text_msg = UserMessageFormatter.format_message(other).into_owned();
+            let message = lowercase_first(&text_msg);
+            let at = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+            let rest: String = at.chars().skip(column.saturating_sub(1)).collect();
+            let hint = if rest.starts_with("{{") {
+                "quote values that start with a template, e.g. value: \"{{amount}}\"".to_owned()
+            } else if syntax_ok {
+                "this value has the wrong type for this key; see the playbook format".to_owned()
+            } else {
+                "check the indentation (spaces only, children indented under their parent) and the quoting on or just above this line".to_owned()
+            };
+            let message = if syntax_ok {
+                message
+            } else {
+                format!("invalid YAML: {message}")
+            };
+            Diagnostic::new(path, line, column, field, message).with_hint(hint)
+        }
+    };
+    vec![diag]
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A declared input, as validation needs it.
+struct Declared {
+    kind: InputKind,
+    secret: bool,
+}
+
+/// Walks the raw playbook once, building the typed one and collecting diagnostics.
+struct Validator<'a> {
+    path: &'a Path,
+    config: Option<&'a Config>,
+    diags: Vec<Diagnostic>,
+    inputs: BTreeMap<String, Declared>,
+    /// Extracted field -> 1-based step number that extracts it.
+    extracted: BTreeMap<String, usize>,
+    /// Screenshot name -> 1-based step number.
+    shots: BTreeMap<String, usize>,
+    /// The channel, when the config knows it (for URL checks).
+    channel: Option<&'a crate::channel::Channel>,
+}
+
+fn kinds_set(step: &RawStep) -> Vec<(&'static str, (usize, usize))> {
+    let mut out = Vec::new();
+    let mut add = |kind: &'static str, at: Option<(usize, usize)>| {
+        if let Some(at) = at {
+            out.push((kind, at));
+        }
+    };
+    add("goto", step.goto.as_ref().map(pos));
+    add("wait_for", step.wait_for.as_ref().map(pos));
+    add("extract", step.extract.as_ref().map(pos));
+    add("assert", step.assert_.as_ref().map(pos));
+    add("click", step.click.as_ref().map(pos));
+    add("screenshot", step.screenshot.as_ref().map(pos));
+    add("fill", step.fill.as_ref().map(pos));
+    add("select", step.select.as_ref().map(pos));
+    add("check", step.check.as_ref().map(pos));
+    add("uncheck", step.uncheck.as_ref().map(pos));
+    add("upload", step.upload.as_ref().map(pos));
+    add("submit", step.submit.as_ref().map(pos));
+    out
+}
+
+/// `[a-z0-9-]+`
+fn is_playbook_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `[A-Z_][A-Z0-9_]*`, the portable shape of environment variable names.
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `"500ms"`, `"10s"`, `"2m"`, or a bare number of milliseconds.
+fn parse_timeout(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
+        (d, 1u64)
+    } else if let Some(d) = s.strip_suffix('s') {
+        (d, 1000)
+    } else if let Some(d) = s.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        (s, 1)
+    };
+    let digits = digits.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let d = Duration::from_millis(n.checked_mul(unit_ms)?);
+    (d > Duration::ZERO && d <= MAX_TIMEOUT).then_some(d)
+}
+
+impl<'a> Validator<'a> {
+    fn new(path: &'a Path, config: Option<&'a Config>) -> Self {
+        Validator {
+            path,
+            config,
+            diags: Vec::new(),
+            inputs: BTreeMap::new(),
+            extracted: BTreeMap::new(),
+            shots: BTreeMap::new(),
+            channel: None,
+        }
+    }
+
+    fn err(&mut self, at: (usize, usize), field: impl Into<String>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(
+            self.path,
+            at.0.max(1),
+            at.1.max(1),
+            field,
+            message,
+        ));
+    }
+
+    fn err_hint(
+        &mut self,
+        at: (usize, usize),
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.diags.push(
+            Diagnostic::new(self.path, at.0.max(1), at.1.max(1), field, message).with_hint(hint),
+        );
+    }
+
+    /// A required top-level string; reports it missing or empty.
+    fn required(
+        &mut self,
+        value: Option<Spanned<String>>,
+        key: &str,
+        hint: &str,
+    ) -> Option<Spanned<String>> {
+        match value {
+            Some(v) if !v.value.trim().is_empty() => Some(v),
+            Some(v) => {
+                self.err_hint(pos(&v), key, format!("`{key}` is empty"), hint);
+                None
+            }
+            None => {
+                self.err_hint((1, 1), key, format!("missing required key `{key}`"), hint);
+                None
+            }
+        }
+    }
+
+    fn playbook(&mut self, raw: RawPlaybook, bytes: &[u8]) -> Playbook {
+        let name = self.required(
+            raw.name,
+            "name",
+            "add `name: my-playbook` (lowercase letters, digits, `-`)",
+        );
+        if let Some(n) = &name {
+            if !is_playbook_name(&n.value) {
+                self.err_hint(
+                    pos(n),
+                    "name",
+                    format!(
+                        "playbook name `{}` is not made of lowercase letters, digits and `-`",
+                        n.value
+                    ),
+                    "e.g. `name: order-lookup`",
+                );
+            }
+        }
+        let version = self.required(raw.version, "version", "add `version: \"1\"`");
+        let description = self.required(
+            raw.description,
+            "description",
+            "add `description: what this playbook does`",
+        );
+        let channel = self.required(
+            raw.channel,
+            "channel",
+            "add `channel: ID`, a channel id from clerk.toml",
+        );
+        let mode_raw = self.required(
+            raw.mode,
+            "mode",
+            "add `mode: read_only` (or draft, submit, login)",
+        );
+        let mode = mode_raw.as_ref().and_then(|m| {
+            let mode = match m.value.as_str() {
+                "read_only" => Some(Mode::ReadOnly),
+                "draft" => Some(Mode::Draft),
+                "submit" => Some(Mode::Submit),
+                "login" => Some(Mode::Login),
+                _ => None,
+            };
+            if mode.is_none() {
+                let hint = suggestion_hint(&m.value, MODES, "modes");
+                self.err_hint(pos(m), "mode", format!("unknown mode `{}`", m.value), hint);
+            }
+            mode
+        });
+
+        if let (Some(config), Some(ch)) = (self.config, &channel) {
+            match config.channel(&ch.value) {
+                Ok(c) => {
+                    self.channel = Some(c);
+                    if let Some(mode) = mode {
+                        if let Err(e) = c.permit_mode(mode) {
+                            self.err_hint(
+                                mode_raw.as_ref().map(pos).unwrap_or((1, 1)),
+                                "mode",
+                                format!("mode `{mode}` is not permitted by channel `{}`", c.id),
+                                format!(
+                                    "{e}; ask the channel owner `{}` or pick a permitted mode",
+                                    c.owner
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(_) => {
+                    let known: Vec<&str> = config.channels.iter().map(|c| c.id.as_str()).collect();
+                    let hint = if known.is_empty() {
+                        format!("{} defines no channels", config.path.display())
+                    } else {
+                        suggestion_hint(&ch.value, &known, "channels")
+                    };
+                    self.err_hint(
+                        pos(ch),
+                        "channel",
+                        format!("unknown channel `{}`", ch.value),
+                        hint,
+                    );
+                }
+            }
+        }
+
+        let inputs = match raw.inputs {
+            Some(i) => self.inputs(i.value.0),
+            None => Vec::new(),
+        };
+
+        let mut steps = Vec::new();
+        match raw.steps {
+            None => self.err_hint(
+                (1, 1),
+                "steps",
+                "missing required key `steps`",
+                "add `steps:` with at least one step",
+            ),
+            Some(s) if s.value.is_empty() => self.err_hint(
+                pos(&s),
+                "steps",
+                "playbook has no steps",
+                "add at least one step under `steps:`",
+            ),
+            Some(s) => {
+                let steps_at = pos(&s);
+                let mut submits = Vec::new();
+                for (index, raw_step) in s.value.into_iter().enumerate() {
+                    let at = pos(&raw_step);
+                    if let Some(step) = self.step(index, raw_step, mode) {
+                        if matches!(step.action, Action::Submit { .. }) {
+                            submits.push(at);
+                        }
+                        steps.push(step);
+                    }
+                }
+                if let Some(mode @ (Mode::Draft | Mode::Submit)) = mode {
+                    if submits.is_empty() {
+                        self.err_hint(
+                            steps_at,
+                            "steps",
+                            format!("{mode} playbook has no submit step"),
+                            "draft and submit playbooks fill one form and end with one `submit` step naming its control and expected request; use mode read_only for lookups",
+                        );
+                    }
+                    for extra in submits.iter().skip(1) {
+                        self.err_hint(
+                            *extra,
+                            "steps",
+                            format!("{mode} playbook has more than one submit step"),
+                            "a draft or submit playbook submits exactly one form; split it into several playbooks",
+                        );
+                    }
+                }
+            }
+        }
+
+        Playbook {
+            name: name.map(|n| n.value).unwrap_or_default(),
+            version: version.map(|n| n.value).unwrap_or_default(),
+            description: description.map(|n| n.value).unwrap_or_default(),
+            channel: channel.map(|n| n.value).unwrap_or_default(),
+            mode: mode.unwrap_or(Mode::ReadOnly),
+            inputs,
+            steps,
+            source: self.path.to_owned(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+        }
+    }
+
+    fn inputs(&mut self, raw: Vec<(Spanned<String>, Spanned<RawInput>)>) -> Vec<InputSpec> {
+        let mut out = Vec::new();
+        for (name, spec) in raw {
+            let field = format!("inputs.{}", name.value);
+            if !is_input_name(&name.value) {
+                self.err_hint(
+                    pos(&name),
+                    &field,
+                    format!("input name `{}` is not valid", name.value),
+                    "input names are lowercase letters, digits and `_`, starting with a letter or `_`",
+                );
+            }
+            let spec = spec.value;
+            let kind = match &spec.kind {
+                None => InputKind::String,
+                Some(k) => match k.value.as_str() {
+                    "string" => InputKind::String,
+                    "number" => InputKind::Number,
+                    "date" => InputKind::Date,
+                    "file" => InputKind::File,
+                    other => {
+                        let hint = suggestion_hint(other, INPUT_TYPES, "types");
+                        self.err_hint(
+                            pos(k),
+                            format!("{field}.type"),
+                            format!("unknown input type `{other}`"),
+                            hint,
+                        );
+                        InputKind::String
+                    }
+                },
+            };
+            let pattern = spec.pattern.as_ref().and_then(|p| match regex::Regex::new(&p.value) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    self.err_hint(
+                        pos(p),
+                        format!("{field}.pattern"),
+                        format!("invalid regex pattern for input `{}`: {}", name.value, regex_reason(&e.to_string())),
+                        "patterns use Rust regex syntax (https://docs.rs/regex); quote them with single quotes in YAML",
+                    );
+                    None
+                }
+            });
+            let secret = spec.secret.map(|s| s.value).unwrap_or(false);
+            self.inputs
+                .insert(name.value.clone(), Declared { kind, secret });
+            out.push(InputSpec {
+                name: name.value,
+                kind,
+                required: spec.required.map(|r| r.value).unwrap_or(true),
+                pattern,
+                description: spec.description.map(|d| d.value).unwrap_or_default(),
+                secret,
+            });
+        }
+        out
+    }
+
+    /// Parses a template and checks that it names declared inputs only.
+    fn template(&mut self, s: &Spanned<String>, field: &str) -> Option<Template> {
+        match Template::parse(&s.value) {
+            Ok(t) => {
+                let undeclared: Vec<String> = t
+                    .inputs()
+                    .filter(|n| !self.inputs.contains_key(*n))
+                    .map(str::to_owned)
+                    .collect();
+                for name in undeclared {
+                    let declared: Vec<&str> = self.inputs.keys().map(String::as_str).collect();
+                    let hint = if declared.is_empty() {
+                        format!("declare it under `inputs:`, e.g. `inputs: {{ {name}: {{ type: string }} }}`")
+                    } else {
+                        format!(
+                            "declare it under `inputs:`; {}",
+                            suggestion_hint(&name, &declared, "inputs")
+                        )
+                    };
+                    self.err_hint(
+                        pos(s),
+                        field,
+                        format!("template names undeclared input `{name}`"),
+                        hint,
+                    );
+                }
+                Some(t)
+            }
+            Err(e) => {
+                self.err_hint(
+                    pos(s),
+                    field,
+                    format!("malformed template `{}`: {e}", s.value),
+                    "write inputs as {{name}}",
+                );
+                None
+            }
+        }
+    }
+
+    /// A template used as a URL: renders it with sample values to prove its shape, keeps
+    /// secrets out of it (URLs are recorded), and with a config keeps absolute URLs inside
+    /// the channel's allowed origins.
+    fn url_template(&mut self, s: &Spanned<String>, field: &str) -> Option<Template> {
+        let t = self.template(s, field)?;
+        for name in t.inputs() {
+            if self.inputs.get(name).is_some_and(|d| d.secret) {
+                self.err_hint(
+                    pos(s),
+                    field,
+                    format!("secret input `{name}` is used in a URL"),
+                    "URLs are recorded in the evidence journal; pass secrets through `fill` instead",
+                );
+            }
+        }
+        let base = match self.channel {
+            Some(c) => c.base_url.clone(),
+            None => Url::parse(PLACEHOLDER_BASE).ok()?,
+        };
+        let sample: Inputs = t.inputs().map(|n| (n.to_owned(), "1".to_owned())).collect();
+        match t.render_url(&base, &sample) {
+            Ok(url) => {
+                if let Some(c) = self.channel {
+                    if !c.allows_origin(&url) {
+                        self.err_hint(
+                            pos(s),
+                            field,
+                            format!(
+                                "url `{}` is outside the allowed origins of channel `{}`",
+                                s.value, c.id
+                            ),
+                            format!(
+                                "allowed origins: {}; add the origin to `allowed_origins` in {} if it is really part of this seller center",
+                                c.allowed_origins.join(", "),
+                                self.config.map(|c| c.path.display().to_string()).unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
+            }
+            Err(e) => self.err_hint(
+                pos(s),
+                field,
+                format!("bad URL template `{}`: {e}", s.value),
+                "write a path on the channel's base URL (`/orders/{{order_id}}`) or a full http(s) URL; inputs may not appear in the host",
+            ),
+        }
+        Some(t)
+    }
+
+    fn selector(
+        &mut self,
+        s: Option<&Spanned<String>>,
+        at: (usize, usize),
+        field: &str,
+        what: &str,
+    ) -> Option<String> {
+        match s {
+            Some(sel) if !sel.value.trim().is_empty() => Some(sel.value.clone()),
+            Some(sel) => {
+                self.err(pos(sel), field, format!("{what} is empty"));
+                None
+            }
+            None => {
+                self.err_hint(
+                    at,
+                    field,
+                    format!("missing {what}"),
+                    "give a CSS selector, e.g. `selector: \"#order-status\"`",
+                );
+                None
+            }
+        }
+    }
+
+    /// `selector:` or `label:`, exactly one.
+    fn locator(
+        &mut self,
+        selector: Option<&Spanned<String>>,
+        label: Option<&Spanned<String>>,
+        at: (usize, usize),
+        field: &str,
+    ) -> Option<Locator> {
+        match (selector, label) {
+            (Some(s), None) => self
+                .selector(Some(s), at, &format!("{field}.selector"), "selector")
+                .map(Locator::Css),
+            (None, Some(l)) if !l.value.trim().is_empty() => Some(Locator::Label(l.value.clone())),
+            (None, Some(l)) => {
+                self.err(pos(l), format!("{field}.label"), "label is empty");
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.err_hint(
+                    at,
+                    field,
+                    "both `selector` and `label` are given",
+                    "give exactly one of `selector` or `label`",
+                );
+                None
+            }
+            (None, None) => {
+                self.err_hint(
+                    at,
+                    field,
+                    "missing `selector` or `label`",
+                    "give exactly one of `selector: CSS` or `label: TEXT`",
+                );
+                None
+            }
+        }
+    }
+
+    fn shorthand_locator(
+        &mut self,
+        v: Spanned<Shorthand<RawLocator>>,
+        field: &str,
+        kind: &str,
+    ) -> Option<Locator> {
+        let at = pos(&v);
+        match v.value {
+            Shorthand::Short(s) if !s.trim().is_empty() => Some(Locator::Css(s)),
+            Shorthand::Short(_) => {
+                self.err(at, field, format!("`{kind}` selector is empty"));
+                None
+            }
+            Shorthand::Full(l) => self.locator(l.selector.as_ref(), l.label.as_ref(), at, field),
+            Shorthand::Invalid(found) => {
+                self.err_hint(
+                    at,
+                    field,
+                    format!("`{kind}` expects a selector string or a mapping, found {found}"),
+                    format!("e.g. `{kind}: \"#element\"`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn step(&mut self, index: usize, raw: Spanned<RawStep>, mode: Option<Mode>) -> Option<Step> {
+        let at = pos(&raw);
+        let field = format!("steps[{index}]");
+        let step = raw.value;
+        let kinds = kinds_set(&step);
+        let timeout = step.timeout.as_ref().and_then(|t| {
+            let d = parse_timeout(&t.value);
+            if d.is_none() {
+                self.err_hint(
+                    pos(t),
+                    format!("{field}.timeout"),
+                    format!("invalid timeout `{}`", t.value),
+                    "write a whole number followed by ms, s or m (e.g. \"500ms\", \"10s\", \"2m\"), between 1ms and 60m",
+                );
+            }
+            d
+        });
+        let (kind, kind_at) = match kinds.as_slice() {
+            [] => {
+                self.err_hint(
+                    at,
+                    &field,
+                    "step has no kind",
+                    format!("give exactly one of: {}", STEP_KINDS.join(", ")),
+                );
+                return None;
+            }
+            [one] => *one,
+            many => {
+                let names: Vec<&str> = many.iter().map(|(k, _)| *k).collect();
+                self.err_hint(
+                    at,
+                    &field,
+                    format!(
+                        "step has {} kinds ({}); a step does exactly one thing",
+                        many.len(),
+                        names.join(", ")
+                    ),
+                    "split it into one step per kind",
+                );
+                return None;
+            }
+        };
+        let kfield = format!("{field}.{kind}");
+        if let Some(mode) = mode {
+            let allowed = match mode {
+                Mode::ReadOnly => Some(READ_ONLY_STEPS),
+                Mode::Login => Some(LOGIN_STEPS),
+                Mode::Draft | Mode::Submit => None,
+            };
+            if let Some(allowed) = allowed.filter(|a| !a.contains(&kind)) {
+                let fix = if mode == Mode::ReadOnly {
+                    "; use mode draft or submit for steps that change data"
+                } else {
+                    ""
+                };
+                self.err_hint(
+                    kind_at,
+                    &kfield,
+                    format!("`{kind}` steps are not allowed in a {mode} playbook"),
+                    format!("{mode} allows: {}{fix}", allowed.join(", ")),
+                );
+            }
+        }
+        let name = match &step.name {
+            Some(n) if !n.value.trim().is_empty() => n.value.trim().to_owned(),
+            _ => format!("{kind} {}", index + 1),
+        };
+        let action = self.action(step, kind_at, &kfield, index, mode)?;
+        Some(Step {
+            index,
+            name,
+            line: at.0,
+            timeout,
+            action,
+        })
+    }
+
+    fn action(
+        &mut self,
+        step: RawStep,
+        at: (usize, usize),
+        field: &str,
+        index: usize,
+        mode: Option<Mode>,
+    ) -> Option<Action> {
+        if let Some(g) = &step.goto {
+            return self.url_template(g, field).map(|url| Action::Goto { url });
+        }
+        if let Some(w) = step.wait_for {
+            return self.wait_for(w, field);
+        }
+        if let Some(e) = step.extract {
+            return self.extract(e, field, index);
+        }
+        if let Some(a) = step.assert_ {
+            return self.assert(a, field);
+        }
+        if let Some(c) = step.click {
+            let loc = self.shorthand_locator(c, field, "click")?;
+            return match loc {
+                Locator::Css(selector) => Some(Action::Click { selector }),
+                Locator::Label(_) => {
+                    self.err_hint(
+                        at,
+                        field,
+                        "`click` takes a selector, not a label",
+                        "e.g. `click: \"#tab-logistics\"`",
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(s) = step.screenshot {
+            return self.screenshot(s, field, index);
+        }
+        if let Some(f) = step.fill {
+            return self.fill(f, field, mode);
+        }
+        if let Some(s) = step.select {
+            let sat = pos(&s);
+            let s = s.value;
+            let locator = self.locator(s.selector.as_ref(), s.label.as_ref(), sat, field);
+            let value = match &s.value {
+                Some(v) => self.template(v, &format!("{field}.value")),
+                None => {
+                    self.err_hint(
+                        sat,
+                        field,
+                        "`select` is missing `value`",
+                        "give the option value to select, e.g. `value: \"{{reason}}\"`",
+                    );
+                    None
+                }
+            };
+            return Some(Action::Select {
+                locator: locator?,
+                value: value?,
+            });
+        }
+        if let Some(c) = step.check {
+            return self
+                .shorthand_locator(c, field, "check")
+                .map(|locator| Action::Check {
+                    locator,
+                    checked: true,
+                });
+        }
+        if let Some(c) = step.uncheck {
+            return self
+                .shorthand_locator(c, field, "uncheck")
+                .map(|locator| Action::Check {
+                    locator,
+                    checked: false,
+                });
+        }
+        if let Some(u) = step.upload {
+            return self.upload(u, field);
+        }
+        if let Some(s) = step.submit {
+            return self.submit(s, field);
+        }
+        None
+    }
+
+    fn wait_for(&mut self, w: Spanned<Shorthand<RawWaitFor>>, field: &str) -> Option<Action> {
+        let at = pos(&w);
+        let w: RawWaitFor = match w.value {
+            Shorthand::Short(s) if !s.trim().is_empty() => {
+                return Some(Action::WaitFor {
+                    condition: WaitCondition::Visible(s),
+                })
+            }
+            Shorthand::Short(_) => {
+                self.err(at, field, "`wait_for` selector is empty");
+                return None;
+            }
+            Shorthand::Invalid(found) => {
+                self.err_hint(
+                    at,
+                    field,
+                    format!("`wait_for` expects a selector or a mapping, found {found}"),
+                    "e.g. `wait_for: { selector: \"#order-status\" }`",
+                );
+                return None;
+            }
+            Shorthand::Full(w) => w,
+        };
+        let count = usize::from(w.selector.is_some())
+            + usize::from(w.text.is_some())
+            + usize::from(w.network_idle.is_some());
+        if count != 1 {
+            self.err_hint(
+                at,
+                field,
+                if count == 0 {
+                    "`wait_for` has no condition".to_owned()
+                } else {
+                    "`wait_for` has more than one condition".to_owned()
+                },
+                "give exactly one of `selector: CSS`, `text: TEXT` or `network_idle: true`",
+            );
+            return None;
+        }
+        if let Some(s) = &w.selector {
+            let sel = self.selector(Some(s), at, &format!("{field}.selector"), "selector")?;
+            return Some(Action::WaitFor {
+                condition: WaitCondition::Visible(sel),
+            });
+        }
+        if let Some(t) = &w.text {
+            let t = self.template(t, &format!("{field}.text"))?;
+            return Some(Action::WaitFor {
+                condition: WaitCondition::Text(t),
+            });
+        }
+        match &w.network_idle {
+            Some(n) if n.value => Some(Action::WaitFor {
+                condition: WaitCondition::NetworkIdle,
+            }),
+            Some(n) => {
+                self.err_hint(
+                    pos(n),
+                    format!("{field}.network_idle"),
+                    "`network_idle: false` waits for nothing",
+                    "write `network_idle: true` or remove the step",
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn extract(&mut self, e: Spanned<RawExtract>, field: &str, index: usize) -> Option<Action> {
+        let at = pos(&e);
+        let e = e.value;
+        let name = match &e.field {
+            Some(f) if is_input_name(&f.value) => {
+                if let Some(first) = self.extracted.get(&f.value) {
+                    self.err_hint(
+                        pos(f),
+                        format!("{field}.field"),
+                        format!("field `{}` is already extracted by step {first}", f.value),
+                        "give each extracted field a distinct name",
+                    );
+                } else {
+                    self.extracted.insert(f.value.clone(), index + 1);
+                }
+                Some(f.value.clone())
+            }
+            Some(f) => {
+                self.err_hint(
+                    pos(f),
+                    format!("{field}.field"),
+                    format!("field name `{}` is not valid", f.value),
+                    "field names are lowercase letters, digits and `_`",
+                );
+                None
+            }
+            None => {
+                self.err_hint(
+                    at,
+                    field,
+                    "`extract` is missing `field`",
+                    "name the extracted value, e.g. `field: status`",
+                );
+                None
+            }
+        };
+        let selector = self.selector(
+            e.selector.as_ref(),
+            at,
+            &format!("{field}.selector"),
+            "selector",
+        );
+        let source = match (
+            e.from.as_ref().map(|f| (f.value.as_str(), pos(f))),
+            &e.attribute,
+        ) {
+            (None | Some(("text", _)), None) => Some(ExtractSource::Text),
+            (Some(("value", _)), None) => Some(ExtractSource::Value),
+            (None | Some(("attribute", _)), Some(a)) if !a.value.trim().is_empty() => {
+                Some(ExtractSource::Attribute(a.value.clone()))
+            }
+            (Some(("attribute", fat)), _) => {
+                self.err_hint(
+                    fat,
+                    format!("{field}.attribute"),
+                    "`from: attribute` needs a non-empty `attribute`",
+                    "e.g. `attribute: href`",
+                );
+                None
+            }
+            (Some((other, fat)), None) if !matches!(other, "text" | "value") => {
+                let hint = suggestion_hint(other, &["text", "value", "attribute"], "sources");
+                self.err_hint(
+                    fat,
+                    format!("{field}.from"),
+                    format!("unknown extract source `{other}`"),
+                    hint,
+                );
+                None
+            }
+            (_, Some(a)) => {
+                self.err_hint(
+                    pos(a),
+                    format!("{field}.attribute"),
+                    "`attribute` is only used with `from: attribute`",
+                    "remove `attribute` or write `from: attribute`",
+                );
+                None
+            }
+            (Some(_), None) => None,
+        };
+        Some(Action::Extract {
+            field: name?,
+            selector: selector?,
+            source: source?,
+            required: e.required.map(|r| r.value).unwrap_or(true),
+        })
+    }
+
+    fn assert(&mut self, a: Spanned<RawAssert>, field: &str) -> Option<Action> {
+        let at = pos(&a);
+        let a = a.value;
+        let subject = match (&a.field, &a.selector) {
+            (Some(f), None) => {
+                if !self.extracted.contains_key(&f.value) {
+                    let known: Vec<&str> = self.extracted.keys().map(String::as_str).collect();
+                    let hint = if known.is_empty() {
+                        "no field is extracted before this step; add an `extract` step first"
+                            .to_owned()
+                    } else {
+                        format!(
+                            "assert on a field extracted by an earlier step; {}",
+                            suggestion_hint(&f.value, &known, "fields")
+                        )
+                    };
+                    self.err_hint(
+                        pos(f),
+                        format!("{field}.field"),
+                        format!(
+                            "assert on field `{}`, which no earlier step extracts",
+                            f.value
+                        ),
+                        hint,
+                    );
+                }
+                Some(AssertSubject::Field(f.value.clone()))
+            }
+            (None, Some(s)) => self
+                .selector(Some(s), at, &format!("{field}.selector"), "selector")
+                .map(AssertSubject::Selector),
+            _ => {
+                self.err_hint(
+                    at,
+                    field,
+                    "`assert` needs exactly one of `field` or `selector`",
+                    "e.g. `assert: { field: status, equals: paid }`",
+                );
+                None
+            }
+        };
+        let checks = usize::from(a.equals.is_some())
+            + usize::from(a.contains.is_some())
+            + usize::from(a.matches.is_some());
+        if checks != 1 {
+            self.err_hint(
+                at,
+                field,
+                "`assert` needs exactly one of `equals`, `contains` or `matches`",
+                "e.g. `matches: \"^(paid|shipped)$\"`",
+            );
+            return None;
+        }
+        let check = if let Some(e) = &a.equals {
+            self.template(e, &format!("{field}.equals"))
+                .map(AssertCheck::Equals)
+        } else if let Some(c) = &a.contains {
+            self.template(c, &format!("{field}.contains"))
+                .map(AssertCheck::Contains)
+        } else if let Some(m) = &a.matches {
+            match regex::Regex::new(&m.value) {
+                Ok(re) => Some(AssertCheck::Matches(re)),
+                Err(e) => {
+                    self.err_hint(
+                        pos(m),
+                        format!("{field}.matches"),
+                        format!(
+                            "invalid regex in `matches`: {}",
+                            regex_reason(&e.to_string())
+                        ),
+                        "patterns use Rust regex syntax; quote them with single quotes in YAML",
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Some(Action::Assert {
+            subject: subject?,
+            check: check?,
+        })
+    }
+
+    fn screenshot(
+        &mut self,
+        s: Spanned<Shorthand<RawScreenshot>>,
+        field: &str,
+        index: usize,
+    ) -> Option<Action> {
+        let at = pos(&s);
+        let (name, name_at, target, mask) = match s.value {
+            Shorthand::Short(n) => (Some(n), at, ShotTarget::FullPage, Vec::new()),
+            Shorthand::Invalid(found) => {
+                self.err_hint(
+                    at,
+                    field,
+                    format!("`screenshot` expects a name or a mapping, found {found}"),
+                    "e.g. `screenshot: { name: order-page }`",
+                );
+                return None;
+            }
+            Shorthand::Full(r) => {
+                let name_at = r.name.as_ref().map(pos).unwrap_or(at);
+                let target = match &r.element {
+                    Some(e) => match self.selector(
+                        Some(e),
+                        at,
+                        &format!("{field}.element"),
+                        "element selector",
+                    ) {
+                        Some(sel) => ShotTarget::Element(sel),
+                        None => return None,
+                    },
+                    None => ShotTarget::FullPage,
+                };
+                let mut mask = Vec::new();
+                for (i, m) in r
+                    .mask
+                    .map(|m| m.value)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(sel) =
+                        self.selector(Some(&m), at, &format!("{field}.mask[{i}]"), "mask selector")
+                    {
+                        mask.push(sel);
+                    }
+                }
+                (r.name.map(|n| n.value), name_at, target, mask)
+            }
+        };
+        let Some(name) = name else {
+            self.err_hint(
+                at,
+                field,
+                "`screenshot` is missing `name`",
+                "e.g. `screenshot: { name: order-page }`",
+            );
+            return None;
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            self.err_hint(
+                name_at,
+                format!("{field}.name"),
+                format!("screenshot name `{name}` is not valid"),
+                "use lowercase letters, digits, `-` and `_`, e.g. `order-page`",
+            );
+            return None;
+        }
+        if let Some(first) = self.shots.get(&name) {
+            self.err_hint(name_at, format!("{field}.name"), format!("screenshot name `{name}` is already used by step {first}"), "give every screenshot a distinct name: reviewers and exports refer to them by name");
+        } else {
+            self.shots.insert(name.clone(), index + 1);
+        }
+        Some(Action::Screenshot { name, target, mask })
+    }
+
+    fn fill(&mut self, f: Spanned<RawFill>, field: &str, mode: Option<Mode>) -> Option<Action> {
+        let at = pos(&f);
+        let f = f.value;
+        let locator = self.locator(f.selector.as_ref(), f.label.as_ref(), at, field);
+        let value = match (&f.value, &f.env) {
+            (Some(v), None) => {
+                if mode == Some(Mode::Login) {
+                    self.err_hint(pos(v), format!("{field}.value"), "in a login playbook `fill` values must come from `env`", "write `env: VAR_NAME` and export VAR_NAME before `clerk login`; credentials never go in files");
+                }
+                self.template(v, &format!("{field}.value"))
+                    .map(ValueSource::Template)
+            }
+            (None, Some(e)) if is_env_name(&e.value) => Some(ValueSource::Env(e.value.clone())),
+            (None, Some(e)) => {
+                self.err_hint(
+                    pos(e),
+                    format!("{field}.env"),
+                    format!("`{}` is not an environment variable name", e.value),
+                    "use upper-case letters, digits and `_`, e.g. `SAMPLE_PASSWORD`",
+                );
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.err_hint(
+                    at,
+                    field,
+                    "`fill` has both `value` and `env`",
+                    "give exactly one of `value` or `env`",
+                );
+                None
+            }
+            (None, None) => {
+                self.err_hint(
+                    at,
+                    field,
+                    "`fill` is missing `value` or `env`",
+                    "e.g. `value: \"{{amount}}\"` or `env: SAMPLE_PASSWORD`",
+                );
+                None
+            }
+        };
+        let implied = match &value {
+            Some(ValueSource::Env(_)) => true,
+            Some(ValueSource::Template(t)) => t
+                .inputs()
+                .any(|n| self.inputs.get(n).is_some_and(|d| d.secret)),
+            None => false,
+        };
+        let secret = match &f.secret {
+            Some(s) if !s.value && implied => {
+                self.err_hint(pos(s), format!("{field}.secret"), "`secret: false` on a value that comes from a secret", "values from `env` or from secret inputs are always masked; remove `secret: false`");
+                true
+            }
+            Some(s) => s.value || implied,
+            None => implied,
+        };
+        Some(Action::Fill {
+            locator: locator?,
+            value: value?,
+            secret,
+        })
+    }
+
+    fn upload(&mut self, u: Spanned<RawUpload>, field: &str) -> Option<Action> {
+        let at = pos(&u);
+        let u = u.value;
+        let locator = self.locator(u.selector.as_ref(), u.label.as_ref(), at, field);
+        let input = match &u.input {
+            Some(i) => match self.inputs.get(&i.value) {
+                Some(d) if d.kind == InputKind::File => Some(i.value.clone()),
+                Some(_) => {
+                    self.err_hint(
+                        pos(i),
+                        format!("{field}.input"),
+                        format!("upload input `{}` is not of type file", i.value),
+                        format!("declare it with `type: file` under `inputs.{}`", i.value),
+                    );
+                    None
+                }
+                None => {
+                    self.err_hint(
+                        pos(i),
+                        format!("{field}.input"),
+                        format!("upload names undeclared input `{}`", i.value),
+                        "declare it under `inputs:` with `type: file`",
+                    );
+                    None
+                }
+            },
+            None => {
+                self.err_hint(
+                    at,
+                    field,
+                    "`upload` is missing `input`",
+                    "name an input of type file, e.g. `input: photo`",
+                );
+                None
+            }
+        };
+        Some(Action::Upload {
+            locator: locator?,
+            input: input?,
+        })
+    }
+
+    fn submit(&mut self, s: Spanned<RawSubmit>, field: &str) -> Option<Action> {
+        let at = pos(&s);
+        let s = s.value;
+        let control = self.selector(
+            s.control.as_ref(),
+            at,
+            &format!("{field}.control"),
+            "`control` (the submit button's selector)",
+        );
+        let Some(expect) = s.expect else {
+            self.err_hint(at, field, "`submit` is missing `expect`", "say which request the submit must cause, e.g. `expect: { method: POST, url: \"/orders/{{order_id}}/refund\" }`");
+            return None;
+        };
+        let eat = pos(&expect);
+        let method = match &expect.value.method {
+            Some(m) => {
+                let up = m.value.trim().to_ascii_uppercase();
+                if WRITE_METHODS.contains(&up.as_str()) {
+                    Some(up)
+                } else {
+                    self.err_hint(
+                        pos(m),
+                        format!("{field}.expect.method"),
+                        format!("`{}` is not a write method", m.value),
+                        format!("use one of {}", WRITE_METHODS.join(", ")),
+                    );
+                    None
+                }
+            }
+            None => {
+                self.err_hint(
+                    eat,
+                    format!("{field}.expect"),
+                    "`expect` is missing `method`",
+                    "e.g. `method: POST`",
+                );
+                None
+            }
+        };
+        let url = match &expect.value.url {
+            Some(u) => self.url_template(u, &format!("{field}.expect.url")),
+            None => {
+                self.err_hint(
+                    eat,
+                    format!("{field}.expect"),
+                    "`expect` is missing `url`",
+                    "e.g. `url: \"/orders/{{order_id}}/refund\"`",
+                );
+                None
+            }
+        };
+        Some(Action::Submit {
+            control: control?,
+            expect: ExpectedWrite {
+                method: method?,
+                url: url?,
+            },
+        })
+    }
+}
+
+/// The last line of a regex error ("error: unclosed group"), without the `error: `.
+fn regex_reason(s: &str) -> String {
+    let last = s
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
