@@ -123,7 +123,11 @@ pub enum Event {
         decided_at: String,
     },
     /// An approved submit went through; the approval cannot be used again.
-    ApprovalUsed { approval_id: String, run_id: RunId, used_at: String },
+    ApprovalUsed {
+        approval_id: String,
+        run_id: RunId,
+        used_at: String,
+    },
     /// Something was refused (a submit without usable approval, a self-approval, ...).
     Refused {
         /// What was refused: `submit`, `approve`, `reject`, `run`.
@@ -135,11 +139,25 @@ pub enum Event {
         at: String,
     },
     /// The emergency pause was switched on or off.
-    Pause { on: bool, user: String, reason: String, at: String },
+    Pause {
+        on: bool,
+        user: String,
+        reason: String,
+        at: String,
+    },
     /// A bundle was exported; verify checks the journal still reaches this point.
-    CheckpointExported { seq: u64, hash: String, out: String, at: String },
+    CheckpointExported {
+        seq: u64,
+        hash: String,
+        out: String,
+        at: String,
+    },
     /// The store found and set aside a torn, unacknowledged tail of the journal.
-    JournalRepaired { dropped_bytes: u64, saved_as: String, at: String },
+    JournalRepaired {
+        dropped_bytes: u64,
+        saved_as: String,
+        at: String,
+    },
 }
 
 impl Event {

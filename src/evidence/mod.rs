@@ -1,24 +1,80 @@
 //! The evidence store: the only module that persists anything (and the only one that
-//! imports sled).
+//! imports sled, in [`index`]).
 //!
 //! Ground truth is (a) content-addressed PNG files under `screenshots/` and (b) the
 //! append-only, hash-chained journal `journal.jsonl`, fsync'd before a record is
 //! acknowledged. The sled index under `index/` answers queries and is rebuilt from the
 //! journal and the files whenever it is missing, behind or damaged.
 //!
-//! CONTRACT (implemented by the evidence work; signatures are fixed, bodies are not):
+//! Data directory layout:
+//!
+//! ```text
+//! journal.jsonl         the chain, one canonical JSON record per line (format: record.rs)
+//! journal.lock          flock: exclusive to append, shared to snapshot
+//! journal.torn-<ts>     torn tails set aside at open (never acknowledged records)
+//! checkpoints.jsonl     one line per export: the chain head the bundle covered
+//! screenshots/<sha256>.png
+//! index/                sled (cache; rebuilt from the journal at will)
+//! locks/index.lock      held by the store that owns index/
+//! locks/<owner>.lock    held by each open store for its lifetime
+//! ```
+//!
+//! Concurrency: appends are serialized inside a process by a mutex and across processes by
+//! an exclusive flock on `journal.lock`, under which the chain head is read from the file's
+//! tail (never from memory or the index), so no two records can claim the same seq.
 
 mod event;
+pub mod export;
+mod index;
+mod journal;
+mod lock;
+mod png;
+mod query;
+pub mod record;
+pub mod verify;
 
 pub use event::{Event, RunId};
+pub use query::{
+    parse_since, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter, RunSummary,
+    RunTable, StepView,
+};
+pub use record::RecordError;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use index::Index;
+use journal::Tail;
+use lock::FileLock;
+
+/// Lock file serializing appends across processes.
+pub const JOURNAL_LOCK: &str = "journal.lock";
+/// Directory of per-store liveness locks.
+pub const LOCKS_DIR: &str = "locks";
 
 /// Errors of the evidence store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("evidence store i/o error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("evidence index: {0} (the journal is intact; `clerk reindex` rebuilds the index)")]
+    Index(String),
+    #[error("not a PNG image: {0}")]
+    NotPng(String),
+    #[error("cannot write record: {0}")]
+    Record(#[from] RecordError),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("no run `{0}` in the journal (see `clerk runs`)")]
+    UnknownRun(String),
+    #[error("no run with case reference `{0}` in the journal")]
+    UnknownCase(String),
+    #[error("output directory {0} exists and is not empty; choose a new directory")]
+    OutputNotEmpty(PathBuf),
     #[error("evidence store: {0}")]
     Other(String),
 }
@@ -36,8 +92,8 @@ pub struct Record {
     pub event: Event,
 }
 
-/// What `append` acknowledges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `append` acknowledges; also a chain head.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Appended {
     pub seq: u64,
     pub hash: String,
@@ -56,35 +112,371 @@ pub struct PngInfo {
     pub path: PathBuf,
 }
 
+/// What `reindex` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReindexReport {
+    /// Journal lines indexed.
+    pub records: u64,
+    pub runs: usize,
+    /// Distinct screenshots the journal references.
+    pub screenshots: usize,
+    /// Referenced screenshots whose file is absent (`clerk verify` tells more).
+    pub missing_screenshots: Vec<String>,
+    /// False when another process owns `index/` and an ephemeral index was rebuilt instead.
+    pub persistent: bool,
+}
+
+impl std::fmt::Display for ReindexReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "reindexed {} records, {} runs, {} screenshots{}",
+            self.records,
+            self.runs,
+            self.screenshots,
+            if self.persistent {
+                ""
+            } else {
+                " (ephemeral index: another process owns index/)"
+            }
+        )?;
+        for m in &self.missing_screenshots {
+            writeln!(f, "  missing screenshot {m}.png (run `clerk verify`)")?;
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    owner: String,
+    owner_lock: Option<FileLock>,
+    /// Append handle; its mutex serializes this process's appends.
+    journal: Mutex<File>,
+    /// Read handle for index catch-up and the chain head (positional reads only).
+    reader: File,
+    index: Mutex<Index>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Remove our liveness file before releasing it: anyone checking afterwards finds it
+        // missing or unlocked, and either way treats our unfinished runs as interrupted,
+        // which is right, since nothing can finish them any more.
+        if let Some(lock) = self.owner_lock.take() {
+            let _ = std::fs::remove_file(lock.path());
+            drop(lock);
+        }
+    }
+}
+
 /// Handle to an open store; cheap to clone, safe to share between tasks and threads.
 #[derive(Clone)]
 pub struct Store {
-    _private: (),
+    inner: Arc<Inner>,
+}
+
+fn now() -> String {
+    query::timestamp(chrono::Utc::now())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn lock_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves nothing half-done that matters: the
+    // journal is re-read from the file and the index re-validated against it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `data_dir`.
-    pub fn open(_data_dir: &Path) -> Result<Store, StoreError> {
-        todo!("evidence store")
+    /// Opens (creating if needed) the store in `data_dir`: sets aside a torn journal tail,
+    /// brings the index up to date (rebuilding it if missing or damaged), and marks runs
+    /// whose process is gone as interrupted.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        for dir in [
+            data_dir.to_path_buf(),
+            data_dir.join(png::SCREENSHOTS),
+            data_dir.join(LOCKS_DIR),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let data_dir = std::fs::canonicalize(data_dir).map_err(io_err(data_dir))?;
+        let owner = lock::new_owner_id();
+        let owner_path = data_dir.join(LOCKS_DIR).join(format!("{owner}.lock"));
+        let owner_lock = FileLock::try_exclusive(&owner_path)?.ok_or_else(|| {
+            StoreError::Other(format!("owner lock {} is taken", owner_path.display()))
+        })?;
+        let journal_file = journal::open(&data_dir)?;
+        let journal_path = data_dir.join(journal::JOURNAL);
+        let reader = File::open(&journal_path).map_err(io_err(&journal_path))?;
+        let index = Index::open(&data_dir)?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                data_dir,
+                owner,
+                owner_lock: Some(owner_lock),
+                journal: Mutex::new(journal_file),
+                reader,
+                index: Mutex::new(index),
+            }),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Under the journal lock: repair a torn tail, catch the index up, interrupt orphan runs.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut file = lock_recover(&self.inner.journal);
+        let _flock = FileLock::exclusive(&self.inner.data_dir.join(JOURNAL_LOCK))?;
+        self.repair_tail(&mut file)?;
+        let mut index = lock_recover(&self.inner.index);
+        index.sync(&self.inner.reader, &self.journal_path())?;
+        let locks = self.inner.data_dir.join(LOCKS_DIR);
+        for (run_id, owner) in index.open_runs()? {
+            if lock::owner_alive(&locks, &owner)? {
+                continue;
+            }
+            let event = Event::RunInterrupted {
+                run_id: run_id.clone(),
+                reason: format!(
+                    "the process that ran it (owner {owner}) ended before the run finished; \
+                     records up to its last step are intact"
+                ),
+            };
+            let (_, start, line) = self.append_locked(&mut file, event)?;
+            index.apply(start, line.as_bytes())?;
+            tracing::warn!(run = %run_id, %owner, "marked run interrupted");
+        }
+        Ok(())
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.inner.data_dir.join(journal::JOURNAL)
+    }
+
+    /// Sets a torn tail aside and records that it did. Caller holds the journal lock.
+    fn repair_tail(&self, file: &mut File) -> Result<(), StoreError> {
+        let path = self.journal_path();
+        if let Tail::Torn { keep, len } = journal::tail(file, &path)? {
+            let saved_as = journal::set_aside(&self.inner.data_dir, file, keep, len)?;
+            tracing::warn!(dropped = len - keep, %saved_as, "journal had a torn tail; set it aside");
+            let event = Event::JournalRepaired {
+                dropped_bytes: len - keep,
+                saved_as,
+                at: now(),
+            };
+            self.append_locked(file, event)?;
+        }
+        Ok(())
+    }
+
+    /// Chains and writes one record. Caller holds the in-process mutex and the flock.
+    fn append_locked(
+        &self,
+        file: &mut File,
+        event: Event,
+    ) -> Result<(Appended, u64, String), StoreError> {
+        let path = self.journal_path();
+        let head = match journal::tail(file, &path)? {
+            Tail::Clean { head, .. } => head,
+            Tail::Torn { .. } => {
+                // A writer crashed after we opened: set it aside first.
+                self.repair_tail(file)?;
+                match journal::tail(file, &path)? {
+                    Tail::Clean { head, .. } => head,
+                    Tail::Torn { .. } => {
+                        return Err(StoreError::Other(
+                            "journal tail still torn after repair".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        let (seq, prev) = match head {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, record::GENESIS_PREV.to_owned()),
+        };
+        let (rec, line) = record::seal(seq, now(), prev, event)?;
+        let start = journal::append_line(file, &path, &line)?;
+        Ok((
+            Appended {
+                seq: rec.seq,
+                hash: rec.hash,
+            },
+            start,
+            line,
+        ))
     }
 
     /// Appends one record: chained, fsync'd, indexed. Returns once durable.
-    pub fn append(&self, _event: Event) -> Result<Appended, StoreError> {
-        todo!("evidence store")
+    ///
+    /// The record is durable when this returns `Ok`; if only the index update fails, the
+    /// error is logged and the index catches up on the next query.
+    pub fn append(&self, event: Event) -> Result<Appended, StoreError> {
+        let (appended, start, line) = {
+            let mut file = lock_recover(&self.inner.journal);
+            let _flock = FileLock::exclusive(&self.inner.data_dir.join(JOURNAL_LOCK))?;
+            self.append_locked(&mut file, event)?
+        };
+        let mut index = lock_recover(&self.inner.index);
+        let result = if index.meta().end == start {
+            index.apply(start, line.as_bytes())
+        } else {
+            index.sync(&self.inner.reader, &self.journal_path())
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, seq = appended.seq, "record is durable but the index update failed");
+        }
+        Ok(appended)
     }
 
     /// Stores a PNG under its SHA-256 (idempotent), after decoding it with `image`.
-    pub fn put_png(&self, _png: &[u8]) -> Result<PngInfo, StoreError> {
-        todo!("evidence store")
+    pub fn put_png(&self, png: &[u8]) -> Result<PngInfo, StoreError> {
+        png::put(&self.inner.data_dir, png)
     }
 
     /// The identifier of this process's lock (goes into `RunStarted.owner`).
     pub fn owner(&self) -> String {
-        todo!("evidence store")
+        self.inner.owner.clone()
+    }
+
+    /// The (canonicalized) data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Where the screenshot with this hash is stored.
+    pub fn screenshot_path(&self, sha256: &str) -> PathBuf {
+        png::path_for(&self.inner.data_dir, sha256)
+    }
+
+    /// True when this store owns the persistent `index/` (false: ephemeral index).
+    pub fn index_is_persistent(&self) -> bool {
+        lock_recover(&self.inner.index).is_persistent()
+    }
+
+    /// The index, caught up with the journal.
+    fn synced(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
+        let mut index = lock_recover(&self.inner.index);
+        index.sync(&self.inner.reader, &self.journal_path())?;
+        Ok(index)
     }
 
     /// All records of one run, in sequence order.
-    pub fn run_records(&self, _run_id: &str) -> Result<Vec<Record>, StoreError> {
-        todo!("evidence store")
+    pub fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+        self.synced()?.run_records(run_id)
+    }
+
+    /// Runs matching `filter`, in start order (oldest first).
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let index = self.synced()?;
+        let since = filter.since.map(query::timestamp);
+        let mut ids = index.runs_since(since.as_deref())?;
+        if let Some(channel) = &filter.channel {
+            let on: std::collections::HashSet<String> =
+                index.runs_by("ch:", channel)?.into_iter().collect();
+            ids.retain(|id| on.contains(id));
+        }
+        if let Some(case) = &filter.case_ref {
+            let on: std::collections::HashSet<String> =
+                index.runs_by("case:", case)?.into_iter().collect();
+            ids.retain(|id| on.contains(id));
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let records = index.run_records(&id)?;
+            if let Some(detail) = query::build_detail(records, Vec::new(), &|_| String::new()) {
+                if filter
+                    .status
+                    .as_deref()
+                    .is_none_or(|s| s == detail.summary.status)
+                {
+                    out.push(detail.summary);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything about one run; `None` if the journal has no such run.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunDetail>, StoreError> {
+        let index = self.synced()?;
+        let records = index.run_records(run_id)?;
+        let mut approvals: Vec<Record> = Vec::new();
+        for id in query::approvals_mentioned(&records) {
+            approvals.extend(index.approval_records(&id)?);
+        }
+        approvals.sort_by_key(|r| r.seq);
+        approvals.dedup_by_key(|r| r.seq);
+        let dir = self.inner.data_dir.clone();
+        Ok(query::build_detail(records, approvals, &|sha| {
+            png::path_for(&dir, sha).display().to_string()
+        }))
+    }
+
+    /// ApprovalRequested / Decided / Used / Refused records mentioning `approval_id`.
+    pub fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError> {
+        self.synced()?.approval_records(approval_id)
+    }
+
+    /// Every approval id the journal mentions, sorted.
+    pub fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.synced()?.approval_ids()
+    }
+
+    /// Evidence records that reference the PNG with this hash.
+    pub fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
+        self.synced()?.evidence_records(sha256)
+    }
+
+    /// Drops the index and rebuilds it from the journal; checks referenced files exist.
+    pub fn reindex(&self) -> Result<ReindexReport, StoreError> {
+        let mut index = lock_recover(&self.inner.index);
+        index.clear()?;
+        index.sync(&self.inner.reader, &self.journal_path())?;
+        let bytes = journal::read_complete_from(&self.inner.reader, &self.journal_path(), 0)?;
+        let mut records = 0u64;
+        let mut shas = std::collections::BTreeSet::new();
+        for (_, line) in journal::lines(&bytes).0 {
+            records += 1;
+            if let Ok(p) = record::parse_line(line) {
+                if let Event::EvidenceCaptured { sha256, .. } = p.record.event {
+                    shas.insert(sha256);
+                }
+            }
+        }
+        let missing_screenshots = shas
+            .iter()
+            .filter(|s| !self.screenshot_path(s).exists())
+            .cloned()
+            .collect();
+        Ok(ReindexReport {
+            records,
+            runs: index.run_count(),
+            screenshots: shas.len(),
+            missing_screenshots,
+            persistent: index.is_persistent(),
+        })
+    }
+
+    /// The chain head: the last complete record in the journal (`None` when empty).
+    pub fn head(&self) -> Result<Option<Appended>, StoreError> {
+        let path = self.journal_path();
+        let mut tail = journal::tail(&self.inner.reader, &path)?;
+        loop {
+            match tail {
+                Tail::Clean { head, .. } => {
+                    return Ok(head.map(|(seq, hash)| Appended { seq, hash }))
+                }
+                Tail::Torn { keep, .. } => {
+                    tail = journal::tail_at(&self.inner.reader, &path, keep)?
+                }
+            }
+        }
     }
 }

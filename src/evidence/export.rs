@@ -1,0 +1,409 @@
+//! Self-contained bundles for auditors.
+//!
+//! Layout of a bundle directory:
+//!
+//! ```text
+//! SHA256SUMS             `sha256sum -c` format: "<hex>  <path>" for EVERY other file
+//! manifest.json          runs, steps, fields, evidence (with record seq + chain hash),
+//!                        playbook hashes, channels, operators, chain head at export time
+//! journal.jsonl          the exact original journal lines of the scope, in journal order
+//! screenshots/<sha256>.png
+//! VERIFY.md              how to check the bundle with sha256sum and python3 only
+//! verify_journal.py      the ~30-line checker VERIFY.md describes
+//! ```
+//!
+//! SHA256SUMS covers manifest.json, journal.jsonl, VERIFY.md, verify_journal.py and every
+//! PNG (everything but itself). The excerpt's `prev` links are not contiguous (other runs'
+//! records are interleaved in the full journal): a bundle proves each record's own hash and
+//! its seq; the link to the full chain is the manifest's chain head, which the data
+//! directory's `checkpoints.jsonl` and the CheckpointExported record pin down.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::journal::{self, lines};
+use super::png::hash_file;
+use super::query::{approvals_mentioned, build_detail, timestamp};
+use super::record::sha256_hex;
+use super::verify::{parse_parallel, select_scope, Checkpoint, Scope, CHECKPOINTS};
+use super::{Appended, Event, Record, Store, StoreError};
+
+/// The Python checker shipped in every bundle (also `tests/verify_python.py`).
+pub const VERIFY_PY: &str = include_str!("../../tests/verify_python.py");
+
+/// What `export` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub out: PathBuf,
+    pub runs: Vec<String>,
+    pub records: usize,
+    pub screenshots: usize,
+    /// Every file of the bundle, relative.
+    pub files: Vec<String>,
+    /// Chain head the bundle covers.
+    pub head: Appended,
+    /// The CheckpointExported record appended for it.
+    pub checkpoint: Appended,
+}
+
+impl std::fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "exported {} run(s), {} records, {} screenshots to {}",
+            self.runs.len(),
+            self.records,
+            self.screenshots,
+            self.out.display()
+        )?;
+        writeln!(
+            f,
+            "chain head at export: seq {} hash {}",
+            self.head.seq, self.head.hash
+        )?;
+        writeln!(
+            f,
+            "checkpoint record: seq {} hash {}",
+            self.checkpoint.seq, self.checkpoint.hash
+        )?;
+        writeln!(f, "check it with: cd {} && sha256sum -c SHA256SUMS && python3 verify_journal.py journal.jsonl --excerpt", self.out.display())
+    }
+}
+
+/// The part of manifest.json that is a pure function of the excerpt's records, so
+/// `verify_bundle` can recompute it and compare.
+pub fn manifest_body(records: &[Record]) -> Value {
+    let mut runs = Vec::new();
+    let mut evidence = Vec::new();
+    let mut playbooks: Vec<Value> = Vec::new();
+    let mut channels = std::collections::BTreeSet::new();
+    let mut operators = std::collections::BTreeSet::new();
+    for r in records {
+        match &r.event {
+            Event::RunStarted {
+                run_id,
+                playbook,
+                playbook_version,
+                playbook_sha256,
+                channel,
+                operator,
+                ..
+            } => {
+                let own: Vec<Record> = records
+                    .iter()
+                    .filter(|x| x.event.run_id() == Some(run_id.as_str()))
+                    .cloned()
+                    .collect();
+                let ids = approvals_mentioned(&own);
+                let approvals: Vec<Record> = records
+                    .iter()
+                    .filter(|x| {
+                        super::index::approval_of(&x.event)
+                            .is_some_and(|a| ids.iter().any(|i| i == a))
+                    })
+                    .cloned()
+                    .collect();
+                if let Some(detail) =
+                    build_detail(own, approvals, &|sha| format!("screenshots/{sha}.png"))
+                {
+                    let mut v = serde_json::to_value(&detail).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut v {
+                        m.insert(
+                            "records".into(),
+                            json!(detail.records.iter().map(|x| x.seq).collect::<Vec<_>>()),
+                        );
+                        m.insert(
+                            "approvals".into(),
+                            json!(detail.approvals.iter().map(|x| x.seq).collect::<Vec<_>>()),
+                        );
+                    }
+                    runs.push(v);
+                }
+                let pb = json!({"name": playbook, "version": playbook_version, "sha256": playbook_sha256});
+                if !playbooks.contains(&pb) {
+                    playbooks.push(pb);
+                }
+                channels.insert(channel.clone());
+                operators.insert(operator.clone());
+            }
+            Event::EvidenceCaptured {
+                run_id,
+                step,
+                name,
+                sha256,
+                bytes,
+                width,
+                height,
+                blank,
+                ..
+            } => {
+                evidence.push(json!({
+                    "sha256": sha256, "path": format!("screenshots/{sha256}.png"), "bytes": bytes,
+                    "width": width, "height": height, "blank": blank, "run_id": run_id, "step": step,
+                    "name": name, "record_seq": r.seq, "record_hash": r.hash,
+                }));
+            }
+            _ => {}
+        }
+    }
+    let recs: Vec<Value> = records
+        .iter()
+        .map(|r| json!({"seq": r.seq, "hash": r.hash, "prev": r.prev, "ts": r.ts, "type": r.event.type_name(), "run_id": r.event.run_id()}))
+        .collect();
+    json!({
+        "runs": runs,
+        "records": recs,
+        "evidence": evidence,
+        "playbooks": playbooks,
+        "channels": channels,
+        "operators": operators,
+    })
+}
+
+fn write_file(out: &Path, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = out.join(rel);
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut f = std::fs::File::create(&path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn verify_md(head: &Appended, scope: &Scope, runs: &[String]) -> String {
+    format!(
+        r#"# Verifying this evidence bundle
+
+Exported by clerk for {scope} (runs: {runs}). Chain head at export time: record seq {seq},
+hash `{hash}`.
+
+Everything below uses standard tools only.
+
+1. Every file is intact (SHA256SUMS lists every file of the bundle except itself,
+   including this VERIFY.md and verify_journal.py):
+
+       sha256sum -c SHA256SUMS
+
+2. Every journal record is unaltered:
+
+       python3 verify_journal.py journal.jsonl --excerpt
+
+   Each line of `journal.jsonl` is copied byte for byte from the store's journal. A
+   record's `hash` is the SHA-256 of the canonical JSON of the line without its `hash`
+   key: keys sorted, no whitespace, non-ASCII written as-is, i.e. Python's
+   `json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)`.
+   Records of other runs sit between these in the full journal, so `seq` only
+   increases here and `prev` does not point at the line above; against the full
+   journal (`clerk verify`, or the same script without `--excerpt`) seqs are
+   contiguous and every `prev` is the previous record's `hash`.
+
+3. Every screenshot is the one the record names: the file name is the SHA-256 of the
+   PNG (`sha256sum screenshots/*.png`), equal to the `sha256` field of its
+   `evidence_captured` record and to `evidence[].sha256` in manifest.json.
+
+4. manifest.json summarizes the records (runs, steps, extracted fields, evidence with
+   each record's seq and chain hash, playbook hashes, channel, operator). The chain head
+   above was also written into the store's journal as a `checkpoint_exported` record,
+   so a later truncation of the store's journal is detected by `clerk verify`.
+
+verify_journal.py:
+
+```python
+{script}```
+"#,
+        scope = scope,
+        runs = if runs.is_empty() {
+            "none".to_owned()
+        } else {
+            runs.join(", ")
+        },
+        seq = head.seq,
+        hash = head.hash,
+        script = VERIFY_PY,
+    )
+}
+
+/// Writes a bundle for `scope` into `out` (which must not exist or be empty), then appends
+/// a CheckpointExported record and remembers the checkpoint in `checkpoints.jsonl`.
+///
+/// Refuses to export evidence that does not verify (an edited record or a PNG whose bytes
+/// changed): a bundle must never launder tampering.
+pub fn export(store: &Store, scope: &Scope, out: &Path) -> Result<ExportReport, StoreError> {
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out).map_err(|source| StoreError::Io {
+            path: out.to_owned(),
+            source,
+        })?;
+        if entries.next().is_some() {
+            return Err(StoreError::OutputNotEmpty(out.to_owned()));
+        }
+    }
+    let data_dir = store.data_dir();
+    let snapshot = journal::snapshot(data_dir)?;
+    let (all_lines, _) = lines(&snapshot);
+    let parsed = parse_parallel(&all_lines);
+    let mut entries = Vec::new();
+    for ((_, raw), p) in all_lines.iter().zip(parsed) {
+        if let Ok(p) = p {
+            entries.push((*raw, p));
+        }
+    }
+    let head = entries
+        .last()
+        .map(|(_, p)| Appended {
+            seq: p.record.seq,
+            hash: p.record.hash.clone(),
+        })
+        .ok_or_else(|| StoreError::BadInput("the journal is empty: nothing to export".into()))?;
+    let refs: Vec<&Record> = entries.iter().map(|(_, p)| &p.record).collect();
+    let chosen = select_scope(&refs, scope)?;
+    let mut excerpt = Vec::new();
+    let mut records = Vec::new();
+    for &i in &chosen {
+        let (raw, p) = &entries[i];
+        if !p.intact() {
+            return Err(StoreError::Other(format!(
+                "record seq {} does not match its hash; run `clerk verify` before exporting",
+                p.record.seq
+            )));
+        }
+        excerpt.extend_from_slice(raw);
+        excerpt.push(b'\n');
+        records.push(p.record.clone());
+    }
+
+    let shots = out.join("screenshots");
+    std::fs::create_dir_all(&shots).map_err(|source| StoreError::Io {
+        path: shots.clone(),
+        source,
+    })?;
+    let mut sums: Vec<(String, String)> = Vec::new();
+    let mut copied = std::collections::BTreeSet::new();
+    for r in &records {
+        if let Event::EvidenceCaptured { sha256, .. } = &r.event {
+            if !copied.insert(sha256.clone()) {
+                continue;
+            }
+            let src = store.screenshot_path(sha256);
+            let bytes = std::fs::read(&src).map_err(|source| StoreError::Io {
+                path: src.clone(),
+                source,
+            })?;
+            let actual = sha256_hex(&bytes);
+            if &actual != sha256 {
+                return Err(StoreError::Other(format!(
+                    "screenshot {} no longer matches its hash (record seq {}); run `clerk verify`",
+                    src.display(),
+                    r.seq
+                )));
+            }
+            let rel = format!("screenshots/{sha256}.png");
+            write_file(out, &rel, &bytes)?;
+            sums.push((actual, rel));
+        }
+    }
+    let runs: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::RunStarted { run_id, .. } => Some(run_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut manifest = manifest_body(&records);
+    if let Value::Object(m) = &mut manifest {
+        m.insert("format".into(), json!("clerk-evidence-bundle/1"));
+        m.insert("exported_at".into(), json!(timestamp(chrono::Utc::now())));
+        m.insert(
+            "scope".into(),
+            serde_json::to_value(scope).unwrap_or(Value::Null),
+        );
+        m.insert(
+            "chain_head".into(),
+            serde_json::to_value(&head).unwrap_or(Value::Null),
+        );
+        m.insert("journal_excerpt".into(), json!("journal.jsonl"));
+        m.insert(
+            "excerpt_note".into(),
+            json!(
+                "journal.jsonl holds the scope's records only; their prev links are not contiguous"
+            ),
+        );
+    }
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Other(e.to_string()))?;
+    let md = verify_md(&head, scope, &runs);
+    for (rel, bytes) in [
+        ("manifest.json", manifest_bytes.as_slice()),
+        ("journal.jsonl", excerpt.as_slice()),
+        ("VERIFY.md", md.as_bytes()),
+        ("verify_journal.py", VERIFY_PY.as_bytes()),
+    ] {
+        write_file(out, rel, bytes)?;
+        sums.push((sha256_hex(bytes), rel.to_owned()));
+    }
+    sums.sort_by(|a, b| a.1.cmp(&b.1));
+    let sums_text: String = sums.iter().map(|(h, p)| format!("{h}  {p}\n")).collect();
+    write_file(out, "SHA256SUMS", sums_text.as_bytes())?;
+    // Double-check what landed on disk before vouching for it with a checkpoint.
+    for (h, p) in &sums {
+        let (actual, _) = hash_file(&out.join(p)).map_err(|source| StoreError::Io {
+            path: out.join(p),
+            source,
+        })?;
+        if &actual != h {
+            return Err(StoreError::Other(format!(
+                "{} changed while exporting",
+                out.join(p).display()
+            )));
+        }
+    }
+    journal::sync_dir(&shots)?;
+    journal::sync_dir(out)?;
+
+    let out_abs = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
+    let at = timestamp(chrono::Utc::now());
+    let checkpoint = store.append(Event::CheckpointExported {
+        seq: head.seq,
+        hash: head.hash.clone(),
+        out: out_abs.display().to_string(),
+        at: at.clone(),
+    })?;
+    let cp = Checkpoint {
+        seq: head.seq,
+        hash: head.hash.clone(),
+        checkpoint_seq: checkpoint.seq,
+        checkpoint_hash: checkpoint.hash.clone(),
+        out: out_abs.display().to_string(),
+        at,
+    };
+    let cp_path = data_dir.join(CHECKPOINTS);
+    let line = serde_json::to_string(&cp).map_err(|e| StoreError::Other(e.to_string()))? + "\n";
+    let io = |source| StoreError::Io {
+        path: cp_path.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cp_path)
+        .map_err(io)?;
+    f.write_all(line.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+
+    let mut files: Vec<String> = sums.into_iter().map(|(_, p)| p).collect();
+    files.push("SHA256SUMS".into());
+    files.sort();
+    Ok(ExportReport {
+        out: out_abs,
+        runs,
+        records: records.len(),
+        screenshots: copied.len(),
+        files,
+        head,
+        checkpoint,
+    })
+}
