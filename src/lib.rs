@@ -11,9 +11,14 @@
 //!   verification and export.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 
+pub mod approval;
+pub mod batch;
 pub mod browser;
 pub mod channel;
+pub mod cli;
+pub mod demo;
 pub mod evidence;
 pub mod playbook;
+pub mod report;
 pub mod runner;
 pub mod sample;

@@ -1,1 +1,54 @@
-fn main(){}
+//! The `clerk` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = clerk::cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("CLERK_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},chromiumoxide=off,sled=warn,tungstenite=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            result = clerk::cli::run(cli) => match result {
+                Ok(code) => code,
+                Err(err) => {
+                    let code = err
+                        .downcast_ref::<clerk::cli::Exit>()
+                        .map(|e| e.code)
+                        .unwrap_or(1);
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(code)
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: stopping browsers; runs in flight will be marked interrupted at the next start");
+                ExitCode::from(130)
+            }
+        }
+    });
+    // Whatever path got us here, no Chromium outlives clerk.
+    clerk::browser::kill_all();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
+}

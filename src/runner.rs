@@ -1,1 +1,870 @@
-//! Runner.
+//! The runner: walks a playbook step by step in one browser, records every action, stops at
+//! gates.
+//!
+//! [`Engine`] is the one entry point every front end uses (the CLI today; the scheduler and
+//! the reviewer console later): it owns the config, the evidence store and the browser
+//! settings, and [`Engine::run`] executes one run from authorization to the last record.
+//! Safety checks live here and in the browser's network guard, never in a front end:
+//! operator and mode checks, the session check, origin checks on every navigation, the
+//! read-only guard, and the submit gate (see [`crate::approval`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use url::Url;
+
+use crate::approval::{self, SubmitGate};
+use crate::browser::{
+    Browser, BrowserError, ElementRect, GuardEvent, LaunchOptions, Policy, Tab,
+};
+use crate::channel::{Channel, Config};
+use crate::evidence::{Event, PngInfo, Store, StoreError};
+use crate::playbook::{
+    Action, AssertCheck, AssertSubject, ExtractSource, Locator, Mode, Playbook, ShotTarget, Step,
+    ValueSource, WaitCondition,
+};
+
+/// A source of "now" (injectable, so expiry can be tested without sleeping).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// RFC 3339 UTC with milliseconds, as every record uses.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Placeholder stored instead of a secret value.
+pub const SECRET: &str = "<secret>";
+
+/// Errors that stop the engine itself (as opposed to a run that fails, which is a report).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+}
+
+/// Everything a run needs besides its request; shared by every front end.
+#[derive(Clone)]
+pub struct Engine {
+    pub data_dir: PathBuf,
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub launch: LaunchOptions,
+    pub clock: Clock,
+    /// Default timeout of one step.
+    pub step_timeout: Duration,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub playbook: Arc<Playbook>,
+    /// Raw input values (bound and checked by the engine).
+    pub inputs: BTreeMap<String, String>,
+    pub operator: String,
+    pub case_ref: Option<String>,
+    pub batch_id: Option<String>,
+    /// The approval a submit run executes.
+    pub approval: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Ok,
+    Failed,
+    Refused,
+    SessionExpired,
+    /// A draft was filled and queued for approval (nothing submitted).
+    Drafted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Refused => "refused",
+            RunStatus::SessionExpired => "session_expired",
+            RunStatus::Drafted => "drafted",
+        }
+    }
+}
+
+/// A stored screenshot of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shot {
+    pub name: String,
+    pub sha256: String,
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub blank: bool,
+}
+
+/// A request the guard blocked or let through as a write.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardRecord {
+    pub blocked: bool,
+    pub method: String,
+    pub url: String,
+    pub step: Option<u64>,
+    pub reason: String,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Option<String>,
+    pub playbook: String,
+    pub inputs: BTreeMap<String, String>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub fields: BTreeMap<String, String>,
+    pub screenshots: Vec<Shot>,
+    pub guard: Vec<GuardRecord>,
+    /// The approval request a draft created.
+    pub approval_id: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl RunReport {
+    /// Requests the guard blocked.
+    pub fn blocked(&self) -> usize {
+        self.guard.iter().filter(|g| g.blocked).count()
+    }
+}
+
+/// A new run id: time plus randomness from the OS.
+pub fn new_run_id(now: DateTime<Utc>) -> String {
+    let mut buf = [0u8; 4];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .map(|_| u32::from_be_bytes(buf))
+        .unwrap_or_else(|_| now.timestamp_subsec_nanos() ^ std::process::id());
+    format!("r-{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), random)
+}
+
+/// Why a step failed, or that a run must stop at a gate.
+enum StepStop {
+    Failed(String),
+    /// The run is over without error (a draft stopped at its submit step).
+    Drafted,
+    Refused(String),
+}
+
+impl From<BrowserError> for StepStop {
+    fn from(e: BrowserError) -> Self {
+        StepStop::Failed(e.to_string())
+    }
+}
+
+/// Why the session check did not pass.
+enum SessionProblem {
+    Expired(String),
+    Unreachable(String),
+}
+
+/// State of one run in progress.
+struct RunState<'a> {
+    engine: &'a Engine,
+    run_id: String,
+    playbook: &'a Playbook,
+    channel: &'a Channel,
+    inputs: BTreeMap<String, String>,
+    /// Values that must never be recorded (secret inputs and env values).
+    secrets: Vec<String>,
+    fields: BTreeMap<String, String>,
+    screenshots: Vec<Shot>,
+    guard_log: Vec<GuardRecord>,
+    /// Locators of secret fields filled so far (masked in captures).
+    secret_fields: Vec<Locator>,
+    /// Locators filled so far (read back for drafts).
+    filled: Vec<Locator>,
+    gate: Option<SubmitGate>,
+    approval_id: Option<String>,
+    operator: String,
+    case_ref: Option<String>,
+}
+
+impl Engine {
+    /// Opens the engine on a data directory.
+    pub fn new(
+        data_dir: PathBuf,
+        config: Config,
+        store: Store,
+        launch: LaunchOptions,
+    ) -> Engine {
+        Engine {
+            data_dir,
+            config: Arc::new(config),
+            store,
+            launch,
+            clock: system_clock(),
+            step_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn now(&self) -> String {
+        timestamp((self.clock)())
+    }
+
+    /// Appends a record from async code without blocking the runtime's workers.
+    pub async fn record(&self, event: Event) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.append(event))
+            .await
+            .map_err(|e| StoreError::Other(format!("append task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Records a refusal and returns it as a report.
+    async fn refuse(
+        &self,
+        req: &RunRequest,
+        run_id: Option<String>,
+        reason: String,
+    ) -> Result<RunReport, EngineError> {
+        self.record(Event::Refused {
+            action: "run".into(),
+            approval_id: req.approval.clone(),
+            run_id: run_id.clone(),
+            user: req.operator.clone(),
+            reason: format!("{} ({}): {reason}", req.playbook.name, req.playbook.source.display()),
+            at: self.now(),
+        })
+        .await?;
+        Ok(RunReport {
+            run_id,
+            playbook: req.playbook.name.clone(),
+            inputs: redact(&req.playbook, &req.inputs),
+            status: RunStatus::Refused,
+            error: Some(reason),
+            fields: BTreeMap::new(),
+            screenshots: vec![],
+            guard: vec![],
+            approval_id: None,
+            duration_ms: 0,
+        })
+    }
+
+    /// Executes one run. Every outcome, including refusals, is recorded; an `Err` means the
+    /// evidence store itself failed.
+    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        let playbook = req.playbook.clone();
+        let channel = match self.config.channel(&playbook.channel) {
+            Ok(c) => c.clone(),
+            Err(e) => return self.refuse(&req, None, e.to_string()).await,
+        };
+        if let Err(e) = channel.authorize_operator(&req.operator) {
+            return self.refuse(&req, None, e.to_string()).await;
+        }
+        // A submit playbook without an approval drafts; drafting needs the draft mode's
+        // permission or the submit mode's.
+        let effective = match (playbook.mode, &req.approval) {
+            (Mode::Submit, None) => Mode::Draft,
+            (m, _) => m,
+        };
+        let permitted = channel
+            .permit_mode(playbook.mode)
+            .or_else(|e| match effective {
+                Mode::Draft => channel.permit_mode(Mode::Draft),
+                _ => Err(e),
+            });
+        if let Err(e) = permitted {
+            return self.refuse(&req, None, e.to_string()).await;
+        }
+        let inputs = match playbook.bind_inputs(&req.inputs) {
+            Ok(i) => i,
+            Err(errors) => return self.refuse(&req, None, errors.join("; ")).await,
+        };
+        // The submit gate: checked before a browser is even launched, enforced again at the
+        // submit step.
+        let gate = match &req.approval {
+            Some(id) => match approval::gate_for_run(self, id, &playbook, &inputs, &channel, &req.operator) {
+                Ok(g) => Some(g),
+                Err(reason) => {
+                    return self.refuse(&req, None, reason.to_string()).await;
+                }
+            },
+            None => None,
+        };
+        if playbook.mode != Mode::Submit && req.approval.is_some() {
+            return self
+                .refuse(&req, None, "an approval was given for a playbook that does not submit".into())
+                .await;
+        }
+
+        let run_id = new_run_id((self.clock)());
+        let secrets: Vec<String> = playbook
+            .secret_inputs()
+            .filter_map(|n| inputs.get(n).cloned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        self.record(Event::RunStarted {
+            run_id: run_id.clone(),
+            playbook: playbook.name.clone(),
+            playbook_version: playbook.version.clone(),
+            playbook_sha256: playbook.sha256.clone(),
+            channel: channel.id.clone(),
+            mode: effective.as_str().to_owned(),
+            operator: req.operator.clone(),
+            case_ref: req.case_ref.clone(),
+            inputs: redact(&playbook, &inputs),
+            batch_id: req.batch_id.clone(),
+            approval_id: req.approval.clone(),
+            owner: self.store.owner(),
+        })
+        .await?;
+        tracing::info!(run = %run_id, playbook = %playbook.name, channel = %channel.id, "run started");
+
+        let mut state = RunState {
+            engine: self,
+            run_id: run_id.clone(),
+            playbook: &playbook,
+            channel: &channel,
+            inputs,
+            secrets,
+            fields: BTreeMap::new(),
+            screenshots: vec![],
+            guard_log: vec![],
+            secret_fields: vec![],
+            filled: vec![],
+            gate,
+            approval_id: None,
+            operator: req.operator.clone(),
+            case_ref: req.case_ref.clone(),
+        };
+        let (status, error) = state.execute().await?;
+        let finished_status = if status == RunStatus::Drafted { "ok" } else { status.as_str() };
+        self.record(Event::RunFinished {
+            run_id: run_id.clone(),
+            status: finished_status.to_owned(),
+            error: error.clone(),
+            fields: state.fields.clone(),
+            finished_at: self.now(),
+        })
+        .await?;
+        tracing::info!(run = %run_id, status = status.as_str(), "run finished");
+        Ok(RunReport {
+            run_id: Some(run_id),
+            playbook: playbook.name.clone(),
+            inputs: redact(&playbook, &state.inputs),
+            status,
+            error,
+            fields: state.fields,
+            screenshots: state.screenshots,
+            guard: state.guard_log,
+            approval_id: state.approval_id,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// Inputs with secret values replaced.
+fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    inputs
+        .iter()
+        .map(|(k, v)| {
+            let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
+            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+        })
+        .collect()
+}
+
+impl<'a> RunState<'a> {
+    /// Launches the browser, checks the session and runs the steps. The browser is closed
+    /// (Chromium killed and reaped) on every path out of here.
+    async fn execute(&mut self) -> Result<(RunStatus, Option<String>), EngineError> {
+        let engine = self.engine;
+        let session = match self.channel.load_session(&engine.data_dir) {
+            Ok(s) => s,
+            Err(e) => return Ok((RunStatus::SessionExpired, Some(e.to_string()))),
+        };
+        let policy = Policy {
+            allowed_origins: self.channel.allowed_origins.clone(),
+            read_only_exceptions: self.channel.read_only_exceptions.clone(),
+        };
+        let (mut browser, tab) = match Browser::launch(&engine.launch, policy, Some(&session)).await {
+            Ok(b) => b,
+            Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
+        };
+        let result = self.execute_in(&mut browser, &tab).await;
+        // Whatever happened, record what the guard saw, then close the browser.
+        let late = browser.settle_events().await;
+        let flushed = self.record_guard(late).await;
+        browser.close().await;
+        let outcome = result?;
+        flushed?;
+        Ok(outcome)
+    }
+
+    async fn execute_in(
+        &mut self,
+        browser: &mut Browser,
+        tab: &Tab,
+    ) -> Result<(RunStatus, Option<String>), EngineError> {
+        match self.check_session(browser, tab).await? {
+            Ok(()) => {}
+            Err(SessionProblem::Expired(msg)) => return Ok((RunStatus::SessionExpired, Some(msg))),
+            Err(SessionProblem::Unreachable(msg)) => return Ok((RunStatus::Failed, Some(msg))),
+        }
+        let steps = self.playbook.steps.clone();
+        for step in &steps {
+            browser.guard().set_step(Some(step.index));
+            let started_at = self.engine.now();
+            let t0 = Instant::now();
+            let before = self.fields.clone();
+            let outcome = self.step(browser, tab, step).await;
+            let events = browser.drain_events();
+            self.record_guard(events).await?;
+            let new_fields: BTreeMap<String, String> = self
+                .fields
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let (outcome_name, error) = match &outcome {
+                Ok(()) | Err(StepStop::Drafted) => ("ok", None),
+                Err(StepStop::Failed(m)) => ("failed", Some(self.scrub(m))),
+                Err(StepStop::Refused(m)) => ("refused", Some(self.scrub(m))),
+            };
+            self.engine
+                .record(Event::StepFinished {
+                    run_id: self.run_id.clone(),
+                    step: step.index as u64,
+                    name: step.name.clone(),
+                    kind: step.action.kind().to_owned(),
+                    outcome: outcome_name.to_owned(),
+                    error: error.clone(),
+                    started_at,
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                    fields: new_fields,
+                })
+                .await?;
+            match outcome {
+                Ok(()) => {}
+                Err(StepStop::Drafted) => {
+                    // The filled form as the reviewer will see it (secrets masked).
+                    let timeout = self.timeout(step);
+                    if let Err(StepStop::Failed(m)) = self
+                        .screenshot(tab, "draft", &ShotTarget::FullPage, &[], timeout, step)
+                        .await
+                    {
+                        return Ok((RunStatus::Failed, Some(self.scrub(&m))));
+                    }
+                    let approval_id = approval::request_from_draft(self.engine, self.draft_context(), browser, tab, step).await;
+                    return match approval_id {
+                        Ok(id) => {
+                            self.approval_id = Some(id);
+                            Ok((RunStatus::Drafted, None))
+                        }
+                        Err(e) => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
+                    };
+                }
+                Err(StepStop::Failed(m)) => {
+                    return Ok((
+                        RunStatus::Failed,
+                        Some(self.scrub(&format!("step {} \"{}\" ({}): {m}", step.index + 1, step.name, step.action.kind()))),
+                    ))
+                }
+                Err(StepStop::Refused(m)) => {
+                    return Ok((
+                        RunStatus::Refused,
+                        Some(self.scrub(&format!("step {} \"{}\" refused: {m}", step.index + 1, step.name))),
+                    ))
+                }
+            }
+        }
+        browser.guard().set_step(None);
+        if self.playbook.mode == Mode::Login {
+            let state = browser.storage_state(tab).await?;
+            let path = self.channel.session_path(&self.engine.data_dir);
+            if let Err(e) = state.save(&path) {
+                return Ok((RunStatus::Failed, Some(e.to_string())));
+            }
+            tracing::info!(channel = %self.channel.id, path = %path.display(), "session saved");
+        }
+        Ok((RunStatus::Ok, None))
+    }
+
+    fn draft_context(&self) -> approval::DraftContext {
+        approval::DraftContext {
+            run_id: self.run_id.clone(),
+            playbook: self.playbook.clone(),
+            channel: self.channel.clone(),
+            inputs: self.inputs.clone(),
+            secrets: self.secrets.clone(),
+            secret_fields: self.secret_fields.clone(),
+            filled: self.filled.clone(),
+            operator: self.operator.clone(),
+            case_ref: self.case_ref.clone(),
+            draft_screenshot: self.screenshots.last().map(|s| s.sha256.clone()),
+        }
+    }
+
+    /// Replaces every secret value in a message.
+    fn scrub(&self, msg: &str) -> String {
+        let mut out = msg.to_owned();
+        for s in &self.secrets {
+            out = out.replace(s.as_str(), SECRET);
+        }
+        out
+    }
+
+    async fn record_guard(&mut self, events: Vec<GuardEvent>) -> Result<(), EngineError> {
+        for e in events {
+            let step = (e.step >= 0).then_some(e.step as u64);
+            let url = self.scrub(&e.url);
+            self.guard_log.push(GuardRecord {
+                blocked: e.blocked,
+                method: e.method.clone(),
+                url: url.clone(),
+                step,
+                reason: e.reason.clone(),
+            });
+            let event = if e.blocked {
+                tracing::info!(run = %self.run_id, method = %e.method, url = %url, "request blocked: {}", e.reason);
+                Event::RequestBlocked {
+                    run_id: self.run_id.clone(),
+                    step,
+                    method: e.method,
+                    url,
+                    resource_type: e.resource_type,
+                    frame: e.frame,
+                    reason: e.reason,
+                }
+            } else {
+                Event::RequestAllowed {
+                    run_id: self.run_id.clone(),
+                    step,
+                    method: e.method,
+                    url,
+                    reason: e.reason,
+                }
+            };
+            self.engine.record(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Proves the session is live before any lookup. `Ok(Err(msg))` means expired.
+    async fn check_session(
+        &mut self,
+        browser: &mut Browser,
+        tab: &Tab,
+    ) -> Result<Result<(), SessionProblem>, EngineError> {
+        let check = &self.channel.logged_in_check;
+        let expired = |why: String| {
+            format!(
+                "session for channel {} has expired: re-authorize ({}) [{why}]",
+                self.channel.id,
+                self.channel.reauthorize_hint(&self.engine.data_dir)
+            )
+        };
+        let url = match self.channel.base_url.join(&check.url) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(SessionProblem::Unreachable(format!("bad logged_in_check url: {e}")))),
+        };
+        let timeout = self.engine.step_timeout;
+        if let Err(e) = tab.goto(&url, timeout).await {
+            // An unreachable seller center is not an expired session.
+            return Ok(Err(SessionProblem::Unreachable(format!(
+                "cannot reach channel {} at {url}: {e}",
+                self.channel.id
+            ))));
+        }
+        let ok = tab.wait_visible(&check.selector, Duration::from_secs(3)).await.is_ok();
+        let events = browser.drain_events();
+        self.record_guard(events).await?;
+        if ok {
+            Ok(Ok(()))
+        } else {
+            let landed = tab.url().await.unwrap_or_default();
+            Ok(Err(SessionProblem::Expired(expired(format!("{} not found at {landed}", check.selector)))))
+        }
+    }
+
+    fn timeout(&self, step: &Step) -> Duration {
+        step.timeout.unwrap_or(self.engine.step_timeout)
+    }
+
+    /// Fails the step if the main frame tried to leave the allowed origins.
+    async fn check_navigation(&self, browser: &mut Browser, tab: &Tab) -> Result<(), StepStop> {
+        let main = tab.main_frame().await?;
+        let events = browser.peek_events();
+        if let Some(e) = events.iter().find(|e| e.blocked && e.navigation && e.frame == main) {
+            return Err(StepStop::Failed(format!(
+                "navigation to {} blocked: {}",
+                self.scrub(&e.url),
+                e.reason
+            )));
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, browser: &mut Browser, tab: &Tab, step: &Step) -> Result<(), StepStop> {
+        let timeout = self.timeout(step);
+        match &step.action {
+            Action::Goto { url } => {
+                let url = url
+                    .render_url(&self.channel.base_url, &self.inputs)
+                    .map_err(|e| StepStop::Failed(e.to_string()))?;
+                self.ensure_allowed(&url)?;
+                let nav = tab.goto(&url, timeout).await;
+                self.check_navigation(browser, tab).await?;
+                nav?;
+            }
+            Action::WaitFor { condition } => match condition {
+                WaitCondition::Visible(sel) => tab.wait_visible(sel, timeout).await?,
+                WaitCondition::Text(t) => {
+                    let text = t
+                        .render_text(&self.inputs)
+                        .map_err(|e| StepStop::Failed(e.to_string()))?;
+                    tab.wait_text(&text, timeout).await?
+                }
+                WaitCondition::NetworkIdle => {
+                    tab.network_idle(Duration::from_millis(500), timeout).await?
+                }
+            },
+            Action::Extract { field, selector, source, required } => {
+                let value = match source {
+                    ExtractSource::Text => tab.text(selector).await?,
+                    ExtractSource::Attribute(name) => tab.attribute(selector, name).await?,
+                    ExtractSource::Value => tab.value(selector).await?,
+                };
+                match value {
+                    Some(v) => {
+                        self.fields.insert(field.clone(), v);
+                    }
+                    None if *required => {
+                        return Err(StepStop::Failed(format!(
+                            "element not found: {selector} (step {} \"{}\")",
+                            step.index + 1,
+                            step.name
+                        )))
+                    }
+                    None => {}
+                }
+            }
+            Action::Assert { subject, check } => {
+                let (what, actual) = match subject {
+                    AssertSubject::Field(f) => (format!("field {f}"), self.fields.get(f).cloned()),
+                    AssertSubject::Selector(s) => (s.clone(), tab.text(s).await?),
+                };
+                let actual = actual.ok_or_else(|| StepStop::Failed(format!("{what} has no value")))?;
+                let render = |t: &crate::playbook::Template| {
+                    t.render_text(&self.inputs).map_err(|e| StepStop::Failed(e.to_string()))
+                };
+                let ok = match check {
+                    AssertCheck::Equals(t) => actual == render(t)?,
+                    AssertCheck::Contains(t) => actual.contains(&render(t)?),
+                    AssertCheck::Matches(re) => re.is_match(&actual),
+                };
+                if !ok {
+                    return Err(StepStop::Failed(format!(
+                        "assertion failed: {what} is {:?}",
+                        self.scrub(&actual)
+                    )));
+                }
+            }
+            Action::Click { selector } => {
+                tab.click(&Locator::Css(selector.clone()), timeout).await?;
+                // A click may start a navigation: wait until the network is quiet and the
+                // document loaded, then check it did not try to leave the channel.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                tab.network_idle(Duration::from_millis(300), timeout).await?;
+                tab.wait_loaded(timeout).await?;
+                self.check_navigation(browser, tab).await?;
+            }
+            Action::Screenshot { name, target, mask } => {
+                self.screenshot(tab, name, target, mask, timeout, step).await?;
+            }
+            Action::Fill { locator, value, secret } => {
+                let v = match value {
+                    ValueSource::Template(t) => t
+                        .render_text(&self.inputs)
+                        .map_err(|e| StepStop::Failed(e.to_string()))?,
+                    ValueSource::Env(var) => {
+                        let v = std::env::var(var).map_err(|_| {
+                            StepStop::Failed(format!("environment variable {var} is not set"))
+                        })?;
+                        if !v.is_empty() {
+                            self.secrets.push(v.clone());
+                        }
+                        v
+                    }
+                };
+                let is_secret = *secret
+                    || matches!(value, ValueSource::Env(_))
+                    || (!v.is_empty() && self.secrets.contains(&v));
+                if is_secret {
+                    self.secret_fields.push(locator.clone());
+                }
+                self.filled.push(locator.clone());
+                tab.fill(locator, &v, timeout).await?;
+            }
+            Action::Select { locator, value } => {
+                let v = value
+                    .render_text(&self.inputs)
+                    .map_err(|e| StepStop::Failed(e.to_string()))?;
+                self.filled.push(locator.clone());
+                tab.select(locator, &v, timeout).await?;
+            }
+            Action::Check { locator, checked } => {
+                self.filled.push(locator.clone());
+                tab.set_checked(locator, *checked, timeout).await?;
+            }
+            Action::Upload { locator, input } => {
+                let path = self
+                    .inputs
+                    .get(input)
+                    .ok_or_else(|| StepStop::Failed(format!("input {input} has no value")))?;
+                self.filled.push(locator.clone());
+                tab.upload(locator, std::path::Path::new(path), timeout).await?;
+            }
+            Action::Submit { control, expect } => {
+                match self.playbook.mode {
+                    Mode::Login => {
+                        let url = expect
+                            .url
+                            .render_url(&self.channel.base_url, &self.inputs)
+                            .map_err(|e| StepStop::Failed(e.to_string()))?;
+                        approval::submit_armed(browser, tab, control, &expect.method, &url, timeout)
+                            .await
+                            .map_err(StepStop::Failed)?;
+                        self.check_navigation(browser, tab).await?;
+                    }
+                    _ => match self.gate.take() {
+                        // No approval: this is a draft, and it stops here.
+                        None => return Err(StepStop::Drafted),
+                        Some(gate) => {
+                            let ctx = self.draft_context();
+                            approval::submit_with_gate(self.engine, ctx, gate, browser, tab, step)
+                                .await
+                                .map_err(|e| match e {
+                                    approval::SubmitFailure::Refused(m) => StepStop::Refused(m),
+                                    approval::SubmitFailure::Failed(m) => StepStop::Failed(m),
+                                })?;
+                            self.check_navigation(browser, tab).await?;
+                            // The page the seller center answered with is evidence too.
+                            self.screenshot(tab, "submit-result", &ShotTarget::FullPage, &[], timeout, step)
+                                .await?;
+                        }
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_allowed(&self, url: &Url) -> Result<(), StepStop> {
+        if self.channel.allows_origin(url) {
+            Ok(())
+        } else {
+            Err(StepStop::Failed(format!(
+                "{url} is outside channel {}'s allowed origins ({})",
+                self.channel.id,
+                self.channel.allowed_origins.join(", ")
+            )))
+        }
+    }
+
+    async fn screenshot(
+        &mut self,
+        tab: &Tab,
+        name: &str,
+        target: &ShotTarget,
+        mask: &[String],
+        timeout: Duration,
+        step: &Step,
+    ) -> Result<(), StepStop> {
+        tab.settle(timeout).await?;
+        let (png, origin) = match target {
+            ShotTarget::FullPage => (tab.screenshot_full().await?, (0.0, 0.0)),
+            ShotTarget::Element(sel) => {
+                tab.wait_visible(sel, timeout).await?;
+                let rect = tab
+                    .rect(&Locator::Css(sel.clone()))
+                    .await?
+                    .ok_or_else(|| StepStop::Failed(format!("element not found: {sel}")))?;
+                (tab.capture(rect).await?, (rect.x, rect.y))
+            }
+        };
+        // Mask secret fields and the playbook's mask selectors, in image coordinates.
+        let mut regions: Vec<ElementRect> = Vec::new();
+        let locators = mask
+            .iter()
+            .map(|m| Locator::Css(m.clone()))
+            .chain(self.secret_fields.iter().cloned());
+        for loc in locators {
+            if let Some(r) = tab.rect(&loc).await? {
+                regions.push(ElementRect {
+                    x: r.x - origin.0,
+                    y: r.y - origin.1,
+                    width: r.width,
+                    height: r.height,
+                });
+            }
+        }
+        let (png, masks) = if regions.is_empty() {
+            (png, vec![])
+        } else {
+            approval::mask_png(&png, &regions).map_err(StepStop::Failed)?
+        };
+        let store = self.engine.store.clone();
+        let info: PngInfo = tokio::task::spawn_blocking(move || store.put_png(&png))
+            .await
+            .map_err(|e| StepStop::Failed(e.to_string()))?
+            .map_err(|e| StepStop::Failed(e.to_string()))?;
+        let url = self.scrub(&tab.url().await.unwrap_or_default());
+        let title = self.scrub(&tab.title().await.unwrap_or_default());
+        let fields = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), self.scrub(v)))
+            .collect();
+        self.engine
+            .record(Event::EvidenceCaptured {
+                run_id: self.run_id.clone(),
+                step: step.index as u64,
+                name: name.to_owned(),
+                sha256: info.sha256.clone(),
+                bytes: info.bytes,
+                width: info.width as u64,
+                height: info.height as u64,
+                blank: info.blank,
+                url,
+                title,
+                captured_at: self.engine.now(),
+                fields,
+                masks,
+            })
+            .await
+            .map_err(|e| StepStop::Failed(e.to_string()))?;
+        if info.blank {
+            tracing::warn!(run = %self.run_id, "screenshot {name} is a single colour");
+        }
+        self.screenshots.push(Shot {
+            name: name.to_owned(),
+            sha256: info.sha256,
+            path: info.path,
+            width: info.width,
+            height: info.height,
+            blank: info.blank,
+        });
+        Ok(())
+    }
+}

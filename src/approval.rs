@@ -1,0 +1,661 @@
+//! Approvals: the gate between a reviewed draft and the one write it allows.
+//!
+//! Lifecycle, all of it journal records: `ApprovalRequested` (a draft stopped at its submit
+//! step) → `ApprovalDecided` (approved or rejected by a reviewer of the channel who is not
+//! the requester) → `ApprovalUsed` (an approved submit went through; never again). An
+//! approval past its `expires_at` is expired. State is always derived from the records,
+//! never stored elsewhere.
+//!
+//! The **draft hash** binds an approval to exactly what was reviewed. It is the SHA-256
+//! (hex) of the canonical JSON (see [`crate::evidence`]'s canonical form: sorted keys, no
+//! whitespace) of [`DraftContent`]: channel, playbook name and file hash, the bound inputs
+//! (secrets replaced by `<secret>`), the live values of the form the submit control
+//! belongs to, in document order (CSRF-style tokens left out, secret values replaced), and
+//! the declared write (method and URL). A submit run reads the live form back right
+//! before the submit control, recomputes the hash and submits nothing unless it is equal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Tab};
+use crate::channel::Channel;
+use crate::evidence::{Event, Record};
+use crate::playbook::{Action, Inputs, Locator, Mode, Playbook, Step};
+use crate::runner::{timestamp, Engine, SECRET};
+
+/// What a draft run knows when it reaches its submit step.
+#[derive(Debug, Clone)]
+pub struct DraftContext {
+    pub run_id: String,
+    pub playbook: Playbook,
+    pub channel: Channel,
+    pub inputs: Inputs,
+    pub secrets: Vec<String>,
+    pub secret_fields: Vec<Locator>,
+    pub filled: Vec<Locator>,
+    pub operator: String,
+    pub case_ref: Option<String>,
+    pub draft_screenshot: Option<String>,
+}
+
+/// The content the draft hash covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DraftContent {
+    pub channel: String,
+    pub playbook: String,
+    pub playbook_sha256: String,
+    pub inputs: BTreeMap<String, String>,
+    pub values: Vec<FieldValue>,
+    pub write: DeclaredWrite,
+}
+
+/// The write a submit step declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredWrite {
+    pub method: String,
+    pub url: String,
+}
+
+/// An approval request as stored (canonical JSON in the `ApprovalRequested` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    pub approval_id: String,
+    pub run_id: String,
+    pub case_ref: Option<String>,
+    pub requester: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// SHA-256 of the draft screenshot (the filled form, secrets masked).
+    pub screenshot_sha256: Option<String>,
+    pub content: DraftContent,
+    pub draft_hash: String,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    Used,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Used => "used",
+        }
+    }
+}
+
+/// A decision as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub decision: String,
+    pub reviewer: String,
+    pub note: Option<String>,
+    pub decided_at: String,
+}
+
+/// An approval with its derived state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub request: ApprovalRequest,
+    pub state: ApprovalState,
+    pub decision: Option<Decision>,
+    pub used_by_run: Option<String>,
+    pub refusals: Vec<String>,
+}
+
+/// Errors of the approval workflow; every one of them is also recorded as a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("unknown approval {0}")]
+    Unknown(String),
+    #[error("approval {id} is {state}, not approved{extra}")]
+    NotUsable { id: String, state: &'static str, extra: String },
+    #[error("`{user}` is not a reviewer of channel `{channel}` (reviewers: {reviewers})")]
+    NotReviewer { user: String, channel: String, reviewers: String },
+    #[error("`{0}` requested this approval and cannot decide it (four eyes)")]
+    SelfApproval(String),
+    #[error("approval {id} was already decided ({state})")]
+    AlreadyDecided { id: String, state: &'static str },
+    #[error("a rejection needs a note saying why")]
+    NoteRequired,
+    #[error("channel `{0}` no longer permits submit")]
+    SubmitNotPermitted(String),
+    #[error("playbook {path} changed since approval {id} was requested (file hash {now}, approved {then})")]
+    PlaybookChanged { id: String, path: String, now: String, then: String },
+    #[error("the playbook is `{now}` but approval {id} is for `{then}`")]
+    WrongPlaybook { id: String, now: String, then: String },
+    #[error("inputs differ from approval {id}: {detail}")]
+    InputsChanged { id: String, detail: String },
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    #[error("evidence store: {0}")]
+    Store(String),
+}
+
+/// Why a submit step did not submit.
+pub enum SubmitFailure {
+    Refused(String),
+    Failed(String),
+}
+
+/// A checked permission to submit once.
+#[derive(Debug, Clone)]
+pub struct SubmitGate {
+    pub approval: ApprovalRequest,
+}
+
+/// SHA-256 of the canonical JSON of the draft content.
+pub fn draft_hash(content: &DraftContent) -> String {
+    let value = serde_json::to_value(content).unwrap_or(serde_json::Value::Null);
+    hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
+}
+
+/// Canonical JSON: keys sorted at every level, no whitespace.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let body: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String((*k).clone()),
+                        canonical_json(&map[*k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn new_approval_id(now: DateTime<Utc>) -> String {
+    let run = crate::runner::new_run_id(now);
+    format!("a-{}", run.trim_start_matches("r-"))
+}
+
+/// Field names that carry per-page tokens, not reviewed values.
+fn is_token_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["csrf", "xsrf", "authenticity_token", "nonce", "_token"]
+        .iter()
+        .any(|t| n.contains(t))
+}
+
+/// Reads the live form around `control`, leaving tokens out and secrets masked.
+async fn live_values(tab: &Tab, control: &str, secrets: &[String]) -> Result<Vec<FieldValue>, String> {
+    let values = tab
+        .form_values(control)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("submit control {control} is not inside a form"))?;
+    Ok(values
+        .into_iter()
+        .filter(|f| !is_token_field(&f.name))
+        .map(|f| FieldValue {
+            value: if secrets.iter().any(|s| !s.is_empty() && *s == f.value) {
+                SECRET.to_owned()
+            } else {
+                f.value
+            },
+            name: f.name,
+        })
+        .collect())
+}
+
+fn declared_write(step: &Step, channel: &Channel, inputs: &Inputs) -> Result<(String, DeclaredWrite), String> {
+    let Action::Submit { control, expect } = &step.action else {
+        return Err("not a submit step".into());
+    };
+    let url = expect
+        .url
+        .render_url(&channel.base_url, inputs)
+        .map_err(|e| e.to_string())?;
+    if !channel.allows_origin(&url) {
+        return Err(format!("declared write {url} is outside the channel's allowed origins"));
+    }
+    Ok((
+        control.clone(),
+        DeclaredWrite { method: expect.method.to_ascii_uppercase(), url: without_query(&url) },
+    ))
+}
+
+fn without_query(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// Checks the form would send the declared write.
+async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> Result<(), String> {
+    let target = tab.form_target(control).await.map_err(|e| e.to_string())?;
+    match target {
+        Some((method, action)) => {
+            let action_bare = Url::parse(&action).map(|u| without_query(&u)).unwrap_or(action.clone());
+            if method.eq_ignore_ascii_case(&write.method) && action_bare == write.url {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the form sends {method} {action_bare} but the playbook declares {} {}",
+                    write.method, write.url
+                ))
+            }
+        }
+        None => Err(format!("submit control {control} is not inside a form")),
+    }
+}
+
+fn redacted_inputs(ctx: &DraftContext) -> BTreeMap<String, String> {
+    ctx.inputs
+        .iter()
+        .map(|(k, v)| {
+            let secret = ctx.playbook.inputs.iter().any(|i| i.name == *k && i.secret);
+            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+        })
+        .collect()
+}
+
+/// Turns a draft stopped at its submit step into a pending approval request.
+pub async fn request_from_draft(
+    engine: &Engine,
+    ctx: DraftContext,
+    _browser: &mut Browser,
+    tab: &Tab,
+    step: &Step,
+) -> Result<String, String> {
+    let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs)?;
+    tab.settle(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    check_form_target(tab, &control, &write).await?;
+    let values = live_values(tab, &control, &ctx.secrets).await?;
+    let content = DraftContent {
+        channel: ctx.channel.id.clone(),
+        playbook: ctx.playbook.name.clone(),
+        playbook_sha256: ctx.playbook.sha256.clone(),
+        inputs: redacted_inputs(&ctx),
+        values,
+        write,
+    };
+    let now = (engine.clock)();
+    let expires = now + chrono::Duration::hours(ctx.channel.approval_ttl_hours as i64);
+    let approval_id = new_approval_id(now);
+    let request = ApprovalRequest {
+        approval_id: approval_id.clone(),
+        run_id: ctx.run_id.clone(),
+        case_ref: ctx.case_ref.clone(),
+        requester: ctx.operator.clone(),
+        created_at: timestamp(now),
+        expires_at: timestamp(expires),
+        screenshot_sha256: ctx.draft_screenshot.clone(),
+        draft_hash: draft_hash(&content),
+        content,
+    };
+    let json = serde_json::to_value(&request).map_err(|e| e.to_string())?;
+    engine
+        .record(Event::ApprovalRequested {
+            approval_id: approval_id.clone(),
+            run_id: ctx.run_id.clone(),
+            request: canonical_json(&json),
+            draft_hash: request.draft_hash.clone(),
+            requester: ctx.operator.clone(),
+            channel: ctx.channel.id.clone(),
+            case_ref: ctx.case_ref.clone(),
+            created_at: request.created_at.clone(),
+            expires_at: request.expires_at.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(approval_id)
+}
+
+/// Derives an approval's state from its records.
+pub fn from_records(records: &[Record], now: DateTime<Utc>) -> Option<Approval> {
+    let mut request: Option<ApprovalRequest> = None;
+    let mut decision = None;
+    let mut used_by_run = None;
+    let mut refusals = Vec::new();
+    for r in records {
+        match &r.event {
+            Event::ApprovalRequested { request: json, .. } => {
+                request = serde_json::from_str(json).ok();
+            }
+            Event::ApprovalDecided { decision: d, reviewer, note, decided_at, .. } => {
+                if decision.is_none() {
+                    decision = Some(Decision {
+                        decision: d.clone(),
+                        reviewer: reviewer.clone(),
+                        note: note.clone(),
+                        decided_at: decided_at.clone(),
+                    });
+                }
+            }
+            Event::ApprovalUsed { run_id, .. } => {
+                used_by_run.get_or_insert_with(|| run_id.clone());
+            }
+            Event::Refused { action, user, reason, at, .. } => {
+                refusals.push(format!("{at} {action} by {user}: {reason}"));
+            }
+            _ => {}
+        }
+    }
+    let request = request?;
+    let expired = DateTime::parse_from_rfc3339(&request.expires_at)
+        .map(|t| now > t.with_timezone(&Utc))
+        .unwrap_or(true);
+    let state = if used_by_run.is_some() {
+        ApprovalState::Used
+    } else {
+        match decision.as_ref().map(|d| d.decision.as_str()) {
+            Some("rejected") => ApprovalState::Rejected,
+            _ if expired => ApprovalState::Expired,
+            Some("approved") => ApprovalState::Approved,
+            _ => ApprovalState::Pending,
+        }
+    };
+    Some(Approval { request, state, decision, used_by_run, refusals })
+}
+
+/// Loads one approval.
+pub fn load(engine: &Engine, id: &str) -> Result<Approval, ApprovalError> {
+    let records = engine
+        .store
+        .approval_records(id)
+        .map_err(|e| ApprovalError::Store(e.to_string()))?;
+    from_records(&records, (engine.clock)()).ok_or_else(|| ApprovalError::Unknown(id.to_owned()))
+}
+
+/// Every approval, newest first, optionally only pending ones or one channel's.
+pub fn list(engine: &Engine, pending_only: bool, channel: Option<&str>) -> Result<Vec<Approval>, ApprovalError> {
+    let ids = engine.store.approval_ids().map_err(|e| ApprovalError::Store(e.to_string()))?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Ok(a) = load(engine, &id) {
+            if pending_only && a.state != ApprovalState::Pending {
+                continue;
+            }
+            if channel.is_some_and(|c| c != a.request.content.channel) {
+                continue;
+            }
+            out.push(a);
+        }
+    }
+    out.sort_by(|a, b| b.request.created_at.cmp(&a.request.created_at));
+    Ok(out)
+}
+
+fn refusal(engine: &Engine, action: &str, id: &str, user: &str, reason: &str) {
+    let _ = engine.store.append(Event::Refused {
+        action: action.to_owned(),
+        approval_id: Some(id.to_owned()),
+        run_id: None,
+        user: user.to_owned(),
+        reason: reason.to_owned(),
+        at: timestamp((engine.clock)()),
+    });
+}
+
+/// Records a reviewer's decision. Refusals are recorded too.
+pub fn decide(
+    engine: &Engine,
+    id: &str,
+    reviewer: &str,
+    approve: bool,
+    note: Option<String>,
+) -> Result<Approval, ApprovalError> {
+    let action = if approve { "approve" } else { "reject" };
+    let result = (|| {
+        let approval = load(engine, id)?;
+        let channel = engine
+            .config
+            .channel(&approval.request.content.channel)
+            .map_err(|_| ApprovalError::UnknownChannel(approval.request.content.channel.clone()))?;
+        if !channel.is_reviewer(reviewer) {
+            return Err(ApprovalError::NotReviewer {
+                user: reviewer.to_owned(),
+                channel: channel.id.clone(),
+                reviewers: if channel.reviewers.is_empty() { "none".into() } else { channel.reviewers.join(", ") },
+            });
+        }
+        if approval.request.requester == reviewer {
+            return Err(ApprovalError::SelfApproval(reviewer.to_owned()));
+        }
+        if approval.state != ApprovalState::Pending {
+            return Err(ApprovalError::AlreadyDecided { id: id.to_owned(), state: approval.state.as_str() });
+        }
+        if !approve && note.as_deref().map(str::trim).unwrap_or("").is_empty() {
+            return Err(ApprovalError::NoteRequired);
+        }
+        engine
+            .store
+            .append(Event::ApprovalDecided {
+                approval_id: id.to_owned(),
+                decision: if approve { "approved" } else { "rejected" }.to_owned(),
+                reviewer: reviewer.to_owned(),
+                note: note.clone(),
+                draft_hash: approval.request.draft_hash.clone(),
+                decided_at: timestamp((engine.clock)()),
+            })
+            .map_err(|e| ApprovalError::Store(e.to_string()))?;
+        load(engine, id)
+    })();
+    if let Err(e) = &result {
+        if !matches!(e, ApprovalError::Store(_)) {
+            refusal(engine, action, id, reviewer, &e.to_string());
+        }
+    }
+    result
+}
+
+/// Checks, before any browser starts, that `id` may be used by this run.
+pub fn gate_for_run(
+    engine: &Engine,
+    id: &str,
+    playbook: &Playbook,
+    inputs: &Inputs,
+    channel: &Channel,
+    _operator: &str,
+) -> Result<SubmitGate, ApprovalError> {
+    let approval = load(engine, id)?;
+    if approval.state != ApprovalState::Approved {
+        let extra = match approval.state {
+            ApprovalState::Used => format!(" (already used by run {})", approval.used_by_run.clone().unwrap_or_default()),
+            ApprovalState::Expired => format!(" (expired at {})", approval.request.expires_at),
+            _ => String::new(),
+        };
+        return Err(ApprovalError::NotUsable { id: id.to_owned(), state: approval.state.as_str(), extra });
+    }
+    if !channel.modes.contains(&Mode::Submit) {
+        return Err(ApprovalError::SubmitNotPermitted(channel.id.clone()));
+    }
+    let req = &approval.request;
+    if playbook.name != req.content.playbook {
+        return Err(ApprovalError::WrongPlaybook { id: id.to_owned(), now: playbook.name.clone(), then: req.content.playbook.clone() });
+    }
+    if playbook.sha256 != req.content.playbook_sha256 {
+        return Err(ApprovalError::PlaybookChanged {
+            id: id.to_owned(),
+            path: playbook.source.display().to_string(),
+            now: playbook.sha256.clone(),
+            then: req.content.playbook_sha256.clone(),
+        });
+    }
+    let redacted: BTreeMap<String, String> = inputs
+        .iter()
+        .map(|(k, v)| {
+            let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
+            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+        })
+        .collect();
+    if redacted != req.content.inputs {
+        return Err(ApprovalError::InputsChanged {
+            id: id.to_owned(),
+            detail: format!("approved {:?}, given {:?}", req.content.inputs, redacted),
+        });
+    }
+    Ok(SubmitGate { approval: approval.request })
+}
+
+/// The inputs an approved request was drafted with (secret ones must come from elsewhere).
+pub fn inputs_of(approval: &Approval) -> BTreeMap<String, String> {
+    approval.request.content.inputs.clone()
+}
+
+/// Runs the submit step of an approved run: re-reads the form, recomputes the draft hash,
+/// marks the approval used, opens the guard for exactly the declared write and clicks.
+pub async fn submit_with_gate(
+    engine: &Engine,
+    ctx: DraftContext,
+    gate: SubmitGate,
+    browser: &mut Browser,
+    tab: &Tab,
+    step: &Step,
+) -> Result<(), SubmitFailure> {
+    let id = gate.approval.approval_id.clone();
+    let refuse = |reason: String| {
+        refusal(engine, "submit", &id, &ctx.operator, &reason);
+        SubmitFailure::Refused(reason)
+    };
+    let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs).map_err(SubmitFailure::Failed)?;
+    if write != gate.approval.content.write {
+        return Err(refuse(format!(
+            "declared write {} {} differs from the approved {} {}",
+            write.method, write.url, gate.approval.content.write.method, gate.approval.content.write.url
+        )));
+    }
+    tab.settle(Duration::from_secs(5)).await.map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    check_form_target(tab, &control, &write).await.map_err(&refuse)?;
+    let values = live_values(tab, &control, &ctx.secrets).await.map_err(SubmitFailure::Failed)?;
+    let content = DraftContent {
+        channel: ctx.channel.id.clone(),
+        playbook: ctx.playbook.name.clone(),
+        playbook_sha256: ctx.playbook.sha256.clone(),
+        inputs: redacted_inputs(&ctx),
+        values: values.clone(),
+        write: write.clone(),
+    };
+    let hash = draft_hash(&content);
+    if hash != gate.approval.draft_hash {
+        let approved = &gate.approval.content.values;
+        let mut diffs = Vec::new();
+        for v in &values {
+            match approved.iter().find(|a| a.name == v.name) {
+                Some(a) if a.value != v.value => diffs.push(format!("{}: approved {:?}, now {:?}", v.name, a.value, v.value)),
+                None => diffs.push(format!("{}: new field with {:?}", v.name, v.value)),
+                _ => {}
+            }
+        }
+        for a in approved {
+            if !values.iter().any(|v| v.name == a.name) {
+                diffs.push(format!("{}: missing now", a.name));
+            }
+        }
+        return Err(refuse(format!(
+            "draft hash mismatch (approved {}, now {hash}): {}",
+            gate.approval.draft_hash,
+            if diffs.is_empty() { "the form's structure changed".to_owned() } else { diffs.join("; ") }
+        )));
+    }
+    // Last check against the store, then mark used *before* the click: a crash after the
+    // click can never allow a second use.
+    let current = load(engine, &id).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    if current.state != ApprovalState::Approved {
+        return Err(refuse(format!("approval {id} is {} now", current.state.as_str())));
+    }
+    engine
+        .record(Event::ApprovalUsed { approval_id: id.clone(), run_id: ctx.run_id.clone(), used_at: timestamp((engine.clock)()) })
+        .await
+        .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    submit_armed(browser, tab, &control, &write.method, &url, Duration::from_secs(15))
+        .await
+        .map_err(|m| {
+            if m.contains("not the approved write") || m.contains("second write") {
+                refuse(m)
+            } else {
+                SubmitFailure::Failed(m)
+            }
+        })
+}
+
+/// Opens the guard for exactly one `method url` write, clicks `control` and checks that the
+/// write, and only it, went out.
+pub async fn submit_armed(
+    browser: &mut Browser,
+    tab: &Tab,
+    control: &str,
+    method: &str,
+    url: &Url,
+    timeout: Duration,
+) -> Result<(), String> {
+    let guard = browser.guard().clone();
+    guard.arm(ArmedWrite { method: method.to_ascii_uppercase(), url: without_query(url) });
+    let clicked = tab.click(&Locator::Css(control.to_owned()), timeout).await;
+    if let Err(e) = clicked {
+        guard.disarm();
+        return Err(e.to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = tab.network_idle(Duration::from_millis(400), timeout).await;
+    let _ = tab.wait_loaded(timeout).await;
+    let unused = guard.disarm();
+    if let Some(other) = guard.tripped() {
+        return Err(format!(
+            "the page tried a second write during submit ({other}), which is not the approved write: nothing was submitted"
+        ));
+    }
+    if unused {
+        return Err(format!("clicking {control} did not send the declared {method} {url}"));
+    }
+    Ok(())
+}
+
+/// Paints each region black on a PNG and returns the new PNG and the regions as `x,y,w,h`.
+pub fn mask_png(png: &[u8], regions: &[ElementRect]) -> Result<(Vec<u8>, Vec<String>), String> {
+    let mut img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|e| format!("capture is not a PNG: {e}"))?
+        .to_rgba8();
+    let (w, h) = img.dimensions();
+    let mut masks = Vec::new();
+    for r in regions {
+        // Grow by 2 px so anti-aliased edges of the text are covered too.
+        let x0 = (r.x - 2.0).floor().max(0.0) as u32;
+        let y0 = (r.y - 2.0).floor().max(0.0) as u32;
+        let x1 = ((r.x + r.width + 2.0).ceil().max(0.0) as u32).min(w);
+        let y1 = ((r.y + r.height + 2.0).ceil().max(0.0) as u32).min(h);
+        if x0 >= x1 || y0 >= y1 {
+            continue;
+        }
+        for y in y0..y1 {
+            for x in x0..x1 {
+                img.put_pixel(x, y, image::Rgba([0, 0, 0, 255]));
+            }
+        }
+        masks.push(format!("{},{},{},{}", x0, y0, x1 - x0, y1 - y0));
+    }
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgba8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode masked PNG: {e}"))?;
+    Ok((out, masks))
+}

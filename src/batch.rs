@@ -1,0 +1,244 @@
+//! Batches: many runs from a file of input rows, with bounded concurrency and progress.
+//!
+//! A batch never stops at a failed row: each row × playbook is one run, recorded on its
+//! own, and the summary lists what failed and why.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::playbook::Playbook;
+use crate::runner::{Engine, EngineError, RunReport, RunRequest, RunStatus};
+
+/// Errors reading an inputs file.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("cannot read inputs file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Row { path: String, line: usize, message: String },
+    #[error("{path}: unknown inputs format (use .csv with a header row, or .jsonl with one JSON object per line)")]
+    Format { path: String },
+}
+
+/// Reads input rows from a CSV (header row names the inputs) or JSONL file.
+pub fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, BatchError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| BatchError::Read { path: p.clone(), source })?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" => {
+            let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+            let headers = reader
+                .headers()
+                .map_err(|e| BatchError::Row { path: p.clone(), line: 1, message: e.to_string() })?
+                .clone();
+            let mut rows = Vec::new();
+            for (i, rec) in reader.records().enumerate() {
+                let rec = rec.map_err(|e| BatchError::Row { path: p.clone(), line: i + 2, message: e.to_string() })?;
+                let row: BTreeMap<String, String> = headers
+                    .iter()
+                    .zip(rec.iter())
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+        "jsonl" | "ndjson" => {
+            let mut rows = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| BatchError::Row { path: p.clone(), line: i + 1, message: format!("not JSON: {e}") })?;
+                let obj = v.as_object().ok_or_else(|| BatchError::Row {
+                    path: p.clone(),
+                    line: i + 1,
+                    message: "expected a JSON object of input values".into(),
+                })?;
+                let mut row = BTreeMap::new();
+                for (k, v) in obj {
+                    let s = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    row.insert(k.clone(), s);
+                }
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+        _ => Err(BatchError::Format { path: p }),
+    }
+}
+
+/// How to run a batch.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Runs (browsers) at once.
+    pub jobs: usize,
+    pub operator: String,
+    pub case_ref: Option<String>,
+    /// Print progress (a bar on a terminal, lines otherwise).
+    pub progress: bool,
+}
+
+/// Everything a batch did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    pub batch_id: String,
+    pub runs: Vec<RunReport>,
+    pub ok: usize,
+    pub failed: usize,
+    pub refused: usize,
+    pub session_expired: usize,
+    pub drafted: usize,
+    pub blocked_requests: usize,
+    pub duration_ms: u64,
+}
+
+impl BatchReport {
+    /// True when every run ended ok (or as a draft).
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0 && self.refused == 0 && self.session_expired == 0
+    }
+}
+
+/// Runs every row with every playbook, `jobs` at a time, in row order in the report.
+pub async fn run_batch(
+    engine: &Engine,
+    playbooks: &[Arc<Playbook>],
+    rows: Vec<BTreeMap<String, String>>,
+    opts: &BatchOptions,
+) -> Result<BatchReport, EngineError> {
+    let started = std::time::Instant::now();
+    let batch_id = format!("b-{}", crate::runner::new_run_id((engine.clock)()).trim_start_matches("r-"));
+    let mut requests = Vec::new();
+    for row in &rows {
+        for p in playbooks {
+            requests.push(RunRequest {
+                playbook: p.clone(),
+                inputs: row.clone(),
+                operator: opts.operator.clone(),
+                case_ref: opts.case_ref.clone(),
+                batch_id: Some(batch_id.clone()),
+                approval: None,
+            });
+        }
+    }
+    let total = requests.len();
+    let bar = if opts.progress && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let jobs = opts.jobs.max(1);
+    let mut results: Vec<Option<RunReport>> = vec![None; total];
+    let mut stream = futures::stream::iter(requests.into_iter().enumerate().map(|(i, req)| async move {
+        (i, engine.run(req).await)
+    }))
+    .buffer_unordered(jobs);
+    let mut done = 0;
+    while let Some((i, result)) = stream.next().await {
+        let report = result?;
+        done += 1;
+        let line = format!(
+            "[{done}/{total}] {} {} {}{}",
+            report.status.as_str(),
+            report.playbook,
+            report.inputs.values().cloned().collect::<Vec<_>>().join(","),
+            report.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+        if let Some(b) = &bar {
+            b.inc(1);
+            b.set_message(format!("{} {}", report.status.as_str(), report.playbook));
+            if report.status != RunStatus::Ok && report.status != RunStatus::Drafted {
+                b.println(line);
+            }
+        } else if opts.progress {
+            eprintln!("{line}");
+        }
+        results[i] = Some(report);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let runs: Vec<RunReport> = results.into_iter().flatten().collect();
+    let count = |s: RunStatus| runs.iter().filter(|r| r.status == s).count();
+    Ok(BatchReport {
+        batch_id,
+        ok: count(RunStatus::Ok),
+        failed: count(RunStatus::Failed),
+        refused: count(RunStatus::Refused),
+        session_expired: count(RunStatus::SessionExpired),
+        drafted: count(RunStatus::Drafted),
+        blocked_requests: runs.iter().map(|r| r.blocked()).sum(),
+        runs,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// A plain-text results table and summary.
+pub fn render(report: &BatchReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<22} {:<16} {:<14} {:<10} {}\n",
+        "PLAYBOOK", "INPUTS", "STATUS", "BLOCKED", "FIELDS / SCREENSHOTS"
+    ));
+    for r in &report.runs {
+        let inputs = r.inputs.values().cloned().collect::<Vec<_>>().join(",");
+        let fields = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        let shots = r.screenshots.iter().map(|s| format!("{}:{}", s.name, &s.sha256[..12.min(s.sha256.len())])).collect::<Vec<_>>().join(" ");
+        out.push_str(&format!(
+            "{:<22} {:<16} {:<14} {:<10} {} {}\n",
+            r.playbook,
+            inputs,
+            r.status.as_str(),
+            r.blocked(),
+            fields,
+            shots
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} runs: {} ok, {} failed, {} refused, {} session expired, {} drafted; {} requests blocked by the guard ({:.1}s)\n",
+        report.runs.len(),
+        report.ok,
+        report.failed,
+        report.refused,
+        report.session_expired,
+        report.drafted,
+        report.blocked_requests,
+        report.duration_ms as f64 / 1000.0
+    ));
+    let failing: Vec<&RunReport> = report
+        .runs
+        .iter()
+        .filter(|r| !matches!(r.status, RunStatus::Ok | RunStatus::Drafted))
+        .collect();
+    if !failing.is_empty() {
+        out.push_str("\nnot ok:\n");
+        for r in failing {
+            out.push_str(&format!(
+                "  {} {} [{}]: {}\n",
+                r.playbook,
+                r.inputs.values().cloned().collect::<Vec<_>>().join(","),
+                r.run_id.clone().unwrap_or_else(|| "not started".into()),
+                r.error.clone().unwrap_or_default()
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,643 @@
+//! One page of a run, driven through CDP.
+//!
+//! clerk reads the DOM from an isolated world (`Page.createIsolatedWorld`): the page's own
+//! scripts cannot redefine the getters clerk uses to read text and field values back. Input
+//! is typed with `Input.dispatchKeyEvent` and clicks are real mouse events, so the page sees
+//! what a person's browser would send; nothing is injected into the page's own world.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    MediaFeature, SetEmulatedMediaParams,
+};
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    MouseButton,
+};
+use chromiumoxide::cdp::browser_protocol::network::CookieParam;
+use chromiumoxide::cdp::browser_protocol::page::{
+    AddScriptToEvaluateOnNewDocumentParams, CaptureScreenshotFormat, CaptureScreenshotParams,
+    CreateIsolatedWorldParams, FrameId, NavigateParams, Viewport,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, ExecutionContextId};
+use chromiumoxide::Page;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{cdp, BrowserError, Guard};
+use crate::channel::StorageState;
+
+/// A rectangle in page (document) CSS pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ElementRect {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// A form control's live value, as the browser would submit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// One page of a run.
+pub struct Tab {
+    page: Page,
+    guard: Guard,
+    timeout: Duration,
+    world: Mutex<Option<(String, ExecutionContextId)>>,
+}
+
+/// CSS that stops animations, transitions and the blinking caret, so captures are stable.
+const STILL_CSS: &str = "*,*::before,*::after{animation:none!important;transition:none!important;caret-color:transparent!important;scroll-behavior:auto!important}";
+
+/// Helper functions installed in clerk's isolated world on every call.
+const PRELUDE: &str = r#"
+const __clerk = {
+  find(loc) {
+    if (loc.css !== undefined) return document.querySelector(loc.css);
+    const want = loc.label.trim().toLowerCase();
+    for (const l of document.querySelectorAll('label')) {
+      if (l.textContent.trim().toLowerCase() === want) {
+        if (l.control) return l.control;
+        if (l.htmlFor) return document.getElementById(l.htmlFor);
+      }
+    }
+    return null;
+  },
+  visible(el) {
+    if (!el) return false;
+    const s = getComputedStyle(el);
+    if (s.visibility === 'hidden' || s.display === 'none') return false;
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  },
+  rect(el) {
+    const r = el.getBoundingClientRect();
+    return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};
+  },
+};
+"#;
+
+impl Tab {
+    pub(super) async fn prepare(
+        page: Page,
+        guard: Guard,
+        timeout: Duration,
+        session: Option<&StorageState>,
+    ) -> Result<Tab, BrowserError> {
+        let mut script = format!(
+            "(() => {{ const add = () => {{ const s = document.createElement('style'); s.textContent = {css}; (document.head || document.documentElement).appendChild(s); }}; if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', add); else add(); }})();",
+            css = serde_json::to_string(STILL_CSS).unwrap_or_default()
+        );
+        if let Some(state) = session {
+            for (origin, items) in state.local_storage() {
+                let items = serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
+                let origin = serde_json::to_string(&origin).unwrap_or_else(|_| "\"\"".into());
+                script.push_str(&format!(
+                    "(() => {{ try {{ if (location.origin === {origin}) {{ for (const [k, v] of {items}) localStorage.setItem(k, v); }} }} catch (e) {{}} }})();"
+                ));
+            }
+        }
+        cdp(
+            timeout,
+            "Page.addScriptToEvaluateOnNewDocument",
+            page.execute(AddScriptToEvaluateOnNewDocumentParams::new(script)),
+        )
+        .await?;
+        let media = SetEmulatedMediaParams::builder()
+            .feature(MediaFeature::new("prefers-reduced-motion", "reduce"))
+            .build();
+        cdp(timeout, "Emulation.setEmulatedMedia", page.execute(media)).await?;
+        Ok(Tab {
+            page,
+            guard,
+            timeout,
+            world: Mutex::new(None),
+        })
+    }
+
+    /// The timeout used for single CDP calls.
+    pub fn cdp_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The main frame's id.
+    pub async fn main_frame(&self) -> Result<String, BrowserError> {
+        let f = cdp(self.timeout, "main frame", self.page.mainframe()).await?;
+        Ok(f.map(|f| f.inner().clone())
+            .unwrap_or_else(|| self.page.target_id().inner().clone()))
+    }
+
+    async fn context(&self, fresh: bool) -> Result<ExecutionContextId, BrowserError> {
+        let frame = self.main_frame().await?;
+        if !fresh {
+            if let Ok(w) = self.world.lock() {
+                if let Some((f, id)) = w.as_ref() {
+                    if *f == frame {
+                        return Ok(*id);
+                    }
+                }
+            }
+        }
+        let params = CreateIsolatedWorldParams::builder()
+            .frame_id(FrameId::new(frame.clone()))
+            .world_name("clerk")
+            .build()
+            .map_err(BrowserError::Page)?;
+        let r = cdp(self.timeout, "Page.createIsolatedWorld", self.page.execute(params)).await?;
+        let id = r.result.execution_context_id;
+        if let Ok(mut w) = self.world.lock() {
+            *w = Some((frame, id));
+        }
+        Ok(id)
+    }
+
+    /// Evaluates `body` (a function body that may `return`) in clerk's isolated world and
+    /// returns its JSON value. `arg` is available as `arg`.
+    pub async fn eval<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &str,
+        arg: serde_json::Value,
+    ) -> Result<T, BrowserError> {
+        let expr = format!(
+            "(async () => {{ {PRELUDE}; const arg = {arg}; {body} }})()",
+            arg = arg
+        );
+        let mut last_err = None;
+        for attempt in 0..3 {
+            let ctx = self.context(attempt > 0).await?;
+            let params = EvaluateParams::builder()
+                .expression(expr.clone())
+                .context_id(ctx)
+                .return_by_value(true)
+                .await_promise(true)
+                .build()
+                .map_err(BrowserError::Page)?;
+            match cdp(self.timeout, "Runtime.evaluate", self.page.execute(params)).await {
+                Ok(r) => {
+                    if let Some(ex) = &r.result.exception_details {
+                        let text = ex
+                            .exception
+                            .as_ref()
+                            .and_then(|e| e.description.clone())
+                            .unwrap_or_else(|| ex.text.clone());
+                        return Err(BrowserError::Page(format!("script error: {text}")));
+                    }
+                    let v = r.result.result.value.clone().unwrap_or(serde_json::Value::Null);
+                    return serde_json::from_value(v)
+                        .map_err(|e| BrowserError::Page(format!("unexpected script result: {e}")));
+                }
+                // The world dies with its document; a navigation in between needs a new one.
+                Err(e) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| BrowserError::Page("evaluation failed".into())))
+    }
+
+    /// Navigates the tab and waits for the document to load. A navigation the guard aborts
+    /// leaves the previous document in place; the caller checks the guard's events.
+    pub async fn goto(&self, url: &Url, timeout: Duration) -> Result<(), BrowserError> {
+        let r = cdp(
+            timeout,
+            "Page.navigate",
+            self.page.execute(NavigateParams::new(url.as_str())),
+        )
+        .await?;
+        if let Some(err) = &r.result.error_text {
+            return Err(BrowserError::Page(format!("navigation to {url} failed: {err}")));
+        }
+        self.wait_loaded(timeout).await
+    }
+
+    /// Waits until `document.readyState` is `complete`.
+    pub async fn wait_loaded(&self, timeout: Duration) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let state: Result<String, _> = self.eval("return document.readyState;", serde_json::Value::Null).await;
+            if matches!(state.as_deref(), Ok("complete")) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(BrowserError::Timeout {
+                    what: "page load".into(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The current URL of the main frame.
+    pub async fn url(&self) -> Result<String, BrowserError> {
+        self.eval("return location.href;", serde_json::Value::Null).await
+    }
+
+    /// The document title.
+    pub async fn title(&self) -> Result<String, BrowserError> {
+        self.eval("return document.title;", serde_json::Value::Null).await
+    }
+
+    async fn poll<F>(&self, what: &str, timeout: Duration, mut check: F) -> Result<(), BrowserError>
+    where
+        F: FnMut() -> futures::future::BoxFuture<'static, Result<bool, BrowserError>>,
+    {
+        let start = Instant::now();
+        loop {
+            if check().await.unwrap_or(false) {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Timeout {
+                    what: what.to_owned(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until an element matching `selector` is visible.
+    pub async fn wait_visible(&self, selector: &str, timeout: Duration) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let ok: bool = self
+                .eval(
+                    "return __clerk.visible(document.querySelector(arg));",
+                    serde_json::json!(selector),
+                )
+                .await
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::ElementNotFound {
+                    selector: selector.to_owned(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the page's visible text contains `text`.
+    pub async fn wait_text(&self, text: &str, timeout: Duration) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let ok: bool = self
+                .eval(
+                    "return !!document.body && document.body.innerText.includes(arg);",
+                    serde_json::json!(text),
+                )
+                .await
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Page(format!(
+                    "text not found on the page: {text:?} (after {timeout:?})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until no request has been issued for `quiet`.
+    pub async fn network_idle(&self, quiet: Duration, timeout: Duration) -> Result<(), BrowserError> {
+        let guard = self.guard.clone();
+        self.poll("network idle", timeout, move || {
+            let q = guard.quiet_for() >= quiet;
+            Box::pin(async move { Ok(q) })
+        })
+        .await
+    }
+
+    /// Waits for the page to settle before a capture: loaded, fonts ready, network quiet for
+    /// 500 ms, and the layout unchanged between two samples.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        self.wait_loaded(timeout).await?;
+        let _: bool = self
+            .eval("await document.fonts.ready; return true;", serde_json::Value::Null)
+            .await?;
+        let mut previous: Option<serde_json::Value> = None;
+        loop {
+            let layout: serde_json::Value = self
+                .eval(
+                    "await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
+                     const b = document.body; \
+                     return [document.documentElement.scrollWidth, document.documentElement.scrollHeight, \
+                             document.getElementsByTagName('*').length, b ? b.innerText.length : 0];",
+                    serde_json::Value::Null,
+                )
+                .await?;
+            let quiet = self.guard.quiet_for() >= Duration::from_millis(500);
+            if quiet && previous.as_ref() == Some(&layout) {
+                return Ok(());
+            }
+            previous = Some(layout);
+            if start.elapsed() >= timeout {
+                // A page that never stops changing is still captured; say so in the logs.
+                tracing::warn!("page did not settle within {timeout:?}; capturing anyway");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Text of the first element matching `selector` (`None` if there is none).
+    pub async fn text(&self, selector: &str) -> Result<Option<String>, BrowserError> {
+        self.eval(
+            "const el = document.querySelector(arg); return el ? el.innerText.trim() : null;",
+            serde_json::json!(selector),
+        )
+        .await
+    }
+
+    /// An attribute of the first element matching `selector`.
+    pub async fn attribute(&self, selector: &str, name: &str) -> Result<Option<String>, BrowserError> {
+        self.eval(
+            "const el = document.querySelector(arg[0]); return el ? el.getAttribute(arg[1]) : null;",
+            serde_json::json!([selector, name]),
+        )
+        .await
+    }
+
+    /// The live `value` of the first element matching `selector`.
+    pub async fn value(&self, selector: &str) -> Result<Option<String>, BrowserError> {
+        self.eval(
+            "const el = document.querySelector(arg); return el && 'value' in el ? String(el.value) : null;",
+            serde_json::json!(selector),
+        )
+        .await
+    }
+
+    /// Page rectangle of the element a locator finds.
+    pub async fn rect(&self, locator: &crate::playbook::Locator) -> Result<Option<ElementRect>, BrowserError> {
+        self.eval(
+            "const el = __clerk.find(arg); return el ? __clerk.rect(el) : null;",
+            locator_json(locator),
+        )
+        .await
+    }
+
+    /// Scrolls the element into view and returns its centre in viewport coordinates.
+    async fn center(&self, locator: &crate::playbook::Locator, timeout: Duration) -> Result<(f64, f64), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let c: Option<(f64, f64)> = self
+                .eval(
+                    "const el = __clerk.find(arg); if (!__clerk.visible(el)) return null; \
+                     el.scrollIntoView({block: 'center', inline: 'center'}); \
+                     const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];",
+                    locator_json(locator),
+                )
+                .await
+                .unwrap_or(None);
+            if let Some(c) = c {
+                return Ok(c);
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::ElementNotFound {
+                    selector: locator_display(locator),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the element with real mouse events.
+    pub async fn click(&self, locator: &crate::playbook::Locator, timeout: Duration) -> Result<(), BrowserError> {
+        let (x, y) = self.center(locator, timeout).await?;
+        for kind in [
+            DispatchMouseEventType::MouseMoved,
+            DispatchMouseEventType::MousePressed,
+            DispatchMouseEventType::MouseReleased,
+        ] {
+            let mut b = DispatchMouseEventParams::builder().r#type(kind.clone()).x(x).y(y);
+            if kind != DispatchMouseEventType::MouseMoved {
+                b = b.button(MouseButton::Left).click_count(1);
+            }
+            let params = b.build().map_err(BrowserError::Page)?;
+            cdp(self.timeout, "Input.dispatchMouseEvent", self.page.execute(params)).await?;
+        }
+        Ok(())
+    }
+
+    async fn key(&self, kind: DispatchKeyEventType, key: &str, code: &str, vk: i64, text: Option<&str>) -> Result<(), BrowserError> {
+        let mut b = DispatchKeyEventParams::builder()
+            .r#type(kind)
+            .key(key)
+            .code(code)
+            .windows_virtual_key_code(vk);
+        if let Some(t) = text {
+            b = b.text(t).unmodified_text(t);
+        }
+        let params = b.build().map_err(BrowserError::Page)?;
+        cdp(self.timeout, "Input.dispatchKeyEvent", self.page.execute(params)).await?;
+        Ok(())
+    }
+
+    /// Focuses a text field, clears it and types `value` key by key.
+    pub async fn fill(&self, locator: &crate::playbook::Locator, value: &str, timeout: Duration) -> Result<(), BrowserError> {
+        self.click(locator, timeout).await?;
+        let ok: bool = self
+            .eval(
+                "const el = __clerk.find(arg); if (!el) return false; el.focus(); \
+                 if (typeof el.select === 'function') el.select(); return document.activeElement === el;",
+                locator_json(locator),
+            )
+            .await?;
+        if !ok {
+            return Err(BrowserError::Page(format!(
+                "cannot focus {}", locator_display(locator)
+            )));
+        }
+        // Delete whatever is selected (the old value), as a person would.
+        self.key(DispatchKeyEventType::RawKeyDown, "Backspace", "Backspace", 8, None).await?;
+        self.key(DispatchKeyEventType::KeyUp, "Backspace", "Backspace", 8, None).await?;
+        for ch in value.chars() {
+            let s = ch.to_string();
+            if ch == '\n' {
+                self.key(DispatchKeyEventType::KeyDown, "Enter", "Enter", 13, Some("\r")).await?;
+                self.key(DispatchKeyEventType::KeyUp, "Enter", "Enter", 13, None).await?;
+            } else {
+                self.key(DispatchKeyEventType::KeyDown, &s, "", 0, Some(&s)).await?;
+                self.key(DispatchKeyEventType::KeyUp, &s, "", 0, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses an option of a `<select>` by value (or visible text) and fires input/change.
+    pub async fn select(&self, locator: &crate::playbook::Locator, value: &str, timeout: Duration) -> Result<(), BrowserError> {
+        self.center(locator, timeout).await?;
+        let r: Option<String> = self
+            .eval(
+                "const el = __clerk.find(arg[0]); if (!el || el.tagName !== 'SELECT') return 'not a <select>'; \
+                 const opt = [...el.options].find(o => o.value === arg[1]) || [...el.options].find(o => o.text.trim() === arg[1]); \
+                 if (!opt) return 'no option ' + JSON.stringify(arg[1]) + ' (options: ' + [...el.options].map(o => o.value).join(', ') + ')'; \
+                 el.focus(); el.value = opt.value; \
+                 el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return null;",
+                serde_json::json!([locator_json(locator), value]),
+            )
+            .await?;
+        match r {
+            None => Ok(()),
+            Some(msg) => Err(BrowserError::Page(format!("{}: {msg}", locator_display(locator)))),
+        }
+    }
+
+    /// Sets a checkbox to `checked` by clicking it when it is not already.
+    pub async fn set_checked(&self, locator: &crate::playbook::Locator, checked: bool, timeout: Duration) -> Result<(), BrowserError> {
+        let now: Option<bool> = self
+            .eval("const el = __clerk.find(arg); return el ? !!el.checked : null;", locator_json(locator))
+            .await?;
+        match now {
+            None => Err(BrowserError::ElementNotFound { selector: locator_display(locator), after: timeout }),
+            Some(c) if c == checked => Ok(()),
+            Some(_) => {
+                self.click(locator, timeout).await?;
+                let after: Option<bool> = self
+                    .eval("const el = __clerk.find(arg); return el ? !!el.checked : null;", locator_json(locator))
+                    .await?;
+                if after == Some(checked) {
+                    Ok(())
+                } else {
+                    Err(BrowserError::Page(format!("{} did not change state", locator_display(locator))))
+                }
+            }
+        }
+    }
+
+    /// Puts a local file into a file input.
+    pub async fn upload(&self, locator: &crate::playbook::Locator, path: &std::path::Path, timeout: Duration) -> Result<(), BrowserError> {
+        self.center(locator, timeout).await?;
+        let ctx = self.context(false).await?;
+        let expr = format!("(() => {{ {PRELUDE}; return __clerk.find({}); }})()", locator_json(locator));
+        let params = EvaluateParams::builder()
+            .expression(expr)
+            .context_id(ctx)
+            .build()
+            .map_err(BrowserError::Page)?;
+        let r = cdp(self.timeout, "Runtime.evaluate", self.page.execute(params)).await?;
+        let object = r
+            .result
+            .result
+            .object_id
+            .clone()
+            .ok_or_else(|| BrowserError::ElementNotFound { selector: locator_display(locator), after: timeout })?;
+        let params = SetFileInputFilesParams::builder()
+            .file(path.display().to_string())
+            .object_id(object)
+            .build()
+            .map_err(BrowserError::Page)?;
+        cdp(self.timeout, "DOM.setFileInputFiles", self.page.execute(params)).await?;
+        Ok(())
+    }
+
+    /// The values the form containing `control` would submit, in document order (files by
+    /// name). `None` when the control is not inside a form.
+    pub async fn form_values(&self, control: &str) -> Result<Option<Vec<FieldValue>>, BrowserError> {
+        self.eval(
+            "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
+             const out = []; for (const [k, v] of new FormData(f)) out.push({name: k, value: typeof v === 'string' ? v : ('file:' + v.name)}); return out;",
+            serde_json::json!(control),
+        )
+        .await
+    }
+
+    /// The form's `method` and absolute `action` for the form containing `control`.
+    pub async fn form_target(&self, control: &str) -> Result<Option<(String, String)>, BrowserError> {
+        self.eval(
+            "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
+             const m = c.getAttribute('formmethod') || f.getAttribute('method') || 'get'; \
+             const a = c.getAttribute('formaction') || f.getAttribute('action') || location.href; \
+             return [String(m).toUpperCase(), new URL(a, document.baseURI).href];",
+            serde_json::json!(control),
+        )
+        .await
+    }
+
+    /// A PNG of the whole page (beyond the viewport), at scale 1.
+    pub async fn screenshot_full(&self) -> Result<Vec<u8>, BrowserError> {
+        let size: (f64, f64) = self
+            .eval(
+                "const d = document.documentElement, b = document.body; \
+                 return [Math.max(d.scrollWidth, b ? b.scrollWidth : 0, d.clientWidth), Math.max(d.scrollHeight, b ? b.scrollHeight : 0, d.clientHeight)];",
+                serde_json::Value::Null,
+            )
+            .await?;
+        self.capture(ElementRect { x: 0.0, y: 0.0, width: size.0, height: size.1.min(16000.0) })
+            .await
+    }
+
+    /// A PNG of one page rectangle (the element's page rectangle: correct when scrolled).
+    pub async fn capture(&self, rect: ElementRect) -> Result<Vec<u8>, BrowserError> {
+        let clip = Viewport {
+            x: rect.x.max(0.0).floor(),
+            y: rect.y.max(0.0).floor(),
+            width: rect.width.max(1.0).ceil(),
+            height: rect.height.max(1.0).ceil(),
+            scale: 1.0,
+        };
+        let params = CaptureScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .clip(clip)
+            .capture_beyond_viewport(true)
+            .build();
+        let r = cdp(self.timeout.max(Duration::from_secs(30)), "Page.captureScreenshot", self.page.execute(params)).await?;
+        let data: &str = r.result.data.as_ref();
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| BrowserError::Page(format!("screenshot is not base64: {e}")))
+    }
+}
+
+fn locator_json(locator: &crate::playbook::Locator) -> serde_json::Value {
+    match locator {
+        crate::playbook::Locator::Css(s) => serde_json::json!({ "css": s }),
+        crate::playbook::Locator::Label(l) => serde_json::json!({ "label": l }),
+    }
+}
+
+/// How a locator is named in messages.
+pub fn locator_display(locator: &crate::playbook::Locator) -> String {
+    match locator {
+        crate::playbook::Locator::Css(s) => s.clone(),
+        crate::playbook::Locator::Label(l) => format!("label {l:?}"),
+    }
+}
+
+/// Cookies of a storageState as CDP cookie parameters.
+pub(super) fn cookie_params(state: &StorageState) -> Vec<CookieParam> {
+    state
+        .cookies
+        .iter()
+        .filter_map(|c| {
+            let mut b = CookieParam::builder()
+                .name(c.name.clone())
+                .value(c.value.clone())
+                .domain(c.domain.clone())
+                .path(c.path.clone())
+                .http_only(c.http_only)
+                .secure(c.secure);
+            if c.expires > 0.0 {
+                b = b.expires(chromiumoxide::cdp::browser_protocol::network::TimeSinceEpoch::new(c.expires));
+            }
+            b.build().ok()
+        })
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! `clerk demo`: the main job on an embedded default.
+//!
+//! Starts the sample seller center, writes a channel config and an authorized session for
+//! it, looks up orders read-only (order page and logistics page, with screenshots), shows
+//! how many writes the guard blocked and how many reached the seller center (zero), and
+//! drafts one refund that waits for a reviewer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::batch::{self, BatchOptions};
+use crate::channel::Config;
+use crate::cli::{current_user, Cli, DemoArgs, Exit};
+use crate::playbook::{self, Diagnostics, Playbook};
+use crate::runner::{RunRequest, RunStatus};
+use crate::sample::{SampleCenter, SampleOptions};
+
+/// Playbooks compiled into clerk, so the demo and `clerk submit` work from any directory.
+pub const EMBEDDED: &[(&str, &[u8])] = &[
+    ("order-lookup", include_bytes!("../playbooks/order-lookup.yaml")),
+    ("logistics-screenshot", include_bytes!("../playbooks/logistics-screenshot.yaml")),
+    ("refund-draft", include_bytes!("../playbooks/refund-draft.yaml")),
+    ("order-note", include_bytes!("../playbooks/order-note.yaml")),
+    ("login", include_bytes!("../playbooks/login.yaml")),
+];
+
+/// First line of a config the demo wrote (and may therefore rewrite).
+const MARKER: &str = "# written by `clerk demo`";
+
+/// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory or the current
+/// directory, else the embedded copy.
+pub fn find_playbook(data_dir: &Path, name: &str, config: Option<&Config>) -> Result<Playbook, Diagnostics> {
+    for dir in [data_dir.join("playbooks"), PathBuf::from("playbooks")] {
+        let p = dir.join(format!("{name}.yaml"));
+        if p.is_file() {
+            return playbook::load(&p, config);
+        }
+    }
+    embedded(name, config)
+}
+
+/// An embedded playbook by name.
+pub fn embedded(name: &str, config: Option<&Config>) -> Result<Playbook, Diagnostics> {
+    let path = PathBuf::from(format!("playbooks/{name}.yaml"));
+    match EMBEDDED.iter().find(|(n, _)| *n == name) {
+        Some((_, bytes)) => playbook::parse(&path, bytes, config),
+        None => Err(Diagnostics::io(
+            &path,
+            &std::io::Error::new(std::io::ErrorKind::NotFound, "no such playbook (embedded or in playbooks/)"),
+        )),
+    }
+}
+
+/// The channel config the demo uses for a sample seller center on `port`.
+pub fn demo_config(port: u16, operator: &str) -> String {
+    let mut operators = vec!["ops".to_owned(), "alice".to_owned()];
+    if !operators.iter().any(|o| o == operator) {
+        operators.push(operator.to_owned());
+    }
+    format!(
+        r##"{MARKER}
+# Channels clerk may work in. See README.md for every key.
+
+[[channel]]
+id = "sample"
+base_url = "http://127.0.0.1:{port}/"
+# The chat widget is served from another site (localhost) in its own process.
+allowed_origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
+owner = "ops-lead"
+operators = {operators:?}
+reviewers = ["carol"]
+modes = ["read_only", "draft", "submit"]
+session = "sessions/sample.json"
+logged_in_check = {{ url = "/account", selector = "#account-user" }}
+approval_ttl_hours = 24
+"##
+    )
+}
+
+/// Writes the demo config unless a config that the demo did not write is in the way.
+fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        if !existing.starts_with(MARKER) {
+            return Err(Exit {
+                code: 2,
+                message: format!(
+                    "{} exists and was not written by the demo; run the demo in another directory (--data-dir DIR) so your config is left alone",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs the demo.
+pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)?;
+    let center = SampleCenter::start(SampleOptions { port: args.port, secret: None })
+        .await
+        .with_context(|| format!("starting the sample seller center on port {}", args.port))?;
+    let port = center.port();
+    println!("sample seller center: {}", center.base_url());
+
+    let operator = current_user(cli);
+    let config_path = cli.config.clone().unwrap_or_else(|| data_dir.join("clerk.toml"));
+    write_config(&config_path, &demo_config(port, &operator))?;
+    let config = Config::load(&config_path)?;
+    let channel = config.channel("sample")?.clone();
+    let session = center.storage_state("ops", Duration::from_secs(12 * 3600));
+    session.save(&channel.session_path(&data_dir))?;
+    println!("config: {}  session: {}", config_path.display(), channel.session_path(&data_dir).display());
+
+    let engine = crate::cli::engine(cli)?;
+    let lookup = Arc::new(embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let logistics = Arc::new(embedded("logistics-screenshot", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let rows: Vec<BTreeMap<String, String>> = crate::sample::orders()
+        .iter()
+        .take(args.orders)
+        .map(|o| BTreeMap::from([("order_id".to_owned(), o.id.clone())]))
+        .collect();
+    println!(
+        "looking up {} orders read-only ({} runs, {} at a time)...",
+        rows.len(),
+        rows.len() * 2,
+        args.jobs
+    );
+    let opts = BatchOptions {
+        jobs: args.jobs,
+        operator: operator.clone(),
+        case_ref: Some("demo".into()),
+        progress: true,
+    };
+    let report = batch::run_batch(&engine, &[lookup, logistics], rows, &opts).await?;
+    let writes_received = center.writes().len();
+
+    // One refund, drafted and left for a reviewer.
+    let refund_order = crate::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered")
+        .map(|o| o.id.clone())
+        .unwrap_or_else(|| "SO-100001".into());
+    let refund = Arc::new(embedded("refund-draft", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let draft = engine
+        .run(RunRequest {
+            playbook: refund,
+            inputs: BTreeMap::from([
+                ("order_id".to_owned(), refund_order.clone()),
+                ("amount".to_owned(), "12.50".to_owned()),
+                ("reason".to_owned(), "damaged".to_owned()),
+                ("note".to_owned(), "parcel arrived crushed; photos in case DEMO-1".to_owned()),
+            ]),
+            operator: operator.clone(),
+            case_ref: Some("DEMO-1".into()),
+            batch_id: None,
+            approval: None,
+        })
+        .await?;
+    let writes_after_draft = center.writes().len();
+    center.shutdown().await;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+            "batch": report,
+            "writes_received_by_seller_center": writes_after_draft,
+            "draft": draft,
+        }))?);
+    } else {
+        println!();
+        print!("{}", batch::render(&report));
+        println!(
+            "screenshots: {}/ ({} files)",
+            engine.store.screenshot_path("x").parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            report.runs.iter().map(|r| r.screenshots.len()).sum::<usize>()
+        );
+        println!(
+            "write attempts blocked by the guard: {}; writes that reached the seller center: {}",
+            report.blocked_requests, writes_received
+        );
+        println!();
+        match (&draft.status, &draft.approval_id) {
+            (RunStatus::Drafted, Some(id)) => {
+                println!("refund for {refund_order} drafted (run {}), nothing submitted; writes received so far: {writes_after_draft}", draft.run_id.clone().unwrap_or_default());
+                let dd = if data_dir == Path::new(".") { String::new() } else { format!(" --data-dir {}", data_dir.display()) };
+                println!("a reviewer approves and an operator submits it with:");
+                println!("  sample-seller-center --port {port} &   # or: cargo run --bin sample-seller-center -- --port {port}");
+                println!("  clerk{dd} approvals show {id}");
+                println!("  clerk{dd} approve {id} --as carol --note \"photos checked\"");
+                println!("  clerk{dd} submit {id} --as ops");
+            }
+            _ => println!(
+                "refund draft did not complete ({}): {}",
+                draft.status.as_str(),
+                draft.error.clone().unwrap_or_default()
+            ),
+        }
+        println!("verify everything: clerk{} verify --all", if data_dir == Path::new(".") { String::new() } else { format!(" --data-dir {}", data_dir.display()) });
+    }
+    let ok = report.all_ok() && draft.status == RunStatus::Drafted && writes_after_draft == 0;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

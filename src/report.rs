@@ -1,0 +1,240 @@
+//! Command handlers that read the store or decide approvals, and print what they find, for
+//! people (tables) or machines (`--json`).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::approval::{self, Approval};
+use crate::cli::{current_user, engine, ApprovalsCommand, Cli, Exit, RunsCommand, VerifyArgs};
+use crate::evidence::{self, verify::Scope, RunFilter, Store};
+use crate::playbook;
+use crate::runner::{RunRequest, RunStatus};
+
+fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Exit { code, message: message.into() }.into()
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<Store> {
+    Store::open(&cli.data_dir).context("opening the evidence store")
+}
+
+/// `clerk runs list|show`.
+pub fn runs(cli: &Cli, command: &RunsCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(cli)?;
+    match command {
+        RunsCommand::List { channel, case, since, status, json } => {
+            let since = match since {
+                Some(s) => Some(evidence::parse_since(s).map_err(|e| exit(2, e.to_string()))?),
+                None => None,
+            };
+            let filter = RunFilter {
+                channel: channel.clone(),
+                case_ref: case.clone(),
+                since,
+                status: status.clone(),
+            };
+            let runs = store.list_runs(&filter)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", evidence::RunTable(&runs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { run, json } => match store.run(run)? {
+            Some(detail) => {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&detail)?);
+                } else {
+                    print!("{detail}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(exit(2, format!("no run {run} (see `clerk runs list`)"))),
+        },
+    }
+}
+
+/// `clerk verify`.
+pub fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = if let Some(dir) = &args.bundle {
+        evidence::verify::verify_bundle(dir)?
+    } else {
+        let scope = match (&args.run, &args.case) {
+            (Some(r), _) => Scope::Run(r.clone()),
+            (_, Some(c)) => Scope::Case(c.clone()),
+            _ => Scope::All,
+        };
+        evidence::verify::verify(&cli.data_dir, &scope)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `clerk export`.
+pub fn export(cli: &Cli, run: Option<String>, case: Option<String>, out: &Path) -> anyhow::Result<ExitCode> {
+    let store = open_store(cli)?;
+    let scope = match (run, case) {
+        (Some(r), _) => Scope::Run(r),
+        (_, Some(c)) => Scope::Case(c),
+        _ => return Err(exit(2, "say what to export: --run RUN or --case REF")),
+    };
+    let report = evidence::export::export(&store, &scope, out)?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clerk reindex`.
+pub fn reindex(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let store = open_store(cli)?;
+    let report = store.reindex()?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_approval(a: &Approval, store: &Store) -> String {
+    let r = &a.request;
+    let mut out = format!(
+        "approval   {}\nstate      {}\nchannel    {}\nplaybook   {} (sha256 {})\nrun        {}\ncase       {}\nrequester  {}\ncreated    {}\nexpires    {}\ndraft hash {}\n",
+        r.approval_id,
+        a.state.as_str(),
+        r.content.channel,
+        r.content.playbook,
+        r.content.playbook_sha256,
+        r.run_id,
+        r.case_ref.clone().unwrap_or_else(|| "-".into()),
+        r.requester,
+        r.created_at,
+        r.expires_at,
+        r.draft_hash,
+    );
+    out.push_str(&format!("will submit {} {}\n\nvalues:\n", r.content.write.method, r.content.write.url));
+    let width = r.content.values.iter().map(|v| v.name.len()).max().unwrap_or(4).max(5);
+    out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
+    for v in &r.content.values {
+        out.push_str(&format!("  {:<width$}  {}\n", v.name, v.value));
+    }
+    if let Some(sha) = &r.screenshot_sha256 {
+        out.push_str(&format!(
+            "\nscreenshot {}\n           sha256 {}\n",
+            store.screenshot_path(sha).display(),
+            sha
+        ));
+    }
+    if let Some(d) = &a.decision {
+        out.push_str(&format!(
+            "\n{} by {} at {}{}\n",
+            d.decision,
+            d.reviewer,
+            d.decided_at,
+            d.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+        ));
+    }
+    if let Some(run) = &a.used_by_run {
+        out.push_str(&format!("used by run {run}\n"));
+    }
+    for refusal in &a.refusals {
+        out.push_str(&format!("refused: {refusal}\n"));
+    }
+    out
+}
+
+/// `clerk approvals list|show`.
+pub fn approvals(cli: &Cli, command: &ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(cli)?;
+    match command {
+        ApprovalsCommand::List { pending, channel, json } => {
+            let list = approval::list(&engine, *pending, channel.as_deref()).map_err(|e| exit(1, e.to_string()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<34} {:<9} {:<10} {:<16} {:<10} {}", "APPROVAL", "STATE", "CHANNEL", "PLAYBOOK", "REQUESTER", "CREATED");
+                for a in &list {
+                    println!(
+                        "{:<34} {:<9} {:<10} {:<16} {:<10} {}",
+                        a.request.approval_id,
+                        a.state.as_str(),
+                        a.request.content.channel,
+                        a.request.content.playbook,
+                        a.request.requester,
+                        a.request.created_at
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ApprovalsCommand::Show { id, json } => {
+            let a = approval::load(&engine, id).map_err(|e| exit(2, e.to_string()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                print!("{}", render_approval(&a, &engine.store));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `clerk approve|reject`.
+pub fn decide(cli: &Cli, id: &str, approve: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
+    let engine = engine(cli)?;
+    let reviewer = current_user(cli);
+    match approval::decide(&engine, id, &reviewer, approve, note) {
+        Ok(a) => {
+            println!("{} {} by {reviewer}", a.request.approval_id, a.state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(exit(3, format!("refused: {e}"))),
+    }
+}
+
+/// `clerk submit`: an approved draft, executed once.
+pub async fn submit(cli: &Cli, id: &str, playbook_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let engine = engine(cli)?;
+    let a = approval::load(&engine, id).map_err(|e| exit(2, e.to_string()))?;
+    let pb = match playbook_path {
+        Some(p) => playbook::load(p, Some(&engine.config)),
+        None => crate::demo::find_playbook(&cli.data_dir, &a.request.content.playbook, Some(&engine.config)),
+    }
+    .map_err(|d| exit(2, d.to_string()))?;
+    let report = engine
+        .run(RunRequest {
+            playbook: Arc::new(pb),
+            inputs: approval::inputs_of(&a),
+            operator: current_user(cli),
+            case_ref: a.request.case_ref.clone(),
+            batch_id: None,
+            approval: Some(id.to_owned()),
+        })
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match report.status {
+            RunStatus::Ok => {
+                println!("submitted {id} in run {}", report.run_id.clone().unwrap_or_default());
+                for s in &report.screenshots {
+                    println!("  {} {} {}", s.name, s.sha256, s.path.display());
+                }
+            }
+            _ => eprintln!(
+                "not submitted ({}): {}",
+                report.status.as_str(),
+                report.error.clone().unwrap_or_default()
+            ),
+        }
+    }
+    Ok(ExitCode::from(match report.status {
+        RunStatus::Ok | RunStatus::Drafted => 0,
+        RunStatus::Failed => 1,
+        RunStatus::Refused => 3,
+        RunStatus::SessionExpired => 4,
+    }))
+}
