@@ -204,10 +204,22 @@ pub async fn submit(cli: &Cli, id: &str, playbook_path: Option<&Path>, json: boo
         None => crate::demo::find_playbook(&cli.data_dir, &a.request.content.playbook, Some(&engine.config)),
     }
     .map_err(|d| exit(2, d.to_string()))?;
+    let mut inputs = approval::inputs_of(&a);
+    for name in pb.secret_inputs() {
+        if inputs.get(name).map(String::as_str) == Some(crate::runner::SECRET) {
+            let var = format!("CLERK_SECRET_{}", name.to_ascii_uppercase());
+            match std::env::var(&var) {
+                Ok(v) => {
+                    inputs.insert(name.to_owned(), v);
+                }
+                Err(_) => return Err(exit(2, format!("secret input {name} was given to the draft; give it again in {var}"))),
+            }
+        }
+    }
     let report = engine
         .run(RunRequest {
             playbook: Arc::new(pb),
-            inputs: approval::inputs_of(&a),
+            inputs,
             operator: current_user(cli),
             case_ref: a.request.case_ref.clone(),
             batch_id: None,

@@ -290,6 +290,19 @@ impl Engine {
             Ok(i) => i,
             Err(errors) => return self.refuse(&req, None, errors.join("; ")).await,
         };
+        // Secrets are never stored, so a replayed run must be given them again.
+        if let Some(name) = playbook
+            .secret_inputs()
+            .find(|n| inputs.get(*n).map(String::as_str) == Some(SECRET))
+        {
+            return self
+                .refuse(
+                    &req,
+                    None,
+                    format!("secret input {name} must be given again (clerk submit reads it from CLERK_SECRET_{})", name.to_ascii_uppercase()),
+                )
+                .await;
+        }
         // The submit gate: checked before a browser is even launched, enforced again at the
         // submit step.
         let gate = match &req.approval {

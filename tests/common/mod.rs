@@ -1,0 +1,134 @@
+//! Shared test fixtures: the sample seller center on a free port, a temp data directory
+//! with a channel config and a live session, and an engine driving real headless Chromium.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clerk::browser::LaunchOptions;
+use clerk::channel::Config;
+use clerk::evidence::{Event, Record, Store};
+use clerk::playbook::Playbook;
+use clerk::runner::{Engine, RunReport, RunRequest};
+use clerk::sample::{SampleCenter, SampleOptions};
+
+/// One test's world.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub center: SampleCenter,
+    pub engine: Engine,
+}
+
+impl World {
+    /// Sample seller center on a free port, demo channel config, session for `ops`.
+    pub async fn new() -> World {
+        let center = SampleCenter::start(SampleOptions { port: 0, secret: None })
+            .await
+            .expect("sample seller center starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("clerk.toml");
+        std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops")).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let session = center.storage_state("ops", Duration::from_secs(3600));
+        session
+            .save(&config.channel("sample").unwrap().session_path(dir.path()))
+            .unwrap();
+        let store = Store::open(dir.path()).expect("store opens");
+        let launch = LaunchOptions::detect().expect("chromium is installed");
+        let engine = Engine::new(dir.path().to_owned(), config, store, launch);
+        World { dir, center, engine }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a playbook with inputs as `ops`.
+    pub async fn run(&self, playbook: &Arc<Playbook>, inputs: &[(&str, &str)]) -> RunReport {
+        self.run_as(playbook, inputs, "ops", None).await
+    }
+
+    pub async fn run_as(
+        &self,
+        playbook: &Arc<Playbook>,
+        inputs: &[(&str, &str)],
+        operator: &str,
+        approval: Option<&str>,
+    ) -> RunReport {
+        self.engine
+            .run(RunRequest {
+                playbook: playbook.clone(),
+                inputs: inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                operator: operator.to_owned(),
+                case_ref: None,
+                batch_id: None,
+                approval: approval.map(str::to_owned),
+            })
+            .await
+            .expect("engine runs")
+    }
+
+    /// All records of a run.
+    pub fn records(&self, run_id: &str) -> Vec<Record> {
+        self.engine.store.run_records(run_id).expect("records")
+    }
+
+    /// Blocked request URLs of a run, from the journal.
+    pub fn blocked_urls(&self, run_id: &str) -> Vec<(String, String)> {
+        self.records(run_id)
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::RequestBlocked { method, url, .. } => Some((method, url)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Writes a playbook file into the data dir and loads it against the config.
+    pub fn playbook_from(&self, name: &str, yaml: &str) -> Arc<Playbook> {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        Arc::new(clerk::playbook::load(&path, Some(&self.engine.config)).unwrap_or_else(|d| panic!("{d}")))
+    }
+}
+
+/// An embedded playbook.
+pub fn playbook(name: &str) -> Arc<Playbook> {
+    Arc::new(clerk::demo::embedded(name, None).unwrap_or_else(|d| panic!("{d}")))
+}
+
+/// The clerk binary built for this test run.
+pub fn clerk_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_clerk"))
+}
+
+/// Input map helper.
+pub fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// PIDs of live processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if pid == std::process::id() {
+                continue;
+            }
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                // Zombies are already dead; only count live processes.
+                if stat.split_whitespace().nth(2) == Some("Z") {
+                    continue;
+                }
+                if String::from_utf8_lossy(&cmd).contains(needle) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}

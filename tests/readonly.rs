@@ -1,0 +1,301 @@
+//! Read-only evidence runs in real headless Chromium against the sample seller center.
+
+mod common;
+
+use std::time::Duration;
+
+use clerk::evidence::Event;
+use clerk::runner::RunStatus;
+use common::{playbook, World};
+use sha2::{Digest, Sha256};
+
+/// The read-only batch of 20 orders extracts exactly the sample data, stores one PNG per
+/// screenshot named by its SHA-256, and lets no write reach the seller center.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_20_orders_matches_sample_data_and_writes_nothing() {
+    let world = World::new().await;
+    let lookup = playbook("order-lookup");
+    let logistics = playbook("logistics-screenshot");
+    let rows: Vec<_> = clerk::sample::orders()
+        .iter()
+        .take(20)
+        .map(|o| common::inputs(&[("order_id", &o.id)]))
+        .collect();
+    let opts = clerk::batch::BatchOptions {
+        jobs: 2,
+        operator: "ops".into(),
+        case_ref: Some("CASE-20".into()),
+        progress: false,
+    };
+    let report = clerk::batch::run_batch(&world.engine, &[lookup, logistics], rows, &opts)
+        .await
+        .unwrap();
+    assert_eq!(report.runs.len(), 40);
+    assert!(report.all_ok(), "{}", clerk::batch::render(&report));
+    for run in &report.runs {
+        let id = &run.inputs["order_id"];
+        let order = clerk::sample::order(id).unwrap();
+        if run.playbook == "order-lookup" {
+            assert_eq!(run.fields["status"], order.status, "{id}");
+            assert_eq!(run.fields["total"], order.total_display(), "{id}");
+            assert_eq!(run.fields.get("tracking_no"), order.tracking_no.as_ref(), "{id}");
+        } else {
+            assert_eq!(run.fields.get("tracking_no"), order.tracking_no.as_ref(), "{id}");
+        }
+        assert_eq!(run.screenshots.len(), 1);
+        for shot in &run.screenshots {
+            let bytes = std::fs::read(&shot.path).unwrap();
+            let hash = hex::encode(Sha256::digest(&bytes));
+            assert_eq!(hash, shot.sha256);
+            assert_eq!(
+                shot.path.file_name().unwrap().to_string_lossy(),
+                format!("{hash}.png")
+            );
+            assert!(!shot.blank, "{id}: blank capture");
+            assert!(shot.width >= 1000 && shot.height >= 400, "{}x{}", shot.width, shot.height);
+        }
+    }
+    assert!(world.center.writes().is_empty(), "writes reached the seller center: {:?}", world.center.writes());
+    // The adversarial pages tried to write, and every attempt is on record.
+    assert!(report.blocked_requests >= 40);
+}
+
+/// Every kind of write the adversarial pages attempt is blocked and recorded on the run:
+/// beacon, cross-site iframe (its own process), workers, self-submitting form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_writes_are_blocked_and_recorded() {
+    let world = World::new().await;
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.tracking_no.is_some())
+        .unwrap();
+    let r1 = world.run(&playbook("order-lookup"), &[("order_id", &order.id)]).await;
+    assert_eq!(r1.status, RunStatus::Ok, "{:?}", r1.error);
+    let r2 = world.run(&playbook("logistics-screenshot"), &[("order_id", &order.id)]).await;
+    assert_eq!(r2.status, RunStatus::Ok, "{:?}", r2.error);
+    let mut blocked = world.blocked_urls(r1.run_id.as_deref().unwrap());
+    blocked.extend(world.blocked_urls(r2.run_id.as_deref().unwrap()));
+    for path in [
+        "/analytics/collect",
+        "/widget/presence",
+        "/widget/worker",
+        "/analytics/worker",
+        "/tracking/viewed",
+    ] {
+        assert!(
+            blocked.iter().any(|(m, u)| m == "POST" && u.contains(path)),
+            "no blocked POST to {path} in {blocked:?}"
+        );
+    }
+    // The iframe really loaded (it was allowed to GET) but never wrote.
+    let requests = world.center.requests();
+    assert!(requests.iter().any(|r| r.path.starts_with("/widget/chat") && r.host.starts_with("localhost")));
+    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+}
+
+/// The chat widget runs in its own renderer process (an out-of-process iframe target), so
+/// the guard's coverage of it is not an accident of the process model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_iframe_is_out_of_process_and_still_guarded() {
+    let world = World::new().await;
+    let channel = world.engine.config.channel("sample").unwrap().clone();
+    let policy = clerk::browser::Policy {
+        allowed_origins: channel.allowed_origins.clone(),
+        read_only_exceptions: vec![],
+    };
+    let session = channel.load_session(world.data_dir()).unwrap();
+    let (mut browser, tab) = clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
+        .await
+        .unwrap();
+    let order = &clerk::sample::orders()[0];
+    let url = channel.base_url.join(&format!("orders/{}", order.id)).unwrap();
+    tab.goto(&url, Duration::from_secs(10)).await.unwrap();
+    tab.wait_visible("#chat-widget", Duration::from_secs(5)).await.unwrap();
+    tab.network_idle(Duration::from_millis(800), Duration::from_secs(10)).await.unwrap();
+    let iframes = browser.count_targets("iframe").await.unwrap();
+    let events = browser.settle_events().await;
+    let pid = browser.pid();
+    browser.close().await;
+    assert!(iframes >= 1, "the cross-site iframe is not a separate target");
+    assert!(
+        events.iter().any(|e| e.blocked && e.url.contains("/widget/presence")),
+        "{events:?}"
+    );
+    assert!(world.center.writes().is_empty());
+    // Closing reaps Chromium.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+        .unwrap_or(true)
+}
+
+/// Clicking a link to an outside host fails the step, records the blocked navigation, and
+/// leaves the seller center untouched; popups (same-site and outside) are guarded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_navigation_fails_the_step_and_popups_are_guarded() {
+    let world = World::new().await;
+    let order = &clerk::sample::orders()[1].id;
+    let nav = world.playbook_from(
+        "nav",
+        r##"name: leave-site
+version: "1"
+description: click a link to an outside host
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { selector: "#outside-link" }
+  - click: "#outside-link"
+  - screenshot: { name: after-click }
+"##,
+    );
+    let r = world.run(&nav, &[("order_id", order)]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let err = r.error.clone().unwrap();
+    assert!(err.contains("navigation to http://outside.invalid/help blocked"), "{err}");
+    assert!(r.screenshots.is_empty(), "a failed navigation must not be captured as evidence");
+    let blocked = world.blocked_urls(r.run_id.as_deref().unwrap());
+    assert!(blocked.iter().any(|(_, u)| u.starts_with("http://outside.invalid/help")), "{blocked:?}");
+
+    let popups = world.playbook_from(
+        "popups",
+        r##"name: popups
+version: "1"
+description: open a same-site popup that writes and an outside popup
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { selector: "#open-popup" }
+  - click: "#open-popup"
+  - click: "#open-outside-popup"
+  - wait_for: { network_idle: true }
+"##,
+    );
+    let r = world.run(&popups, &[("order_id", order)]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    let blocked = world.blocked_urls(r.run_id.as_deref().unwrap());
+    assert!(blocked.iter().any(|(m, u)| m == "POST" && u.contains("/promo/impression")), "{blocked:?}");
+    assert!(blocked.iter().any(|(_, u)| u.starts_with("http://outside.invalid/popup")), "{blocked:?}");
+    assert!(world.center.requests().iter().any(|r| r.path.starts_with("/promo")), "the popup did open");
+    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+}
+
+/// An expired or missing session fails the run before any lookup, with instructions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_or_missing_session_fails_before_any_lookup() {
+    let world = World::new().await;
+    let channel = world.engine.config.channel("sample").unwrap().clone();
+    let session_path = channel.session_path(world.data_dir());
+    world
+        .center
+        .storage_state("ops", -60i64)
+        .save(&session_path)
+        .unwrap();
+    world.center.clear_log();
+    let order = &clerk::sample::orders()[2].id;
+    let r = world.run(&playbook("order-lookup"), &[("order_id", order)]).await;
+    assert_eq!(r.status, RunStatus::SessionExpired);
+    let err = r.error.clone().unwrap();
+    assert!(err.starts_with("session for channel sample has expired: re-authorize ("), "{err}");
+    assert!(r.screenshots.is_empty());
+    assert!(
+        !world.center.requests().iter().any(|q| q.path.starts_with("/orders")),
+        "a lookup happened with an expired session"
+    );
+    let records = world.records(r.run_id.as_deref().unwrap());
+    assert!(records.iter().any(|rec| matches!(&rec.event, Event::RunFinished { status, .. } if status == "session_expired")));
+    assert!(!records.iter().any(|rec| matches!(rec.event, Event::EvidenceCaptured { .. })));
+
+    std::fs::remove_file(&session_path).unwrap();
+    let r = world.run(&playbook("order-lookup"), &[("order_id", order)]).await;
+    assert_eq!(r.status, RunStatus::SessionExpired);
+    assert!(r.error.clone().unwrap().contains("no session for channel `sample`"), "{:?}", r.error);
+}
+
+/// Input values are percent-encoded into one path segment: they never change the path or
+/// the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_values_never_change_path_or_host() {
+    let world = World::new().await;
+    let pb = world.playbook_from(
+        "free",
+        r##"name: free-lookup
+version: "1"
+description: order lookup without an input pattern
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { selector: "#not-found" }
+"##,
+    );
+    for value in ["../admin?x=1#", "a b/c", "ünï/cödé", "@evil.example"] {
+        world.center.clear_log();
+        let r = world.run(&pb, &[("order_id", value)]).await;
+        assert_eq!(r.status, RunStatus::Ok, "{value}: {:?}", r.error);
+        let paths: Vec<String> = world
+            .center
+            .requests()
+            .iter()
+            .filter(|q| q.path.starts_with("/orders/"))
+            .map(|q| q.path.clone())
+            .collect();
+        assert_eq!(paths.len(), 1, "{value}: {paths:?}");
+        let rest = &paths[0]["/orders/".len()..];
+        assert!(!rest.contains('/') && !rest.contains('?') && !rest.contains('#'), "{value} -> {rest}");
+        assert!(world.center.requests().iter().all(|q| !q.path.starts_with("/admin")));
+        assert!(world.center.requests().iter().all(|q| q.host.starts_with("127.0.0.1")));
+    }
+}
+
+/// A step that times out fails the run, and no Chromium outlives the clerk process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_step_leaves_no_chromium_behind() {
+    let world = World::new().await;
+    let pb_path = world.data_dir().join("slow.yaml");
+    std::fs::write(
+        &pb_path,
+        r##"name: never
+version: "1"
+description: waits for something that never appears
+channel: sample
+mode: read_only
+steps:
+  - goto: /orders
+  - wait_for: { selector: "#never-there" }
+    timeout: 1s
+"##,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["--as", "ops", "run"])
+        .arg(&pb_path)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("#never-there"), "{stdout}");
+    let needle = tmp.path().to_string_lossy().to_string();
+    for _ in 0..50 {
+        if common::processes_with(&needle).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(common::processes_with(&needle).is_empty(), "chromium outlived clerk");
+}
