@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what clerk needs on a Debian machine that has the Rust toolchain: Chromium (from
+# Debian's `chromium` package; clerk never downloads a browser build), a font set for
+# readable screenshots, and python3 (used by the auditor-verification test). Idempotent.
+set -euo pipefail
+
+need=()
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/lib/chromium/chromium ]; then
+  need+=(chromium)
+fi
+if [ ! -d /usr/share/fonts/truetype/dejavu ]; then
+  need+=(fonts-dejavu-core)
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  need+=(python3)
+fi
+
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: clerk needs the Rust toolchain (https://rustup.rs)" >&2
+  exit 1
+fi
+echo "dependencies ok: $(/usr/lib/chromium/chromium --version 2>/dev/null || chromium --version)" >&2
