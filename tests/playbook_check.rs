@@ -275,7 +275,7 @@ fn cases() -> Vec<Case> {
         case("submit in read_only", b.replace("  - screenshot: { name: page }", "  - submit: { control: \"#go\", expect: { method: POST, url: /x } }"), 11, 13, "`submit` steps are not allowed in a read_only playbook"),
         case("invalid regex", b.replace("'^SO-\\d{6}$'", "'^SO-(\\d{6}$'"), 7, 38, "invalid regex pattern for input `order_id`: unclosed group"),
         Case { hint: Some("\"10s\""), ..case("invalid timeout", b.replace("  - screenshot: { name: page }", "  - screenshot: { name: page }\n    timeout: 10 sec"), 12, 14, "invalid timeout `10 sec`") },
-        case("duplicate screenshot name", format!("{b}  - screenshot: page\n"), 12, 17, "screenshot name `page` is already used by step 3"),
+        case("duplicate screenshot name", format!("{b}  - screenshot: page\n"), 12, 17, "screenshot name `page` is already used at line 11"),
         case("assert on unknown field", format!("{b}  - assert: {{ field: total, equals: \"1\" }}\n"), 12, 22, "assert on field `total`, which no earlier step extracts"),
         case("assert before extract", b.replace("  - extract:", "  - assert: { field: status, equals: paid }\n  - extract:"), 10, 22, "assert on field `status`, which no earlier step extracts"),
         Case { with_config: true, hint: Some("did you mean `sample`?"), ..case("unknown channel", b.replace("channel: sample", "channel: sampel"), 4, 10, "unknown channel `sampel`") },
@@ -286,7 +286,7 @@ fn cases() -> Vec<Case> {
         case("login fill not from env", b.replace("mode: read_only", "mode: login").replace("  - screenshot: { name: page }", "  - fill: { selector: \"#password\", value: hunter2 }"), 11, 43, "login playbook `fill` values must come from `env`"),
         case("empty steps", b.split("  - goto").next().unwrap_or_default().replace("steps:\n", "steps: []\n"), 8, 8, "playbook has no steps"),
         case("bad input type", b.replace("type: string", "type: text"), 7, 21, "unknown input type `text`"),
-        case("duplicate extract field", b.replace("  - screenshot: { name: page }", "  - extract: { field: status, selector: \"#other\" }"), 11, 23, "field `status` is already extracted by step 2"),
+        case("duplicate extract field", b.replace("  - screenshot: { name: page }", "  - extract: { field: status, selector: \"#other\" }"), 11, 23, "field `status` is already extracted at line 10"),
         case("unquoted template value", b.replace("  - screenshot: { name: page }", "  - wait_for: { text: {{order_id}} }"), 11, 23, "expected"),
         case("secret input in url", b.replace("pattern: '^SO-\\d{6}$'", "secret: true"), 9, 11, "secret input `order_id` is used in a URL"),
         case("input in host", b.replace("/orders/{{order_id}}", "https://{{order_id}}.example.com/"), 9, 11, "may not appear in the scheme or host"),
@@ -584,6 +584,19 @@ fn garbage_never_panics() {
             .to_vec(),
         b"? [a]\n: b\n".to_vec(),
     ];
+    // Deep nesting must hit the parser's recursion limit, not overflow the stack.
+    inputs.push(format!("steps: {}", "[".repeat(100_000)).into_bytes());
+    inputs.push(format!("steps:\n{}", "- ".repeat(50_000)).into_bytes());
+    inputs.push(format!("steps:\n  - click: {}", "[".repeat(100_000)).into_bytes());
+    inputs.push(
+        format!(
+            "steps:\n  - screenshot: {{ name: a, mask: {} }}",
+            "[".repeat(5_000)
+        )
+        .into_bytes(),
+    );
+    inputs.push(format!("inputs: {}", "{a: ".repeat(5_000)).into_bytes());
+    inputs.push(format!("colour: {}", "- ".repeat(5_000)).into_bytes());
     // Every prefix of a valid playbook, cut at every byte.
     for cut in 0..BASE.len() {
         inputs.push(BASE.as_bytes()[..cut].to_vec());

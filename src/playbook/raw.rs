@@ -16,11 +16,13 @@
 //!                               # "2m", or a bare number of milliseconds), exactly one kind key
 //!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL
 //!   - wait_for: { selector: "#order-status" }   # or { text: "Risk:" } or { network_idle: true }
+//!                                               # (a plain string is a selector)
 //!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute, with attribute: NAME
 //!   - extract: { field: tracking_no, selector: "#tracking-no", required: false }
 //!   - assert: { field: status, matches: "^(paid|shipped)$" } # or selector: CSS; one of equals | contains | matches
 //!   - click: "#tab-logistics"                    # string, or { selector: ... }
 //!   - screenshot: { name: order-page }           # full page; or element: "#selector"; optional mask: [selectors]
+//!                                               # (a plain string is the name)
 //!   - fill: { selector: "#refund-amount", value: "{{amount}}" }  # or label: "Refund amount"; or env: VAR (secret); secret: true masks it
 //!   - select: { selector: "#refund-reason", value: "{{reason}}" }
 //!   - check: "#notify-customer"                  # and uncheck; string or { selector | label }
@@ -297,8 +299,42 @@ pub(crate) enum Node {
     Map(Vec<(Spanned<String>, Spanned<Node>)>),
 }
 
+/// Deepest nesting [`Node`] reads. Playbooks nest about six levels; the limit keeps a
+/// hostile file from exhausting a small (2 MiB worker-thread) stack while the error path
+/// builds this tree.
+const MAX_NODE_DEPTH: usize = 32;
+
+thread_local! {
+    static NODE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one level of [`Node`] nesting for as long as it lives.
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter() -> Option<DepthGuard> {
+        NODE_DEPTH.with(|d| {
+            if d.get() >= MAX_NODE_DEPTH {
+                None
+            } else {
+                d.set(d.get() + 1);
+                Some(DepthGuard)
+            }
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        NODE_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Some(_guard) = DepthGuard::enter() else {
+            return Err(de::Error::custom("document nested too deeply"));
+        };
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Node;

@@ -368,9 +368,9 @@ struct Validator<'a> {
     config: Option<&'a Config>,
     diags: Vec<Diagnostic>,
     inputs: BTreeMap<String, Declared>,
-    /// Extracted field -> 1-based step number that extracts it.
+    /// Extracted field -> line of the step that extracts it.
     extracted: BTreeMap<String, usize>,
-    /// Screenshot name -> 1-based step number.
+    /// Screenshot name -> line where it is first used.
     shots: BTreeMap<String, usize>,
     /// The channel, when the config knows it (for URL checks).
     channel: Option<&'a crate::channel::Channel>,
@@ -944,7 +944,7 @@ impl<'a> Validator<'a> {
             Some(n) if !n.value.trim().is_empty() => n.value.trim().to_owned(),
             _ => format!("{kind} {}", index + 1),
         };
-        let action = self.action(step, kind_at, &kfield, index, mode)?;
+        let action = self.action(step, kind_at, &kfield, mode)?;
         Some(Step {
             index,
             name,
@@ -959,7 +959,6 @@ impl<'a> Validator<'a> {
         step: RawStep,
         at: (usize, usize),
         field: &str,
-        index: usize,
         mode: Option<Mode>,
     ) -> Option<Action> {
         if let Some(g) = &step.goto {
@@ -969,7 +968,7 @@ impl<'a> Validator<'a> {
             return self.wait_for(w, field);
         }
         if let Some(e) = step.extract {
-            return self.extract(e, field, index);
+            return self.extract(e, field);
         }
         if let Some(a) = step.assert_ {
             return self.assert(a, field);
@@ -990,7 +989,7 @@ impl<'a> Validator<'a> {
             };
         }
         if let Some(s) = step.screenshot {
-            return self.screenshot(s, field, index);
+            return self.screenshot(s, field);
         }
         if let Some(f) = step.fill {
             return self.fill(f, field, mode);
@@ -1109,7 +1108,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn extract(&mut self, e: Spanned<RawExtract>, field: &str, index: usize) -> Option<Action> {
+    fn extract(&mut self, e: Spanned<RawExtract>, field: &str) -> Option<Action> {
         let at = pos(&e);
         let e = e.value;
         let name = match &e.field {
@@ -1118,11 +1117,11 @@ impl<'a> Validator<'a> {
                     self.err_hint(
                         pos(f),
                         format!("{field}.field"),
-                        format!("field `{}` is already extracted by step {first}", f.value),
+                        format!("field `{}` is already extracted at line {first}", f.value),
                         "give each extracted field a distinct name",
                     );
                 } else {
-                    self.extracted.insert(f.value.clone(), index + 1);
+                    self.extracted.insert(f.value.clone(), pos(f).0);
                 }
                 Some(f.value.clone())
             }
@@ -1282,12 +1281,7 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn screenshot(
-        &mut self,
-        s: Spanned<Shorthand<RawScreenshot>>,
-        field: &str,
-        index: usize,
-    ) -> Option<Action> {
+    fn screenshot(&mut self, s: Spanned<Shorthand<RawScreenshot>>, field: &str) -> Option<Action> {
         let at = pos(&s);
         let (name, name_at, target, mask) = match s.value {
             Shorthand::Short(n) => (Some(n), at, ShotTarget::FullPage, Vec::new()),
@@ -1354,9 +1348,9 @@ impl<'a> Validator<'a> {
             return None;
         }
         if let Some(first) = self.shots.get(&name) {
-            self.err_hint(name_at, format!("{field}.name"), format!("screenshot name `{name}` is already used by step {first}"), "give every screenshot a distinct name: reviewers and exports refer to them by name");
+            self.err_hint(name_at, format!("{field}.name"), format!("screenshot name `{name}` is already used at line {first}"), "give every screenshot a distinct name: reviewers and exports refer to them by name");
         } else {
-            self.shots.insert(name.clone(), index + 1);
+            self.shots.insert(name.clone(), name_at.0);
         }
         Some(Action::Screenshot { name, target, mask })
     }
