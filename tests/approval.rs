@@ -1,0 +1,560 @@
+//! The draft → approve → submit workflow (issue 4), end to end in real headless Chromium
+//! against the sample seller center.
+//!
+//! What the user cares about, and what every test here checks on the seller center's side
+//! (`SampleCenter::writes()` / `refunds()`), not only on clerk's: a draft sends nothing; an
+//! approved submit sends exactly one write with exactly the reviewed values; every way a
+//! submit can be wrong sends nothing and leaves a `Refused` record saying why; a secret
+//! input never lands on disk or in a log; and the journal still verifies afterwards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use clerk::approval::{self, ApprovalState};
+use clerk::browser::FieldValue;
+use clerk::evidence::{Event, Record};
+use clerk::playbook::Playbook;
+use clerk::runner::{RunReport, RunStatus};
+use common::{playbook, World};
+use sha2::{Digest, Sha256};
+
+/// A supervisor PIN distinctive enough that finding it anywhere means it leaked.
+const PIN: &str = "73914628";
+
+/// The inputs of one refund draft.
+struct Refund {
+    order_id: String,
+    amount: String,
+    reason: &'static str,
+    note: String,
+}
+
+impl Refund {
+    /// A refund of about a third of a delivered order's total (the sample center refuses
+    /// amounts above the total), `nth` picking among the delivered orders so that different
+    /// drafts of one test do not share an order.
+    fn for_delivered(nth: usize) -> Refund {
+        let order = clerk::sample::orders()
+            .iter()
+            .filter(|o| o.status == "delivered" && o.total_cents >= 300)
+            .nth(nth)
+            .expect("the sample data has enough delivered orders");
+        let cents = order.total_cents / 3;
+        Refund {
+            order_id: order.id.clone(),
+            amount: format!("{}.{:02}", cents / 100, cents % 100),
+            reason: "wrong_item",
+            note: format!("Wrong colour sent; photos in case {}", 8800 + nth),
+        }
+    }
+
+    /// Inputs as the operator types them, the secret PIN included.
+    fn inputs(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("order_id", self.order_id.as_str()),
+            ("amount", self.amount.as_str()),
+            ("reason", self.reason),
+            ("note", self.note.as_str()),
+            ("supervisor_pin", PIN),
+        ]
+    }
+
+    /// The refund form's values a reviewer must see, in document order: what was typed,
+    /// the page's default refund method, the checked notify box, the PIN masked.
+    fn reviewed_values(&self) -> Vec<FieldValue> {
+        [
+            ("amount", self.amount.as_str()),
+            ("reason", self.reason),
+            ("method", "original_payment"),
+            ("note", self.note.as_str()),
+            ("supervisor_pin", "<secret>"),
+            ("notify", "yes"),
+        ]
+        .iter()
+        .map(|(n, v)| FieldValue {
+            name: (*n).to_owned(),
+            value: (*v).to_owned(),
+        })
+        .collect()
+    }
+
+    fn refund_path(&self) -> String {
+        format!("/orders/{}/refund", self.order_id)
+    }
+}
+
+/// Every record of the journal, parsed from `journal.jsonl` itself (not the index).
+fn journal(world: &World) -> Vec<Record> {
+    let bytes = std::fs::read(world.data_dir().join("journal.jsonl")).expect("journal.jsonl");
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            clerk::evidence::record::parse_line(l)
+                .expect("journal line parses")
+                .record
+        })
+        .collect()
+}
+
+/// A `Refused` record as (action, approval id, user, reason).
+#[derive(Debug, Clone)]
+struct Refusal {
+    action: String,
+    approval_id: Option<String>,
+    user: String,
+    reason: String,
+}
+
+/// `Refused` records appended after the first `skip` records of the journal.
+fn refusals_after(world: &World, skip: usize) -> Vec<Refusal> {
+    journal(world)
+        .into_iter()
+        .skip(skip)
+        .filter_map(|r| match r.event {
+            Event::Refused {
+                action,
+                approval_id,
+                user,
+                reason,
+                ..
+            } => Some(Refusal {
+                action,
+                approval_id,
+                user,
+                reason,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that exactly one `Refused` record was appended since `mark`, refusing `action`
+/// by `user` about approval `id`, and that its reason contains `why`.
+fn assert_refused(
+    world: &World,
+    mark: usize,
+    action: &str,
+    id: &str,
+    user: &str,
+    why: &str,
+) -> Refusal {
+    let new = refusals_after(world, mark);
+    let about: Vec<&Refusal> = new
+        .iter()
+        .filter(|r| r.approval_id.as_deref() == Some(id))
+        .collect();
+    assert_eq!(
+        about.len(),
+        1,
+        "expected one refusal about {id}, got {new:#?}"
+    );
+    let r = about[0].clone();
+    assert_eq!(r.action, action, "{r:?}");
+    assert_eq!(r.user, user, "{r:?}");
+    assert!(r.reason.contains(why), "refusal should say {why:?}: {r:?}");
+    r
+}
+
+/// Drafts a refund as `ops` and returns the run report (asserted drafted, nothing written).
+async fn draft(world: &World, pb: &Arc<Playbook>, refund: &Refund) -> (RunReport, String) {
+    world.center.clear_log();
+    let report = world.run_as(pb, &refund.inputs(), "ops", None).await;
+    assert_eq!(
+        report.status,
+        RunStatus::Drafted,
+        "draft failed: {:?}",
+        report.error
+    );
+    let id = report
+        .approval_id
+        .clone()
+        .expect("a draft creates an approval request");
+    assert!(
+        world.center.writes().is_empty(),
+        "a draft wrote to the seller center: {:#?}",
+        world.center.writes()
+    );
+    (report, id)
+}
+
+/// Submits approval `id` as `ops` with the draft's inputs (the PIN given again in clear).
+async fn submit(world: &World, pb: &Arc<Playbook>, refund: &Refund, id: &str) -> RunReport {
+    world.run_as(pb, &refund.inputs(), "ops", Some(id)).await
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(
+        std::fs::read(path).expect("screenshot file is readable"),
+    ))
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("readable directory").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `(sha256, masks)` of the screenshots named `name` that a run captured.
+fn captures(world: &World, run_id: &str, name: &str) -> Vec<(String, Vec<String>)> {
+    world
+        .records(run_id)
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::EvidenceCaptured {
+                name: n,
+                sha256,
+                masks,
+                ..
+            } if n == name => Some((sha256, masks)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that a stored screenshot has at least one mask region, that no region is most
+/// of the image (a black page proves nothing), and that every pixel of every region is
+/// black.
+fn assert_masked_black(world: &World, sha: &str, masks: &[String]) {
+    assert!(!masks.is_empty(), "screenshot {sha} has no mask region");
+    let bytes = std::fs::read(world.engine.store.screenshot_path(sha)).expect("screenshot file");
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .expect("screenshot is a PNG")
+        .to_rgba8();
+    let (w, h) = img.dimensions();
+    for m in masks {
+        let n: Vec<u32> = m
+            .split(',')
+            .map(|v| v.parse().expect("mask is x,y,w,h"))
+            .collect();
+        let [x, y, mw, mh] = n[..] else {
+            panic!("mask {m:?} is not x,y,w,h")
+        };
+        assert!(mw > 0 && mh > 0, "empty mask {m}");
+        assert!(
+            x + mw <= w && y + mh <= h,
+            "mask {m} outside the {w}x{h} image"
+        );
+        assert!(
+            u64::from(mw) * u64::from(mh) * 4 < u64::from(w) * u64::from(h),
+            "mask {m} covers most of the image"
+        );
+        for py in y..y + mh {
+            for px in x..x + mw {
+                let p = img.get_pixel(px, py);
+                assert_eq!(
+                    &p.0[..3],
+                    &[0, 0, 0],
+                    "pixel ({px},{py}) of mask {m} in {sha} is not black"
+                );
+            }
+        }
+    }
+}
+
+/// Runs the `clerk` binary on the world's data directory as `ops`, with debug logging.
+fn clerk(world: &World, args: &[&str]) -> std::process::Output {
+    Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["--as", "ops"])
+        .args(args)
+        .env("CLERK_LOG", "debug")
+        .env_remove("CLERK_DATA_DIR")
+        .env_remove("CLERK_USER")
+        .output()
+        .expect("the clerk binary runs")
+}
+
+/// `clerk verify --all` on the world's data directory exits 0.
+fn assert_verifies(world: &World) {
+    let out = clerk(world, &["verify", "--all"]);
+    assert!(
+        out.status.success(),
+        "clerk verify --all failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every decision recorded in the journal about `id` shows in the detail of the draft run
+/// that requested it (what `clerk runs show` prints for auditors).
+fn assert_decisions_in_run_detail(world: &World, draft_run: &str, id: &str) {
+    let decided: Vec<Record> = journal(world)
+        .into_iter()
+        .filter(
+            |r| matches!(&r.event, Event::ApprovalDecided { approval_id, .. } if approval_id == id),
+        )
+        .collect();
+    assert!(!decided.is_empty(), "no decision about {id} in the journal");
+    let detail = world
+        .engine
+        .store
+        .run(draft_run)
+        .expect("store answers")
+        .expect("draft run is known");
+    for d in &decided {
+        assert!(
+            detail
+                .approvals
+                .iter()
+                .any(|a| a.seq == d.seq && a.hash == d.hash),
+            "decision {:?} missing from run {draft_run}'s approvals: {:#?}",
+            d.event,
+            detail.approvals
+        );
+    }
+}
+
+/// Draft, approve, submit: the draft writes nothing and queues exactly what was typed; the
+/// approved submit sends exactly one POST with those values and a valid CSRF token, its
+/// result page is evidence, and the approval cannot be used a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
+    let world = World::new().await;
+    let pb = playbook("refund-draft");
+    let refund = Refund::for_delivered(0);
+
+    // Draft: nothing reaches the seller center although the page autosaves on typing.
+    let (drafted, id) = draft(&world, &pb, &refund).await;
+    let draft_run = drafted.run_id.clone().expect("draft run id");
+    let autosave = format!("{}/autosave", refund.refund_path());
+    assert!(
+        world
+            .blocked_urls(&draft_run)
+            .iter()
+            .any(|(m, u)| m == "POST" && u.ends_with(&autosave)),
+        "the autosave POST should be blocked and recorded: {:?}",
+        world.blocked_urls(&draft_run)
+    );
+
+    let pending = approval::load(&world.engine, &id).expect("approval loads");
+    assert_eq!(pending.state, ApprovalState::Pending);
+    assert_eq!(pending.request.requester, "ops");
+    assert_eq!(pending.request.run_id, draft_run);
+    assert_eq!(pending.request.content.values, refund.reviewed_values());
+    assert_eq!(pending.request.content.write.method, "POST");
+    assert_eq!(
+        pending.request.content.write.url,
+        world
+            .center
+            .base_url()
+            .join(&refund.refund_path())
+            .unwrap()
+            .to_string()
+    );
+    let shot = pending
+        .request
+        .screenshot_sha256
+        .clone()
+        .expect("the draft has a screenshot");
+    let shot_path = world.engine.store.screenshot_path(&shot);
+    assert!(shot_path.starts_with(world.engine.store.data_dir().join("screenshots")));
+    assert_eq!(
+        sha256_file(&shot_path),
+        shot,
+        "the draft screenshot is content-addressed"
+    );
+    assert!(drafted
+        .screenshots
+        .iter()
+        .any(|s| s.name == "draft" && s.sha256 == shot));
+
+    // Approve as a reviewer, submit as the operator.
+    let approved = approval::decide(
+        &world.engine,
+        &id,
+        "carol",
+        true,
+        Some("checked photos".into()),
+    )
+    .expect("carol may approve");
+    assert_eq!(approved.state, ApprovalState::Approved);
+    world.center.clear_log();
+    let submitted = submit(&world, &pb, &refund, &id).await;
+    assert_eq!(
+        submitted.status,
+        RunStatus::Ok,
+        "submit failed: {:?}",
+        submitted.error
+    );
+
+    let writes = world.center.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "exactly one write must reach the seller center: {writes:#?}"
+    );
+    assert_eq!(writes[0].method, "POST");
+    assert_eq!(writes[0].path, refund.refund_path());
+    let refunds = world.center.refunds();
+    assert_eq!(refunds.len(), 1, "{refunds:#?}");
+    let rec = &refunds[0];
+    assert!(
+        rec.csrf_valid,
+        "the submit must carry the page's CSRF token: {rec:?}"
+    );
+    assert!(rec.accepted, "{rec:?}");
+    assert_eq!(rec.user.as_deref(), Some("ops"));
+    let mut sent = rec.fields.clone();
+    assert!(sent.remove("csrf_token").is_some_and(|t| !t.is_empty()));
+    let mut expected: std::collections::BTreeMap<String, String> = refund
+        .reviewed_values()
+        .into_iter()
+        .map(|f| (f.name, f.value))
+        .collect();
+    // The reviewer saw the PIN masked; the seller center gets the real one.
+    expected.insert("supervisor_pin".into(), PIN.into());
+    assert_eq!(
+        sent, expected,
+        "the seller center must receive exactly the approved values"
+    );
+
+    // The seller center's answer is evidence.
+    assert_eq!(submitted.fields.get("refund_id"), Some(&rec.refund_id));
+    for name in ["submit-result", "refund-result"] {
+        let s = submitted
+            .screenshots
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} screenshot in {:?}", submitted.screenshots));
+        assert_eq!(sha256_file(&s.path), s.sha256);
+        assert!(!s.blank, "{name} is blank");
+    }
+    let used = approval::load(&world.engine, &id).expect("approval loads");
+    assert_eq!(used.state, ApprovalState::Used);
+    assert_eq!(used.used_by_run, submitted.run_id);
+
+    // A second use is refused and sends nothing.
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let again = submit(&world, &pb, &refund, &id).await;
+    assert_eq!(again.status, RunStatus::Refused, "{again:?}");
+    assert!(
+        world.center.writes().is_empty(),
+        "{:#?}",
+        world.center.writes()
+    );
+    assert_eq!(world.center.refunds().len(), 1);
+    // Refused before any browser starts: the engine's run-level refusal.
+    assert_refused(&world, mark, "run", &id, "ops", "already used");
+
+    // The same draft through the command line, with debug logging: the PIN is in no
+    // output of the binary.
+    let cli_refund = Refund::for_delivered(1);
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let playbook_file = manifest.join("playbooks/refund-draft.yaml");
+    let mut args = vec!["run".to_owned(), playbook_file.display().to_string()];
+    for (k, v) in cli_refund.inputs() {
+        args.push("-i".into());
+        args.push(format!("{k}={v}"));
+    }
+    world.center.clear_log();
+    let out = clerk(&world, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "clerk run failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("run started"),
+        "debug logging was not on:\n{stderr}"
+    );
+    assert!(!stdout.contains(PIN), "the PIN is on stdout:\n{stdout}");
+    assert!(!stderr.contains(PIN), "the PIN is in the debug log");
+    assert!(
+        world.center.writes().is_empty(),
+        "{:#?}",
+        world.center.writes()
+    );
+    let cli_drafts: Vec<String> = journal(&world)
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::ApprovalRequested {
+                approval_id,
+                run_id,
+                ..
+            } if run_id != draft_run => Some(run_id + " " + &approval_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cli_drafts.len(),
+        1,
+        "the CLI run should have drafted one approval: {cli_drafts:?}"
+    );
+
+    // Secret: masked in the screenshots of both drafts...
+    for run in [
+        draft_run.clone(),
+        cli_drafts[0]
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    ] {
+        for name in ["refund-form", "draft"] {
+            let shots = captures(&world, &run, name);
+            assert_eq!(
+                shots.len(),
+                1,
+                "run {run} should have one {name} screenshot"
+            );
+            assert_masked_black(&world, &shots[0].0, &shots[0].1);
+        }
+    }
+    // ...absent from every approval request...
+    for r in journal(&world) {
+        if let Event::ApprovalRequested { request, .. } = &r.event {
+            assert!(
+                !request.contains(PIN),
+                "the PIN is in approval request {request}"
+            );
+            assert!(
+                request.contains("<secret>"),
+                "the PIN field should show as <secret>: {request}"
+            );
+        }
+    }
+    // ...and from every byte clerk wrote: journal.jsonl, index/, screenshots, locks, sessions.
+    let files = files_under(world.data_dir());
+    assert!(files.iter().any(|f| f.ends_with("journal.jsonl")));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(world.data_dir().join("index"))),
+        "no index files: {files:?}"
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).expect("readable data file");
+        assert!(!contains(&bytes, PIN), "the PIN is in {}", f.display());
+    }
+
+    assert_decisions_in_run_detail(&world, &draft_run, &id);
+    assert_verifies(&world);
+}
