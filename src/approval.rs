@@ -165,29 +165,9 @@ pub fn draft_hash(content: &DraftContent) -> String {
     hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
 }
 
-/// Canonical JSON: keys sorted at every level, no whitespace.
+/// Canonical JSON (the evidence store's form: sorted keys, no whitespace, no floats).
 pub fn canonical_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let body: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String((*k).clone()),
-                        canonical_json(&map[*k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
-        }
-        other => other.to_string(),
-    }
+    crate::evidence::record::canonical(v).unwrap_or_else(|_| v.to_string())
 }
 
 fn new_approval_id(now: DateTime<Utc>) -> String {
