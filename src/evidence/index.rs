@@ -188,15 +188,22 @@ pub fn apply_to_map(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: Vec<Op>) {
     }
 }
 
-/// The index entries a journal prefix (`bytes`, whole lines) should produce, without `meta`.
-pub fn expected_entries(bytes: &[u8]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+/// The index entries (without `meta`) the journal's records up to `max_seq` should produce,
+/// and how many records lie beyond `max_seq` (not indexed yet). Comparing by seq rather than
+/// by byte offset keeps the comparison meaningful after the journal was edited.
+pub fn expected_entries(bytes: &[u8], max_seq: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, usize) {
     let mut map = BTreeMap::new();
+    let mut beyond = 0;
     for (_, line) in lines(bytes).0 {
         if let Ok(parsed) = parse_line(line) {
-            apply_to_map(&mut map, ops_for(&parsed.record, line));
+            if parsed.record.seq <= max_seq {
+                apply_to_map(&mut map, ops_for(&parsed.record, line));
+            } else {
+                beyond += 1;
+            }
         }
     }
-    map
+    (map, beyond)
 }
 
 fn sled_err(context: &str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
