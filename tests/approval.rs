@@ -558,3 +558,226 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
     assert_decisions_in_run_detail(&world, &draft_run, &id);
     assert_verifies(&world);
 }
+
+/// Runs refund-draft on `engine` (which may differ from the world's: another clock or
+/// config) as `ops`, submitting approval `id`.
+async fn submit_on(
+    engine: &clerk::runner::Engine,
+    pb: &Arc<Playbook>,
+    refund: &Refund,
+    id: &str,
+) -> RunReport {
+    engine
+        .run(clerk::runner::RunRequest {
+            playbook: pb.clone(),
+            inputs: common::inputs(&refund.inputs()),
+            operator: "ops".into(),
+            case_ref: None,
+            batch_id: None,
+            approval: Some(id.to_owned()),
+        })
+        .await
+        .expect("engine runs")
+}
+
+/// Asserts a submit attempt was refused and that nothing at all reached the seller center.
+fn assert_refused_without_writes(world: &World, report: &RunReport) {
+    assert_eq!(report.status, RunStatus::Refused, "{report:#?}");
+    assert!(
+        world.center.writes().is_empty(),
+        "a refused submit wrote to the seller center: {:#?}",
+        world.center.writes()
+    );
+    assert!(
+        world.center.refunds().is_empty(),
+        "{:#?}",
+        world.center.refunds()
+    );
+}
+
+/// Every way a submit or a decision can be wrong is refused, sends nothing to the seller
+/// center, and leaves a `Refused` record saying why: an unknown approval, a non-reviewer,
+/// a self-approval, a pending or rejected draft, an expired approval, a form that changed
+/// since review, a playbook edited since review, and a page that sends a second write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
+    let world = World::new().await;
+    let pb = playbook("refund-draft");
+
+    // No approval behind the id at all.
+    let ghost = "a-20990101T000000Z-deadbeef";
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit(&world, &pb, &Refund::for_delivered(2), ghost).await;
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "run", ghost, "ops", "unknown approval");
+
+    // Draft A: decisions by the wrong people, then a rejection.
+    let refund_a = Refund::for_delivered(2);
+    let (draft_a, a) = draft(&world, &pb, &refund_a).await;
+    let mark = journal(&world).len();
+    let err = approval::decide(&world.engine, &a, "alice", true, None)
+        .expect_err("alice is an operator, not a reviewer");
+    assert!(
+        matches!(err, approval::ApprovalError::NotReviewer { .. }),
+        "{err}"
+    );
+    assert_refused(&world, mark, "approve", &a, "alice", "not a reviewer");
+
+    // A config where ops reviews too: still ops cannot approve ops's own draft.
+    let mut both = (*world.engine.config).clone();
+    both.channels
+        .iter_mut()
+        .find(|c| c.id == "sample")
+        .expect("sample channel")
+        .reviewers
+        .push("ops".into());
+    let engine_both = clerk::runner::Engine::new(
+        world.data_dir().to_owned(),
+        both,
+        world.engine.store.clone(),
+        world.engine.launch.clone(),
+    );
+    let mark = journal(&world).len();
+    let err = approval::decide(&engine_both, &a, "ops", true, None)
+        .expect_err("the requester cannot approve");
+    assert!(
+        matches!(err, approval::ApprovalError::SelfApproval(_)),
+        "{err}"
+    );
+    assert_refused(&world, mark, "approve", &a, "ops", "four eyes");
+    assert_eq!(
+        approval::load(&world.engine, &a).unwrap().state,
+        ApprovalState::Pending
+    );
+
+    // Neither refused decision made it usable.
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit(&world, &pb, &refund_a, &a).await;
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "run", &a, "ops", "is pending, not approved");
+
+    // A rejection must say why; then the draft can never be submitted.
+    let mark = journal(&world).len();
+    let err = approval::decide(&world.engine, &a, "carol", false, Some("  ".into()))
+        .expect_err("a rejection needs a note");
+    assert!(
+        matches!(err, approval::ApprovalError::NoteRequired),
+        "{err}"
+    );
+    assert_refused(&world, mark, "reject", &a, "carol", "needs a note");
+    let rejected = approval::decide(
+        &world.engine,
+        &a,
+        "carol",
+        false,
+        Some("amount exceeds the damage shown".into()),
+    )
+    .expect("carol may reject");
+    assert_eq!(rejected.state, ApprovalState::Rejected);
+    let mark = journal(&world).len();
+    let r = submit(&world, &pb, &refund_a, &a).await;
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "run", &a, "ops", "is rejected, not approved");
+
+    // Draft B, approved, submitted 25 hours later: expired (the TTL is 24 h).
+    let refund_b = Refund::for_delivered(3);
+    let (draft_b, b) = draft(&world, &pb, &refund_b).await;
+    approval::decide(&world.engine, &b, "carol", true, None).expect("carol approves");
+    let mut later = world.engine.clone();
+    later.clock = Arc::new(|| chrono::Utc::now() + chrono::Duration::hours(25));
+    assert_eq!(
+        approval::load(&later, &b).unwrap().state,
+        ApprovalState::Expired
+    );
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit_on(&later, &pb, &refund_b, &b).await;
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "run", &b, "ops", "is expired");
+
+    // Draft C, approved, then the seller center changes the form's default refund method:
+    // the live form no longer matches what carol saw.
+    let refund_c = Refund::for_delivered(4);
+    let (draft_c, c) = draft(&world, &pb, &refund_c).await;
+    approval::decide(&world.engine, &c, "carol", true, None).expect("carol approves");
+    world.center.set_refund_default("method", "store_credit");
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit(&world, &pb, &refund_c, &c).await;
+    world
+        .center
+        .set_refund_default("method", "original_payment");
+    assert_refused_without_writes(&world, &r);
+    let why = assert_refused(&world, mark, "submit", &c, "ops", "draft hash mismatch");
+    assert!(
+        why.reason.contains("method") && why.reason.contains("store_credit"),
+        "the refusal should name the changed field: {why:?}"
+    );
+    assert!(!why.reason.contains(PIN), "{why:?}");
+
+    // Draft D from a playbook file that is edited (one comment line) after approval.
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/refund-draft.yaml"),
+    )
+    .expect("shipped playbook");
+    let edited = world.playbook_from("refund-local", &yaml);
+    let refund_d = Refund::for_delivered(5);
+    let (draft_d, d) = draft(&world, &edited, &refund_d).await;
+    approval::decide(&world.engine, &d, "carol", true, None).expect("carol approves");
+    let mut changed = yaml.clone();
+    changed.push_str("# tweaked after review\n");
+    std::fs::write(&edited.source, changed).expect("playbook file is writable");
+    let reloaded = Arc::new(
+        clerk::playbook::load(&edited.source, Some(&world.engine.config))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_ne!(reloaded.sha256, edited.sha256);
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit(&world, &reloaded, &refund_d, &d).await;
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "run", &d, "ops", "changed since approval");
+
+    // Draft E, approved, but the page now fires a second POST from its submit handler.
+    let refund_e = Refund::for_delivered(6);
+    let (draft_e, e) = draft(&world, &pb, &refund_e).await;
+    approval::decide(&world.engine, &e, "carol", true, None).expect("carol approves");
+    world.center.set_double_write(true);
+    world.center.clear_log();
+    let mark = journal(&world).len();
+    let r = submit(&world, &pb, &refund_e, &e).await;
+    world.center.set_double_write(false);
+    assert_refused_without_writes(&world, &r);
+    assert_refused(&world, mark, "submit", &e, "ops", "second write");
+    let blocked = world.blocked_urls(r.run_id.as_deref().expect("the submit run started"));
+    for path in [
+        "/analytics/refund-submit".to_owned(),
+        refund_e.refund_path(),
+    ] {
+        assert!(
+            blocked
+                .iter()
+                .any(|(m, u)| m == "POST" && u.ends_with(&path)),
+            "POST {path} should be blocked and recorded: {blocked:?}"
+        );
+    }
+    // The approval was spent before the click (so a crash can never allow a second use);
+    // nothing was submitted, and a new draft is needed.
+    assert_eq!(
+        approval::load(&world.engine, &e).unwrap().state,
+        ApprovalState::Used
+    );
+
+    for (run, id) in [
+        (&draft_a, &a),
+        (&draft_b, &b),
+        (&draft_c, &c),
+        (&draft_d, &d),
+        (&draft_e, &e),
+    ] {
+        assert_decisions_in_run_detail(&world, run.run_id.as_deref().expect("draft run id"), id);
+    }
+    assert_verifies(&world);
+}
