@@ -74,7 +74,7 @@ allowed_origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
 owner = "ops-lead"
 operators = {operators:?}
 reviewers = ["carol"]
-modes = ["read_only", "draft", "submit"]
+modes = ["read_only", "draft", "submit", "login"]
 session = "sessions/sample.json"
 logged_in_check = {{ url = "/account", selector = "#account-user" }}
 approval_ttl_hours = 24

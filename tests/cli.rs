@@ -1,0 +1,342 @@
+//! `clerk check` from the command line: a table of malformed playbooks, each reported at
+//! its file, line and column with exit code 2, never a panic.
+
+mod common;
+
+const CASES: &[(&str, &str, usize, usize, &str)] = &[
+    (
+        "assert-unknown",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - assert: { field: nope, equals: x }
+"##,
+        10,
+        22,
+        "assert on field `nope`, which ",
+    ),
+    (
+        "bad-mode",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: yolo
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /x
+"##,
+        5,
+        7,
+        "unknown mode `yolo` (field mod",
+    ),
+    (
+        "bad-regex",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - assert: { selector: '#a', matches: '(' }
+"##,
+        10,
+        40,
+        "invalid regex in `matches`: un",
+    ),
+    (
+        "bad-timeout",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+    timeout: soon
+"##,
+        10,
+        14,
+        "invalid timeout `soon` (field ",
+    ),
+    (
+        "bad-yaml",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+   - click: x
+"##,
+        10,
+        4,
+        "invalid YAML: while parsing a ",
+    ),
+    (
+        "dup-shot",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - screenshot: { name: a }
+  - screenshot: { name: a }
+"##,
+        11,
+        25,
+        "screenshot name `a` is already",
+    ),
+    (
+        "empty-steps",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+"##,
+        1,
+        1,
+        "missing required key `steps` (",
+    ),
+    (
+        "fill-ro",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - fill: { selector: '#a', value: b }
+"##,
+        10,
+        11,
+        "`fill` steps are not allowed i",
+    ),
+    (
+        "missing-name",
+        r##"version: "1"
+description: d
+channel: sample
+mode: read_only
+steps:
+  - goto: /orders
+"##,
+        1,
+        1,
+        "missing required key `name` (f",
+    ),
+    (
+        "off-origin",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: http://evil.example/orders
+"##,
+        9,
+        11,
+        "url `http://evil.example/order",
+    ),
+    (
+        "submit-ro",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - submit: { control: '#s', expect: { method: POST, url: /x } }
+"##,
+        10,
+        13,
+        "`submit` steps are not allowed",
+    ),
+    (
+        "tab",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+	- goto: /orders
+"##,
+        9,
+        1,
+        "tab character in indentation",
+    ),
+    (
+        "two-kinds",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+    click: '#a'
+"##,
+        9,
+        5,
+        "step has 2 kinds (goto, click)",
+    ),
+    (
+        "unclosed",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order_id
+"##,
+        9,
+        11,
+        "malformed template `/orders/{{",
+    ),
+    (
+        "undeclared",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order}}
+"##,
+        9,
+        11,
+        "template names undeclared inpu",
+    ),
+    (
+        "unknown-channel",
+        r##"name: t
+version: "1"
+description: d
+channel: nowhere
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+"##,
+        4,
+        10,
+        "unknown channel `nowhere` (fie",
+    ),
+    (
+        "unknown-step",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - fil: { selector: x, value: y }
+"##,
+        9,
+        5,
+        "unknown step key `fil` (field ",
+    ),
+    (
+        "unknown-top",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+colour: red
+"##,
+        10,
+        1,
+        "unknown top-level key `colour`",
+    ),
+];
+
+#[test]
+fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
+    assert!(CASES.len() >= 15);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clerk.toml"), clerk::demo::demo_config(8931, "ops")).unwrap();
+    for (name, body, line, col, message) in CASES {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, body).unwrap();
+        let out = std::process::Command::new(common::clerk_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let expected = format!("{}:{line}:{col}: error: {message}", file.display());
+        assert!(stderr.contains(&expected), "{name}: expected {expected:?} in\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn shipped_playbooks_pass_check_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clerk.toml"), clerk::demo::demo_config(8931, "ops")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("check")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
