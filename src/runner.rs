@@ -402,15 +402,21 @@ impl<'a> RunState<'a> {
     /// (Chromium killed and reaped) on every path out of here.
     async fn execute(&mut self) -> Result<(RunStatus, Option<String>), EngineError> {
         let engine = self.engine;
-        let session = match self.channel.load_session(&engine.data_dir) {
-            Ok(s) => s,
-            Err(e) => return Ok((RunStatus::SessionExpired, Some(e.to_string()))),
+        // A login run starts from nothing: it is how a session comes to exist.
+        let login = self.playbook.mode == Mode::Login;
+        let session = if login {
+            None
+        } else {
+            match self.channel.load_session(&engine.data_dir) {
+                Ok(s) => Some(s),
+                Err(e) => return Ok((RunStatus::SessionExpired, Some(e.to_string()))),
+            }
         };
         let policy = Policy {
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
         };
-        let (mut browser, tab) = match Browser::launch(&engine.launch, policy, Some(&session)).await {
+        let (mut browser, tab) = match Browser::launch(&engine.launch, policy, session.as_ref()).await {
             Ok(b) => b,
             Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
         };
@@ -429,7 +435,12 @@ impl<'a> RunState<'a> {
         browser: &mut Browser,
         tab: &Tab,
     ) -> Result<(RunStatus, Option<String>), EngineError> {
-        match self.check_session(browser, tab).await? {
+        let checked = if self.playbook.mode == Mode::Login {
+            Ok(())
+        } else {
+            self.check_session(browser, tab).await?
+        };
+        match checked {
             Ok(()) => {}
             Err(SessionProblem::Expired(msg)) => return Ok((RunStatus::SessionExpired, Some(msg))),
             Err(SessionProblem::Unreachable(msg)) => return Ok((RunStatus::Failed, Some(msg))),

@@ -299,3 +299,38 @@ steps:
     }
     assert!(common::processes_with(&needle).is_empty(), "chromium outlived clerk");
 }
+
+/// `clerk login`: a login playbook with credentials from the environment writes a session
+/// that the next read-only run uses; the password reaches neither the journal nor stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_playbook_writes_a_working_session() {
+    let world = World::new().await;
+    let channel = world.engine.config.channel("sample").unwrap().clone();
+    let session_path = channel.session_path(world.data_dir());
+    std::fs::remove_file(&session_path).unwrap();
+    let login_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/login.yaml");
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["--as", "ops", "-vv", "login", "sample", "--playbook"])
+        .arg(&login_path)
+        .env("SAMPLE_USER", "ops")
+        .env("SAMPLE_PASSWORD", "ops-pass")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(session_path.is_file());
+    assert!(!stdout.contains("ops-pass") && !stderr.contains("ops-pass"));
+    let journal = std::fs::read_to_string(world.data_dir().join("journal.jsonl")).unwrap();
+    assert!(!journal.contains("ops-pass"), "password in the journal");
+    // The only write of the login run was the declared POST /login.
+    let writes = world.center.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].path, "/login");
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", &clerk::sample::orders()[4].id)])
+        .await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+}
