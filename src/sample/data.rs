@@ -111,8 +111,13 @@ struct Lcg(u64);
 
 impl Lcg {
     fn new(seed: u64) -> Lcg {
-        let mut lcg = Lcg(seed ^ 0x5EED_C1E2_u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        // Warm up so that neighbouring seeds diverge.
+        // Neighbouring seeds give correlated LCG streams, so the seed is first scrambled
+        // with the SplitMix64 finaliser.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut lcg = Lcg(z ^ (z >> 31));
+        // Warm up so that the first outputs do not depend on the seed's low bits alone.
         for _ in 0..4 {
             lcg.next();
         }
