@@ -23,10 +23,16 @@ fn tree_rss_kib(root: u32) -> u64 {
     let mut rss = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
             // Fields after the command name, which is in parentheses and may contain spaces.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
             let fields: Vec<&str> = rest.split_whitespace().collect();
             let ppid: u32 = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
             let pages: u64 = fields.get(21).and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -43,7 +49,10 @@ fn tree_rss_kib(root: u32) -> u64 {
         }
         false
     };
-    rss.iter().filter(|(p, _)| in_tree(**p)).map(|(_, r)| r).sum()
+    rss.iter()
+        .filter(|(p, _)| in_tree(**p))
+        .map(|(_, r)| r)
+        .sum()
 }
 
 #[tokio::main]
@@ -51,14 +60,21 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let orders: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let repeats: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
-    let center = SampleCenter::start(SampleOptions { port: 0, secret: None }).await?;
+    let center = SampleCenter::start(SampleOptions {
+        port: 0,
+        secret: None,
+    })
+    .await?;
     let rows: Vec<BTreeMap<String, String>> = clerk::sample::orders()
         .iter()
         .take(orders)
         .map(|o| BTreeMap::from([("order_id".to_owned(), o.id.clone())]))
         .collect();
     println!("bench_batch: {orders} orders, order-lookup, {repeats} repeat(s) per setting");
-    println!("{:<8} {:>10} {:>14} {:>10} {:>16}", "jobs", "seconds", "orders/min", "ratio", "peak RSS (MiB)");
+    println!(
+        "{:<8} {:>10} {:>14} {:>10} {:>16}",
+        "jobs", "seconds", "orders/min", "ratio", "peak RSS (MiB)"
+    );
     let mut baseline = None;
     for jobs in [1usize, 2] {
         for _ in 0..repeats {
@@ -70,8 +86,16 @@ async fn main() -> anyhow::Result<()> {
                 .storage_state("ops", Duration::from_secs(3600))
                 .save(&config.channel("sample")?.session_path(dir.path()))?;
             let store = Store::open(dir.path())?;
-            let engine = Engine::new(dir.path().to_owned(), config.clone(), store, LaunchOptions::detect()?);
-            let playbook = Arc::new(clerk::demo::embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+            let engine = Engine::new(
+                dir.path().to_owned(),
+                config.clone(),
+                store,
+                LaunchOptions::detect()?,
+            );
+            let playbook = Arc::new(
+                clerk::demo::embedded("order-lookup", Some(&config))
+                    .map_err(|d| anyhow::anyhow!("{d}"))?,
+            );
 
             let peak = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(AtomicBool::new(false));
@@ -85,13 +109,22 @@ async fn main() -> anyhow::Result<()> {
                     }
                 })
             };
-            let opts = BatchOptions { jobs, operator: "ops".into(), case_ref: None, progress: false };
+            let opts = BatchOptions {
+                jobs,
+                operator: "ops".into(),
+                case_ref: None,
+                progress: false,
+            };
             let t0 = Instant::now();
             let report = run_batch(&engine, &[playbook], rows.clone(), &opts).await?;
             let secs = t0.elapsed().as_secs_f64();
             stop.store(true, Ordering::SeqCst);
             let _ = sampler.join();
-            anyhow::ensure!(report.all_ok(), "batch had failures:\n{}", clerk::batch::render(&report));
+            anyhow::ensure!(
+                report.all_ok(),
+                "batch had failures:\n{}",
+                clerk::batch::render(&report)
+            );
             let per_min = orders as f64 / secs * 60.0;
             let base = *baseline.get_or_insert(per_min);
             println!(
@@ -104,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    anyhow::ensure!(center.writes().is_empty(), "writes reached the seller center");
+    anyhow::ensure!(
+        center.writes().is_empty(),
+        "writes reached the seller center"
+    );
     center.shutdown().await;
     Ok(())
 }

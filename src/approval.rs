@@ -124,9 +124,17 @@ pub enum ApprovalError {
     #[error("unknown approval {0}")]
     Unknown(String),
     #[error("approval {id} is {state}, not approved{extra}")]
-    NotUsable { id: String, state: &'static str, extra: String },
+    NotUsable {
+        id: String,
+        state: &'static str,
+        extra: String,
+    },
     #[error("`{user}` is not a reviewer of channel `{channel}` (reviewers: {reviewers})")]
-    NotReviewer { user: String, channel: String, reviewers: String },
+    NotReviewer {
+        user: String,
+        channel: String,
+        reviewers: String,
+    },
     #[error("`{0}` requested this approval and cannot decide it (four eyes)")]
     SelfApproval(String),
     #[error("approval {id} was already decided ({state})")]
@@ -136,9 +144,18 @@ pub enum ApprovalError {
     #[error("channel `{0}` no longer permits submit")]
     SubmitNotPermitted(String),
     #[error("playbook {path} changed since approval {id} was requested (file hash {now}, approved {then})")]
-    PlaybookChanged { id: String, path: String, now: String, then: String },
+    PlaybookChanged {
+        id: String,
+        path: String,
+        now: String,
+        then: String,
+    },
     #[error("the playbook is `{now}` but approval {id} is for `{then}`")]
-    WrongPlaybook { id: String, now: String, then: String },
+    WrongPlaybook {
+        id: String,
+        now: String,
+        then: String,
+    },
     #[error("inputs differ from approval {id}: {detail}")]
     InputsChanged { id: String, detail: String },
     #[error("unknown channel `{0}`")]
@@ -184,7 +201,11 @@ fn is_token_field(name: &str) -> bool {
 }
 
 /// Reads the live form around `control`, leaving tokens out and secrets masked.
-async fn live_values(tab: &Tab, control: &str, secrets: &[String]) -> Result<Vec<FieldValue>, String> {
+async fn live_values(
+    tab: &Tab,
+    control: &str,
+    secrets: &[String],
+) -> Result<Vec<FieldValue>, String> {
     let values = tab
         .form_values(control)
         .await
@@ -204,7 +225,11 @@ async fn live_values(tab: &Tab, control: &str, secrets: &[String]) -> Result<Vec
         .collect())
 }
 
-fn declared_write(step: &Step, channel: &Channel, inputs: &Inputs) -> Result<(String, DeclaredWrite), String> {
+fn declared_write(
+    step: &Step,
+    channel: &Channel,
+    inputs: &Inputs,
+) -> Result<(String, DeclaredWrite), String> {
     let Action::Submit { control, expect } = &step.action else {
         return Err("not a submit step".into());
     };
@@ -213,11 +238,16 @@ fn declared_write(step: &Step, channel: &Channel, inputs: &Inputs) -> Result<(St
         .render_url(&channel.base_url, inputs)
         .map_err(|e| e.to_string())?;
     if !channel.allows_origin(&url) {
-        return Err(format!("declared write {url} is outside the channel's allowed origins"));
+        return Err(format!(
+            "declared write {url} is outside the channel's allowed origins"
+        ));
     }
     Ok((
         control.clone(),
-        DeclaredWrite { method: expect.method.to_ascii_uppercase(), url: without_query(&url) },
+        DeclaredWrite {
+            method: expect.method.to_ascii_uppercase(),
+            url: without_query(&url),
+        },
     ))
 }
 
@@ -233,7 +263,9 @@ async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> R
     let target = tab.form_target(control).await.map_err(|e| e.to_string())?;
     match target {
         Some((method, action)) => {
-            let action_bare = Url::parse(&action).map(|u| without_query(&u)).unwrap_or(action.clone());
+            let action_bare = Url::parse(&action)
+                .map(|u| without_query(&u))
+                .unwrap_or(action.clone());
             if method.eq_ignore_ascii_case(&write.method) && action_bare == write.url {
                 Ok(())
             } else {
@@ -252,7 +284,10 @@ fn redacted_inputs(ctx: &DraftContext) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| {
             let secret = ctx.playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+            (
+                k.clone(),
+                if secret { SECRET.to_owned() } else { v.clone() },
+            )
         })
         .collect()
 }
@@ -266,7 +301,9 @@ pub async fn request_from_draft(
     step: &Step,
 ) -> Result<String, String> {
     let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs)?;
-    tab.settle(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    tab.settle(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     check_form_target(tab, &control, &write).await?;
     let values = live_values(tab, &control, &ctx.secrets).await?;
     let content = DraftContent {
@@ -320,20 +357,30 @@ pub fn from_records(records: &[Record], now: DateTime<Utc>) -> Option<Approval> 
             Event::ApprovalRequested { request: json, .. } => {
                 request = serde_json::from_str(json).ok();
             }
-            Event::ApprovalDecided { decision: d, reviewer, note, decided_at, .. } => {
-                if decision.is_none() {
-                    decision = Some(Decision {
-                        decision: d.clone(),
-                        reviewer: reviewer.clone(),
-                        note: note.clone(),
-                        decided_at: decided_at.clone(),
-                    });
-                }
+            Event::ApprovalDecided {
+                decision: d,
+                reviewer,
+                note,
+                decided_at,
+                ..
+            } if decision.is_none() => {
+                decision = Some(Decision {
+                    decision: d.clone(),
+                    reviewer: reviewer.clone(),
+                    note: note.clone(),
+                    decided_at: decided_at.clone(),
+                });
             }
             Event::ApprovalUsed { run_id, .. } => {
                 used_by_run.get_or_insert_with(|| run_id.clone());
             }
-            Event::Refused { action, user, reason, at, .. } => {
+            Event::Refused {
+                action,
+                user,
+                reason,
+                at,
+                ..
+            } => {
                 refusals.push(format!("{at} {action} by {user}: {reason}"));
             }
             _ => {}
@@ -353,7 +400,13 @@ pub fn from_records(records: &[Record], now: DateTime<Utc>) -> Option<Approval> 
             _ => ApprovalState::Pending,
         }
     };
-    Some(Approval { request, state, decision, used_by_run, refusals })
+    Some(Approval {
+        request,
+        state,
+        decision,
+        used_by_run,
+        refusals,
+    })
 }
 
 /// Loads one approval.
@@ -366,8 +419,15 @@ pub fn load(engine: &Engine, id: &str) -> Result<Approval, ApprovalError> {
 }
 
 /// Every approval, newest first, optionally only pending ones or one channel's.
-pub fn list(engine: &Engine, pending_only: bool, channel: Option<&str>) -> Result<Vec<Approval>, ApprovalError> {
-    let ids = engine.store.approval_ids().map_err(|e| ApprovalError::Store(e.to_string()))?;
+pub fn list(
+    engine: &Engine,
+    pending_only: bool,
+    channel: Option<&str>,
+) -> Result<Vec<Approval>, ApprovalError> {
+    let ids = engine
+        .store
+        .approval_ids()
+        .map_err(|e| ApprovalError::Store(e.to_string()))?;
     let mut out = Vec::new();
     for id in ids {
         if let Ok(a) = load(engine, &id) {
@@ -414,14 +474,21 @@ pub fn decide(
             return Err(ApprovalError::NotReviewer {
                 user: reviewer.to_owned(),
                 channel: channel.id.clone(),
-                reviewers: if channel.reviewers.is_empty() { "none".into() } else { channel.reviewers.join(", ") },
+                reviewers: if channel.reviewers.is_empty() {
+                    "none".into()
+                } else {
+                    channel.reviewers.join(", ")
+                },
             });
         }
         if approval.request.requester == reviewer {
             return Err(ApprovalError::SelfApproval(reviewer.to_owned()));
         }
         if approval.state != ApprovalState::Pending {
-            return Err(ApprovalError::AlreadyDecided { id: id.to_owned(), state: approval.state.as_str() });
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.to_owned(),
+                state: approval.state.as_str(),
+            });
         }
         if !approve && note.as_deref().map(str::trim).unwrap_or("").is_empty() {
             return Err(ApprovalError::NoteRequired);
@@ -459,18 +526,29 @@ pub fn gate_for_run(
     let approval = load(engine, id)?;
     if approval.state != ApprovalState::Approved {
         let extra = match approval.state {
-            ApprovalState::Used => format!(" (already used by run {})", approval.used_by_run.clone().unwrap_or_default()),
+            ApprovalState::Used => format!(
+                " (already used by run {})",
+                approval.used_by_run.clone().unwrap_or_default()
+            ),
             ApprovalState::Expired => format!(" (expired at {})", approval.request.expires_at),
             _ => String::new(),
         };
-        return Err(ApprovalError::NotUsable { id: id.to_owned(), state: approval.state.as_str(), extra });
+        return Err(ApprovalError::NotUsable {
+            id: id.to_owned(),
+            state: approval.state.as_str(),
+            extra,
+        });
     }
     if !channel.modes.contains(&Mode::Submit) {
         return Err(ApprovalError::SubmitNotPermitted(channel.id.clone()));
     }
     let req = &approval.request;
     if playbook.name != req.content.playbook {
-        return Err(ApprovalError::WrongPlaybook { id: id.to_owned(), now: playbook.name.clone(), then: req.content.playbook.clone() });
+        return Err(ApprovalError::WrongPlaybook {
+            id: id.to_owned(),
+            now: playbook.name.clone(),
+            then: req.content.playbook.clone(),
+        });
     }
     if playbook.sha256 != req.content.playbook_sha256 {
         return Err(ApprovalError::PlaybookChanged {
@@ -484,7 +562,10 @@ pub fn gate_for_run(
         .iter()
         .map(|(k, v)| {
             let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+            (
+                k.clone(),
+                if secret { SECRET.to_owned() } else { v.clone() },
+            )
         })
         .collect();
     if redacted != req.content.inputs {
@@ -493,7 +574,9 @@ pub fn gate_for_run(
             detail: format!("approved {:?}, given {:?}", req.content.inputs, redacted),
         });
     }
-    Ok(SubmitGate { approval: approval.request })
+    Ok(SubmitGate {
+        approval: approval.request,
+    })
 }
 
 /// The inputs an approved request was drafted with (secret ones must come from elsewhere).
@@ -516,16 +599,26 @@ pub async fn submit_with_gate(
         refusal(engine, "submit", &id, &ctx.operator, &reason);
         SubmitFailure::Refused(reason)
     };
-    let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs).map_err(SubmitFailure::Failed)?;
+    let (control, write) =
+        declared_write(step, &ctx.channel, &ctx.inputs).map_err(SubmitFailure::Failed)?;
     if write != gate.approval.content.write {
         return Err(refuse(format!(
             "declared write {} {} differs from the approved {} {}",
-            write.method, write.url, gate.approval.content.write.method, gate.approval.content.write.url
+            write.method,
+            write.url,
+            gate.approval.content.write.method,
+            gate.approval.content.write.url
         )));
     }
-    tab.settle(Duration::from_secs(5)).await.map_err(|e| SubmitFailure::Failed(e.to_string()))?;
-    check_form_target(tab, &control, &write).await.map_err(&refuse)?;
-    let values = live_values(tab, &control, &ctx.secrets).await.map_err(SubmitFailure::Failed)?;
+    tab.settle(Duration::from_secs(5))
+        .await
+        .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    check_form_target(tab, &control, &write)
+        .await
+        .map_err(&refuse)?;
+    let values = live_values(tab, &control, &ctx.secrets)
+        .await
+        .map_err(SubmitFailure::Failed)?;
     let content = DraftContent {
         channel: ctx.channel.id.clone(),
         playbook: ctx.playbook.name.clone(),
@@ -540,7 +633,10 @@ pub async fn submit_with_gate(
         let mut diffs = Vec::new();
         for v in &values {
             match approved.iter().find(|a| a.name == v.name) {
-                Some(a) if a.value != v.value => diffs.push(format!("{}: approved {:?}, now {:?}", v.name, a.value, v.value)),
+                Some(a) if a.value != v.value => diffs.push(format!(
+                    "{}: approved {:?}, now {:?}",
+                    v.name, a.value, v.value
+                )),
                 None => diffs.push(format!("{}: new field with {:?}", v.name, v.value)),
                 _ => {}
             }
@@ -553,29 +649,47 @@ pub async fn submit_with_gate(
         return Err(refuse(format!(
             "draft hash mismatch (approved {}, now {hash}): {}",
             gate.approval.draft_hash,
-            if diffs.is_empty() { "the form's structure changed".to_owned() } else { diffs.join("; ") }
+            if diffs.is_empty() {
+                "the form's structure changed".to_owned()
+            } else {
+                diffs.join("; ")
+            }
         )));
     }
     // Last check against the store, then mark used *before* the click: a crash after the
     // click can never allow a second use.
     let current = load(engine, &id).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
     if current.state != ApprovalState::Approved {
-        return Err(refuse(format!("approval {id} is {} now", current.state.as_str())));
+        return Err(refuse(format!(
+            "approval {id} is {} now",
+            current.state.as_str()
+        )));
     }
     engine
-        .record(Event::ApprovalUsed { approval_id: id.clone(), run_id: ctx.run_id.clone(), used_at: timestamp((engine.clock)()) })
+        .record(Event::ApprovalUsed {
+            approval_id: id.clone(),
+            run_id: ctx.run_id.clone(),
+            used_at: timestamp((engine.clock)()),
+        })
         .await
         .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
     let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
-    submit_armed(browser, tab, &control, &write.method, &url, Duration::from_secs(15))
-        .await
-        .map_err(|m| {
-            if m.contains("not the approved write") || m.contains("second write") {
-                refuse(m)
-            } else {
-                SubmitFailure::Failed(m)
-            }
-        })
+    submit_armed(
+        browser,
+        tab,
+        &control,
+        &write.method,
+        &url,
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|m| {
+        if m.contains("not the approved write") || m.contains("second write") {
+            refuse(m)
+        } else {
+            SubmitFailure::Failed(m)
+        }
+    })
 }
 
 /// Opens the guard for exactly one `method url` write, clicks `control` and checks that the
@@ -589,7 +703,10 @@ pub async fn submit_armed(
     timeout: Duration,
 ) -> Result<(), String> {
     let guard = browser.guard().clone();
-    guard.arm(ArmedWrite { method: method.to_ascii_uppercase(), url: without_query(url) });
+    guard.arm(ArmedWrite {
+        method: method.to_ascii_uppercase(),
+        url: without_query(url),
+    });
     let clicked = tab.click(&Locator::Css(control.to_owned()), timeout).await;
     if let Err(e) = clicked {
         guard.disarm();
@@ -605,7 +722,9 @@ pub async fn submit_armed(
         ));
     }
     if unused {
-        return Err(format!("clicking {control} did not send the declared {method} {url}"));
+        return Err(format!(
+            "clicking {control} did not send the declared {method} {url}"
+        ));
     }
     Ok(())
 }

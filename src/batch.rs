@@ -18,9 +18,16 @@ use crate::runner::{Engine, EngineError, RunReport, RunRequest, RunStatus};
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("cannot read inputs file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Row { path: String, line: usize, message: String },
+    Row {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: unknown inputs format (use .csv with a header row, or .jsonl with one JSON object per line)")]
     Format { path: String },
 }
@@ -28,18 +35,35 @@ pub enum BatchError {
 /// Reads input rows from a CSV (header row names the inputs) or JSONL file.
 pub fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, BatchError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| BatchError::Read { path: p.clone(), source })?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let text = std::fs::read_to_string(path).map_err(|source| BatchError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "csv" => {
-            let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+            let mut reader = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_reader(text.as_bytes());
             let headers = reader
                 .headers()
-                .map_err(|e| BatchError::Row { path: p.clone(), line: 1, message: e.to_string() })?
+                .map_err(|e| BatchError::Row {
+                    path: p.clone(),
+                    line: 1,
+                    message: e.to_string(),
+                })?
                 .clone();
             let mut rows = Vec::new();
             for (i, rec) in reader.records().enumerate() {
-                let rec = rec.map_err(|e| BatchError::Row { path: p.clone(), line: i + 2, message: e.to_string() })?;
+                let rec = rec.map_err(|e| BatchError::Row {
+                    path: p.clone(),
+                    line: i + 2,
+                    message: e.to_string(),
+                })?;
                 let row: BTreeMap<String, String> = headers
                     .iter()
                     .zip(rec.iter())
@@ -56,8 +80,12 @@ pub fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, BatchErro
                 if line.trim().is_empty() {
                     continue;
                 }
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| BatchError::Row { path: p.clone(), line: i + 1, message: format!("not JSON: {e}") })?;
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| BatchError::Row {
+                        path: p.clone(),
+                        line: i + 1,
+                        message: format!("not JSON: {e}"),
+                    })?;
                 let obj = v.as_object().ok_or_else(|| BatchError::Row {
                     path: p.clone(),
                     line: i + 1,
@@ -120,7 +148,10 @@ pub async fn run_batch(
     opts: &BatchOptions,
 ) -> Result<BatchReport, EngineError> {
     let started = std::time::Instant::now();
-    let batch_id = format!("b-{}", crate::runner::new_run_id((engine.clock)()).trim_start_matches("r-"));
+    let batch_id = format!(
+        "b-{}",
+        crate::runner::new_run_id((engine.clock)()).trim_start_matches("r-")
+    );
     let mut requests = Vec::new();
     for row in &rows {
         for p in playbooks {
@@ -138,8 +169,10 @@ pub async fn run_batch(
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(total as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -147,9 +180,12 @@ pub async fn run_batch(
     };
     let jobs = opts.jobs.max(1);
     let mut results: Vec<Option<RunReport>> = vec![None; total];
-    let mut stream = futures::stream::iter(requests.into_iter().enumerate().map(|(i, req)| async move {
-        (i, engine.run(req).await)
-    }))
+    let mut stream = futures::stream::iter(
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, req)| async move { (i, engine.run(req).await) }),
+    )
     .buffer_unordered(jobs);
     let mut done = 0;
     while let Some((i, result)) = stream.next().await {
@@ -159,8 +195,17 @@ pub async fn run_batch(
             "[{done}/{total}] {} {} {}{}",
             report.status.as_str(),
             report.playbook,
-            report.inputs.values().cloned().collect::<Vec<_>>().join(","),
-            report.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            report
+                .inputs
+                .values()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+            report
+                .error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         );
         if let Some(b) = &bar {
             b.inc(1);
@@ -200,8 +245,18 @@ pub fn render(report: &BatchReport) -> String {
     ));
     for r in &report.runs {
         let inputs = r.inputs.values().cloned().collect::<Vec<_>>().join(",");
-        let fields = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-        let shots = r.screenshots.iter().map(|s| format!("{}:{}", s.name, &s.sha256[..12.min(s.sha256.len())])).collect::<Vec<_>>().join(" ");
+        let fields = r
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let shots = r
+            .screenshots
+            .iter()
+            .map(|s| format!("{}:{}", s.name, &s.sha256[..12.min(s.sha256.len())]))
+            .collect::<Vec<_>>()
+            .join(" ");
         out.push_str(&format!(
             "{:<22} {:<16} {:<14} {:<10} {} {}\n",
             r.playbook,

@@ -22,21 +22,44 @@ use crate::playbook::Mode;
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("cannot read config {path}: {source} (create it, or pass --config FILE; `clerk demo` writes one)")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
     ParseConfig { path: PathBuf, message: String },
     #[error("unknown channel `{id}` (channels in {path}: {known})")]
-    UnknownChannel { id: String, path: PathBuf, known: String },
+    UnknownChannel {
+        id: String,
+        path: PathBuf,
+        known: String,
+    },
     #[error("`{user}` is not an operator of channel `{channel}` (operators: {operators}); ask the channel owner `{owner}` to add you")]
-    NotOperator { user: String, channel: String, operators: String, owner: String },
+    NotOperator {
+        user: String,
+        channel: String,
+        operators: String,
+        owner: String,
+    },
     #[error("channel `{channel}` does not permit mode `{mode}` (permitted: {permitted})")]
-    ModeNotPermitted { channel: String, mode: Mode, permitted: String },
+    ModeNotPermitted {
+        channel: String,
+        mode: Mode,
+        permitted: String,
+    },
     #[error("no session for channel `{channel}`: {path} is missing; authorize it with `clerk login {channel} --playbook FILE` or copy a Playwright storageState JSON there")]
     MissingSession { channel: String, path: PathBuf },
     #[error("session file {path} for channel `{channel}` is unreadable: {message}")]
-    BadSession { channel: String, path: PathBuf, message: String },
+    BadSession {
+        channel: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("cannot write session file {path}: {source}")]
-    WriteSession { path: PathBuf, source: std::io::Error },
+    WriteSession {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How clerk proves a channel's session is live before any lookup.
@@ -133,12 +156,18 @@ impl Config {
                 });
             }
             let mut origins = Vec::new();
-            for o in std::iter::once(channel.base_url.origin().ascii_serialization())
-                .chain(channel.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()))
-            {
+            for o in std::iter::once(channel.base_url.origin().ascii_serialization()).chain(
+                channel
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_owned()),
+            ) {
                 let parsed = Url::parse(&o).map_err(|e| ChannelError::ParseConfig {
                     path: path.to_owned(),
-                    message: format!("channel `{}`: allowed origin `{o}` is not a URL: {e}", channel.id),
+                    message: format!(
+                        "channel `{}`: allowed origin `{o}` is not a URL: {e}",
+                        channel.id
+                    ),
                 })?;
                 let norm = parsed.origin().ascii_serialization();
                 if !origins.contains(&norm) {
@@ -157,15 +186,22 @@ impl Config {
 
     /// Finds a channel by id.
     pub fn channel(&self, id: &str) -> Result<&Channel, ChannelError> {
-        self.channels.iter().find(|c| c.id == id).ok_or_else(|| ChannelError::UnknownChannel {
-            id: id.to_owned(),
-            path: self.path.clone(),
-            known: if self.channels.is_empty() {
-                "none".to_owned()
-            } else {
-                self.channels.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
-            },
-        })
+        self.channels
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| ChannelError::UnknownChannel {
+                id: id.to_owned(),
+                path: self.path.clone(),
+                known: if self.channels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.channels
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
     }
 }
 
@@ -173,7 +209,7 @@ impl Channel {
     /// True when `url`'s origin is one of the allowed origins.
     pub fn allows_origin(&self, url: &Url) -> bool {
         let origin = url.origin().ascii_serialization();
-        self.allowed_origins.iter().any(|o| *o == origin)
+        self.allowed_origins.contains(&origin)
     }
 
     /// Refuses users who are not operators of this channel.
@@ -203,7 +239,12 @@ impl Channel {
             Err(ChannelError::ModeNotPermitted {
                 channel: self.id.clone(),
                 mode,
-                permitted: self.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+                permitted: self
+                    .modes
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
     }
@@ -223,7 +264,10 @@ impl Channel {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ChannelError::MissingSession { channel: self.id.clone(), path })
+                return Err(ChannelError::MissingSession {
+                    channel: self.id.clone(),
+                    path,
+                })
             }
             Err(e) => {
                 return Err(ChannelError::BadSession {
@@ -314,7 +358,10 @@ pub struct NameValue {
 impl StorageState {
     /// Writes the session atomically (temp file, fsync, rename), readable only by the owner.
     pub fn save(&self, path: &Path) -> Result<(), ChannelError> {
-        let err = |source| ChannelError::WriteSession { path: path.to_owned(), source };
+        let err = |source| ChannelError::WriteSession {
+            path: path.to_owned(),
+            source,
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
@@ -337,7 +384,10 @@ impl StorageState {
             .map(|o| {
                 (
                     o.origin.clone(),
-                    o.local_storage.iter().map(|kv| (kv.name.clone(), kv.value.clone())).collect(),
+                    o.local_storage
+                        .iter()
+                        .map(|kv| (kv.name.clone(), kv.value.clone()))
+                        .collect(),
                 )
             })
             .collect()

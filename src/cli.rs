@@ -211,7 +211,11 @@ pub struct Exit {
 }
 
 fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Exit { code, message: message.into() }.into()
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 /// The user clerk acts as.
@@ -232,12 +236,17 @@ fn os_user() -> Option<String> {
         if pw.is_null() || (*pw).pw_name.is_null() {
             return None;
         }
-        std::ffi::CStr::from_ptr((*pw).pw_name).to_str().ok().map(str::to_owned)
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_owned)
     }
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
-    cli.config.clone().unwrap_or_else(|| cli.data_dir.join("clerk.toml"))
+    cli.config
+        .clone()
+        .unwrap_or_else(|| cli.data_dir.join("clerk.toml"))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -330,17 +339,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", batch::render(&report));
             }
-            let code = report.runs.iter().map(|r| status_code(r.status)).max().unwrap_or(0);
+            let code = report
+                .runs
+                .iter()
+                .map(|r| status_code(r.status))
+                .max()
+                .unwrap_or(0);
             Ok(ExitCode::from(code))
         }
-        Command::Login { channel, playbook: path } => {
+        Command::Login {
+            channel,
+            playbook: path,
+        } => {
             let engine = engine(&cli)?;
             let pb = load_playbook(path, Some(&engine.config))?;
             if pb.mode != crate::playbook::Mode::Login {
-                bail!(exit(2, format!("{} is not a login playbook (mode: {})", path.display(), pb.mode)));
+                bail!(exit(
+                    2,
+                    format!(
+                        "{} is not a login playbook (mode: {})",
+                        path.display(),
+                        pb.mode
+                    )
+                ));
             }
             if pb.channel != *channel {
-                bail!(exit(2, format!("{} logs into channel `{}`, not `{channel}`", path.display(), pb.channel)));
+                bail!(exit(
+                    2,
+                    format!(
+                        "{} logs into channel `{}`, not `{channel}`",
+                        path.display(),
+                        pb.channel
+                    )
+                ));
             }
             let report = engine
                 .run(RunRequest {
@@ -365,11 +396,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { command } => crate::report::runs(&cli, command),
         Command::Verify(args) => crate::report::verify(&cli, args),
-        Command::Export { run, case, out } => crate::report::export(&cli, run.clone(), case.clone(), out),
+        Command::Export { run, case, out } => {
+            crate::report::export(&cli, run.clone(), case.clone(), out)
+        }
         Command::Reindex => crate::report::reindex(&cli),
         Command::Approvals { command } => crate::report::approvals(&cli, command),
         Command::Approve { id, note } => crate::report::decide(&cli, id, true, note.clone()),
         Command::Reject { id, note } => crate::report::decide(&cli, id, false, Some(note.clone())),
-        Command::Submit { id, playbook, json } => crate::report::submit(&cli, id, playbook.as_deref(), *json).await,
+        Command::Submit { id, playbook, json } => {
+            crate::report::submit(&cli, id, playbook.as_deref(), *json).await
+        }
     }
 }

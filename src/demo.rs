@@ -22,9 +22,18 @@ use crate::sample::{SampleCenter, SampleOptions};
 
 /// Playbooks compiled into clerk, so the demo and `clerk submit` work from any directory.
 pub const EMBEDDED: &[(&str, &[u8])] = &[
-    ("order-lookup", include_bytes!("../playbooks/order-lookup.yaml")),
-    ("logistics-screenshot", include_bytes!("../playbooks/logistics-screenshot.yaml")),
-    ("refund-draft", include_bytes!("../playbooks/refund-draft.yaml")),
+    (
+        "order-lookup",
+        include_bytes!("../playbooks/order-lookup.yaml"),
+    ),
+    (
+        "logistics-screenshot",
+        include_bytes!("../playbooks/logistics-screenshot.yaml"),
+    ),
+    (
+        "refund-draft",
+        include_bytes!("../playbooks/refund-draft.yaml"),
+    ),
     ("order-note", include_bytes!("../playbooks/order-note.yaml")),
     ("login", include_bytes!("../playbooks/login.yaml")),
 ];
@@ -34,7 +43,11 @@ const MARKER: &str = "# written by `clerk demo`";
 
 /// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory or the current
 /// directory, else the embedded copy.
-pub fn find_playbook(data_dir: &Path, name: &str, config: Option<&Config>) -> Result<Playbook, Diagnostics> {
+pub fn find_playbook(
+    data_dir: &Path,
+    name: &str,
+    config: Option<&Config>,
+) -> Result<Playbook, Diagnostics> {
     for dir in [data_dir.join("playbooks"), PathBuf::from("playbooks")] {
         let p = dir.join(format!("{name}.yaml"));
         if p.is_file() {
@@ -51,7 +64,10 @@ pub fn embedded(name: &str, config: Option<&Config>) -> Result<Playbook, Diagnos
         Some((_, bytes)) => playbook::parse(&path, bytes, config),
         None => Err(Diagnostics::io(
             &path,
-            &std::io::Error::new(std::io::ErrorKind::NotFound, "no such playbook (embedded or in playbooks/)"),
+            &std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such playbook (embedded or in playbooks/)",
+            ),
         )),
     }
 }
@@ -107,24 +123,37 @@ fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = cli.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
-    let center = SampleCenter::start(SampleOptions { port: args.port, secret: None })
-        .await
-        .with_context(|| format!("starting the sample seller center on port {}", args.port))?;
+    let center = SampleCenter::start(SampleOptions {
+        port: args.port,
+        secret: None,
+    })
+    .await
+    .with_context(|| format!("starting the sample seller center on port {}", args.port))?;
     let port = center.port();
     println!("sample seller center: {}", center.base_url());
 
     let operator = current_user(cli);
-    let config_path = cli.config.clone().unwrap_or_else(|| data_dir.join("clerk.toml"));
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| data_dir.join("clerk.toml"));
     write_config(&config_path, &demo_config(port, &operator))?;
     let config = Config::load(&config_path)?;
     let channel = config.channel("sample")?.clone();
     let session = center.storage_state("ops", Duration::from_secs(12 * 3600));
     session.save(&channel.session_path(&data_dir))?;
-    println!("config: {}  session: {}", config_path.display(), channel.session_path(&data_dir).display());
+    println!(
+        "config: {}  session: {}",
+        config_path.display(),
+        channel.session_path(&data_dir).display()
+    );
 
     let engine = crate::cli::engine(cli)?;
-    let lookup = Arc::new(embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
-    let logistics = Arc::new(embedded("logistics-screenshot", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let lookup =
+        Arc::new(embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let logistics = Arc::new(
+        embedded("logistics-screenshot", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?,
+    );
     let rows: Vec<BTreeMap<String, String>> = crate::sample::orders()
         .iter()
         .take(args.orders)
@@ -151,7 +180,8 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .find(|o| o.status == "delivered")
         .map(|o| o.id.clone())
         .unwrap_or_else(|| "SO-100001".into());
-    let refund = Arc::new(embedded("refund-draft", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    let refund =
+        Arc::new(embedded("refund-draft", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
     let draft = engine
         .run(RunRequest {
             playbook: refund,
@@ -159,7 +189,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 ("order_id".to_owned(), refund_order.clone()),
                 ("amount".to_owned(), "12.50".to_owned()),
                 ("reason".to_owned(), "damaged".to_owned()),
-                ("note".to_owned(), "parcel arrived crushed; photos in case DEMO-1".to_owned()),
+                (
+                    "note".to_owned(),
+                    "parcel arrived crushed; photos in case DEMO-1".to_owned(),
+                ),
             ]),
             operator: operator.clone(),
             case_ref: Some("DEMO-1".into()),
@@ -171,18 +204,30 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     center.shutdown().await;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "batch": report,
-            "writes_received_by_seller_center": writes_after_draft,
-            "draft": draft,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "batch": report,
+                "writes_received_by_seller_center": writes_after_draft,
+                "draft": draft,
+            }))?
+        );
     } else {
         println!();
         print!("{}", batch::render(&report));
         println!(
             "screenshots: {}/ ({} files)",
-            engine.store.screenshot_path("x").parent().map(|p| p.display().to_string()).unwrap_or_default(),
-            report.runs.iter().map(|r| r.screenshots.len()).sum::<usize>()
+            engine
+                .store
+                .screenshot_path("x")
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            report
+                .runs
+                .iter()
+                .map(|r| r.screenshots.len())
+                .sum::<usize>()
         );
         println!(
             "write attempts blocked by the guard: {}; writes that reached the seller center: {}",
@@ -192,7 +237,11 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         match (&draft.status, &draft.approval_id) {
             (RunStatus::Drafted, Some(id)) => {
                 println!("refund for {refund_order} drafted (run {}), nothing submitted; writes received so far: {writes_after_draft}", draft.run_id.clone().unwrap_or_default());
-                let dd = if data_dir == Path::new(".") { String::new() } else { format!(" --data-dir {}", data_dir.display()) };
+                let dd = if data_dir == Path::new(".") {
+                    String::new()
+                } else {
+                    format!(" --data-dir {}", data_dir.display())
+                };
                 println!("a reviewer approves and an operator submits it with:");
                 println!("  sample-seller-center --port {port} &   # or: cargo run --bin sample-seller-center -- --port {port}");
                 println!("  clerk{dd} approvals show {id}");
@@ -205,8 +254,19 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 draft.error.clone().unwrap_or_default()
             ),
         }
-        println!("verify everything: clerk{} verify --all", if data_dir == Path::new(".") { String::new() } else { format!(" --data-dir {}", data_dir.display()) });
+        println!(
+            "verify everything: clerk{} verify --all",
+            if data_dir == Path::new(".") {
+                String::new()
+            } else {
+                format!(" --data-dir {}", data_dir.display())
+            }
+        );
     }
     let ok = report.all_ok() && draft.status == RunStatus::Drafted && writes_after_draft == 0;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

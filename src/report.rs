@@ -14,7 +14,11 @@ use crate::playbook;
 use crate::runner::{RunRequest, RunStatus};
 
 fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Exit { code, message: message.into() }.into()
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
@@ -25,7 +29,13 @@ fn open_store(cli: &Cli) -> anyhow::Result<Store> {
 pub fn runs(cli: &Cli, command: &RunsCommand) -> anyhow::Result<ExitCode> {
     let store = open_store(cli)?;
     match command {
-        RunsCommand::List { channel, case, since, status, json } => {
+        RunsCommand::List {
+            channel,
+            case,
+            since,
+            status,
+            json,
+        } => {
             let since = match since {
                 Some(s) => Some(evidence::parse_since(s).map_err(|e| exit(2, e.to_string()))?),
                 None => None,
@@ -75,11 +85,20 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{report}");
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `clerk export`.
-pub fn export(cli: &Cli, run: Option<String>, case: Option<String>, out: &Path) -> anyhow::Result<ExitCode> {
+pub fn export(
+    cli: &Cli,
+    run: Option<String>,
+    case: Option<String>,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
     let store = open_store(cli)?;
     let scope = match (run, case) {
         (Some(r), _) => Scope::Run(r),
@@ -115,8 +134,18 @@ fn render_approval(a: &Approval, store: &Store) -> String {
         r.expires_at,
         r.draft_hash,
     );
-    out.push_str(&format!("will submit {} {}\n\nvalues:\n", r.content.write.method, r.content.write.url));
-    let width = r.content.values.iter().map(|v| v.name.len()).max().unwrap_or(4).max(5);
+    out.push_str(&format!(
+        "will submit {} {}\n\nvalues:\n",
+        r.content.write.method, r.content.write.url
+    ));
+    let width = r
+        .content
+        .values
+        .iter()
+        .map(|v| v.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
     out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
     for v in &r.content.values {
         out.push_str(&format!("  {:<width$}  {}\n", v.name, v.value));
@@ -134,7 +163,10 @@ fn render_approval(a: &Approval, store: &Store) -> String {
             d.decision,
             d.reviewer,
             d.decided_at,
-            d.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+            d.note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
         ));
     }
     if let Some(run) = &a.used_by_run {
@@ -150,12 +182,20 @@ fn render_approval(a: &Approval, store: &Store) -> String {
 pub fn approvals(cli: &Cli, command: &ApprovalsCommand) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
     match command {
-        ApprovalsCommand::List { pending, channel, json } => {
-            let list = approval::list(&engine, *pending, channel.as_deref()).map_err(|e| exit(1, e.to_string()))?;
+        ApprovalsCommand::List {
+            pending,
+            channel,
+            json,
+        } => {
+            let list = approval::list(&engine, *pending, channel.as_deref())
+                .map_err(|e| exit(1, e.to_string()))?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<34} {:<9} {:<10} {:<16} {:<10} {}", "APPROVAL", "STATE", "CHANNEL", "PLAYBOOK", "REQUESTER", "CREATED");
+                println!(
+                    "{:<34} {:<9} {:<10} {:<16} {:<10} CREATED",
+                    "APPROVAL", "STATE", "CHANNEL", "PLAYBOOK", "REQUESTER"
+                );
                 for a in &list {
                     println!(
                         "{:<34} {:<9} {:<10} {:<16} {:<10} {}",
@@ -183,12 +223,21 @@ pub fn approvals(cli: &Cli, command: &ApprovalsCommand) -> anyhow::Result<ExitCo
 }
 
 /// `clerk approve|reject`.
-pub fn decide(cli: &Cli, id: &str, approve: bool, note: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn decide(
+    cli: &Cli,
+    id: &str,
+    approve: bool,
+    note: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
     let reviewer = current_user(cli);
     match approval::decide(&engine, id, &reviewer, approve, note) {
         Ok(a) => {
-            println!("{} {} by {reviewer}", a.request.approval_id, a.state.as_str());
+            println!(
+                "{} {} by {reviewer}",
+                a.request.approval_id,
+                a.state.as_str()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(exit(3, format!("refused: {e}"))),
@@ -196,12 +245,21 @@ pub fn decide(cli: &Cli, id: &str, approve: bool, note: Option<String>) -> anyho
 }
 
 /// `clerk submit`: an approved draft, executed once.
-pub async fn submit(cli: &Cli, id: &str, playbook_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn submit(
+    cli: &Cli,
+    id: &str,
+    playbook_path: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
     let a = approval::load(&engine, id).map_err(|e| exit(2, e.to_string()))?;
     let pb = match playbook_path {
         Some(p) => playbook::load(p, Some(&engine.config)),
-        None => crate::demo::find_playbook(&cli.data_dir, &a.request.content.playbook, Some(&engine.config)),
+        None => crate::demo::find_playbook(
+            &cli.data_dir,
+            &a.request.content.playbook,
+            Some(&engine.config),
+        ),
     }
     .map_err(|d| exit(2, d.to_string()))?;
     let mut inputs = approval::inputs_of(&a);
@@ -212,7 +270,14 @@ pub async fn submit(cli: &Cli, id: &str, playbook_path: Option<&Path>, json: boo
                 Ok(v) => {
                     inputs.insert(name.to_owned(), v);
                 }
-                Err(_) => return Err(exit(2, format!("secret input {name} was given to the draft; give it again in {var}"))),
+                Err(_) => {
+                    return Err(exit(
+                        2,
+                        format!(
+                            "secret input {name} was given to the draft; give it again in {var}"
+                        ),
+                    ))
+                }
             }
         }
     }
@@ -231,7 +296,10 @@ pub async fn submit(cli: &Cli, id: &str, playbook_path: Option<&Path>, json: boo
     } else {
         match report.status {
             RunStatus::Ok => {
-                println!("submitted {id} in run {}", report.run_id.clone().unwrap_or_default());
+                println!(
+                    "submitted {id} in run {}",
+                    report.run_id.clone().unwrap_or_default()
+                );
                 for s in &report.screenshots {
                     println!("  {} {} {}", s.name, s.sha256, s.path.display());
                 }

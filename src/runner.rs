@@ -18,9 +18,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::approval::{self, SubmitGate};
-use crate::browser::{
-    Browser, BrowserError, ElementRect, GuardEvent, LaunchOptions, Policy, Tab,
-};
+use crate::browser::{Browser, BrowserError, ElementRect, GuardEvent, LaunchOptions, Policy, Tab};
 use crate::channel::{Channel, Config};
 use crate::evidence::{Event, PngInfo, Store, StoreError};
 use crate::playbook::{
@@ -200,12 +198,7 @@ struct RunState<'a> {
 
 impl Engine {
     /// Opens the engine on a data directory.
-    pub fn new(
-        data_dir: PathBuf,
-        config: Config,
-        store: Store,
-        launch: LaunchOptions,
-    ) -> Engine {
+    pub fn new(data_dir: PathBuf, config: Config, store: Store, launch: LaunchOptions) -> Engine {
         Engine {
             data_dir,
             config: Arc::new(config),
@@ -241,7 +234,11 @@ impl Engine {
             approval_id: req.approval.clone(),
             run_id: run_id.clone(),
             user: req.operator.clone(),
-            reason: format!("{} ({}): {reason}", req.playbook.name, req.playbook.source.display()),
+            reason: format!(
+                "{} ({}): {reason}",
+                req.playbook.name,
+                req.playbook.source.display()
+            ),
             at: self.now(),
         })
         .await?;
@@ -306,17 +303,24 @@ impl Engine {
         // The submit gate: checked before a browser is even launched, enforced again at the
         // submit step.
         let gate = match &req.approval {
-            Some(id) => match approval::gate_for_run(self, id, &playbook, &inputs, &channel, &req.operator) {
-                Ok(g) => Some(g),
-                Err(reason) => {
-                    return self.refuse(&req, None, reason.to_string()).await;
+            Some(id) => {
+                match approval::gate_for_run(self, id, &playbook, &inputs, &channel, &req.operator)
+                {
+                    Ok(g) => Some(g),
+                    Err(reason) => {
+                        return self.refuse(&req, None, reason.to_string()).await;
+                    }
                 }
-            },
+            }
             None => None,
         };
         if playbook.mode != Mode::Submit && req.approval.is_some() {
             return self
-                .refuse(&req, None, "an approval was given for a playbook that does not submit".into())
+                .refuse(
+                    &req,
+                    None,
+                    "an approval was given for a playbook that does not submit".into(),
+                )
                 .await;
         }
 
@@ -361,7 +365,11 @@ impl Engine {
             case_ref: req.case_ref.clone(),
         };
         let (status, error) = state.execute().await?;
-        let finished_status = if status == RunStatus::Drafted { "ok" } else { status.as_str() };
+        let finished_status = if status == RunStatus::Drafted {
+            "ok"
+        } else {
+            status.as_str()
+        };
         self.record(Event::RunFinished {
             run_id: run_id.clone(),
             status: finished_status.to_owned(),
@@ -392,7 +400,10 @@ fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<St
         .iter()
         .map(|(k, v)| {
             let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (k.clone(), if secret { SECRET.to_owned() } else { v.clone() })
+            (
+                k.clone(),
+                if secret { SECRET.to_owned() } else { v.clone() },
+            )
         })
         .collect()
 }
@@ -416,10 +427,11 @@ impl<'a> RunState<'a> {
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
         };
-        let (mut browser, tab) = match Browser::launch(&engine.launch, policy, session.as_ref()).await {
-            Ok(b) => b,
-            Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
-        };
+        let (mut browser, tab) =
+            match Browser::launch(&engine.launch, policy, session.as_ref()).await {
+                Ok(b) => b,
+                Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
+            };
         let result = self.execute_in(&mut browser, &tab).await;
         // Whatever happened, record what the guard saw, then close the browser.
         let late = browser.settle_events().await;
@@ -489,7 +501,14 @@ impl<'a> RunState<'a> {
                     {
                         return Ok((RunStatus::Failed, Some(self.scrub(&m))));
                     }
-                    let approval_id = approval::request_from_draft(self.engine, self.draft_context(), browser, tab, step).await;
+                    let approval_id = approval::request_from_draft(
+                        self.engine,
+                        self.draft_context(),
+                        browser,
+                        tab,
+                        step,
+                    )
+                    .await;
                     return match approval_id {
                         Ok(id) => {
                             self.approval_id = Some(id);
@@ -501,13 +520,22 @@ impl<'a> RunState<'a> {
                 Err(StepStop::Failed(m)) => {
                     return Ok((
                         RunStatus::Failed,
-                        Some(self.scrub(&format!("step {} \"{}\" ({}): {m}", step.index + 1, step.name, step.action.kind()))),
+                        Some(self.scrub(&format!(
+                            "step {} \"{}\" ({}): {m}",
+                            step.index + 1,
+                            step.name,
+                            step.action.kind()
+                        ))),
                     ))
                 }
                 Err(StepStop::Refused(m)) => {
                     return Ok((
                         RunStatus::Refused,
-                        Some(self.scrub(&format!("step {} \"{}\" refused: {m}", step.index + 1, step.name))),
+                        Some(self.scrub(&format!(
+                            "step {} \"{}\" refused: {m}",
+                            step.index + 1,
+                            step.name
+                        ))),
                     ))
                 }
             }
@@ -600,7 +628,11 @@ impl<'a> RunState<'a> {
         };
         let url = match self.channel.base_url.join(&check.url) {
             Ok(u) => u,
-            Err(e) => return Ok(Err(SessionProblem::Unreachable(format!("bad logged_in_check url: {e}")))),
+            Err(e) => {
+                return Ok(Err(SessionProblem::Unreachable(format!(
+                    "bad logged_in_check url: {e}"
+                ))))
+            }
         };
         let timeout = self.engine.step_timeout;
         if let Err(e) = tab.goto(&url, timeout).await {
@@ -610,14 +642,20 @@ impl<'a> RunState<'a> {
                 self.channel.id
             ))));
         }
-        let ok = tab.wait_visible(&check.selector, Duration::from_secs(3)).await.is_ok();
+        let ok = tab
+            .wait_visible(&check.selector, Duration::from_secs(3))
+            .await
+            .is_ok();
         let events = browser.drain_events();
         self.record_guard(events).await?;
         if ok {
             Ok(Ok(()))
         } else {
             let landed = tab.url().await.unwrap_or_default();
-            Ok(Err(SessionProblem::Expired(expired(format!("{} not found at {landed}", check.selector)))))
+            Ok(Err(SessionProblem::Expired(expired(format!(
+                "{} not found at {landed}",
+                check.selector
+            )))))
         }
     }
 
@@ -629,7 +667,10 @@ impl<'a> RunState<'a> {
     async fn check_navigation(&self, browser: &mut Browser, tab: &Tab) -> Result<(), StepStop> {
         let main = tab.main_frame().await?;
         let events = browser.peek_events();
-        if let Some(e) = events.iter().find(|e| e.blocked && e.navigation && e.frame == main) {
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.blocked && e.navigation && e.frame == main)
+        {
             return Err(StepStop::Failed(format!(
                 "navigation to {} blocked: {}",
                 self.scrub(&e.url),
@@ -639,7 +680,12 @@ impl<'a> RunState<'a> {
         Ok(())
     }
 
-    async fn step(&mut self, browser: &mut Browser, tab: &Tab, step: &Step) -> Result<(), StepStop> {
+    async fn step(
+        &mut self,
+        browser: &mut Browser,
+        tab: &Tab,
+        step: &Step,
+    ) -> Result<(), StepStop> {
         let timeout = self.timeout(step);
         match &step.action {
             Action::Goto { url } => {
@@ -660,10 +706,16 @@ impl<'a> RunState<'a> {
                     tab.wait_text(&text, timeout).await?
                 }
                 WaitCondition::NetworkIdle => {
-                    tab.network_idle(Duration::from_millis(500), timeout).await?
+                    tab.network_idle(Duration::from_millis(500), timeout)
+                        .await?
                 }
             },
-            Action::Extract { field, selector, source, required } => {
+            Action::Extract {
+                field,
+                selector,
+                source,
+                required,
+            } => {
                 let value = match source {
                     ExtractSource::Text => tab.text(selector).await?,
                     ExtractSource::Attribute(name) => tab.attribute(selector, name).await?,
@@ -688,9 +740,11 @@ impl<'a> RunState<'a> {
                     AssertSubject::Field(f) => (format!("field {f}"), self.fields.get(f).cloned()),
                     AssertSubject::Selector(s) => (s.clone(), tab.text(s).await?),
                 };
-                let actual = actual.ok_or_else(|| StepStop::Failed(format!("{what} has no value")))?;
+                let actual =
+                    actual.ok_or_else(|| StepStop::Failed(format!("{what} has no value")))?;
                 let render = |t: &crate::playbook::Template| {
-                    t.render_text(&self.inputs).map_err(|e| StepStop::Failed(e.to_string()))
+                    t.render_text(&self.inputs)
+                        .map_err(|e| StepStop::Failed(e.to_string()))
                 };
                 let ok = match check {
                     AssertCheck::Equals(t) => actual == render(t)?,
@@ -709,14 +763,20 @@ impl<'a> RunState<'a> {
                 // A click may start a navigation: wait until the network is quiet and the
                 // document loaded, then check it did not try to leave the channel.
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                tab.network_idle(Duration::from_millis(300), timeout).await?;
+                tab.network_idle(Duration::from_millis(300), timeout)
+                    .await?;
                 tab.wait_loaded(timeout).await?;
                 self.check_navigation(browser, tab).await?;
             }
             Action::Screenshot { name, target, mask } => {
-                self.screenshot(tab, name, target, mask, timeout, step).await?;
+                self.screenshot(tab, name, target, mask, timeout, step)
+                    .await?;
             }
-            Action::Fill { locator, value, secret } => {
+            Action::Fill {
+                locator,
+                value,
+                secret,
+            } => {
                 let v = match value {
                     ValueSource::Template(t) => t
                         .render_text(&self.inputs)
@@ -757,7 +817,8 @@ impl<'a> RunState<'a> {
                     .get(input)
                     .ok_or_else(|| StepStop::Failed(format!("input {input} has no value")))?;
                 self.filled.push(locator.clone());
-                tab.upload(locator, std::path::Path::new(path), timeout).await?;
+                tab.upload(locator, std::path::Path::new(path), timeout)
+                    .await?;
             }
             Action::Submit { control, expect } => {
                 match self.playbook.mode {
@@ -766,9 +827,16 @@ impl<'a> RunState<'a> {
                             .url
                             .render_url(&self.channel.base_url, &self.inputs)
                             .map_err(|e| StepStop::Failed(e.to_string()))?;
-                        approval::submit_armed(browser, tab, control, &expect.method, &url, timeout)
-                            .await
-                            .map_err(StepStop::Failed)?;
+                        approval::submit_armed(
+                            browser,
+                            tab,
+                            control,
+                            &expect.method,
+                            &url,
+                            timeout,
+                        )
+                        .await
+                        .map_err(StepStop::Failed)?;
                         self.check_navigation(browser, tab).await?;
                     }
                     _ => match self.gate.take() {
@@ -784,8 +852,15 @@ impl<'a> RunState<'a> {
                                 })?;
                             self.check_navigation(browser, tab).await?;
                             // The page the seller center answered with is evidence too.
-                            self.screenshot(tab, "submit-result", &ShotTarget::FullPage, &[], timeout, step)
-                                .await?;
+                            self.screenshot(
+                                tab,
+                                "submit-result",
+                                &ShotTarget::FullPage,
+                                &[],
+                                timeout,
+                                step,
+                            )
+                            .await?;
                         }
                     },
                 }

@@ -304,7 +304,11 @@ colour: red
 fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
     assert!(CASES.len() >= 15);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("clerk.toml"), clerk::demo::demo_config(8931, "ops")).unwrap();
+    std::fs::write(
+        dir.path().join("clerk.toml"),
+        clerk::demo::demo_config(8931, "ops"),
+    )
+    .unwrap();
     for (name, body, line, col, message) in CASES {
         let file = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&file, body).unwrap();
@@ -318,7 +322,10 @@ fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let expected = format!("{}:{line}:{col}: error: {message}", file.display());
-        assert!(stderr.contains(&expected), "{name}: expected {expected:?} in\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{name}: expected {expected:?} in\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
 }
@@ -326,9 +333,16 @@ fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
 #[test]
 fn shipped_playbooks_pass_check_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("clerk.toml"), clerk::demo::demo_config(8931, "ops")).unwrap();
+    std::fs::write(
+        dir.path().join("clerk.toml"),
+        clerk::demo::demo_config(8931, "ops"),
+    )
+    .unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
-    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let out = std::process::Command::new(common::clerk_bin())
         .arg("--data-dir")
@@ -337,6 +351,10 @@ fn shipped_playbooks_pass_check_with_exit_0() {
         .args(&files)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
-

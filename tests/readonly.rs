@@ -38,9 +38,17 @@ async fn batch_of_20_orders_matches_sample_data_and_writes_nothing() {
         if run.playbook == "order-lookup" {
             assert_eq!(run.fields["status"], order.status, "{id}");
             assert_eq!(run.fields["total"], order.total_display(), "{id}");
-            assert_eq!(run.fields.get("tracking_no"), order.tracking_no.as_ref(), "{id}");
+            assert_eq!(
+                run.fields.get("tracking_no"),
+                order.tracking_no.as_ref(),
+                "{id}"
+            );
         } else {
-            assert_eq!(run.fields.get("tracking_no"), order.tracking_no.as_ref(), "{id}");
+            assert_eq!(
+                run.fields.get("tracking_no"),
+                order.tracking_no.as_ref(),
+                "{id}"
+            );
         }
         assert_eq!(run.screenshots.len(), 1);
         for shot in &run.screenshots {
@@ -52,10 +60,19 @@ async fn batch_of_20_orders_matches_sample_data_and_writes_nothing() {
                 format!("{hash}.png")
             );
             assert!(!shot.blank, "{id}: blank capture");
-            assert!(shot.width >= 1000 && shot.height >= 400, "{}x{}", shot.width, shot.height);
+            assert!(
+                shot.width >= 1000 && shot.height >= 400,
+                "{}x{}",
+                shot.width,
+                shot.height
+            );
         }
     }
-    assert!(world.center.writes().is_empty(), "writes reached the seller center: {:?}", world.center.writes());
+    assert!(
+        world.center.writes().is_empty(),
+        "writes reached the seller center: {:?}",
+        world.center.writes()
+    );
     // The adversarial pages tried to write, and every attempt is on record.
     assert!(report.blocked_requests >= 40);
 }
@@ -69,9 +86,16 @@ async fn adversarial_writes_are_blocked_and_recorded() {
         .iter()
         .find(|o| o.tracking_no.is_some())
         .unwrap();
-    let r1 = world.run(&playbook("order-lookup"), &[("order_id", &order.id)]).await;
+    let r1 = world
+        .run(&playbook("order-lookup"), &[("order_id", &order.id)])
+        .await;
     assert_eq!(r1.status, RunStatus::Ok, "{:?}", r1.error);
-    let r2 = world.run(&playbook("logistics-screenshot"), &[("order_id", &order.id)]).await;
+    let r2 = world
+        .run(
+            &playbook("logistics-screenshot"),
+            &[("order_id", &order.id)],
+        )
+        .await;
     assert_eq!(r2.status, RunStatus::Ok, "{:?}", r2.error);
     let mut blocked = world.blocked_urls(r1.run_id.as_deref().unwrap());
     blocked.extend(world.blocked_urls(r2.run_id.as_deref().unwrap()));
@@ -89,8 +113,14 @@ async fn adversarial_writes_are_blocked_and_recorded() {
     }
     // The iframe really loaded (it was allowed to GET) but never wrote.
     let requests = world.center.requests();
-    assert!(requests.iter().any(|r| r.path.starts_with("/widget/chat") && r.host.starts_with("localhost")));
-    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(requests
+        .iter()
+        .any(|r| r.path.starts_with("/widget/chat") && r.host.starts_with("localhost")));
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
 }
 
 /// The chat widget runs in its own renderer process (an out-of-process iframe target), so
@@ -104,21 +134,34 @@ async fn cross_site_iframe_is_out_of_process_and_still_guarded() {
         read_only_exceptions: vec![],
     };
     let session = channel.load_session(world.data_dir()).unwrap();
-    let (mut browser, tab) = clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
+    let (mut browser, tab) =
+        clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
+            .await
+            .unwrap();
+    let order = &clerk::sample::orders()[0];
+    let url = channel
+        .base_url
+        .join(&format!("orders/{}", order.id))
+        .unwrap();
+    tab.goto(&url, Duration::from_secs(10)).await.unwrap();
+    tab.wait_visible("#chat-widget", Duration::from_secs(5))
         .await
         .unwrap();
-    let order = &clerk::sample::orders()[0];
-    let url = channel.base_url.join(&format!("orders/{}", order.id)).unwrap();
-    tab.goto(&url, Duration::from_secs(10)).await.unwrap();
-    tab.wait_visible("#chat-widget", Duration::from_secs(5)).await.unwrap();
-    tab.network_idle(Duration::from_millis(800), Duration::from_secs(10)).await.unwrap();
+    tab.network_idle(Duration::from_millis(800), Duration::from_secs(10))
+        .await
+        .unwrap();
     let iframes = browser.count_targets("iframe").await.unwrap();
     let events = browser.settle_events().await;
     let pid = browser.pid();
     browser.close().await;
-    assert!(iframes >= 1, "the cross-site iframe is not a separate target");
     assert!(
-        events.iter().any(|e| e.blocked && e.url.contains("/widget/presence")),
+        iframes >= 1,
+        "the cross-site iframe is not a separate target"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.blocked && e.url.contains("/widget/presence")),
         "{events:?}"
     );
     assert!(world.center.writes().is_empty());
@@ -157,10 +200,21 @@ steps:
     let r = world.run(&nav, &[("order_id", order)]).await;
     assert_eq!(r.status, RunStatus::Failed);
     let err = r.error.clone().unwrap();
-    assert!(err.contains("navigation to http://outside.invalid/help blocked"), "{err}");
-    assert!(r.screenshots.is_empty(), "a failed navigation must not be captured as evidence");
+    assert!(
+        err.contains("navigation to http://outside.invalid/help blocked"),
+        "{err}"
+    );
+    assert!(
+        r.screenshots.is_empty(),
+        "a failed navigation must not be captured as evidence"
+    );
     let blocked = world.blocked_urls(r.run_id.as_deref().unwrap());
-    assert!(blocked.iter().any(|(_, u)| u.starts_with("http://outside.invalid/help")), "{blocked:?}");
+    assert!(
+        blocked
+            .iter()
+            .any(|(_, u)| u.starts_with("http://outside.invalid/help")),
+        "{blocked:?}"
+    );
 
     let popups = world.playbook_from(
         "popups",
@@ -182,10 +236,31 @@ steps:
     let r = world.run(&popups, &[("order_id", order)]).await;
     assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
     let blocked = world.blocked_urls(r.run_id.as_deref().unwrap());
-    assert!(blocked.iter().any(|(m, u)| m == "POST" && u.contains("/promo/impression")), "{blocked:?}");
-    assert!(blocked.iter().any(|(_, u)| u.starts_with("http://outside.invalid/popup")), "{blocked:?}");
-    assert!(world.center.requests().iter().any(|r| r.path.starts_with("/promo")), "the popup did open");
-    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(
+        blocked
+            .iter()
+            .any(|(m, u)| m == "POST" && u.contains("/promo/impression")),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked
+            .iter()
+            .any(|(_, u)| u.starts_with("http://outside.invalid/popup")),
+        "{blocked:?}"
+    );
+    assert!(
+        world
+            .center
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/promo")),
+        "the popup did open"
+    );
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
 }
 
 /// An expired or missing session fails the run before any lookup, with instructions.
@@ -201,23 +276,45 @@ async fn expired_or_missing_session_fails_before_any_lookup() {
         .unwrap();
     world.center.clear_log();
     let order = &clerk::sample::orders()[2].id;
-    let r = world.run(&playbook("order-lookup"), &[("order_id", order)]).await;
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", order)])
+        .await;
     assert_eq!(r.status, RunStatus::SessionExpired);
     let err = r.error.clone().unwrap();
-    assert!(err.starts_with("session for channel sample has expired: re-authorize ("), "{err}");
+    assert!(
+        err.starts_with("session for channel sample has expired: re-authorize ("),
+        "{err}"
+    );
     assert!(r.screenshots.is_empty());
     assert!(
-        !world.center.requests().iter().any(|q| q.path.starts_with("/orders")),
+        !world
+            .center
+            .requests()
+            .iter()
+            .any(|q| q.path.starts_with("/orders")),
         "a lookup happened with an expired session"
     );
     let records = world.records(r.run_id.as_deref().unwrap());
-    assert!(records.iter().any(|rec| matches!(&rec.event, Event::RunFinished { status, .. } if status == "session_expired")));
-    assert!(!records.iter().any(|rec| matches!(rec.event, Event::EvidenceCaptured { .. })));
+    assert!(records.iter().any(
+        |rec| matches!(&rec.event, Event::RunFinished { status, .. } if status == "session_expired")
+    ));
+    assert!(!records
+        .iter()
+        .any(|rec| matches!(rec.event, Event::EvidenceCaptured { .. })));
 
     std::fs::remove_file(&session_path).unwrap();
-    let r = world.run(&playbook("order-lookup"), &[("order_id", order)]).await;
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", order)])
+        .await;
     assert_eq!(r.status, RunStatus::SessionExpired);
-    assert!(r.error.clone().unwrap().contains("no session for channel `sample`"), "{:?}", r.error);
+    assert!(
+        r.error
+            .clone()
+            .unwrap()
+            .contains("no session for channel `sample`"),
+        "{:?}",
+        r.error
+    );
 }
 
 /// Input values are percent-encoded into one path segment: they never change the path or
@@ -252,9 +349,20 @@ steps:
             .collect();
         assert_eq!(paths.len(), 1, "{value}: {paths:?}");
         let rest = &paths[0]["/orders/".len()..];
-        assert!(!rest.contains('/') && !rest.contains('?') && !rest.contains('#'), "{value} -> {rest}");
-        assert!(world.center.requests().iter().all(|q| !q.path.starts_with("/admin")));
-        assert!(world.center.requests().iter().all(|q| q.host.starts_with("127.0.0.1")));
+        assert!(
+            !rest.contains('/') && !rest.contains('?') && !rest.contains('#'),
+            "{value} -> {rest}"
+        );
+        assert!(world
+            .center
+            .requests()
+            .iter()
+            .all(|q| !q.path.starts_with("/admin")));
+        assert!(world
+            .center
+            .requests()
+            .iter()
+            .all(|q| q.host.starts_with("127.0.0.1")));
     }
 }
 
@@ -297,7 +405,10 @@ steps:
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(common::processes_with(&needle).is_empty(), "chromium outlived clerk");
+    assert!(
+        common::processes_with(&needle).is_empty(),
+        "chromium outlived clerk"
+    );
 }
 
 /// `clerk login`: a login playbook with credentials from the environment writes a session
@@ -330,7 +441,10 @@ async fn login_playbook_writes_a_working_session() {
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0].path, "/login");
     let r = world
-        .run(&playbook("order-lookup"), &[("order_id", &clerk::sample::orders()[4].id)])
+        .run(
+            &playbook("order-lookup"),
+            &[("order_id", &clerk::sample::orders()[4].id)],
+        )
         .await;
     assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
 }

@@ -210,10 +210,9 @@ fn without_query(url: &Url) -> String {
 /// Decides on one paused request. Returns the event to record (None for ordinary reads).
 fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
     shared.requests_seen.fetch_add(1, Ordering::SeqCst);
-    shared.last_request_ms.store(
-        shared.epoch.elapsed().as_millis() as u64,
-        Ordering::SeqCst,
-    );
+    shared
+        .last_request_ms
+        .store(shared.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
     let method = ev.request.method.to_ascii_uppercase();
     let raw_url = ev.request.url.clone() + ev.request.url_fragment.as_deref().unwrap_or("");
     let navigation = ev.resource_type == ResourceType::Document;
@@ -236,7 +235,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
         return None;
     }
     let origin = url.origin().ascii_serialization();
-    if !shared.policy.allowed_origins.iter().any(|o| *o == origin) {
+    if !shared.policy.allowed_origins.contains(&origin) {
         return Some(mk(
             true,
             format!("origin {origin} is not in the channel's allowed origins"),
@@ -272,5 +271,8 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
     {
         return Some(mk(false, "channel read-only exception".into()));
     }
-    Some(mk(true, format!("{method} is a write and no approved submit allows it")))
+    Some(mk(
+        true,
+        format!("{method} is a write and no approved submit allows it"),
+    ))
 }

@@ -246,7 +246,12 @@ impl Browser {
     /// localStorage of the tab's current origin.
     pub async fn storage_state(&self, tab: &Tab) -> Result<StorageState, BrowserError> {
         let params = chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams::default();
-        let r = cdp(self.opts.cdp_timeout, "Storage.getCookies", self.cdp.execute(params)).await?;
+        let r = cdp(
+            self.opts.cdp_timeout,
+            "Storage.getCookies",
+            self.cdp.execute(params),
+        )
+        .await?;
         let cookies = r
             .result
             .cookies
@@ -291,7 +296,12 @@ impl Browser {
     /// Number of targets of a type (`page`, `iframe`, `worker`, ...) Chromium reports.
     pub async fn count_targets(&self, kind: &str) -> Result<usize, BrowserError> {
         let params = chromiumoxide::cdp::browser_protocol::target::GetTargetsParams::default();
-        let targets = cdp(self.opts.cdp_timeout, "Target.getTargets", self.cdp.execute(params)).await?;
+        let targets = cdp(
+            self.opts.cdp_timeout,
+            "Target.getTargets",
+            self.cdp.execute(params),
+        )
+        .await?;
         Ok(targets
             .result
             .target_infos

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
-use chromiumoxide::cdp::browser_protocol::emulation::{
-    MediaFeature, SetEmulatedMediaParams,
-};
+use chromiumoxide::cdp::browser_protocol::emulation::{MediaFeature, SetEmulatedMediaParams};
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
     MouseButton,
@@ -151,7 +149,12 @@ impl Tab {
             .world_name("clerk")
             .build()
             .map_err(BrowserError::Page)?;
-        let r = cdp(self.timeout, "Page.createIsolatedWorld", self.page.execute(params)).await?;
+        let r = cdp(
+            self.timeout,
+            "Page.createIsolatedWorld",
+            self.page.execute(params),
+        )
+        .await?;
         let id = r.result.execution_context_id;
         if let Ok(mut w) = self.world.lock() {
             *w = Some((frame, id));
@@ -190,7 +193,12 @@ impl Tab {
                             .unwrap_or_else(|| ex.text.clone());
                         return Err(BrowserError::Page(format!("script error: {text}")));
                     }
-                    let v = r.result.result.value.clone().unwrap_or(serde_json::Value::Null);
+                    let v = r
+                        .result
+                        .result
+                        .value
+                        .clone()
+                        .unwrap_or(serde_json::Value::Null);
                     return serde_json::from_value(v)
                         .map_err(|e| BrowserError::Page(format!("unexpected script result: {e}")));
                 }
@@ -214,7 +222,9 @@ impl Tab {
         )
         .await?;
         if let Some(err) = &r.result.error_text {
-            return Err(BrowserError::Page(format!("navigation to {url} failed: {err}")));
+            return Err(BrowserError::Page(format!(
+                "navigation to {url} failed: {err}"
+            )));
         }
         self.wait_loaded(timeout).await
     }
@@ -223,7 +233,9 @@ impl Tab {
     pub async fn wait_loaded(&self, timeout: Duration) -> Result<(), BrowserError> {
         let start = Instant::now();
         loop {
-            let state: Result<String, _> = self.eval("return document.readyState;", serde_json::Value::Null).await;
+            let state: Result<String, _> = self
+                .eval("return document.readyState;", serde_json::Value::Null)
+                .await;
             if matches!(state.as_deref(), Ok("complete")) {
                 return Ok(());
             }
@@ -239,12 +251,14 @@ impl Tab {
 
     /// The current URL of the main frame.
     pub async fn url(&self) -> Result<String, BrowserError> {
-        self.eval("return location.href;", serde_json::Value::Null).await
+        self.eval("return location.href;", serde_json::Value::Null)
+            .await
     }
 
     /// The document title.
     pub async fn title(&self) -> Result<String, BrowserError> {
-        self.eval("return document.title;", serde_json::Value::Null).await
+        self.eval("return document.title;", serde_json::Value::Null)
+            .await
     }
 
     async fn poll<F>(&self, what: &str, timeout: Duration, mut check: F) -> Result<(), BrowserError>
@@ -267,7 +281,11 @@ impl Tab {
     }
 
     /// Waits until an element matching `selector` is visible.
-    pub async fn wait_visible(&self, selector: &str, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn wait_visible(
+        &self,
+        selector: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         let start = Instant::now();
         loop {
             let ok: bool = self
@@ -314,7 +332,11 @@ impl Tab {
     }
 
     /// Waits until no request has been issued for `quiet`.
-    pub async fn network_idle(&self, quiet: Duration, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn network_idle(
+        &self,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         let guard = self.guard.clone();
         self.poll("network idle", timeout, move || {
             let q = guard.quiet_for() >= quiet;
@@ -329,7 +351,10 @@ impl Tab {
         let start = Instant::now();
         self.wait_loaded(timeout).await?;
         let _: bool = self
-            .eval("await document.fonts.ready; return true;", serde_json::Value::Null)
+            .eval(
+                "await document.fonts.ready; return true;",
+                serde_json::Value::Null,
+            )
             .await?;
         let mut previous: Option<serde_json::Value> = None;
         loop {
@@ -366,7 +391,11 @@ impl Tab {
     }
 
     /// An attribute of the first element matching `selector`.
-    pub async fn attribute(&self, selector: &str, name: &str) -> Result<Option<String>, BrowserError> {
+    pub async fn attribute(
+        &self,
+        selector: &str,
+        name: &str,
+    ) -> Result<Option<String>, BrowserError> {
         self.eval(
             "const el = document.querySelector(arg[0]); return el ? el.getAttribute(arg[1]) : null;",
             serde_json::json!([selector, name]),
@@ -384,7 +413,10 @@ impl Tab {
     }
 
     /// Page rectangle of the element a locator finds.
-    pub async fn rect(&self, locator: &crate::playbook::Locator) -> Result<Option<ElementRect>, BrowserError> {
+    pub async fn rect(
+        &self,
+        locator: &crate::playbook::Locator,
+    ) -> Result<Option<ElementRect>, BrowserError> {
         self.eval(
             "const el = __clerk.find(arg); return el ? __clerk.rect(el) : null;",
             locator_json(locator),
@@ -393,7 +425,11 @@ impl Tab {
     }
 
     /// Scrolls the element into view and returns its centre in viewport coordinates.
-    async fn center(&self, locator: &crate::playbook::Locator, timeout: Duration) -> Result<(f64, f64), BrowserError> {
+    async fn center(
+        &self,
+        locator: &crate::playbook::Locator,
+        timeout: Duration,
+    ) -> Result<(f64, f64), BrowserError> {
         let start = Instant::now();
         loop {
             let c: Option<(f64, f64)> = self
@@ -419,24 +455,43 @@ impl Tab {
     }
 
     /// Clicks the element with real mouse events.
-    pub async fn click(&self, locator: &crate::playbook::Locator, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn click(
+        &self,
+        locator: &crate::playbook::Locator,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         let (x, y) = self.center(locator, timeout).await?;
         for kind in [
             DispatchMouseEventType::MouseMoved,
             DispatchMouseEventType::MousePressed,
             DispatchMouseEventType::MouseReleased,
         ] {
-            let mut b = DispatchMouseEventParams::builder().r#type(kind.clone()).x(x).y(y);
+            let mut b = DispatchMouseEventParams::builder()
+                .r#type(kind.clone())
+                .x(x)
+                .y(y);
             if kind != DispatchMouseEventType::MouseMoved {
                 b = b.button(MouseButton::Left).click_count(1);
             }
             let params = b.build().map_err(BrowserError::Page)?;
-            cdp(self.timeout, "Input.dispatchMouseEvent", self.page.execute(params)).await?;
+            cdp(
+                self.timeout,
+                "Input.dispatchMouseEvent",
+                self.page.execute(params),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    async fn key(&self, kind: DispatchKeyEventType, key: &str, code: &str, vk: i64, text: Option<&str>) -> Result<(), BrowserError> {
+    async fn key(
+        &self,
+        kind: DispatchKeyEventType,
+        key: &str,
+        code: &str,
+        vk: i64,
+        text: Option<&str>,
+    ) -> Result<(), BrowserError> {
         let mut b = DispatchKeyEventParams::builder()
             .r#type(kind)
             .key(key)
@@ -446,12 +501,22 @@ impl Tab {
             b = b.text(t).unmodified_text(t);
         }
         let params = b.build().map_err(BrowserError::Page)?;
-        cdp(self.timeout, "Input.dispatchKeyEvent", self.page.execute(params)).await?;
+        cdp(
+            self.timeout,
+            "Input.dispatchKeyEvent",
+            self.page.execute(params),
+        )
+        .await?;
         Ok(())
     }
 
     /// Focuses a text field, clears it and types `value` key by key.
-    pub async fn fill(&self, locator: &crate::playbook::Locator, value: &str, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn fill(
+        &self,
+        locator: &crate::playbook::Locator,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         self.click(locator, timeout).await?;
         let ok: bool = self
             .eval(
@@ -462,27 +527,57 @@ impl Tab {
             .await?;
         if !ok {
             return Err(BrowserError::Page(format!(
-                "cannot focus {}", locator_display(locator)
+                "cannot focus {}",
+                locator_display(locator)
             )));
         }
         // Delete whatever is selected (the old value), as a person would.
-        self.key(DispatchKeyEventType::RawKeyDown, "Backspace", "Backspace", 8, None).await?;
-        self.key(DispatchKeyEventType::KeyUp, "Backspace", "Backspace", 8, None).await?;
+        self.key(
+            DispatchKeyEventType::RawKeyDown,
+            "Backspace",
+            "Backspace",
+            8,
+            None,
+        )
+        .await?;
+        self.key(
+            DispatchKeyEventType::KeyUp,
+            "Backspace",
+            "Backspace",
+            8,
+            None,
+        )
+        .await?;
         for ch in value.chars() {
             let s = ch.to_string();
             if ch == '\n' {
-                self.key(DispatchKeyEventType::KeyDown, "Enter", "Enter", 13, Some("\r")).await?;
-                self.key(DispatchKeyEventType::KeyUp, "Enter", "Enter", 13, None).await?;
+                self.key(
+                    DispatchKeyEventType::KeyDown,
+                    "Enter",
+                    "Enter",
+                    13,
+                    Some("\r"),
+                )
+                .await?;
+                self.key(DispatchKeyEventType::KeyUp, "Enter", "Enter", 13, None)
+                    .await?;
             } else {
-                self.key(DispatchKeyEventType::KeyDown, &s, "", 0, Some(&s)).await?;
-                self.key(DispatchKeyEventType::KeyUp, &s, "", 0, None).await?;
+                self.key(DispatchKeyEventType::KeyDown, &s, "", 0, Some(&s))
+                    .await?;
+                self.key(DispatchKeyEventType::KeyUp, &s, "", 0, None)
+                    .await?;
             }
         }
         Ok(())
     }
 
     /// Chooses an option of a `<select>` by value (or visible text) and fires input/change.
-    pub async fn select(&self, locator: &crate::playbook::Locator, value: &str, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn select(
+        &self,
+        locator: &crate::playbook::Locator,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         self.center(locator, timeout).await?;
         let r: Option<String> = self
             .eval(
@@ -496,61 +591,100 @@ impl Tab {
             .await?;
         match r {
             None => Ok(()),
-            Some(msg) => Err(BrowserError::Page(format!("{}: {msg}", locator_display(locator)))),
+            Some(msg) => Err(BrowserError::Page(format!(
+                "{}: {msg}",
+                locator_display(locator)
+            ))),
         }
     }
 
     /// Sets a checkbox to `checked` by clicking it when it is not already.
-    pub async fn set_checked(&self, locator: &crate::playbook::Locator, checked: bool, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn set_checked(
+        &self,
+        locator: &crate::playbook::Locator,
+        checked: bool,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         let now: Option<bool> = self
-            .eval("const el = __clerk.find(arg); return el ? !!el.checked : null;", locator_json(locator))
+            .eval(
+                "const el = __clerk.find(arg); return el ? !!el.checked : null;",
+                locator_json(locator),
+            )
             .await?;
         match now {
-            None => Err(BrowserError::ElementNotFound { selector: locator_display(locator), after: timeout }),
+            None => Err(BrowserError::ElementNotFound {
+                selector: locator_display(locator),
+                after: timeout,
+            }),
             Some(c) if c == checked => Ok(()),
             Some(_) => {
                 self.click(locator, timeout).await?;
                 let after: Option<bool> = self
-                    .eval("const el = __clerk.find(arg); return el ? !!el.checked : null;", locator_json(locator))
+                    .eval(
+                        "const el = __clerk.find(arg); return el ? !!el.checked : null;",
+                        locator_json(locator),
+                    )
                     .await?;
                 if after == Some(checked) {
                     Ok(())
                 } else {
-                    Err(BrowserError::Page(format!("{} did not change state", locator_display(locator))))
+                    Err(BrowserError::Page(format!(
+                        "{} did not change state",
+                        locator_display(locator)
+                    )))
                 }
             }
         }
     }
 
     /// Puts a local file into a file input.
-    pub async fn upload(&self, locator: &crate::playbook::Locator, path: &std::path::Path, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn upload(
+        &self,
+        locator: &crate::playbook::Locator,
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         self.center(locator, timeout).await?;
         let ctx = self.context(false).await?;
-        let expr = format!("(() => {{ {PRELUDE}; return __clerk.find({}); }})()", locator_json(locator));
+        let expr = format!(
+            "(() => {{ {PRELUDE}; return __clerk.find({}); }})()",
+            locator_json(locator)
+        );
         let params = EvaluateParams::builder()
             .expression(expr)
             .context_id(ctx)
             .build()
             .map_err(BrowserError::Page)?;
         let r = cdp(self.timeout, "Runtime.evaluate", self.page.execute(params)).await?;
-        let object = r
-            .result
-            .result
-            .object_id
-            .clone()
-            .ok_or_else(|| BrowserError::ElementNotFound { selector: locator_display(locator), after: timeout })?;
+        let object =
+            r.result
+                .result
+                .object_id
+                .clone()
+                .ok_or_else(|| BrowserError::ElementNotFound {
+                    selector: locator_display(locator),
+                    after: timeout,
+                })?;
         let params = SetFileInputFilesParams::builder()
             .file(path.display().to_string())
             .object_id(object)
             .build()
             .map_err(BrowserError::Page)?;
-        cdp(self.timeout, "DOM.setFileInputFiles", self.page.execute(params)).await?;
+        cdp(
+            self.timeout,
+            "DOM.setFileInputFiles",
+            self.page.execute(params),
+        )
+        .await?;
         Ok(())
     }
 
     /// The values the form containing `control` would submit, in document order (files by
     /// name). `None` when the control is not inside a form.
-    pub async fn form_values(&self, control: &str) -> Result<Option<Vec<FieldValue>>, BrowserError> {
+    pub async fn form_values(
+        &self,
+        control: &str,
+    ) -> Result<Option<Vec<FieldValue>>, BrowserError> {
         self.eval(
             "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
              const out = []; for (const [k, v] of new FormData(f)) out.push({name: k, value: typeof v === 'string' ? v : ('file:' + v.name)}); return out;",
@@ -560,7 +694,10 @@ impl Tab {
     }
 
     /// The form's `method` and absolute `action` for the form containing `control`.
-    pub async fn form_target(&self, control: &str) -> Result<Option<(String, String)>, BrowserError> {
+    pub async fn form_target(
+        &self,
+        control: &str,
+    ) -> Result<Option<(String, String)>, BrowserError> {
         self.eval(
             "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
              const m = c.getAttribute('formmethod') || f.getAttribute('method') || 'get'; \
@@ -580,8 +717,13 @@ impl Tab {
                 serde_json::Value::Null,
             )
             .await?;
-        self.capture(ElementRect { x: 0.0, y: 0.0, width: size.0, height: size.1.min(16000.0) })
-            .await
+        self.capture(ElementRect {
+            x: 0.0,
+            y: 0.0,
+            width: size.0,
+            height: size.1.min(16000.0),
+        })
+        .await
     }
 
     /// A PNG of one page rectangle (the element's page rectangle: correct when scrolled).
@@ -598,7 +740,12 @@ impl Tab {
             .clip(clip)
             .capture_beyond_viewport(true)
             .build();
-        let r = cdp(self.timeout.max(Duration::from_secs(30)), "Page.captureScreenshot", self.page.execute(params)).await?;
+        let r = cdp(
+            self.timeout.max(Duration::from_secs(30)),
+            "Page.captureScreenshot",
+            self.page.execute(params),
+        )
+        .await?;
         let data: &str = r.result.data.as_ref();
         base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -635,7 +782,9 @@ pub(super) fn cookie_params(state: &StorageState) -> Vec<CookieParam> {
                 .http_only(c.http_only)
                 .secure(c.secure);
             if c.expires > 0.0 {
-                b = b.expires(chromiumoxide::cdp::browser_protocol::network::TimeSinceEpoch::new(c.expires));
+                b = b.expires(
+                    chromiumoxide::cdp::browser_protocol::network::TimeSinceEpoch::new(c.expires),
+                );
             }
             b.build().ok()
         })

@@ -24,9 +24,12 @@ pub struct World {
 impl World {
     /// Sample seller center on a free port, demo channel config, session for `ops`.
     pub async fn new() -> World {
-        let center = SampleCenter::start(SampleOptions { port: 0, secret: None })
-            .await
-            .expect("sample seller center starts");
+        let center = SampleCenter::start(SampleOptions {
+            port: 0,
+            secret: None,
+        })
+        .await
+        .expect("sample seller center starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("clerk.toml");
         std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops")).unwrap();
@@ -38,7 +41,11 @@ impl World {
         let store = Store::open(dir.path()).expect("store opens");
         let launch = LaunchOptions::detect().expect("chromium is installed");
         let engine = Engine::new(dir.path().to_owned(), config, store, launch);
-        World { dir, center, engine }
+        World {
+            dir,
+            center,
+            engine,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -60,7 +67,10 @@ impl World {
         self.engine
             .run(RunRequest {
                 playbook: playbook.clone(),
-                inputs: inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                inputs: inputs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 operator: operator.to_owned(),
                 case_ref: None,
                 batch_id: None,
@@ -90,7 +100,10 @@ impl World {
     pub fn playbook_from(&self, name: &str, yaml: &str) -> Arc<Playbook> {
         let path = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).unwrap();
-        Arc::new(clerk::playbook::load(&path, Some(&self.engine.config)).unwrap_or_else(|d| panic!("{d}")))
+        Arc::new(
+            clerk::playbook::load(&path, Some(&self.engine.config))
+                .unwrap_or_else(|d| panic!("{d}")),
+        )
     }
 }
 
@@ -106,7 +119,10 @@ pub fn clerk_bin() -> PathBuf {
 
 /// Input map helper.
 pub fn inputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// PIDs of live processes whose command line contains `needle`.
@@ -114,7 +130,9 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if pid == std::process::id() {
                 continue;
             }
