@@ -327,6 +327,23 @@ fn assert_decisions_in_run_detail(world: &World, draft_run: &str, id: &str) {
     }
 }
 
+/// Asserts that the PIN is in no file of the data directory: journal.jsonl, every file of
+/// the sled index under index/, screenshots, locks, sessions, config.
+fn assert_pin_nowhere_on_disk(world: &World) {
+    let files = files_under(world.data_dir());
+    assert!(files.iter().any(|f| f.ends_with("journal.jsonl")));
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(world.data_dir().join("index"))),
+        "no index files: {files:?}"
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).expect("readable data file");
+        assert!(!contains(&bytes, PIN), "the PIN is in {}", f.display());
+    }
+}
+
 /// Draft, approve, submit: the draft writes nothing and queues exactly what was typed; the
 /// approved submit sends exactly one POST with those values and a valid CSRF token, its
 /// result page is evidence, and the approval cannot be used a second time.
@@ -541,19 +558,8 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
             );
         }
     }
-    // ...and from every byte clerk wrote: journal.jsonl, index/, screenshots, locks, sessions.
-    let files = files_under(world.data_dir());
-    assert!(files.iter().any(|f| f.ends_with("journal.jsonl")));
-    assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with(world.data_dir().join("index"))),
-        "no index files: {files:?}"
-    );
-    for f in &files {
-        let bytes = std::fs::read(f).expect("readable data file");
-        assert!(!contains(&bytes, PIN), "the PIN is in {}", f.display());
-    }
+    // ...and from every byte clerk wrote.
+    assert_pin_nowhere_on_disk(&world);
 
     assert_decisions_in_run_detail(&world, &draft_run, &id);
     assert_verifies(&world);
@@ -779,5 +785,7 @@ async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
     ] {
         assert_decisions_in_run_detail(&world, run.run_id.as_deref().expect("draft run id"), id);
     }
+    // Refusal reasons list changed form values: the PIN must not be among them.
+    assert_pin_nowhere_on_disk(&world);
     assert_verifies(&world);
 }
