@@ -478,11 +478,34 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
         .await
 }
 
-/// The handlers behind the session check always have a user; this keeps them honest anyway.
-fn user_of(ctx: &Ctx) -> Result<&str, Response> {
-    ctx.user
-        .as_deref()
-        .ok_or_else(|| Redirect::to("/login").into_response())
+/// Why a page handler could not produce its page; rendered as the matching response.
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    /// Handlers behind the session check always have a user; this keeps them honest anyway.
+    #[error("not signed in")]
+    NotSignedIn,
+    #[error("there is no order {id}")]
+    NoSuchOrder { id: String, user: Option<String> },
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::NotSignedIn => Redirect::to("/login").into_response(),
+            PageError::NoSuchOrder { id, user } => {
+                not_found(user.as_deref(), &format!("There is no order {id}."))
+            }
+        }
+    }
+}
+
+fn user_of(ctx: &Ctx) -> Result<&str, PageError> {
+    ctx.user.as_deref().ok_or(PageError::NotSignedIn)
+}
+
+/// The signed-in user and the order a per-order page is about.
+fn user_and_order<'c>(ctx: &'c Ctx, id: &str) -> Result<(&'c str, &'static Order), PageError> {
+    Ok((user_of(ctx)?, find_order(ctx, id)?))
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -508,9 +531,12 @@ fn not_found(user: Option<&str>, what: &str) -> Response {
     html(StatusCode::NOT_FOUND, pages::not_found_page(user, what))
 }
 
-/// Looks up an order for a handler, or the 404 page.
-fn find_order(ctx: &Ctx, id: &str) -> Result<&'static Order, Response> {
-    order(id).ok_or_else(|| not_found(ctx.user.as_deref(), &format!("There is no order {id}.")))
+/// Looks up an order for a handler (unknown ids become the 404 page).
+fn find_order(ctx: &Ctx, id: &str) -> Result<&'static Order, PageError> {
+    order(id).ok_or_else(|| PageError::NoSuchOrder {
+        id: id.to_owned(),
+        user: ctx.user.clone(),
+    })
 }
 
 async fn fallback(Extension(ctx): Extension<Ctx>) -> Response {
@@ -576,17 +602,14 @@ async fn logout() -> Response {
     resp
 }
 
-async fn account(Extension(ctx): Extension<Ctx>) -> Response {
-    let user = match user_of(&ctx) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+async fn account(Extension(ctx): Extension<Ctx>) -> Result<Response, PageError> {
+    let user = user_of(&ctx)?;
     let expires = ctx
         .session_expiry
         .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
-    html(StatusCode::OK, pages::account_page(user, &expires))
+    Ok(html(StatusCode::OK, pages::account_page(user, &expires)))
 }
 
 #[derive(Deserialize, Default)]
@@ -602,11 +625,11 @@ struct OrdersQuery {
 /// Orders per page of the list.
 pub const PAGE_SIZE: usize = 20;
 
-async fn orders_list(Extension(ctx): Extension<Ctx>, Query(q): Query<OrdersQuery>) -> Response {
-    let user = match user_of(&ctx) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+async fn orders_list(
+    Extension(ctx): Extension<Ctx>,
+    Query(q): Query<OrdersQuery>,
+) -> Result<Response, PageError> {
+    let user = user_of(&ctx)?;
     let needle = q.q.trim().to_lowercase();
     let matches: Vec<&Order> = orders()
         .iter()
@@ -637,30 +660,27 @@ async fn orders_list(Extension(ctx): Extension<Ctx>, Query(q): Query<OrdersQuery
         total_matches: matches.len(),
         rows: &rows,
     };
-    html(StatusCode::OK, pages::orders_page(user, &view))
+    Ok(html(StatusCode::OK, pages::orders_page(user, &view)))
 }
 
 async fn order_detail(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    html(
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
+    Ok(html(
         StatusCode::OK,
         pages::order_page(user, order, &shared.cross_site_base()),
-    )
+    ))
 }
 
-async fn tracking(Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    html(StatusCode::OK, pages::tracking_page(user, order))
+async fn tracking(
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
+    Ok(html(StatusCode::OK, pages::tracking_page(user, order)))
 }
 
 /// A deterministic risk assessment, served late to the order page's `#risk-panel`.
@@ -688,20 +708,17 @@ async fn refund_form(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
     let (defaults, double_write) = {
         let inner = shared.lock();
         (inner.refund_defaults.clone(), inner.double_write)
     };
     let csrf = shared.signer.csrf_token(user, &order.id);
-    html(
+    Ok(html(
         StatusCode::OK,
         pages::refund_page(user, order, &csrf, &defaults, double_write, None),
-    )
+    ))
 }
 
 /// Parses a refund amount such as `12.5` or `12.50` into cents; at most two decimals.
@@ -729,11 +746,8 @@ async fn refund_submit(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
     let csrf_valid = shared
         .signer
         .check_csrf(user, &order.id, ctx.field("csrf_token"));
@@ -769,7 +783,7 @@ async fn refund_submit(
         inner.refunds.push(record.clone());
         record
     };
-    match rejection {
+    Ok(match rejection {
         None => Redirect::to(&format!("/orders/{}/refund/{}", order.id, record.refund_id))
             .into_response(),
         Some(_) if !csrf_valid => html(StatusCode::FORBIDDEN, pages::csrf_error_page(user, order)),
@@ -792,32 +806,30 @@ async fn refund_submit(
             );
             html(StatusCode::UNPROCESSABLE_ENTITY, page)
         }
-    }
+    })
 }
 
-async fn refund_autosave(Extension(ctx): Extension<Ctx>, Path(id): Path<String>) -> Response {
-    if let Err(r) = find_order(&ctx, &id) {
-        return r;
-    }
-    Json(serde_json::json!({"saved": true, "at": now_rfc3339()})).into_response()
+async fn refund_autosave(
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    find_order(&ctx, &id)?;
+    Ok(Json(serde_json::json!({"saved": true, "at": now_rfc3339()})).into_response())
 }
 
 async fn refund_result(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path((id, refund_id)): Path<(String, String)>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
     let record = shared
         .lock()
         .refunds
         .iter()
         .find(|r| r.accepted && r.refund_id == refund_id && r.order_id == order.id)
         .cloned();
-    match record {
+    Ok(match record {
         Some(rec) => {
             let amount =
                 parse_amount_cents(rec.fields.get("amount").map(String::as_str).unwrap_or(""))
@@ -832,18 +844,15 @@ async fn refund_result(
             Some(user),
             &format!("There is no refund {refund_id} for order {}.", order.id),
         ),
-    }
+    })
 }
 
 async fn notes_page(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
     let notes: Vec<NoteRecord> = shared
         .lock()
         .notes
@@ -853,18 +862,18 @@ async fn notes_page(
         .collect();
     let refs: Vec<&NoteRecord> = notes.iter().collect();
     let csrf = shared.signer.csrf_token(user, &order.id);
-    html(StatusCode::OK, pages::notes_page(user, order, &refs, &csrf))
+    Ok(html(
+        StatusCode::OK,
+        pages::notes_page(user, order, &refs, &csrf),
+    ))
 }
 
 async fn notes_submit(
     State(shared): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
-) -> Response {
-    let (user, order) = match user_of(&ctx).and_then(|u| Ok((u, find_order(&ctx, &id)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
     let csrf_valid = shared
         .signer
         .check_csrf(user, &order.id, ctx.field("csrf_token"));
@@ -880,10 +889,13 @@ async fn notes_submit(
         at: now_rfc3339(),
     });
     if !csrf_valid {
-        return html(StatusCode::FORBIDDEN, pages::csrf_error_page(user, order));
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            pages::csrf_error_page(user, order),
+        ));
     }
     // An empty note is ignored, as most seller centers do; the list is shown again.
-    Redirect::to(&format!("/orders/{}/notes", order.id)).into_response()
+    Ok(Redirect::to(&format!("/orders/{}/notes", order.id)).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -71,9 +71,7 @@ impl Signer {
     /// `now_unix`. Invalid and expired values are indistinguishable on purpose: both mean
     /// "not signed in".
     pub fn check_session(&self, value: &str, now_unix: i64) -> Option<(String, i64)> {
-        let mut parts = value.rsplitn(2, '|');
-        let sig = parts.next()?;
-        let payload = parts.next()?;
+        let (payload, sig) = value.rsplit_once('|')?;
         let (user, expiry) = payload.split_once('|')?;
         let expiry: i64 = expiry.parse().ok()?;
         if user.is_empty() || !self.verify(payload, sig) || expiry <= now_unix {
