@@ -1,0 +1,84 @@
+//! The second shipped submit playbook, end to end: an internal note is drafted (nothing
+//! written), approved by a reviewer, then added exactly once; the CLI shows it all.
+
+mod common;
+
+use clerk::approval::{self, ApprovalState};
+use clerk::runner::RunStatus;
+use common::{playbook, World};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_note_is_drafted_approved_and_added_once() {
+    let world = World::new().await;
+    let pb = playbook("order-note");
+    let order = &clerk::sample::orders()[7].id;
+    let note = "customer called twice — check courier SLA";
+    let inputs = [
+        ("order_id", order.as_str()),
+        ("note", note),
+        ("tag", "follow_up"),
+    ];
+
+    let draft = world.run(&pb, &inputs).await;
+    assert_eq!(draft.status, RunStatus::Drafted, "{:?}", draft.error);
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
+    let id = draft.approval_id.clone().unwrap();
+    let pending = approval::load(&world.engine, &id).unwrap();
+    assert_eq!(pending.state, ApprovalState::Pending);
+    let values: Vec<(String, String)> = pending
+        .request
+        .content
+        .values
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    assert!(values.contains(&("note".into(), note.into())), "{values:?}");
+    assert!(
+        values.contains(&("tag".into(), "follow_up".into())),
+        "{values:?}"
+    );
+
+    approval::decide(&world.engine, &id, "carol", true, Some("ok".into())).unwrap();
+    let done = world.run_as(&pb, &inputs, "ops", Some(&id)).await;
+    assert_eq!(done.status, RunStatus::Ok, "{:?}", done.error);
+    let writes = world.center.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].path, format!("/orders/{order}/notes"));
+    let notes = world.center.notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].note, note);
+    assert!(notes[0].csrf_valid);
+    assert_eq!(
+        approval::load(&world.engine, &id).unwrap().state,
+        ApprovalState::Used
+    );
+    assert!(done.screenshots.iter().any(|s| s.name == "notes-after"));
+
+    // The approval is visible to a reviewer from the command line, and used.
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["approvals", "show", &id])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("state      used"), "{stdout}");
+    assert!(stdout.contains(note), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "will submit POST http://127.0.0.1:{}/orders/{order}/notes",
+            world.center.port()
+        )),
+        "{stdout}"
+    );
+}
