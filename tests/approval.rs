@@ -274,16 +274,37 @@ fn assert_masked_black(world: &World, sha: &str, masks: &[String]) {
 
 /// Runs the `clerk` binary on the world's data directory as `ops`, with debug logging.
 fn clerk(world: &World, args: &[&str]) -> std::process::Output {
+    clerk_as(world, "ops", args, &[])
+}
+
+/// Runs the `clerk` binary on the world's data directory as `user`, with debug logging and
+/// extra environment variables.
+fn clerk_as(
+    world: &World,
+    user: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     Command::new(common::clerk_bin())
         .arg("--data-dir")
         .arg(world.data_dir())
-        .args(["--as", "ops"])
+        .args(["--as", user])
         .args(args)
         .env("CLERK_LOG", "debug")
         .env_remove("CLERK_DATA_DIR")
         .env_remove("CLERK_USER")
+        .env_remove("CLERK_SECRET_SUPERVISOR_PIN")
+        .envs(env.iter().copied())
         .output()
         .expect("the clerk binary runs")
+}
+
+/// stdout and stderr of a finished `clerk`, for messages and secret checks.
+fn outputs(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `clerk verify --all` on the world's data directory exits 0.
@@ -477,8 +498,8 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
     // Refused before any browser starts: the engine's run-level refusal.
     assert_refused(&world, mark, "run", &id, "ops", "already used");
 
-    // The same draft through the command line, with debug logging: the PIN is in no
-    // output of the binary.
+    // Another draft through the command line, with debug logging: the PIN is in no output
+    // of the binary.
     let cli_refund = Refund::for_delivered(1);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let playbook_file = manifest.join("playbooks/refund-draft.yaml");
@@ -489,10 +510,7 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
     }
     world.center.clear_log();
     let out = clerk(&world, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (stdout, stderr) = outputs(&out);
     assert!(
         out.status.success(),
         "clerk run failed ({}):\n{stdout}\n{stderr}",
@@ -509,14 +527,14 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
         "{:#?}",
         world.center.writes()
     );
-    let cli_drafts: Vec<String> = journal(&world)
+    let cli_drafts: Vec<(String, String)> = journal(&world)
         .into_iter()
         .filter_map(|r| match r.event {
             Event::ApprovalRequested {
                 approval_id,
                 run_id,
                 ..
-            } if run_id != draft_run => Some(run_id + " " + &approval_id),
+            } if run_id != draft_run => Some((run_id, approval_id)),
             _ => None,
         })
         .collect();
@@ -525,16 +543,74 @@ async fn approved_draft_is_submitted_exactly_once_with_the_reviewed_values() {
         1,
         "the CLI run should have drafted one approval: {cli_drafts:?}"
     );
+    let (cli_run, cli_id) = cli_drafts[0].clone();
+
+    // Approve and submit it through the command line too. The PIN was never stored, so the
+    // submit refuses to start without it, then gets it from CLERK_SECRET_SUPERVISOR_PIN.
+    let out = clerk_as(&world, "carol", &["approve", &cli_id, "--note", "ok"], &[]);
+    assert!(
+        out.status.success(),
+        "clerk approve failed: {:?}",
+        outputs(&out)
+    );
+    let submit_args = [
+        "submit",
+        cli_id.as_str(),
+        "--playbook",
+        playbook_file.to_str().expect("utf-8 path"),
+    ];
+    let out = clerk_as(&world, "ops", &submit_args, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "submit without the PIN: {:?}",
+        outputs(&out)
+    );
+    assert!(
+        outputs(&out).1.contains("CLERK_SECRET_SUPERVISOR_PIN"),
+        "{:?}",
+        outputs(&out)
+    );
+    assert!(
+        world.center.writes().is_empty(),
+        "{:#?}",
+        world.center.writes()
+    );
+    let out = clerk_as(
+        &world,
+        "ops",
+        &submit_args,
+        &[("CLERK_SECRET_SUPERVISOR_PIN", PIN)],
+    );
+    let (stdout, stderr) = outputs(&out);
+    assert!(
+        out.status.success(),
+        "clerk submit failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(!stdout.contains(PIN), "the PIN is on stdout:\n{stdout}");
+    assert!(
+        !stderr.contains(PIN),
+        "the PIN is in the debug log of the submit"
+    );
+    let writes = world.center.writes();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(writes[0].path, cli_refund.refund_path());
+    let refunds = world.center.refunds();
+    let cli_rec = refunds.last().expect("a refund was received");
+    assert!(cli_rec.csrf_valid && cli_rec.accepted, "{cli_rec:?}");
+    assert_eq!(
+        cli_rec.fields.get("supervisor_pin").map(String::as_str),
+        Some(PIN)
+    );
+    assert_eq!(cli_rec.fields.get("amount"), Some(&cli_refund.amount));
+    assert_eq!(
+        approval::load(&world.engine, &cli_id).unwrap().state,
+        ApprovalState::Used
+    );
 
     // Secret: masked in the screenshots of both drafts...
-    for run in [
-        draft_run.clone(),
-        cli_drafts[0]
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    ] {
+    for run in [draft_run.clone(), cli_run] {
         for name in ["refund-form", "draft"] {
             let shots = captures(&world, &run, name);
             assert_eq!(
