@@ -457,7 +457,7 @@ pub fn refund_page(
 {tabs}
 <div class="card">
 <h2 style="margin-top:0">Request a refund</h2>
-<p class="muted">Order total <span id="order-total">{total}</span>. Refunds above CNY 500.00 need a supervisor PIN.</p>
+<p class="muted">Order total <span id="order-total">{total}</span>.</p>
 {error_html}
 <form id="refund-form" method="POST" action="/orders/{id}/refund" data-double-write="{dw}">
 <input type="hidden" name="csrf_token" value="{csrf}">
@@ -466,7 +466,7 @@ pub fn refund_page(
 <div class="row"><label for="refund-method">Refund method</label><select id="refund-method" name="method">{methods}</select></div>
 <div class="row"><label for="refund-note">Note</label><textarea id="refund-note" name="note">{note}</textarea></div>
 <div class="row"><label for="supervisor-pin">Supervisor PIN</label><input type="text" id="supervisor-pin" name="supervisor_pin" value="{pin}" autocomplete="off"></div>
-<div class="row"><label for="notify-customer">Notify customer</label><input type="checkbox" id="notify-customer" name="notify" value="yes"{notify_checked} style="width:auto"></div>
+<div class="row"><label for="notify-customer">Notify customer</label><input type="checkbox" id="notify-customer" name="notify" value="yes"{notify_checked} style="width:auto;justify-self:start"></div>
 <button type="submit" id="submit-refund">Submit refund</button> <span class="muted" id="autosave-status"></span>
 </form></div>
 <script>
