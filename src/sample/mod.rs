@@ -908,8 +908,11 @@ async fn chat_widget(Query(q): Query<OrderParam>) -> Response {
     html(StatusCode::OK, pages::chat_widget_page(&q.order))
 }
 
-async fn promo(Query(q): Query<OrderParam>) -> Response {
-    html(StatusCode::OK, pages::promo_page(&q.order))
+async fn promo(Extension(ctx): Extension<Ctx>, Query(q): Query<OrderParam>) -> Response {
+    html(
+        StatusCode::OK,
+        pages::promo_page(ctx.user.as_deref(), &q.order),
+    )
 }
 
 #[derive(Deserialize, Default)]

@@ -621,7 +621,7 @@ pub fn chat_widget_page(order: &str) -> String {
 }
 
 /// The promotion pop-up; records an impression with a POST on load.
-pub fn promo_page(order: &str) -> String {
+pub fn promo_page(user: Option<&str>, order: &str) -> String {
     let body = format!(
         r#"<div class="card"><h1 id="promo-title">Summer promotion</h1><p>Offer 10% off the next order to the customer of <b id="promo-order">{order_html}</b>.</p></div>
 <script>
@@ -630,7 +630,7 @@ fetch('/promo/impression', {{method:'POST', body: new URLSearchParams({{order: {
         order_html = esc(order),
         order_js = js_str(order)
     );
-    layout("Promotion", None, &body)
+    layout("Promotion", user, &body)
 }
 
 /// Started by the order page: reports to the shop's own analytics from a dedicated worker.
