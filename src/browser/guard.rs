@@ -118,13 +118,13 @@ impl Guard {
         let task_shared = shared.clone();
         tokio::spawn(async move {
             while let Some(ev) = paused.next().await {
+                // Decide in arrival order (the armed write must go to the first matching
+                // request, and a stray write seen first must close the window), then
+                // answer on its own task: one slow CDP reply must not stall the others.
+                let event = decide(&task_shared, &ev);
                 let browser = browser.clone();
-                let shared = task_shared.clone();
                 let tx = tx.clone();
-                // Answer each request on its own task: one slow CDP reply must not stall
-                // the others.
                 tokio::spawn(async move {
-                    let event = decide(&shared, &ev);
                     let result = if let Some(e) = &event.as_ref().filter(|e| e.blocked) {
                         let reason = if e.navigation {
                             // Aborted navigations leave the current document in place
