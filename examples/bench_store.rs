@@ -1,0 +1,218 @@
+//! Benchmark of the evidence store: verify throughput against `sha256sum`, and fsync'd
+//! appends per second.
+//!
+//! ```text
+//! cargo run --release --example bench_store -- [MIB] [--dir DIR]
+//! ```
+//!
+//! 1. Generates MIB MiB (default 1100) of random-noise PNGs of 1-4 MB each, stored through
+//!    `put_png` with an EvidenceCaptured record each, in a temporary data directory (or DIR).
+//! 2. Times `verify(All)` and `sha256sum` over the same files (sequential `sha256sum` processes
+//!    of 64 files each, after one untimed read to warm the page cache for both) and prints MB/s
+//!    and the ratio.
+//! 3. Times 2000 appends (each fsync'd and indexed) into a fresh store: records/second.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use clerk::evidence::verify::{verify, Scope};
+use clerk::evidence::{Event, Store};
+
+fn noise_png(target_bytes: usize, seed: &mut u64) -> Result<Vec<u8>, image::ImageError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let width = 1024u32;
+    let height = (target_bytes / (3 * width as usize)).max(1) as u32;
+    let mut raw = vec![0u8; (width * height * 3) as usize];
+    for chunk in raw.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let bytes = seed.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    let mut out = Vec::with_capacity(raw.len() + 4096);
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::NoFilter)
+        .write_image(&raw, width, height, image::ExtendedColorType::Rgb8)?;
+    Ok(out)
+}
+
+fn fields() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::new()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mib: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1100);
+    let dir_arg = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let _tmp;
+    let data_dir = match dir_arg {
+        Some(d) => d,
+        None => {
+            _tmp = tempfile::tempdir()?;
+            _tmp.path().join("data")
+        }
+    };
+    println!("reproduce: cargo run --release --example bench_store -- {mib}");
+    println!(
+        "data dir: {} ({} cores)",
+        data_dir.display(),
+        std::thread::available_parallelism()?.get()
+    );
+
+    // 1. Populate.
+    let store = Store::open(&data_dir)?;
+    let target = mib * 1024 * 1024;
+    let mut written = 0u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let run_id = "r-bench".to_owned();
+    store.append(Event::RunStarted {
+        run_id: run_id.clone(),
+        playbook: "bench".into(),
+        playbook_version: "1".into(),
+        playbook_sha256: "0".repeat(64),
+        channel: "bench".into(),
+        mode: "read_only".into(),
+        operator: "bench".into(),
+        case_ref: Some("BENCH".into()),
+        inputs: fields(),
+        batch_id: None,
+        approval_id: None,
+        owner: store.owner(),
+    })?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while written < target {
+        seed ^= n.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let size = 1_000_000 + (seed % 3_000_000) as usize;
+        let png = noise_png(size, &mut seed)?;
+        let info = store.put_png(&png)?;
+        n += 1;
+        store.append(Event::EvidenceCaptured {
+            run_id: run_id.clone(),
+            step: n,
+            name: format!("noise {n}"),
+            sha256: info.sha256,
+            bytes: info.bytes,
+            width: info.width as u64,
+            height: info.height as u64,
+            blank: info.blank,
+            url: "about:blank".into(),
+            title: "noise".into(),
+            captured_at: "2026-01-01T00:00:00.000Z".into(),
+            fields: fields(),
+            masks: Vec::new(),
+        })?;
+        written += info.bytes;
+        if n % 50 == 0 {
+            println!("  {n} PNGs, {} MiB", written / (1024 * 1024));
+        }
+    }
+    store.append(Event::RunFinished {
+        run_id,
+        status: "ok".into(),
+        error: None,
+        fields: fields(),
+        finished_at: "2026-01-01T00:00:01.000Z".into(),
+    })?;
+    drop(store);
+    println!(
+        "generated {n} PNGs, {:.1} MiB in {:.1}s",
+        written as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. verify vs sha256sum.
+    let files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("screenshots"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let sha256sum = |files: &[PathBuf]| -> Result<usize, Box<dyn std::error::Error>> {
+        let mut lines = 0;
+        for batch in files.chunks(64) {
+            let out = Command::new("sha256sum").args(batch).output()?;
+            if !out.status.success() {
+                return Err("sha256sum failed".into());
+            }
+            lines += out
+                .stdout
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+        }
+        Ok(lines)
+    };
+    warm(&files)?;
+    let t = Instant::now();
+    let hashed = sha256sum(&files)?;
+    let sha_secs = t.elapsed().as_secs_f64();
+    assert_eq!(hashed, files.len());
+    let t = Instant::now();
+    let report = verify(&data_dir, &Scope::All)?;
+    let verify_secs = t.elapsed().as_secs_f64();
+    if !report.ok() {
+        return Err(format!("verify found problems:\n{report}").into());
+    }
+    let mb = total as f64 / 1e6;
+    println!(
+        "sha256sum: {} files, {mb:.0} MB in {sha_secs:.2}s = {:.0} MB/s",
+        files.len(),
+        mb / sha_secs
+    );
+    println!(
+        "verify(All): {} files, {} records, {:.0} MB in {verify_secs:.2}s = {:.0} MB/s",
+        report.files_checked,
+        report.records_checked,
+        report.bytes_hashed as f64 / 1e6,
+        report.bytes_hashed as f64 / 1e6 / verify_secs
+    );
+    println!(
+        "ratio verify/sha256sum throughput: {:.2}x",
+        sha_secs / verify_secs
+    );
+
+    // 3. fsync'd appends.
+    let fresh = tempfile::tempdir()?;
+    let store = Store::open(fresh.path())?;
+    let t = Instant::now();
+    for i in 0..2000u64 {
+        store.append(Event::Pause {
+            on: i % 2 == 0,
+            user: "bench".into(),
+            reason: format!("#{i}"),
+            at: "t".into(),
+        })?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "append: 2000 records (fsync'd + indexed) in {secs:.2}s = {:.0} records/s",
+        2000.0 / secs
+    );
+    Ok(())
+}
+
+/// Reads every file once so that both timed runs see a warm page cache.
+fn warm(files: &[PathBuf]) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        read_all(f, &mut buf)?;
+    }
+    Ok(())
+}
+
+fn read_all(path: &Path, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    while f.read(buf)? > 0 {}
+    Ok(())
+}
