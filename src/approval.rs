@@ -280,16 +280,7 @@ async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> R
 }
 
 fn redacted_inputs(ctx: &DraftContext) -> BTreeMap<String, String> {
-    ctx.inputs
-        .iter()
-        .map(|(k, v)| {
-            let secret = ctx.playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (
-                k.clone(),
-                if secret { SECRET.to_owned() } else { v.clone() },
-            )
-        })
-        .collect()
+    crate::runner::redact(&ctx.playbook, &ctx.inputs)
 }
 
 /// Turns a draft stopped at its submit step into a pending approval request.
@@ -558,16 +549,7 @@ pub fn gate_for_run(
             then: req.content.playbook_sha256.clone(),
         });
     }
-    let redacted: BTreeMap<String, String> = inputs
-        .iter()
-        .map(|(k, v)| {
-            let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (
-                k.clone(),
-                if secret { SECRET.to_owned() } else { v.clone() },
-            )
-        })
-        .collect();
+    let redacted = crate::runner::redact(playbook, inputs);
     if redacted != req.content.inputs {
         return Err(ApprovalError::InputsChanged {
             id: id.to_owned(),

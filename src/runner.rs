@@ -395,7 +395,7 @@ impl Engine {
 }
 
 /// Inputs with secret values replaced.
-fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     inputs
         .iter()
         .map(|(k, v)| {

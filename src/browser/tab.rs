@@ -280,55 +280,59 @@ impl Tab {
         }
     }
 
+    /// Polls a boolean script every 100 ms until it is true; `timeout_error` says what was
+    /// not found when time runs out.
+    async fn wait_until(
+        &self,
+        body: &str,
+        arg: serde_json::Value,
+        timeout: Duration,
+        timeout_error: impl FnOnce() -> BrowserError,
+    ) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let ok: bool = self.eval(body, arg.clone()).await.unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(timeout_error());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until an element matching `selector` is visible.
     pub async fn wait_visible(
         &self,
         selector: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        let start = Instant::now();
-        loop {
-            let ok: bool = self
-                .eval(
-                    "return __clerk.visible(document.querySelector(arg));",
-                    serde_json::json!(selector),
-                )
-                .await
-                .unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(BrowserError::ElementNotFound {
-                    selector: selector.to_owned(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_until(
+            "return __clerk.visible(document.querySelector(arg));",
+            serde_json::json!(selector),
+            timeout,
+            || BrowserError::ElementNotFound {
+                selector: selector.to_owned(),
+                after: timeout,
+            },
+        )
+        .await
     }
 
     /// Waits until the page's visible text contains `text`.
     pub async fn wait_text(&self, text: &str, timeout: Duration) -> Result<(), BrowserError> {
-        let start = Instant::now();
-        loop {
-            let ok: bool = self
-                .eval(
-                    "return !!document.body && document.body.innerText.includes(arg);",
-                    serde_json::json!(text),
-                )
-                .await
-                .unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(BrowserError::Page(format!(
+        self.wait_until(
+            "return !!document.body && document.body.innerText.includes(arg);",
+            serde_json::json!(text),
+            timeout,
+            || {
+                BrowserError::Page(format!(
                     "text not found on the page: {text:?} (after {timeout:?})"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                ))
+            },
+        )
+        .await
     }
 
     /// Waits until no request has been issued for `quiet`.
