@@ -82,3 +82,63 @@ async fn order_note_is_drafted_approved_and_added_once() {
         "{stdout}"
     );
 }
+
+/// `upload` puts a local file into a file input through CDP; the reviewed values name the
+/// file, and the one approved write carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_file_is_reviewed_and_sent_once() {
+    let world = World::new().await;
+    let photo = world.data_dir().join("parcel.png");
+    std::fs::write(&photo, b"\x89PNG\r\n\x1a\nnot really an image but bytes").unwrap();
+    let pb = world.playbook_from(
+        "note-with-photo",
+        r##"name: note-with-photo
+version: "1"
+description: add a note with an attachment, after review
+channel: sample
+mode: submit
+inputs:
+  order_id: { type: string }
+  photo: { type: file }
+steps:
+  - goto: /orders/{{order_id}}/notes
+  - fill: { label: "Internal note", value: "photo of the parcel attached" }
+  - upload: { selector: "#note-attachment", input: photo }
+  - submit: { control: "#add-note", expect: { method: POST, url: "/orders/{{order_id}}/notes" } }
+  - wait_for: { text: "photo of the parcel attached" }
+"##,
+    );
+    let order = &clerk::sample::orders()[9].id;
+    let path = photo.to_string_lossy().to_string();
+    let inputs = [("order_id", order.as_str()), ("photo", path.as_str())];
+    let draft = world.run(&pb, &inputs).await;
+    assert_eq!(draft.status, RunStatus::Drafted, "{:?}", draft.error);
+    assert!(world.center.writes().is_empty());
+    let id = draft.approval_id.unwrap();
+    let values = approval::load(&world.engine, &id)
+        .unwrap()
+        .request
+        .content
+        .values;
+    assert!(
+        values
+            .iter()
+            .any(|v| v.name == "attachment" && v.value == "file:parcel.png"),
+        "{values:?}"
+    );
+    approval::decide(&world.engine, &id, "carol", true, None).unwrap();
+    let done = world.run_as(&pb, &inputs, "ops", Some(&id)).await;
+    assert_eq!(done.status, RunStatus::Ok, "{:?}", done.error);
+    let writes = world.center.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let attachment = writes[0]
+        .form
+        .get("attachment")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        attachment.starts_with("file:parcel.png"),
+        "{:?}",
+        writes[0].form
+    );
+}

@@ -588,10 +588,11 @@ pub fn notes_page(user: &str, order: &Order, notes: &[&NoteRecord], csrf: &str) 
 <div class="card"><h2 style="margin-top:0">Internal notes</h2><ul id="notes">
 {list}</ul></div>
 <div class="card">
-<form id="note-form" method="POST" action="/orders/{id}/notes">
+<form id="note-form" method="POST" action="/orders/{id}/notes" enctype="multipart/form-data">
 <input type="hidden" name="csrf_token" value="{csrf}">
 <div class="row"><label for="note-text">Internal note</label><textarea id="note-text" name="note"></textarea></div>
 <div class="row"><label for="note-tag">Tag</label><select id="note-tag" name="tag">{tags}</select></div>
+<div class="row"><label for="note-attachment">Attachment</label><input type="file" id="note-attachment" name="attachment"></div>
 <button type="submit" id="add-note">Add note</button>
 </form></div>"#,
         tabs = tabs(order, "tab-notes"),
