@@ -376,9 +376,9 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// by this test's runtime) keeps answering Chromium.
 /// These tests each drive whole batches of browsers; on a 2-core machine they run one at a
 /// time so that `cargo test` needs no `--test-threads` flag.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -477,7 +477,7 @@ fn kill_mid_batch(data: &Path, tmp: &Path, inputs: &Path, new_lines: usize) -> K
 /// lost, no browser survives, orphaned runs become `interrupted`, everything verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_loses_nothing_and_leaves_no_browser() {
-    let _serial = serial();
+    let _serial = serial().await;
     let setup = Setup::new().await;
     let (data, tmp) = (setup.data_dir(), setup.tmp_dir());
     let inputs = setup.orders_csv("orders.csv", 0, 20);
@@ -540,7 +540,7 @@ fn clerk_ok(data: &Path, tmp: &Path, args: &[&str]) -> Vec<u8> {
 /// the journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_index_answers_exactly_as_before() {
-    let _serial = serial();
+    let _serial = serial().await;
     let setup = Setup::new().await;
     let (data, tmp) = (setup.data_dir(), setup.tmp_dir());
     let inputs = setup.orders_csv("orders.csv", 0, 20);
@@ -593,7 +593,7 @@ async fn deleted_index_answers_exactly_as_before() {
 /// Two batches writing one data directory at once: one chain, no forks, both listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_batches_share_one_chain() {
-    let _serial = serial();
+    let _serial = serial().await;
     let setup = Setup::new().await;
     let (data, tmp) = (setup.data_dir(), setup.tmp_dir());
     let first = setup.orders_csv("first.csv", 0, 10);
@@ -654,7 +654,7 @@ async fn two_concurrent_batches_share_one_chain() {
 /// live batch's runs for orphans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_work_while_a_batch_runs() {
-    let _serial = serial();
+    let _serial = serial().await;
     let setup = Setup::new().await;
     let (data, tmp) = (setup.data_dir(), setup.tmp_dir());
     let inputs = setup.orders_csv("orders.csv", 0, 8);

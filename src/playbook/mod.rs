@@ -173,17 +173,51 @@ pub struct ExpectedWrite {
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Goto { url: Template },
-    WaitFor { condition: WaitCondition },
-    Extract { field: String, selector: String, source: ExtractSource, required: bool },
-    Assert { subject: AssertSubject, check: AssertCheck },
-    Click { selector: String },
-    Screenshot { name: String, target: ShotTarget, mask: Vec<String> },
-    Fill { locator: Locator, value: ValueSource, secret: bool },
-    Select { locator: Locator, value: Template },
-    Check { locator: Locator, checked: bool },
-    Upload { locator: Locator, input: String },
-    Submit { control: String, expect: ExpectedWrite },
+    Goto {
+        url: Template,
+    },
+    WaitFor {
+        condition: WaitCondition,
+    },
+    Extract {
+        field: String,
+        selector: String,
+        source: ExtractSource,
+        required: bool,
+    },
+    Assert {
+        subject: AssertSubject,
+        check: AssertCheck,
+    },
+    Click {
+        selector: String,
+    },
+    Screenshot {
+        name: String,
+        target: ShotTarget,
+        mask: Vec<String>,
+    },
+    Fill {
+        locator: Locator,
+        value: ValueSource,
+        secret: bool,
+    },
+    Select {
+        locator: Locator,
+        value: Template,
+    },
+    Check {
+        locator: Locator,
+        checked: bool,
+    },
+    Upload {
+        locator: Locator,
+        input: String,
+    },
+    Submit {
+        control: String,
+        expect: ExpectedWrite,
+    },
 }
 
 impl Action {
@@ -233,6 +267,9 @@ impl Playbook {
 
     /// Names of inputs marked `secret`.
     pub fn secret_inputs(&self) -> impl Iterator<Item = &str> {
-        self.inputs.iter().filter(|i| i.secret).map(|i| i.name.as_str())
+        self.inputs
+            .iter()
+            .filter(|i| i.secret)
+            .map(|i| i.name.as_str())
     }
 }
