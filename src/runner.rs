@@ -435,6 +435,7 @@ impl<'a> RunState<'a> {
         let result = self.execute_in(&mut browser, &tab).await;
         // Whatever happened, record what the guard saw, then close the browser.
         let late = browser.settle_events().await;
+        let late = self.classify(&browser, &tab, late).await;
         let flushed = self.record_guard(late).await;
         browser.close().await;
         let outcome = result?;
@@ -465,6 +466,7 @@ impl<'a> RunState<'a> {
             let before = self.fields.clone();
             let outcome = self.step(browser, tab, step).await;
             let events = browser.drain_events();
+            let events = self.classify(browser, tab, events).await;
             self.record_guard(events).await?;
             let new_fields: BTreeMap<String, String> = self
                 .fields
@@ -576,8 +578,28 @@ impl<'a> RunState<'a> {
         out
     }
 
-    async fn record_guard(&mut self, events: Vec<GuardEvent>) -> Result<(), EngineError> {
-        for e in events {
+    /// Pairs each guard decision with the kind of target its frame is.
+    async fn classify(
+        &self,
+        browser: &Browser,
+        tab: &Tab,
+        events: Vec<GuardEvent>,
+    ) -> Vec<(GuardEvent, String)> {
+        if events.is_empty() {
+            return vec![];
+        }
+        let main = tab.main_frame().await.unwrap_or_default();
+        events
+            .into_iter()
+            .map(|e| {
+                let target = browser.classify_frame(&e.frame, &main);
+                (e, target)
+            })
+            .collect()
+    }
+
+    async fn record_guard(&mut self, events: Vec<(GuardEvent, String)>) -> Result<(), EngineError> {
+        for (e, target) in events {
             let step = (e.step >= 0).then_some(e.step as u64);
             let url = self.scrub(&e.url);
             self.guard_log.push(GuardRecord {
@@ -596,6 +618,7 @@ impl<'a> RunState<'a> {
                     url,
                     resource_type: e.resource_type,
                     frame: e.frame,
+                    target,
                     reason: e.reason,
                 }
             } else {
@@ -647,6 +670,7 @@ impl<'a> RunState<'a> {
             .await
             .is_ok();
         let events = browser.drain_events();
+        let events = self.classify(browser, tab, events).await;
         self.record_guard(events).await?;
         if ok {
             Ok(Ok(()))

@@ -118,6 +118,7 @@ fn populate(store: &Store) {
             url: "https://seller.example/api/cancel".into(),
             resource_type: "XHR".into(),
             frame: "main".into(),
+            target: "page".into(),
             reason: "read_only: writes are blocked".into(),
         },
         step("r-a", 2, "ok", &[("carrier", "DHL")]),

@@ -111,6 +111,17 @@ async fn adversarial_writes_are_blocked_and_recorded() {
             "no blocked POST to {path} in {blocked:?}"
         );
     }
+    // Each is attributed to the kind of target that sent it.
+    let targets = world.blocked(r1.run_id.as_deref().unwrap());
+    let target_of = |path: &str| {
+        targets
+            .iter()
+            .find(|(_, u, _)| u.contains(path))
+            .map(|(_, _, t)| t.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(target_of("/widget/presence"), "iframe (own process)");
+    assert_eq!(target_of("/analytics/collect"), "page");
     // The iframe really loaded (it was allowed to GET) but never wrote.
     let requests = world.center.requests();
     assert!(requests
@@ -247,6 +258,13 @@ steps:
             .iter()
             .any(|(_, u)| u.starts_with("http://outside.invalid/popup")),
         "{blocked:?}"
+    );
+    let targets = world.blocked(r.run_id.as_deref().unwrap());
+    assert!(
+        targets
+            .iter()
+            .any(|(_, u, t)| u.contains("/promo/impression") && t == "popup"),
+        "{targets:?}"
     );
     assert!(
         world

@@ -135,6 +135,8 @@ pub struct Browser {
     events: mpsc::UnboundedReceiver<GuardEvent>,
     /// Events received but not yet drained.
     pending: Vec<GuardEvent>,
+    /// Target id → target type (`page`, `iframe`, `worker`, ...), from Target events.
+    targets: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     opts: LaunchOptions,
 }
 
@@ -190,6 +192,25 @@ impl Browser {
             }
         });
         let cdp_browser = Arc::new(cdp_browser);
+        let targets = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        {
+            use chromiumoxide::cdp::browser_protocol::target::EventTargetCreated;
+            let mut created = cdp(opts.cdp_timeout, "listen for targets", async {
+                cdp_browser.event_listener::<EventTargetCreated>().await
+            })
+            .await?;
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = created.next().await {
+                    if let Ok(mut t) = targets.lock() {
+                        t.insert(
+                            ev.target_info.target_id.inner().clone(),
+                            ev.target_info.r#type.clone(),
+                        );
+                    }
+                }
+            });
+        }
         let (guard, events) = Guard::install(cdp_browser.clone(), policy, opts.cdp_timeout).await?;
         let mut browser = Browser {
             cdp: cdp_browser,
@@ -198,6 +219,7 @@ impl Browser {
             guard,
             events,
             pending: Vec::new(),
+            targets,
             opts: opts.clone(),
         };
         match browser.open_tab(session).await {
@@ -240,6 +262,23 @@ impl Browser {
             self.pending.push(e);
         }
         &self.pending
+    }
+
+    /// What kind of target a frame is, for the record of a guard decision: the tab's main
+    /// frame is `page`; a frame that is itself a target is a `popup` (another page) or an
+    /// `iframe (own process)`; anything else is an in-process `frame` (which is also where
+    /// a worker's requests are attributed).
+    pub fn classify_frame(&self, frame: &str, main_frame: &str) -> String {
+        if frame == main_frame {
+            return "page".into();
+        }
+        let kind = self.targets.lock().ok().and_then(|t| t.get(frame).cloned());
+        match kind.as_deref() {
+            Some("page") => "popup".into(),
+            Some("iframe") => "iframe (own process)".into(),
+            Some(other) => other.to_owned(),
+            None => "frame".into(),
+        }
     }
 
     /// The session as Playwright's storageState: every cookie of the browser, and the

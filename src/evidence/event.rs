@@ -79,6 +79,9 @@ pub enum Event {
         resource_type: String,
         /// Frame that issued it.
         frame: String,
+        /// What kind of target that frame is: `page`, `popup`, `iframe (own process)` or
+        /// `frame` (an in-process subframe, or a worker's owner).
+        target: String,
         reason: String,
     },
     /// The guard let a write through: a channel's read-only exception, or the one approved submit.

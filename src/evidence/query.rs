@@ -105,6 +105,7 @@ pub struct BlockedView {
     pub url: String,
     pub resource_type: String,
     pub frame: String,
+    pub target: String,
     pub reason: String,
 }
 
@@ -318,6 +319,7 @@ pub fn build_detail(
                 url,
                 resource_type,
                 frame,
+                target,
                 reason,
                 ..
             } => {
@@ -328,6 +330,7 @@ pub fn build_detail(
                     url: url.clone(),
                     resource_type: resource_type.clone(),
                     frame: frame.clone(),
+                    target: target.clone(),
                     reason: reason.clone(),
                 });
             }
@@ -503,11 +506,12 @@ impl fmt::Display for RunDetail {
             for b in &self.blocked {
                 writeln!(
                     f,
-                    "  step {} {} {} ({}, frame {}): {}",
+                    "  step {} {} {} ({} from {} {}): {}",
                     b.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                     b.method,
                     b.url,
                     b.resource_type,
+                    b.target,
                     b.frame,
                     b.reason
                 )?;

@@ -96,6 +96,22 @@ impl World {
             .collect()
     }
 
+    /// Blocked requests of a run as (method, url, target kind), from the journal.
+    pub fn blocked(&self, run_id: &str) -> Vec<(String, String, String)> {
+        self.records(run_id)
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::RequestBlocked {
+                    method,
+                    url,
+                    target,
+                    ..
+                } => Some((method, url, target)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Writes a playbook file into the data dir and loads it against the config.
     pub fn playbook_from(&self, name: &str, yaml: &str) -> Arc<Playbook> {
         let path = self.dir.path().join(format!("{name}.yaml"));
