@@ -142,3 +142,62 @@ steps:
         writes[0].form
     );
 }
+
+/// An approval given while the channel permitted submit is refused, with a record, once the
+/// channel's owner has taken the submit mode away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
+    let world = World::new().await;
+    let pb = playbook("order-note");
+    let order = &clerk::sample::orders()[11].id;
+    let inputs = [
+        ("order_id", order.as_str()),
+        ("note", "needs a call back"),
+        ("tag", "vip"),
+    ];
+    let draft = world.run(&pb, &inputs).await;
+    let id = draft.approval_id.clone().expect("drafted");
+    approval::decide(&world.engine, &id, "carol", true, None).unwrap();
+
+    let text = clerk::demo::demo_config(world.center.port(), "ops").replace(
+        r#"modes = ["read_only", "draft", "submit", "login"]"#,
+        r#"modes = ["read_only", "draft"]"#,
+    );
+    let path = world.data_dir().join("no-submit.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut engine = world.engine.clone();
+    engine.config = std::sync::Arc::new(clerk::channel::Config::load(&path).unwrap());
+    let report = engine
+        .run(clerk::runner::RunRequest {
+            playbook: pb.clone(),
+            inputs: common::inputs(&inputs),
+            operator: "ops".into(),
+            case_ref: None,
+            batch_id: None,
+            approval: Some(id.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Refused);
+    let err = report.error.unwrap();
+    assert!(err.contains("does not permit mode `submit`"), "{err}");
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
+    let refusals: Vec<_> = world
+        .engine
+        .store
+        .approval_records(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|r| matches!(r.event, clerk::evidence::Event::Refused { .. }))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(
+        approval::load(&world.engine, &id).unwrap().state,
+        ApprovalState::Approved,
+        "a refused attempt does not spend the approval"
+    );
+}

@@ -466,3 +466,105 @@ async fn login_playbook_writes_a_working_session() {
         .await;
     assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
 }
+
+/// Ctrl-C (SIGINT) mid-run: clerk exits 130, takes its Chromium with it, and the run it
+/// left is marked interrupted at the next start with what it had recorded intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reaps_chromium_and_the_run_is_marked_interrupted() {
+    let world = World::new().await;
+    let pb_path = world.data_dir().join("hang.yaml");
+    std::fs::write(
+        &pb_path,
+        r##"name: hang
+version: "1"
+description: opens an order and waits for something that never appears
+channel: sample
+mode: read_only
+steps:
+  - goto: /orders/SO-100001
+  - screenshot: { name: before-hang }
+  - wait_for: { selector: "#never-there" }
+    timeout: 60s
+"##,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let needle = tmp.path().to_string_lossy().to_string();
+    let mut child = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["--as", "ops", "run"])
+        .arg(&pb_path)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the screenshot is recorded: the run is then inside its long wait.
+    let journal = world.data_dir().join("journal.jsonl");
+    let mut waited = 0;
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .contains("\"type\":\"evidence_captured\"")
+    {
+        assert!(waited < 600, "the run never reached its screenshot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(
+        !common::processes_with(&needle).is_empty(),
+        "no chromium was running"
+    );
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("clerk did not exit after SIGINT");
+    assert_eq!(status.code(), Some(130));
+    for _ in 0..50 {
+        if common::processes_with(&needle).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        common::processes_with(&needle).is_empty(),
+        "chromium outlived clerk"
+    );
+
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["runs", "list", "--json"])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["playbook"] == "hang")
+        .expect("the run is listed");
+    assert_eq!(run["status"], "interrupted", "{run}");
+    assert_eq!(run["evidence"], 1, "{run}");
+    let verify = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["verify", "--all"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
