@@ -119,6 +119,38 @@ fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A binary next to the running clerk, as a path a person can paste (relative when it is
+/// under the current directory).
+fn sibling_binary(name: &str) -> String {
+    let exe = std::env::current_exe().ok();
+    let path = exe
+        .as_ref()
+        .and_then(|e| e.parent())
+        .map(|dir| dir.join(name))
+        .filter(|p| p.is_file());
+    match path {
+        Some(p) => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            p.strip_prefix(&cwd)
+                .map(|r| Path::new(".").join(r))
+                .unwrap_or(p.clone())
+                .display()
+                .to_string()
+        }
+        None => format!("cargo run --bin {name} --"),
+    }
+}
+
+/// How to call this clerk again on the same data directory.
+fn invocation(data_dir: &Path) -> String {
+    let clerk = sibling_binary("clerk");
+    if data_dir == Path::new(".") {
+        clerk
+    } else {
+        format!("{clerk} --data-dir {}", data_dir.display())
+    }
+}
+
 /// Runs the demo.
 pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = cli.data_dir.clone();
@@ -234,19 +266,21 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             report.blocked_requests, writes_received
         );
         println!();
+        let clerk = invocation(&data_dir);
         match (&draft.status, &draft.approval_id) {
             (RunStatus::Drafted, Some(id)) => {
-                println!("refund for {refund_order} drafted (run {}), nothing submitted; writes received so far: {writes_after_draft}", draft.run_id.clone().unwrap_or_default());
-                let dd = if data_dir == Path::new(".") {
-                    String::new()
-                } else {
-                    format!(" --data-dir {}", data_dir.display())
-                };
-                println!("a reviewer approves and an operator submits it with:");
-                println!("  sample-seller-center --port {port} &   # or: cargo run --bin sample-seller-center -- --port {port}");
-                println!("  clerk{dd} approvals show {id}");
-                println!("  clerk{dd} approve {id} --as carol --note \"photos checked\"");
-                println!("  clerk{dd} submit {id} --as ops");
+                println!(
+                    "refund for {refund_order} drafted (run {}), nothing submitted; writes received so far: {writes_after_draft}",
+                    draft.run_id.clone().unwrap_or_default()
+                );
+                println!("a reviewer approves it and an operator submits it, with the seller center running again:");
+                println!(
+                    "  {} --port {port} &",
+                    sibling_binary("sample-seller-center")
+                );
+                println!("  {clerk} approvals show {id}");
+                println!("  {clerk} approve {id} --as carol --note \"photos checked\"");
+                println!("  {clerk} submit {id} --as ops");
             }
             _ => println!(
                 "refund draft did not complete ({}): {}",
@@ -254,14 +288,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 draft.error.clone().unwrap_or_default()
             ),
         }
-        println!(
-            "verify everything: clerk{} verify --all",
-            if data_dir == Path::new(".") {
-                String::new()
-            } else {
-                format!(" --data-dir {}", data_dir.display())
-            }
-        );
+        println!("verify everything: {clerk} verify --all");
     }
     let ok = report.all_ok() && draft.status == RunStatus::Drafted && writes_after_draft == 0;
     Ok(if ok {

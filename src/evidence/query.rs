@@ -465,12 +465,13 @@ impl fmt::Display for RunDetail {
         if !self.inputs.is_empty() {
             writeln!(f, "  inputs: {}", fields_line(&self.inputs))?;
         }
+        // Records number steps from 0; people count from 1, as the default step names do.
         writeln!(f, "steps ({} ok, {} not ok):", s.steps_ok, s.steps_failed)?;
         for st in &self.steps {
             writeln!(
                 f,
-                "  #{} {} ({}) {} in {} ms at {}{}",
-                st.step,
+                "  {}. {} ({}) {} in {} ms at {}{}",
+                st.step + 1,
                 st.name,
                 st.kind,
                 st.outcome,
@@ -490,7 +491,7 @@ impl fmt::Display for RunDetail {
             writeln!(
                 f,
                 "  step {} {}: {}x{} {} bytes{} sha256 {} (record seq {})\n      {}",
-                e.step,
+                e.step + 1,
                 e.name,
                 e.width,
                 e.height,
@@ -507,7 +508,9 @@ impl fmt::Display for RunDetail {
                 writeln!(
                     f,
                     "  step {} {} {} ({} from {} {}): {}",
-                    b.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    b.step
+                        .map(|s| (s + 1).to_string())
+                        .unwrap_or_else(|| "-".into()),
                     b.method,
                     b.url,
                     b.resource_type,
