@@ -942,6 +942,7 @@ impl<'a> RunState<'a> {
                 });
             }
         }
+        regions.dedup_by(|a, b| a == b);
         let (png, masks) = if regions.is_empty() {
             (png, vec![])
         } else {
