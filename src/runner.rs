@@ -942,7 +942,13 @@ impl<'a> RunState<'a> {
                 });
             }
         }
-        regions.dedup_by(|a, b| a == b);
+        let mut unique: Vec<ElementRect> = Vec::with_capacity(regions.len());
+        for r in regions {
+            if !unique.contains(&r) {
+                unique.push(r);
+            }
+        }
+        let regions = unique;
         let (png, masks) = if regions.is_empty() {
             (png, vec![])
         } else {
