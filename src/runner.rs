@@ -687,13 +687,15 @@ impl<'a> RunState<'a> {
         step.timeout.unwrap_or(self.engine.step_timeout)
     }
 
-    /// Fails the step if the main frame tried to leave the allowed origins.
+    /// Fails the step if the main frame tried to leave the allowed origins. A write the page
+    /// sends as a navigation (a self-submitting form) is blocked and recorded, but the page
+    /// stays where it is, so it does not fail the step.
     async fn check_navigation(&self, browser: &mut Browser, tab: &Tab) -> Result<(), StepStop> {
         let main = tab.main_frame().await?;
         let events = browser.peek_events();
         if let Some(e) = events
             .iter()
-            .find(|e| e.blocked && e.navigation && e.frame == main)
+            .find(|e| e.blocked && e.off_origin && e.navigation && e.frame == main)
         {
             return Err(StepStop::Failed(format!(
                 "navigation to {} blocked: {}",

@@ -568,3 +568,90 @@ steps:
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+/// Every read-only step kind against a real page: attribute and value extraction, the
+/// three assertions, network idle, a click on a tab, and an element capture that is
+/// exactly the element even when it lies below the fold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_only_step_kind_works_and_element_captures_are_exact() {
+    let world = World::new().await;
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.events.len() >= 3)
+        .unwrap();
+    let pb = world.playbook_from(
+        "kinds",
+        r##"name: kinds
+version: "1"
+description: every read-only step kind
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string, pattern: '^SO-\d{6}$' }
+steps:
+  - goto: /orders?q={{order_id}}
+  - wait_for: { network_idle: true }
+  - extract: { field: link, selector: "tr.order-row a", attribute: href }
+  - extract: { field: query, selector: "#search", from: value }
+  - assert: { field: query, equals: "{{order_id}}" }
+  - assert: { field: link, contains: "/orders/{{order_id}}" }
+  - goto: /orders/{{order_id}}
+  - click: "#tab-logistics"
+  - wait_for: { selector: "ol#timeline" }
+  - assert: { selector: "#latest-event", matches: "\\S" }
+  - screenshot: { name: timeline, element: "ol#timeline" }
+"##,
+    );
+    let r = world.run(&pb, &[("order_id", &order.id)]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    assert_eq!(r.fields["query"], order.id);
+    assert!(r.fields["link"].ends_with(&format!("/orders/{}", order.id)));
+    let shot = &r.screenshots[0];
+    let img = image::open(&shot.path).unwrap().to_rgba8();
+    // The element's own size, measured in the same browser state.
+    let channel = world.engine.config.channel("sample").unwrap().clone();
+    let policy = clerk::browser::Policy {
+        allowed_origins: channel.allowed_origins.clone(),
+        read_only_exceptions: vec![],
+    };
+    let session = channel.load_session(world.data_dir()).unwrap();
+    let (browser, tab) =
+        clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
+            .await
+            .unwrap();
+    let url = channel
+        .base_url
+        .join(&format!("orders/{}/tracking", order.id))
+        .unwrap();
+    tab.goto(&url, Duration::from_secs(10)).await.unwrap();
+    let rect = tab
+        .rect(&clerk::playbook::Locator::Css("ol#timeline".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    browser.close().await;
+    assert_eq!(img.width(), rect.width.ceil() as u32, "{rect:?}");
+    assert_eq!(img.height(), rect.height.ceil() as u32, "{rect:?}");
+    assert!(!shot.blank);
+
+    // A failing assertion fails the run and names what it saw.
+    let bad = world.playbook_from(
+        "bad-assert",
+        r##"name: bad-assert
+version: "1"
+description: an assertion that does not hold
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders/{{order_id}}
+  - extract: { field: status, selector: "#order-status" }
+  - assert: { field: status, equals: "teleported" }
+"##,
+    );
+    let r = world.run(&bad, &[("order_id", &order.id)]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let err = r.error.unwrap();
+    assert!(err.contains("assertion failed: field status is"), "{err}");
+}

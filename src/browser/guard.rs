@@ -60,6 +60,8 @@ pub struct GuardEvent {
     pub step: i64,
     /// A top-level or frame navigation (resource type Document).
     pub navigation: bool,
+    /// Blocked because its origin is outside the channel (as opposed to being a write).
+    pub off_origin: bool,
 }
 
 struct Shared {
@@ -225,10 +227,15 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
         reason,
         step: shared.step.load(Ordering::SeqCst),
         navigation,
+        off_origin: false,
+    };
+    let off_origin = |reason: String| GuardEvent {
+        off_origin: true,
+        ..mk(true, reason)
     };
     let url = match Url::parse(&ev.request.url) {
         Ok(u) => u,
-        Err(_) => return Some(mk(true, "unparsable URL".into())),
+        Err(_) => return Some(off_origin("unparsable URL".into())),
     };
     // Requests that never reach the network (data:, blob:) carry nothing out.
     if matches!(url.scheme(), "data" | "blob" | "about") {
@@ -236,10 +243,9 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
     }
     let origin = url.origin().ascii_serialization();
     if !shared.policy.allowed_origins.contains(&origin) {
-        return Some(mk(
-            true,
-            format!("origin {origin} is not in the channel's allowed origins"),
-        ));
+        return Some(off_origin(format!(
+            "origin {origin} is not in the channel's allowed origins"
+        )));
     }
     if is_read(&method) {
         return None;
