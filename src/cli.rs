@@ -210,7 +210,8 @@ pub struct Exit {
     pub message: String,
 }
 
-fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
+/// An error that makes the process exit with `code`.
+pub(crate) fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit {
         code,
         message: message.into(),
@@ -279,7 +280,8 @@ fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn status_code(status: RunStatus) -> u8 {
+/// The exit code a run's outcome maps to.
+pub(crate) fn status_code(status: RunStatus) -> u8 {
     match status {
         RunStatus::Ok | RunStatus::Drafted => 0,
         RunStatus::Failed => 1,

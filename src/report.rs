@@ -8,18 +8,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::approval::{self, Approval};
-use crate::cli::{current_user, engine, ApprovalsCommand, Cli, Exit, RunsCommand, VerifyArgs};
+use crate::cli::{
+    current_user, engine, exit, status_code, ApprovalsCommand, Cli, RunsCommand, VerifyArgs,
+};
 use crate::evidence::{self, verify::Scope, RunFilter, Store};
 use crate::playbook;
 use crate::runner::{RunRequest, RunStatus};
-
-fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Exit {
-        code,
-        message: message.into(),
-    }
-    .into()
-}
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
     Store::open(&cli.data_dir).context("opening the evidence store")
@@ -311,10 +305,5 @@ pub async fn submit(
             ),
         }
     }
-    Ok(ExitCode::from(match report.status {
-        RunStatus::Ok | RunStatus::Drafted => 0,
-        RunStatus::Failed => 1,
-        RunStatus::Refused => 3,
-        RunStatus::SessionExpired => 4,
-    }))
+    Ok(ExitCode::from(status_code(report.status)))
 }
