@@ -358,3 +358,113 @@ fn shipped_playbooks_pass_check_with_exit_0() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The auditor's path through the command line, on a real run: find the run by case,
+/// export the case, check the bundle with `sha256sum -c` and `clerk verify --bundle`,
+/// then see both fail after one byte of a screenshot changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
+    let world = common::World::new().await;
+    let order = &clerk::sample::orders()[3].id;
+    let report = world
+        .engine
+        .run(clerk::runner::RunRequest {
+            playbook: common::playbook("order-lookup"),
+            inputs: common::inputs(&[("order_id", order)]),
+            operator: "ops".into(),
+            case_ref: Some("TICKET-77".into()),
+            batch_id: None,
+            approval: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        report.status,
+        clerk::runner::RunStatus::Ok,
+        "{:?}",
+        report.error
+    );
+    let run_id = report.run_id.clone().unwrap();
+    let clerk = |args: &[&str]| {
+        std::process::Command::new(common::clerk_bin())
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = clerk(&["runs", "list", "--case", "TICKET-77", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    let out = clerk(&["runs", "show", &run_id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&report.screenshots[0].sha256), "{text}");
+    assert!(text.contains("blocked requests"), "{text}");
+
+    let bundle = world.data_dir().join("bundle");
+    let out = clerk(&[
+        "export",
+        "--case",
+        "TICKET-77",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    let out = clerk(&["verify", "--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = clerk(&["verify", "--case", "TICKET-77"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // One byte of the exported screenshot changes: both checks fail, naming the file.
+    let png = bundle
+        .join("screenshots")
+        .join(format!("{}.png", report.screenshots[0].sha256));
+    let mut bytes = std::fs::read(&png).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut perms = std::fs::metadata(&png).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&png, perms).unwrap();
+    std::fs::write(&png, bytes).unwrap();
+    let sums = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(!sums.status.success());
+    let out = clerk(&["verify", "--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&report.screenshots[0].sha256),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
