@@ -468,3 +468,38 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Someone who is not an operator of the channel is refused before any browser starts, the
+/// message says who may, and the refusal is on record.
+#[test]
+fn non_operator_is_refused_with_exit_3_and_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clerk.toml"),
+        clerk::demo::demo_config(8931, "ops"),
+    )
+    .unwrap();
+    let playbook =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/order-lookup.yaml");
+    let out = std::process::Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--as", "mallory", "run"])
+        .arg(&playbook)
+        .args(["-i", "order_id=SO-100001"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("`mallory` is not an operator of channel `sample` (operators: ops, alice)"),
+        "{stdout}"
+    );
+    let journal = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"type\":\"refused\""), "{journal}");
+    assert!(journal.contains("mallory"));
+    assert!(
+        !journal.contains("run_started"),
+        "a refused run must not start"
+    );
+}
