@@ -435,8 +435,10 @@ pub fn list(
     Ok(out)
 }
 
+/// Records a refusal. The refusal itself stands whether or not the record could be written
+/// (nothing is submitted either way); a store failure is logged loudly.
 fn refusal(engine: &Engine, action: &str, id: &str, user: &str, reason: &str) {
-    let _ = engine.store.append(Event::Refused {
+    let appended = engine.store.append(Event::Refused {
         action: action.to_owned(),
         approval_id: Some(id.to_owned()),
         run_id: None,
@@ -444,6 +446,12 @@ fn refusal(engine: &Engine, action: &str, id: &str, user: &str, reason: &str) {
         reason: reason.to_owned(),
         at: timestamp((engine.clock)()),
     });
+    if let Err(e) = appended {
+        tracing::error!(
+            approval = id,
+            "could not record the refusal of {action} ({reason}): {e}"
+        );
+    }
 }
 
 /// Records a reviewer's decision. Refusals are recorded too.
