@@ -139,21 +139,9 @@ async fn adversarial_writes_are_blocked_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_iframe_is_out_of_process_and_still_guarded() {
     let world = World::new().await;
-    let channel = world.engine.config.channel("sample").unwrap().clone();
-    let policy = clerk::browser::Policy {
-        allowed_origins: channel.allowed_origins.clone(),
-        read_only_exceptions: vec![],
-    };
-    let session = channel.load_session(world.data_dir()).unwrap();
-    let (mut browser, tab) =
-        clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
-            .await
-            .unwrap();
+    let (mut browser, tab, base_url) = world.browser().await;
     let order = &clerk::sample::orders()[0];
-    let url = channel
-        .base_url
-        .join(&format!("orders/{}", order.id))
-        .unwrap();
+    let url = base_url.join(&format!("orders/{}", order.id)).unwrap();
     tab.goto(&url, Duration::from_secs(10)).await.unwrap();
     tab.wait_visible("#chat-widget", Duration::from_secs(5))
         .await
@@ -609,18 +597,8 @@ steps:
     let shot = &r.screenshots[0];
     let img = image::open(&shot.path).unwrap().to_rgba8();
     // The element's own size, measured in the same browser state.
-    let channel = world.engine.config.channel("sample").unwrap().clone();
-    let policy = clerk::browser::Policy {
-        allowed_origins: channel.allowed_origins.clone(),
-        read_only_exceptions: vec![],
-    };
-    let session = channel.load_session(world.data_dir()).unwrap();
-    let (browser, tab) =
-        clerk::browser::Browser::launch(&world.engine.launch, policy, Some(&session))
-            .await
-            .unwrap();
-    let url = channel
-        .base_url
+    let (browser, tab, base_url) = world.browser().await;
+    let url = base_url
         .join(&format!("orders/{}/tracking", order.id))
         .unwrap();
     tab.goto(&url, Duration::from_secs(10)).await.unwrap();

@@ -96,6 +96,22 @@ impl World {
             .collect()
     }
 
+    /// A browser with the channel's guard and session, for tests that drive a tab directly.
+    /// Also returns the channel's base URL.
+    pub async fn browser(&self) -> (clerk::browser::Browser, clerk::browser::Tab, url::Url) {
+        let channel = self.engine.config.channel("sample").unwrap().clone();
+        let policy = clerk::browser::Policy {
+            allowed_origins: channel.allowed_origins.clone(),
+            read_only_exceptions: vec![],
+        };
+        let session = channel.load_session(self.data_dir()).unwrap();
+        let (browser, tab) =
+            clerk::browser::Browser::launch(&self.engine.launch, policy, Some(&session))
+                .await
+                .unwrap();
+        (browser, tab, channel.base_url)
+    }
+
     /// Blocked requests of a run as (method, url, target kind), from the journal.
     pub fn blocked(&self, run_id: &str) -> Vec<(String, String, String)> {
         self.records(run_id)
