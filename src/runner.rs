@@ -34,10 +34,8 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
-/// RFC 3339 UTC with milliseconds, as every record uses.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+/// RFC 3339 UTC with milliseconds, as every record uses (the store's one format).
+pub use crate::evidence::timestamp;
 
 /// Placeholder stored instead of a secret value.
 pub const SECRET: &str = "<secret>";

@@ -40,21 +40,20 @@ impl FileLock {
 
     /// Blocks until the exclusive lock is held.
     pub fn exclusive(path: &Path) -> Result<FileLock, StoreError> {
-        let file = Self::open(path)?;
-        fs2::FileExt::lock_exclusive(&file).map_err(|source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(FileLock {
-            file,
-            path: path.to_owned(),
-        })
+        Self::acquire(path, fs2::FileExt::lock_exclusive)
     }
 
     /// Blocks until a shared lock is held.
     pub fn shared(path: &Path) -> Result<FileLock, StoreError> {
+        Self::acquire(path, fs2::FileExt::lock_shared)
+    }
+
+    fn acquire(
+        path: &Path,
+        lock: fn(&std::fs::File) -> std::io::Result<()>,
+    ) -> Result<FileLock, StoreError> {
         let file = Self::open(path)?;
-        fs2::FileExt::lock_shared(&file).map_err(|source| StoreError::Io {
+        lock(&file).map_err(|source| StoreError::Io {
             path: path.to_owned(),
             source,
         })?;

@@ -35,8 +35,8 @@ pub mod verify;
 
 pub use event::{Event, RunId};
 pub use query::{
-    parse_since, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter, RunSummary,
-    RunTable, StepView,
+    parse_since, timestamp, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter,
+    RunSummary, RunTable, StepView,
 };
 pub use record::RecordError;
 
