@@ -7,7 +7,7 @@
 //! submit can be wrong sends nothing and leaves a `Refused` record saying why; a secret
 //! input never lands on disk or in a log; and the journal still verifies afterwards.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `clerk check` from the command line: a table of malformed playbooks, each reported at
 //! its file, line and column with exit code 2, never a panic.
 
-mod common;
+use crate::common;
 
 const CASES: &[(&str, &str, usize, usize, &str)] = &[
     (

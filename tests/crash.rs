@@ -10,7 +10,7 @@
 //!
 //! Run with `cargo test --test crash -- --test-threads 1` (each test drives real Chromium).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

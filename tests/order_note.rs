@@ -1,7 +1,7 @@
 //! The second shipped submit playbook, end to end: an internal note is drafted (nothing
 //! written), approved by a reviewer, then added exactly once; the CLI shows it all.
 
-mod common;
+use crate::common;
 
 use clerk::approval::{self, ApprovalState};
 use clerk::runner::RunStatus;

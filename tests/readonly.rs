@@ -1,6 +1,6 @@
 //! Read-only evidence runs in real headless Chromium against the sample seller center.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
