@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Tab};
+use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Find, Tab};
 use crate::channel::Channel;
 use crate::evidence::{Event, Record};
-use crate::playbook::{Action, Inputs, Locator, Mode, Playbook, Step};
+use crate::playbook::{Action, Inputs, Mode, Playbook, Step};
 use crate::runner::{timestamp, Engine, SECRET};
 
 /// What a draft run knows when it reaches its submit step.
@@ -36,8 +36,8 @@ pub struct DraftContext {
     pub channel: Channel,
     pub inputs: Inputs,
     pub secrets: Vec<String>,
-    pub secret_fields: Vec<Locator>,
-    pub filled: Vec<Locator>,
+    pub secret_fields: Vec<Find>,
+    pub filled: Vec<Find>,
     pub operator: String,
     pub case_ref: Option<String>,
     pub draft_screenshot: Option<String>,
@@ -207,7 +207,7 @@ async fn live_values(
     secrets: &[String],
 ) -> Result<Vec<FieldValue>, String> {
     let values = tab
-        .form_values(control)
+        .form_values(&Find::css(control))
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("submit control {control} is not inside a form"))?;
@@ -260,7 +260,10 @@ fn without_query(url: &Url) -> String {
 
 /// Checks the form would send the declared write.
 async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> Result<(), String> {
-    let target = tab.form_target(control).await.map_err(|e| e.to_string())?;
+    let target = tab
+        .form_target(&Find::css(control))
+        .await
+        .map_err(|e| e.to_string())?;
     match target {
         Some((method, action)) => {
             let action_bare = Url::parse(&action)
@@ -697,7 +700,7 @@ pub async fn submit_armed(
         method: method.to_ascii_uppercase(),
         url: without_query(url),
     });
-    let clicked = tab.click(&Locator::Css(control.to_owned()), timeout).await;
+    let clicked = tab.click(&Find::css(control), timeout).await;
     if let Err(e) = clicked {
         guard.disarm();
         return Err(e.to_string());

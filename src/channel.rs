@@ -62,14 +62,49 @@ pub enum ChannelError {
     },
 }
 
-/// How clerk proves a channel's session is live before any lookup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// How clerk proves a channel's session is live before any lookup: either a page that
+/// shows `selector` only when logged in (`{ url, selector }`), or an HTTP probe made with
+/// the session, as single-page apps check it (`{ request = "/api/me", status = 200 }`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LoggedInCheck {
     /// Path on the base URL (or full URL inside the allowed origins) to open.
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// A selector that is present only when logged in.
-    pub selector: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// A URL (path on the base URL) fetched with the session as a GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The status the probe must answer with (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// The two forms of [`LoggedInCheck`], checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCheck<'a> {
+    Page { url: &'a str, selector: &'a str },
+    Probe { request: &'a str, status: u16 },
+}
+
+impl LoggedInCheck {
+    /// The check's form, or what is wrong with it.
+    pub fn form(&self) -> Result<SessionCheck<'_>, String> {
+        match (&self.url, &self.selector, &self.request) {
+            (Some(url), Some(selector), None) if self.status.is_none() => {
+                Ok(SessionCheck::Page { url, selector })
+            }
+            (None, None, Some(request)) => Ok(SessionCheck::Probe {
+                request,
+                status: self.status.unwrap_or(200),
+            }),
+            _ => {
+                Err("logged_in_check takes either { url, selector } or { request, status }".into())
+            }
+        }
+    }
 }
 
 /// A request that is allowed in read-only mode although its method writes (e.g. a search API
@@ -109,6 +144,40 @@ pub struct Channel {
     /// How long an approval request stays decidable.
     #[serde(default = "default_approval_ttl_hours")]
     pub approval_ttl_hours: u64,
+    /// The attribute `testid:` locators match (`data-testid`, `data-test`, `data-qa`, ...).
+    #[serde(default = "default_testid_attribute")]
+    pub testid_attribute: String,
+    /// URL globs (see [`crate::url_pattern`]) of the channel's login page: a run that lands
+    /// on one, at the session check or at any later step, ends as `session_expired` and no
+    /// screenshot of it is stored.
+    #[serde(default)]
+    pub login_url: Vec<String>,
+    /// `block` (default): service workers may not register in guarded runs; `allow`: they
+    /// may, and their requests are guarded like any other.
+    #[serde(default)]
+    pub service_workers: ServiceWorkers,
+    /// WebSocket endpoints (exact `ws://` / `wss://` URLs without query) a read-only run may
+    /// open, e.g. a live order feed; every frame the page sends on them is still recorded.
+    #[serde(default)]
+    pub websocket_allow: Vec<String>,
+    /// Body fields (JSON keys at any depth, form field names) whose values change on every
+    /// send (request ids, client timestamps, idempotency keys): kept out of the comparison
+    /// between an approved write and the write a submit sends.
+    #[serde(default)]
+    pub volatile_fields: Vec<String>,
+}
+
+/// Whether service workers may register in guarded runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceWorkers {
+    #[default]
+    Block,
+    Allow,
+}
+
+fn default_testid_attribute() -> String {
+    "data-testid".into()
 }
 
 fn default_modes() -> Vec<Mode> {
@@ -175,6 +244,20 @@ impl Config {
                 }
             }
             channel.allowed_origins = origins;
+            if let Err(e) = channel.logged_in_check.form() {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("channel `{}`: {e}", channel.id),
+                });
+            }
+            for g in &channel.login_url {
+                if let Err(e) = crate::url_pattern::glob(g, &channel.base_url) {
+                    return Err(ChannelError::ParseConfig {
+                        path: path.to_owned(),
+                        message: format!("channel `{}`: login_url: {e}", channel.id),
+                    });
+                }
+            }
         }
         Ok(config)
     }
@@ -206,6 +289,15 @@ impl Config {
 }
 
 impl Channel {
+    /// True when `url` is one of the channel's login pages.
+    pub fn is_login_page(&self, url: &str) -> bool {
+        self.login_url.iter().any(|g| {
+            crate::url_pattern::glob(g, &self.base_url)
+                .map(|re| re.is_match(url))
+                .unwrap_or(false)
+        })
+    }
+
     /// True when `url`'s origin is one of the allowed origins.
     pub fn allows_origin(&self, url: &Url) -> bool {
         let origin = url.origin().ascii_serialization();

@@ -22,3 +22,5 @@ pub mod playbook;
 pub mod report;
 pub mod runner;
 pub mod sample;
+pub mod url_pattern;
+pub mod write;

@@ -18,8 +18,10 @@ use serde::Serialize;
 use url::Url;
 
 use crate::approval::{self, SubmitGate};
-use crate::browser::{Browser, BrowserError, ElementRect, GuardEvent, LaunchOptions, Policy, Tab};
-use crate::channel::{Channel, Config};
+use crate::browser::{
+    Browser, BrowserError, ElementRect, Find, GuardEvent, LaunchOptions, Policy, Tab,
+};
+use crate::channel::{Channel, Config, SessionCheck};
 use crate::evidence::{Event, PngInfo, Store, StoreError};
 use crate::playbook::{
     Action, AssertCheck, AssertSubject, ExtractSource, Locator, Mode, Playbook, ShotTarget, Step,
@@ -158,6 +160,8 @@ enum StepStop {
     /// The run is over without error (a draft stopped at its submit step).
     Drafted,
     Refused(String),
+    /// The page went to the channel's login page: the session is gone.
+    SessionExpired(String),
 }
 
 impl From<BrowserError> for StepStop {
@@ -185,9 +189,9 @@ struct RunState<'a> {
     screenshots: Vec<Shot>,
     guard_log: Vec<GuardRecord>,
     /// Locators of secret fields filled so far (masked in captures).
-    secret_fields: Vec<Locator>,
+    secret_fields: Vec<Find>,
     /// Locators filled so far (read back for drafts).
-    filled: Vec<Locator>,
+    filled: Vec<Find>,
     gate: Option<SubmitGate>,
     approval_id: Option<String>,
     operator: String,
@@ -392,6 +396,14 @@ impl Engine {
     }
 }
 
+/// A playbook locator rendered for the browser.
+fn find(locator: &Locator) -> Find {
+    match locator {
+        Locator::Css(s) => Find::css(s),
+        Locator::Label(l) => Find::label(l),
+    }
+}
+
 /// Inputs with secret values replaced.
 pub fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     inputs
@@ -462,7 +474,14 @@ impl<'a> RunState<'a> {
             let started_at = self.engine.now();
             let t0 = Instant::now();
             let before = self.fields.clone();
-            let outcome = self.step(browser, tab, step).await;
+            let mut outcome = self.step(browser, tab, step).await;
+            // A single-page app that lost its session routes itself to the login page, at
+            // any step: that ends the run as expired, whatever the step made of it.
+            if matches!(outcome, Ok(()) | Err(StepStop::Failed(_))) {
+                if let Some(msg) = self.landed_on_login(tab).await {
+                    outcome = Err(StepStop::SessionExpired(msg));
+                }
+            }
             let events = browser.drain_events();
             let events = self.classify(browser, tab, events).await;
             self.record_guard(events).await?;
@@ -476,6 +495,7 @@ impl<'a> RunState<'a> {
                 Ok(()) | Err(StepStop::Drafted) => ("ok", None),
                 Err(StepStop::Failed(m)) => ("failed", Some(self.scrub(m))),
                 Err(StepStop::Refused(m)) => ("refused", Some(self.scrub(m))),
+                Err(StepStop::SessionExpired(m)) => ("session_expired", Some(self.scrub(m))),
             };
             self.engine
                 .record(Event::StepFinished {
@@ -495,11 +515,17 @@ impl<'a> RunState<'a> {
                 Err(StepStop::Drafted) => {
                     // The filled form as the reviewer will see it (secrets masked).
                     let timeout = self.timeout(step);
-                    if let Err(StepStop::Failed(m)) = self
+                    match self
                         .screenshot(tab, "draft", &ShotTarget::FullPage, &[], timeout, step)
                         .await
                     {
-                        return Ok((RunStatus::Failed, Some(self.scrub(&m))));
+                        Err(StepStop::Failed(m)) => {
+                            return Ok((RunStatus::Failed, Some(self.scrub(&m))));
+                        }
+                        Err(StepStop::SessionExpired(m)) => {
+                            return Ok((RunStatus::SessionExpired, Some(self.scrub(&m))));
+                        }
+                        _ => {}
                     }
                     let approval_id = approval::request_from_draft(
                         self.engine,
@@ -527,6 +553,9 @@ impl<'a> RunState<'a> {
                             step.action.kind()
                         ))),
                     ))
+                }
+                Err(StepStop::SessionExpired(m)) => {
+                    return Ok((RunStatus::SessionExpired, Some(self.scrub(&m))));
                 }
                 Err(StepStop::Refused(m)) => {
                     return Ok((
@@ -647,7 +676,15 @@ impl<'a> RunState<'a> {
                 self.channel.reauthorize_hint(&self.engine.data_dir)
             )
         };
-        let url = match self.channel.base_url.join(&check.url) {
+        let form = match check.form() {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(SessionProblem::Unreachable(e))),
+        };
+        let (path, selector, want_status) = match form {
+            SessionCheck::Page { url, selector } => (url, Some(selector), None),
+            SessionCheck::Probe { request, status } => (request, None, Some(status)),
+        };
+        let url = match self.channel.base_url.join(path) {
             Ok(u) => u,
             Err(e) => {
                 return Ok(Err(SessionProblem::Unreachable(format!(
@@ -663,22 +700,51 @@ impl<'a> RunState<'a> {
                 self.channel.id
             ))));
         }
-        let ok = tab
-            .wait_visible(&check.selector, Duration::from_secs(3))
-            .await
-            .is_ok();
+        let verdict: Result<(), String> = match (selector, want_status) {
+            (Some(selector), _) => tab
+                .wait_visible(&Find::css(selector), Duration::from_secs(3))
+                .await
+                .map_err(|_| format!("{selector} not found")),
+            (None, Some(want)) => match tab.response_status().await {
+                Ok(Some(got)) if got == want => Ok(()),
+                Ok(Some(got)) => Err(format!("{url} answered {got}, not {want}")),
+                Ok(None) => Err(format!("{url} gave no HTTP status")),
+                Err(e) => Err(format!("cannot read the status of {url}: {e}")),
+            },
+            (None, None) => Ok(()),
+        };
         let events = browser.drain_events();
         let events = self.classify(browser, tab, events).await;
         self.record_guard(events).await?;
-        if ok {
-            Ok(Ok(()))
-        } else {
-            let landed = tab.url().await.unwrap_or_default();
-            Ok(Err(SessionProblem::Expired(expired(format!(
-                "{} not found at {landed}",
-                check.selector
-            )))))
+        let landed = tab.url().await.unwrap_or_default();
+        if self.channel.is_login_page(&landed) {
+            return Ok(Err(SessionProblem::Expired(expired(format!(
+                "landed on the login page {landed}"
+            )))));
         }
+        match verdict {
+            Ok(()) => Ok(Ok(())),
+            Err(why) => Ok(Err(SessionProblem::Expired(expired(format!(
+                "{why} at {landed}"
+            ))))),
+        }
+    }
+
+    /// When the page has landed on the channel's login page, the message that ends the run
+    /// as `session_expired`.
+    async fn landed_on_login(&self, tab: &Tab) -> Option<String> {
+        if self.channel.login_url.is_empty() {
+            return None;
+        }
+        let landed = tab.url().await.ok()?;
+        self.channel.is_login_page(&landed).then(|| {
+            format!(
+                "session for channel {} has expired: re-authorize ({}) [the page went to the login page {}]",
+                self.channel.id,
+                self.channel.reauthorize_hint(&self.engine.data_dir),
+                self.scrub(&landed)
+            )
+        })
     }
 
     fn timeout(&self, step: &Step) -> Duration {
@@ -722,7 +788,7 @@ impl<'a> RunState<'a> {
                 nav?;
             }
             Action::WaitFor { condition } => match condition {
-                WaitCondition::Visible(sel) => tab.wait_visible(sel, timeout).await?,
+                WaitCondition::Visible(sel) => tab.wait_visible(&Find::css(sel), timeout).await?,
                 WaitCondition::Text(t) => {
                     let text = t
                         .render_text(&self.inputs)
@@ -740,10 +806,11 @@ impl<'a> RunState<'a> {
                 source,
                 required,
             } => {
+                let find = Find::css(selector);
                 let value = match source {
-                    ExtractSource::Text => tab.text(selector).await?,
-                    ExtractSource::Attribute(name) => tab.attribute(selector, name).await?,
-                    ExtractSource::Value => tab.value(selector).await?,
+                    ExtractSource::Text => tab.text(&find).await?,
+                    ExtractSource::Attribute(name) => tab.attribute(&find, name).await?,
+                    ExtractSource::Value => tab.value(&find).await?,
                 };
                 match value {
                     Some(v) => {
@@ -762,7 +829,7 @@ impl<'a> RunState<'a> {
             Action::Assert { subject, check } => {
                 let (what, actual) = match subject {
                     AssertSubject::Field(f) => (format!("field {f}"), self.fields.get(f).cloned()),
-                    AssertSubject::Selector(s) => (s.clone(), tab.text(s).await?),
+                    AssertSubject::Selector(s) => (s.clone(), tab.text(&Find::css(s)).await?),
                 };
                 let actual =
                     actual.ok_or_else(|| StepStop::Failed(format!("{what} has no value")))?;
@@ -783,7 +850,7 @@ impl<'a> RunState<'a> {
                 }
             }
             Action::Click { selector } => {
-                tab.click(&Locator::Css(selector.clone()), timeout).await?;
+                tab.click(&Find::css(selector), timeout).await?;
                 // A click may start a navigation: wait until the network is quiet and the
                 // document loaded, then check it did not try to leave the channel.
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -818,30 +885,34 @@ impl<'a> RunState<'a> {
                 let is_secret = *secret
                     || matches!(value, ValueSource::Env(_))
                     || (!v.is_empty() && self.secrets.contains(&v));
+                let find = find(locator);
                 if is_secret {
-                    self.secret_fields.push(locator.clone());
+                    self.secret_fields.push(find.clone());
                 }
-                self.filled.push(locator.clone());
-                tab.fill(locator, &v, timeout).await?;
+                self.filled.push(find.clone());
+                tab.fill(&find, &v, timeout).await?;
             }
             Action::Select { locator, value } => {
                 let v = value
                     .render_text(&self.inputs)
                     .map_err(|e| StepStop::Failed(e.to_string()))?;
-                self.filled.push(locator.clone());
-                tab.select(locator, &v, timeout).await?;
+                let find = find(locator);
+                self.filled.push(find.clone());
+                tab.select(&find, &v, timeout).await?;
             }
             Action::Check { locator, checked } => {
-                self.filled.push(locator.clone());
-                tab.set_checked(locator, *checked, timeout).await?;
+                let find = find(locator);
+                self.filled.push(find.clone());
+                tab.set_checked(&find, *checked, timeout).await?;
             }
             Action::Upload { locator, input } => {
                 let path = self
                     .inputs
                     .get(input)
                     .ok_or_else(|| StepStop::Failed(format!("input {input} has no value")))?;
-                self.filled.push(locator.clone());
-                tab.upload(locator, std::path::Path::new(path), timeout)
+                let find = find(locator);
+                self.filled.push(find.clone());
+                tab.upload(&find, std::path::Path::new(path), timeout)
                     .await?;
             }
             Action::Submit { control, expect } => {
@@ -915,12 +986,16 @@ impl<'a> RunState<'a> {
         step: &Step,
     ) -> Result<(), StepStop> {
         tab.settle(timeout).await?;
+        // Never store a login page as evidence of anything.
+        if let Some(msg) = self.landed_on_login(tab).await {
+            return Err(StepStop::SessionExpired(msg));
+        }
         let (png, origin) = match target {
             ShotTarget::FullPage => (tab.screenshot_full().await?, (0.0, 0.0)),
             ShotTarget::Element(sel) => {
-                tab.wait_visible(sel, timeout).await?;
+                tab.wait_visible(&Find::css(sel), timeout).await?;
                 let rect = tab
-                    .rect(&Locator::Css(sel.clone()))
+                    .rect(&Find::css(sel))
                     .await?
                     .ok_or_else(|| StepStop::Failed(format!("element not found: {sel}")))?;
                 (tab.capture(rect).await?, (rect.x, rect.y))
@@ -930,7 +1005,7 @@ impl<'a> RunState<'a> {
         let mut regions: Vec<ElementRect> = Vec::new();
         let locators = mask
             .iter()
-            .map(|m| Locator::Css(m.clone()))
+            .map(|m| Find::css(m))
             .chain(self.secret_fields.iter().cloned());
         for loc in locators {
             if let Some(r) = tab.rect(&loc).await? {

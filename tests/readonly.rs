@@ -143,9 +143,12 @@ async fn cross_site_iframe_is_out_of_process_and_still_guarded() {
     let order = &clerk::sample::orders()[0];
     let url = base_url.join(&format!("orders/{}", order.id)).unwrap();
     tab.goto(&url, Duration::from_secs(10)).await.unwrap();
-    tab.wait_visible("#chat-widget", Duration::from_secs(5))
-        .await
-        .unwrap();
+    tab.wait_visible(
+        &clerk::browser::Find::css("#chat-widget"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     tab.network_idle(Duration::from_millis(800), Duration::from_secs(10))
         .await
         .unwrap();
@@ -603,7 +606,7 @@ steps:
         .unwrap();
     tab.goto(&url, Duration::from_secs(10)).await.unwrap();
     let rect = tab
-        .rect(&clerk::playbook::Locator::Css("ol#timeline".into()))
+        .rect(&clerk::browser::Find::css("ol#timeline"))
         .await
         .unwrap()
         .unwrap();

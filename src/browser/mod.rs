@@ -12,7 +12,7 @@ mod tab;
 
 pub use guard::{ArmedWrite, Guard, GuardEvent, Policy};
 pub use process::{find_chromium, kill_all};
-pub use tab::{ElementRect, FieldValue, Tab};
+pub use tab::{ElementRect, FieldValue, Find, Tab};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, CaptureScreenshotFormat, CaptureScreenshotParams,
-    CreateIsolatedWorldParams, FrameId, NavigateParams, Viewport,
+    CreateIsolatedWorldParams, FrameId, Viewport,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, ExecutionContextId};
 use chromiumoxide::Page;
@@ -42,6 +42,34 @@ pub struct ElementRect {
 pub struct FieldValue {
     pub name: String,
     pub value: String,
+}
+
+/// An element locator rendered for the browser: the JSON the isolated world's locator
+/// engine takes (`{"css": ...}`, `{"label": ...}`, ...) and how to name it in messages.
+/// The runner renders playbook locators (templates filled, inputs escaped) into this;
+/// the browser module never sees playbook types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Find {
+    pub spec: serde_json::Value,
+    pub display: String,
+}
+
+impl Find {
+    /// A plain CSS selector.
+    pub fn css(selector: &str) -> Find {
+        Find {
+            spec: serde_json::json!({ "css": selector }),
+            display: selector.to_owned(),
+        }
+    }
+
+    /// The control labelled `text`.
+    pub fn label(text: &str) -> Find {
+        Find {
+            spec: serde_json::json!({ "label": text }),
+            display: format!("label {text:?}"),
+        }
+    }
 }
 
 /// One page of a run.
@@ -113,6 +141,35 @@ impl Tab {
             .feature(MediaFeature::new("prefers-reduced-motion", "reduce"))
             .build();
         cdp(timeout, "Emulation.setEmulatedMedia", page.execute(media)).await?;
+        // A dialog (alert, confirm, beforeunload) would block every later call on this page:
+        // leave pages without asking, dismiss everything else.
+        {
+            use chromiumoxide::cdp::browser_protocol::page::{
+                DialogType, EventJavascriptDialogOpening, HandleJavaScriptDialogParams,
+            };
+            use futures::StreamExt;
+            let mut dialogs = cdp(timeout, "listen for dialogs", async {
+                page.event_listener::<EventJavascriptDialogOpening>().await
+            })
+            .await?;
+            let dialog_page = page.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = dialogs.next().await {
+                    let accept = ev.r#type == DialogType::Beforeunload;
+                    tracing::debug!(kind = ?ev.r#type, "page opened a dialog; answering it");
+                    let answer = HandleJavaScriptDialogParams::new(accept);
+                    if let Err(e) = cdp(
+                        timeout,
+                        "Page.handleJavaScriptDialog",
+                        dialog_page.execute(answer),
+                    )
+                    .await
+                    {
+                        tracing::debug!("{e}");
+                    }
+                }
+            });
+        }
         Ok(Tab {
             page,
             guard,
@@ -212,21 +269,63 @@ impl Tab {
         Err(last_err.unwrap_or_else(|| BrowserError::Page("evaluation failed".into())))
     }
 
-    /// Navigates the tab and waits for the document to load. A navigation the guard aborts
-    /// leaves the previous document in place; the caller checks the guard's events.
+    /// Navigates the tab and waits until the navigation is done: for a new document, until
+    /// that document has replaced the old one and is loaded; for a same-document navigation
+    /// (only the fragment changes, as with hash routers), until the page's current history
+    /// entry is a new one. Never waits for a load event that a same-document navigation
+    /// will not fire.
+    ///
+    /// The navigation is started from clerk's isolated world (`location.assign`), not with
+    /// `Page.navigate`: chromiumoxide answers `Page.navigate` only once the main frame *and
+    /// every child frame* report `load`, which never happens for a fragment change or for a
+    /// frame whose navigation the guard aborted. A navigation the guard aborts leaves the
+    /// previous document in place; the caller checks the guard's events.
     pub async fn goto(&self, url: &Url, timeout: Duration) -> Result<(), BrowserError> {
-        let r = cdp(
-            timeout,
-            "Page.navigate",
-            self.page.execute(NavigateParams::new(url.as_str())),
-        )
-        .await?;
-        if let Some(err) = &r.result.error_text {
-            return Err(BrowserError::Page(format!(
-                "navigation to {url} failed: {err}"
-            )));
+        let start = Instant::now();
+        let current = self.url().await.unwrap_or_default();
+        let same_document = is_same_document(&current, url);
+        let token = format!("{:x}", rand_u64());
+        // Mark the current document and history entry, then navigate.
+        let _: bool = self
+            .eval(
+                "window.__clerkDoc = arg[0]; \
+                 window.__clerkEntry = (window.navigation && navigation.currentEntry) ? navigation.currentEntry.id : null; \
+                 location.assign(arg[1]); return true;",
+                serde_json::json!([token, url.as_str()]),
+            )
+            .await?;
+        loop {
+            let state: Result<(String, String, bool, bool), _> = self
+                .eval(
+                    "const e = (window.navigation && navigation.currentEntry) ? navigation.currentEntry.id : null; \
+                     return [location.href, document.readyState, window.__clerkDoc === arg, \
+                             window.__clerkDoc === arg && window.__clerkEntry !== null && e !== window.__clerkEntry];",
+                    serde_json::json!(token),
+                )
+                .await;
+            if let Ok((href, ready, same_doc_marker, new_entry)) = state {
+                if href.starts_with("chrome-error:") {
+                    return Err(BrowserError::Page(format!(
+                        "navigation to {url} failed: the browser shows an error page"
+                    )));
+                }
+                let done = if same_document {
+                    new_entry || (same_doc_marker && href == url.as_str())
+                } else {
+                    !same_doc_marker && ready == "complete"
+                };
+                if done {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Timeout {
+                    what: format!("navigation to {url}"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        self.wait_loaded(timeout).await
     }
 
     /// Waits until `document.readyState` is `complete`.
@@ -247,6 +346,38 @@ impl Tab {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until the main frame's URL (with its fragment) matches `pattern`.
+    pub async fn wait_url(
+        &self,
+        pattern: &regex::Regex,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        loop {
+            let url = self.url().await.unwrap_or_default();
+            if pattern.is_match(&url) {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Page(format!(
+                    "the URL did not match {pattern} (it is {url}, after {timeout:?})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The HTTP status the current document was served with (`None` for documents that did
+    /// not come from the network, such as `about:blank`).
+    pub async fn response_status(&self) -> Result<Option<u16>, BrowserError> {
+        self.eval(
+            "const n = performance.getEntriesByType('navigation')[0]; \
+             return n && n.responseStatus ? n.responseStatus : null;",
+            serde_json::Value::Null,
+        )
+        .await
     }
 
     /// The current URL of the main frame.
@@ -302,18 +433,18 @@ impl Tab {
         }
     }
 
-    /// Waits until an element matching `selector` is visible.
+    /// Waits until the element a locator finds is visible.
     pub async fn wait_visible(
         &self,
-        selector: &str,
+        locator: &Find,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
         self.wait_until(
-            "return __clerk.visible(document.querySelector(arg));",
-            serde_json::json!(selector),
+            "return __clerk.visible(__clerk.find(arg));",
+            locator.spec.clone(),
             timeout,
             || BrowserError::ElementNotFound {
-                selector: selector.to_owned(),
+                selector: locator.display.clone(),
                 after: timeout,
             },
         )
@@ -385,55 +516,48 @@ impl Tab {
         }
     }
 
-    /// Text of the first element matching `selector` (`None` if there is none).
-    pub async fn text(&self, selector: &str) -> Result<Option<String>, BrowserError> {
+    /// Text of the element a locator finds (`None` if there is none).
+    pub async fn text(&self, locator: &Find) -> Result<Option<String>, BrowserError> {
         self.eval(
-            "const el = document.querySelector(arg); return el ? el.innerText.trim() : null;",
-            serde_json::json!(selector),
+            "const el = __clerk.find(arg); return el ? el.innerText.trim() : null;",
+            locator.spec.clone(),
         )
         .await
     }
 
-    /// An attribute of the first element matching `selector`.
+    /// An attribute of the element a locator finds.
     pub async fn attribute(
         &self,
-        selector: &str,
+        locator: &Find,
         name: &str,
     ) -> Result<Option<String>, BrowserError> {
         self.eval(
-            "const el = document.querySelector(arg[0]); return el ? el.getAttribute(arg[1]) : null;",
-            serde_json::json!([selector, name]),
+            "const el = __clerk.find(arg[0]); return el ? el.getAttribute(arg[1]) : null;",
+            serde_json::json!([locator.spec, name]),
         )
         .await
     }
 
-    /// The live `value` of the first element matching `selector`.
-    pub async fn value(&self, selector: &str) -> Result<Option<String>, BrowserError> {
+    /// The live `value` of the element a locator finds.
+    pub async fn value(&self, locator: &Find) -> Result<Option<String>, BrowserError> {
         self.eval(
-            "const el = document.querySelector(arg); return el && 'value' in el ? String(el.value) : null;",
-            serde_json::json!(selector),
+            "const el = __clerk.find(arg); return el && 'value' in el ? String(el.value) : null;",
+            locator.spec.clone(),
         )
         .await
     }
 
     /// Page rectangle of the element a locator finds.
-    pub async fn rect(
-        &self,
-        locator: &crate::playbook::Locator,
-    ) -> Result<Option<ElementRect>, BrowserError> {
+    pub async fn rect(&self, locator: &Find) -> Result<Option<ElementRect>, BrowserError> {
         self.eval(
             "const el = __clerk.find(arg); return el ? __clerk.rect(el) : null;",
-            locator_json(locator),
+            locator.spec.clone(),
         )
         .await
     }
 
     /// Scrolls the element into view and returns its centre in viewport coordinates.
-    async fn center(
-        &self,
-        locator: &crate::playbook::Locator,
-        timeout: Duration,
-    ) -> Result<(f64, f64), BrowserError> {
+    async fn center(&self, locator: &Find, timeout: Duration) -> Result<(f64, f64), BrowserError> {
         let start = Instant::now();
         loop {
             let c: Option<(f64, f64)> = self
@@ -441,7 +565,7 @@ impl Tab {
                     "const el = __clerk.find(arg); if (!__clerk.visible(el)) return null; \
                      el.scrollIntoView({block: 'center', inline: 'center'}); \
                      const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];",
-                    locator_json(locator),
+                    locator.spec.clone(),
                 )
                 .await
                 .unwrap_or(None);
@@ -450,7 +574,7 @@ impl Tab {
             }
             if start.elapsed() >= timeout {
                 return Err(BrowserError::ElementNotFound {
-                    selector: locator_display(locator),
+                    selector: locator.display.clone(),
                     after: timeout,
                 });
             }
@@ -459,11 +583,7 @@ impl Tab {
     }
 
     /// Clicks the element with real mouse events.
-    pub async fn click(
-        &self,
-        locator: &crate::playbook::Locator,
-        timeout: Duration,
-    ) -> Result<(), BrowserError> {
+    pub async fn click(&self, locator: &Find, timeout: Duration) -> Result<(), BrowserError> {
         let (x, y) = self.center(locator, timeout).await?;
         for kind in [
             DispatchMouseEventType::MouseMoved,
@@ -517,7 +637,7 @@ impl Tab {
     /// Focuses a text field, clears it and types `value` key by key.
     pub async fn fill(
         &self,
-        locator: &crate::playbook::Locator,
+        locator: &Find,
         value: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
@@ -526,13 +646,13 @@ impl Tab {
             .eval(
                 "const el = __clerk.find(arg); if (!el) return false; el.focus(); \
                  if (typeof el.select === 'function') el.select(); return document.activeElement === el;",
-                locator_json(locator),
+                locator.spec.clone(),
             )
             .await?;
         if !ok {
             return Err(BrowserError::Page(format!(
                 "cannot focus {}",
-                locator_display(locator)
+                locator.display.clone()
             )));
         }
         // Delete whatever is selected (the old value), as a person would.
@@ -578,7 +698,7 @@ impl Tab {
     /// Chooses an option of a `<select>` by value (or visible text) and fires input/change.
     pub async fn select(
         &self,
-        locator: &crate::playbook::Locator,
+        locator: &Find,
         value: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
@@ -590,14 +710,14 @@ impl Tab {
                  if (!opt) return 'no option ' + JSON.stringify(arg[1]) + ' (options: ' + [...el.options].map(o => o.value).join(', ') + ')'; \
                  el.focus(); el.value = opt.value; \
                  el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return null;",
-                serde_json::json!([locator_json(locator), value]),
+                serde_json::json!([locator.spec.clone(), value]),
             )
             .await?;
         match r {
             None => Ok(()),
             Some(msg) => Err(BrowserError::Page(format!(
                 "{}: {msg}",
-                locator_display(locator)
+                locator.display.clone()
             ))),
         }
     }
@@ -605,19 +725,19 @@ impl Tab {
     /// Sets a checkbox to `checked` by clicking it when it is not already.
     pub async fn set_checked(
         &self,
-        locator: &crate::playbook::Locator,
+        locator: &Find,
         checked: bool,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
         let now: Option<bool> = self
             .eval(
                 "const el = __clerk.find(arg); return el ? !!el.checked : null;",
-                locator_json(locator),
+                locator.spec.clone(),
             )
             .await?;
         match now {
             None => Err(BrowserError::ElementNotFound {
-                selector: locator_display(locator),
+                selector: locator.display.clone(),
                 after: timeout,
             }),
             Some(c) if c == checked => Ok(()),
@@ -626,7 +746,7 @@ impl Tab {
                 let after: Option<bool> = self
                     .eval(
                         "const el = __clerk.find(arg); return el ? !!el.checked : null;",
-                        locator_json(locator),
+                        locator.spec.clone(),
                     )
                     .await?;
                 if after == Some(checked) {
@@ -634,7 +754,7 @@ impl Tab {
                 } else {
                     Err(BrowserError::Page(format!(
                         "{} did not change state",
-                        locator_display(locator)
+                        locator.display.clone()
                     )))
                 }
             }
@@ -644,7 +764,7 @@ impl Tab {
     /// Puts a local file into a file input.
     pub async fn upload(
         &self,
-        locator: &crate::playbook::Locator,
+        locator: &Find,
         path: &std::path::Path,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
@@ -652,7 +772,7 @@ impl Tab {
         let ctx = self.context(false).await?;
         let expr = format!(
             "(() => {{ {PRELUDE}; return __clerk.find({}); }})()",
-            locator_json(locator)
+            locator.spec.clone()
         );
         let params = EvaluateParams::builder()
             .expression(expr)
@@ -666,7 +786,7 @@ impl Tab {
                 .object_id
                 .clone()
                 .ok_or_else(|| BrowserError::ElementNotFound {
-                    selector: locator_display(locator),
+                    selector: locator.display.clone(),
                     after: timeout,
                 })?;
         let params = SetFileInputFilesParams::builder()
@@ -687,12 +807,12 @@ impl Tab {
     /// name). `None` when the control is not inside a form.
     pub async fn form_values(
         &self,
-        control: &str,
+        control: &Find,
     ) -> Result<Option<Vec<FieldValue>>, BrowserError> {
         self.eval(
-            "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
+            "const c = __clerk.find(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
              const out = []; for (const [k, v] of new FormData(f)) out.push({name: k, value: typeof v === 'string' ? v : ('file:' + v.name)}); return out;",
-            serde_json::json!(control),
+            control.spec.clone(),
         )
         .await
     }
@@ -700,14 +820,14 @@ impl Tab {
     /// The form's `method` and absolute `action` for the form containing `control`.
     pub async fn form_target(
         &self,
-        control: &str,
+        control: &Find,
     ) -> Result<Option<(String, String)>, BrowserError> {
         self.eval(
-            "const c = document.querySelector(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
+            "const c = __clerk.find(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
              const m = c.getAttribute('formmethod') || f.getAttribute('method') || 'get'; \
              const a = c.getAttribute('formaction') || f.getAttribute('action') || location.href; \
              return [String(m).toUpperCase(), new URL(a, document.baseURI).href];",
-            serde_json::json!(control),
+            control.spec.clone(),
         )
         .await
     }
@@ -757,19 +877,33 @@ impl Tab {
     }
 }
 
-fn locator_json(locator: &crate::playbook::Locator) -> serde_json::Value {
-    match locator {
-        crate::playbook::Locator::Css(s) => serde_json::json!({ "css": s }),
-        crate::playbook::Locator::Label(l) => serde_json::json!({ "label": l }),
+/// True when going from `current` to `target` is a same-document navigation: the URLs
+/// differ at most in the fragment and the target has one (without a fragment, navigating to
+/// the same URL reloads).
+fn is_same_document(current: &str, target: &Url) -> bool {
+    let Ok(mut cur) = Url::parse(current) else {
+        return false;
+    };
+    if target.fragment().is_none() {
+        return false;
     }
+    let mut t = target.clone();
+    cur.set_fragment(None);
+    t.set_fragment(None);
+    cur == t
 }
 
-/// How a locator is named in messages.
-pub fn locator_display(locator: &crate::playbook::Locator) -> String {
-    match locator {
-        crate::playbook::Locator::Css(s) => s.clone(),
-        crate::playbook::Locator::Label(l) => format!("label {l:?}"),
-    }
+/// A random number for one-off markers (not security-relevant).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 /// Cookies of a storageState as CDP cookie parameters.
