@@ -80,6 +80,11 @@ pub struct Tab {
     world: Mutex<Option<(String, ExecutionContextId)>>,
 }
 
+/// How long the network must have been quiet (no new request seen by the guard) before a
+/// capture: long enough for a response handler's follow-up request to start, short enough
+/// not to matter per screenshot.
+const SETTLE_QUIET: Duration = Duration::from_millis(100);
+
 /// CSS that stops animations, transitions and the blinking caret, so captures are stable.
 const STILL_CSS: &str = "*,*::before,*::after{animation:none!important;transition:none!important;caret-color:transparent!important;scroll-behavior:auto!important}";
 
@@ -294,78 +299,80 @@ impl Tab {
                 serde_json::json!([token, url.as_str()]),
             )
             .await?;
-        loop {
-            let state: Result<(String, String, bool, bool), _> = self
-                .eval(
-                    "const e = (window.navigation && navigation.currentEntry) ? navigation.currentEntry.id : null; \
-                     return [location.href, document.readyState, window.__clerkDoc === arg, \
-                             window.__clerkDoc === arg && window.__clerkEntry !== null && e !== window.__clerkEntry];",
-                    serde_json::json!(token),
-                )
-                .await;
-            if let Ok((href, ready, same_doc_marker, new_entry)) = state {
-                if href.starts_with("chrome-error:") {
-                    return Err(BrowserError::Page(format!(
-                        "navigation to {url} failed: the browser shows an error page"
-                    )));
-                }
-                let done = if same_document {
-                    new_entry || (same_doc_marker && href == url.as_str())
-                } else {
-                    !same_doc_marker && ready == "complete"
-                };
-                if done {
-                    return Ok(());
-                }
-            }
-            if start.elapsed() >= timeout {
-                return Err(BrowserError::Timeout {
-                    what: format!("navigation to {url}"),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        // Done when: an error page (fail), or for a same-document navigation a new history
+        // entry (or the exact URL) in the marked document, or for a new document an unmarked,
+        // completely loaded one.
+        let cond = if same_document {
+            "location.href.startsWith('chrome-error:') ? 'error' : \
+             (window.__clerkDoc === arg[0] && ((window.__clerkEntry !== null && window.navigation && \
+               navigation.currentEntry && navigation.currentEntry.id !== window.__clerkEntry) || location.href === arg[1])) ? 'ok' : null"
+        } else {
+            "location.href.startsWith('chrome-error:') ? 'error' : \
+             (window.__clerkDoc !== arg[0] && document.readyState === 'complete') ? 'ok' : null"
+        };
+        let left = timeout.saturating_sub(start.elapsed());
+        match self
+            .wait_js(cond, serde_json::json!([token, url.as_str()]), left)
+            .await?
+        {
+            Some(serde_json::Value::String(s)) if s == "ok" => Ok(()),
+            Some(_) => Err(BrowserError::Page(format!(
+                "navigation to {url} failed: the browser shows an error page"
+            ))),
+            None => Err(BrowserError::Timeout {
+                what: format!("navigation to {url}"),
+                after: timeout,
+            }),
         }
     }
 
     /// Waits until `document.readyState` is `complete`.
     pub async fn wait_loaded(&self, timeout: Duration) -> Result<(), BrowserError> {
-        let start = Instant::now();
-        loop {
-            let state: Result<String, _> = self
-                .eval("return document.readyState;", serde_json::Value::Null)
-                .await;
-            if matches!(state.as_deref(), Ok("complete")) {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                return Err(BrowserError::Timeout {
-                    what: "page load".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match self
+            .wait_js(
+                "document.readyState === 'complete'",
+                serde_json::Value::Null,
+                timeout,
+            )
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(BrowserError::Timeout {
+                what: "page load".into(),
+                after: timeout,
+            }),
         }
     }
 
-    /// Waits until the main frame's URL (with its fragment) matches `pattern`.
+    /// Waits until the main frame's URL (with its fragment) matches `pattern`, reacting to
+    /// history and hash changes and to new documents.
     pub async fn wait_url(
         &self,
         pattern: &regex::Regex,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
         let start = Instant::now();
+        let mut seen = self.url().await.unwrap_or_default();
         loop {
-            let url = self.url().await.unwrap_or_default();
-            if pattern.is_match(&url) {
+            if pattern.is_match(&seen) {
                 return Ok(());
             }
-            if start.elapsed() >= timeout {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return Err(BrowserError::Page(format!(
-                    "the URL did not match {pattern} (it is {url}, after {timeout:?})"
+                    "the URL did not match {pattern} (it is {seen}, after {timeout:?})"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(serde_json::Value::String(href)) = self
+                .wait_js(
+                    "location.href !== arg ? location.href : null",
+                    serde_json::json!(seen),
+                    left,
+                )
+                .await?
+            {
+                seen = href;
+            }
         }
     }
 
@@ -392,27 +399,61 @@ impl Tab {
             .await
     }
 
-    async fn poll<F>(&self, what: &str, timeout: Duration, mut check: F) -> Result<(), BrowserError>
-    where
-        F: FnMut() -> futures::future::BoxFuture<'static, Result<bool, BrowserError>>,
-    {
+    /// Waits, reacting to the page rather than polling it, until the JavaScript expression
+    /// `cond` (which may use `arg`) is truthy, and returns its value; `None` when `timeout`
+    /// passes first.
+    ///
+    /// One `Runtime.evaluate` awaits a promise that re-checks `cond` on every DOM mutation,
+    /// history or hash change and ready-state change, and gives up after a slice of at most
+    /// a second (so a slow page never holds a CDP call near its timeout, and a check that
+    /// depends on layout alone is still re-run). A navigation destroys the isolated world
+    /// mid-wait; the next slice runs in the new document's world.
+    pub(crate) async fn wait_js(
+        &self,
+        cond: &str,
+        arg: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>, BrowserError> {
         let start = Instant::now();
         loop {
-            if check().await.unwrap_or(false) {
-                return Ok(());
+            let left = timeout.saturating_sub(start.elapsed());
+            let slice = left.min(Duration::from_millis(1000)).as_millis() as u64;
+            let body = format!(
+                "const check = () => {{ try {{ return ({cond}) || null; }} catch (e) {{ return null; }} }}; \
+                 const first = check(); if (first) return first; \
+                 return await new Promise((resolve) => {{ \
+                   let done = false; \
+                   const finish = (v) => {{ if (done) return; done = true; obs.disconnect(); clearTimeout(timer); \
+                     removeEventListener('hashchange', again); removeEventListener('popstate', again); \
+                     document.removeEventListener('readystatechange', again); \
+                     if (window.navigation) navigation.removeEventListener('currententrychange', again); \
+                     resolve(v); }}; \
+                   const again = () => {{ const v = check(); if (v) finish(v); }}; \
+                   const obs = new MutationObserver(again); \
+                   obs.observe(document, {{subtree: true, childList: true, attributes: true, characterData: true}}); \
+                   addEventListener('hashchange', again); addEventListener('popstate', again); \
+                   document.addEventListener('readystatechange', again); \
+                   if (window.navigation) navigation.addEventListener('currententrychange', again); \
+                   const timer = setTimeout(() => finish(check()), {slice}); \
+                 }});"
+            );
+            match self.eval::<serde_json::Value>(&body, arg.clone()).await {
+                Ok(v) if !v.is_null() && v != serde_json::Value::Bool(false) => return Ok(Some(v)),
+                Ok(_) => {}
+                // The world went away with its document; the next slice finds the new one.
+                Err(BrowserError::Page(m)) if m.starts_with("script error") => {
+                    return Err(BrowserError::Page(m))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
             if start.elapsed() >= timeout {
-                return Err(BrowserError::Timeout {
-                    what: what.to_owned(),
-                    after: timeout,
-                });
+                return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Polls a boolean script every 100 ms until it is true; `timeout_error` says what was
-    /// not found when time runs out.
+    /// Waits until a boolean script body is true (see [`Tab::wait_js`]); `timeout_error`
+    /// says what was not found when time runs out.
     async fn wait_until(
         &self,
         body: &str,
@@ -420,16 +461,10 @@ impl Tab {
         timeout: Duration,
         timeout_error: impl FnOnce() -> BrowserError,
     ) -> Result<(), BrowserError> {
-        let start = Instant::now();
-        loop {
-            let ok: bool = self.eval(body, arg.clone()).await.unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(timeout_error());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let cond = format!("(() => {{ {body} }})()");
+        match self.wait_js(&cond, arg, timeout).await? {
+            Some(_) => Ok(()),
+            None => Err(timeout_error()),
         }
     }
 
@@ -466,53 +501,64 @@ impl Tab {
         .await
     }
 
-    /// Waits until no request has been issued for `quiet`.
+    /// Waits until no request has been issued for `quiet`: sleeps exactly until the quiet
+    /// period would end, and again if a request came in meanwhile.
     pub async fn network_idle(
         &self,
         quiet: Duration,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        let guard = self.guard.clone();
-        self.poll("network idle", timeout, move || {
-            let q = guard.quiet_for() >= quiet;
-            Box::pin(async move { Ok(q) })
-        })
-        .await
+        let start = Instant::now();
+        loop {
+            let q = self.guard.quiet_for();
+            if q >= quiet {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Timeout {
+                    what: "network idle".into(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep((quiet - q).min(timeout.saturating_sub(start.elapsed()))).await;
+        }
     }
 
-    /// Waits for the page to settle before a capture: loaded, fonts ready, network quiet for
-    /// 500 ms, and the layout unchanged between two samples.
+    /// Waits for the page to settle before a capture: loaded, fonts ready, images decoded,
+    /// no DOM mutation for two animation frames, and no request for [`SETTLE_QUIET`]. Each
+    /// part reacts to the page; nothing sleeps for a fixed time.
     pub async fn settle(&self, timeout: Duration) -> Result<(), BrowserError> {
         let start = Instant::now();
         self.wait_loaded(timeout).await?;
-        let _: bool = self
-            .eval(
-                "await document.fonts.ready; return true;",
-                serde_json::Value::Null,
-            )
-            .await?;
-        let mut previous: Option<serde_json::Value> = None;
         loop {
-            let layout: serde_json::Value = self
+            let left = timeout.saturating_sub(start.elapsed());
+            let stable: bool = self
                 .eval(
-                    "await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
-                     const b = document.body; \
-                     return [document.documentElement.scrollWidth, document.documentElement.scrollHeight, \
-                             document.getElementsByTagName('*').length, b ? b.innerText.length : 0];",
-                    serde_json::Value::Null,
+                    "const deadline = performance.now() + arg; \
+                     await Promise.race([document.fonts.ready, new Promise(r => setTimeout(r, arg))]); \
+                     const pending = [...document.images].filter(i => !i.complete); \
+                     await Promise.race([Promise.all(pending.map(i => new Promise(r => { i.addEventListener('load', r, {once: true}); i.addEventListener('error', r, {once: true}); }))), \
+                                         new Promise(r => setTimeout(r, Math.max(0, deadline - performance.now())))]); \
+                     let changed = false; const obs = new MutationObserver(() => { changed = true; }); \
+                     obs.observe(document, {subtree: true, childList: true, attributes: true, characterData: true}); \
+                     let calm = 0; \
+                     while (calm < 2 && performance.now() < deadline) { changed = false; await new Promise(r => requestAnimationFrame(r)); calm = changed ? 0 : calm + 1; } \
+                     obs.disconnect(); return calm >= 2;",
+                    serde_json::json!(left.min(Duration::from_secs(5)).as_millis() as u64),
                 )
                 .await?;
-            let quiet = self.guard.quiet_for() >= Duration::from_millis(500);
-            if quiet && previous.as_ref() == Some(&layout) {
+            let quiet = self.guard.quiet_for();
+            if stable && quiet >= SETTLE_QUIET {
                 return Ok(());
             }
-            previous = Some(layout);
             if start.elapsed() >= timeout {
                 // A page that never stops changing is still captured; say so in the logs.
                 tracing::warn!("page did not settle within {timeout:?}; capturing anyway");
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            if quiet < SETTLE_QUIET {
+                tokio::time::sleep(SETTLE_QUIET - quiet).await;
+            }
         }
     }
 
