@@ -851,10 +851,12 @@ impl<'a> RunState<'a> {
             }
             Action::Click { selector } => {
                 tab.click(&Find::css(selector), timeout).await?;
-                // A click may start a navigation: wait until the network is quiet and the
-                // document loaded, then check it did not try to leave the channel.
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                tab.network_idle(Duration::from_millis(300), timeout)
+                // A click may start a navigation (a new document, or a route change that
+                // never fires a load event): wait until the network is quiet and the
+                // document loaded, then check it did not try to leave the channel. Two
+                // animation frames first give the click's handlers time to start it.
+                tab.animation_frames(2).await?;
+                tab.network_idle(Duration::from_millis(100), timeout)
                     .await?;
                 tab.wait_loaded(timeout).await?;
                 self.check_navigation(browser, tab).await?;

@@ -501,6 +501,23 @@ impl Tab {
         .await
     }
 
+    /// Waits for `n` animation frames of the page (a navigation replacing the document in
+    /// between ends the wait early).
+    pub async fn animation_frames(&self, n: u32) -> Result<(), BrowserError> {
+        let r: Result<bool, _> = self
+            .eval(
+                "for (let i = 0; i < arg; i++) await new Promise(r => requestAnimationFrame(r)); return true;",
+                serde_json::json!(n),
+            )
+            .await;
+        match r {
+            Err(BrowserError::Page(m)) if m.starts_with("script error") => {
+                Err(BrowserError::Page(m))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until no request has been issued for `quiet`: sleeps exactly until the quiet
     /// period would end, and again if a request came in meanwhile.
     pub async fn network_idle(
