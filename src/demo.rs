@@ -93,6 +93,10 @@ reviewers = ["carol"]
 modes = ["read_only", "draft", "submit", "login"]
 session = "sessions/sample.json"
 logged_in_check = {{ url = "/account", selector = "#account-user" }}
+# Landing on a login page at any step means the session has expired.
+login_url = ["/login**", "/app/#/login**"]
+# The single-page app sends a request id and a client timestamp with every write.
+volatile_fields = ["requestId", "clientTs"]
 approval_ttl_hours = 24
 "##
     )
