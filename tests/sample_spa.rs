@@ -171,7 +171,9 @@ async fn api_answers_401_without_a_session_and_the_shell_is_public() {
     assert_eq!(shell.status, 200);
     assert!(shell.body.contains(r#"<main id="app""#));
     assert!(shell.body.contains(r#"<script src="/app/app.js">"#));
-    assert!(shell.body.contains(r#"<meta name="csrf-token" content="">"#));
+    assert!(shell
+        .body
+        .contains(r#"<meta name="csrf-token" content="">"#));
     let token = csrf(port, &ops).await;
     let shell = get(port, "/app/", &ops).await;
     assert!(shell
@@ -237,7 +239,9 @@ async fn orders_detail_and_tracking_come_from_the_data_set() {
         .any(|o| o["id"] == ORDER));
 
     let o = sample::order(ORDER).unwrap();
-    let detail = get(port, &format!("/api/orders/{ORDER}"), &ops).await.json();
+    let detail = get(port, &format!("/api/orders/{ORDER}"), &ops)
+        .await
+        .json();
     assert_eq!(detail["status"], o.status);
     assert_eq!(detail["total"], o.total_display());
     assert_eq!(detail["ref"], sample::order_ref(o));
@@ -247,7 +251,10 @@ async fn orders_detail_and_tracking_come_from_the_data_set() {
     assert_eq!(tracking["tracking_no"], "SF8129735404648");
     let missing = get(port, "/api/orders/SO-999999", &ops).await;
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["error"].as_str().unwrap().contains("SO-999999"));
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("SO-999999"));
 }
 
 #[tokio::test]
@@ -316,7 +323,10 @@ async fn a_valid_refund_is_recorded_with_its_exact_body() {
     assert_eq!(r.status, 422);
     let r = send_json(port, "POST", &path, &ops, Some(&token), "amount=1").await;
     assert_eq!(r.status, 400);
-    assert_eq!(center.spa_refunds().iter().filter(|r| r.accepted).count(), 1);
+    assert_eq!(
+        center.spa_refunds().iter().filter(|r| r.accepted).count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -339,7 +349,10 @@ async fn shipping_note_put_is_recorded_and_shown() {
     assert_eq!(edits.len(), 2);
     assert!(!edits[0].accepted);
     assert!(edits[1].accepted);
-    assert_eq!(edits[1].body, json!({"shipping_note": "Leave at the front desk"}));
+    assert_eq!(
+        edits[1].body,
+        json!({"shipping_note": "Leave at the front desk"})
+    );
     let puts: Vec<_> = center
         .writes()
         .into_iter()
@@ -631,5 +644,9 @@ async fn chromium_renders_the_detail_route_with_late_tracking_and_shadow_summary
     assert_eq!(seen["tab"], "Logistics");
     assert_eq!(seen["user"], "ops");
     // A read-only browser session sent no write over HTTP.
-    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
 }

@@ -396,9 +396,16 @@ fn is_public(path: &str) -> bool {
         || path == "/promo"
         || path == "/app"
         || spa::is_session_endpoint(path)
-        || ["/static/", "/widget/", "/promo/", "/analytics/", "/_", "/app/"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        || [
+            "/static/",
+            "/widget/",
+            "/promo/",
+            "/analytics/",
+            "/_",
+            "/app/",
+        ]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -199,7 +199,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/app/hostile/sw.html",
             get(|| async { html(StatusCode::OK, HOSTILE_SW_HTML.to_owned()) }),
         )
-        .route("/app/hostile/sw.js", get(|| async { javascript(HOSTILE_SW_JS) }))
+        .route(
+            "/app/hostile/sw.js",
+            get(|| async { javascript(HOSTILE_SW_JS) }),
+        )
         .route(
             "/app/hostile/srcdoc.html",
             get(|| async { html(StatusCode::OK, HOSTILE_SRCDOC_HTML.to_owned()) }),
@@ -230,7 +233,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 fn session_csrf(shared: &Shared, ctx: &Ctx) -> Option<String> {
     let user = ctx.user.as_deref()?;
     let expiry = ctx.session_expiry?;
-    Some(shared.signer.csrf_token(user, &format!("spa-session:{expiry}")))
+    Some(
+        shared
+            .signer
+            .csrf_token(user, &format!("spa-session:{expiry}")),
+    )
 }
 
 fn csrf_ok(shared: &Shared, ctx: &Ctx, headers: &HeaderMap) -> bool {
@@ -299,7 +306,8 @@ async fn api_me(Extension(ctx): Extension<Ctx>) -> Response {
         .session_expiry
         .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    Json(json!({"user": user, "shop": super::SHOP_NAME, "session_expires": expires})).into_response()
+    Json(json!({"user": user, "shop": super::SHOP_NAME, "session_expires": expires}))
+        .into_response()
 }
 
 async fn api_csrf(State(shared): State<Arc<Shared>>, Extension(ctx): Extension<Ctx>) -> Response {
@@ -359,14 +367,29 @@ async fn api_orders(Query(q): Query<ListQuery>) -> Response {
     .into_response()
 }
 
-fn find(id: &str) -> Result<&'static Order, Response> {
-    order(id).ok_or_else(|| api_error(StatusCode::NOT_FOUND, &format!("there is no order {id}")))
+/// Why an API handler cannot answer with data.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("there is no order {0}")]
+    NoSuchOrder(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::NoSuchOrder(_) => api_error(StatusCode::NOT_FOUND, &self.to_string()),
+        }
+    }
+}
+
+fn find(id: &str) -> Result<&'static Order, ApiError> {
+    order(id).ok_or_else(|| ApiError::NoSuchOrder(id.to_owned()))
 }
 
 async fn api_order(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let o = match find(&id) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let note = shared
         .lock()
@@ -401,7 +424,7 @@ async fn api_order(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
 async fn api_tracking(Path(id): Path<String>) -> Response {
     let o = match find(&id) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     tokio::time::sleep(TRACKING_DELAY).await;
     Json(json!({
@@ -424,7 +447,7 @@ fn choices(list: &[(&str, &str)]) -> Vec<Value> {
 async fn api_refund_form(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let o = match find(&id) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let knobs = shared.lock().spa.knobs.clone();
     let method_default = knobs
@@ -501,7 +524,7 @@ async fn api_refund(
 ) -> Response {
     let o = match find(&id) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let csrf_valid = csrf_ok(&shared, &ctx, &headers);
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -562,7 +585,7 @@ async fn api_edit(
 ) -> Response {
     let o = match find(&id) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let csrf_valid = csrf_ok(&shared, &ctx, &headers);
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -706,7 +729,8 @@ async fn feed(shared: Arc<Shared>, mut socket: WebSocket, path: String, user: Op
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            _ = stopped.changed() => {}
+            // The server stops (or is gone): end the connection.
+            changed = stopped.changed() => if changed.is_err() { break; },
         }
     }
     shared.record_ws(conn, "close", &path, &user, None);
@@ -860,6 +884,14 @@ mod tests {
         assert_eq!(a.len(), "LHG-20240101-0001".len(), "{a}");
         let refs: std::collections::BTreeSet<String> = all.iter().map(order_ref).collect();
         assert_eq!(refs.len(), all.len());
+    }
+
+    #[test]
+    fn the_app_is_public_and_the_api_is_not() {
+        use super::super::is_public;
+        assert!(is_public("/app/") && is_public("/app/app.js") && is_public("/app"));
+        assert!(is_public("/api/login") && is_public("/api/logout"));
+        assert!(!is_public("/api/me") && !is_public("/api/feed") && !is_public("/apps"));
     }
 
     #[test]
