@@ -13,3 +13,4 @@ mod order_note;
 mod playbook_check;
 mod readonly;
 mod sample_center;
+mod sample_spa;

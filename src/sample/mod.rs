@@ -18,10 +18,12 @@ mod data;
 mod form;
 mod pages;
 mod session;
+mod spa;
 
 pub use data::{format_cny, order, orders, Item, Order, TrackingEvent, ORDER_COUNT, STATUSES};
 pub use pages::SHOP_NAME;
 pub use session::{COOKIE_NAME, DEFAULT_SECRET, LOGIN_SESSION_SECS, USERS};
+pub use spa::{order_ref, SpaEditRecord, SpaKnobs, SpaRefundRecord, WsEvent};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -142,12 +144,25 @@ struct Inner {
     notes: Vec<NoteRecord>,
     refund_defaults: BTreeMap<String, String>,
     double_write: bool,
+    /// Refunds numbered so far, by either the server-rendered form or the SPA API.
+    refund_no: u64,
+    spa: spa::SpaState,
+}
+
+impl Inner {
+    /// The next refund id, `RF-0001`, `RF-0002`, … (shared by both refund paths).
+    fn next_refund_id(&mut self) -> String {
+        self.refund_no += 1;
+        format!("RF-{:04}", self.refund_no)
+    }
 }
 
 struct Shared {
     signer: Signer,
     port: u16,
     inner: Mutex<Inner>,
+    /// Becomes true when the server stops; long-lived WebSocket tasks watch it.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -159,6 +174,17 @@ impl Shared {
 
     fn cross_site_base(&self) -> String {
         format!("http://localhost:{}/", self.port)
+    }
+
+    /// The `Set-Cookie` value of a fresh login session for `user` (`None` only for a name
+    /// that cannot be a header value, which no known user has).
+    fn login_cookie(&self, user: &str) -> Option<HeaderValue> {
+        let expiry = chrono::Utc::now().timestamp() + LOGIN_SESSION_SECS;
+        let cookie = format!(
+            "{COOKIE_NAME}={}; HttpOnly; Path=/; SameSite=Lax; Max-Age={LOGIN_SESSION_SECS}",
+            self.signer.session_value(user, expiry)
+        );
+        HeaderValue::from_str(&cookie).ok()
     }
 
     fn set_refund_default(&self, field: &str, value: &str) -> bool {
@@ -192,6 +218,7 @@ impl SampleCenter {
                 None
             }
         };
+        let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             signer: Signer::new(opts.secret.as_deref()),
             port,
@@ -202,10 +229,12 @@ impl SampleCenter {
                 notes: Vec::new(),
                 refund_defaults: BTreeMap::new(),
                 double_write: false,
+                refund_no: 0,
+                spa: spa::SpaState::default(),
             }),
+            stopped: stopped.clone(),
         });
         let app = router(shared.clone());
-        let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         for l in std::iter::once(listener).chain(v6) {
             let app = app.clone();
@@ -261,9 +290,11 @@ impl SampleCenter {
             .collect()
     }
 
-    /// Forgets the request log (sequence numbers keep increasing).
+    /// Forgets the request log and the WebSocket log (sequence numbers keep increasing).
     pub fn clear_log(&self) {
-        self.shared.lock().log.clear();
+        let mut inner = self.shared.lock();
+        inner.log.clear();
+        inner.spa.clear_ws();
     }
 
     /// A Playwright `storageState` holding a session cookie for `user`, valid for
@@ -363,9 +394,18 @@ fn is_public(path: &str) -> bool {
     path == "/login"
         || path == "/logout"
         || path == "/promo"
-        || ["/static/", "/widget/", "/promo/", "/analytics/", "/_"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        || path == "/app"
+        || spa::is_session_endpoint(path)
+        || [
+            "/static/",
+            "/widget/",
+            "/promo/",
+            "/analytics/",
+            "/_",
+            "/app/",
+        ]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -401,6 +441,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_log/clear", post(log_clear))
         .route("/_control/refund-default", post(control_refund_default))
         .route("/_control/double-write", post(control_double_write))
+        .merge(spa::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
@@ -457,6 +498,15 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
             user: user.clone(),
         };
         inner.log.push(entry);
+    }
+
+    // The JSON API answers 401 instead of redirecting, as an SPA's backend does; the
+    // `api_401` knob makes it do so even with a valid session.
+    if path.starts_with("/api/")
+        && !spa::is_session_endpoint(&path)
+        && (user.is_none() || shared.lock().spa.api_401())
+    {
+        return spa::unauthorized();
     }
 
     if user.is_none() && !is_public(&path) {
@@ -574,19 +624,14 @@ async fn login_submit(
             pages::login_page(next, Some("Wrong user name or password.")),
         );
     }
-    let expiry = chrono::Utc::now().timestamp() + LOGIN_SESSION_SECS;
-    let cookie = format!(
-        "{COOKIE_NAME}={}; HttpOnly; Path=/; SameSite=Lax; Max-Age={LOGIN_SESSION_SECS}",
-        shared.signer.session_value(user, expiry)
-    );
     let mut resp = Redirect::to(next).into_response();
-    match HeaderValue::from_str(&cookie) {
-        Ok(v) => {
+    match shared.login_cookie(user) {
+        Some(v) => {
             resp.headers_mut().insert(header::SET_COOKIE, v);
             resp
         }
         // Unreachable for the known users, whose names are plain ASCII.
-        Err(_) => html(
+        None => html(
             StatusCode::BAD_REQUEST,
             pages::login_page(next, Some("Invalid user name.")),
         ),
@@ -771,7 +816,7 @@ async fn refund_submit(
     let record = {
         let mut inner = shared.lock();
         let record = RefundRecord {
-            refund_id: format!("RF-{:04}", inner.refunds.len() + 1),
+            refund_id: inner.next_refund_id(),
             order_id: order.id.clone(),
             user: Some(user.to_owned()),
             fields: ctx.form.clone(),
@@ -934,7 +979,9 @@ async fn log_json(State(shared): State<Arc<Shared>>, Query(q): Query<LogQuery>) 
 }
 
 async fn log_clear(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.lock().log.clear();
+    let mut inner = shared.lock();
+    inner.log.clear();
+    inner.spa.clear_ws();
     StatusCode::NO_CONTENT
 }
 

@@ -393,13 +393,13 @@ pub const REFUND_FIELDS: [&str; 6] = [
     "notify",
 ];
 
-const REASONS: [(&str, &str); 4] = [
+pub(super) const REASONS: [(&str, &str); 4] = [
     ("damaged", "Item damaged"),
     ("not_received", "Not received"),
     ("wrong_item", "Wrong item sent"),
     ("other", "Other"),
 ];
-const METHODS: [(&str, &str); 2] = [
+pub(super) const METHODS: [(&str, &str); 2] = [
     ("original_payment", "Original payment method"),
     ("store_credit", "Store credit"),
 ];
