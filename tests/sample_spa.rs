@@ -610,9 +610,12 @@ async fn chromium_renders_the_detail_route_with_late_tracking_and_shadow_summary
     let o = sample::order(ORDER).unwrap();
     let url = base_url.join(&format!("app/#/orders/{ORDER}")).unwrap();
     tab.goto(&url, Duration::from_secs(30)).await.unwrap();
-    tab.wait_visible("[data-testid=tracking-no]", Duration::from_secs(30))
-        .await
-        .unwrap();
+    tab.wait_visible(
+        &clerk::browser::Find::css("[data-testid=tracking-no]"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let seen: Value = tab
         .eval(
             r#"const s = document.querySelector('section[data-order-id="' + arg + '"]');
