@@ -166,7 +166,11 @@ enum StepStop {
 
 impl From<BrowserError> for StepStop {
     fn from(e: BrowserError) -> Self {
-        StepStop::Failed(e.to_string())
+        match e {
+            // Marked here; the step loop turns it into the channel's re-authorize message.
+            BrowserError::LoginPage(url) => StepStop::SessionExpired(url),
+            e => StepStop::Failed(e.to_string()),
+        }
     }
 }
 
@@ -442,6 +446,16 @@ impl<'a> RunState<'a> {
                 Ok(b) => b,
                 Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
             };
+        // A login run is meant to be on the login page.
+        tab.set_login_pages(if self.playbook.mode == Mode::Login {
+            vec![]
+        } else {
+            self.channel
+                .login_url
+                .iter()
+                .filter_map(|g| crate::url_pattern::glob(g, &self.channel.base_url).ok())
+                .collect()
+        });
         let result = self.execute_in(&mut browser, &tab).await;
         // Whatever happened, record what the guard saw, then close the browser.
         let late = browser.settle_events().await;
@@ -477,9 +491,14 @@ impl<'a> RunState<'a> {
             let mut outcome = self.step(browser, tab, step).await;
             // A single-page app that lost its session routes itself to the login page, at
             // any step: that ends the run as expired, whatever the step made of it.
-            if matches!(outcome, Ok(()) | Err(StepStop::Failed(_))) {
+            if matches!(
+                outcome,
+                Ok(()) | Err(StepStop::Failed(_)) | Err(StepStop::SessionExpired(_))
+            ) {
                 if let Some(msg) = self.landed_on_login(tab).await {
                     outcome = Err(StepStop::SessionExpired(msg));
+                } else if let Err(StepStop::SessionExpired(url)) = &outcome {
+                    outcome = Err(StepStop::SessionExpired(self.expired_message(url)));
                 }
             }
             let events = browser.drain_events();
@@ -693,7 +712,16 @@ impl<'a> RunState<'a> {
             }
         };
         let timeout = self.engine.step_timeout;
-        if let Err(e) = tab.goto(&url, timeout).await {
+        let landed = tab.goto(&url, timeout).await;
+        if let Err(BrowserError::LoginPage(page)) = &landed {
+            let events = browser.drain_events();
+            let events = self.classify(browser, tab, events).await;
+            self.record_guard(events).await?;
+            return Ok(Err(SessionProblem::Expired(expired(format!(
+                "{url} went to the login page {page}"
+            )))));
+        }
+        if let Err(e) = landed {
             // An unreachable seller center is not an expired session.
             return Ok(Err(SessionProblem::Unreachable(format!(
                 "cannot reach channel {} at {url}: {e}",
@@ -733,18 +761,23 @@ impl<'a> RunState<'a> {
     /// When the page has landed on the channel's login page, the message that ends the run
     /// as `session_expired`.
     async fn landed_on_login(&self, tab: &Tab) -> Option<String> {
-        if self.channel.login_url.is_empty() {
+        if self.channel.login_url.is_empty() || self.playbook.mode == Mode::Login {
             return None;
         }
         let landed = tab.url().await.ok()?;
-        self.channel.is_login_page(&landed).then(|| {
-            format!(
-                "session for channel {} has expired: re-authorize ({}) [the page went to the login page {}]",
-                self.channel.id,
-                self.channel.reauthorize_hint(&self.engine.data_dir),
-                self.scrub(&landed)
-            )
-        })
+        self.channel
+            .is_login_page(&landed)
+            .then(|| self.expired_message(&landed))
+    }
+
+    /// The re-authorize message for a run whose page went to `login_page`.
+    fn expired_message(&self, login_page: &str) -> String {
+        format!(
+            "session for channel {} has expired: re-authorize ({}) [the page went to the login page {}]",
+            self.channel.id,
+            self.channel.reauthorize_hint(&self.engine.data_dir),
+            self.scrub(login_page)
+        )
     }
 
     fn timeout(&self, step: &Step) -> Duration {

@@ -14,3 +14,4 @@ mod playbook_check;
 mod readonly;
 mod sample_center;
 mod sample_spa;
+mod spa;

@@ -42,6 +42,8 @@ pub enum BrowserError {
     ElementNotFound { selector: String, after: Duration },
     #[error("{0}")]
     Page(String),
+    #[error("the page went to the login page {0}")]
+    LoginPage(String),
 }
 
 /// Runs one CDP call with a timeout, naming it in errors.

@@ -78,6 +78,9 @@ pub struct Tab {
     guard: Guard,
     timeout: Duration,
     world: Mutex<Option<(String, ExecutionContextId)>>,
+    /// The channel's login pages: any wait that sees the page land on one ends at once
+    /// with [`BrowserError::LoginPage`].
+    login_pages: Mutex<Vec<regex::Regex>>,
 }
 
 /// How long the network must have been quiet (no new request seen by the guard) before a
@@ -180,7 +183,23 @@ impl Tab {
             guard,
             timeout,
             world: Mutex::new(None),
+            login_pages: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Names the channel's login pages (compiled URL globs): a wait that sees the page go to
+    /// one stops waiting and fails with [`BrowserError::LoginPage`].
+    pub fn set_login_pages(&self, pages: Vec<regex::Regex>) {
+        if let Ok(mut l) = self.login_pages.lock() {
+            *l = pages;
+        }
+    }
+
+    fn is_login_page(&self, href: &str) -> bool {
+        self.login_pages
+            .lock()
+            .map(|l| l.iter().any(|re| re.is_match(href)))
+            .unwrap_or(false)
     }
 
     /// The timeout used for single CDP calls.
@@ -415,11 +434,19 @@ impl Tab {
         timeout: Duration,
     ) -> Result<Option<serde_json::Value>, BrowserError> {
         let start = Instant::now();
+        let mut href = self.url().await.unwrap_or_default();
         loop {
+            if self.is_login_page(&href) {
+                return Err(BrowserError::LoginPage(href));
+            }
             let left = timeout.saturating_sub(start.elapsed());
             let slice = left.min(Duration::from_millis(1000)).as_millis() as u64;
+            // Besides `cond`, a change of URL ends the slice, so that a page that routes
+            // itself to its login page is noticed at once.
             let body = format!(
-                "const check = () => {{ try {{ return ({cond}) || null; }} catch (e) {{ return null; }} }}; \
+                "const __href = {href0}; \
+                 const check = () => {{ try {{ const v = ({cond}); if (v) return v; }} catch (e) {{}} \
+                   return location.href !== __href ? {{__clerk_href: location.href}} : null; }}; \
                  const first = check(); if (first) return first; \
                  return await new Promise((resolve) => {{ \
                    let done = false; \
@@ -435,9 +462,14 @@ impl Tab {
                    document.addEventListener('readystatechange', again); \
                    if (window.navigation) navigation.addEventListener('currententrychange', again); \
                    const timer = setTimeout(() => finish(check()), {slice}); \
-                 }});"
+                 }});",
+                href0 = serde_json::Value::String(href.clone())
             );
             match self.eval::<serde_json::Value>(&body, arg.clone()).await {
+                Ok(v) if v.get("__clerk_href").is_some() => {
+                    href = v["__clerk_href"].as_str().unwrap_or_default().to_owned();
+                    continue;
+                }
                 Ok(v) if !v.is_null() && v != serde_json::Value::Bool(false) => return Ok(Some(v)),
                 Ok(_) => {}
                 // The world went away with its document; the next slice finds the new one.

@@ -504,7 +504,7 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
     // `api_401` knob makes it do so even with a valid session.
     if path.starts_with("/api/")
         && !spa::is_session_endpoint(&path)
-        && (user.is_none() || shared.lock().spa.api_401())
+        && (user.is_none() || shared.lock().spa.api_401(&path))
     {
         return spa::unauthorized();
     }

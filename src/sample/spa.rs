@@ -66,12 +66,15 @@ const HOSTILE_WS_HTML: &str = include_str!("app/hostile/ws.html");
 pub struct SpaKnobs {
     /// The app adds `"coupon":"SAVE10"` to the refund body.
     pub extra_field: bool,
-    /// The app sends the refund POST twice (the second after the first settled).
+    /// The app sends the refund POST twice at once (a double-submit bug).
     pub double_write: bool,
     /// The refund submit button does nothing observable on the network.
     pub no_write: bool,
     /// Every `/api/*` call (except `/api/login` and `/api/logout`) answers 401.
     pub api_401: bool,
+    /// Only the API calls about this order answer 401: a session that "expires" in the
+    /// middle of a run that looks up several orders.
+    pub api_401_order: Option<String>,
     /// Overrides the server-provided default of the "Refund method" select
     /// (`original_payment` otherwise); an unknown value is offered as an extra option.
     pub refund_method_default: Option<String>,
@@ -143,8 +146,13 @@ pub(super) struct SpaState {
 }
 
 impl SpaState {
-    pub(super) fn api_401(&self) -> bool {
+    pub(super) fn api_401(&self, path: &str) -> bool {
         self.knobs.api_401
+            || self
+                .knobs
+                .api_401_order
+                .as_deref()
+                .is_some_and(|id| path.starts_with(&format!("/api/orders/{id}")))
     }
 
     pub(super) fn clear_ws(&mut self) {
@@ -832,6 +840,11 @@ impl SampleCenter {
     /// See [`SpaKnobs::no_write`].
     pub fn set_spa_no_write(&self, on: bool) {
         self.shared.lock().spa.knobs.no_write = on;
+    }
+
+    /// See [`SpaKnobs::api_401_order`].
+    pub fn set_spa_api_401_order(&self, order: Option<&str>) {
+        self.shared.lock().spa.knobs.api_401_order = order.map(str::to_owned);
     }
 
     /// See [`SpaKnobs::api_401`].

@@ -23,6 +23,11 @@ pub struct World {
 impl World {
     /// Sample seller center on a free port, demo channel config, session for `ops`.
     pub async fn new() -> World {
+        World::with_config(|c| c).await
+    }
+
+    /// Like [`World::new`], with the demo config text passed through `edit` first.
+    pub async fn with_config(edit: impl FnOnce(String) -> String) -> World {
         let center = SampleCenter::start(SampleOptions {
             port: 0,
             secret: None,
@@ -31,7 +36,11 @@ impl World {
         .expect("sample seller center starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("clerk.toml");
-        std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops")).unwrap();
+        std::fs::write(
+            &config_path,
+            edit(clerk::demo::demo_config(center.port(), "ops")),
+        )
+        .unwrap();
         let config = Config::load(&config_path).unwrap();
         let session = center.storage_state("ops", Duration::from_secs(3600));
         session

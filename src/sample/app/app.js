@@ -546,9 +546,10 @@
         submit.disabled = true;
         feedback.innerHTML = '<p class="muted">Submitting…</p>';
         var first = send();
-        // Test knob double_write: the same POST again once the first has settled.
+        // Test knob double_write: the same POST again at once, as a double-submit bug does
+        // (both requests are on the wire before either answers).
         var all = cfg.features.double_write
-          ? first.then(send, send)
+          ? Promise.all([first, send()]).then(function (r) { return r[0]; })
           : first;
         all.then(function (r) {
           if (rid !== state.renderId) return;
