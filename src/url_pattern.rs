@@ -104,7 +104,8 @@ mod tests {
         assert!(re.is_match("http://127.0.0.1:8931/orders/SO-1"));
         assert!(!re.is_match("http://127.0.0.1:8931/orders/SO-1/refund"));
         let re = glob("**/login*", &base()).unwrap();
-        assert!(re.is_match("http://127.0.0.1:8931/login?next=/x"));
+        assert!(re.is_match("http://127.0.0.1:8931/login?next=x"));
+        assert!(!re.is_match("http://127.0.0.1:8931/login?next=/x"));
     }
 
     #[test]
