@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clerk::channel::Config;
-use clerk::playbook::{self, Action, Diagnostic, InputKind, Mode, ShotTarget, ValueSource};
+use clerk::playbook::{
+    self, Action, Diagnostic, InputKind, Locator, Mode, ShotTarget, ValueSource,
+};
 
 const CONFIG: &str = r##"
 [[channel]]
@@ -139,7 +141,7 @@ fn refund_draft_masks_the_pin_and_submits_once() {
         .iter()
         .filter_map(|s| match &s.action {
             Action::Submit { control, expect } => Some((
-                control.clone(),
+                control.display(),
                 expect.method.clone(),
                 expect.url.source.clone(),
             )),
@@ -165,7 +167,7 @@ fn refund_draft_masks_the_pin_and_submits_once() {
     assert_eq!(pin_fill, Some(true));
     let masked = p.steps.iter().any(|s| matches!(
         &s.action,
-        Action::Screenshot { name, mask, .. } if name == "refund-form" && mask == &vec!["#supervisor-pin".to_owned()]
+        Action::Screenshot { name, mask, .. } if name == "refund-form" && mask == &vec![Locator::css("#supervisor-pin")]
     ));
     assert!(
         masked,

@@ -204,12 +204,152 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shorthand<T> {
     }
 }
 
-/// `{ selector: CSS }` or `{ label: TEXT }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawLocator {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
+/// Declares a mapping that takes a locator's keys flattened among its own (`fill`,
+/// `select`, `upload`, `extract`, `assert`) and the standalone locator mapping itself.
+/// The keys are spelled out in each struct rather than `#[serde(flatten)]`ed, because
+/// flattening loses spans and `deny_unknown_fields` in serde-saphyr.
+macro_rules! with_locator_keys {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            pub selector: Option<Spanned<String>>,
+            pub role: Option<Spanned<String>>,
+            pub name: Option<Spanned<String>>,
+            pub exact: Option<Spanned<Scalar>>,
+            pub label: Option<Spanned<String>>,
+            pub text: Option<Spanned<String>>,
+            pub testid: Option<Spanned<String>>,
+            pub within: Option<Box<Spanned<Shorthand<RawLocator>>>>,
+            pub nth: Option<Spanned<Scalar>>,
+        }
+
+        impl $name {
+            /// This mapping's locator keys.
+            pub(crate) fn locator_keys(&self) -> LocatorKeys<'_> {
+                LocatorKeys {
+                    selector: self.selector.as_ref(),
+                    role: self.role.as_ref(),
+                    name: self.name.as_ref(),
+                    exact: self.exact.as_ref(),
+                    label: self.label.as_ref(),
+                    text: self.text.as_ref(),
+                    testid: self.testid.as_ref(),
+                    within: self.within.as_deref(),
+                    nth: self.nth.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+/// A locator's keys, borrowed from whichever mapping holds them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocatorKeys<'a> {
+    pub selector: Option<&'a Spanned<String>>,
+    pub role: Option<&'a Spanned<String>>,
+    pub name: Option<&'a Spanned<String>>,
+    pub exact: Option<&'a Spanned<Scalar>>,
+    pub label: Option<&'a Spanned<String>>,
+    pub text: Option<&'a Spanned<String>>,
+    pub testid: Option<&'a Spanned<String>>,
+    pub within: Option<&'a Spanned<Shorthand<RawLocator>>>,
+    pub nth: Option<&'a Spanned<Scalar>>,
+}
+
+impl LocatorKeys<'_> {
+    /// True when any locator key is present.
+    pub(crate) fn any(&self) -> bool {
+        self.selector.is_some()
+            || self.role.is_some()
+            || self.name.is_some()
+            || self.exact.is_some()
+            || self.label.is_some()
+            || self.text.is_some()
+            || self.testid.is_some()
+            || self.within.is_some()
+            || self.nth.is_some()
+    }
+}
+
+/// The keys that say what kind of locator a mapping is; exactly one is required.
+pub(crate) const LOCATOR_KINDS: &[&str] = &["selector", "role", "label", "text", "testid"];
+
+with_locator_keys! {
+    /// A locator written as a mapping: one kind key (`selector`, `role`, `label`, `text`,
+    /// `testid`), with `name` and `exact` where the kind takes them, `within` and `nth`.
+    RawLocator {}
+}
+
+/// Any YAML scalar, kept with what it was, for keys whose type validation reports itself
+/// (`nth` must be an integer, `exact` a boolean) at the value's own line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// What was found instead (`"a sequence"`, `"a mapping"`, ...).
+    Other(&'static str),
+}
+
+impl Scalar {
+    /// How to name this value in a message.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Scalar::Bool(b) => format!("the boolean {b}"),
+            Scalar::Int(i) => format!("the integer {i}"),
+            Scalar::Float(f) => format!("the number {f}"),
+            Scalar::Str(s) => format!("the string {s:?}"),
+            Scalar::Other(what) => (*what).to_owned(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<Scalar, E> {
+                Ok(i64::try_from(u)
+                    .map(Scalar::Int)
+                    .unwrap_or(Scalar::Other("a number too large")))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(f))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(s.to_owned()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("nothing"))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("nothing"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a sequence"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a mapping"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `wait_for`; the shorthand string is a selector.
@@ -217,28 +357,30 @@ pub(crate) struct RawLocator {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWaitFor {
     pub selector: Option<Spanned<String>>,
+    pub element: Option<Spanned<Shorthand<RawLocator>>>,
     pub text: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub url_matches: Option<Spanned<String>>,
     pub network_idle: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawExtract {
-    pub field: Option<Spanned<String>>,
-    pub selector: Option<Spanned<String>>,
-    pub from: Option<Spanned<String>>,
-    pub attribute: Option<Spanned<String>>,
-    pub required: Option<Spanned<bool>>,
+with_locator_keys! {
+    RawExtract {
+        field: Option<Spanned<String>>,
+        from: Option<Spanned<String>>,
+        attribute: Option<Spanned<String>>,
+        required: Option<Spanned<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAssert {
-    pub field: Option<Spanned<String>>,
-    pub selector: Option<Spanned<String>>,
-    pub equals: Option<Spanned<String>>,
-    pub contains: Option<Spanned<String>>,
-    pub matches: Option<Spanned<String>>,
+with_locator_keys! {
+    /// `assert`: a `field` or a locator (its keys flattened), and one check.
+    RawAssert {
+        field: Option<Spanned<String>>,
+        equals: Option<Spanned<String>>,
+        contains: Option<Spanned<String>>,
+        matches: Option<Spanned<String>>,
+    }
 }
 
 /// `screenshot`; the shorthand string is the name.
@@ -246,40 +388,34 @@ pub(crate) struct RawAssert {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawScreenshot {
     pub name: Option<Spanned<String>>,
-    pub element: Option<Spanned<String>>,
-    pub mask: Option<Spanned<Vec<Spanned<String>>>>,
+    pub element: Option<Spanned<Shorthand<RawLocator>>>,
+    pub mask: Option<Spanned<Vec<Spanned<Shorthand<RawLocator>>>>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFill {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub value: Option<Spanned<String>>,
-    pub env: Option<Spanned<String>>,
-    pub secret: Option<Spanned<bool>>,
+with_locator_keys! {
+    RawFill {
+        value: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+        secret: Option<Spanned<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSelect {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub value: Option<Spanned<String>>,
+with_locator_keys! {
+    RawSelect {
+        value: Option<Spanned<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawUpload {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub input: Option<Spanned<String>>,
+with_locator_keys! {
+    RawUpload {
+        input: Option<Spanned<String>>,
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSubmit {
-    pub control: Option<Spanned<String>>,
+    pub control: Option<Spanned<Shorthand<RawLocator>>>,
     pub expect: Option<Spanned<RawExpect>>,
 }
 
@@ -288,6 +424,7 @@ pub(crate) struct RawSubmit {
 pub(crate) struct RawExpect {
     pub method: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub ignore: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A schema-free view of the document, used only to name the field a serde error points

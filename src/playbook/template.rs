@@ -1,13 +1,19 @@
 //! `{{input}}` templates.
 //!
 //! A template is a string in which `{{name}}` (spaces inside the braces allowed) stands for
-//! the value of a declared input. Templates appear in URLs (`goto`, `submit.expect.url`),
-//! filled and selected values, waited-for text and assertions.
+//! the value of a declared input. Templates appear in URLs (`goto`, `submit.expect.url`,
+//! `wait_for.url`), selectors and the texts of locators, filled and selected values,
+//! waited-for text, assertions and extracted attribute names.
 //!
-//! Two renderings exist because the two uses have opposite needs:
+//! Each context a template is rendered in escapes the inserted values for itself:
 //!
 //! - [`Template::render_text`] substitutes values verbatim: a refund note must reach the
 //!   form exactly as the operator typed it.
+//! - [`Template::render_css`] escapes every substituted value exactly as `CSS.escape` does
+//!   (see [`css_escape`]): the result is one identifier's worth of characters, valid both
+//!   as an identifier and inside a quoted attribute value, so no input can add a combinator,
+//!   a comma, a bracket or a quote to a selector.
+//! - [`Template::render_regex`] inserts each value as a literal (`regex::escape`).
 //! - [`Template::render_url`] percent-encodes every substituted byte outside the RFC 3986
 //!   unreserved set, then proves the rendered URL has the same shape as the template
 //!   (origin, path depth, literal path prefix, query and fragment structure). An input value
@@ -51,6 +57,12 @@ pub enum TemplateError {
     StructureChanged { name: String, reason: String },
     #[error("bad URL `{url}`: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("regex `{pattern}` is invalid: {reason}")]
+    BadRegex { pattern: String, reason: String },
+    #[error("`{name}` is not a valid attribute name (expected letters, digits, `-`, `_`, `:` or `.`, not starting with a digit, `-` or `.`)")]
+    BadAttributeName { name: String },
+    #[error(transparent)]
+    UrlPattern(#[from] crate::url_pattern::UrlPatternError),
 }
 
 /// True for `[a-z_][a-z0-9_]*`, the shape of input names.
@@ -73,6 +85,53 @@ pub(crate) fn encode_component(value: &str) -> String {
         }
     }
     out
+}
+
+/// Escapes `value` as the CSSOM's `CSS.escape` does
+/// (<https://drafts.csswg.org/cssom/#serialize-an-identifier>): NUL becomes U+FFFD; control
+/// characters (U+0001–U+001F, U+007F), a leading digit and a digit after a leading `-`
+/// become hex escapes followed by a space (`\31 `); a lone `-` becomes `\-`; every other
+/// ASCII character except `[A-Za-z0-9_-]` is backslash-escaped; characters from U+0080 up
+/// are kept. The result is valid as an identifier and inside a quoted string alike.
+pub fn css_escape(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        let hex = |out: &mut String| out.push_str(&format!("\\{:x} ", u32::from(c)));
+        if c == '\0' {
+            out.push('\u{FFFD}');
+        } else if matches!(c, '\u{1}'..='\u{1f}' | '\u{7f}')
+            || (i == 0 && c.is_ascii_digit())
+            || (i == 1 && c.is_ascii_digit() && chars[0] == '-')
+        {
+            hex(&mut out);
+        } else if i == 0 && c == '-' && chars.len() == 1 {
+            out.push_str("\\-");
+        } else if u32::from(c) >= 0x80 || c == '-' || c == '_' || c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push('\\');
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `[A-Za-z_:][-A-Za-z0-9_:.]*`, the names `getAttribute` can be asked for in playbooks.
+pub(crate) fn is_attribute_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+}
+
+/// The last line of a regex error ("error: unclosed group"), without the `error: `.
+pub(crate) fn regex_reason(s: &str) -> String {
+    let last = s
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 /// Where in a URL template an input sits; decides what an empty value would do.
@@ -159,6 +218,86 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// Substitutes every input through `escape` (a missing optional input is empty).
+    fn render_with(&self, inputs: &Inputs, escape: impl Fn(&str) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Input(name) => {
+                    out.push_str(&escape(inputs.get(name).map(String::as_str).unwrap_or("")))
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders a CSS selector: the literal parts as written, every inserted value escaped
+    /// as `CSS.escape` does ([`css_escape`]), so a value can never change the selector's
+    /// structure (`"] , *` stays one run of characters of one identifier or string).
+    pub fn render_css(&self, inputs: &Inputs) -> Result<String, TemplateError> {
+        Ok(self.render_with(inputs, css_escape))
+    }
+
+    /// Renders a regular expression: the literal parts are regex syntax, every inserted
+    /// value matches itself literally (`regex::escape`).
+    pub fn render_regex(&self, inputs: &Inputs) -> Result<regex::Regex, TemplateError> {
+        let pattern = self.render_with(inputs, regex::escape);
+        regex::Regex::new(&pattern).map_err(|e| TemplateError::BadRegex {
+            reason: regex_reason(&e.to_string()),
+            pattern,
+        })
+    }
+
+    /// Renders an attribute name (`extract.attribute`); the result must be one XML-style
+    /// name, `[A-Za-z_:][-A-Za-z0-9_:.]*`.
+    pub fn render_attribute_name(&self, inputs: &Inputs) -> Result<String, TemplateError> {
+        let name = self.render_with(inputs, str::to_owned);
+        if is_attribute_name(&name) {
+            Ok(name)
+        } else {
+            Err(TemplateError::BadAttributeName { name })
+        }
+    }
+
+    /// Renders a URL glob (`wait_for.url`): every value percent-encoded as in
+    /// [`Template::render_url`] (so `*` in a value is `%2A`, never a wildcard), then
+    /// compiled by [`crate::url_pattern::glob`] against `base`.
+    pub fn render_url_glob(
+        &self,
+        base: &Url,
+        inputs: &Inputs,
+    ) -> Result<regex::Regex, TemplateError> {
+        self.refuse_dot_segments(inputs)?;
+        let glob = self.render_with(inputs, encode_component);
+        Ok(crate::url_pattern::glob(&glob, base)?)
+    }
+
+    /// Renders a URL regex (`wait_for.url_matches`): every value percent-encoded as in a
+    /// URL, then inserted literally.
+    pub fn render_url_regex(&self, inputs: &Inputs) -> Result<regex::Regex, TemplateError> {
+        let pattern = self.render_with(inputs, |v| regex::escape(&encode_component(v)));
+        regex::Regex::new(&pattern).map_err(|e| TemplateError::BadRegex {
+            reason: regex_reason(&e.to_string()),
+            pattern,
+        })
+    }
+
+    /// `.` and `..` are unreserved, so percent-encoding leaves them; as a path segment they
+    /// would move the URL up a level.
+    fn refuse_dot_segments(&self, inputs: &Inputs) -> Result<(), TemplateError> {
+        for name in self.inputs() {
+            let value = inputs.get(name).map(String::as_str).unwrap_or("");
+            if value == "." || value == ".." {
+                return Err(TemplateError::StructureChanged {
+                    name: name.to_owned(),
+                    reason: format!("the value `{value}` is a relative path segment"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Renders a URL template: a path joined to `base`, or an absolute URL.
