@@ -603,4 +603,238 @@ mod tests {
         assert_eq!(url.host_str(), Some("127.0.0.1"));
         assert_eq!(url.path_segments().map(|s| s.count()), Some(1));
     }
+
+    /// The CSSOM spec's own examples and the edge cases it names.
+    #[test]
+    fn css_escape_matches_the_cssom_algorithm() {
+        let cases: &[(&str, &str)] = &[
+            ("", ""),
+            ("\0", "\u{FFFD}"),
+            ("a\0b", "a\u{FFFD}b"),
+            ("0a", "\\30 a"),
+            ("1a2b3c", "\\31 a2b3c"),
+            ("-0a", "-\\30 a"),
+            ("--a", "--a"),
+            ("-", "\\-"),
+            ("-a", "-a"),
+            ("a-1", "a-1"),
+            ("__x9", "__x9"),
+            ("\u{1}\u{2}\u{1e}\u{1f}", "\\1 \\2 \\1e \\1f "),
+            ("\u{7f}", "\\7f "),
+            ("\u{80}\u{2d}\u{5f}\u{a9}", "\u{80}\u{2d}\u{5f}\u{a9}"),
+            (" !xy", "\\ \\!xy"),
+            ("\u{1D306}", "\u{1D306}"),
+            ("a\"b'c", "a\\\"b\\'c"),
+            ("\"] , *", "\\\"\\]\\ \\,\\ \\*"),
+            ("a\\b", "a\\\\b"),
+            ("x\ny\tz", "x\\a y\\9 z"),
+            ("SO-000123", "SO-000123"),
+            ("订单 1", "订单\\ 1"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(css_escape(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn css_rendering_escapes_only_the_inserted_values() {
+        let t = Template::parse("[data-order-id=\"{{id}}\"] .ref, #o-{{id}}").expect("valid");
+        let css = t
+            .render_css(&inputs(&[("id", "\"] , *")]))
+            .expect("renders");
+        assert_eq!(
+            css,
+            "[data-order-id=\"\\\"\\]\\ \\,\\ \\*\"] .ref, #o-\\\"\\]\\ \\,\\ \\*"
+        );
+        let plain = t
+            .render_css(&inputs(&[("id", "SO-000123")]))
+            .expect("renders");
+        assert_eq!(plain, "[data-order-id=\"SO-000123\"] .ref, #o-SO-000123");
+        let missing = t.render_css(&inputs(&[])).expect("renders");
+        assert_eq!(missing, "[data-order-id=\"\"] .ref, #o-");
+    }
+
+    #[test]
+    fn regex_rendering_inserts_values_literally() {
+        let t = Template::parse("^Order {{id}} \\(paid\\)$").expect("valid");
+        let re = t
+            .render_regex(&inputs(&[("id", "SO-1.*|x")]))
+            .expect("compiles");
+        assert!(re.is_match("Order SO-1.*|x (paid)"));
+        assert!(!re.is_match("Order SO-1234 (paid)"));
+        let bad = Template::parse("({{id}}").expect("valid");
+        assert!(matches!(
+            bad.render_regex(&inputs(&[("id", "a")])),
+            Err(TemplateError::BadRegex { .. })
+        ));
+    }
+
+    #[test]
+    fn attribute_names_must_render_to_a_name() {
+        let t = Template::parse("data-{{what}}").expect("valid");
+        assert_eq!(
+            t.render_attribute_name(&inputs(&[("what", "order-id")])),
+            Ok("data-order-id".to_owned())
+        );
+        for bad in ["x onclick", "a\"b", "x=1", "é"] {
+            assert_eq!(
+                t.render_attribute_name(&inputs(&[("what", bad)])),
+                Err(TemplateError::BadAttributeName {
+                    name: format!("data-{bad}")
+                }),
+                "{bad:?}"
+            );
+        }
+        let whole = Template::parse("{{what}}").expect("valid");
+        assert!(whole
+            .render_attribute_name(&inputs(&[("what", "1x")]))
+            .is_err());
+        assert!(whole.render_attribute_name(&inputs(&[])).is_err());
+        assert!(is_attribute_name("xlink:href") && is_attribute_name("_a.b-c"));
+        assert!(!is_attribute_name("-a") && !is_attribute_name(".a") && !is_attribute_name("é"));
+    }
+
+    #[test]
+    fn url_globs_encode_inputs_so_they_are_never_wildcards() {
+        let base = Url::parse("http://127.0.0.1:8931/").expect("static URL");
+        let t = Template::parse("/app/#/orders/{{id}}").expect("valid");
+        let re = t
+            .render_url_glob(&base, &inputs(&[("id", "SO-000123")]))
+            .expect("compiles");
+        assert!(re.is_match("http://127.0.0.1:8931/app/#/orders/SO-000123"));
+        assert!(!re.is_match("http://127.0.0.1:8931/app/#/orders/SO-000124"));
+        let star = t
+            .render_url_glob(&base, &inputs(&[("id", "**")]))
+            .expect("compiles");
+        assert!(star.is_match("http://127.0.0.1:8931/app/#/orders/%2A%2A"));
+        assert!(!star.is_match("http://127.0.0.1:8931/app/#/orders/SO-1"));
+        let tail = Template::parse("/app/#/orders/{{id}}/**").expect("valid");
+        let re = tail
+            .render_url_glob(&base, &inputs(&[("id", "a b/c")]))
+            .expect("compiles");
+        assert!(re.is_match("http://127.0.0.1:8931/app/#/orders/a%20b%2Fc/logistics"));
+        assert!(matches!(
+            t.render_url_glob(&base, &inputs(&[("id", "..")])),
+            Err(TemplateError::StructureChanged { .. })
+        ));
+    }
+
+    #[test]
+    fn url_regexes_encode_then_escape_inputs() {
+        let t = Template::parse("#/orders/{{id}}(/logistics)?$").expect("valid");
+        let re = t
+            .render_url_regex(&inputs(&[("id", "SO.1 x")]))
+            .expect("compiles");
+        assert!(re.is_match("http://h/app/#/orders/SO.1%20x/logistics"));
+        assert!(!re.is_match("http://h/app/#/orders/SOx1%20x"));
+    }
+
+    /// Reads one CSS escape at the start of `rest` (after its backslash), as CSS Syntax's
+    /// "consume an escaped code point" does; returns the code point and the bytes used.
+    fn unescape_one(rest: &str) -> Option<(char, usize)> {
+        let hex: String = rest
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .take(6)
+            .collect();
+        if hex.is_empty() {
+            let c = rest.chars().next()?;
+            if c == '\n' {
+                return None;
+            }
+            return Some((c, c.len_utf8()));
+        }
+        let mut used = hex.len();
+        if matches!(rest[used..].chars().next(), Some(' ' | '\t' | '\n')) {
+            used += 1;
+        }
+        let n = u32::from_str_radix(&hex, 16).ok()?;
+        Some((char::from_u32(n).unwrap_or('\u{FFFD}'), used))
+    }
+
+    /// Walks an escaped value: every character outside an escape must not be one that
+    /// could end an identifier or a string, or start another selector; returns the value
+    /// the CSS parser reads back.
+    fn read_back(escaped: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < escaped.len() {
+            let rest = &escaped[i..];
+            let c = rest.chars().next().ok_or("empty")?;
+            if c == '\\' {
+                let (got, used) = unescape_one(&rest[1..]).ok_or("dangling backslash")?;
+                out.push(got);
+                i += 1 + used;
+                continue;
+            }
+            if matches!(
+                c,
+                '"' | '\''
+                    | ']'
+                    | '['
+                    | ','
+                    | ' '
+                    | '\t'
+                    | '\n'
+                    | '\r'
+                    | '\u{c}'
+                    | '>'
+                    | '+'
+                    | '~'
+                    | '('
+                    | ')'
+                    | '.'
+                    | '#'
+                    | ':'
+                    | '*'
+                    | '{'
+                    | '}'
+            ) || (c as u32) < 0x20
+                || c == '\u{7f}'
+            {
+                return Err(format!("unescaped {c:?} in {escaped:?}"));
+            }
+            out.push(c);
+            i += c.len_utf8();
+        }
+        Ok(out)
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// For any input, the selector's literal parts are unchanged, the inserted part
+            /// contains no unescaped `"`, `'`, `]`, `,`, `\`, whitespace, `>`, `+`, `~`,
+            /// `(`, `)`, it reads back as the input (NUL as U+FFFD), and it is a valid
+            /// identifier start.
+            #[test]
+            fn css_inputs_never_change_a_selectors_structure(value in any::<String>()) {
+                let t = Template::parse("[data-id=\"{{v}}\"] > .x, #{{v}}").expect("valid");
+                let css = t.render_css(&inputs(&[("v", &value)])).expect("renders");
+                let esc = css_escape(&value);
+                prop_assert_eq!(&css, &format!("[data-id=\"{esc}\"] > .x, #{esc}"));
+                let back = read_back(&esc).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(back, value.replace('\0', "\u{FFFD}"));
+                match esc.chars().next() {
+                    Some(a) => prop_assert!(!a.is_ascii_digit(), "{esc:?}"),
+                    None => prop_assert!(value.is_empty()),
+                }
+                if let (Some('-'), Some(b)) = (esc.chars().next(), esc.chars().nth(1)) {
+                    prop_assert!(!b.is_ascii_digit(), "{esc:?}");
+                }
+                prop_assert!(esc != "-");
+            }
+
+            #[test]
+            fn css_escape_of_ascii_punctuation_reads_back(value in "[ -~\\x00-\\x1f]{0,24}") {
+                let esc = css_escape(&value);
+                let back = read_back(&esc).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(back, value.replace('\0', "\u{FFFD}"));
+            }
+        }
+    }
 }
