@@ -612,11 +612,12 @@ impl<'a> Validator<'a> {
                 let steps_at = pos(&s);
                 let mut submits = Vec::new();
                 for (index, raw_step) in s.value.into_iter().enumerate() {
-                    let at = pos(&raw_step);
+                    // Counted as written, so a submit step with a mistake in it is
+                    // reported for that mistake, not also as a missing submit step.
+                    if raw_step.value.submit.is_some() {
+                        submits.push(pos(&raw_step));
+                    }
                     if let Some(step) = self.step(index, raw_step, mode) {
-                        if matches!(step.action, Action::Submit { .. }) {
-                            submits.push(at);
-                        }
                         steps.push(step);
                     }
                 }

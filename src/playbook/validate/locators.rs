@@ -74,7 +74,7 @@ impl Validator<'_> {
         field: &str,
         what: &str,
     ) -> Option<Locator> {
-        let kinds: Vec<(&str, &Spanned<String>)> = [
+        let mut kinds: Vec<(&str, &Spanned<String>)> = [
             ("selector", k.selector),
             ("role", k.role),
             ("label", k.label),
@@ -84,6 +84,8 @@ impl Validator<'_> {
         .into_iter()
         .filter_map(|(key, v)| v.map(|v| (key, v)))
         .collect();
+        // In the order written, so the second one written is the one reported.
+        kinds.sort_by_key(|(_, v)| pos(*v));
         let (kind, value) = match kinds.as_slice() {
             [] => {
                 self.err_hint(
