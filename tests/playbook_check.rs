@@ -414,6 +414,44 @@ fn the_old_locator_forms_mean_what_they_meant() {
     );
 }
 
+#[test]
+fn within_scopes_a_few_levels_deep_and_no_deeper() {
+    let ok = step(
+        r##"  - click: { role: button, within: { text: Refund, within: { selector: "#b", within: "#a" } } }"##,
+    );
+    let p = match playbook::parse(Path::new("w.yaml"), ok.as_bytes(), None) {
+        Ok(p) => p,
+        Err(d) => panic!("{d}"),
+    };
+    let Some(Action::Click { locator }) = p.steps.last().map(|s| &s.action) else {
+        panic!("no click");
+    };
+    assert_eq!(
+        locator.display(),
+        "#a >> #b >> text \"Refund\" >> role=button"
+    );
+    let deep = step(&format!(
+        "  - click: {}\"#a\"{}",
+        "{ role: button, within: ".repeat(20),
+        " }".repeat(20)
+    ));
+    let found = diags(&deep, false);
+    assert_eq!(found.len(), 1, "{}", render(&found));
+    assert_eq!(found[0].line, 11, "{}", found[0]);
+    assert!(
+        found[0]
+            .message
+            .contains("locators nested more than 8 deep (through `within:`)"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[0].field.starts_with("steps[2].click.within"),
+        "{}",
+        found[0]
+    );
+}
+
 /// A valid read-only playbook; each case below breaks one thing in it.
 const BASE: &str = r##"name: t
 version: "1"
@@ -913,6 +951,23 @@ fn garbage_never_panics() {
         .into_bytes(),
     );
     inputs.push(format!("inputs: {}", "{a: ".repeat(5_000)).into_bytes());
+    // Locators nest through `within:`; a hostile depth must not overflow the stack either.
+    inputs.push(format!("steps:\n  - click: {}", "{within: ".repeat(100_000)).into_bytes());
+    inputs.push(
+        format!(
+            "steps:\n  - click: {}\"#a\"{}",
+            "{role: button, within: ".repeat(300),
+            "}".repeat(300)
+        )
+        .into_bytes(),
+    );
+    inputs.push(
+        format!(
+            "steps:\n  - fill: {{ value: x, within: {} }}",
+            "{ nth: [".repeat(3_000)
+        )
+        .into_bytes(),
+    );
     inputs.push(format!("colour: {}", "- ".repeat(5_000)).into_bytes());
     // Every prefix of a valid playbook, cut at every byte.
     for cut in 0..BASE.len() {

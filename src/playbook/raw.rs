@@ -168,6 +168,13 @@ pub(crate) enum Shorthand<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shorthand<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Locators nest through `within:`; each level costs serde-saphyr a lot of stack,
+        // so the depth is bounded well below what a 2 MiB worker thread can hold.
+        let Some(_guard) = ShorthandDepth::enter() else {
+            return Err(de::Error::custom(format!(
+                "locators nested more than {MAX_SHORTHAND_DEPTH} deep (through `within:`)"
+            )));
+        };
         struct V<T>(PhantomData<T>);
         impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
             type Value = Shorthand<T>;
@@ -464,6 +471,36 @@ impl DepthGuard {
 impl Drop for DepthGuard {
     fn drop(&mut self) {
         NODE_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Deepest nesting of [`Shorthand`] values (a locator `within` a locator `within` ...).
+/// Real playbooks scope two or three levels deep.
+pub(crate) const MAX_SHORTHAND_DEPTH: usize = 8;
+
+thread_local! {
+    static SHORTHAND_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one level of [`Shorthand`] nesting for as long as it lives.
+struct ShorthandDepth;
+
+impl ShorthandDepth {
+    fn enter() -> Option<ShorthandDepth> {
+        SHORTHAND_DEPTH.with(|d| {
+            if d.get() >= MAX_SHORTHAND_DEPTH {
+                None
+            } else {
+                d.set(d.get() + 1);
+                Some(ShorthandDepth)
+            }
+        })
+    }
+}
+
+impl Drop for ShorthandDepth {
+    fn drop(&mut self) {
+        SHORTHAND_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }
 

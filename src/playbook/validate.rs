@@ -333,7 +333,9 @@ fn yaml_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> Vec<Diagnos
             let message = lowercase_first(&text_msg);
             let at = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
             let rest: String = at.chars().skip(column.saturating_sub(1)).collect();
-            let hint = if rest.starts_with("{{") {
+            let hint = if message.starts_with("locators nested more than") {
+                "a locator is scoped by `within:` a few levels at most; scope it by a closer, more specific element".to_owned()
+            } else if rest.starts_with("{{") {
                 "quote values that start with a template, e.g. value: \"{{amount}}\"".to_owned()
             } else if syntax_ok {
                 "this value has the wrong type for this key; see the playbook format".to_owned()
