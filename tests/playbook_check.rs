@@ -784,6 +784,54 @@ fn fixtures_in_tests_data_are_all_reported_by_check_files() {
 }
 
 #[test]
+fn the_spa_fixtures_report_every_locator_and_template_mistake_in_order() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad-playbooks");
+    let files = [
+        dir.join("spa-locators.yaml"),
+        dir.join("templates-not-rendered.yaml"),
+    ];
+    let found = playbook::check_files(&files, Some(&config()));
+    let got: Vec<(String, usize, usize, String)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.file
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                d.line,
+                d.column,
+                format!("{} (field {})", d.message, d.field),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, usize, usize, &str)> = vec![
+        ("spa-locators.yaml", 11, 22, "template names undeclared input `order` (field steps[1].wait_for.url)"),
+        ("spa-locators.yaml", 12, 34, "unknown role `buton` (field steps[2].wait_for.element.role)"),
+        ("spa-locators.yaml", 13, 57, "locator has both `testid` and `role` (field steps[3].extract.role)"),
+        ("spa-locators.yaml", 14, 52, "`name` is only used with `role` (field steps[4].extract.name)"),
+        ("spa-locators.yaml", 15, 31, "`nth` must be an integer, found the string \"last\" (field steps[5].click.nth)"),
+        ("spa-locators.yaml", 16, 40, "`exact` is only used with `role`, `label` or `text` (field steps[6].click.exact)"),
+        ("spa-locators.yaml", 17, 36, "`within` expects a selector string or a locator mapping, found a number (field steps[7].click.within)"),
+        ("spa-locators.yaml", 18, 39, "`mask` does not say which element: it has none of `selector`, `role`, `label`, `text`, `testid` (field steps[8].screenshot.mask[0])"),
+        ("templates-not-rendered.yaml", 10, 11, "templates are not rendered in `name` (field steps[0].name)"),
+        ("templates-not-rendered.yaml", 12, 15, "template names undeclared input `order` (field steps[1].wait_for)"),
+        ("templates-not-rendered.yaml", 13, 23, "templates are not rendered in `field` (field steps[2].extract.field)"),
+        ("templates-not-rendered.yaml", 14, 35, "templates are not rendered in `env` (field steps[3].fill.env)"),
+        ("templates-not-rendered.yaml", 15, 25, "templates are not rendered in `name` (field steps[4].screenshot.name)"),
+        ("templates-not-rendered.yaml", 17, 38, "template names undeclared input `amount` (field steps[5].submit.control.name)"),
+        ("templates-not-rendered.yaml", 18, 25, "templates are not rendered in `method` (field steps[5].submit.expect.method)"),
+        ("templates-not-rendered.yaml", 18, 91, "templates are not rendered in `ignore` (field steps[5].submit.expect.ignore[0])"),
+    ];
+    let want: Vec<(String, usize, usize, String)> = want
+        .into_iter()
+        .map(|(f, l, c, m)| (f.to_owned(), l, c, m.to_owned()))
+        .collect();
+    assert_eq!(got, want, "{}", render(&found));
+}
+
+#[test]
 fn check_files_reports_unreadable_files_non_utf8_and_duplicate_names() {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
