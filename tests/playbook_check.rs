@@ -414,6 +414,26 @@ fn the_old_locator_forms_mean_what_they_meant() {
     );
 }
 
+/// The README's playbook example (with a mode that allows all its steps) is a valid
+/// playbook, so the documentation cannot drift from the format.
+#[test]
+fn the_readme_playbook_example_validates() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start =
+        readme.find("### Playbooks\n\n```yaml\n").unwrap() + "### Playbooks\n\n```yaml\n".len();
+    let len = readme[start..].find("```").unwrap();
+    let yaml = readme[start..start + len].replace("mode: read_only ", "mode: submit ");
+    let yaml = yaml.replace(
+        "  order_id: {",
+        "  amount: { type: number }\n  reason: { type: string }\n  order_id: {",
+    );
+    match playbook::parse(Path::new("README.md"), yaml.as_bytes(), Some(&config())) {
+        Ok(p) => assert_eq!(p.steps.len(), 12),
+        Err(d) => panic!("README example:\n{d}\n{yaml}"),
+    }
+}
+
 #[test]
 fn within_scopes_a_few_levels_deep_and_no_deeper() {
     let ok = step(

@@ -14,25 +14,54 @@
 //!   # pattern must match the whole value; secret values are never logged or recorded
 //! steps:                        # each step: optional name, optional timeout ("500ms", "10s",
 //!                               # "2m", or a bare number of milliseconds), exactly one kind key
-//!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL
-//!   - wait_for: { selector: "#order-status" }   # or { text: "Risk:" } or { network_idle: true }
-//!                                               # (a plain string is a selector)
-//!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute, with attribute: NAME
-//!   - extract: { field: tracking_no, selector: "#tracking-no", required: false }
-//!   - assert: { field: status, matches: "^(paid|shipped)$" } # or selector: CSS; one of equals | contains | matches
-//!   - click: "#tab-logistics"                    # string, or { selector: ... }
-//!   - screenshot: { name: order-page }           # full page; or element: "#selector"; optional mask: [selectors]
+//!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL;
+//!   - goto: "/app/#/orders/{{order_id}}"         # fragment (hash-route) changes work too
+//!   - wait_for: { selector: "#order-status" }   # a plain string is a selector; or
+//!                                               # { element: LOCATOR } | { text: "Risk:" } |
+//!                                               # { url: GLOB } | { url_matches: REGEX } | { network_idle: true }
+//!   - wait_for: { url: "/app/#/orders/{{order_id}}/**" }  # full href, fragment included; `*` = any run
+//!                                               # without `/`, `**` = any run; relative to the base URL
+//!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute,
+//!                                               # with attribute: NAME (templated, must render to a name)
+//!   - extract: { field: total, testid: order-total, required: false }
+//!   - assert: { field: status, matches: "^(paid|shipped)$" } # or a LOCATOR's keys instead of field;
+//!                                               # one of equals | contains | matches
+//!   - click: { role: link, name: Logistics }     # a LOCATOR (a string is a CSS selector)
+//!   - screenshot: { name: order-page }           # full page; or element: LOCATOR; mask: [LOCATOR, ...]
 //!                                               # (a plain string is the name)
-//!   - fill: { selector: "#refund-amount", value: "{{amount}}" }  # or label: "Refund amount"; or env: VAR (secret); secret: true masks it
-//!   - select: { selector: "#refund-reason", value: "{{reason}}" }
-//!   - check: "#notify-customer"                  # and uncheck; string or { selector | label }
+//!   - fill: { label: "Refund amount", value: "{{amount}}" }  # LOCATOR keys + value | env: VAR (secret);
+//!                                               # secret: true masks it
+//!   - select: { role: combobox, name: Reason, value: "{{reason}}" }  # option value or visible label
+//!   - check: { role: switch, name: Notify customer }  # and uncheck; a LOCATOR
 //!   - upload: { selector: "#attachment", input: photo }  # input must be of type file
-//!   - submit: { control: "#submit-refund", expect: { method: POST, url: "/orders/{{order_id}}/refund" } }
+//!   - submit:
+//!       control: { role: button, name: Submit refund request }   # a LOCATOR
+//!       expect: { method: POST, url: "/api/orders/{{order_id}}/refunds", ignore: [requestId, clientTs] }
 //! ```
 //!
-//! Templates: `{{name}}` (spaces inside the braces allowed) names a declared input. A YAML
-//! value that *starts* with `{{` must be quoted (`value: "{{amount}}"`), otherwise YAML reads
-//! it as a mapping.
+//! A LOCATOR is a CSS selector string, or a mapping with exactly one kind key:
+//! `selector: CSS`, `role: ROLE` (a WAI-ARIA role, with optional `name: TEXT`, the
+//! accessible name), `label: TEXT`, `text: TEXT` or `testid: ID` (the channel's
+//! `testid_attribute`, `data-testid` by default); `exact: false` (role, label, text) matches
+//! a case-insensitive substring instead of the whole trimmed text; `within: LOCATOR` searches
+//! only inside the one element that finds (at most 8 levels); `nth: N` picks a match (0 the
+//! first, -1 the last), otherwise a locator matching several elements is an error. In
+//! `fill`, `select`, `upload`, `extract` and `assert` the locator's keys sit in the step's own
+//! mapping. `submit.expect.ignore` names volatile body fields (JSON keys at any depth, form
+//! field names) left out when the held write is compared with the approved one.
+//!
+//! Templates: `{{name}}` (spaces inside the braces allowed) names a declared input. Each place
+//! escapes for itself: selectors as `CSS.escape` does (an input can never change a selector's
+//! structure), URLs and URL globs percent-encoded, `url_matches` and `assert.matches`
+//! regex-escaped, texts, names, labels, values, `equals` and `contains` verbatim,
+//! `extract.attribute` must render to an attribute name. Templates are rendered in: `goto`,
+//! every locator text (selector, role `name`, label, text, testid), `wait_for` text / url /
+//! url_matches, `fill` and `select` values, `assert` equals / contains / matches,
+//! `extract.attribute`, `submit.expect.url`. Anywhere else (`field`, step and screenshot
+//! `name`, `role`, `env`, `timeout`, `method`, `ignore`, `from`, `input`, the top-level keys,
+//! input descriptions and patterns) a `{{…}}` is reported by `clerk check`. A YAML value that
+//! *starts* with `{{` must be quoted (`value: "{{amount}}"`), otherwise YAML reads it as a
+//! mapping.
 //!
 //! Modes restrict steps: `read_only` allows goto, wait_for, extract, assert, click,
 //! screenshot; `draft` and `submit` allow every step and need exactly one `submit` step;
