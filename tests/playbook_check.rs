@@ -686,6 +686,32 @@ fn locator_cases() -> Vec<Case> {
         case("attribute template that cannot be a name", step("  - extract: { field: x, selector: a, attribute: \"{{order_id}} x\" }"), 11, 50, "`{{order_id}} x` is not a valid attribute name"),
         Case { hint: Some("`url: GLOB`"), ..case("wait_for url and text", step("  - wait_for: { url: \"/x\", text: y }"), 11, 15, "`wait_for` has more than one condition") },
         case("submit without control", submit_step("  - submit: { expect: { method: POST, url: /x } }"), 11, 13, "missing `control` (the submit button's locator)"),
+        case(
+            "template in nth",
+            step("  - click: { text: Next, nth: \"{{order_id}}\" }"),
+            11,
+            31,
+            "templates are not rendered in `nth`",
+        ),
+        case(
+            "template in input type",
+            BASE.replace("type: string", "type: \"{{order_id}}\""),
+            7,
+            21,
+            "templates are not rendered in `type`",
+        ),
+        case(
+            "secret input in a URL wait",
+            BASE.replace("pattern: '^SO-\\d{6}$'", "secret: true")
+                .replace("  - goto: /orders/{{order_id}}", "  - goto: /orders")
+                .replace(
+                    "  - screenshot: { name: page }",
+                    "  - wait_for: { url_matches: \"/orders/{{order_id}}$\" }",
+                ),
+            11,
+            30,
+            "secret input `order_id` is used in a URL pattern",
+        ),
     ]
 }
 

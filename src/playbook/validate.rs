@@ -672,6 +672,7 @@ impl<'a> Validator<'a> {
             let spec = spec.value;
             let kind = match &spec.kind {
                 None => InputKind::String,
+                Some(k) if !self.untemplated(k, &format!("{field}.type")) => InputKind::String,
                 Some(k) => match k.value.as_str() {
                     "string" => InputKind::String,
                     "number" => InputKind::Number,

@@ -129,6 +129,12 @@ impl Validator<'_> {
                 }
                 match &e.value {
                     Scalar::Bool(b) => *b,
+                    Scalar::Str(s)
+                        if !self.untemplated_at(s, pos(e), &format!("{field}.exact")) =>
+                    {
+                        ok = false;
+                        true
+                    }
                     other => {
                         self.err_hint(
                             pos(e),
@@ -157,6 +163,10 @@ impl Validator<'_> {
             None => None,
             Some(n) => match &n.value {
                 Scalar::Int(i) => Some(*i),
+                Scalar::Str(s) if !self.untemplated_at(s, pos(n), &format!("{field}.nth")) => {
+                    ok = false;
+                    None
+                }
                 other => {
                     self.err_hint(
                         pos(n),

@@ -4,7 +4,7 @@
 use url::Url;
 
 use super::super::raw::{pos, RawWaitFor, Shorthand, Spanned};
-use super::super::{Action, UrlPattern, WaitCondition};
+use super::super::{Action, Template, UrlPattern, WaitCondition};
 use super::{sample_inputs, Validator, PLACEHOLDER_BASE};
 
 const WAIT_HINT: &str = "give exactly one of `selector: CSS`, `element: LOCATOR`, `text: TEXT`, `url: GLOB`, `url_matches: REGEX` or `network_idle: true`";
@@ -68,6 +68,7 @@ impl Validator<'_> {
         } else if let Some(u) = &w.url {
             let ufield = format!("{field}.url");
             let t = self.template(u, &ufield)?;
+            self.no_secrets_in_url_wait(&t, u, &ufield);
             let base = match self.channel {
                 Some(c) => c.base_url.clone(),
                 None => Url::parse(PLACEHOLDER_BASE).ok()?,
@@ -85,6 +86,7 @@ impl Validator<'_> {
         } else if let Some(r) = &w.url_matches {
             let rfield = format!("{field}.url_matches");
             let t = self.template(r, &rfield)?;
+            self.no_secrets_in_url_wait(&t, r, &rfield);
             if let Err(e) = t.render_url_regex(&sample_inputs(&t, "1")) {
                 let reason = match e {
                     super::super::TemplateError::BadRegex { reason, .. } => reason,
@@ -115,5 +117,20 @@ impl Validator<'_> {
             }
         };
         Some(Action::WaitFor { condition })
+    }
+
+    /// A URL pattern is shown in the step's message when the wait fails, percent-encoded,
+    /// where scrubbing would not recognise a secret.
+    fn no_secrets_in_url_wait(&mut self, t: &Template, s: &Spanned<String>, field: &str) {
+        for name in t.inputs() {
+            if self.inputs.get(name).is_some_and(|d| d.secret) {
+                self.err_hint(
+                    pos(s),
+                    field,
+                    format!("secret input `{name}` is used in a URL pattern"),
+                    "URL patterns appear in messages and records; wait for an element or a text instead",
+                );
+            }
+        }
     }
 }

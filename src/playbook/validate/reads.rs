@@ -2,7 +2,6 @@
 
 use super::super::diag::suggestion_hint;
 use super::super::raw::{pos, RawAssert, RawExtract, RawScreenshot, Shorthand, Spanned};
-use super::super::template::is_attribute_name;
 use super::super::{Action, AssertCheck, AssertSubject, ExtractSource, ShotTarget, TemplateError};
 use super::{is_input_name, sample_inputs, Validator};
 
@@ -101,8 +100,7 @@ impl Validator<'_> {
         field: &str,
     ) -> Option<super::super::Template> {
         let t = self.template(a, field)?;
-        let rendered = t.render_attribute_name(&sample_inputs(&t, "a"));
-        if rendered.is_err() || (t.is_literal() && !is_attribute_name(&a.value)) {
+        if t.render_attribute_name(&sample_inputs(&t, "a")).is_err() {
             self.err_hint(
                 pos(a),
                 field,
