@@ -203,14 +203,14 @@ fn is_token_field(name: &str) -> bool {
 /// Reads the live form around `control`, leaving tokens out and secrets masked.
 async fn live_values(
     tab: &Tab,
-    control: &str,
+    control: &Find,
     secrets: &[String],
 ) -> Result<Vec<FieldValue>, String> {
     let values = tab
-        .form_values(&Find::css(control))
+        .form_values(control)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("submit control {control} is not inside a form"))?;
+        .ok_or_else(|| format!("submit control {} is not inside a form", control.display))?;
     Ok(values
         .into_iter()
         .filter(|f| !is_token_field(&f.name))
@@ -229,10 +229,12 @@ fn declared_write(
     step: &Step,
     channel: &Channel,
     inputs: &Inputs,
-) -> Result<(String, DeclaredWrite), String> {
+) -> Result<(Find, DeclaredWrite), String> {
     let Action::Submit { control, expect } = &step.action else {
         return Err("not a submit step".into());
     };
+    let control = crate::runner::render_find(control, inputs, &channel.testid_attribute)
+        .map_err(|e| format!("cannot render submit control {}: {e}", control.display()))?;
     let url = expect
         .url
         .render_url(&channel.base_url, inputs)
@@ -243,7 +245,7 @@ fn declared_write(
         ));
     }
     Ok((
-        control.clone(),
+        control,
         DeclaredWrite {
             method: expect.method.to_ascii_uppercase(),
             url: without_query(&url),
@@ -259,11 +261,8 @@ fn without_query(url: &Url) -> String {
 }
 
 /// Checks the form would send the declared write.
-async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> Result<(), String> {
-    let target = tab
-        .form_target(&Find::css(control))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn check_form_target(tab: &Tab, control: &Find, write: &DeclaredWrite) -> Result<(), String> {
+    let target = tab.form_target(control).await.map_err(|e| e.to_string())?;
     match target {
         Some((method, action)) => {
             let action_bare = Url::parse(&action)
@@ -278,7 +277,10 @@ async fn check_form_target(tab: &Tab, control: &str, write: &DeclaredWrite) -> R
                 ))
             }
         }
-        None => Err(format!("submit control {control} is not inside a form")),
+        None => Err(format!(
+            "submit control {} is not inside a form",
+            control.display
+        )),
     }
 }
 
@@ -690,7 +692,7 @@ pub async fn submit_with_gate(
 pub async fn submit_armed(
     browser: &mut Browser,
     tab: &Tab,
-    control: &str,
+    control: &Find,
     method: &str,
     url: &Url,
     timeout: Duration,
@@ -700,7 +702,7 @@ pub async fn submit_armed(
         method: method.to_ascii_uppercase(),
         url: without_query(url),
     });
-    let clicked = tab.click(&Find::css(control), timeout).await;
+    let clicked = tab.click(control, timeout).await;
     if let Err(e) = clicked {
         guard.disarm();
         return Err(e.to_string());
@@ -716,7 +718,8 @@ pub async fn submit_armed(
     }
     if unused {
         return Err(format!(
-            "clicking {control} did not send the declared {method} {url}"
+            "clicking {} did not send the declared {method} {url}",
+            control.display
         ));
     }
     Ok(())

@@ -24,8 +24,8 @@ use crate::browser::{
 use crate::channel::{Channel, Config, SessionCheck};
 use crate::evidence::{Event, PngInfo, Store, StoreError};
 use crate::playbook::{
-    Action, AssertCheck, AssertSubject, ExtractSource, Locator, Mode, Playbook, ShotTarget, Step,
-    ValueSource, WaitCondition,
+    Action, AssertCheck, AssertSubject, ExtractSource, Inputs, Locator, Mode, Playbook, ShotTarget,
+    Step, TemplateError, ValueSource, WaitCondition,
 };
 
 /// A source of "now" (injectable, so expiry can be tested without sleeping).
@@ -400,12 +400,17 @@ impl Engine {
     }
 }
 
-/// A playbook locator rendered for the browser.
-fn find(locator: &Locator) -> Find {
-    match locator {
-        Locator::Css(s) => Find::css(s),
-        Locator::Label(l) => Find::label(l),
-    }
+/// A playbook locator rendered for the browser: templates filled in (CSS-escaped in
+/// selectors), the channel's test id attribute applied.
+pub fn render_find(
+    locator: &Locator,
+    inputs: &Inputs,
+    testid_attribute: &str,
+) -> Result<Find, TemplateError> {
+    Ok(Find {
+        spec: locator.render(inputs, testid_attribute)?,
+        display: locator.display(),
+    })
 }
 
 /// Inputs with secret values replaced.
@@ -780,6 +785,13 @@ impl<'a> RunState<'a> {
         )
     }
 
+    /// [`render_find`] with this run's inputs and channel; a render error fails the step.
+    fn find(&self, locator: &Locator) -> Result<Find, StepStop> {
+        render_find(locator, &self.inputs, &self.channel.testid_attribute).map_err(|e| {
+            StepStop::Failed(format!("cannot render locator {}: {e}", locator.display()))
+        })
+    }
+
     fn timeout(&self, step: &Step) -> Duration {
         step.timeout.unwrap_or(self.engine.step_timeout)
     }
@@ -821,7 +833,15 @@ impl<'a> RunState<'a> {
                 nav?;
             }
             Action::WaitFor { condition } => match condition {
-                WaitCondition::Visible(sel) => tab.wait_visible(&Find::css(sel), timeout).await?,
+                WaitCondition::Visible(locator) => {
+                    tab.wait_visible(&self.find(locator)?, timeout).await?
+                }
+                WaitCondition::Url(pattern) => {
+                    let re = pattern
+                        .regex(&self.channel.base_url, &self.inputs)
+                        .map_err(|e| StepStop::Failed(e.to_string()))?;
+                    tab.wait_url(&re, timeout).await?
+                }
                 WaitCondition::Text(t) => {
                     let text = t
                         .render_text(&self.inputs)
@@ -835,14 +855,19 @@ impl<'a> RunState<'a> {
             },
             Action::Extract {
                 field,
-                selector,
+                locator,
                 source,
                 required,
             } => {
-                let find = Find::css(selector);
+                let find = self.find(locator)?;
                 let value = match source {
                     ExtractSource::Text => tab.text(&find).await?,
-                    ExtractSource::Attribute(name) => tab.attribute(&find, name).await?,
+                    ExtractSource::Attribute(name) => {
+                        let name = name
+                            .render_attribute_name(&self.inputs)
+                            .map_err(|e| StepStop::Failed(e.to_string()))?;
+                        tab.attribute(&find, &name).await?
+                    }
                     ExtractSource::Value => tab.value(&find).await?,
                 };
                 match value {
@@ -851,7 +876,8 @@ impl<'a> RunState<'a> {
                     }
                     None if *required => {
                         return Err(StepStop::Failed(format!(
-                            "element not found: {selector} (step {} \"{}\")",
+                            "element not found: {} (step {} \"{}\")",
+                            find.display,
                             step.index + 1,
                             step.name
                         )))
@@ -862,7 +888,9 @@ impl<'a> RunState<'a> {
             Action::Assert { subject, check } => {
                 let (what, actual) = match subject {
                     AssertSubject::Field(f) => (format!("field {f}"), self.fields.get(f).cloned()),
-                    AssertSubject::Selector(s) => (s.clone(), tab.text(&Find::css(s)).await?),
+                    AssertSubject::Element(locator) => {
+                        (locator.display(), tab.text(&self.find(locator)?).await?)
+                    }
                 };
                 let actual =
                     actual.ok_or_else(|| StepStop::Failed(format!("{what} has no value")))?;
@@ -873,7 +901,10 @@ impl<'a> RunState<'a> {
                 let ok = match check {
                     AssertCheck::Equals(t) => actual == render(t)?,
                     AssertCheck::Contains(t) => actual.contains(&render(t)?),
-                    AssertCheck::Matches(re) => re.is_match(&actual),
+                    AssertCheck::Matches(t) => t
+                        .render_regex(&self.inputs)
+                        .map_err(|e| StepStop::Failed(e.to_string()))?
+                        .is_match(&actual),
                 };
                 if !ok {
                     return Err(StepStop::Failed(format!(
@@ -882,8 +913,8 @@ impl<'a> RunState<'a> {
                     )));
                 }
             }
-            Action::Click { selector } => {
-                tab.click(&Find::css(selector), timeout).await?;
+            Action::Click { locator } => {
+                tab.click(&self.find(locator)?, timeout).await?;
                 // A click may start a navigation (a new document, or a route change that
                 // never fires a load event): wait until the network is quiet and the
                 // document loaded, then check it did not try to leave the channel. Two
@@ -920,7 +951,7 @@ impl<'a> RunState<'a> {
                 let is_secret = *secret
                     || matches!(value, ValueSource::Env(_))
                     || (!v.is_empty() && self.secrets.contains(&v));
-                let find = find(locator);
+                let find = self.find(locator)?;
                 if is_secret {
                     self.secret_fields.push(find.clone());
                 }
@@ -931,12 +962,12 @@ impl<'a> RunState<'a> {
                 let v = value
                     .render_text(&self.inputs)
                     .map_err(|e| StepStop::Failed(e.to_string()))?;
-                let find = find(locator);
+                let find = self.find(locator)?;
                 self.filled.push(find.clone());
                 tab.select(&find, &v, timeout).await?;
             }
             Action::Check { locator, checked } => {
-                let find = find(locator);
+                let find = self.find(locator)?;
                 self.filled.push(find.clone());
                 tab.set_checked(&find, *checked, timeout).await?;
             }
@@ -945,7 +976,7 @@ impl<'a> RunState<'a> {
                     .inputs
                     .get(input)
                     .ok_or_else(|| StepStop::Failed(format!("input {input} has no value")))?;
-                let find = find(locator);
+                let find = self.find(locator)?;
                 self.filled.push(find.clone());
                 tab.upload(&find, std::path::Path::new(path), timeout)
                     .await?;
@@ -957,10 +988,11 @@ impl<'a> RunState<'a> {
                             .url
                             .render_url(&self.channel.base_url, &self.inputs)
                             .map_err(|e| StepStop::Failed(e.to_string()))?;
+                        let control = self.find(control)?;
                         approval::submit_armed(
                             browser,
                             tab,
-                            control,
+                            &control,
                             &expect.method,
                             &url,
                             timeout,
@@ -1016,7 +1048,7 @@ impl<'a> RunState<'a> {
         tab: &Tab,
         name: &str,
         target: &ShotTarget,
-        mask: &[String],
+        mask: &[Locator],
         timeout: Duration,
         step: &Step,
     ) -> Result<(), StepStop> {
@@ -1027,21 +1059,22 @@ impl<'a> RunState<'a> {
         }
         let (png, origin) = match target {
             ShotTarget::FullPage => (tab.screenshot_full().await?, (0.0, 0.0)),
-            ShotTarget::Element(sel) => {
-                tab.wait_visible(&Find::css(sel), timeout).await?;
-                let rect = tab
-                    .rect(&Find::css(sel))
-                    .await?
-                    .ok_or_else(|| StepStop::Failed(format!("element not found: {sel}")))?;
+            ShotTarget::Element(locator) => {
+                let find = self.find(locator)?;
+                tab.wait_visible(&find, timeout).await?;
+                let rect = tab.rect(&find).await?.ok_or_else(|| {
+                    StepStop::Failed(format!("element not found: {}", find.display))
+                })?;
                 (tab.capture(rect).await?, (rect.x, rect.y))
             }
         };
         // Mask secret fields and the playbook's mask selectors, in image coordinates.
         let mut regions: Vec<ElementRect> = Vec::new();
-        let locators = mask
-            .iter()
-            .map(|m| Find::css(m))
-            .chain(self.secret_fields.iter().cloned());
+        let mut locators = Vec::with_capacity(mask.len() + self.secret_fields.len());
+        for m in mask {
+            locators.push(self.find(m)?);
+        }
+        locators.extend(self.secret_fields.iter().cloned());
         for loc in locators {
             if let Some(r) = tab.rect(&loc).await? {
                 regions.push(ElementRect {

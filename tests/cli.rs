@@ -298,11 +298,198 @@ colour: red
         1,
         "unknown top-level key `colour`",
     ),
+    (
+        "template-in-field",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - extract: { field: "{{order_id}}", selector: "#x" }
+"##,
+        10,
+        23,
+        "templates are not rendered in `field` (field steps[1].extract.field)",
+    ),
+    (
+        "template-in-shot-name",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - screenshot: { name: "o-{{order_id}}" }
+"##,
+        10,
+        25,
+        "templates are not rendered in `name` (field steps[1].screenshot.name)",
+    ),
+    (
+        "template-in-role",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { role: "{{order_id}}" }
+"##,
+        10,
+        20,
+        "templates are not rendered in `role` (field steps[1].click.role)",
+    ),
+    (
+        "undeclared-in-selector",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - wait_for: { selector: "[data-order-id=\"{{order}}\"] .ref" }
+"##,
+        10,
+        27,
+        "template names undeclared input `order` (field steps[1].wait_for.selector)",
+    ),
+    (
+        "undeclared-in-role-name",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { role: button, name: "Refund {{amount}}" }
+"##,
+        10,
+        34,
+        "template names undeclared input `amount` (field steps[1].click.name)",
+    ),
+    (
+        "undeclared-in-url-wait",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - wait_for: { url: "/app/#/orders/{{id}}" }
+"##,
+        10,
+        22,
+        "template names undeclared input `id` (field steps[1].wait_for.url)",
+    ),
+    (
+        "unknown-role",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { role: buton }
+"##,
+        10,
+        20,
+        "unknown role `buton` (field steps[1].click.role)",
+    ),
+    (
+        "nth-not-integer",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { text: Next, nth: last }
+"##,
+        10,
+        31,
+        "`nth` must be an integer, found the string \"last\" (field steps[1].click.nth)",
+    ),
+    (
+        "two-kind-locator",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { role: button, testid: save }
+"##,
+        10,
+        36,
+        "locator has both `role` and `testid` (field steps[1].click.testid)",
+    ),
+    (
+        "name-without-role",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { testid: save, name: Save }
+"##,
+        10,
+        34,
+        "`name` is only used with `role` (field steps[1].click.name)",
+    ),
+    (
+        "within-malformed",
+        r##"name: t
+version: "1"
+description: d
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string }
+steps:
+  - goto: /orders
+  - click: { role: button, within: [a] }
+"##,
+        10,
+        36,
+        "`within` expects a selector string or a locator mapping, found a sequence (field steps[1].click.within)",
+    ),
 ];
 
 #[test]
 fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
-    assert!(CASES.len() >= 15);
+    assert!(CASES.len() >= 29);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("clerk.toml"),

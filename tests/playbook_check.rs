@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clerk::channel::Config;
-use clerk::playbook::{self, Action, Diagnostic, InputKind, Mode, ShotTarget, ValueSource};
+use clerk::playbook::{
+    self, Action, AssertCheck, AssertSubject, Diagnostic, ExtractSource, InputKind, Locator,
+    LocatorKind, Mode, ShotTarget, ValueSource, WaitCondition,
+};
 
 const CONFIG: &str = r##"
 [[channel]]
@@ -139,7 +142,7 @@ fn refund_draft_masks_the_pin_and_submits_once() {
         .iter()
         .filter_map(|s| match &s.action {
             Action::Submit { control, expect } => Some((
-                control.clone(),
+                control.display(),
                 expect.method.clone(),
                 expect.url.source.clone(),
             )),
@@ -165,7 +168,7 @@ fn refund_draft_masks_the_pin_and_submits_once() {
     assert_eq!(pin_fill, Some(true));
     let masked = p.steps.iter().any(|s| matches!(
         &s.action,
-        Action::Screenshot { name, mask, .. } if name == "refund-form" && mask == &vec!["#supervisor-pin".to_owned()]
+        Action::Screenshot { name, mask, .. } if name == "refund-form" && mask == &vec![Locator::css("#supervisor-pin")]
     ));
     assert!(
         masked,
@@ -196,6 +199,276 @@ fn login_takes_credentials_from_the_environment_only() {
             ("SAMPLE_USER".to_owned(), true),
             ("SAMPLE_PASSWORD".to_owned(), true)
         ]
+    );
+}
+
+/// A draft for a single-page app using every locator form, URL waits, templates in
+/// selectors and texts, and `submit.expect.ignore`.
+const SPA: &str = r##"name: spa-forms
+version: "1"
+description: every locator form
+channel: sample
+mode: draft
+inputs:
+  order_id: { type: string }
+  amount: { type: number }
+  reason: { type: string }
+steps:
+  - goto: "/app/#/orders/{{order_id}}"
+  - wait_for: { url: "/app/#/orders/{{order_id}}" }
+  - wait_for: { url_matches: '#/orders/{{order_id}}(/logistics)?$' }
+  - wait_for: "[data-order-id=\"{{order_id}}\"] .ref"
+  - wait_for: { element: { testid: order-status } }
+  - extract: { field: status, testid: order-status }
+  - extract: { field: total, role: cell, name: "Total", exact: false, within: { selector: "section[data-order-id=\"{{order_id}}\"]" }, nth: -1 }
+  - extract: { field: ref, selector: ".ref", from: attribute, attribute: "data-{{reason}}" }
+  - assert: { text: "Order {{order_id}}", matches: "^Order {{order_id}}$" }
+  - click: { role: link, name: Logistics }
+  - click: { text: "Refund", exact: false, nth: 0 }
+  - fill: { label: "Refund amount", value: "{{amount}}" }
+  - select: { role: combobox, name: Reason, value: "{{reason}}" }
+  - check: { role: switch, name: "Notify customer" }
+  - uncheck: { testid: "keep-{{order_id}}", within: "#o-{{order_id}}" }
+  - screenshot: { name: form, element: { role: form }, mask: ["#pin", { label: PIN, exact: false }] }
+  - submit:
+      control: { role: button, name: "Submit refund request" }
+      expect: { method: POST, url: "/api/orders/{{order_id}}/refunds", ignore: [requestId, clientTs] }
+"##;
+
+#[test]
+fn every_locator_form_parses_and_renders_for_the_engine() {
+    let p = match playbook::parse(Path::new("spa.yaml"), SPA.as_bytes(), Some(&config())) {
+        Ok(p) => p,
+        Err(d) => panic!("{d}"),
+    };
+    let inputs: BTreeMap<String, String> = [
+        ("order_id".to_owned(), "SO-1\"] , *".to_owned()),
+        ("amount".to_owned(), "12.50".to_owned()),
+        ("reason".to_owned(), "damaged".to_owned()),
+    ]
+    .into();
+    let render = |l: &Locator| match l.render(&inputs, "data-qa") {
+        Ok(v) => v,
+        Err(e) => panic!("{}: {e}", l.display()),
+    };
+    let mut seen = Vec::new();
+    let base = url::Url::parse("http://127.0.0.1:7878/").unwrap();
+    for s in &p.steps {
+        let got = match &s.action {
+            Action::WaitFor {
+                condition: WaitCondition::Url(u),
+            } => {
+                let re = u.regex(&base, &inputs).unwrap();
+                serde_json::json!({ "url": u.source(), "matches_route": re.is_match("http://127.0.0.1:7878/app/#/orders/SO-1%22%5D%20%2C%20%2A"), "matches_other": re.is_match("http://127.0.0.1:7878/app/#/orders/SO-2") })
+            }
+            Action::WaitFor {
+                condition: WaitCondition::Visible(l),
+            } => render(l),
+            Action::Extract {
+                locator,
+                source: ExtractSource::Attribute(a),
+                ..
+            } => {
+                serde_json::json!({ "loc": render(locator), "attribute": a.render_attribute_name(&inputs).unwrap() })
+            }
+            Action::Extract { locator, .. } => render(locator),
+            Action::Assert {
+                subject: AssertSubject::Element(l),
+                check: AssertCheck::Matches(t),
+            } => {
+                let re = t.render_regex(&inputs).unwrap();
+                serde_json::json!({ "loc": render(l), "ok": re.is_match("Order SO-1\"] , *"), "other": re.is_match("Order SO-1xxxx") })
+            }
+            Action::Click { locator } | Action::Check { locator, .. } => render(locator),
+            Action::Fill { locator, .. } | Action::Select { locator, .. } => render(locator),
+            Action::Screenshot {
+                target: ShotTarget::Element(e),
+                mask,
+                ..
+            } => {
+                serde_json::json!({ "element": render(e), "mask": mask.iter().map(render).collect::<Vec<_>>() })
+            }
+            Action::Submit { control, expect } => {
+                serde_json::json!({ "control": render(control), "ignore": expect.ignore })
+            }
+            Action::Goto { .. } => continue,
+            other => panic!("unexpected step {other:?}"),
+        };
+        seen.push(got);
+    }
+    let esc = r#"SO-1\"\]\ \,\ \*"#;
+    let expected = serde_json::json!([
+        { "url": "/app/#/orders/{{order_id}}", "matches_route": true, "matches_other": false },
+        { "url": "#/orders/{{order_id}}(/logistics)?$", "matches_route": true, "matches_other": false },
+        { "css": format!("[data-order-id=\"{esc}\"] .ref") },
+        { "testid": "order-status", "attr": "data-qa" },
+        { "testid": "order-status", "attr": "data-qa" },
+        { "role": "cell", "name": "Total", "exact": false, "nth": -1,
+          "within": { "css": format!("section[data-order-id=\"{esc}\"]") } },
+        { "loc": { "css": ".ref" }, "attribute": "data-damaged" },
+        { "loc": { "text": "Order SO-1\"] , *", "exact": true }, "ok": true, "other": false },
+        { "role": "link", "name": "Logistics", "exact": true },
+        { "text": "Refund", "exact": false, "nth": 0 },
+        { "label": "Refund amount", "exact": true },
+        { "role": "combobox", "name": "Reason", "exact": true },
+        { "role": "switch", "name": "Notify customer", "exact": true },
+        { "testid": "keep-SO-1\"] , *", "attr": "data-qa", "within": { "css": format!("#o-{esc}") } },
+        { "element": { "role": "form", "exact": true },
+          "mask": [{ "css": "#pin" }, { "label": "PIN", "exact": false }] },
+        { "control": { "role": "button", "name": "Submit refund request", "exact": true },
+          "ignore": ["requestId", "clientTs"] },
+    ]);
+    assert_eq!(serde_json::Value::Array(seen), expected);
+    let displays: Vec<String> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Extract { locator, .. }
+            | Action::Click { locator }
+            | Action::Check { locator, .. } => Some(locator.display()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        displays,
+        vec![
+            "testid \"order-status\"".to_owned(),
+            "section[data-order-id=\"{{order_id}}\"] >> role=cell[name=\"Total\"i] >> nth=-1"
+                .to_owned(),
+            ".ref".to_owned(),
+            "role=link[name=\"Logistics\"]".to_owned(),
+            "text \"Refund\"i >> nth=0".to_owned(),
+            "role=switch[name=\"Notify customer\"]".to_owned(),
+            "#o-{{order_id}} >> testid \"keep-{{order_id}}\"".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn the_old_locator_forms_mean_what_they_meant() {
+    let yaml = BASE.replace("mode: read_only", "mode: draft").replace(
+        "  - screenshot: { name: page }",
+        r##"  - wait_for: "#a"
+  - wait_for: { selector: "#b" }
+  - click: "#c"
+  - click: { selector: "#d" }
+  - fill: { selector: "#e", value: x }
+  - fill: { label: "Refund amount", value: y }
+  - check: { label: Notify }
+  - screenshot: { name: page, element: "#f", mask: ["#g"] }
+  - submit: { control: "#h", expect: { method: POST, url: /x } }"##,
+    );
+    let p = match playbook::parse(Path::new("old.yaml"), yaml.as_bytes(), None) {
+        Ok(p) => p,
+        Err(d) => panic!("{d}"),
+    };
+    let css = |s: &str| Locator::css(s);
+    let label = |s: &str| Locator {
+        kind: LocatorKind::Label {
+            text: playbook::Template::parse(s).unwrap(),
+            exact: true,
+        },
+        within: None,
+        nth: None,
+    };
+    let found: Vec<Vec<Locator>> = p
+        .steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::WaitFor {
+                condition: WaitCondition::Visible(l),
+            } => vec![l.clone()],
+            Action::Extract { locator, .. }
+            | Action::Click { locator }
+            | Action::Check { locator, .. } => vec![locator.clone()],
+            Action::Fill { locator, .. } => vec![locator.clone()],
+            Action::Screenshot {
+                target: ShotTarget::Element(e),
+                mask,
+                ..
+            } => std::iter::once(e.clone())
+                .chain(mask.iter().cloned())
+                .collect(),
+            Action::Submit { control, expect } => {
+                assert!(expect.ignore.is_empty());
+                vec![control.clone()]
+            }
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            vec![],
+            vec![css("#order-status")],
+            vec![css("#a")],
+            vec![css("#b")],
+            vec![css("#c")],
+            vec![css("#d")],
+            vec![css("#e")],
+            vec![label("Refund amount")],
+            vec![label("Notify")],
+            vec![css("#f"), css("#g")],
+            vec![css("#h")],
+        ]
+    );
+}
+
+/// The README's playbook example (with a mode that allows all its steps) is a valid
+/// playbook, so the documentation cannot drift from the format.
+#[test]
+fn the_readme_playbook_example_validates() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start =
+        readme.find("### Playbooks\n\n```yaml\n").unwrap() + "### Playbooks\n\n```yaml\n".len();
+    let len = readme[start..].find("```").unwrap();
+    let yaml = readme[start..start + len].replace("mode: read_only ", "mode: submit ");
+    let yaml = yaml.replace(
+        "  order_id: {",
+        "  amount: { type: number }\n  reason: { type: string }\n  order_id: {",
+    );
+    match playbook::parse(Path::new("README.md"), yaml.as_bytes(), Some(&config())) {
+        Ok(p) => assert_eq!(p.steps.len(), 12),
+        Err(d) => panic!("README example:\n{d}\n{yaml}"),
+    }
+}
+
+#[test]
+fn within_scopes_a_few_levels_deep_and_no_deeper() {
+    let ok = step(
+        r##"  - click: { role: button, within: { text: Refund, within: { selector: "#b", within: "#a" } } }"##,
+    );
+    let p = match playbook::parse(Path::new("w.yaml"), ok.as_bytes(), None) {
+        Ok(p) => p,
+        Err(d) => panic!("{d}"),
+    };
+    let Some(Action::Click { locator }) = p.steps.last().map(|s| &s.action) else {
+        panic!("no click");
+    };
+    assert_eq!(
+        locator.display(),
+        "#a >> #b >> text \"Refund\" >> role=button"
+    );
+    let deep = step(&format!(
+        "  - click: {}\"#a\"{}",
+        "{ role: button, within: ".repeat(20),
+        " }".repeat(20)
+    ));
+    let found = diags(&deep, false);
+    assert_eq!(found.len(), 1, "{}", render(&found));
+    assert_eq!(found[0].line, 11, "{}", found[0]);
+    assert!(
+        found[0]
+            .message
+            .contains("locators nested more than 8 deep (through `within:`)"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[0].field.starts_with("steps[2].click.within"),
+        "{}",
+        found[0]
     );
 }
 
@@ -298,10 +571,16 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn each_malformed_playbook_is_reported_at_its_line_and_column() {
-    let mut failures = Vec::new();
     let all = cases();
     assert!(all.len() >= 18);
-    for c in &all {
+    let failures = check_cases(&all);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Each case's diagnostic: present, at its line and column, with its hint, in its file.
+fn check_cases(all: &[Case]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for c in all {
         let found = diags(&c.yaml, c.with_config);
         let hit = found.iter().find(|d| d.message.contains(c.message));
         match hit {
@@ -327,6 +606,128 @@ fn each_malformed_playbook_is_reported_at_its_line_and_column() {
                     failures.push(format!("[{}] wrong file in {d}", c.name));
                 }
             }
+        }
+    }
+    failures
+}
+
+/// `BASE` with its last step replaced by `step` (still read-only).
+fn step(step: &str) -> String {
+    BASE.replace("  - screenshot: { name: page }", step)
+}
+
+/// `BASE` as a draft: `step` then a submit step.
+fn draft(step: &str) -> String {
+    BASE.replace("mode: read_only", "mode: draft").replace(
+        "  - screenshot: { name: page }",
+        &format!("{step}\n  - submit: {{ control: \"#go\", expect: {{ method: POST, url: /x }} }}"),
+    )
+}
+
+/// `BASE` as a draft whose last step is the given submit step.
+fn submit_step(submit: &str) -> String {
+    BASE.replace("mode: read_only", "mode: draft")
+        .replace("  - screenshot: { name: page }", submit)
+}
+
+/// `BASE` with its `description:` line replaced.
+fn top(line: &str) -> String {
+    BASE.replace("description: test", line)
+}
+
+/// Locator and template mistakes: each case breaks one thing in `BASE` at line 11 (the
+/// `description` at line 3) and must be reported there, once, with the message and hint.
+fn locator_cases() -> Vec<Case> {
+    vec![
+        Case { hint: Some("give exactly one of `selector: CSS`"), ..case("locator without a kind", step("  - click: { nth: 1 }"), 11, 12, "`click` does not say which element: it has none of `selector`, `role`, `label`, `text`, `testid`") },
+        Case { hint: Some("to search inside another element use `within:`"), ..case("locator with two kinds", step("  - click: { role: button, selector: \"#a\" }"), 11, 38, "locator has both `role` and `selector`") },
+        case("name without role", step("  - click: { label: Amount, name: Total }"), 11, 35, "`name` is only used with `role`"),
+        case("exact on a css locator", step("  - click: { selector: \"#a\", exact: false }"), 11, 37, "`exact` is only used with `role`, `label` or `text`"),
+        case("exact not a boolean", step("  - click: { text: Next, exact: maybe }"), 11, 33, "`exact` must be true or false, found the string \"maybe\""),
+        Case { hint: Some("-1 the last"), ..case("nth not an integer", step("  - click: { text: Next, nth: first }"), 11, 31, "`nth` must be an integer, found the string \"first\"") },
+        case("nth a float", step("  - click: { text: Next, nth: 1.5 }"), 11, 31, "`nth` must be an integer, found the number 1.5"),
+        case("within not a locator", step("  - click: { role: button, within: 3 }"), 11, 36, "`within` expects a selector string or a locator mapping, found a number"),
+        case("within without a kind", step("  - click: { role: button, within: { nth: 0 } }"), 11, 36, "`within` does not say which element"),
+        case("within nested error", step("  - click: { role: button, within: { label: Box, within: { role: nav } } }"), 11, 66, "unknown role `nav`"),
+        Case { hint: Some("did you mean `button`?"), ..case("unknown role", step("  - click: { role: buton, name: Save }"), 11, 20, "unknown role `buton`") },
+        case("empty label", step("  - click: { label: \"\" }"), 11, 21, "`label` is empty"),
+        case("wait_for element without a kind", step("  - wait_for: { element: { exact: true } }"), 11, 26, "`element` does not say which element"),
+        case("mask item not a locator", step("  - screenshot: { name: page, mask: [\"#pin\", 3] }"), 11, 46, "`mask` expects a selector string or a locator mapping, found a number"),
+        case("assert on field and locator", step("  - assert: { field: status, testid: x, equals: paid }"), 11, 13, "`assert` has both `field` and an element locator"),
+        case("fill without a locator", draft("  - fill: { value: x }"), 11, 11, "`fill` does not say which element"),
+        Case { hint: Some("templates are rendered in selectors"), ..case("template in role", step("  - click: { role: \"{{order_id}}\" }"), 11, 20, "templates are not rendered in `role`") },
+        case("template in extract field", step("  - extract: { field: \"{{order_id}}\", selector: \"#x\" }"), 11, 23, "templates are not rendered in `field`"),
+        case("template in step name", step("  - name: \"open {{order_id}}\"\n    click: \"#a\""), 11, 11, "templates are not rendered in `name`"),
+        case("template in screenshot name", step("  - screenshot: { name: \"shot-{{order_id}}\" }"), 11, 25, "templates are not rendered in `name`"),
+        case("template in timeout", step("  - click: \"#a\"\n    timeout: \"{{order_id}}\""), 12, 14, "templates are not rendered in `timeout`"),
+        case("template in env", draft("  - fill: { selector: \"#a\", env: \"{{order_id}}\" }"), 11, 34, "templates are not rendered in `env`"),
+        case("template in method", submit_step("  - submit: { control: \"#go\", expect: { method: \"{{order_id}}\", url: /x } }"), 11, 49, "templates are not rendered in `method`"),
+        case("template in ignore", submit_step("  - submit: { control: \"#go\", expect: { method: POST, url: /x, ignore: [requestId, \"{{order_id}}\"] } }"), 11, 84, "templates are not rendered in `ignore`"),
+        case("template in extract from", step("  - extract: { field: x, selector: \"#x\", from: \"{{order_id}}\" }"), 11, 48, "templates are not rendered in `from`"),
+        case("template in upload input", draft("  - upload: { selector: \"#f\", input: \"{{order_id}}\" }"), 11, 38, "templates are not rendered in `input`"),
+        case("template in description", top("description: \"test {{order_id}}\""), 3, 14, "templates are not rendered in `description`"),
+        Case { hint: Some("declare it under `inputs:`; valid inputs: order_id"), ..case("undeclared input in a selector", step("  - wait_for: \"[data-order-id=\\\"{{order}}\\\"] .ref\""), 11, 15, "template names undeclared input `order`") },
+        case("undeclared input in wait_for selector", step("  - wait_for: { selector: \"#o-{{order}}\" }"), 11, 27, "template names undeclared input `order`"),
+        case("undeclared input in a role name", step("  - click: { role: button, name: \"Refund {{amount}}\" }"), 11, 34, "template names undeclared input `amount`"),
+        case("undeclared input in a label", draft("  - fill: { label: \"Amount {{currency}}\", value: \"1\" }"), 11, 20, "template names undeclared input `currency`"),
+        case("undeclared input in a text", step("  - click: { text: \"Order {{oid}}\" }"), 11, 20, "template names undeclared input `oid`"),
+        case("undeclared input in a testid", step("  - extract: { field: total, testid: \"total-{{oid}}\" }"), 11, 38, "template names undeclared input `oid`"),
+        case("undeclared input in within", step("  - click: { role: button, within: \"#o-{{oid}}\" }"), 11, 36, "template names undeclared input `oid`"),
+        case("undeclared input in a mask", step("  - screenshot: { name: page, mask: [{ testid: \"pin-{{oid}}\" }] }"), 11, 48, "template names undeclared input `oid`"),
+        case("undeclared input in wait_for url", step("  - wait_for: { url: \"/app/#/orders/{{id}}\" }"), 11, 22, "template names undeclared input `id`"),
+        case("undeclared input in url_matches", step("  - wait_for: { url_matches: \"#/orders/{{id}}$\" }"), 11, 30, "template names undeclared input `id`"),
+        case("undeclared input in assert matches", step("  - assert: { field: status, matches: \"^{{state}}$\" }"), 11, 39, "template names undeclared input `state`"),
+        case("undeclared input in assert equals", step("  - assert: { selector: \"#s\", equals: \"{{state}}\" }"), 11, 39, "template names undeclared input `state`"),
+        case("undeclared input in extract attribute", step("  - extract: { field: x, selector: a, from: attribute, attribute: \"data-{{what}}\" }"), 11, 67, "template names undeclared input `what`"),
+        case("undeclared input in submit control", submit_step("  - submit: { control: { role: button, name: \"Refund {{oid}}\" }, expect: { method: POST, url: /x } }"), 11, 46, "template names undeclared input `oid`"),
+        case("invalid url_matches regex", step("  - wait_for: { url_matches: \"#/orders/(\" }"), 11, 30, "invalid regex in `url_matches`: unclosed group"),
+        case("invalid assert regex with a template", step("  - assert: { field: status, matches: \"({{order_id}}\" }"), 11, 39, "invalid regex in `matches`: unclosed group"),
+        case("invalid attribute name", step("  - extract: { field: x, selector: a, attribute: \"data id\" }"), 11, 50, "`data id` is not a valid attribute name"),
+        case("attribute template that cannot be a name", step("  - extract: { field: x, selector: a, attribute: \"{{order_id}} x\" }"), 11, 50, "`{{order_id}} x` is not a valid attribute name"),
+        Case { hint: Some("`url: GLOB`"), ..case("wait_for url and text", step("  - wait_for: { url: \"/x\", text: y }"), 11, 15, "`wait_for` has more than one condition") },
+        case("submit without control", submit_step("  - submit: { expect: { method: POST, url: /x } }"), 11, 13, "missing `control` (the submit button's locator)"),
+        case(
+            "template in nth",
+            step("  - click: { text: Next, nth: \"{{order_id}}\" }"),
+            11,
+            31,
+            "templates are not rendered in `nth`",
+        ),
+        case(
+            "template in input type",
+            BASE.replace("type: string", "type: \"{{order_id}}\""),
+            7,
+            21,
+            "templates are not rendered in `type`",
+        ),
+        case(
+            "secret input in a URL wait",
+            BASE.replace("pattern: '^SO-\\d{6}$'", "secret: true")
+                .replace("  - goto: /orders/{{order_id}}", "  - goto: /orders")
+                .replace(
+                    "  - screenshot: { name: page }",
+                    "  - wait_for: { url_matches: \"/orders/{{order_id}}$\" }",
+                ),
+            11,
+            30,
+            "secret input `order_id` is used in a URL pattern",
+        ),
+    ]
+}
+
+#[test]
+fn each_locator_and_template_mistake_is_reported_once_at_its_line_and_column() {
+    let all = locator_cases();
+    assert!(all.len() >= 40);
+    let mut failures = check_cases(&all);
+    for c in &all {
+        let found = diags(&c.yaml, c.with_config);
+        if found.len() != 1 {
+            failures.push(format!(
+                "[{}] expected exactly one diagnostic, got:\n{}",
+                c.name,
+                render(&found)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -426,6 +827,54 @@ fn fixtures_in_tests_data_are_all_reported_by_check_files() {
         on_disk,
         "every fixture must produce a diagnostic"
     );
+}
+
+#[test]
+fn the_spa_fixtures_report_every_locator_and_template_mistake_in_order() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad-playbooks");
+    let files = [
+        dir.join("spa-locators.yaml"),
+        dir.join("templates-not-rendered.yaml"),
+    ];
+    let found = playbook::check_files(&files, Some(&config()));
+    let got: Vec<(String, usize, usize, String)> = found
+        .iter()
+        .map(|d| {
+            (
+                d.file
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                d.line,
+                d.column,
+                format!("{} (field {})", d.message, d.field),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, usize, usize, &str)> = vec![
+        ("spa-locators.yaml", 11, 22, "template names undeclared input `order` (field steps[1].wait_for.url)"),
+        ("spa-locators.yaml", 12, 34, "unknown role `buton` (field steps[2].wait_for.element.role)"),
+        ("spa-locators.yaml", 13, 57, "locator has both `testid` and `role` (field steps[3].extract.role)"),
+        ("spa-locators.yaml", 14, 52, "`name` is only used with `role` (field steps[4].extract.name)"),
+        ("spa-locators.yaml", 15, 31, "`nth` must be an integer, found the string \"last\" (field steps[5].click.nth)"),
+        ("spa-locators.yaml", 16, 40, "`exact` is only used with `role`, `label` or `text` (field steps[6].click.exact)"),
+        ("spa-locators.yaml", 17, 36, "`within` expects a selector string or a locator mapping, found a number (field steps[7].click.within)"),
+        ("spa-locators.yaml", 18, 39, "`mask` does not say which element: it has none of `selector`, `role`, `label`, `text`, `testid` (field steps[8].screenshot.mask[0])"),
+        ("templates-not-rendered.yaml", 10, 11, "templates are not rendered in `name` (field steps[0].name)"),
+        ("templates-not-rendered.yaml", 12, 15, "template names undeclared input `order` (field steps[1].wait_for)"),
+        ("templates-not-rendered.yaml", 13, 23, "templates are not rendered in `field` (field steps[2].extract.field)"),
+        ("templates-not-rendered.yaml", 14, 35, "templates are not rendered in `env` (field steps[3].fill.env)"),
+        ("templates-not-rendered.yaml", 15, 25, "templates are not rendered in `name` (field steps[4].screenshot.name)"),
+        ("templates-not-rendered.yaml", 17, 38, "template names undeclared input `amount` (field steps[5].submit.control.name)"),
+        ("templates-not-rendered.yaml", 18, 25, "templates are not rendered in `method` (field steps[5].submit.expect.method)"),
+        ("templates-not-rendered.yaml", 18, 91, "templates are not rendered in `ignore` (field steps[5].submit.expect.ignore[0])"),
+    ];
+    let want: Vec<(String, usize, usize, String)> = want
+        .into_iter()
+        .map(|(f, l, c, m)| (f.to_owned(), l, c, m.to_owned()))
+        .collect();
+    assert_eq!(got, want, "{}", render(&found));
 }
 
 #[test]
@@ -596,6 +1045,23 @@ fn garbage_never_panics() {
         .into_bytes(),
     );
     inputs.push(format!("inputs: {}", "{a: ".repeat(5_000)).into_bytes());
+    // Locators nest through `within:`; a hostile depth must not overflow the stack either.
+    inputs.push(format!("steps:\n  - click: {}", "{within: ".repeat(100_000)).into_bytes());
+    inputs.push(
+        format!(
+            "steps:\n  - click: {}\"#a\"{}",
+            "{role: button, within: ".repeat(300),
+            "}".repeat(300)
+        )
+        .into_bytes(),
+    );
+    inputs.push(
+        format!(
+            "steps:\n  - fill: {{ value: x, within: {} }}",
+            "{ nth: [".repeat(3_000)
+        )
+        .into_bytes(),
+    );
     inputs.push(format!("colour: {}", "- ".repeat(5_000)).into_bytes());
     // Every prefix of a valid playbook, cut at every byte.
     for cut in 0..BASE.len() {

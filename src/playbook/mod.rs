@@ -9,12 +9,14 @@
 //! Nothing here touches a browser, the network or the evidence store.
 
 mod diag;
+mod locator;
 mod raw;
 mod template;
 mod validate;
 
 pub use diag::{Diagnostic, Diagnostics};
-pub use template::{Template, TemplateError, TemplatePart};
+pub use locator::{Locator, LocatorKind, ARIA_ROLES};
+pub use template::{css_escape, Template, TemplateError, TemplatePart};
 pub use validate::check_files;
 
 use std::collections::BTreeMap;
@@ -108,27 +110,51 @@ pub struct Step {
     pub action: Action,
 }
 
-/// How an element is found: a CSS selector, or the text of its `<label>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Locator {
-    Css(String),
-    Label(String),
-}
-
 #[derive(Debug, Clone)]
 pub enum WaitCondition {
-    /// A CSS selector becomes visible.
-    Visible(String),
+    /// An element becomes visible.
+    Visible(Locator),
     /// The page's text contains this (templated) string.
     Text(Template),
+    /// The page's full URL (fragment included) matches.
+    Url(UrlPattern),
     /// No request has been issued for a quiet period.
     NetworkIdle,
+}
+
+/// A templated pattern over a page's full `href`, fragment included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlPattern {
+    /// `wait_for: { url: GLOB }`: `*` is any run without `/`, `**` any run; a glob without
+    /// a scheme is resolved against the channel's base URL; inputs are percent-encoded.
+    Glob(Template),
+    /// `wait_for: { url_matches: REGEX }`: unanchored; inputs are percent-encoded, then
+    /// inserted literally.
+    Regex(Template),
+}
+
+impl UrlPattern {
+    /// The compiled pattern for this run: matches the URLs this pattern describes.
+    pub fn regex(&self, base: &url::Url, inputs: &Inputs) -> Result<regex::Regex, TemplateError> {
+        match self {
+            UrlPattern::Glob(t) => t.render_url_glob(base, inputs),
+            UrlPattern::Regex(t) => t.render_url_regex(inputs),
+        }
+    }
+
+    /// The pattern as written.
+    pub fn source(&self) -> &str {
+        match self {
+            UrlPattern::Glob(t) | UrlPattern::Regex(t) => &t.source,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtractSource {
     Text,
-    Attribute(String),
+    /// An attribute, by a (templated) name that must render to a valid attribute name.
+    Attribute(Template),
     Value,
 }
 
@@ -136,21 +162,24 @@ pub enum ExtractSource {
 pub enum AssertSubject {
     /// A field extracted earlier in this run.
     Field(String),
-    /// The text of the first element matching a selector.
-    Selector(String),
+    /// The text of the element a locator finds.
+    Element(Locator),
 }
 
 #[derive(Debug, Clone)]
 pub enum AssertCheck {
+    /// Inputs inserted verbatim.
     Equals(Template),
+    /// Inputs inserted verbatim.
     Contains(Template),
-    Matches(regex::Regex),
+    /// A regex; inputs inserted literally (`regex::escape`), see [`Template::render_regex`].
+    Matches(Template),
 }
 
 #[derive(Debug, Clone)]
 pub enum ShotTarget {
     FullPage,
-    Element(String),
+    Element(Locator),
 }
 
 /// Where a filled value comes from.
@@ -169,6 +198,10 @@ pub struct ExpectedWrite {
     /// A URL pattern: a path on the channel's base URL or a full URL; `*` matches any run of
     /// characters except `/`, `**` any run at all. Templated inputs allowed.
     pub url: Template,
+    /// Volatile body fields (tokens, timestamps, idempotency keys) left out when the held
+    /// write is compared with the approved one: a JSON key name at any depth or a form
+    /// field name. Plain names, not templates.
+    pub ignore: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +214,7 @@ pub enum Action {
     },
     Extract {
         field: String,
-        selector: String,
+        locator: Locator,
         source: ExtractSource,
         required: bool,
     },
@@ -190,12 +223,12 @@ pub enum Action {
         check: AssertCheck,
     },
     Click {
-        selector: String,
+        locator: Locator,
     },
     Screenshot {
         name: String,
         target: ShotTarget,
-        mask: Vec<String>,
+        mask: Vec<Locator>,
     },
     Fill {
         locator: Locator,
@@ -215,7 +248,7 @@ pub enum Action {
         input: String,
     },
     Submit {
-        control: String,
+        control: Locator,
         expect: ExpectedWrite,
     },
 }

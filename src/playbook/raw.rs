@@ -14,25 +14,54 @@
 //!   # pattern must match the whole value; secret values are never logged or recorded
 //! steps:                        # each step: optional name, optional timeout ("500ms", "10s",
 //!                               # "2m", or a bare number of milliseconds), exactly one kind key
-//!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL
-//!   - wait_for: { selector: "#order-status" }   # or { text: "Risk:" } or { network_idle: true }
-//!                                               # (a plain string is a selector)
-//!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute, with attribute: NAME
-//!   - extract: { field: tracking_no, selector: "#tracking-no", required: false }
-//!   - assert: { field: status, matches: "^(paid|shipped)$" } # or selector: CSS; one of equals | contains | matches
-//!   - click: "#tab-logistics"                    # string, or { selector: ... }
-//!   - screenshot: { name: order-page }           # full page; or element: "#selector"; optional mask: [selectors]
+//!   - goto: /orders/{{order_id}}                 # path on the channel base URL, or a full URL;
+//!   - goto: "/app/#/orders/{{order_id}}"         # fragment (hash-route) changes work too
+//!   - wait_for: { selector: "#order-status" }   # a plain string is a selector; or
+//!                                               # { element: LOCATOR } | { text: "Risk:" } |
+//!                                               # { url: GLOB } | { url_matches: REGEX } | { network_idle: true }
+//!   - wait_for: { url: "/app/#/orders/{{order_id}}/**" }  # full href, fragment included; `*` = any run
+//!                                               # without `/`, `**` = any run; relative to the base URL
+//!   - extract: { field: status, selector: "#order-status" }  # from: text (default) | value | attribute,
+//!                                               # with attribute: NAME (templated, must render to a name)
+//!   - extract: { field: total, testid: order-total, required: false }
+//!   - assert: { field: status, matches: "^(paid|shipped)$" } # or a LOCATOR's keys instead of field;
+//!                                               # one of equals | contains | matches
+//!   - click: { role: link, name: Logistics }     # a LOCATOR (a string is a CSS selector)
+//!   - screenshot: { name: order-page }           # full page; or element: LOCATOR; mask: [LOCATOR, ...]
 //!                                               # (a plain string is the name)
-//!   - fill: { selector: "#refund-amount", value: "{{amount}}" }  # or label: "Refund amount"; or env: VAR (secret); secret: true masks it
-//!   - select: { selector: "#refund-reason", value: "{{reason}}" }
-//!   - check: "#notify-customer"                  # and uncheck; string or { selector | label }
+//!   - fill: { label: "Refund amount", value: "{{amount}}" }  # LOCATOR keys + value | env: VAR (secret);
+//!                                               # secret: true masks it
+//!   - select: { role: combobox, name: Reason, value: "{{reason}}" }  # option value or visible label
+//!   - check: { role: switch, name: Notify customer }  # and uncheck; a LOCATOR
 //!   - upload: { selector: "#attachment", input: photo }  # input must be of type file
-//!   - submit: { control: "#submit-refund", expect: { method: POST, url: "/orders/{{order_id}}/refund" } }
+//!   - submit:
+//!       control: { role: button, name: Submit refund request }   # a LOCATOR
+//!       expect: { method: POST, url: "/api/orders/{{order_id}}/refunds", ignore: [requestId, clientTs] }
 //! ```
 //!
-//! Templates: `{{name}}` (spaces inside the braces allowed) names a declared input. A YAML
-//! value that *starts* with `{{` must be quoted (`value: "{{amount}}"`), otherwise YAML reads
-//! it as a mapping.
+//! A LOCATOR is a CSS selector string, or a mapping with exactly one kind key:
+//! `selector: CSS`, `role: ROLE` (a WAI-ARIA role, with optional `name: TEXT`, the
+//! accessible name), `label: TEXT`, `text: TEXT` or `testid: ID` (the channel's
+//! `testid_attribute`, `data-testid` by default); `exact: false` (role, label, text) matches
+//! a case-insensitive substring instead of the whole trimmed text; `within: LOCATOR` searches
+//! only inside the one element that finds (at most 8 levels); `nth: N` picks a match (0 the
+//! first, -1 the last), otherwise a locator matching several elements is an error. In
+//! `fill`, `select`, `upload`, `extract` and `assert` the locator's keys sit in the step's own
+//! mapping. `submit.expect.ignore` names volatile body fields (JSON keys at any depth, form
+//! field names) left out when the held write is compared with the approved one.
+//!
+//! Templates: `{{name}}` (spaces inside the braces allowed) names a declared input. Each place
+//! escapes for itself: selectors as `CSS.escape` does (an input can never change a selector's
+//! structure), URLs and URL globs percent-encoded, `url_matches` and `assert.matches`
+//! regex-escaped, texts, names, labels, values, `equals` and `contains` verbatim,
+//! `extract.attribute` must render to an attribute name. Templates are rendered in: `goto`,
+//! every locator text (selector, role `name`, label, text, testid), `wait_for` text / url /
+//! url_matches, `fill` and `select` values, `assert` equals / contains / matches,
+//! `extract.attribute`, `submit.expect.url`. Anywhere else (`field`, step and screenshot
+//! `name`, `role`, `env`, `timeout`, `method`, `ignore`, `from`, `input`, the top-level keys,
+//! input descriptions and patterns) a `{{…}}` is reported by `clerk check`. A YAML value that
+//! *starts* with `{{` must be quoted (`value: "{{amount}}"`), otherwise YAML reads it as a
+//! mapping.
 //!
 //! Modes restrict steps: `read_only` allows goto, wait_for, extract, assert, click,
 //! screenshot; `draft` and `submit` allow every step and need exactly one `submit` step;
@@ -168,6 +197,13 @@ pub(crate) enum Shorthand<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shorthand<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Locators nest through `within:`; each level costs serde-saphyr a lot of stack,
+        // so the depth is bounded well below what a 2 MiB worker thread can hold.
+        let Some(_guard) = ShorthandDepth::enter() else {
+            return Err(de::Error::custom(format!(
+                "locators nested more than {MAX_SHORTHAND_DEPTH} deep (through `within:`)"
+            )));
+        };
         struct V<T>(PhantomData<T>);
         impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
             type Value = Shorthand<T>;
@@ -204,12 +240,152 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shorthand<T> {
     }
 }
 
-/// `{ selector: CSS }` or `{ label: TEXT }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawLocator {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
+/// Declares a mapping that takes a locator's keys flattened among its own (`fill`,
+/// `select`, `upload`, `extract`, `assert`) and the standalone locator mapping itself.
+/// The keys are spelled out in each struct rather than `#[serde(flatten)]`ed, because
+/// flattening loses spans and `deny_unknown_fields` in serde-saphyr.
+macro_rules! with_locator_keys {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            pub selector: Option<Spanned<String>>,
+            pub role: Option<Spanned<String>>,
+            pub name: Option<Spanned<String>>,
+            pub exact: Option<Spanned<Scalar>>,
+            pub label: Option<Spanned<String>>,
+            pub text: Option<Spanned<String>>,
+            pub testid: Option<Spanned<String>>,
+            pub within: Option<Box<Spanned<Shorthand<RawLocator>>>>,
+            pub nth: Option<Spanned<Scalar>>,
+        }
+
+        impl $name {
+            /// This mapping's locator keys.
+            pub(crate) fn locator_keys(&self) -> LocatorKeys<'_> {
+                LocatorKeys {
+                    selector: self.selector.as_ref(),
+                    role: self.role.as_ref(),
+                    name: self.name.as_ref(),
+                    exact: self.exact.as_ref(),
+                    label: self.label.as_ref(),
+                    text: self.text.as_ref(),
+                    testid: self.testid.as_ref(),
+                    within: self.within.as_deref(),
+                    nth: self.nth.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+/// A locator's keys, borrowed from whichever mapping holds them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocatorKeys<'a> {
+    pub selector: Option<&'a Spanned<String>>,
+    pub role: Option<&'a Spanned<String>>,
+    pub name: Option<&'a Spanned<String>>,
+    pub exact: Option<&'a Spanned<Scalar>>,
+    pub label: Option<&'a Spanned<String>>,
+    pub text: Option<&'a Spanned<String>>,
+    pub testid: Option<&'a Spanned<String>>,
+    pub within: Option<&'a Spanned<Shorthand<RawLocator>>>,
+    pub nth: Option<&'a Spanned<Scalar>>,
+}
+
+impl LocatorKeys<'_> {
+    /// True when any locator key is present.
+    pub(crate) fn any(&self) -> bool {
+        self.selector.is_some()
+            || self.role.is_some()
+            || self.name.is_some()
+            || self.exact.is_some()
+            || self.label.is_some()
+            || self.text.is_some()
+            || self.testid.is_some()
+            || self.within.is_some()
+            || self.nth.is_some()
+    }
+}
+
+/// The keys that say what kind of locator a mapping is; exactly one is required.
+pub(crate) const LOCATOR_KINDS: &[&str] = &["selector", "role", "label", "text", "testid"];
+
+with_locator_keys! {
+    /// A locator written as a mapping: one kind key (`selector`, `role`, `label`, `text`,
+    /// `testid`), with `name` and `exact` where the kind takes them, `within` and `nth`.
+    RawLocator {}
+}
+
+/// Any YAML scalar, kept with what it was, for keys whose type validation reports itself
+/// (`nth` must be an integer, `exact` a boolean) at the value's own line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// What was found instead (`"a sequence"`, `"a mapping"`, ...).
+    Other(&'static str),
+}
+
+impl Scalar {
+    /// How to name this value in a message.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Scalar::Bool(b) => format!("the boolean {b}"),
+            Scalar::Int(i) => format!("the integer {i}"),
+            Scalar::Float(f) => format!("the number {f}"),
+            Scalar::Str(s) => format!("the string {s:?}"),
+            Scalar::Other(what) => (*what).to_owned(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<Scalar, E> {
+                Ok(i64::try_from(u)
+                    .map(Scalar::Int)
+                    .unwrap_or(Scalar::Other("a number too large")))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(f))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(s.to_owned()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("nothing"))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("nothing"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a sequence"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("a mapping"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `wait_for`; the shorthand string is a selector.
@@ -217,28 +393,30 @@ pub(crate) struct RawLocator {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWaitFor {
     pub selector: Option<Spanned<String>>,
+    pub element: Option<Spanned<Shorthand<RawLocator>>>,
     pub text: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub url_matches: Option<Spanned<String>>,
     pub network_idle: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawExtract {
-    pub field: Option<Spanned<String>>,
-    pub selector: Option<Spanned<String>>,
-    pub from: Option<Spanned<String>>,
-    pub attribute: Option<Spanned<String>>,
-    pub required: Option<Spanned<bool>>,
+with_locator_keys! {
+    RawExtract {
+        field: Option<Spanned<String>>,
+        from: Option<Spanned<String>>,
+        attribute: Option<Spanned<String>>,
+        required: Option<Spanned<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAssert {
-    pub field: Option<Spanned<String>>,
-    pub selector: Option<Spanned<String>>,
-    pub equals: Option<Spanned<String>>,
-    pub contains: Option<Spanned<String>>,
-    pub matches: Option<Spanned<String>>,
+with_locator_keys! {
+    /// `assert`: a `field` or a locator (its keys flattened), and one check.
+    RawAssert {
+        field: Option<Spanned<String>>,
+        equals: Option<Spanned<String>>,
+        contains: Option<Spanned<String>>,
+        matches: Option<Spanned<String>>,
+    }
 }
 
 /// `screenshot`; the shorthand string is the name.
@@ -246,40 +424,34 @@ pub(crate) struct RawAssert {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawScreenshot {
     pub name: Option<Spanned<String>>,
-    pub element: Option<Spanned<String>>,
-    pub mask: Option<Spanned<Vec<Spanned<String>>>>,
+    pub element: Option<Spanned<Shorthand<RawLocator>>>,
+    pub mask: Option<Spanned<Vec<Spanned<Shorthand<RawLocator>>>>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFill {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub value: Option<Spanned<String>>,
-    pub env: Option<Spanned<String>>,
-    pub secret: Option<Spanned<bool>>,
+with_locator_keys! {
+    RawFill {
+        value: Option<Spanned<String>>,
+        env: Option<Spanned<String>>,
+        secret: Option<Spanned<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSelect {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub value: Option<Spanned<String>>,
+with_locator_keys! {
+    RawSelect {
+        value: Option<Spanned<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawUpload {
-    pub selector: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub input: Option<Spanned<String>>,
+with_locator_keys! {
+    RawUpload {
+        input: Option<Spanned<String>>,
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSubmit {
-    pub control: Option<Spanned<String>>,
+    pub control: Option<Spanned<Shorthand<RawLocator>>>,
     pub expect: Option<Spanned<RawExpect>>,
 }
 
@@ -288,6 +460,7 @@ pub(crate) struct RawSubmit {
 pub(crate) struct RawExpect {
     pub method: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub ignore: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A schema-free view of the document, used only to name the field a serde error points
@@ -327,6 +500,36 @@ impl DepthGuard {
 impl Drop for DepthGuard {
     fn drop(&mut self) {
         NODE_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Deepest nesting of [`Shorthand`] values (a locator `within` a locator `within` ...).
+/// Real playbooks scope two or three levels deep.
+pub(crate) const MAX_SHORTHAND_DEPTH: usize = 8;
+
+thread_local! {
+    static SHORTHAND_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one level of [`Shorthand`] nesting for as long as it lives.
+struct ShorthandDepth;
+
+impl ShorthandDepth {
+    fn enter() -> Option<ShorthandDepth> {
+        SHORTHAND_DEPTH.with(|d| {
+            if d.get() >= MAX_SHORTHAND_DEPTH {
+                None
+            } else {
+                d.set(d.get() + 1);
+                Some(ShorthandDepth)
+            }
+        })
+    }
+}
+
+impl Drop for ShorthandDepth {
+    fn drop(&mut self) {
+        SHORTHAND_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }
 

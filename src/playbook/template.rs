@@ -1,13 +1,19 @@
 //! `{{input}}` templates.
 //!
 //! A template is a string in which `{{name}}` (spaces inside the braces allowed) stands for
-//! the value of a declared input. Templates appear in URLs (`goto`, `submit.expect.url`),
-//! filled and selected values, waited-for text and assertions.
+//! the value of a declared input. Templates appear in URLs (`goto`, `submit.expect.url`,
+//! `wait_for.url`), selectors and the texts of locators, filled and selected values,
+//! waited-for text, assertions and extracted attribute names.
 //!
-//! Two renderings exist because the two uses have opposite needs:
+//! Each context a template is rendered in escapes the inserted values for itself:
 //!
 //! - [`Template::render_text`] substitutes values verbatim: a refund note must reach the
 //!   form exactly as the operator typed it.
+//! - [`Template::render_css`] escapes every substituted value exactly as `CSS.escape` does
+//!   (see [`css_escape`]): the result is one identifier's worth of characters, valid both
+//!   as an identifier and inside a quoted attribute value, so no input can add a combinator,
+//!   a comma, a bracket or a quote to a selector.
+//! - [`Template::render_regex`] inserts each value as a literal (`regex::escape`).
 //! - [`Template::render_url`] percent-encodes every substituted byte outside the RFC 3986
 //!   unreserved set, then proves the rendered URL has the same shape as the template
 //!   (origin, path depth, literal path prefix, query and fragment structure). An input value
@@ -51,6 +57,12 @@ pub enum TemplateError {
     StructureChanged { name: String, reason: String },
     #[error("bad URL `{url}`: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("regex `{pattern}` is invalid: {reason}")]
+    BadRegex { pattern: String, reason: String },
+    #[error("`{name}` is not a valid attribute name (expected letters, digits, `-`, `_`, `:` or `.`, not starting with a digit, `-` or `.`)")]
+    BadAttributeName { name: String },
+    #[error(transparent)]
+    UrlPattern(#[from] crate::url_pattern::UrlPatternError),
 }
 
 /// True for `[a-z_][a-z0-9_]*`, the shape of input names.
@@ -73,6 +85,53 @@ pub(crate) fn encode_component(value: &str) -> String {
         }
     }
     out
+}
+
+/// Escapes `value` as the CSSOM's `CSS.escape` does
+/// (<https://drafts.csswg.org/cssom/#serialize-an-identifier>): NUL becomes U+FFFD; control
+/// characters (U+0001–U+001F, U+007F), a leading digit and a digit after a leading `-`
+/// become hex escapes followed by a space (`\31 `); a lone `-` becomes `\-`; every other
+/// ASCII character except `[A-Za-z0-9_-]` is backslash-escaped; characters from U+0080 up
+/// are kept. The result is valid as an identifier and inside a quoted string alike.
+pub fn css_escape(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        let hex = |out: &mut String| out.push_str(&format!("\\{:x} ", u32::from(c)));
+        if c == '\0' {
+            out.push('\u{FFFD}');
+        } else if matches!(c, '\u{1}'..='\u{1f}' | '\u{7f}')
+            || (i == 0 && c.is_ascii_digit())
+            || (i == 1 && c.is_ascii_digit() && chars[0] == '-')
+        {
+            hex(&mut out);
+        } else if i == 0 && c == '-' && chars.len() == 1 {
+            out.push_str("\\-");
+        } else if u32::from(c) >= 0x80 || c == '-' || c == '_' || c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push('\\');
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `[A-Za-z_:][-A-Za-z0-9_:.]*`, the names `getAttribute` can be asked for in playbooks.
+pub(crate) fn is_attribute_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+}
+
+/// The last line of a regex error ("error: unclosed group"), without the `error: `.
+pub(crate) fn regex_reason(s: &str) -> String {
+    let last = s
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 /// Where in a URL template an input sits; decides what an empty value would do.
@@ -159,6 +218,86 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// Substitutes every input through `escape` (a missing optional input is empty).
+    fn render_with(&self, inputs: &Inputs, escape: impl Fn(&str) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Input(name) => {
+                    out.push_str(&escape(inputs.get(name).map(String::as_str).unwrap_or("")))
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders a CSS selector: the literal parts as written, every inserted value escaped
+    /// as `CSS.escape` does ([`css_escape`]), so a value can never change the selector's
+    /// structure (`"] , *` stays one run of characters of one identifier or string).
+    pub fn render_css(&self, inputs: &Inputs) -> Result<String, TemplateError> {
+        Ok(self.render_with(inputs, css_escape))
+    }
+
+    /// Renders a regular expression: the literal parts are regex syntax, every inserted
+    /// value matches itself literally (`regex::escape`).
+    pub fn render_regex(&self, inputs: &Inputs) -> Result<regex::Regex, TemplateError> {
+        let pattern = self.render_with(inputs, regex::escape);
+        regex::Regex::new(&pattern).map_err(|e| TemplateError::BadRegex {
+            reason: regex_reason(&e.to_string()),
+            pattern,
+        })
+    }
+
+    /// Renders an attribute name (`extract.attribute`); the result must be one XML-style
+    /// name, `[A-Za-z_:][-A-Za-z0-9_:.]*`.
+    pub fn render_attribute_name(&self, inputs: &Inputs) -> Result<String, TemplateError> {
+        let name = self.render_with(inputs, str::to_owned);
+        if is_attribute_name(&name) {
+            Ok(name)
+        } else {
+            Err(TemplateError::BadAttributeName { name })
+        }
+    }
+
+    /// Renders a URL glob (`wait_for.url`): every value percent-encoded as in
+    /// [`Template::render_url`] (so `*` in a value is `%2A`, never a wildcard), then
+    /// compiled by [`crate::url_pattern::glob`] against `base`.
+    pub fn render_url_glob(
+        &self,
+        base: &Url,
+        inputs: &Inputs,
+    ) -> Result<regex::Regex, TemplateError> {
+        self.refuse_dot_segments(inputs)?;
+        let glob = self.render_with(inputs, encode_component);
+        Ok(crate::url_pattern::glob(&glob, base)?)
+    }
+
+    /// Renders a URL regex (`wait_for.url_matches`): every value percent-encoded as in a
+    /// URL, then inserted literally.
+    pub fn render_url_regex(&self, inputs: &Inputs) -> Result<regex::Regex, TemplateError> {
+        let pattern = self.render_with(inputs, |v| regex::escape(&encode_component(v)));
+        regex::Regex::new(&pattern).map_err(|e| TemplateError::BadRegex {
+            reason: regex_reason(&e.to_string()),
+            pattern,
+        })
+    }
+
+    /// `.` and `..` are unreserved, so percent-encoding leaves them; as a path segment they
+    /// would move the URL up a level.
+    fn refuse_dot_segments(&self, inputs: &Inputs) -> Result<(), TemplateError> {
+        for name in self.inputs() {
+            let value = inputs.get(name).map(String::as_str).unwrap_or("");
+            if value == "." || value == ".." {
+                return Err(TemplateError::StructureChanged {
+                    name: name.to_owned(),
+                    reason: format!("the value `{value}` is a relative path segment"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Renders a URL template: a path joined to `base`, or an absolute URL.
@@ -463,5 +602,239 @@ mod tests {
             .expect("renders as one relative segment");
         assert_eq!(url.host_str(), Some("127.0.0.1"));
         assert_eq!(url.path_segments().map(|s| s.count()), Some(1));
+    }
+
+    /// The CSSOM spec's own examples and the edge cases it names.
+    #[test]
+    fn css_escape_matches_the_cssom_algorithm() {
+        let cases: &[(&str, &str)] = &[
+            ("", ""),
+            ("\0", "\u{FFFD}"),
+            ("a\0b", "a\u{FFFD}b"),
+            ("0a", "\\30 a"),
+            ("1a2b3c", "\\31 a2b3c"),
+            ("-0a", "-\\30 a"),
+            ("--a", "--a"),
+            ("-", "\\-"),
+            ("-a", "-a"),
+            ("a-1", "a-1"),
+            ("__x9", "__x9"),
+            ("\u{1}\u{2}\u{1e}\u{1f}", "\\1 \\2 \\1e \\1f "),
+            ("\u{7f}", "\\7f "),
+            ("\u{80}\u{2d}\u{5f}\u{a9}", "\u{80}\u{2d}\u{5f}\u{a9}"),
+            (" !xy", "\\ \\!xy"),
+            ("\u{1D306}", "\u{1D306}"),
+            ("a\"b'c", "a\\\"b\\'c"),
+            ("\"] , *", "\\\"\\]\\ \\,\\ \\*"),
+            ("a\\b", "a\\\\b"),
+            ("x\ny\tz", "x\\a y\\9 z"),
+            ("SO-000123", "SO-000123"),
+            ("订单 1", "订单\\ 1"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(css_escape(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn css_rendering_escapes_only_the_inserted_values() {
+        let t = Template::parse("[data-order-id=\"{{id}}\"] .ref, #o-{{id}}").expect("valid");
+        let css = t
+            .render_css(&inputs(&[("id", "\"] , *")]))
+            .expect("renders");
+        assert_eq!(
+            css,
+            "[data-order-id=\"\\\"\\]\\ \\,\\ \\*\"] .ref, #o-\\\"\\]\\ \\,\\ \\*"
+        );
+        let plain = t
+            .render_css(&inputs(&[("id", "SO-000123")]))
+            .expect("renders");
+        assert_eq!(plain, "[data-order-id=\"SO-000123\"] .ref, #o-SO-000123");
+        let missing = t.render_css(&inputs(&[])).expect("renders");
+        assert_eq!(missing, "[data-order-id=\"\"] .ref, #o-");
+    }
+
+    #[test]
+    fn regex_rendering_inserts_values_literally() {
+        let t = Template::parse("^Order {{id}} \\(paid\\)$").expect("valid");
+        let re = t
+            .render_regex(&inputs(&[("id", "SO-1.*|x")]))
+            .expect("compiles");
+        assert!(re.is_match("Order SO-1.*|x (paid)"));
+        assert!(!re.is_match("Order SO-1234 (paid)"));
+        let bad = Template::parse("({{id}}").expect("valid");
+        assert!(matches!(
+            bad.render_regex(&inputs(&[("id", "a")])),
+            Err(TemplateError::BadRegex { .. })
+        ));
+    }
+
+    #[test]
+    fn attribute_names_must_render_to_a_name() {
+        let t = Template::parse("data-{{what}}").expect("valid");
+        assert_eq!(
+            t.render_attribute_name(&inputs(&[("what", "order-id")])),
+            Ok("data-order-id".to_owned())
+        );
+        for bad in ["x onclick", "a\"b", "x=1", "é"] {
+            assert_eq!(
+                t.render_attribute_name(&inputs(&[("what", bad)])),
+                Err(TemplateError::BadAttributeName {
+                    name: format!("data-{bad}")
+                }),
+                "{bad:?}"
+            );
+        }
+        let whole = Template::parse("{{what}}").expect("valid");
+        assert!(whole
+            .render_attribute_name(&inputs(&[("what", "1x")]))
+            .is_err());
+        assert!(whole.render_attribute_name(&inputs(&[])).is_err());
+        assert!(is_attribute_name("xlink:href") && is_attribute_name("_a.b-c"));
+        assert!(!is_attribute_name("-a") && !is_attribute_name(".a") && !is_attribute_name("é"));
+    }
+
+    #[test]
+    fn url_globs_encode_inputs_so_they_are_never_wildcards() {
+        let base = Url::parse("http://127.0.0.1:8931/").expect("static URL");
+        let t = Template::parse("/app/#/orders/{{id}}").expect("valid");
+        let re = t
+            .render_url_glob(&base, &inputs(&[("id", "SO-000123")]))
+            .expect("compiles");
+        assert!(re.is_match("http://127.0.0.1:8931/app/#/orders/SO-000123"));
+        assert!(!re.is_match("http://127.0.0.1:8931/app/#/orders/SO-000124"));
+        let star = t
+            .render_url_glob(&base, &inputs(&[("id", "**")]))
+            .expect("compiles");
+        assert!(star.is_match("http://127.0.0.1:8931/app/#/orders/%2A%2A"));
+        assert!(!star.is_match("http://127.0.0.1:8931/app/#/orders/SO-1"));
+        let tail = Template::parse("/app/#/orders/{{id}}/**").expect("valid");
+        let re = tail
+            .render_url_glob(&base, &inputs(&[("id", "a b/c")]))
+            .expect("compiles");
+        assert!(re.is_match("http://127.0.0.1:8931/app/#/orders/a%20b%2Fc/logistics"));
+        assert!(matches!(
+            t.render_url_glob(&base, &inputs(&[("id", "..")])),
+            Err(TemplateError::StructureChanged { .. })
+        ));
+    }
+
+    #[test]
+    fn url_regexes_encode_then_escape_inputs() {
+        let t = Template::parse("#/orders/{{id}}(/logistics)?$").expect("valid");
+        let re = t
+            .render_url_regex(&inputs(&[("id", "SO.1 x")]))
+            .expect("compiles");
+        assert!(re.is_match("http://h/app/#/orders/SO.1%20x/logistics"));
+        assert!(!re.is_match("http://h/app/#/orders/SOx1%20x"));
+    }
+
+    /// Reads one CSS escape at the start of `rest` (after its backslash), as CSS Syntax's
+    /// "consume an escaped code point" does; returns the code point and the bytes used.
+    fn unescape_one(rest: &str) -> Option<(char, usize)> {
+        let hex: String = rest
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .take(6)
+            .collect();
+        if hex.is_empty() {
+            let c = rest.chars().next()?;
+            if c == '\n' {
+                return None;
+            }
+            return Some((c, c.len_utf8()));
+        }
+        let mut used = hex.len();
+        if matches!(rest[used..].chars().next(), Some(' ' | '\t' | '\n')) {
+            used += 1;
+        }
+        let n = u32::from_str_radix(&hex, 16).ok()?;
+        Some((char::from_u32(n).unwrap_or('\u{FFFD}'), used))
+    }
+
+    /// Walks an escaped value: every character outside an escape must not be one that
+    /// could end an identifier or a string, or start another selector; returns the value
+    /// the CSS parser reads back.
+    fn read_back(escaped: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < escaped.len() {
+            let rest = &escaped[i..];
+            let c = rest.chars().next().ok_or("empty")?;
+            if c == '\\' {
+                let (got, used) = unescape_one(&rest[1..]).ok_or("dangling backslash")?;
+                out.push(got);
+                i += 1 + used;
+                continue;
+            }
+            if matches!(
+                c,
+                '"' | '\''
+                    | ']'
+                    | '['
+                    | ','
+                    | ' '
+                    | '\t'
+                    | '\n'
+                    | '\r'
+                    | '\u{c}'
+                    | '>'
+                    | '+'
+                    | '~'
+                    | '('
+                    | ')'
+                    | '.'
+                    | '#'
+                    | ':'
+                    | '*'
+                    | '{'
+                    | '}'
+            ) || (c as u32) < 0x20
+                || c == '\u{7f}'
+            {
+                return Err(format!("unescaped {c:?} in {escaped:?}"));
+            }
+            out.push(c);
+            i += c.len_utf8();
+        }
+        Ok(out)
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// For any input, the selector's literal parts are unchanged, the inserted part
+            /// contains no unescaped `"`, `'`, `]`, `,`, `\`, whitespace, `>`, `+`, `~`,
+            /// `(`, `)`, it reads back as the input (NUL as U+FFFD), and it is a valid
+            /// identifier start.
+            #[test]
+            fn css_inputs_never_change_a_selectors_structure(value in any::<String>()) {
+                let t = Template::parse("[data-id=\"{{v}}\"] > .x, #{{v}}").expect("valid");
+                let css = t.render_css(&inputs(&[("v", &value)])).expect("renders");
+                let esc = css_escape(&value);
+                prop_assert_eq!(&css, &format!("[data-id=\"{esc}\"] > .x, #{esc}"));
+                let back = read_back(&esc).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(back, value.replace('\0', "\u{FFFD}"));
+                match esc.chars().next() {
+                    Some(a) => prop_assert!(!a.is_ascii_digit(), "{esc:?}"),
+                    None => prop_assert!(value.is_empty()),
+                }
+                if let (Some('-'), Some(b)) = (esc.chars().next(), esc.chars().nth(1)) {
+                    prop_assert!(!b.is_ascii_digit(), "{esc:?}");
+                }
+                prop_assert!(esc != "-");
+            }
+
+            #[test]
+            fn css_escape_of_ascii_punctuation_reads_back(value in "[ -~\\x00-\\x1f]{0,24}") {
+                let esc = css_escape(&value);
+                let back = read_back(&esc).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(back, value.replace('\0', "\u{FFFD}"));
+            }
+        }
     }
 }

@@ -15,12 +15,15 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::diag::suggestion_hint;
-use super::raw::{
-    pos, Node, RawAssert, RawExtract, RawFill, RawInput, RawLocator, RawPlaybook, RawScreenshot,
-    RawStep, RawSubmit, RawUpload, RawWaitFor, Shorthand, Spanned, STEP_KINDS, TOP_KEYS,
-};
-use super::template::is_input_name;
+use super::raw::{pos, Node, RawInput, RawPlaybook, RawStep, Spanned, STEP_KINDS, TOP_KEYS};
+use super::template::{is_input_name, regex_reason};
 use super::*;
+
+mod form;
+mod locators;
+mod navigation;
+mod reads;
+mod submit;
 
 const MODES: &[&str] = &["read_only", "draft", "submit", "login"];
 const INPUT_TYPES: &[&str] = &["string", "number", "date", "file"];
@@ -330,7 +333,9 @@ fn yaml_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> Vec<Diagnos
             let message = lowercase_first(&text_msg);
             let at = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
             let rest: String = at.chars().skip(column.saturating_sub(1)).collect();
-            let hint = if rest.starts_with("{{") {
+            let hint = if message.starts_with("locators nested more than") {
+                "a locator is scoped by `within:` a few levels at most; scope it by a closer, more specific element".to_owned()
+            } else if rest.starts_with("{{") {
                 "quote values that start with a template, e.g. value: \"{{amount}}\"".to_owned()
             } else if syntax_ok {
                 "this value has the wrong type for this key; see the playbook format".to_owned()
@@ -396,6 +401,19 @@ fn kinds_set(step: &RawStep) -> Vec<(&'static str, (usize, usize))> {
     add("upload", step.upload.as_ref().map(pos));
     add("submit", step.submit.as_ref().map(pos));
     out
+}
+
+/// True when `s` has a `{{` closed by a later `}}`: something meant as a template.
+fn looks_templated(s: &str) -> bool {
+    s.find("{{")
+        .is_some_and(|open| s[open + 2..].contains("}}"))
+}
+
+/// Sample values for every input a template names, to try-render it while checking.
+fn sample_inputs(t: &Template, value: &str) -> Inputs {
+    t.inputs()
+        .map(|n| (n.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// `[a-z0-9-]+`
@@ -476,7 +494,7 @@ impl<'a> Validator<'a> {
         hint: &str,
     ) -> Option<Spanned<String>> {
         match value {
-            Some(v) if !v.value.trim().is_empty() => Some(v),
+            Some(v) if !v.value.trim().is_empty() => self.untemplated(&v, key).then_some(v),
             Some(v) => {
                 self.err_hint(pos(&v), key, format!("`{key}` is empty"), hint);
                 None
@@ -596,11 +614,12 @@ impl<'a> Validator<'a> {
                 let steps_at = pos(&s);
                 let mut submits = Vec::new();
                 for (index, raw_step) in s.value.into_iter().enumerate() {
-                    let at = pos(&raw_step);
+                    // Counted as written, so a submit step with a mistake in it is
+                    // reported for that mistake, not also as a missing submit step.
+                    if raw_step.value.submit.is_some() {
+                        submits.push(pos(&raw_step));
+                    }
                     if let Some(step) = self.step(index, raw_step, mode) {
-                        if matches!(step.action, Action::Submit { .. }) {
-                            submits.push(at);
-                        }
                         steps.push(step);
                     }
                 }
@@ -653,6 +672,7 @@ impl<'a> Validator<'a> {
             let spec = spec.value;
             let kind = match &spec.kind {
                 None => InputKind::String,
+                Some(k) if !self.untemplated(k, &format!("{field}.type")) => InputKind::String,
                 Some(k) => match k.value.as_str() {
                     "string" => InputKind::String,
                     "number" => InputKind::Number,
@@ -670,7 +690,10 @@ impl<'a> Validator<'a> {
                     }
                 },
             };
-            let pattern = spec.pattern.as_ref().and_then(|p| match regex::Regex::new(&p.value) {
+            if let Some(d) = &spec.description {
+                self.untemplated(d, &format!("{field}.description"));
+            }
+            let pattern = spec.pattern.as_ref().filter(|p| self.untemplated(p, &format!("{field}.pattern"))).and_then(|p| match regex::Regex::new(&p.value) {
                 Ok(re) => Some(re),
                 Err(e) => {
                     self.err_hint(
@@ -697,9 +720,36 @@ impl<'a> Validator<'a> {
         out
     }
 
+    /// Reports a `{{…}}` in a field where templates are not rendered (names, modes,
+    /// methods, roles, environment variable names, ...). Returns false when it did.
+    fn untemplated(&mut self, s: &Spanned<String>, field: &str) -> bool {
+        self.untemplated_at(&s.value, pos(s), field)
+    }
+
+    /// [`Self::untemplated`] for text whose position is known separately.
+    fn untemplated_at(&mut self, text: &str, at: (usize, usize), field: &str) -> bool {
+        if !looks_templated(text) {
+            return true;
+        }
+        let last = field.rsplit('.').next().unwrap_or(field);
+        let key = last.split('[').next().unwrap_or(last);
+        self.err_hint(
+            at,
+            field,
+            format!("templates are not rendered in `{key}`"),
+            format!("`{key}` is used as written, so `{{{{…}}}}` would stay literal; templates are rendered in selectors and locator texts, URLs, values, `wait_for` texts and patterns, assertions and `extract.attribute`"),
+        );
+        false
+    }
+
     /// Parses a template and checks that it names declared inputs only.
     fn template(&mut self, s: &Spanned<String>, field: &str) -> Option<Template> {
-        match Template::parse(&s.value) {
+        self.template_at(&s.value, pos(s), field)
+    }
+
+    /// [`Self::template`] for text whose position is known separately.
+    fn template_at(&mut self, text: &str, at: (usize, usize), field: &str) -> Option<Template> {
+        match Template::parse(text) {
             Ok(t) => {
                 let undeclared: Vec<String> = t
                     .inputs()
@@ -717,7 +767,7 @@ impl<'a> Validator<'a> {
                         )
                     };
                     self.err_hint(
-                        pos(s),
+                        at,
                         field,
                         format!("template names undeclared input `{name}`"),
                         hint,
@@ -727,9 +777,9 @@ impl<'a> Validator<'a> {
             }
             Err(e) => {
                 self.err_hint(
-                    pos(s),
+                    at,
                     field,
-                    format!("malformed template `{}`: {e}", s.value),
+                    format!("malformed template `{text}`: {e}"),
                     "write inputs as {{name}}",
                 );
                 None
@@ -787,101 +837,18 @@ impl<'a> Validator<'a> {
         Some(t)
     }
 
-    fn selector(
-        &mut self,
-        s: Option<&Spanned<String>>,
-        at: (usize, usize),
-        field: &str,
-        what: &str,
-    ) -> Option<String> {
-        match s {
-            Some(sel) if !sel.value.trim().is_empty() => Some(sel.value.clone()),
-            Some(sel) => {
-                self.err(pos(sel), field, format!("{what} is empty"));
-                None
-            }
-            None => {
-                self.err_hint(
-                    at,
-                    field,
-                    format!("missing {what}"),
-                    "give a CSS selector, e.g. `selector: \"#order-status\"`",
-                );
-                None
-            }
-        }
-    }
-
-    /// `selector:` or `label:`, exactly one.
-    fn locator(
-        &mut self,
-        selector: Option<&Spanned<String>>,
-        label: Option<&Spanned<String>>,
-        at: (usize, usize),
-        field: &str,
-    ) -> Option<Locator> {
-        match (selector, label) {
-            (Some(s), None) => self
-                .selector(Some(s), at, &format!("{field}.selector"), "selector")
-                .map(Locator::Css),
-            (None, Some(l)) if !l.value.trim().is_empty() => Some(Locator::Label(l.value.clone())),
-            (None, Some(l)) => {
-                self.err(pos(l), format!("{field}.label"), "label is empty");
-                None
-            }
-            (Some(_), Some(_)) => {
-                self.err_hint(
-                    at,
-                    field,
-                    "both `selector` and `label` are given",
-                    "give exactly one of `selector` or `label`",
-                );
-                None
-            }
-            (None, None) => {
-                self.err_hint(
-                    at,
-                    field,
-                    "missing `selector` or `label`",
-                    "give exactly one of `selector: CSS` or `label: TEXT`",
-                );
-                None
-            }
-        }
-    }
-
-    fn shorthand_locator(
-        &mut self,
-        v: Spanned<Shorthand<RawLocator>>,
-        field: &str,
-        kind: &str,
-    ) -> Option<Locator> {
-        let at = pos(&v);
-        match v.value {
-            Shorthand::Short(s) if !s.trim().is_empty() => Some(Locator::Css(s)),
-            Shorthand::Short(_) => {
-                self.err(at, field, format!("`{kind}` selector is empty"));
-                None
-            }
-            Shorthand::Full(l) => self.locator(l.selector.as_ref(), l.label.as_ref(), at, field),
-            Shorthand::Invalid(found) => {
-                self.err_hint(
-                    at,
-                    field,
-                    format!("`{kind}` expects a selector string or a mapping, found {found}"),
-                    format!("e.g. `{kind}: \"#element\"`"),
-                );
-                None
-            }
-        }
-    }
-
     fn step(&mut self, index: usize, raw: Spanned<RawStep>, mode: Option<Mode>) -> Option<Step> {
         let at = pos(&raw);
         let field = format!("steps[{index}]");
         let step = raw.value;
         let kinds = kinds_set(&step);
+        if let Some(n) = &step.name {
+            self.untemplated(n, &format!("{field}.name"));
+        }
         let timeout = step.timeout.as_ref().and_then(|t| {
+            if !self.untemplated(t, &format!("{field}.timeout")) {
+                return None;
+            }
             let d = parse_timeout(&t.value);
             if d.is_none() {
                 self.err_hint(
@@ -944,7 +911,7 @@ impl<'a> Validator<'a> {
             Some(n) if !n.value.trim().is_empty() => n.value.trim().to_owned(),
             _ => format!("{kind} {}", index + 1),
         };
-        let action = self.action(step, kind_at, &kfield, mode)?;
+        let action = self.action(step, &kfield, mode)?;
         Some(Step {
             index,
             name,
@@ -954,13 +921,7 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn action(
-        &mut self,
-        step: RawStep,
-        at: (usize, usize),
-        field: &str,
-        mode: Option<Mode>,
-    ) -> Option<Action> {
+    fn action(&mut self, step: RawStep, field: &str, mode: Option<Mode>) -> Option<Action> {
         if let Some(g) = &step.goto {
             return self.url_template(g, field).map(|url| Action::Goto { url });
         }
@@ -973,20 +934,10 @@ impl<'a> Validator<'a> {
         if let Some(a) = step.assert_ {
             return self.assert(a, field);
         }
-        if let Some(c) = step.click {
-            let loc = self.shorthand_locator(c, field, "click")?;
-            return match loc {
-                Locator::Css(selector) => Some(Action::Click { selector }),
-                Locator::Label(_) => {
-                    self.err_hint(
-                        at,
-                        field,
-                        "`click` takes a selector, not a label",
-                        "e.g. `click: \"#tab-logistics\"`",
-                    );
-                    None
-                }
-            };
+        if let Some(c) = &step.click {
+            return self
+                .locator_value(c, field, "click")
+                .map(|locator| Action::Click { locator });
         }
         if let Some(s) = step.screenshot {
             return self.screenshot(s, field);
@@ -995,37 +946,19 @@ impl<'a> Validator<'a> {
             return self.fill(f, field, mode);
         }
         if let Some(s) = step.select {
-            let sat = pos(&s);
-            let s = s.value;
-            let locator = self.locator(s.selector.as_ref(), s.label.as_ref(), sat, field);
-            let value = match &s.value {
-                Some(v) => self.template(v, &format!("{field}.value")),
-                None => {
-                    self.err_hint(
-                        sat,
-                        field,
-                        "`select` is missing `value`",
-                        "give the option value to select, e.g. `value: \"{{reason}}\"`",
-                    );
-                    None
-                }
-            };
-            return Some(Action::Select {
-                locator: locator?,
-                value: value?,
-            });
+            return self.select(s, field);
         }
-        if let Some(c) = step.check {
+        if let Some(c) = &step.check {
             return self
-                .shorthand_locator(c, field, "check")
+                .locator_value(c, field, "check")
                 .map(|locator| Action::Check {
                     locator,
                     checked: true,
                 });
         }
-        if let Some(c) = step.uncheck {
+        if let Some(c) = &step.uncheck {
             return self
-                .shorthand_locator(c, field, "uncheck")
+                .locator_value(c, field, "uncheck")
                 .map(|locator| Action::Check {
                     locator,
                     checked: false,
@@ -1039,494 +972,4 @@ impl<'a> Validator<'a> {
         }
         None
     }
-
-    fn wait_for(&mut self, w: Spanned<Shorthand<RawWaitFor>>, field: &str) -> Option<Action> {
-        let at = pos(&w);
-        let w: RawWaitFor = match w.value {
-            Shorthand::Short(s) if !s.trim().is_empty() => {
-                return Some(Action::WaitFor {
-                    condition: WaitCondition::Visible(s),
-                })
-            }
-            Shorthand::Short(_) => {
-                self.err(at, field, "`wait_for` selector is empty");
-                return None;
-            }
-            Shorthand::Invalid(found) => {
-                self.err_hint(
-                    at,
-                    field,
-                    format!("`wait_for` expects a selector or a mapping, found {found}"),
-                    "e.g. `wait_for: { selector: \"#order-status\" }`",
-                );
-                return None;
-            }
-            Shorthand::Full(w) => w,
-        };
-        let count = usize::from(w.selector.is_some())
-            + usize::from(w.text.is_some())
-            + usize::from(w.network_idle.is_some());
-        if count != 1 {
-            self.err_hint(
-                at,
-                field,
-                if count == 0 {
-                    "`wait_for` has no condition".to_owned()
-                } else {
-                    "`wait_for` has more than one condition".to_owned()
-                },
-                "give exactly one of `selector: CSS`, `text: TEXT` or `network_idle: true`",
-            );
-            return None;
-        }
-        if let Some(s) = &w.selector {
-            let sel = self.selector(Some(s), at, &format!("{field}.selector"), "selector")?;
-            return Some(Action::WaitFor {
-                condition: WaitCondition::Visible(sel),
-            });
-        }
-        if let Some(t) = &w.text {
-            let t = self.template(t, &format!("{field}.text"))?;
-            return Some(Action::WaitFor {
-                condition: WaitCondition::Text(t),
-            });
-        }
-        match &w.network_idle {
-            Some(n) if n.value => Some(Action::WaitFor {
-                condition: WaitCondition::NetworkIdle,
-            }),
-            Some(n) => {
-                self.err_hint(
-                    pos(n),
-                    format!("{field}.network_idle"),
-                    "`network_idle: false` waits for nothing",
-                    "write `network_idle: true` or remove the step",
-                );
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn extract(&mut self, e: Spanned<RawExtract>, field: &str) -> Option<Action> {
-        let at = pos(&e);
-        let e = e.value;
-        let name = match &e.field {
-            Some(f) if is_input_name(&f.value) => {
-                if let Some(first) = self.extracted.get(&f.value) {
-                    self.err_hint(
-                        pos(f),
-                        format!("{field}.field"),
-                        format!("field `{}` is already extracted at line {first}", f.value),
-                        "give each extracted field a distinct name",
-                    );
-                } else {
-                    self.extracted.insert(f.value.clone(), pos(f).0);
-                }
-                Some(f.value.clone())
-            }
-            Some(f) => {
-                self.err_hint(
-                    pos(f),
-                    format!("{field}.field"),
-                    format!("field name `{}` is not valid", f.value),
-                    "field names are lowercase letters, digits and `_`",
-                );
-                None
-            }
-            None => {
-                self.err_hint(
-                    at,
-                    field,
-                    "`extract` is missing `field`",
-                    "name the extracted value, e.g. `field: status`",
-                );
-                None
-            }
-        };
-        let selector = self.selector(
-            e.selector.as_ref(),
-            at,
-            &format!("{field}.selector"),
-            "selector",
-        );
-        let source = match (
-            e.from.as_ref().map(|f| (f.value.as_str(), pos(f))),
-            &e.attribute,
-        ) {
-            (None | Some(("text", _)), None) => Some(ExtractSource::Text),
-            (Some(("value", _)), None) => Some(ExtractSource::Value),
-            (None | Some(("attribute", _)), Some(a)) if !a.value.trim().is_empty() => {
-                Some(ExtractSource::Attribute(a.value.clone()))
-            }
-            (Some(("attribute", fat)), _) => {
-                self.err_hint(
-                    fat,
-                    format!("{field}.attribute"),
-                    "`from: attribute` needs a non-empty `attribute`",
-                    "e.g. `attribute: href`",
-                );
-                None
-            }
-            (Some((other, fat)), None) if !matches!(other, "text" | "value") => {
-                let hint = suggestion_hint(other, &["text", "value", "attribute"], "sources");
-                self.err_hint(
-                    fat,
-                    format!("{field}.from"),
-                    format!("unknown extract source `{other}`"),
-                    hint,
-                );
-                None
-            }
-            (_, Some(a)) => {
-                self.err_hint(
-                    pos(a),
-                    format!("{field}.attribute"),
-                    "`attribute` is only used with `from: attribute`",
-                    "remove `attribute` or write `from: attribute`",
-                );
-                None
-            }
-            (Some(_), None) => None,
-        };
-        Some(Action::Extract {
-            field: name?,
-            selector: selector?,
-            source: source?,
-            required: e.required.map(|r| r.value).unwrap_or(true),
-        })
-    }
-
-    fn assert(&mut self, a: Spanned<RawAssert>, field: &str) -> Option<Action> {
-        let at = pos(&a);
-        let a = a.value;
-        let subject = match (&a.field, &a.selector) {
-            (Some(f), None) => {
-                if !self.extracted.contains_key(&f.value) {
-                    let known: Vec<&str> = self.extracted.keys().map(String::as_str).collect();
-                    let hint = if known.is_empty() {
-                        "no field is extracted before this step; add an `extract` step first"
-                            .to_owned()
-                    } else {
-                        format!(
-                            "assert on a field extracted by an earlier step; {}",
-                            suggestion_hint(&f.value, &known, "fields")
-                        )
-                    };
-                    self.err_hint(
-                        pos(f),
-                        format!("{field}.field"),
-                        format!(
-                            "assert on field `{}`, which no earlier step extracts",
-                            f.value
-                        ),
-                        hint,
-                    );
-                }
-                Some(AssertSubject::Field(f.value.clone()))
-            }
-            (None, Some(s)) => self
-                .selector(Some(s), at, &format!("{field}.selector"), "selector")
-                .map(AssertSubject::Selector),
-            _ => {
-                self.err_hint(
-                    at,
-                    field,
-                    "`assert` needs exactly one of `field` or `selector`",
-                    "e.g. `assert: { field: status, equals: paid }`",
-                );
-                None
-            }
-        };
-        let checks = usize::from(a.equals.is_some())
-            + usize::from(a.contains.is_some())
-            + usize::from(a.matches.is_some());
-        if checks != 1 {
-            self.err_hint(
-                at,
-                field,
-                "`assert` needs exactly one of `equals`, `contains` or `matches`",
-                "e.g. `matches: \"^(paid|shipped)$\"`",
-            );
-            return None;
-        }
-        let check = if let Some(e) = &a.equals {
-            self.template(e, &format!("{field}.equals"))
-                .map(AssertCheck::Equals)
-        } else if let Some(c) = &a.contains {
-            self.template(c, &format!("{field}.contains"))
-                .map(AssertCheck::Contains)
-        } else if let Some(m) = &a.matches {
-            match regex::Regex::new(&m.value) {
-                Ok(re) => Some(AssertCheck::Matches(re)),
-                Err(e) => {
-                    self.err_hint(
-                        pos(m),
-                        format!("{field}.matches"),
-                        format!(
-                            "invalid regex in `matches`: {}",
-                            regex_reason(&e.to_string())
-                        ),
-                        "patterns use Rust regex syntax; quote them with single quotes in YAML",
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        Some(Action::Assert {
-            subject: subject?,
-            check: check?,
-        })
-    }
-
-    fn screenshot(&mut self, s: Spanned<Shorthand<RawScreenshot>>, field: &str) -> Option<Action> {
-        let at = pos(&s);
-        let (name, name_at, target, mask) = match s.value {
-            Shorthand::Short(n) => (Some(n), at, ShotTarget::FullPage, Vec::new()),
-            Shorthand::Invalid(found) => {
-                self.err_hint(
-                    at,
-                    field,
-                    format!("`screenshot` expects a name or a mapping, found {found}"),
-                    "e.g. `screenshot: { name: order-page }`",
-                );
-                return None;
-            }
-            Shorthand::Full(r) => {
-                let name_at = r.name.as_ref().map(pos).unwrap_or(at);
-                let target = match &r.element {
-                    Some(e) => match self.selector(
-                        Some(e),
-                        at,
-                        &format!("{field}.element"),
-                        "element selector",
-                    ) {
-                        Some(sel) => ShotTarget::Element(sel),
-                        None => return None,
-                    },
-                    None => ShotTarget::FullPage,
-                };
-                let mut mask = Vec::new();
-                for (i, m) in r
-                    .mask
-                    .map(|m| m.value)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .enumerate()
-                {
-                    if let Some(sel) =
-                        self.selector(Some(&m), at, &format!("{field}.mask[{i}]"), "mask selector")
-                    {
-                        mask.push(sel);
-                    }
-                }
-                (r.name.map(|n| n.value), name_at, target, mask)
-            }
-        };
-        let Some(name) = name else {
-            self.err_hint(
-                at,
-                field,
-                "`screenshot` is missing `name`",
-                "e.g. `screenshot: { name: order-page }`",
-            );
-            return None;
-        };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            self.err_hint(
-                name_at,
-                format!("{field}.name"),
-                format!("screenshot name `{name}` is not valid"),
-                "use lowercase letters, digits, `-` and `_`, e.g. `order-page`",
-            );
-            return None;
-        }
-        if let Some(first) = self.shots.get(&name) {
-            self.err_hint(name_at, format!("{field}.name"), format!("screenshot name `{name}` is already used at line {first}"), "give every screenshot a distinct name: reviewers and exports refer to them by name");
-        } else {
-            self.shots.insert(name.clone(), name_at.0);
-        }
-        Some(Action::Screenshot { name, target, mask })
-    }
-
-    fn fill(&mut self, f: Spanned<RawFill>, field: &str, mode: Option<Mode>) -> Option<Action> {
-        let at = pos(&f);
-        let f = f.value;
-        let locator = self.locator(f.selector.as_ref(), f.label.as_ref(), at, field);
-        let value = match (&f.value, &f.env) {
-            (Some(v), None) => {
-                if mode == Some(Mode::Login) {
-                    self.err_hint(pos(v), format!("{field}.value"), "in a login playbook `fill` values must come from `env`", "write `env: VAR_NAME` and export VAR_NAME before `clerk login`; credentials never go in files");
-                }
-                self.template(v, &format!("{field}.value"))
-                    .map(ValueSource::Template)
-            }
-            (None, Some(e)) if is_env_name(&e.value) => Some(ValueSource::Env(e.value.clone())),
-            (None, Some(e)) => {
-                self.err_hint(
-                    pos(e),
-                    format!("{field}.env"),
-                    format!("`{}` is not an environment variable name", e.value),
-                    "use upper-case letters, digits and `_`, e.g. `SAMPLE_PASSWORD`",
-                );
-                None
-            }
-            (Some(_), Some(_)) => {
-                self.err_hint(
-                    at,
-                    field,
-                    "`fill` has both `value` and `env`",
-                    "give exactly one of `value` or `env`",
-                );
-                None
-            }
-            (None, None) => {
-                self.err_hint(
-                    at,
-                    field,
-                    "`fill` is missing `value` or `env`",
-                    "e.g. `value: \"{{amount}}\"` or `env: SAMPLE_PASSWORD`",
-                );
-                None
-            }
-        };
-        let implied = match &value {
-            Some(ValueSource::Env(_)) => true,
-            Some(ValueSource::Template(t)) => t
-                .inputs()
-                .any(|n| self.inputs.get(n).is_some_and(|d| d.secret)),
-            None => false,
-        };
-        let secret = match &f.secret {
-            Some(s) if !s.value && implied => {
-                self.err_hint(pos(s), format!("{field}.secret"), "`secret: false` on a value that comes from a secret", "values from `env` or from secret inputs are always masked; remove `secret: false`");
-                true
-            }
-            Some(s) => s.value || implied,
-            None => implied,
-        };
-        Some(Action::Fill {
-            locator: locator?,
-            value: value?,
-            secret,
-        })
-    }
-
-    fn upload(&mut self, u: Spanned<RawUpload>, field: &str) -> Option<Action> {
-        let at = pos(&u);
-        let u = u.value;
-        let locator = self.locator(u.selector.as_ref(), u.label.as_ref(), at, field);
-        let input = match &u.input {
-            Some(i) => match self.inputs.get(&i.value) {
-                Some(d) if d.kind == InputKind::File => Some(i.value.clone()),
-                Some(_) => {
-                    self.err_hint(
-                        pos(i),
-                        format!("{field}.input"),
-                        format!("upload input `{}` is not of type file", i.value),
-                        format!("declare it with `type: file` under `inputs.{}`", i.value),
-                    );
-                    None
-                }
-                None => {
-                    self.err_hint(
-                        pos(i),
-                        format!("{field}.input"),
-                        format!("upload names undeclared input `{}`", i.value),
-                        "declare it under `inputs:` with `type: file`",
-                    );
-                    None
-                }
-            },
-            None => {
-                self.err_hint(
-                    at,
-                    field,
-                    "`upload` is missing `input`",
-                    "name an input of type file, e.g. `input: photo`",
-                );
-                None
-            }
-        };
-        Some(Action::Upload {
-            locator: locator?,
-            input: input?,
-        })
-    }
-
-    fn submit(&mut self, s: Spanned<RawSubmit>, field: &str) -> Option<Action> {
-        let at = pos(&s);
-        let s = s.value;
-        let control = self.selector(
-            s.control.as_ref(),
-            at,
-            &format!("{field}.control"),
-            "`control` (the submit button's selector)",
-        );
-        let Some(expect) = s.expect else {
-            self.err_hint(at, field, "`submit` is missing `expect`", "say which request the submit must cause, e.g. `expect: { method: POST, url: \"/orders/{{order_id}}/refund\" }`");
-            return None;
-        };
-        let eat = pos(&expect);
-        let method = match &expect.value.method {
-            Some(m) => {
-                let up = m.value.trim().to_ascii_uppercase();
-                if WRITE_METHODS.contains(&up.as_str()) {
-                    Some(up)
-                } else {
-                    self.err_hint(
-                        pos(m),
-                        format!("{field}.expect.method"),
-                        format!("`{}` is not a write method", m.value),
-                        format!("use one of {}", WRITE_METHODS.join(", ")),
-                    );
-                    None
-                }
-            }
-            None => {
-                self.err_hint(
-                    eat,
-                    format!("{field}.expect"),
-                    "`expect` is missing `method`",
-                    "e.g. `method: POST`",
-                );
-                None
-            }
-        };
-        let url = match &expect.value.url {
-            Some(u) => self.url_template(u, &format!("{field}.expect.url")),
-            None => {
-                self.err_hint(
-                    eat,
-                    format!("{field}.expect"),
-                    "`expect` is missing `url`",
-                    "e.g. `url: \"/orders/{{order_id}}/refund\"`",
-                );
-                None
-            }
-        };
-        Some(Action::Submit {
-            control: control?,
-            expect: ExpectedWrite {
-                method: method?,
-                url: url?,
-            },
-        })
-    }
-}
-
-/// The last line of a regex error ("error: unclosed group"), without the `error: `.
-fn regex_reason(s: &str) -> String {
-    let last = s
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim();
-    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
