@@ -476,8 +476,10 @@ const __clerk = (() => {
     if ((el.localName === 'input' || el.localName === 'select' || el.localName === 'textarea') && el.getAttribute('name')) {
       s += '[name=' + JSON.stringify(clip(el.getAttribute('name'), 30)) + ']';
     }
+    // Editable text may be a secret just typed: an element that is or holds one is
+    // described by its name only.
     let label = accessibleName(el);
-    if (!label && !el.isContentEditable) label = textOf(el);
+    if (!label && !el.isContentEditable && !el.querySelector('[contenteditable]:not([contenteditable=false])')) label = textOf(el);
     if (label) s += ' ' + JSON.stringify(clip(label, 40));
     return s;
   };
@@ -561,6 +563,7 @@ const __clerk = (() => {
   const fillPrepare = (el) => {
     let target = null;
     if (isTextField(el) || el.isContentEditable) target = el;
+    else if (el.localName === 'label' && el.control && isTextField(el.control)) target = el.control;
     else {
       target = elementsUnder(el).find((e) => (isTextField(e) || (e.isContentEditable && !(e.parentElement && e.parentElement.isContentEditable))) && !styleHidden(e)) || null;
     }

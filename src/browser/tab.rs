@@ -4,6 +4,13 @@
 //! scripts cannot redefine the getters clerk uses to read text and field values back. Input
 //! is typed with `Input.dispatchKeyEvent` and clicks are real mouse events, so the page sees
 //! what a person's browser would send; nothing is injected into the page's own world.
+//!
+//! Elements are found by the locator engine in `locate.js` (CSS, role and accessible name,
+//! label, text, test id; `within`, `nth`; open shadow roots pierced), prefixed to every
+//! evaluation. Matching is strict: a locator that matches several elements is an error
+//! naming them, never its first match. Widgets (native and ARIA selects, checkboxes and
+//! switches, text fields and contenteditable) are operated with real mouse and keyboard
+//! events and their state is read back afterwards.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
