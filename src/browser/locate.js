@@ -679,7 +679,6 @@ const __clerk = (() => {
     return { kind: 'combobox', expanded, point: p };
   };
 
-  // Native <select>: the option wanted and the keys that reach it.
   // `value "Label"` (the value alone when it is the label, `""` when it is empty).
   const optionItem = (o) =>
     o.value === null || o.value === undefined || o.value === o.label
@@ -687,6 +686,7 @@ const __clerk = (() => {
       : (o.value === '' ? '""' : o.value) + ' ' + JSON.stringify(o.label);
   const optionList = (items) => (items.length ? items.map(optionItem).join(', ') : 'none');
 
+  // Native <select>: the option wanted and the keys that reach it.
   const nativePlan = (want) => {
     const k = kept();
     if (!k) return { __fail: 'was removed from the page' };
