@@ -4,6 +4,13 @@
 //! scripts cannot redefine the getters clerk uses to read text and field values back. Input
 //! is typed with `Input.dispatchKeyEvent` and clicks are real mouse events, so the page sees
 //! what a person's browser would send; nothing is injected into the page's own world.
+//!
+//! Elements are found by the locator engine in `locate.js` (CSS, role and accessible name,
+//! label, text, test id; `within`, `nth`; open shadow roots pierced), prefixed to every
+//! evaluation. Matching is strict: a locator that matches several elements is an error
+//! naming them, never its first match. Widgets (native and ARIA selects, checkboxes and
+//! switches, text fields and contenteditable) are operated with real mouse and keyboard
+//! events and their state is read back afterwards.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,7 +20,7 @@ use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
 use chromiumoxide::cdp::browser_protocol::emulation::{MediaFeature, SetEmulatedMediaParams};
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
-    MouseButton,
+    InsertTextParams, MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
 use chromiumoxide::cdp::browser_protocol::page::{
@@ -91,33 +98,146 @@ const SETTLE_QUIET: Duration = Duration::from_millis(100);
 /// CSS that stops animations, transitions and the blinking caret, so captures are stable.
 const STILL_CSS: &str = "*,*::before,*::after{animation:none!important;transition:none!important;caret-color:transparent!important;scroll-behavior:auto!important}";
 
-/// Helper functions installed in clerk's isolated world on every call.
-const PRELUDE: &str = r#"
-const __clerk = {
-  find(loc) {
-    if (loc.css !== undefined) return document.querySelector(loc.css);
-    const want = loc.label.trim().toLowerCase();
-    for (const l of document.querySelectorAll('label')) {
-      if (l.textContent.trim().toLowerCase() === want) {
-        if (l.control) return l.control;
-        if (l.htmlFor) return document.getElementById(l.htmlFor);
-      }
+/// The locator engine and widget helpers (`locate.js`), prefixed to every evaluation in
+/// clerk's isolated world. It defines `__clerk`: `resolve`, `findAll`, `find`, `describe`,
+/// `visible`, `rect`, `point` and the widget helpers used below.
+const PRELUDE: &str = include_str!("locate.js");
+
+/// Ctrl as a CDP key-event modifier bit.
+const CTRL: i64 = 2;
+
+/// How long a widget gets to show the state a real input event gave it before clerk says it
+/// did not take (capped by the step's timeout).
+const READ_BACK: Duration = Duration::from_secs(3);
+
+/// What an element operation in the page reported. Produced by [`element_script`] and
+/// [`kept_script`]: the page-side wrapper turns the locator's resolution and the body's
+/// result into one of these, so that "not found yet", "not ready yet", "ambiguous" and
+/// "never possible" are told apart in Rust.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum Outcome<T> {
+    /// Found uniquely; the body returned `v`.
+    Ok { v: T },
+    /// Nothing matches (yet).
+    Missing,
+    /// Found but not ready: not visible, covered, still opening (`why`).
+    Wait { why: String },
+    /// More than one element matches and no `nth` picks one (`scope`: it was the `within`).
+    Ambiguous {
+        count: u64,
+        items: Vec<String>,
+        #[serde(default)]
+        scope: bool,
+    },
+    /// The locator itself is wrong (invalid CSS, no kind).
+    Invalid { message: String },
+    /// The element can never be operated on this way (`msg` completes "<locator> ...").
+    Fail { msg: String },
+}
+
+/// The page-side tail shared by the wrappers: maps the body's value `__v` to an outcome.
+/// A body returns `{__wait: why}` to be polled again and `{__fail: msg}` to stop.
+const OUTCOME_TAIL: &str = "if (__v && typeof __v === 'object' && !Array.isArray(__v)) { \
+       if (typeof __v.__wait === 'string') return {k: 'wait', why: __v.__wait}; \
+       if (typeof __v.__fail === 'string') return {k: 'fail', msg: __v.__fail}; } \
+     return {k: 'ok', v: __v === undefined ? null : __v};";
+
+/// Wraps `body` so it runs with `el` bound to the element `arg.loc` finds (strictly, with
+/// within/nth) and `extra` to `arg.extra`.
+fn element_script(body: &str) -> String {
+    format!(
+        "const __r = __clerk.resolve(arg.loc); \
+         if (__r.error === 'ambiguous') return {{k: 'ambiguous', count: __r.count, items: __r.items, scope: !!__r.scope}}; \
+         if (__r.error === 'invalid') return {{k: 'invalid', message: __r.message}}; \
+         if (!__r.el) return {{k: 'missing'}}; \
+         const el = __r.el, extra = arg.extra; \
+         const __v = await (async () => {{ {body} }})(); {OUTCOME_TAIL}"
+    )
+}
+
+/// Wraps `body` to run on the element a previous `*Prepare` kept (`__clerk.kept()`), with
+/// `extra` bound to `arg`.
+fn kept_script(body: &str) -> String {
+    format!(
+        "if (!__clerk.kept()) return {{k: 'fail', msg: 'was removed from the page'}}; \
+         const extra = arg; \
+         const __v = await (async () => {{ {body} }})(); {OUTCOME_TAIL}"
+    )
+}
+
+/// The error for a locator that matched more than one element.
+fn ambiguous(find: &Find, count: u64, items: &[String], scope: bool) -> BrowserError {
+    let mut list = items.join(", ");
+    if (items.len() as u64) < count {
+        list.push_str(", …");
     }
-    return null;
-  },
-  visible(el) {
-    if (!el) return false;
-    const s = getComputedStyle(el);
-    if (s.visibility === 'hidden' || s.display === 'none') return false;
-    const r = el.getBoundingClientRect();
-    return r.width > 0 && r.height > 0;
-  },
-  rect(el) {
-    const r = el.getBoundingClientRect();
-    return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};
-  },
-};
-"#;
+    let what = if scope {
+        format!("locator {}: its within: scope", find.display)
+    } else {
+        format!("locator {}", find.display)
+    };
+    BrowserError::Page(format!(
+        "{what} matched {count} elements: {list} (use nth: or within: to pick one)"
+    ))
+}
+
+/// The error for an outcome that ends an operation (anything but `Ok`, `Missing`, `Wait`).
+fn stop_error<T>(find: &Find, outcome: Outcome<T>) -> BrowserError {
+    match outcome {
+        Outcome::Ambiguous {
+            count,
+            items,
+            scope,
+        } => ambiguous(find, count, &items, scope),
+        Outcome::Invalid { message } => {
+            BrowserError::Page(format!("locator {} is invalid: {message}", find.display))
+        }
+        Outcome::Fail { msg } => BrowserError::Page(format!("{} {msg}", find.display)),
+        Outcome::Wait { why } => BrowserError::Page(format!("{} {why}", find.display)),
+        Outcome::Ok { .. } | Outcome::Missing => BrowserError::ElementNotFound {
+            selector: find.display.clone(),
+            after: Duration::ZERO,
+        },
+    }
+}
+
+/// Whether an evaluation error is a bug in clerk's own script (report it at once) rather
+/// than a page in the middle of navigating (wait and try again).
+fn is_script_error(e: &BrowserError) -> bool {
+    matches!(e, BrowserError::Page(m) if m.starts_with("script error") || m.starts_with("unexpected script result"))
+}
+
+/// One key as CDP names it. `commands` are editing commands Chromium runs with the key
+/// (`selectAll`), as a platform's key bindings would.
+struct KeySpec<'a> {
+    key: &'a str,
+    code: &'a str,
+    vk: i64,
+    modifiers: i64,
+    commands: &'a [&'a str],
+}
+
+/// `(key, code, windows virtual key code)` for a character on a US keyboard, so pages that
+/// look at `event.code` or `keyCode` see what a person's keyboard sends; `("x", "", 0)` for
+/// characters without a key of their own.
+fn key_for(ch: char) -> (String, String, i64) {
+    let key = ch.to_string();
+    match ch {
+        'a'..='z' => (
+            key,
+            format!("Key{}", ch.to_ascii_uppercase()),
+            ch.to_ascii_uppercase() as i64,
+        ),
+        'A'..='Z' => (key, format!("Key{ch}"), ch as i64),
+        '0'..='9' => (key, format!("Digit{ch}"), ch as i64),
+        ' ' => (key, "Space".into(), 32),
+        '.' => (key, "Period".into(), 190),
+        ',' => (key, "Comma".into(), 188),
+        '-' => (key, "Minus".into(), 189),
+        _ => (key, String::new(), 0),
+    }
+}
 
 impl Tab {
     pub(super) async fn prepare(
@@ -500,22 +620,22 @@ impl Tab {
         }
     }
 
-    /// Waits until the element a locator finds is visible.
+    /// Waits until the element a locator finds is visible. Fails at once when the locator
+    /// matches several elements.
     pub async fn wait_visible(
         &self,
         locator: &Find,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        self.wait_until(
-            "return __clerk.visible(__clerk.find(arg));",
-            locator.spec.clone(),
-            timeout,
-            || BrowserError::ElementNotFound {
-                selector: locator.display.clone(),
-                after: timeout,
-            },
-        )
-        .await
+        let _: bool = self
+            .wait_element(
+                locator,
+                "return __clerk.visible(el) ? true : {__wait: 'not_visible'};",
+                serde_json::Value::Null,
+                timeout,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Waits until the page's visible text contains `text`.
@@ -611,11 +731,107 @@ impl Tab {
         }
     }
 
+    /// Evaluates `body` with `el` bound to the element `find` resolves to (strictly: an
+    /// ambiguous locator is reported, never narrowed to its first match).
+    async fn on_element<T: serde::de::DeserializeOwned>(
+        &self,
+        find: &Find,
+        body: &str,
+        extra: serde_json::Value,
+    ) -> Result<Outcome<T>, BrowserError> {
+        self.eval(
+            &element_script(body),
+            serde_json::json!({ "loc": find.spec, "extra": extra }),
+        )
+        .await
+    }
+
+    /// Evaluates `body` against the element a previous `*Prepare` call kept.
+    async fn on_kept<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &str,
+        extra: serde_json::Value,
+    ) -> Result<Outcome<T>, BrowserError> {
+        self.eval(&kept_script(body), extra).await
+    }
+
+    /// Like [`Tab::on_kept`] for bodies that always answer: anything but a value is an error
+    /// about `find`.
+    async fn kept_value<T: serde::de::DeserializeOwned>(
+        &self,
+        find: &Find,
+        body: &str,
+        extra: serde_json::Value,
+    ) -> Result<T, BrowserError> {
+        match self.on_kept(body, extra).await? {
+            Outcome::Ok { v } => Ok(v),
+            other => Err(stop_error(find, other)),
+        }
+    }
+
+    /// Reads something from the element `find` resolves to, without waiting: `None` when
+    /// nothing matches, an error when several do.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        find: &Find,
+        body: &str,
+        extra: serde_json::Value,
+    ) -> Result<Option<T>, BrowserError> {
+        match self.on_element(find, body, extra).await? {
+            Outcome::Ok { v } => Ok(Some(v)),
+            Outcome::Missing | Outcome::Wait { .. } => Ok(None),
+            other => Err(stop_error(find, other)),
+        }
+    }
+
+    /// Polls `body` on the element `find` resolves to until it returns a value. Keeps
+    /// waiting while nothing matches or the body asks to (`{__wait}`); fails at once when
+    /// the locator is ambiguous or invalid or the body gives up (`{__fail}`); after
+    /// `timeout`, [`BrowserError::ElementNotFound`] (or why the element was not ready).
+    async fn wait_element<T: serde::de::DeserializeOwned>(
+        &self,
+        find: &Find,
+        body: &str,
+        extra: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<T, BrowserError> {
+        let start = Instant::now();
+        let mut last: Option<String> = None;
+        loop {
+            match self.on_element(find, body, extra.clone()).await {
+                Ok(Outcome::Ok { v }) => return Ok(v),
+                Ok(Outcome::Missing) => last = None,
+                Ok(Outcome::Wait { why }) => last = Some(why),
+                Ok(other) => return Err(stop_error(find, other)),
+                Err(e) if is_script_error(&e) => return Err(e),
+                // A navigation in flight: the next poll sees the new document.
+                Err(e) => tracing::debug!("waiting for {}: {e}", find.display),
+            }
+            if start.elapsed() >= timeout {
+                return Err(match last.as_deref() {
+                    None => BrowserError::ElementNotFound {
+                        selector: find.display.clone(),
+                        after: timeout,
+                    },
+                    Some("not_visible") => BrowserError::ElementNotFound {
+                        selector: format!("{} (present but not visible)", find.display),
+                        after: timeout,
+                    },
+                    Some(why) => {
+                        BrowserError::Page(format!("{} {why} (after {timeout:?})", find.display))
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Text of the element a locator finds (`None` if there is none).
     pub async fn text(&self, locator: &Find) -> Result<Option<String>, BrowserError> {
-        self.eval(
-            "const el = __clerk.find(arg); return el ? el.innerText.trim() : null;",
-            locator.spec.clone(),
+        self.read(
+            locator,
+            "return el.innerText.trim();",
+            serde_json::Value::Null,
         )
         .await
     }
@@ -626,60 +842,67 @@ impl Tab {
         locator: &Find,
         name: &str,
     ) -> Result<Option<String>, BrowserError> {
-        self.eval(
-            "const el = __clerk.find(arg[0]); return el ? el.getAttribute(arg[1]) : null;",
-            serde_json::json!([locator.spec, name]),
-        )
-        .await
+        let v: Option<Option<String>> = self
+            .read(
+                locator,
+                "return el.getAttribute(extra);",
+                serde_json::json!(name),
+            )
+            .await?;
+        Ok(v.flatten())
     }
 
     /// The live `value` of the element a locator finds.
     pub async fn value(&self, locator: &Find) -> Result<Option<String>, BrowserError> {
-        self.eval(
-            "const el = __clerk.find(arg); return el && 'value' in el ? String(el.value) : null;",
-            locator.spec.clone(),
-        )
-        .await
+        let v: Option<Option<String>> = self
+            .read(
+                locator,
+                "return 'value' in el ? String(el.value) : null;",
+                serde_json::Value::Null,
+            )
+            .await?;
+        Ok(v.flatten())
     }
 
     /// Page rectangle of the element a locator finds.
     pub async fn rect(&self, locator: &Find) -> Result<Option<ElementRect>, BrowserError> {
-        self.eval(
-            "const el = __clerk.find(arg); return el ? __clerk.rect(el) : null;",
-            locator.spec.clone(),
+        self.read(locator, "return __clerk.rect(el);", serde_json::Value::Null)
+            .await
+    }
+
+    /// Page rectangles of every element a locator matches (all of them, not strict: this is
+    /// for masking, where each match must be covered). `within` must still be unique.
+    pub async fn rects(&self, locator: &Find) -> Result<Vec<ElementRect>, BrowserError> {
+        let out: Outcome<Vec<ElementRect>> = self
+            .eval(
+                "const m = __clerk.matches(arg); \
+                 if (m.error === 'ambiguous') return {k: 'ambiguous', count: m.count, items: m.items, scope: true}; \
+                 if (m.error === 'invalid') return {k: 'invalid', message: m.message}; \
+                 if (m.error) return {k: 'ok', v: []}; \
+                 return {k: 'ok', v: m.els.map(__clerk.rect)};",
+                locator.spec.clone(),
+            )
+            .await?;
+        match out {
+            Outcome::Ok { v } => Ok(v),
+            other => Err(stop_error(locator, other)),
+        }
+    }
+
+    /// Waits for the element, scrolls it into view and returns the viewport point where a
+    /// real click reaches it (visible, inside the viewport, not covered by another element).
+    async fn center(&self, locator: &Find, timeout: Duration) -> Result<(f64, f64), BrowserError> {
+        self.wait_element(
+            locator,
+            "return __clerk.point(el);",
+            serde_json::Value::Null,
+            timeout,
         )
         .await
     }
 
-    /// Scrolls the element into view and returns its centre in viewport coordinates.
-    async fn center(&self, locator: &Find, timeout: Duration) -> Result<(f64, f64), BrowserError> {
-        let start = Instant::now();
-        loop {
-            let c: Option<(f64, f64)> = self
-                .eval(
-                    "const el = __clerk.find(arg); if (!__clerk.visible(el)) return null; \
-                     el.scrollIntoView({block: 'center', inline: 'center'}); \
-                     const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];",
-                    locator.spec.clone(),
-                )
-                .await
-                .unwrap_or(None);
-            if let Some(c) = c {
-                return Ok(c);
-            }
-            if start.elapsed() >= timeout {
-                return Err(BrowserError::ElementNotFound {
-                    selector: locator.display.clone(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Clicks the element with real mouse events.
-    pub async fn click(&self, locator: &Find, timeout: Duration) -> Result<(), BrowserError> {
-        let (x, y) = self.center(locator, timeout).await?;
+    /// A left click at a viewport point: move, press, release, as a mouse does.
+    async fn press_at(&self, x: f64, y: f64) -> Result<(), BrowserError> {
         for kind in [
             DispatchMouseEventType::MouseMoved,
             DispatchMouseEventType::MousePressed,
@@ -690,7 +913,12 @@ impl Tab {
                 .x(x)
                 .y(y);
             if kind != DispatchMouseEventType::MouseMoved {
-                b = b.button(MouseButton::Left).click_count(1);
+                let buttons = if kind == DispatchMouseEventType::MousePressed {
+                    1
+                } else {
+                    0
+                };
+                b = b.button(MouseButton::Left).buttons(buttons).click_count(1);
             }
             let params = b.build().map_err(BrowserError::Page)?;
             cdp(
@@ -703,21 +931,66 @@ impl Tab {
         Ok(())
     }
 
+    /// Moves the mouse to a viewport point (lists that follow the hovered item).
+    async fn hover_at(&self, x: f64, y: f64) -> Result<(), BrowserError> {
+        let params = DispatchMouseEventParams::builder()
+            .r#type(DispatchMouseEventType::MouseMoved)
+            .x(x)
+            .y(y)
+            .build()
+            .map_err(BrowserError::Page)?;
+        cdp(
+            self.timeout,
+            "Input.dispatchMouseEvent",
+            self.page.execute(params),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Turns the mouse wheel at a viewport point (scrolls lists that render lazily).
+    async fn wheel_at(&self, x: f64, y: f64, delta_y: f64) -> Result<(), BrowserError> {
+        let params = DispatchMouseEventParams::builder()
+            .r#type(DispatchMouseEventType::MouseWheel)
+            .x(x)
+            .y(y)
+            .delta_x(0.0)
+            .delta_y(delta_y)
+            .build()
+            .map_err(BrowserError::Page)?;
+        cdp(
+            self.timeout,
+            "Input.dispatchMouseEvent",
+            self.page.execute(params),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Clicks the element with real mouse events.
+    pub async fn click(&self, locator: &Find, timeout: Duration) -> Result<(), BrowserError> {
+        let (x, y) = self.center(locator, timeout).await?;
+        self.press_at(x, y).await
+    }
+
+    /// One key event for `k`, typing `text` when given.
     async fn key(
         &self,
         kind: DispatchKeyEventType,
-        key: &str,
-        code: &str,
-        vk: i64,
+        k: &KeySpec<'_>,
         text: Option<&str>,
     ) -> Result<(), BrowserError> {
         let mut b = DispatchKeyEventParams::builder()
             .r#type(kind)
-            .key(key)
-            .code(code)
-            .windows_virtual_key_code(vk);
+            .key(k.key)
+            .code(k.code)
+            .windows_virtual_key_code(k.vk)
+            .modifiers(k.modifiers);
         if let Some(t) = text {
             b = b.text(t).unmodified_text(t);
+        }
+        if !k.commands.is_empty() {
+            b = b.commands(k.commands.iter().map(|c| c.to_string()).collect::<Vec<_>>());
         }
         let params = b.build().map_err(BrowserError::Page)?;
         cdp(
@@ -729,148 +1002,486 @@ impl Tab {
         Ok(())
     }
 
-    /// Focuses a text field, clears it and types `value` key by key.
+    /// Presses and releases a key that types nothing (arrows, Backspace, Ctrl+A).
+    async fn press_key(
+        &self,
+        key: &str,
+        vk: i64,
+        modifiers: i64,
+        commands: &[&str],
+    ) -> Result<(), BrowserError> {
+        let code = if key.len() == 1 {
+            format!("Key{}", key.to_ascii_uppercase())
+        } else {
+            key.to_owned()
+        };
+        let mut k = KeySpec {
+            key,
+            code: &code,
+            vk,
+            modifiers,
+            commands,
+        };
+        self.key(DispatchKeyEventType::RawKeyDown, &k, None).await?;
+        k.commands = &[];
+        self.key(DispatchKeyEventType::KeyUp, &k, None).await
+    }
+
+    /// Types `value` into the focused element key by key (`\n` as Enter, tabs inserted as
+    /// text so that focus stays).
+    async fn type_text(&self, value: &str) -> Result<(), BrowserError> {
+        for ch in value.chars() {
+            if ch == '\t' {
+                cdp(
+                    self.timeout,
+                    "Input.insertText",
+                    self.page.execute(InsertTextParams::new("\t")),
+                )
+                .await?;
+                continue;
+            }
+            let (key, code, vk, text) = if ch == '\n' {
+                ("Enter".to_owned(), "Enter".to_owned(), 13, "\r".to_owned())
+            } else {
+                let (key, code, vk) = key_for(ch);
+                (key, code, vk, ch.to_string())
+            };
+            let k = KeySpec {
+                key: &key,
+                code: &code,
+                vk,
+                modifiers: 0,
+                commands: &[],
+            };
+            self.key(DispatchKeyEventType::KeyDown, &k, Some(&text))
+                .await?;
+            self.key(DispatchKeyEventType::KeyUp, &k, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Fills a text field: clicks it, selects everything (Ctrl+A), deletes it (Backspace)
+    /// and types `value` key by key, as a person would. Works on `<input>`, `<textarea>`,
+    /// `contenteditable` / `role=textbox` elements and controlled inputs (React's value
+    /// tracker sees real input events, so the app's state follows). Then reads the field
+    /// back and fails unless it shows exactly `value`; `value` may be secret, so it is never
+    /// part of an error.
     pub async fn fill(
         &self,
         locator: &Find,
         value: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        self.click(locator, timeout).await?;
-        let ok: bool = self
-            .eval(
-                "const el = __clerk.find(arg); if (!el) return false; el.focus(); \
-                 if (typeof el.select === 'function') el.select(); return document.activeElement === el;",
-                locator.spec.clone(),
+        #[derive(Deserialize)]
+        struct Prep {
+            point: (f64, f64),
+            editable: bool,
+            multiline: bool,
+        }
+        let prep: Prep = self
+            .wait_element(
+                locator,
+                "return __clerk.fillPrepare(el);",
+                serde_json::Value::Null,
+                timeout,
             )
             .await?;
-        if !ok {
+        let value = value.replace("\r\n", "\n");
+        if value.contains('\n') && !prep.multiline {
             return Err(BrowserError::Page(format!(
-                "cannot focus {}",
-                locator.display.clone()
+                "fill {}: the value has a line break but the field is a single-line input",
+                locator.display
             )));
         }
-        // Delete whatever is selected (the old value), as a person would.
-        self.key(
-            DispatchKeyEventType::RawKeyDown,
-            "Backspace",
-            "Backspace",
-            8,
-            None,
-        )
-        .await?;
-        self.key(
-            DispatchKeyEventType::KeyUp,
-            "Backspace",
-            "Backspace",
-            8,
-            None,
-        )
-        .await?;
-        for ch in value.chars() {
-            let s = ch.to_string();
-            if ch == '\n' {
-                self.key(
-                    DispatchKeyEventType::KeyDown,
-                    "Enter",
-                    "Enter",
-                    13,
-                    Some("\r"),
+        self.press_at(prep.point.0, prep.point.1).await?;
+        let focused: bool = self
+            .kept_value(
+                locator,
+                "return __clerk.fillFocus();",
+                serde_json::Value::Null,
+            )
+            .await?;
+        if !focused {
+            return Err(BrowserError::Page(format!(
+                "cannot focus {}",
+                locator.display
+            )));
+        }
+        // Delete whatever is there (the old value), as a person would.
+        self.press_key("a", 65, CTRL, &["selectAll"]).await?;
+        self.press_key("Backspace", 8, 0, &[]).await?;
+        self.type_text(&value).await?;
+        let shows = |shown: &str| {
+            if prep.editable {
+                let clean = |s: &str| s.replace('\u{a0}', " ").trim_end_matches('\n').to_owned();
+                clean(shown) == clean(&value)
+            } else {
+                shown == value
+            }
+        };
+        let start = Instant::now();
+        loop {
+            let shown: Option<String> = self
+                .kept_value(
+                    locator,
+                    "return __clerk.fillRead();",
+                    serde_json::Value::Null,
                 )
                 .await?;
-                self.key(DispatchKeyEventType::KeyUp, "Enter", "Enter", 13, None)
-                    .await?;
-            } else {
-                self.key(DispatchKeyEventType::KeyDown, &s, "", 0, Some(&s))
-                    .await?;
-                self.key(DispatchKeyEventType::KeyUp, &s, "", 0, None)
-                    .await?;
+            if shown.as_deref().is_some_and(shows) {
+                return Ok(());
             }
+            if start.elapsed() >= READ_BACK.min(timeout) {
+                return Err(BrowserError::Page(format!(
+                    "fill {}: the field does not show the value typed (the page changed, formatted or refused it)",
+                    locator.display
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 
-    /// Chooses an option of a `<select>` by value (or visible text) and fires input/change.
+    /// Chooses an option, by value or by visible label, with real input events, then reads
+    /// back that the widget shows it.
+    ///
+    /// A native `<select>` is focused and moved with the arrow keys, Home and End, as a
+    /// keyboard user does: headless Chromium cannot open a select's popup, so there is no
+    /// mouse path. Chromium fires trusted `input`/`change` events for each key that changes
+    /// the selection (the shortest key sequence is used); should the page swallow the keys,
+    /// the option is assigned and the same events fired, and either way the selection is
+    /// read back. An ARIA combobox or listbox (MUI,
+    /// Ant Design, Element Plus, Headless UI) is clicked open, its option found in the list
+    /// it controls (`aria-controls`/`aria-owns`) or in a list that appeared on opening
+    /// (portals at the end of `<body>` included), scrolled into view (lazily rendered lists
+    /// are scrolled with the mouse wheel) and clicked. A missing option fails with the
+    /// options that exist.
     pub async fn select(
         &self,
         locator: &Find,
         value: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        self.center(locator, timeout).await?;
-        let r: Option<String> = self
-            .eval(
-                "const el = __clerk.find(arg[0]); if (!el || el.tagName !== 'SELECT') return 'not a <select>'; \
-                 const opt = [...el.options].find(o => o.value === arg[1]) || [...el.options].find(o => o.text.trim() === arg[1]); \
-                 if (!opt) return 'no option ' + JSON.stringify(arg[1]) + ' (options: ' + [...el.options].map(o => o.value).join(', ') + ')'; \
-                 el.focus(); el.value = opt.value; \
-                 el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return null;",
-                serde_json::json!([locator.spec.clone(), value]),
+        #[derive(Deserialize)]
+        struct Prep {
+            kind: String,
+            #[serde(default)]
+            point: Option<(f64, f64)>,
+        }
+        let prep: Prep = self
+            .wait_element(
+                locator,
+                "return __clerk.selectPrepare(el);",
+                serde_json::Value::Null,
+                timeout,
             )
             .await?;
-        match r {
-            None => Ok(()),
-            Some(msg) => Err(BrowserError::Page(format!(
-                "{}: {msg}",
-                locator.display.clone()
-            ))),
+        if prep.kind == "native" {
+            self.select_native(locator, value).await
+        } else {
+            self.select_listbox(locator, value, prep.point, timeout)
+                .await
         }
     }
 
-    /// Sets a checkbox to `checked` by clicking it when it is not already.
+    /// `select` on a native `<select>` (kept by `selectPrepare`).
+    async fn select_native(&self, locator: &Find, value: &str) -> Result<(), BrowserError> {
+        #[derive(Deserialize)]
+        struct Plan {
+            value: String,
+            label: String,
+            index: i64,
+            keys: Vec<String>,
+            focused: bool,
+        }
+        let plan: Plan = self
+            .kept_value(
+                locator,
+                "return __clerk.nativePlan(extra);",
+                serde_json::json!(value),
+            )
+            .await?;
+        if plan.focused {
+            for key in &plan.keys {
+                let vk = match key.as_str() {
+                    "ArrowDown" => 40,
+                    "ArrowUp" => 38,
+                    "Home" => 36,
+                    "End" => 35,
+                    other => {
+                        return Err(BrowserError::Page(format!(
+                            "select {}: unexpected key {other:?} in the plan",
+                            locator.display
+                        )))
+                    }
+                };
+                self.press_key(key, vk, 0, &[]).await?;
+            }
+        }
+        if self
+            .native_selected(locator, &plan.value, plan.index)
+            .await?
+        {
+            return Ok(());
+        }
+        // The page swallowed the keys (a keydown handler, an unfocusable select): choose it
+        // the way the browser would and fire the same events, then check it stayed.
+        tracing::debug!(
+            "{}: keyboard selection did not take; assigning the option",
+            locator.display
+        );
+        let _: bool = self
+            .kept_value(
+                locator,
+                "return __clerk.nativeAssign(extra);",
+                serde_json::json!(plan.index),
+            )
+            .await?;
+        if self
+            .native_selected(locator, &plan.value, plan.index)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(BrowserError::Page(format!(
+                "select {}: option {:?} did not stay selected",
+                locator.display, plan.label
+            )))
+        }
+    }
+
+    /// Whether the kept native `<select>` now has option `index` (with `value`) selected,
+    /// polled briefly: the change is applied by the browser's own event handling.
+    async fn native_selected(
+        &self,
+        locator: &Find,
+        value: &str,
+        index: i64,
+    ) -> Result<bool, BrowserError> {
+        for _ in 0..10 {
+            let now: Option<(String, i64)> = self
+                .kept_value(
+                    locator,
+                    "const r = __clerk.nativeRead(); return r && [r.value, r.index];",
+                    serde_json::Value::Null,
+                )
+                .await?;
+            if now.as_ref().is_some_and(|(v, i)| v == value && *i == index) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(false)
+    }
+
+    /// `select` on an ARIA combobox / listbox (kept by `selectPrepare`); `open` is where to
+    /// click to open it (`None` when it is already open or always shown).
+    async fn select_listbox(
+        &self,
+        locator: &Find,
+        value: &str,
+        open: Option<(f64, f64)>,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        #[derive(Deserialize)]
+        struct Scroll {
+            x: f64,
+            y: f64,
+            step: f64,
+            #[serde(rename = "atTop")]
+            at_top: bool,
+            #[serde(rename = "atEnd")]
+            at_end: bool,
+        }
+        #[derive(Deserialize)]
+        struct Pick {
+            state: String,
+            #[serde(default)]
+            point: Option<(f64, f64)>,
+            #[serde(default)]
+            label: String,
+            #[serde(default)]
+            value: Option<String>,
+            #[serde(default)]
+            options: Vec<String>,
+            #[serde(default)]
+            scroll: Option<Scroll>,
+            #[serde(default)]
+            hover: Option<(f64, f64)>,
+        }
+        let start = Instant::now();
+        if let Some((x, y)) = open {
+            self.press_at(x, y).await?;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        // A scrolled list is first wheeled to its top, then down to its end.
+        let mut upwards = true;
+        let mut wheels = 0;
+        let mut exhausted_at: Option<Instant> = None;
+        let mut waiting_why = "no list of options opened".to_owned();
+        let chosen = loop {
+            let pick: Outcome<Pick> = self
+                .on_kept("return __clerk.ariaPick(extra);", serde_json::json!(value))
+                .await?;
+            match pick {
+                Outcome::Ok { v } if v.state == "found" => break v,
+                Outcome::Ok { v } if v.state == "missing" => {
+                    for o in v.options {
+                        if !seen.contains(&o) {
+                            seen.push(o);
+                        }
+                    }
+                    let mut moved = false;
+                    if let Some((x, y)) = v.hover {
+                        self.hover_at(x, y).await?;
+                        moved = true;
+                        exhausted_at = None;
+                    } else if let Some(s) = v.scroll {
+                        if upwards && s.at_top {
+                            upwards = false;
+                        }
+                        if wheels < 200 && (upwards || !s.at_end) {
+                            let delta = if upwards { -s.step } else { s.step };
+                            self.wheel_at(s.x, s.y, delta).await?;
+                            wheels += 1;
+                            moved = true;
+                            exhausted_at = None;
+                        }
+                    }
+                    // Options may still be loading: fail only when the list has looked the
+                    // same, fully scrolled, for a second.
+                    if !moved {
+                        let since = *exhausted_at.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_secs(1) || start.elapsed() >= timeout {
+                            let list = if seen.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                seen.join(", ")
+                            };
+                            return Err(BrowserError::Page(format!(
+                                "select {}: no option {value:?} (options: {list})",
+                                locator.display
+                            )));
+                        }
+                    }
+                }
+                Outcome::Ok { .. } => waiting_why = "no list of options opened".to_owned(),
+                Outcome::Wait { why } => waiting_why = format!("the option {why}"),
+                other => return Err(stop_error(locator, other)),
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Page(format!(
+                    "select {}: {waiting_why} (after {timeout:?})",
+                    locator.display
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let Some((x, y)) = chosen.point else {
+            return Err(BrowserError::Page(format!(
+                "select {}: the option has no point to click",
+                locator.display
+            )));
+        };
+        self.press_at(x, y).await?;
+        let read_back = Instant::now();
+        loop {
+            let shows: bool = self
+                .kept_value(
+                    locator,
+                    "return __clerk.ariaShows(extra[0], extra[1]);",
+                    serde_json::json!([chosen.label, chosen.value]),
+                )
+                .await?;
+            if shows {
+                return Ok(());
+            }
+            if read_back.elapsed() >= READ_BACK.min(timeout) {
+                return Err(BrowserError::Page(format!(
+                    "select {}: clicked option {:?} but the widget does not show it",
+                    locator.display, chosen.label
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets a checkbox, radio button or switch (native, `role=checkbox`, `role=switch`,
+    /// `aria-checked` / `aria-pressed`) to `checked`: clicks it only when its state differs,
+    /// then reads the state back.
     pub async fn set_checked(
         &self,
         locator: &Find,
         checked: bool,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        let now: Option<bool> = self
-            .eval(
-                "const el = __clerk.find(arg); return el ? !!el.checked : null;",
-                locator.spec.clone(),
+        #[derive(Deserialize)]
+        struct Prep {
+            checked: bool,
+            radio: bool,
+            point: (f64, f64),
+        }
+        let prep: Prep = self
+            .wait_element(
+                locator,
+                "return __clerk.checkPrepare(el);",
+                serde_json::Value::Null,
+                timeout,
             )
             .await?;
-        match now {
-            None => Err(BrowserError::ElementNotFound {
-                selector: locator.display.clone(),
-                after: timeout,
-            }),
-            Some(c) if c == checked => Ok(()),
-            Some(_) => {
-                self.click(locator, timeout).await?;
-                let after: Option<bool> = self
-                    .eval(
-                        "const el = __clerk.find(arg); return el ? !!el.checked : null;",
-                        locator.spec.clone(),
-                    )
-                    .await?;
-                if after == Some(checked) {
-                    Ok(())
-                } else {
-                    Err(BrowserError::Page(format!(
-                        "{} did not change state",
-                        locator.display.clone()
-                    )))
-                }
+        if prep.checked == checked {
+            return Ok(());
+        }
+        if prep.radio && !checked {
+            return Err(BrowserError::Page(format!(
+                "{} is a radio button: it cannot be unchecked (check another option instead)",
+                locator.display
+            )));
+        }
+        self.press_at(prep.point.0, prep.point.1).await?;
+        let start = Instant::now();
+        loop {
+            let now: Option<bool> = self
+                .kept_value(
+                    locator,
+                    "return __clerk.checkRead();",
+                    serde_json::Value::Null,
+                )
+                .await?;
+            if now == Some(checked) {
+                return Ok(());
             }
+            if start.elapsed() >= READ_BACK.min(timeout) {
+                return Err(BrowserError::Page(format!(
+                    "{} did not change state",
+                    locator.display
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Puts a local file into a file input.
+    /// Puts a local file into a file input (the located input, the input a located label
+    /// is for, or the one file input inside the located element). File inputs are often
+    /// hidden behind a styled button, so this waits for presence, not visibility.
     pub async fn upload(
         &self,
         locator: &Find,
         path: &std::path::Path,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
-        self.center(locator, timeout).await?;
+        let _: bool = self
+            .wait_element(
+                locator,
+                "return __clerk.uploadPrepare(el);",
+                serde_json::Value::Null,
+                timeout,
+            )
+            .await?;
         let ctx = self.context(false).await?;
-        let expr = format!(
-            "(() => {{ {PRELUDE}; return __clerk.find({}); }})()",
-            locator.spec.clone()
-        );
         let params = EvaluateParams::builder()
-            .expression(expr)
+            .expression(
+                "(() => { const k = window.__clerkKept; return k && k.el && k.el.isConnected ? k.el : null; })()",
+            )
             .context_id(ctx)
             .build()
             .map_err(BrowserError::Page)?;
@@ -899,17 +1510,20 @@ impl Tab {
     }
 
     /// The values the form containing `control` would submit, in document order (files by
-    /// name). `None` when the control is not inside a form.
+    /// name). `None` when the control is not found or not inside a form.
     pub async fn form_values(
         &self,
         control: &Find,
     ) -> Result<Option<Vec<FieldValue>>, BrowserError> {
-        self.eval(
-            "const c = __clerk.find(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
-             const out = []; for (const [k, v] of new FormData(f)) out.push({name: k, value: typeof v === 'string' ? v : ('file:' + v.name)}); return out;",
-            control.spec.clone(),
-        )
-        .await
+        let v: Option<Option<Vec<FieldValue>>> = self
+            .read(
+                control,
+                "const f = el.form || el.closest('form'); if (!f) return null; \
+                 const out = []; for (const [k, v] of new FormData(f)) out.push({name: k, value: typeof v === 'string' ? v : ('file:' + v.name)}); return out;",
+                serde_json::Value::Null,
+            )
+            .await?;
+        Ok(v.flatten())
     }
 
     /// The form's `method` and absolute `action` for the form containing `control`.
@@ -917,14 +1531,17 @@ impl Tab {
         &self,
         control: &Find,
     ) -> Result<Option<(String, String)>, BrowserError> {
-        self.eval(
-            "const c = __clerk.find(arg); const f = c && (c.form || c.closest('form')); if (!f) return null; \
-             const m = c.getAttribute('formmethod') || f.getAttribute('method') || 'get'; \
-             const a = c.getAttribute('formaction') || f.getAttribute('action') || location.href; \
-             return [String(m).toUpperCase(), new URL(a, document.baseURI).href];",
-            control.spec.clone(),
-        )
-        .await
+        let v: Option<Option<(String, String)>> = self
+            .read(
+                control,
+                "const f = el.form || el.closest('form'); if (!f) return null; \
+                 const m = el.getAttribute('formmethod') || f.getAttribute('method') || 'get'; \
+                 const a = el.getAttribute('formaction') || f.getAttribute('action') || location.href; \
+                 return [String(m).toUpperCase(), new URL(a, document.baseURI).href];",
+                serde_json::Value::Null,
+            )
+            .await?;
+        Ok(v.flatten())
     }
 
     /// A PNG of the whole page (beyond the viewport), at scale 1.
