@@ -822,7 +822,35 @@ impl Tab {
                     }
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let left = timeout.saturating_sub(start.elapsed());
+            self.next_change(left.min(Duration::from_millis(250)))
+                .await?;
+        }
+    }
+
+    /// Waits for the page to change (a DOM mutation, a history or hash change, a new
+    /// document) or for `max`, whichever comes first. Fails with
+    /// [`BrowserError::LoginPage`] when the page is then on one of the channel's login pages.
+    async fn next_change(&self, max: Duration) -> Result<(), BrowserError> {
+        let href: Result<String, _> = self
+            .eval(
+                "await new Promise((resolve) => { \
+                   let done = false; \
+                   const finish = () => { if (done) return; done = true; obs.disconnect(); clearTimeout(t); \
+                     removeEventListener('hashchange', finish); removeEventListener('popstate', finish); resolve(); }; \
+                   const obs = new MutationObserver(finish); \
+                   obs.observe(document, {subtree: true, childList: true, attributes: true, characterData: true}); \
+                   addEventListener('hashchange', finish); addEventListener('popstate', finish); \
+                   const t = setTimeout(finish, arg); }); \
+                 return location.href;",
+                serde_json::json!(max.as_millis() as u64),
+            )
+            .await;
+        match href {
+            Ok(h) if self.is_login_page(&h) => Err(BrowserError::LoginPage(h)),
+            Err(e) if is_script_error(&e) => Err(e),
+            // A navigation replaced the document: that is a change too.
+            _ => Ok(()),
         }
     }
 
