@@ -424,6 +424,8 @@ impl<'a> RunState<'a> {
         let policy = Policy {
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
+            websocket_allow: Vec::new(),
+            service_workers: false,
         };
         let (mut browser, tab) =
             match Browser::launch(&engine.launch, policy, session.as_ref()).await {

@@ -1,7 +1,6 @@
 //! Shared test fixtures: the sample seller center on a free port, a temp data directory
 //! with a channel config and a live session, and an engine driving real headless Chromium.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +102,8 @@ impl World {
         let policy = clerk::browser::Policy {
             allowed_origins: channel.allowed_origins.clone(),
             read_only_exceptions: vec![],
+            websocket_allow: vec![],
+            service_workers: false,
         };
         let session = channel.load_session(self.data_dir()).unwrap();
         let (browser, tab) =
