@@ -228,6 +228,8 @@ sw.port.onmessage = (e) => note('shared', e.data);
 const feed = new WebSocket(WSO + '/feed');
 feed.onopen = () => {{ feed.send('hello-feed'); note('feed', 'open'); }};
 feed.onerror = () => note('feed', 'error');
+const fw = new Worker(URL.createObjectURL(new Blob(['const w = new WebSocket(' + JSON.stringify(WSO) + ' + "/feed"); w.onopen = () => {{ w.send("from-worker"); postMessage("open"); }}; w.onerror = () => postMessage("error");'])));
+fw.onmessage = (e) => note('wfeed', e.data);
 const other = new WebSocket(WSO + '/ws?other');
 other.onopen = () => {{ other.send('frame-other'); note('other', 'open'); }};
 other.onerror = () => note('other', 'error');
@@ -404,8 +406,8 @@ async fn websocket_to_allowed_origin_is_closed_in_every_context_and_recorded() {
     assert!(fx.writes().is_empty(), "{:?}", fx.writes());
 }
 
-/// A channel-allowed read-only endpoint connects; the frame the page sends on it reaches the
-/// server and is recorded; another socket on the same page stays closed.
+/// A channel-allowed read-only endpoint connects; the frames the page and its worker send on
+/// it reach the server and are recorded; another socket on the same page stays closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_websocket_endpoint_connects_and_its_frames_are_recorded() {
     let fx = Fixture::start().await;
@@ -414,8 +416,9 @@ async fn allowed_websocket_endpoint_connects_and_its_frames_are_recorded() {
     tab.goto(&fx.url("/feed-page"), Duration::from_secs(30))
         .await
         .unwrap();
-    let notes = wait_notes(&tab, &["feed", "other"]).await;
+    let notes = wait_notes(&tab, &["feed", "other", "wfeed"]).await;
     assert_eq!(notes["feed"], "open");
+    assert_eq!(notes["wfeed"], "open");
     assert_ne!(notes["other"], "open");
     // The frame is recorded by size and hash, never by content.
     let digest = hex::encode(sha2::Sha256::digest(b"hello-feed"));
@@ -427,13 +430,27 @@ async fn allowed_websocket_endpoint_connects_and_its_frames_are_recorded() {
         e.blocked && e.method == "WEBSOCKET" && e.url.ends_with("/ws?other")
     })
     .await;
+    // A frame a worker sends on the allowed socket is recorded too, and attributed to it.
+    let from_worker = hex::encode(sha2::Sha256::digest(b"from-worker"));
+    wait_event(&mut browser, "the worker's frame", |e| {
+        e.method == "WEBSOCKET FRAME" && e.reason.contains(&from_worker)
+    })
+    .await;
+    let main = tab.main_frame().await.unwrap();
     let events = browser.drain_events();
     let frame = events
         .iter()
-        .find(|e| e.method == "WEBSOCKET FRAME")
+        .find(|e| e.method == "WEBSOCKET FRAME" && e.reason.contains(&digest))
         .unwrap();
     assert!(!frame.blocked);
     assert_eq!(frame.url, feed);
+    assert_eq!(browser.classify_frame(&frame.frame, &main), "page");
+    let worker_frame = events
+        .iter()
+        .find(|e| e.method == "WEBSOCKET FRAME" && e.reason.contains(&from_worker))
+        .unwrap();
+    assert_eq!(worker_frame.url, feed);
+    assert_eq!(browser.classify_frame(&worker_frame.frame, &main), "worker");
     assert!(events
         .iter()
         .any(|e| !e.blocked && e.method == "WEBSOCKET" && e.url == feed));

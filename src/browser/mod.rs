@@ -6,26 +6,15 @@
 //! a timeout on it. Chromium is killed and reaped when the `Browser` is closed or dropped,
 //! whatever the exit path (see [`process`]).
 //!
-//! Targets are tracked from `Target.targetCreated` (id → type) so that the guard can tell a
-//! page's main frame from a subframe and the runner can say which kind of target sent a
-//! request. Service and shared workers are released from "waiting for the debugger" here:
-//! chromiumoxide auto-attaches to every target of a page with `waitForDebuggerOnStart`, and
-//! for a `service_worker` it queues `Runtime.runIfWaitingForDebugger` *and then detaches*.
-//! Measured on Chromium 156 (a CDP probe doing exactly that): the run command stays pending
-//! until the worker's script has been fetched, the detach lands first, and the worker stays
-//! paused for good: `register()` never settles, its install handler never runs, and a page
-//! waiting on it hangs. So for each such worker clerk attaches its own (non-flat) session
-//! from the browser connection and sends `Runtime.runIfWaitingForDebugger` through it; the
-//! session is kept for the worker's life (detaching it too early would stall it again).
-//!
-//! WebSocket frames a page sends on a socket the channel allows are recorded from the tab's
-//! `Network.webSocketFrameSent` events (the guard's CSP refuses every other socket; see
-//! [`containment`]).
+//! Targets (who is who, workers released from chromiumoxide's debugger wait, WebSocket
+//! traffic on allowed sockets) are followed in [`targets`]; the headers that close the
+//! channels Fetch cannot see are built in [`containment`].
 
 mod containment;
 mod guard;
 mod process;
 mod tab;
+mod targets;
 
 pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy};
 pub use process::{find_chromium, kill_all};
@@ -44,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::channel::StorageState;
 use process::ChromiumProcess;
+use targets::{SocketRecorder, Targets};
 
 /// Errors of the browser layer.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +145,8 @@ pub struct Browser {
     process: ChromiumProcess,
     guard: Guard,
     events: mpsc::UnboundedReceiver<GuardEvent>,
+    /// Records WebSocket traffic on the sockets the channel allows.
+    sockets: SocketRecorder,
     /// Events received but not yet drained.
     pending: Vec<GuardEvent>,
     /// Target id → target type (`page`, `iframe`, `worker`, ...), from Target events.
@@ -215,7 +207,8 @@ impl Browser {
         });
         let cdp_browser = Arc::new(cdp_browser);
         let targets: Targets = Arc::new(Mutex::new(HashMap::new()));
-        track_targets(&cdp_browser, &targets, opts.cdp_timeout).await?;
+        let sessions = targets::Sessions::default();
+        targets::track(&cdp_browser, &targets, &sessions, opts.cdp_timeout).await?;
         let (guard, events) = Guard::install(
             cdp_browser.clone(),
             policy,
@@ -223,12 +216,15 @@ impl Browser {
             opts.cdp_timeout,
         )
         .await?;
+        let sockets = SocketRecorder::new(guard.clone());
+        targets::record_child_sockets(&cdp_browser, &sockets, &sessions, opts.cdp_timeout).await?;
         let mut browser = Browser {
             cdp: cdp_browser,
             handler,
             process,
             guard,
             events,
+            sockets,
             pending: Vec::new(),
             targets,
             opts: opts.clone(),
@@ -257,7 +253,7 @@ impl Browser {
         if let Ok(mut targets) = self.targets.lock() {
             targets.insert(page.target_id().inner().clone(), "page".into());
         }
-        record_websocket_frames(&page, &self.guard, t).await?;
+        targets::record_page_sockets(&page, &self.sockets, t).await?;
         Tab::prepare(page, self.guard.clone(), t, session).await
     }
 
@@ -386,171 +382,4 @@ impl Drop for Browser {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Target id → target type, shared with the guard.
-pub(crate) type Targets = Arc<Mutex<HashMap<String, String>>>;
-
-/// Keeps `targets` up to date and releases service and shared workers from waiting for the
-/// debugger (see the module docs).
-async fn track_targets(
-    browser: &Arc<chromiumoxide::Browser>,
-    targets: &Targets,
-    timeout: Duration,
-) -> Result<(), BrowserError> {
-    use chromiumoxide::cdp::browser_protocol::target::EventTargetCreated;
-    let mut created = cdp(timeout, "listen for targets", async {
-        browser.event_listener::<EventTargetCreated>().await
-    })
-    .await?;
-    let targets = targets.clone();
-    let browser = browser.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = created.next().await {
-            let id = ev.target_info.target_id.inner().clone();
-            let kind = ev.target_info.r#type.clone();
-            if let Ok(mut t) = targets.lock() {
-                t.insert(id.clone(), kind.clone());
-            }
-            if matches!(kind.as_str(), "service_worker" | "shared_worker") {
-                let browser = browser.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = release_worker(&browser, &id, timeout).await {
-                        tracing::warn!(target = %id, "cannot release a {kind} waiting for the debugger: {e}");
-                    }
-                });
-            }
-        }
-    });
-    Ok(())
-}
-
-/// Attaches a non-flat session to a worker target and runs it if it waits for a debugger.
-async fn release_worker(
-    browser: &chromiumoxide::Browser,
-    target: &str,
-    timeout: Duration,
-) -> Result<(), BrowserError> {
-    use chromiumoxide::cdp::browser_protocol::target::{AttachToTargetParams, TargetId};
-    let attach = AttachToTargetParams::builder()
-        .target_id(TargetId::new(target))
-        .flatten(false)
-        .build()
-        .map_err(BrowserError::Page)?;
-    let session = cdp(timeout, "Target.attachToTarget", browser.execute(attach)).await?;
-    let run = SendMessageToTarget {
-        session_id: session.result.session_id.inner().clone(),
-        message: r#"{"id":1,"method":"Runtime.runIfWaitingForDebugger"}"#.into(),
-    };
-    cdp(timeout, "Target.sendMessageToTarget", browser.execute(run)).await?;
-    Ok(())
-}
-
-/// `Target.sendMessageToTarget` (deprecated in CDP, absent from chromiumoxide's generated
-/// types, still served by Chromium 156): the only way to send a command to a session that
-/// chromiumoxide does not manage.
-#[derive(Debug, Clone, serde::Serialize)]
-struct SendMessageToTarget {
-    #[serde(rename = "sessionId")]
-    session_id: String,
-    message: String,
-}
-
-impl chromiumoxide::types::Method for SendMessageToTarget {
-    fn identifier(&self) -> chromiumoxide::types::MethodId {
-        "Target.sendMessageToTarget".into()
-    }
-}
-
-impl chromiumoxide::types::Command for SendMessageToTarget {
-    type Response = serde_json::Value;
-}
-
-/// Records WebSockets the page opens (only channel-allowed endpoints get past the guard's
-/// CSP) and every frame it sends on them.
-async fn record_websocket_frames(
-    page: &chromiumoxide::Page,
-    guard: &Guard,
-    timeout: Duration,
-) -> Result<(), BrowserError> {
-    use chromiumoxide::cdp::browser_protocol::network::{
-        EventWebSocketCreated, EventWebSocketFrameSent,
-    };
-    let mut created = cdp(timeout, "listen for websockets", async {
-        page.event_listener::<EventWebSocketCreated>().await
-    })
-    .await?;
-    let mut sent = cdp(timeout, "listen for websocket frames", async {
-        page.event_listener::<EventWebSocketFrameSent>().await
-    })
-    .await?;
-    let frame = page.target_id().inner().clone();
-    let sockets: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
-    let event = {
-        let guard = guard.clone();
-        move |method: &str, url: String, reason: String| GuardEvent {
-            blocked: false,
-            method: method.into(),
-            url,
-            resource_type: "WebSocket".into(),
-            frame: frame.clone(),
-            reason,
-            step: guard.step(),
-            navigation: false,
-            off_origin: false,
-        }
-    };
-    {
-        let (guard, sockets, event) = (guard.clone(), sockets.clone(), event.clone());
-        tokio::spawn(async move {
-            while let Some(ev) = created.next().await {
-                if let Ok(mut s) = sockets.lock() {
-                    s.insert(ev.request_id.inner().clone(), ev.url.clone());
-                }
-                guard.record(event(
-                    "WEBSOCKET",
-                    ev.url.clone(),
-                    "websocket to an endpoint the channel allows (read-only exception)".into(),
-                ));
-            }
-        });
-    }
-    let guard = guard.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = sent.next().await {
-            let url = sockets
-                .lock()
-                .ok()
-                .and_then(|s| s.get(ev.request_id.inner()).cloned())
-                .unwrap_or_default();
-            guard.record(event(
-                "WEBSOCKET FRAME",
-                url,
-                describe_frame(ev.response.opcode, &ev.response.payload_data),
-            ));
-        }
-    });
-    Ok(())
-}
-
-/// A description of a sent frame: kind, size and SHA-256 of its payload. The content itself
-/// is not recorded: it may carry values typed into the page, secret inputs included, and
-/// guard reasons are journaled as they are.
-fn describe_frame(opcode: f64, payload: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let (kind, bytes) = if opcode == 1.0 {
-        ("text", payload.as_bytes().to_vec())
-    } else {
-        // Binary payloads arrive base64-encoded.
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(payload)
-            .unwrap_or_else(|_| payload.as_bytes().to_vec());
-        ("binary", bytes)
-    };
-    format!(
-        "{kind} frame sent on a channel-allowed websocket: {} bytes, sha256 {}",
-        bytes.len(),
-        hex::encode(sha2::Sha256::digest(&bytes))
-    )
 }
