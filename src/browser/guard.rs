@@ -842,3 +842,216 @@ async fn fulfill_document(
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn shared(policy: Policy) -> Shared {
+        Shared {
+            connect_sources: String::new(),
+            policy,
+            window: Mutex::new(Window::Closed),
+            tripped: Mutex::new(None),
+            judged: watch::channel(None).0,
+            hold: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+            step: AtomicI64::new(-1),
+            last_request_ms: AtomicU64::new(0),
+            requests_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            targets: Arc::new(Mutex::new([("MAIN".to_owned(), "page".to_owned())].into())),
+            events: mpsc::unbounded_channel().0,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            allowed_origins: vec!["http://a.test".into()],
+            ..Policy::default()
+        }
+    }
+
+    fn paused(
+        method: &str,
+        url: &str,
+        kind: &str,
+        frame: &str,
+        extra: Value,
+    ) -> EventRequestPaused {
+        let mut request = json!({
+            "url": url, "method": method, "headers": {},
+            "initialPriority": "High", "referrerPolicy": "no-referrer",
+        });
+        if let (Some(r), Some(e)) = (request.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        serde_json::from_value(json!({
+            "requestId": "r1", "request": request, "frameId": frame, "resourceType": kind,
+        }))
+        .unwrap()
+    }
+
+    fn post(body: &str) -> EventRequestPaused {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+        paused(
+            "POST",
+            "http://a.test/api/refunds?x=1",
+            "Fetch",
+            "MAIN",
+            json!({"headers": {"content-type": "application/json", "Cookie": "s=1"},
+                   "hasPostData": true, "postDataEntries": [{"bytes": b64}]}),
+        )
+    }
+
+    #[test]
+    fn draft_holds_the_write_without_headers() {
+        let s = shared(policy());
+        s.hold.store(true, Ordering::SeqCst);
+        let (answer, event) = decide(&s, &post(r#"{"a":1}"#));
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("held for review"));
+        let held = s.held.lock().unwrap().clone();
+        assert_eq!(
+            held,
+            vec![HeldWrite {
+                method: "POST".into(),
+                url: "http://a.test/api/refunds?x=1".into(),
+                content_type: Some("application/json".into()),
+                body: Some(br#"{"a":1}"#.to_vec()),
+                body_complete: true,
+                resource_type: "Fetch".into(),
+                frame: "MAIN".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_file_part_without_bytes_makes_the_body_incomplete() {
+        let ev = paused(
+            "POST",
+            "http://a.test/upload",
+            "Document",
+            "MAIN",
+            json!({"hasPostData": true, "postDataEntries": [{"bytes": "YQ=="}, {}]}),
+        );
+        assert_eq!(body_of(&ev), (Some(b"a".to_vec()), false));
+        let ev = paused(
+            "POST",
+            "http://a.test/upload",
+            "Document",
+            "MAIN",
+            json!({"hasPostData": true}),
+        );
+        assert_eq!(body_of(&ev), (None, false));
+    }
+
+    #[test]
+    fn judged_window_sends_once_then_trips() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|w: &HeldWrite| {
+            if w.body.as_deref() == Some(b"ok".as_slice()) {
+                Ok(())
+            } else {
+                Err("differs".into())
+            }
+        }));
+        assert_eq!(decide(&s, &post("ok")).0, Answer::Continue);
+        assert!(matches!(*s.judged.borrow(), Some(Ok(_))));
+        assert_eq!(s.tripped.lock().unwrap().clone(), None);
+        let (answer, event) = decide(&s, &post("ok"));
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("second write"));
+        assert!(s.tripped.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn refused_judgement_fails_and_closes() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Err("no".into())));
+        assert_eq!(
+            decide(&s, &post("x")).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+        match &*s.judged.borrow() {
+            Some(Err((w, why))) => {
+                assert_eq!(why, "no");
+                assert_eq!(w.body.as_deref(), Some(b"x".as_slice()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.tripped.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn legacy_armed_write_is_consumed_once() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Armed(ArmedWrite {
+            method: "POST".into(),
+            url: "http://a.test/api/refunds".into(),
+        });
+        assert_eq!(decide(&s, &post("x")).0, Answer::Continue);
+        // Consumed: the next write is an ordinary blocked write, not a trip.
+        assert_eq!(
+            decide(&s, &post("x")).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+        assert_eq!(s.tripped.lock().unwrap().clone(), None);
+    }
+
+    #[test]
+    fn blocked_navigations_abort_only_main_frames() {
+        let s = shared(policy());
+        let main = paused("POST", "http://a.test/f", "Document", "MAIN", json!({}));
+        let sub = paused("POST", "http://a.test/f", "Document", "SUBFRAME", json!({}));
+        assert_eq!(decide(&s, &main).0, Answer::Fail(ErrorReason::Aborted));
+        assert_eq!(
+            decide(&s, &sub).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+    }
+
+    #[test]
+    fn service_worker_scripts_need_the_channel_s_consent() {
+        let ev = paused(
+            "GET",
+            "http://a.test/sw.js",
+            "Other",
+            "SW",
+            json!({"headers": {"Service-Worker": "script"}}),
+        );
+        let (answer, event) = decide(&shared(policy()), &ev);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("service worker"));
+        let allowing = Policy {
+            service_workers: true,
+            ..policy()
+        };
+        assert_eq!(decide(&shared(allowing), &ev), (Answer::Continue, None));
+    }
+
+    #[test]
+    fn csp_reports_become_websocket_events_and_never_trip() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Ok(())));
+        let report =
+            r#"{"csp-report":{"document-uri":"http://a.test/p","blocked-uri":"ws://a.test/ws?t"}}"#;
+        let ev = paused(
+            "POST",
+            "http://a.test/__clerk/csp-report",
+            "CSPViolationReport",
+            "MAIN",
+            json!({"hasPostData": true, "postDataEntries": [{"bytes": base64::engine::general_purpose::STANDARD.encode(report)}]}),
+        );
+        let (answer, event) = decide(&s, &ev);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        let e = event.unwrap();
+        assert_eq!(
+            (e.method.as_str(), e.url.as_str()),
+            ("WEBSOCKET", "ws://a.test/ws?t")
+        );
+        assert!(!e.off_origin);
+        assert!(matches!(*s.window.lock().unwrap(), Window::Judging(_)));
+    }
+}
