@@ -445,6 +445,8 @@ impl<'a> RunState<'a> {
         let policy = Policy {
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
+            websocket_allow: self.channel.websocket_allow.clone(),
+            service_workers: self.channel.service_workers == crate::channel::ServiceWorkers::Allow,
         };
         let (mut browser, tab) =
             match Browser::launch(&engine.launch, policy, session.as_ref()).await {

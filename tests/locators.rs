@@ -39,6 +39,7 @@ async fn open(page: &str) -> (Browser, Tab) {
     let policy = Policy {
         allowed_origins: vec![origin.clone()],
         read_only_exceptions: vec![],
+        ..Policy::default()
     };
     let (browser, tab) = Browser::launch(&LaunchOptions::detect().unwrap(), policy, None)
         .await

@@ -9,6 +9,7 @@ mod approval;
 mod cli;
 mod crash;
 mod evidence_store;
+mod guard;
 mod locators;
 mod order_note;
 mod playbook_check;

@@ -2,44 +2,77 @@
 //!
 //! Interception is enabled once, on the *browser* target (`Fetch.enable` without a session),
 //! which pauses the requests of every page, popup, iframe (cross-site ones in their own
-//! process included) and worker of the browser. A page-level `Fetch.enable` would miss
-//! out-of-process iframes and workers; the tests prove that the browser-level one does not.
+//! process included), dedicated, shared and service worker of the browser. A page-level
+//! `Fetch.enable` would miss out-of-process iframes and workers; the tests prove that the
+//! browser-level one does not.
 //!
-//! Decisions, in order:
-//! 1. a URL whose origin is not in the channel's allowed origins is failed;
-//! 2. a method other than GET, HEAD and OPTIONS is failed, unless it is one of the channel's
-//!    exact read-only exceptions, or the single write a submit step has armed;
-//! 3. everything else continues.
+//! Decisions on a request, in order:
+//! 1. the guard's own CSP reports (see [`super::containment`]) are failed and turned into
+//!    events: they say which WebSocket (or other `connect-src` connection) Chromium refused;
+//! 2. a URL whose origin is not in the channel's allowed origins is failed;
+//! 3. a service worker script (`Service-Worker: script` request header) is failed unless the
+//!    channel allows service workers: registration then rejects at once, nothing waits;
+//! 4. GET, HEAD and OPTIONS continue;
+//! 5. a write while a submit window is open goes to that window: the exact armed write
+//!    ([`Guard::arm`]) or the judge ([`Guard::arm_judged`]) lets the first one through, once;
+//!    any other write closes the window ("trips") and is failed;
+//! 6. the channel's exact read-only exceptions continue;
+//! 7. every other write is failed, and kept when a draft holds writes ([`Guard::hold_writes`]).
 //!
-//! Every paused request is continued or failed (a forgotten one hangs the page), each CDP
-//! call with a timeout. Every failure and every allowed write becomes a [`GuardEvent`].
+//! Decisions are taken in arrival order (the window goes to the first write), and answered
+//! on their own tasks so one slow reply does not stall the others. Every paused request is
+//! answered, whatever happens, each CDP call with a timeout: a forgotten one hangs the page.
+//!
+//! How a failure is answered matters to navigations. A blocked navigation of a *main frame*
+//! (a page or popup target) fails with `Aborted`, which leaves its document in place (no
+//! error page is captured as evidence). A blocked navigation of a *subframe* fails with
+//! `BlockedByClient`, which commits an error page in that frame: measured on Chromium 156, a
+//! subframe whose navigation was `Aborted` (or answered 204) while its document was still
+//! loading (a `srcdoc` iframe whose form submits itself) never fires `load`, and
+//! chromiumoxide's `Page.navigate`, which waits for `load` in every frame, then never
+//! returns. The main frame has the same property when its *own* document submits a form
+//! while still parsing; a navigation waiter must not depend on `load` for that reason.
+//!
+//! Responses: documents and worker scripts (resource types `Document` and `Other`) are also
+//! paused at the response stage, to carry the headers that close WebSocket, WebTransport and
+//! WebRTC ([`super::containment`] says what was measured). Documents are fulfilled with their
+//! own status, headers and body plus those headers; if the body cannot be read the document
+//! is failed (as a blocked navigation), never let in without them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::fetch::{
-    ContinueRequestParams, EnableParams, EventRequestPaused, FailRequestParams, RequestPattern,
+    ContinueRequestParams, ContinueResponseParams, EnableParams, EventRequestPaused,
+    FailRequestParams, FulfillRequestParams, GetResponseBodyParams, HeaderEntry, RequestPattern,
     RequestStage,
 };
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use url::Url;
 
-use super::{cdp, BrowserError};
+use super::containment::{self, REPORT_PATH};
+use super::{cdp, BrowserError, Targets};
 use crate::channel::ReadOnlyException;
 
 /// What the guard lets through.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Serialized origins (`http://127.0.0.1:8080`).
     pub allowed_origins: Vec<String>,
     /// Writes allowed in read-only mode (exact method and URL without query).
     pub read_only_exceptions: Vec<ReadOnlyException>,
+    /// Exact `ws://` / `wss://` URLs (no query) a page may open, read-only. Frames the page
+    /// sends on them are still recorded.
+    pub websocket_allow: Vec<String>,
+    /// Whether service workers may register (false: their script request is failed).
+    pub service_workers: bool,
 }
 
-/// The one write a submit step may cause.
+/// The one write a submit step may cause (exact method and URL).
 #[derive(Debug, Clone)]
 pub struct ArmedWrite {
     pub method: String,
@@ -51,6 +84,8 @@ pub struct ArmedWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardEvent {
     pub blocked: bool,
+    /// HTTP method; `WEBSOCKET` for a WebSocket handshake, `WEBSOCKET FRAME` for a frame sent
+    /// on an allowed socket, `CONNECT` for another connection the CSP refused.
     pub method: String,
     pub url: String,
     pub resource_type: String,
@@ -64,17 +99,60 @@ pub struct GuardEvent {
     pub off_origin: bool,
 }
 
+/// A write the page tried to send, as the guard saw it. Request headers are never kept (so
+/// no cookie, `Authorization` or CSRF header), only the content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldWrite {
+    pub method: String,
+    /// Full URL, query included.
+    pub url: String,
+    pub content_type: Option<String>,
+    /// The body bytes; `None` if the page sent none or Chromium did not expose them.
+    pub body: Option<Vec<u8>>,
+    /// False when the request has a body whose bytes Chromium did not (all) expose: measured
+    /// on Chromium 156, the part of a multipart body that comes from a file chosen in a file
+    /// input carries no bytes (a `File` built in script does), and is left out of `body`.
+    pub body_complete: bool,
+    pub resource_type: String,
+    pub frame: String,
+}
+
+/// Decides whether the write of an open submit window is the approved one.
+pub type Judge = Box<dyn Fn(&HeldWrite) -> Result<(), String> + Send + Sync>;
+
+/// The outcome of a judged write: `Ok` (sent) or `Err` with the judge's reason (not sent).
+pub type Judgement = Result<HeldWrite, (HeldWrite, String)>;
+
+/// The submit window.
+enum Window {
+    Closed,
+    /// Legacy: exactly this method and URL, once.
+    Armed(ArmedWrite),
+    /// The first write goes to the judge.
+    Judging(Judge),
+    /// The judged write has been seen; any further write trips.
+    Judged,
+}
+
 struct Shared {
     policy: Policy,
-    armed: Mutex<Option<ArmedWrite>>,
-    /// Set when a write other than the armed one was attempted while armed: the submit
-    /// window closes and stays closed.
+    /// `connect-src` sources, computed once.
+    connect_sources: String,
+    window: Mutex<Window>,
+    /// Set when a write other than the approved one was attempted while a window was open:
+    /// the window closes and stays closed.
     tripped: Mutex<Option<String>>,
+    judged: watch::Sender<Option<Judgement>>,
+    hold: AtomicBool,
+    held: Mutex<Vec<HeldWrite>>,
     step: AtomicI64,
     /// Milliseconds since `epoch` of the last paused request (for network idle).
     last_request_ms: AtomicU64,
     requests_seen: AtomicU64,
     epoch: Instant,
+    /// Target id → type, to tell main frames from subframes.
+    targets: Targets,
+    events: mpsc::UnboundedSender<GuardEvent>,
 }
 
 /// Handle to a running guard; cheap to clone.
@@ -83,27 +161,52 @@ pub struct Guard {
     shared: Arc<Shared>,
 }
 
+/// How a paused request is answered at the request stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Continue,
+    Fail(ErrorReason),
+}
+
 impl Guard {
     /// Enables browser-wide interception and starts the task answering paused requests.
     /// Returns the guard and the stream of its events.
     pub(super) async fn install(
         browser: Arc<chromiumoxide::Browser>,
         policy: Policy,
+        targets: Targets,
         timeout: Duration,
     ) -> Result<(Guard, mpsc::UnboundedReceiver<GuardEvent>), BrowserError> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            connect_sources: containment::connect_sources(
+                &policy.allowed_origins,
+                &policy.websocket_allow,
+            ),
             policy,
-            armed: Mutex::new(None),
+            window: Mutex::new(Window::Closed),
             tripped: Mutex::new(None),
+            judged: watch::channel(None).0,
+            hold: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
             step: AtomicI64::new(-1),
             last_request_ms: AtomicU64::new(0),
             requests_seen: AtomicU64::new(0),
             epoch: Instant::now(),
+            targets,
+            events: tx,
         });
         let mut paused = cdp(timeout, "listen for paused requests", async {
             browser.event_listener::<EventRequestPaused>().await
         })
         .await?;
+        let response_stage = |t: ResourceType| {
+            RequestPattern::builder()
+                .url_pattern("*")
+                .resource_type(t)
+                .request_stage(RequestStage::Response)
+                .build()
+        };
         let enable = EnableParams::builder()
             .pattern(
                 RequestPattern::builder()
@@ -111,45 +214,50 @@ impl Guard {
                     .request_stage(RequestStage::Request)
                     .build(),
             )
+            .pattern(response_stage(ResourceType::Document))
+            .pattern(response_stage(ResourceType::Other))
             .build();
         cdp(timeout, "Fetch.enable on the browser target", async {
             browser.execute(enable).await
         })
         .await?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let task_shared = shared.clone();
         tokio::spawn(async move {
             while let Some(ev) = paused.next().await {
-                // Decide in arrival order (the armed write must go to the first matching
-                // request, and a stray write seen first must close the window), then
-                // answer on its own task: one slow CDP reply must not stall the others.
-                let event = decide(&task_shared, &ev);
                 let browser = browser.clone();
-                let tx = tx.clone();
+                let shared = task_shared.clone();
+                if ev.response_status_code.is_some() || ev.response_error_reason.is_some() {
+                    tokio::spawn(async move {
+                        answer_response(&browser, &shared, &ev, timeout).await;
+                    });
+                    continue;
+                }
+                // Decide in arrival order (the window must go to the first write, and a
+                // stray write seen first must close it), then answer on its own task.
+                let (answer, event) = decide(&shared, &ev);
                 tokio::spawn(async move {
-                    let result = if let Some(e) = &event.as_ref().filter(|e| e.blocked) {
-                        let reason = if e.navigation {
-                            // Aborted navigations leave the current document in place
-                            // instead of committing an error page.
-                            ErrorReason::Aborted
-                        } else {
-                            ErrorReason::BlockedByClient
-                        };
-                        browser
-                            .execute(FailRequestParams::new(ev.request_id.clone(), reason))
-                            .await
-                            .map(|_| ())
-                    } else {
-                        browser
-                            .execute(ContinueRequestParams::new(ev.request_id.clone()))
-                            .await
-                            .map(|_| ())
+                    let id = ev.request_id.clone();
+                    let result = match answer {
+                        Answer::Continue => cdp(
+                            timeout,
+                            "Fetch.continueRequest",
+                            browser.execute(ContinueRequestParams::new(id)),
+                        )
+                        .await
+                        .map(|_| ()),
+                        Answer::Fail(reason) => cdp(
+                            timeout,
+                            "Fetch.failRequest",
+                            browser.execute(FailRequestParams::new(id, reason)),
+                        )
+                        .await
+                        .map(|_| ()),
                     };
                     if let Err(err) = result {
-                        tracing::debug!(url = %ev.request.url, "answering a paused request failed: {err}");
+                        tracing::warn!(url = %ev.request.url, "answering a paused request failed: {err}");
                     }
                     if let Some(event) = event {
-                        let _ = tx.send(event);
+                        let _ = shared.events.send(event);
                     }
                 });
             }
@@ -164,25 +272,79 @@ impl Guard {
             .store(step.map(|s| s as i64).unwrap_or(-1), Ordering::SeqCst);
     }
 
+    /// The step index events are attributed to now (-1 before the first step).
+    pub(super) fn step(&self) -> i64 {
+        self.shared.step.load(Ordering::SeqCst)
+    }
+
+    /// Records an event the guard did not decide itself (WebSocket traffic seen on a page).
+    pub(super) fn record(&self, event: GuardEvent) {
+        let _ = self.shared.events.send(event);
+    }
+
     /// Allows exactly one write matching `write`; the first matching request consumes it.
+    /// Any other write while armed is failed and trips the window.
     pub fn arm(&self, write: ArmedWrite) {
-        if let Ok(mut a) = self.shared.armed.lock() {
-            *a = Some(write);
+        if let Ok(mut w) = self.shared.window.lock() {
+            *w = Window::Armed(write);
         }
     }
 
-    /// The write that closed the submit window, if one did.
+    /// Opens a submit window whose first write is given to `judge` (in arrival order, before
+    /// it is answered): `Ok` → that write is sent, exactly once; `Err(why)` → it is failed,
+    /// the window closes and `why` is recorded. Any further write while the window is open
+    /// is failed and trips it. Returns at once; [`Guard::wait_judged`] waits for the verdict.
+    /// The judge must not call back into the guard.
+    pub fn arm_judged(&self, judge: Judge) {
+        self.shared.judged.send_replace(None);
+        if let Ok(mut w) = self.shared.window.lock() {
+            *w = Window::Judging(judge);
+        }
+    }
+
+    /// Waits until the write of a [`Guard::arm_judged`] window has been judged, or `timeout`
+    /// passes (`None`).
+    pub async fn wait_judged(&self, timeout: Duration) -> Option<Judgement> {
+        let mut rx = self.shared.judged.subscribe();
+        let done = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
+        match done {
+            Ok(Ok(v)) => v.clone(),
+            _ => None,
+        }
+    }
+
+    /// The write that closed the submit window, if one did (a write that was not the
+    /// approved one, one the judge refused, or a second write).
     pub fn tripped(&self) -> Option<String> {
         self.shared.tripped.lock().ok().and_then(|t| t.clone())
     }
 
-    /// Withdraws an armed write; returns true if it was still unused.
+    /// Closes the submit window; returns true if it was open and no write had used it.
     pub fn disarm(&self) -> bool {
         self.shared
-            .armed
+            .window
             .lock()
-            .map(|mut a| a.take().is_some())
+            .map(|mut w| {
+                let unused = matches!(*w, Window::Armed(_) | Window::Judging(_));
+                *w = Window::Closed;
+                unused
+            })
             .unwrap_or(false)
+    }
+
+    /// Drafts: while on, every write the guard fails for being a write (not a read-only
+    /// exception, not the write of an open submit window) is also kept for review.
+    pub fn hold_writes(&self, on: bool) {
+        self.shared.hold.store(on, Ordering::SeqCst);
+    }
+
+    /// The writes kept since the last call, in arrival order.
+    pub fn take_held(&self) -> Vec<HeldWrite> {
+        self.shared
+            .held
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default()
     }
 
     /// How long since the last request was paused.
@@ -209,8 +371,84 @@ fn without_query(url: &Url) -> String {
     u.to_string()
 }
 
-/// Decides on one paused request. Returns the event to record (None for ordinary reads).
-fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
+/// A request header, by case-insensitive name.
+fn header(ev: &EventRequestPaused, name: &str) -> Option<String> {
+    ev.request
+        .headers
+        .inner()
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str().map(str::to_owned))
+}
+
+/// The request body as Chromium exposes it: (bytes, complete).
+fn body_of(ev: &EventRequestPaused) -> (Option<Vec<u8>>, bool) {
+    let Some(entries) = ev.request.post_data_entries.as_ref() else {
+        // A body Chromium did not hand over at all.
+        return (None, !ev.request.has_post_data.unwrap_or(false));
+    };
+    let mut bytes = Vec::new();
+    let mut complete = true;
+    for e in entries {
+        match e
+            .bytes
+            .as_ref()
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(AsRef::<str>::as_ref(b)))
+        {
+            Some(Ok(b)) => bytes.extend_from_slice(&b),
+            // A file-backed part (no bytes) or undecodable data.
+            Some(Err(_)) | None => complete = false,
+        }
+    }
+    (Some(bytes), complete)
+}
+
+fn held_write(ev: &EventRequestPaused, method: &str, url: &str) -> HeldWrite {
+    let (body, body_complete) = body_of(ev);
+    HeldWrite {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        content_type: header(ev, "content-type"),
+        body,
+        body_complete,
+        resource_type: resource_type_name(&ev.resource_type),
+        frame: ev.frame_id.inner().clone(),
+    }
+}
+
+fn resource_type_name(t: &ResourceType) -> String {
+    format!("{t:?}")
+}
+
+/// Is `frame` the main frame of a page (or popup) target?
+fn is_main_frame(shared: &Shared, frame: &str) -> bool {
+    shared
+        .targets
+        .lock()
+        .map(|t| t.get(frame).map(String::as_str) == Some("page"))
+        .unwrap_or(false)
+}
+
+/// How a blocked request is failed: see the module docs for why navigations differ.
+fn fail_reason(shared: &Shared, ev: &EventRequestPaused) -> ErrorReason {
+    if ev.resource_type == ResourceType::Document {
+        if is_main_frame(shared, ev.frame_id.inner()) {
+            // The current document stays; no error page is captured as evidence.
+            ErrorReason::Aborted
+        } else {
+            // The frame commits an error page and finishes loading, so nothing that waits
+            // for the page's frames to load is left waiting.
+            ErrorReason::BlockedByClient
+        }
+    } else {
+        ErrorReason::BlockedByClient
+    }
+}
+
+/// Decides on one paused request (request stage). Returns how to answer and the event to
+/// record (None for ordinary reads).
+fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEvent>) {
     shared.requests_seen.fetch_add(1, Ordering::SeqCst);
     shared
         .last_request_ms
@@ -222,51 +460,130 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
         blocked,
         method: method.clone(),
         url: raw_url.clone(),
-        resource_type: format!("{:?}", ev.resource_type),
+        resource_type: resource_type_name(&ev.resource_type),
         frame: ev.frame_id.inner().clone(),
         reason,
         step: shared.step.load(Ordering::SeqCst),
         navigation,
         off_origin: false,
     };
-    let off_origin = |reason: String| GuardEvent {
-        off_origin: true,
-        ..mk(true, reason)
-    };
+    let fail = Answer::Fail(fail_reason(shared, ev));
     let url = match Url::parse(&ev.request.url) {
         Ok(u) => u,
-        Err(_) => return Some(off_origin("unparsable URL".into())),
+        Err(_) => {
+            let e = GuardEvent {
+                off_origin: true,
+                ..mk(true, "unparsable URL".into())
+            };
+            return (fail, Some(e));
+        }
     };
     // Requests that never reach the network (data:, blob:) carry nothing out.
     if matches!(url.scheme(), "data" | "blob" | "about") {
-        return None;
+        return (Answer::Continue, None);
+    }
+    let is_report = ev.resource_type == ResourceType::CspViolationReport;
+    if is_report && url.path() == REPORT_PATH {
+        return (fail, Some(violation_event(shared, ev)));
     }
     let origin = url.origin().ascii_serialization();
     if !shared.policy.allowed_origins.contains(&origin) {
-        return Some(off_origin(format!(
-            "origin {origin} is not in the channel's allowed origins"
-        )));
+        let e = GuardEvent {
+            off_origin: true,
+            ..mk(
+                true,
+                format!("origin {origin} is not in the channel's allowed origins"),
+            )
+        };
+        return (fail, Some(e));
+    }
+    if !shared.policy.service_workers
+        && header(ev, "service-worker").is_some_and(|v| v.eq_ignore_ascii_case("script"))
+    {
+        return (
+            fail,
+            Some(mk(
+                true,
+                "service worker registration blocked: the channel does not allow service workers"
+                    .into(),
+            )),
+        );
     }
     if is_read(&method) {
-        return None;
+        return (Answer::Continue, None);
+    }
+    if is_report {
+        // The site's own CSP report: a write of the browser's, never a candidate for the
+        // submit window or for review.
+        return (
+            fail,
+            Some(mk(
+                true,
+                "content security policy report of the site (not sent)".into(),
+            )),
+        );
     }
     let bare = without_query(&url);
-    if let Ok(mut armed) = shared.armed.lock() {
-        if let Some(a) = armed.as_ref() {
-            if a.method == method && a.url == bare {
-                *armed = None;
-                return Some(mk(false, "the approved submit".into()));
+    if let Ok(mut window) = shared.window.lock() {
+        match std::mem::replace(&mut *window, Window::Closed) {
+            Window::Closed => {}
+            Window::Armed(a) => {
+                if a.method == method && a.url == bare {
+                    return (
+                        Answer::Continue,
+                        Some(mk(false, "the approved submit".into())),
+                    );
+                }
+                // Any other write while the window is open closes it: the page is sending
+                // something nobody reviewed, so nothing is sent at all.
+                trip(shared, format!("{method} {bare}"));
+                return (
+                    fail,
+                    Some(mk(
+                        true,
+                        format!(
+                        "{method} {bare} is not the approved write; the submit window is closed"
+                    ),
+                    )),
+                );
             }
-            // Any other write while the window is open closes it: the page is sending
-            // something nobody reviewed, so nothing is sent at all.
-            *armed = None;
-            if let Ok(mut t) = shared.tripped.lock() {
-                t.get_or_insert_with(|| format!("{method} {bare}"));
+            Window::Judging(judge) => {
+                let write = held_write(ev, &method, &raw_url);
+                *window = Window::Judged;
+                return match judge(&write) {
+                    Ok(()) => {
+                        shared.judged.send_replace(Some(Ok(write)));
+                        (
+                            Answer::Continue,
+                            Some(mk(
+                                false,
+                                "the approved submit (equal to the approved write)".into(),
+                            )),
+                        )
+                    }
+                    Err(why) => {
+                        trip(shared, format!("{method} {bare}: {why}"));
+                        let reason = format!(
+                            "{method} {bare} is not the approved write: {why}; the submit window is closed"
+                        );
+                        shared.judged.send_replace(Some(Err((write, why))));
+                        (fail, Some(mk(true, reason)))
+                    }
+                };
             }
-            return Some(mk(
-                true,
-                format!("{method} {bare} is not the approved write; the submit window is closed"),
-            ));
+            Window::Judged => {
+                *window = Window::Judged;
+                trip(shared, format!("{method} {bare}"));
+                return (
+                    fail,
+                    Some(mk(
+                        true,
+                        format!(
+                            "{method} {bare} is a second write during the submit; the submit window is closed"
+                        ),
+                    )),
+                );
+            }
         }
     }
     if shared
@@ -275,10 +592,466 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> Option<GuardEvent> {
         .iter()
         .any(|e| e.method.eq_ignore_ascii_case(&method) && e.url == bare)
     {
-        return Some(mk(false, "channel read-only exception".into()));
+        return (
+            Answer::Continue,
+            Some(mk(false, "channel read-only exception".into())),
+        );
     }
-    Some(mk(
-        true,
-        format!("{method} is a write and no approved submit allows it"),
-    ))
+    if shared.hold.load(Ordering::SeqCst) {
+        let write = held_write(ev, &method, &raw_url);
+        if let Ok(mut held) = shared.held.lock() {
+            held.push(write);
+        }
+        return (
+            fail,
+            Some(mk(
+                true,
+                format!("{method} is a write: held for review, not sent"),
+            )),
+        );
+    }
+    (
+        fail,
+        Some(mk(
+            true,
+            format!("{method} is a write and no approved submit allows it"),
+        )),
+    )
+}
+
+/// Closes the window for good; the first reason is kept.
+fn trip(shared: &Shared, what: String) {
+    if let Ok(mut t) = shared.tripped.lock() {
+        t.get_or_insert(what);
+    }
+}
+
+/// The event for one of the guard's own CSP reports: what Chromium refused, and where.
+fn violation_event(shared: &Shared, ev: &EventRequestPaused) -> GuardEvent {
+    let (body, _) = body_of(ev);
+    let v = body.as_deref().and_then(containment::parse_report);
+    let step = shared.step.load(Ordering::SeqCst);
+    let frame = ev.frame_id.inner().clone();
+    let Some(v) = v else {
+        return GuardEvent {
+            blocked: true,
+            method: "CONNECT".into(),
+            url: String::new(),
+            resource_type: "Other".into(),
+            frame,
+            reason: "a connection was refused by the guard's content security policy (unreadable report)".into(),
+            step,
+            navigation: false,
+            off_origin: false,
+        };
+    };
+    let target = Url::parse(&v.blocked).ok();
+    let websocket = target
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "ws" | "wss"));
+    // Is it a connection to an allowed origin (as `ws:` is to `http:`)?
+    let off_origin = !target
+        .map(|mut u| {
+            let scheme = match u.scheme() {
+                "ws" => "http",
+                "wss" => "https",
+                s => s,
+            }
+            .to_owned();
+            let _ = u.set_scheme(&scheme);
+            shared
+                .policy
+                .allowed_origins
+                .contains(&u.origin().ascii_serialization())
+        })
+        .unwrap_or(false);
+    let from = match &v.source {
+        Some(s) => format!("{} ({s})", v.document),
+        None => v.document.clone(),
+    };
+    let (method, resource_type, reason) = if websocket {
+        (
+            "WEBSOCKET",
+            "WebSocket",
+            format!(
+                "websocket {} blocked: the channel allows no WebSocket to it (guard's content security policy, connect-src); opened by {from}",
+                v.blocked
+            ),
+        )
+    } else {
+        (
+            "CONNECT",
+            "Other",
+            format!(
+                "connection to {} blocked by the guard's content security policy (connect-src: fetch, XHR, beacon, EventSource or WebTransport); opened by {from}",
+                v.blocked
+            ),
+        )
+    };
+    GuardEvent {
+        blocked: true,
+        method: method.into(),
+        url: v.blocked,
+        resource_type: resource_type.into(),
+        frame,
+        reason,
+        step,
+        navigation: false,
+        off_origin,
+    }
+}
+
+/// Answers a request paused at the response stage: documents get the guard's headers (by
+/// fulfilling them), worker scripts get its CSP, everything is answered exactly once.
+async fn answer_response(
+    browser: &chromiumoxide::Browser,
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    timeout: Duration,
+) {
+    let id = ev.request_id.clone();
+    let result = if let Some(reason) = ev.response_error_reason.clone() {
+        cdp(
+            timeout,
+            "Fetch.failRequest",
+            browser.execute(FailRequestParams::new(id, reason)),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        let status = ev.response_status_code.unwrap_or(200);
+        let headers = ev.response_headers.clone().unwrap_or_default();
+        let has_location = headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("location"));
+        let url = Url::parse(&ev.request.url).ok();
+        let no_document =
+            matches!(status, 204 | 205 | 304) || ((300..400).contains(&status) && has_location);
+        match url {
+            // Nothing is rendered from these (or the URL is not one we can name a report
+            // origin for): pass them on untouched.
+            None => plain_continue(browser, ev, timeout).await,
+            Some(_) if no_document => plain_continue(browser, ev, timeout).await,
+            Some(url) if ev.resource_type == ResourceType::Document => {
+                fulfill_document(browser, shared, ev, &url, status, headers, timeout).await
+            }
+            Some(url) => {
+                let mut headers = headers;
+                headers.push(HeaderEntry::new(
+                    "Content-Security-Policy",
+                    containment::csp_for(&shared.connect_sources, &url),
+                ));
+                let params = ContinueResponseParams::builder()
+                    .request_id(id)
+                    .response_code(status)
+                    .response_headers(headers)
+                    .build()
+                    .map_err(|e| BrowserError::Page(e.to_string()));
+                match params {
+                    Ok(p) => cdp(timeout, "Fetch.continueResponse", browser.execute(p))
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::warn!(url = %ev.request.url, "answering a paused response failed: {err}");
+    }
+}
+
+async fn plain_continue(
+    browser: &chromiumoxide::Browser,
+    ev: &EventRequestPaused,
+    timeout: Duration,
+) -> Result<(), BrowserError> {
+    cdp(
+        timeout,
+        "Fetch.continueResponse",
+        browser.execute(ContinueResponseParams::new(ev.request_id.clone())),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Re-delivers a document with the guard's headers. If its body cannot be read, the document
+/// is failed rather than let in without them.
+async fn fulfill_document(
+    browser: &chromiumoxide::Browser,
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    url: &Url,
+    status: i64,
+    headers: Vec<HeaderEntry>,
+    timeout: Duration,
+) -> Result<(), BrowserError> {
+    let id = ev.request_id.clone();
+    let body = cdp(
+        timeout,
+        "Fetch.getResponseBody",
+        browser.execute(GetResponseBodyParams::new(id.clone())),
+    )
+    .await;
+    let body = match body {
+        Ok(b) => b.result.clone(),
+        Err(e) => {
+            let reason = fail_reason(shared, ev);
+            let _ = shared.events.send(GuardEvent {
+                blocked: true,
+                method: ev.request.method.to_ascii_uppercase(),
+                url: ev.request.url.clone(),
+                resource_type: resource_type_name(&ev.resource_type),
+                frame: ev.frame_id.inner().clone(),
+                reason: format!("document not let in: the guard could not add its connection policy to it ({e})"),
+                step: shared.step.load(Ordering::SeqCst),
+                navigation: true,
+                off_origin: false,
+            });
+            return cdp(
+                timeout,
+                "Fetch.failRequest",
+                browser.execute(FailRequestParams::new(id, reason)),
+            )
+            .await
+            .map(|_| ());
+        }
+    };
+    let body = if body.base64_encoded {
+        body.body
+    } else {
+        base64::engine::general_purpose::STANDARD.encode(body.body.as_bytes())
+    };
+    let mut out: Vec<HeaderEntry> = headers
+        .into_iter()
+        .filter(|h| !containment::dropped_on_fulfill(&h.name))
+        .collect();
+    out.push(HeaderEntry::new(
+        "Content-Security-Policy",
+        containment::csp_for(&shared.connect_sources, url),
+    ));
+    out.push(HeaderEntry::new(
+        "Connection-Allowlist",
+        containment::CONNECTION_ALLOWLIST,
+    ));
+    let mut params = FulfillRequestParams::new(id, status);
+    params.response_headers = Some(out);
+    params.body = Some(body.into());
+    params.response_phrase = ev.response_status_text.clone().filter(|s| !s.is_empty());
+    cdp(timeout, "Fetch.fulfillRequest", browser.execute(params))
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn shared(policy: Policy) -> Shared {
+        Shared {
+            connect_sources: String::new(),
+            policy,
+            window: Mutex::new(Window::Closed),
+            tripped: Mutex::new(None),
+            judged: watch::channel(None).0,
+            hold: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+            step: AtomicI64::new(-1),
+            last_request_ms: AtomicU64::new(0),
+            requests_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            targets: Arc::new(Mutex::new([("MAIN".to_owned(), "page".to_owned())].into())),
+            events: mpsc::unbounded_channel().0,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            allowed_origins: vec!["http://a.test".into()],
+            ..Policy::default()
+        }
+    }
+
+    fn paused(
+        method: &str,
+        url: &str,
+        kind: &str,
+        frame: &str,
+        extra: Value,
+    ) -> EventRequestPaused {
+        let mut request = json!({
+            "url": url, "method": method, "headers": {},
+            "initialPriority": "High", "referrerPolicy": "no-referrer",
+        });
+        if let (Some(r), Some(e)) = (request.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        serde_json::from_value(json!({
+            "requestId": "r1", "request": request, "frameId": frame, "resourceType": kind,
+        }))
+        .unwrap()
+    }
+
+    fn post(body: &str) -> EventRequestPaused {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+        paused(
+            "POST",
+            "http://a.test/api/refunds?x=1",
+            "Fetch",
+            "MAIN",
+            json!({"headers": {"content-type": "application/json", "Cookie": "s=1"},
+                   "hasPostData": true, "postDataEntries": [{"bytes": b64}]}),
+        )
+    }
+
+    #[test]
+    fn draft_holds_the_write_without_headers() {
+        let s = shared(policy());
+        s.hold.store(true, Ordering::SeqCst);
+        let (answer, event) = decide(&s, &post(r#"{"a":1}"#));
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("held for review"));
+        let held = s.held.lock().unwrap().clone();
+        assert_eq!(
+            held,
+            vec![HeldWrite {
+                method: "POST".into(),
+                url: "http://a.test/api/refunds?x=1".into(),
+                content_type: Some("application/json".into()),
+                body: Some(br#"{"a":1}"#.to_vec()),
+                body_complete: true,
+                resource_type: "Fetch".into(),
+                frame: "MAIN".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_file_part_without_bytes_makes_the_body_incomplete() {
+        let ev = paused(
+            "POST",
+            "http://a.test/upload",
+            "Document",
+            "MAIN",
+            json!({"hasPostData": true, "postDataEntries": [{"bytes": "YQ=="}, {}]}),
+        );
+        assert_eq!(body_of(&ev), (Some(b"a".to_vec()), false));
+        let ev = paused(
+            "POST",
+            "http://a.test/upload",
+            "Document",
+            "MAIN",
+            json!({"hasPostData": true}),
+        );
+        assert_eq!(body_of(&ev), (None, false));
+    }
+
+    #[test]
+    fn judged_window_sends_once_then_trips() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|w: &HeldWrite| {
+            if w.body.as_deref() == Some(b"ok".as_slice()) {
+                Ok(())
+            } else {
+                Err("differs".into())
+            }
+        }));
+        assert_eq!(decide(&s, &post("ok")).0, Answer::Continue);
+        assert!(matches!(*s.judged.borrow(), Some(Ok(_))));
+        assert_eq!(s.tripped.lock().unwrap().clone(), None);
+        let (answer, event) = decide(&s, &post("ok"));
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("second write"));
+        assert!(s.tripped.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn refused_judgement_fails_and_closes() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Err("no".into())));
+        assert_eq!(
+            decide(&s, &post("x")).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+        match &*s.judged.borrow() {
+            Some(Err((w, why))) => {
+                assert_eq!(why, "no");
+                assert_eq!(w.body.as_deref(), Some(b"x".as_slice()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.tripped.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn legacy_armed_write_is_consumed_once() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Armed(ArmedWrite {
+            method: "POST".into(),
+            url: "http://a.test/api/refunds".into(),
+        });
+        assert_eq!(decide(&s, &post("x")).0, Answer::Continue);
+        // Consumed: the next write is an ordinary blocked write, not a trip.
+        assert_eq!(
+            decide(&s, &post("x")).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+        assert_eq!(s.tripped.lock().unwrap().clone(), None);
+    }
+
+    #[test]
+    fn blocked_navigations_abort_only_main_frames() {
+        let s = shared(policy());
+        let main = paused("POST", "http://a.test/f", "Document", "MAIN", json!({}));
+        let sub = paused("POST", "http://a.test/f", "Document", "SUBFRAME", json!({}));
+        assert_eq!(decide(&s, &main).0, Answer::Fail(ErrorReason::Aborted));
+        assert_eq!(
+            decide(&s, &sub).0,
+            Answer::Fail(ErrorReason::BlockedByClient)
+        );
+    }
+
+    #[test]
+    fn service_worker_scripts_need_the_channel_s_consent() {
+        let ev = paused(
+            "GET",
+            "http://a.test/sw.js",
+            "Other",
+            "SW",
+            json!({"headers": {"Service-Worker": "script"}}),
+        );
+        let (answer, event) = decide(&shared(policy()), &ev);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("service worker"));
+        let allowing = Policy {
+            service_workers: true,
+            ..policy()
+        };
+        assert_eq!(decide(&shared(allowing), &ev), (Answer::Continue, None));
+    }
+
+    #[test]
+    fn csp_reports_become_websocket_events_and_never_trip() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Ok(())));
+        let report =
+            r#"{"csp-report":{"document-uri":"http://a.test/p","blocked-uri":"ws://a.test/ws?t"}}"#;
+        let ev = paused(
+            "POST",
+            "http://a.test/__clerk/csp-report",
+            "CSPViolationReport",
+            "MAIN",
+            json!({"hasPostData": true, "postDataEntries": [{"bytes": base64::engine::general_purpose::STANDARD.encode(report)}]}),
+        );
+        let (answer, event) = decide(&s, &ev);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        let e = event.unwrap();
+        assert_eq!(
+            (e.method.as_str(), e.url.as_str()),
+            ("WEBSOCKET", "ws://a.test/ws?t")
+        );
+        assert!(!e.off_origin);
+        assert!(matches!(*s.window.lock().unwrap(), Window::Judging(_)));
+    }
 }

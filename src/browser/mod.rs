@@ -5,18 +5,25 @@
 //! and one [`Tab`] that the runner drives. Every CDP call goes through [`cdp`], which puts
 //! a timeout on it. Chromium is killed and reaped when the `Browser` is closed or dropped,
 //! whatever the exit path (see [`process`]).
+//!
+//! Targets (who is who, workers released from chromiumoxide's debugger wait, WebSocket
+//! traffic on allowed sockets) are followed in [`targets`]; the headers that close the
+//! channels Fetch cannot see are built in [`containment`].
 
+mod containment;
 mod guard;
 mod process;
 mod tab;
+mod targets;
 
-pub use guard::{ArmedWrite, Guard, GuardEvent, Policy};
+pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy};
 pub use process::{find_chromium, kill_all};
 pub use tab::{ElementRect, FieldValue, Find, Tab};
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chromiumoxide::handler::viewport::Viewport;
@@ -26,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::channel::StorageState;
 use process::ChromiumProcess;
+use targets::{SocketRecorder, Targets};
 
 /// Errors of the browser layer.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +110,11 @@ impl LaunchOptions {
             "--disable-breakpad",
             "--disable-domain-reliability",
             "--disable-client-side-phishing-detection",
-            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+            // LocalNetworkAccessChecks: documents the guard re-delivers (to add its connection
+            // policy) have no remote address, so Local Network Access would take them for
+            // public pages and refuse their requests and WebSockets to a loopback or private
+            // seller center. The guard's origin rules are stricter than LNA.
+            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,LocalNetworkAccessChecks",
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--disable-quic",
@@ -135,10 +147,12 @@ pub struct Browser {
     process: ChromiumProcess,
     guard: Guard,
     events: mpsc::UnboundedReceiver<GuardEvent>,
+    /// Records WebSocket traffic on the sockets the channel allows.
+    sockets: SocketRecorder,
     /// Events received but not yet drained.
     pending: Vec<GuardEvent>,
     /// Target id → target type (`page`, `iframe`, `worker`, ...), from Target events.
-    targets: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    targets: Targets,
     opts: LaunchOptions,
 }
 
@@ -194,32 +208,25 @@ impl Browser {
             }
         });
         let cdp_browser = Arc::new(cdp_browser);
-        let targets = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-        {
-            use chromiumoxide::cdp::browser_protocol::target::EventTargetCreated;
-            let mut created = cdp(opts.cdp_timeout, "listen for targets", async {
-                cdp_browser.event_listener::<EventTargetCreated>().await
-            })
-            .await?;
-            let targets = targets.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = created.next().await {
-                    if let Ok(mut t) = targets.lock() {
-                        t.insert(
-                            ev.target_info.target_id.inner().clone(),
-                            ev.target_info.r#type.clone(),
-                        );
-                    }
-                }
-            });
-        }
-        let (guard, events) = Guard::install(cdp_browser.clone(), policy, opts.cdp_timeout).await?;
+        let targets: Targets = Arc::new(Mutex::new(HashMap::new()));
+        let sessions = targets::Sessions::default();
+        targets::track(&cdp_browser, &targets, &sessions, opts.cdp_timeout).await?;
+        let (guard, events) = Guard::install(
+            cdp_browser.clone(),
+            policy,
+            targets.clone(),
+            opts.cdp_timeout,
+        )
+        .await?;
+        let sockets = SocketRecorder::new(guard.clone());
+        targets::record_child_sockets(&cdp_browser, &sockets, &sessions, opts.cdp_timeout).await?;
         let mut browser = Browser {
             cdp: cdp_browser,
             handler,
             process,
             guard,
             events,
+            sockets,
             pending: Vec::new(),
             targets,
             opts: opts.clone(),
@@ -244,6 +251,11 @@ impl Browser {
             }
         }
         let page = cdp(t, "Target.createTarget", self.cdp.new_page("about:blank")).await?;
+        // Known before its first navigation (the event may still be on its way).
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.insert(page.target_id().inner().clone(), "page".into());
+        }
+        targets::record_page_sockets(&page, &self.sockets, t).await?;
         Tab::prepare(page, self.guard.clone(), t, session).await
     }
 
@@ -268,8 +280,9 @@ impl Browser {
 
     /// What kind of target a frame is, for the record of a guard decision: the tab's main
     /// frame is `page`; a frame that is itself a target is a `popup` (another page) or an
-    /// `iframe (own process)`; anything else is an in-process `frame` (which is also where
-    /// a worker's requests are attributed).
+    /// `iframe (own process)`; a service or shared worker (whose requests carry its own
+    /// target id) is `service_worker` / `shared_worker`; anything else is an in-process
+    /// `frame` (which is also where a dedicated worker's requests are attributed).
     pub fn classify_frame(&self, frame: &str, main_frame: &str) -> String {
         if frame == main_frame {
             return "page".into();

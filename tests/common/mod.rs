@@ -111,6 +111,8 @@ impl World {
         let policy = clerk::browser::Policy {
             allowed_origins: channel.allowed_origins.clone(),
             read_only_exceptions: vec![],
+            websocket_allow: vec![],
+            service_workers: false,
         };
         let session = channel.load_session(self.data_dir()).unwrap();
         let (browser, tab) =
