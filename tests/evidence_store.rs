@@ -749,7 +749,7 @@ fn threads_and_processes_append_one_unbroken_chain() {
             Command::new(&exe)
                 .args([
                     "--exact",
-                    "child_process_appender",
+                    "evidence_store::child_process_appender",
                     "--nocapture",
                     "--test-threads=1",
                 ])
