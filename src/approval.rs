@@ -22,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Find, Tab};
+use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Find, HeldWrite, Tab};
 use crate::channel::Channel;
 use crate::evidence::{Event, Record};
 use crate::playbook::{Action, Inputs, Mode, Playbook, Step};
 use crate::runner::{timestamp, Engine, SECRET};
+use crate::write::{Scrub, Write};
 
 /// What a draft run knows when it reaches its submit step.
 #[derive(Debug, Clone)]
@@ -52,6 +53,12 @@ pub struct DraftContent {
     pub inputs: BTreeMap<String, String>,
     pub values: Vec<FieldValue>,
     pub write: DeclaredWrite,
+    /// The write the page sent when the submit control was activated during the draft, as
+    /// the guard held it: decoded, tokens and volatile fields left out, secrets redacted
+    /// (see [`crate::write`]). A submit passes only if the page sends an equal write.
+    /// Absent in approvals requested before clerk held writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Write>,
 }
 
 /// The write a submit step declares.
@@ -74,6 +81,13 @@ pub struct ApprovalRequest {
     pub screenshot_sha256: Option<String>,
     pub content: DraftContent,
     pub draft_hash: String,
+    /// The held write in full, volatile fields included, for the reviewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Write>,
+    /// The body fields left out of the comparison (channel `volatile_fields` and the submit
+    /// step's `expect.ignore`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volatile: Vec<String>,
 }
 
 /// Where an approval stands.
@@ -200,7 +214,8 @@ fn is_token_field(name: &str) -> bool {
         .any(|t| n.contains(t))
 }
 
-/// Reads the live form around `control`, leaving tokens out and secrets masked.
+/// Reads the live form around `control`, leaving tokens out and secrets masked; empty when
+/// the control is not in a form (a script sends the write).
 async fn live_values(
     tab: &Tab,
     control: &Find,
@@ -210,7 +225,7 @@ async fn live_values(
         .form_values(control)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("submit control {} is not inside a form", control.display))?;
+        .unwrap_or_default();
     Ok(values
         .into_iter()
         .filter(|f| !is_token_field(&f.name))
@@ -288,20 +303,110 @@ fn redacted_inputs(ctx: &DraftContext) -> BTreeMap<String, String> {
     crate::runner::redact(&ctx.playbook, &ctx.inputs)
 }
 
-/// Turns a draft stopped at its submit step into a pending approval request.
+/// The volatile body fields of a submit step: the channel's and the step's own.
+fn volatile_fields(step: &Step, channel: &Channel) -> Vec<String> {
+    let mut out = channel.volatile_fields.clone();
+    if let Action::Submit { expect, .. } = &step.action {
+        for f in &expect.ignore {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Activates `control` with the guard holding writes: every write the page sends is failed
+/// (nothing reaches the seller center) and kept. Waits for the first one, then for the
+/// network to be quiet, so that a second write is seen too.
+async fn hold_the_write(
+    browser: &mut Browser,
+    tab: &Tab,
+    control: &Find,
+    timeout: Duration,
+) -> Result<Vec<HeldWrite>, String> {
+    let guard = browser.guard().clone();
+    guard.take_held();
+    guard.hold_writes(true);
+    let clicked = tab.click(control, timeout).await;
+    let start = std::time::Instant::now();
+    let mut held = Vec::new();
+    if clicked.is_ok() {
+        while held.is_empty() && start.elapsed() < timeout {
+            held.extend(guard.take_held());
+            if held.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if !held.is_empty() {
+            let _ = tab
+                .network_idle(Duration::from_millis(300), Duration::from_secs(5))
+                .await;
+            held.extend(guard.take_held());
+        }
+    }
+    guard.hold_writes(false);
+    clicked.map_err(|e| e.to_string())?;
+    Ok(held)
+}
+
+/// Turns a draft stopped at its submit step into a pending approval request: activates the
+/// submit control with the guard holding writes, and binds the request to the write the page
+/// tried to send.
 pub async fn request_from_draft(
     engine: &Engine,
     ctx: DraftContext,
-    _browser: &mut Browser,
+    browser: &mut Browser,
     tab: &Tab,
     step: &Step,
 ) -> Result<String, String> {
     let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs)?;
+    let timeout = step.timeout.unwrap_or(Duration::from_secs(10));
     tab.settle(Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
-    check_form_target(tab, &control, &write).await?;
     let values = live_values(tab, &control, &ctx.secrets).await?;
+    let held = hold_the_write(browser, tab, &control, timeout).await?;
+    let first = match held.as_slice() {
+        [] => {
+            return Err(format!(
+                "activating the submit control {} sent no write within {timeout:?}: the playbook declares {} {}, and the draft needs the page to send it",
+                control.display, write.method, write.url
+            ))
+        }
+        [one] => one,
+        many => {
+            return Err(format!(
+                "activating the submit control {} sent {} writes ({}): an approval covers exactly one write",
+                control.display,
+                many.len(),
+                many.iter()
+                    .map(|h| format!("{} {}", h.method, h.url))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    let sent_to = Url::parse(&first.url)
+        .map(|u| without_query(&u))
+        .unwrap_or_else(|_| first.url.clone());
+    if !first.method.eq_ignore_ascii_case(&write.method) || sent_to != write.url {
+        return Err(format!(
+            "the page sends {} {sent_to} but the playbook declares {} {}",
+            first.method, write.method, write.url
+        ));
+    }
+    let volatile = volatile_fields(step, &ctx.channel);
+    let full = Write::decode(
+        &first.method,
+        &first.url,
+        first.content_type.as_deref(),
+        first.body.as_deref(),
+        first.body_complete,
+        &Scrub {
+            secrets: &ctx.secrets,
+        },
+    );
     let content = DraftContent {
         channel: ctx.channel.id.clone(),
         playbook: ctx.playbook.name.clone(),
@@ -309,6 +414,7 @@ pub async fn request_from_draft(
         inputs: redacted_inputs(&ctx),
         values,
         write,
+        request: Some(full.comparable(&volatile)),
     };
     let now = (engine.clock)();
     let expires = now + chrono::Duration::hours(ctx.channel.approval_ttl_hours as i64);
@@ -323,6 +429,8 @@ pub async fn request_from_draft(
         screenshot_sha256: ctx.draft_screenshot.clone(),
         draft_hash: draft_hash(&content),
         content,
+        held: Some(full),
+        volatile,
     };
     let json = serde_json::to_value(&request).map_err(|e| e.to_string())?;
     engine
@@ -608,9 +716,13 @@ pub async fn submit_with_gate(
     tab.settle(Duration::from_secs(5))
         .await
         .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
-    check_form_target(tab, &control, &write)
-        .await
-        .map_err(&refuse)?;
+    let approved_request = gate.approval.content.request.clone();
+    if approved_request.is_none() {
+        // Approvals from before clerk held writes: the form must send the declared write.
+        check_form_target(tab, &control, &write)
+            .await
+            .map_err(&refuse)?;
+    }
     let values = live_values(tab, &control, &ctx.secrets)
         .await
         .map_err(SubmitFailure::Failed)?;
@@ -621,6 +733,7 @@ pub async fn submit_with_gate(
         inputs: redacted_inputs(&ctx),
         values: values.clone(),
         write: write.clone(),
+        request: gate.approval.content.request.clone(),
     };
     let hash = draft_hash(&content);
     if hash != gate.approval.draft_hash {
@@ -668,23 +781,96 @@ pub async fn submit_with_gate(
         })
         .await
         .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
-    let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
-    submit_armed(
-        browser,
-        tab,
-        &control,
-        &write.method,
-        &url,
-        Duration::from_secs(15),
-    )
-    .await
-    .map_err(|m| {
-        if m.contains("not the approved write") || m.contains("second write") {
-            refuse(m)
+    let Some(approved) = approved_request else {
+        let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+        return submit_armed(
+            browser,
+            tab,
+            &control,
+            &write.method,
+            &url,
+            Duration::from_secs(15),
+        )
+        .await
+        .map_err(|m| {
+            if m.contains("not the approved write") || m.contains("second write") {
+                refuse(m)
+            } else {
+                SubmitFailure::Failed(m)
+            }
+        });
+    };
+    // The page's write must equal the approved one in every non-volatile part: the guard
+    // holds it, this judge compares, and only an equal write goes out, once.
+    let volatile = gate.approval.volatile.clone();
+    let secrets = ctx.secrets.clone();
+    let want = approved.clone();
+    let judge: crate::browser::Judge = Box::new(move |h: &HeldWrite| {
+        let got = Write::decode(
+            &h.method,
+            &h.url,
+            h.content_type.as_deref(),
+            h.body.as_deref(),
+            h.body_complete,
+            &Scrub { secrets: &secrets },
+        )
+        .comparable(&volatile);
+        if got == want {
+            Ok(())
         } else {
-            SubmitFailure::Failed(m)
+            let diffs = want.differences(&got);
+            Err(if diffs.is_empty() {
+                "the write differs from the approved one".to_owned()
+            } else {
+                diffs.join("; ")
+            })
         }
-    })
+    });
+    let timeout = step.timeout.unwrap_or(Duration::from_secs(15));
+    let guard = browser.guard().clone();
+    guard.arm_judged(judge);
+    if let Err(e) = tab.click(&control, timeout).await {
+        guard.disarm();
+        return Err(SubmitFailure::Failed(e.to_string()));
+    }
+    let verdict = guard.wait_judged(timeout).await;
+    // Let the held write be answered and a second write show itself.
+    let _ = tab
+        .network_idle(
+            crate::browser::JUDGED_HOLD + Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    while verdict.as_ref().is_some_and(|v| v.is_ok())
+        && guard.approved_outcome().is_none()
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    guard.disarm();
+    match verdict {
+        None => Err(refuse(format!(
+            "activating {} sent no write within {timeout:?}: nothing was submitted",
+            control.display
+        ))),
+        Some(Err((h, why))) => Err(refuse(format!(
+            "the page's write {} {} is not the approved write ({why}): nothing was submitted",
+            h.method, h.url
+        ))),
+        Some(Ok(_)) => match (guard.approved_outcome(), guard.tripped()) {
+            (Some(true), None) => Ok(()),
+            (Some(true), Some(other)) => Err(refuse(format!(
+                "the approved write was sent once; the page then tried a second write ({other}), which was blocked"
+            ))),
+            (_, Some(other)) => Err(refuse(format!(
+                "the page sent a second write ({other}) together with the approved one: nothing was submitted"
+            ))),
+            (_, None) => Err(SubmitFailure::Failed(
+                "the approved write was not answered in time".into(),
+            )),
+        },
+    }
 }
 
 /// Opens the guard for exactly one `method url` write, clicks `control` and checks that the

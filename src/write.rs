@@ -120,7 +120,22 @@ impl Write {
                 bytes: 0,
                 complete: false,
             },
-            Some(bytes) if !body_complete => opaque(bytes, false),
+            // A multipart body whose file parts Chromium did not expose (a file chosen in a
+            // file input): its fields are still compared, its files only by name (the form's
+            // values, also in the draft hash, name them). The boundary is random per send,
+            // so the raw bytes could never be compared.
+            Some(bytes) if !body_complete => {
+                match (media.as_deref(), content_type.and_then(boundary)) {
+                    (Some("multipart/form-data"), Some(b)) => {
+                        match parse_multipart(bytes, &b, scrub) {
+                            Some(parts) => Body::Multipart { parts },
+                            None => unknown(),
+                        }
+                    }
+                    (Some("multipart/form-data"), None) => unknown(),
+                    _ => opaque(bytes, false),
+                }
+            }
             Some(bytes) => decode_body(media.as_deref(), content_type, bytes, scrub),
         };
         Write {
@@ -192,6 +207,15 @@ impl Write {
     /// `METHOD URL`, for messages.
     pub fn summary(&self) -> String {
         format!("{} {}", self.method, self.url)
+    }
+}
+
+/// A body whose bytes are not known.
+fn unknown() -> Body {
+    Body::Opaque {
+        sha256: String::new(),
+        bytes: 0,
+        complete: false,
     }
 }
 

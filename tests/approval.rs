@@ -822,7 +822,8 @@ async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
     assert_refused_without_writes(&world, &r);
     assert_refused(&world, mark, "run", &d, "ops", "changed since approval");
 
-    // Draft E, approved, but the page now fires a second POST from its submit handler.
+    // Draft E, approved, but the page now fires another POST (an analytics call) from its
+    // submit handler before the form's: the first write the guard sees is not the approved one.
     let refund_e = Refund::for_delivered(6);
     let (draft_e, e) = draft(&world, &pb, &refund_e).await;
     approval::decide(&world.engine, &e, "carol", true, None).expect("carol approves");
@@ -832,7 +833,7 @@ async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
     let r = submit(&world, &pb, &refund_e, &e).await;
     world.center.set_double_write(false);
     assert_refused_without_writes(&world, &r);
-    assert_refused(&world, mark, "submit", &e, "ops", "second write");
+    assert_refused(&world, mark, "submit", &e, "ops", "not the approved write");
     let blocked = world.blocked_urls(r.run_id.as_deref().expect("the submit run started"));
     for path in [
         "/analytics/refund-submit".to_owned(),

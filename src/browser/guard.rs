@@ -145,6 +145,10 @@ struct Shared {
     judged: watch::Sender<Option<Judgement>>,
     hold: AtomicBool,
     held: Mutex<Vec<HeldWrite>>,
+    /// The judged write was sent (after its hold).
+    approved_sent: AtomicBool,
+    /// The judged write was failed after its hold because another write tripped the window.
+    approved_withheld: AtomicBool,
     step: AtomicI64,
     /// Milliseconds since `epoch` of the last paused request (for network idle).
     last_request_ms: AtomicU64,
@@ -166,7 +170,14 @@ pub struct Guard {
 enum Answer {
     Continue,
     Fail(ErrorReason),
+    /// The judged write: held for [`JUDGED_HOLD`] first, then sent only if no other write
+    /// tripped the window meanwhile (a double submit sends nothing at all).
+    ContinueUnlessTripped,
 }
+
+/// How long the approved write is held before it is sent, so that a second write the page
+/// starts at the same moment (a double submit) stops both.
+pub const JUDGED_HOLD: Duration = Duration::from_millis(250);
 
 impl Guard {
     /// Enables browser-wide interception and starts the task answering paused requests.
@@ -189,6 +200,8 @@ impl Guard {
             judged: watch::channel(None).0,
             hold: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            approved_sent: AtomicBool::new(false),
+            approved_withheld: AtomicBool::new(false),
             step: AtomicI64::new(-1),
             last_request_ms: AtomicU64::new(0),
             requests_seen: AtomicU64::new(0),
@@ -252,6 +265,49 @@ impl Guard {
                         )
                         .await
                         .map(|_| ()),
+                        Answer::ContinueUnlessTripped => {
+                            tokio::time::sleep(JUDGED_HOLD).await;
+                            let tripped = shared.tripped.lock().ok().and_then(|t| t.clone());
+                            if let Some(other) = tripped {
+                                shared.approved_withheld.store(true, Ordering::SeqCst);
+                                let _ = shared.events.send(GuardEvent {
+                                    blocked: true,
+                                    reason: format!(
+                                        "the approved write was withheld: another write ({other}) came while it was held"
+                                    ),
+                                    ..event.clone().unwrap_or_else(|| GuardEvent {
+                                        blocked: true,
+                                        method: ev.request.method.clone(),
+                                        url: ev.request.url.clone(),
+                                        resource_type: format!("{:?}", ev.resource_type),
+                                        frame: ev.frame_id.inner().clone(),
+                                        reason: String::new(),
+                                        step: shared.step.load(Ordering::SeqCst),
+                                        navigation: false,
+                                        off_origin: false,
+                                    })
+                                });
+                                cdp(
+                                    timeout,
+                                    "Fetch.failRequest",
+                                    browser.execute(FailRequestParams::new(
+                                        id,
+                                        ErrorReason::BlockedByClient,
+                                    )),
+                                )
+                                .await
+                                .map(|_| ())
+                            } else {
+                                shared.approved_sent.store(true, Ordering::SeqCst);
+                                cdp(
+                                    timeout,
+                                    "Fetch.continueRequest",
+                                    browser.execute(ContinueRequestParams::new(id)),
+                                )
+                                .await
+                                .map(|_| ())
+                            }
+                        }
                     };
                     if let Err(err) = result {
                         tracing::warn!(url = %ev.request.url, "answering a paused request failed: {err}");
@@ -297,6 +353,8 @@ impl Guard {
     /// The judge must not call back into the guard.
     pub fn arm_judged(&self, judge: Judge) {
         self.shared.judged.send_replace(None);
+        self.shared.approved_sent.store(false, Ordering::SeqCst);
+        self.shared.approved_withheld.store(false, Ordering::SeqCst);
         if let Ok(mut w) = self.shared.window.lock() {
             *w = Window::Judging(judge);
         }
@@ -310,6 +368,18 @@ impl Guard {
         match done {
             Ok(Ok(v)) => v.clone(),
             _ => None,
+        }
+    }
+
+    /// Whether the judged write has been answered: `Some(true)` sent, `Some(false)` withheld
+    /// (another write came while it was held), `None` not yet (or never judged Ok).
+    pub fn approved_outcome(&self) -> Option<bool> {
+        if self.shared.approved_sent.load(Ordering::SeqCst) {
+            Some(true)
+        } else if self.shared.approved_withheld.load(Ordering::SeqCst) {
+            Some(false)
+        } else {
+            None
         }
     }
 
@@ -554,7 +624,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                     Ok(()) => {
                         shared.judged.send_replace(Some(Ok(write)));
                         (
-                            Answer::Continue,
+                            Answer::ContinueUnlessTripped,
                             Some(mk(
                                 false,
                                 "the approved submit (equal to the approved write)".into(),
@@ -857,6 +927,8 @@ mod tests {
             judged: watch::channel(None).0,
             hold: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            approved_sent: AtomicBool::new(false),
+            approved_withheld: AtomicBool::new(false),
             step: AtomicI64::new(-1),
             last_request_ms: AtomicU64::new(0),
             requests_seen: AtomicU64::new(0),
@@ -957,7 +1029,7 @@ mod tests {
                 Err("differs".into())
             }
         }));
-        assert_eq!(decide(&s, &post("ok")).0, Answer::Continue);
+        assert_eq!(decide(&s, &post("ok")).0, Answer::ContinueUnlessTripped);
         assert!(matches!(*s.judged.borrow(), Some(Ok(_))));
         assert_eq!(s.tripped.lock().unwrap().clone(), None);
         let (answer, event) = decide(&s, &post("ok"));

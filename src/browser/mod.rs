@@ -16,7 +16,7 @@ mod process;
 mod tab;
 mod targets;
 
-pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy};
+pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy, JUDGED_HOLD};
 pub use process::{find_chromium, kill_all};
 pub use tab::{ElementRect, FieldValue, Find, Tab};
 
