@@ -36,6 +36,11 @@ pub const EMBEDDED: &[(&str, &[u8])] = &[
     ),
     ("order-note", include_bytes!("../playbooks/order-note.yaml")),
     ("login", include_bytes!("../playbooks/login.yaml")),
+    (
+        "spa-order-lookup",
+        include_bytes!("../playbooks/spa-order-lookup.yaml"),
+    ),
+    ("spa-refund", include_bytes!("../playbooks/spa-refund.yaml")),
 ];
 
 /// First line of a config the demo wrote (and may therefore rewrite).

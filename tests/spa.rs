@@ -148,3 +148,29 @@ async fn expired_api_session_ends_the_run_at_the_check_and_mid_run() {
         .iter()
         .any(|(m, u)| m == "POST" && u.ends_with("/api/logout")));
 }
+
+/// The shipped `spa-order-lookup` playbook over several orders: fields equal the data set,
+/// the shadow-DOM total is read, the routing click lands on the logistics route, two
+/// screenshots per order, and nothing is written (the live feed's WebSocket included).
+#[tokio::test(flavor = "multi_thread")]
+async fn shipped_spa_lookup_reads_every_field_and_writes_nothing() {
+    let world = World::new().await;
+    let pb = crate::common::playbook("spa-order-lookup");
+    for o in orders(3) {
+        let r = world.run(&pb, &[("order_id", &o.id)]).await;
+        assert_eq!(r.status, RunStatus::Ok, "{}: {:?}", o.id, r.error);
+        assert_eq!(r.fields["status"], o.status);
+        assert_eq!(r.fields["total"], o.total_display());
+        assert_eq!(r.fields["reference"], clerk::sample::order_ref(o));
+        assert_eq!(r.fields["summary_total"], o.total_display());
+        let tracking = o.tracking_no.clone().unwrap_or_else(|| "Not shipped yet".into());
+        assert_eq!(r.fields["tracking_no"], tracking);
+        assert_eq!(r.screenshots.len(), 2);
+    }
+    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(
+        world.center.ws_frames().is_empty(),
+        "the feed's frames reached the server: {:?}",
+        world.center.ws_frames()
+    );
+}
