@@ -174,3 +174,151 @@ async fn shipped_spa_lookup_reads_every_field_and_writes_nothing() {
         world.center.ws_frames()
     );
 }
+
+/// A refund playbook for the SPA that leaves the refund method at the page's default, so a
+/// change of that default on the page changes the write.
+const REFUND_YAML: &str = r#"name: spa-refund-test
+version: "1"
+description: refund through the SPA
+channel: sample
+mode: submit
+inputs:
+  order_id: { type: string }
+  amount: { type: number }
+  reason: { type: string }
+  note: { type: string }
+steps:
+  - goto: /app/#/orders/{{order_id}}/refund
+  - wait_for: { element: { role: button, name: Submit refund request } }
+  - fill: { label: Refund amount, value: "{{amount}}" }
+  - select: { role: combobox, name: Refund reason, value: "{{reason}}" }
+  - check: { role: switch, name: Notify customer }
+  - fill: { role: textbox, name: Note, value: "{{note}}" }
+  - screenshot: { name: refund-form, mask: [{ testid: live-feed }] }
+  - submit:
+      control: { role: button, name: Submit refund request }
+      expect: { method: POST, url: "/api/orders/{{order_id}}/refunds", ignore: [requestId, clientTs] }
+    timeout: 5s
+  - wait_for: { element: { testid: refund-result } }
+  - screenshot: { name: refund-result, mask: [{ testid: live-feed }] }
+"#;
+
+/// Drafts a refund for `order`, checks nothing was written and returns the approval id.
+async fn spa_draft(
+    world: &World,
+    pb: &std::sync::Arc<clerk::playbook::Playbook>,
+    inputs: &[(&str, &str)],
+) -> String {
+    world.center.clear_log();
+    let before = world.center.spa_refunds().len();
+    let r = world.run_as(pb, inputs, "ops", None).await;
+    assert_eq!(r.status, RunStatus::Drafted, "{:?}", r.error);
+    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert_eq!(world.center.spa_refunds().len(), before);
+    let id = r.approval_id.clone().expect("an approval was requested");
+    clerk::approval::decide(&world.engine, &id, "carol", true, None).expect("carol approves");
+    id
+}
+
+/// The SPA refund through the whole ladder: the draft sends nothing and the approval holds
+/// the exact JSON the app tried to send; the approved submit sends exactly that, once; and
+/// a submit is refused with zero writes when the page adds a field, sends two writes, sends
+/// none, or a value on the page changed since the draft.
+#[tokio::test(flavor = "multi_thread")]
+async fn spa_refund_is_bound_to_the_exact_request() {
+    let world = World::new().await;
+    let pb = world.playbook_from("spa-refund-test", REFUND_YAML);
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.total_cents > 10_000)
+        .expect("an order over CNY 100");
+    let inputs = [
+        ("order_id", order.id.as_str()),
+        ("amount", "12.50"),
+        ("reason", "Item damaged"),
+        ("note", "Box arrived crushed"),
+    ];
+
+    // Draft: the approval carries the held JSON body.
+    let id = spa_draft(&world, &pb, &inputs).await;
+    let a = clerk::approval::load(&world.engine, &id).unwrap();
+    let held = a.request.held.clone().expect("the held write");
+    assert_eq!(held.method, "POST");
+    assert!(held.url.ends_with(&format!("/api/orders/{}/refunds", order.id)), "{}", held.url);
+    assert_eq!(held.content_type.as_deref(), Some("application/json"));
+    let clerk::write::Body::Json { value } = &held.body else {
+        panic!("not JSON: {:?}", held.body)
+    };
+    assert_eq!(value["amount"], "12.50");
+    assert_eq!(value["reason"], "damaged");
+    assert_eq!(value["note"], "Box arrived crushed");
+    assert_eq!(value["notify"], true);
+    assert!(value.get("requestId").is_some(), "volatile fields are shown");
+    assert!(a.request.volatile.contains(&"requestId".to_string()));
+    let stored = a.request.content.request.clone().unwrap();
+    let clerk::write::Body::Json { value: compared } = &stored.body else {
+        panic!()
+    };
+    assert!(compared.get("requestId").is_none() && compared.get("clientTs").is_none());
+
+    // Approved submit: exactly one POST with exactly the reviewed values.
+    world.center.clear_log();
+    let r = world.run_as(&pb, &inputs, "ops", Some(&id)).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    let refunds = world.center.spa_refunds();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert!(refunds[0].accepted, "{:?}", refunds[0].rejection);
+    for key in ["amount", "reason", "method", "note", "notify", "date"] {
+        assert_eq!(refunds[0].body[key], value[key], "{key}");
+    }
+    assert_eq!(world.center.writes().len(), 1, "{:?}", world.center.writes());
+    let used = clerk::approval::load(&world.engine, &id).unwrap();
+    assert_eq!(used.state, clerk::approval::ApprovalState::Used);
+
+    // Refusals, each with zero writes and a reason.
+    type Knob = fn(&clerk::sample::SampleCenter);
+    let cases: [(&str, Knob, Knob, &str); 4] = [
+        (
+            "extra field",
+            |c| c.set_spa_extra_field(true),
+            |c| c.set_spa_extra_field(false),
+            "coupon: new field",
+        ),
+        (
+            "double write",
+            |c| c.set_spa_double_write(true),
+            |c| c.set_spa_double_write(false),
+            "second write",
+        ),
+        (
+            "no write",
+            |c| c.set_spa_no_write(true),
+            |c| c.set_spa_no_write(false),
+            "sent no write",
+        ),
+        (
+            "changed value",
+            |c| c.set_spa_refund_method_default(Some("store_credit")),
+            |c| c.set_spa_refund_method_default(None),
+            "method: approved",
+        ),
+    ];
+    for (what, on, off, why) in cases {
+        let id = spa_draft(&world, &pb, &inputs).await;
+        let before = world.center.spa_refunds().len();
+        on(&world.center);
+        world.center.clear_log();
+        let r = world.run_as(&pb, &inputs, "ops", Some(&id)).await;
+        off(&world.center);
+        assert_eq!(r.status, RunStatus::Refused, "{what}: {:?}", r.error);
+        let err = r.error.clone().unwrap_or_default();
+        assert!(err.contains(why), "{what}: {err}");
+        assert_eq!(world.center.spa_refunds().len(), before, "{what}: a refund was received");
+        assert!(world.center.writes().is_empty(), "{what}: {:?}", world.center.writes());
+        let refused = world
+            .records(r.run_id.as_deref().unwrap())
+            .into_iter()
+            .any(|rec| matches!(rec.event, clerk::evidence::Event::RunFinished { ref status, .. } if status == "refused"));
+        assert!(refused, "{what}: the run is recorded as refused");
+    }
+}
