@@ -322,3 +322,79 @@ async fn spa_refund_is_bound_to_the_exact_request() {
         assert!(refused, "{what}: the run is recorded as refused");
     }
 }
+
+/// One read-only page visit with a generous timeout: `goto`, wait for `text`, screenshot.
+fn visit_yaml(path: &str, text: &str) -> String {
+    format!(
+        "name: visit\nversion: \"1\"\ndescription: visit a page\nchannel: sample\nmode: read_only\nsteps:\n\
+         \x20 - goto: {path}\n    timeout: 60s\n\
+         \x20 - wait_for: {{ text: \"{text}\" }}\n    timeout: 60s\n\
+         \x20 - screenshot: {{ name: page }}\n    timeout: 60s\n"
+    )
+}
+
+/// Pages that fight back, in read-only runs: a service worker whose install handler POSTs,
+/// a `srcdoc` iframe that submits a form by itself, and a WebSocket to the channel's own
+/// origin that sends a frame. Each run finishes (no step runs out its minute), the seller
+/// center receives no write, no WebSocket frame (nor connection), and the run records each
+/// attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_pages_finish_write_nothing_and_are_recorded() {
+    let world = World::new().await;
+    let cases = [
+        ("/app/hostile/sw.html", "sw failed", "/app/hostile/sw.js"),
+        ("/app/hostile/srcdoc.html", "confirms the payment method", "/api/srcdoc-submit"),
+        ("/app/hostile/ws.html", "ws error", "/api/feed"),
+    ];
+    for (path, text, attempt) in cases {
+        world.center.clear_log();
+        let pb = world.playbook_from("visit", &visit_yaml(path, text));
+        let r = world.run(&pb, &[]).await;
+        assert_eq!(r.status, RunStatus::Ok, "{path}: {:?}", r.error);
+        assert!(world.center.writes().is_empty(), "{path}: {:?}", world.center.writes());
+        assert!(world.center.ws_events().is_empty(), "{path}: {:?}", world.center.ws_events());
+        let blocked = world.blocked(r.run_id.as_deref().unwrap());
+        assert!(
+            blocked.iter().any(|(_, url, _)| url.contains(attempt)),
+            "{path}: attempt on {attempt} not recorded: {blocked:?}"
+        );
+    }
+    let sw_install = world
+        .center
+        .requests()
+        .iter()
+        .any(|q| q.path == "/api/sw-install");
+    assert!(!sw_install);
+}
+
+/// A channel that allows its live feed explicitly: the socket opens, and every frame the
+/// page sends on it is recorded as an allowed exception.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_websocket_feed_is_recorded_frame_by_frame() {
+    let world = World::with_config(|c| {
+        let port = c
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap()
+            .to_owned();
+        c.replace(
+            "approval_ttl_hours = 24",
+            &format!("websocket_allow = [\"ws://127.0.0.1:{port}/api/feed\"]\napproval_ttl_hours = 24"),
+        )
+    })
+    .await;
+    let pb = world.playbook_from("visit", &visit_yaml("/app/hostile/ws.html", "ws open"));
+    let r = world.run(&pb, &[]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    assert!(!world.center.ws_frames().is_empty(), "the allowed feed got no frame");
+    let frames = world
+        .records(r.run_id.as_deref().unwrap())
+        .into_iter()
+        .filter(|rec| {
+            matches!(&rec.event, clerk::evidence::Event::RequestAllowed { method, url, .. }
+                if method == "WEBSOCKET FRAME" && url.ends_with("/api/feed"))
+        })
+        .count();
+    assert!(frames >= 1, "no frame recorded");
+}
