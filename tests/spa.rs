@@ -398,3 +398,45 @@ async fn an_allowed_websocket_feed_is_recorded_frame_by_frame() {
         .count();
     assert!(frames >= 1, "no frame recorded");
 }
+
+/// Inputs inside selectors are escaped as CSS.escape does: a hostile value can never
+/// change which element a selector finds (here it would widen the selector to every order
+/// status on the page, or break out of the attribute value).
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_inputs_in_selectors_never_change_what_is_found() {
+    let world = World::new().await;
+    let o = &clerk::sample::orders()[0];
+    let yaml = r#"name: pick
+version: "1"
+description: read one order's status by a templated selector
+channel: sample
+mode: read_only
+inputs:
+  real: { type: string }
+  probe: { type: string }
+steps:
+  - goto: /app/#/orders/{{real}}
+  - wait_for: { element: { testid: tracking-no } }
+  - extract: { field: status, selector: '[data-order-id="{{probe}}"] [data-testid=order-status]' }
+  - extract: { field: heading, role: heading, name: "Order {{probe}}" }
+"#;
+    let pb = world.playbook_from("pick", yaml);
+    let ok = world.run(&pb, &[("real", &o.id), ("probe", &o.id)]).await;
+    assert_eq!(ok.status, RunStatus::Ok, "{:?}", ok.error);
+    assert_eq!(ok.fields["status"], o.status);
+    let hostile = [
+        format!("{}\"] , *", o.id),
+        format!("{}\"], [data-testid=order-status", o.id),
+        "\\".to_string(),
+        format!("{}' i], *[x='", o.id),
+        "\"\u{0}\u{202e}订单\"".to_string(),
+        format!("{}\\\"] , [data-testid", o.id),
+    ];
+    for probe in &hostile {
+        let r = world.run(&pb, &[("real", &o.id), ("probe", probe)]).await;
+        assert_eq!(r.status, RunStatus::Failed, "{probe:?} found something: {:?}", r.fields);
+        assert!(!r.fields.contains_key("status"), "{probe:?}: {:?}", r.fields);
+        let err = r.error.unwrap_or_default();
+        assert!(err.contains("element not found"), "{probe:?}: {err}");
+    }
+}
