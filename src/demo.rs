@@ -212,7 +212,18 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         case_ref: Some("demo".into()),
         progress: true,
     };
+    let spa_rows: Vec<BTreeMap<String, String>> = rows.iter().take(5).cloned().collect();
     let report = batch::run_batch(&engine, &[lookup, logistics], rows, &opts).await?;
+
+    // The same kind of lookup in the single-page admin console: hash routes, a JSON API,
+    // late content, a shadow-DOM widget, a live WebSocket feed the guard keeps closed.
+    let spa_lookup =
+        Arc::new(embedded("spa-order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
+    println!(
+        "looking up {} orders in the single-page app (/app/, hash routes)...",
+        spa_rows.len()
+    );
+    let spa_report = batch::run_batch(&engine, &[spa_lookup], spa_rows, &opts).await?;
     let writes_received = center.writes().len();
 
     // One refund, drafted and left for a reviewer.
@@ -249,6 +260,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "batch": report,
+                "spa_batch": spa_report,
                 "writes_received_by_seller_center": writes_after_draft,
                 "draft": draft,
             }))?
@@ -256,6 +268,9 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!();
         print!("{}", batch::render(&report));
+        println!();
+        println!("single-page app:");
+        print!("{}", batch::render(&spa_report));
         println!(
             "screenshots: {}/ ({} files)",
             engine
@@ -267,12 +282,14 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             report
                 .runs
                 .iter()
+                .chain(spa_report.runs.iter())
                 .map(|r| r.screenshots.len())
                 .sum::<usize>()
         );
         println!(
             "write attempts blocked by the guard: {}; writes that reached the seller center: {}",
-            report.blocked_requests, writes_received
+            report.blocked_requests + spa_report.blocked_requests,
+            writes_received
         );
         println!();
         let clerk = invocation(&data_dir);
@@ -299,7 +316,10 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         }
         println!("verify everything: {clerk} verify --all");
     }
-    let ok = report.all_ok() && draft.status == RunStatus::Drafted && writes_after_draft == 0;
+    let ok = report.all_ok()
+        && spa_report.all_ok()
+        && draft.status == RunStatus::Drafted
+        && writes_after_draft == 0;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

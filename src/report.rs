@@ -112,6 +112,77 @@ pub fn reindex(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The write a draft held, as a reviewer reads it: method, URL, content type and the
+/// decoded body, volatile fields marked.
+fn held_write_text(w: &crate::write::Write, volatile: &[String]) -> String {
+    use crate::write::Body;
+    let mut out = format!(
+        "\nthe write the page sends (held during the draft, nothing was sent):\n  {} {}\n  content type {}\n",
+        w.method,
+        w.url,
+        w.content_type.as_deref().unwrap_or("none")
+    );
+    let mark = |k: &str| {
+        if volatile.iter().any(|v| v == k) {
+            "  (volatile: not compared)"
+        } else {
+            ""
+        }
+    };
+    match &w.body {
+        Body::None => out.push_str("  no body\n"),
+        Body::Json { value } => {
+            if let serde_json::Value::Object(map) = value {
+                let width = map.keys().map(|k| k.len()).max().unwrap_or(4).max(5);
+                out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
+                for (k, v) in map {
+                    out.push_str(&format!("  {k:<width$}  {v}{}\n", mark(k)));
+                }
+            } else {
+                out.push_str(&format!("  {value}\n"));
+            }
+        }
+        Body::Form { fields } => {
+            let width = fields
+                .iter()
+                .map(|(k, _)| k.len())
+                .max()
+                .unwrap_or(4)
+                .max(5);
+            out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
+            for (k, v) in fields {
+                out.push_str(&format!("  {k:<width$}  {v}{}\n", mark(k)));
+            }
+        }
+        Body::Multipart { parts } => {
+            for p in parts {
+                match (&p.value, &p.filename) {
+                    (Some(v), _) => out.push_str(&format!("  {}  {v}{}\n", p.name, mark(&p.name))),
+                    (None, Some(f)) => out.push_str(&format!(
+                        "  {}  file {f} ({}, {} bytes, sha256 {})\n",
+                        p.name,
+                        p.content_type.as_deref().unwrap_or("?"),
+                        p.bytes.unwrap_or(0),
+                        p.sha256.as_deref().unwrap_or("?")
+                    )),
+                    _ => out.push_str(&format!("  {}\n", p.name)),
+                }
+            }
+        }
+        Body::Text { text } => out.push_str(&format!("  {text}\n")),
+        Body::Opaque {
+            sha256,
+            bytes,
+            complete,
+        } => out.push_str(&if *complete {
+            format!("  {bytes} bytes, sha256 {sha256}\n")
+        } else {
+            "  a body the browser did not expose whole (a file from disk)\n".to_owned()
+        }),
+    }
+    out
+}
+
 fn render_approval(a: &Approval, store: &Store) -> String {
     let r = &a.request;
     let mut out = format!(
@@ -129,20 +200,26 @@ fn render_approval(a: &Approval, store: &Store) -> String {
         r.draft_hash,
     );
     out.push_str(&format!(
-        "will submit {} {}\n\nvalues:\n",
+        "will submit {} {}\n",
         r.content.write.method, r.content.write.url
     ));
-    let width = r
-        .content
-        .values
-        .iter()
-        .map(|v| v.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(5);
-    out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
-    for v in &r.content.values {
-        out.push_str(&format!("  {:<width$}  {}\n", v.name, v.value));
+    if let Some(held) = &r.held {
+        out.push_str(&held_write_text(held, &r.volatile));
+    }
+    if !r.content.values.is_empty() {
+        out.push_str("\nform values:\n");
+        let width = r
+            .content
+            .values
+            .iter()
+            .map(|v| v.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(5);
+        out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
+        for v in &r.content.values {
+            out.push_str(&format!("  {:<width$}  {}\n", v.name, v.value));
+        }
     }
     if let Some(sha) = &r.screenshot_sha256 {
         out.push_str(&format!(

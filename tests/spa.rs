@@ -163,11 +163,18 @@ async fn shipped_spa_lookup_reads_every_field_and_writes_nothing() {
         assert_eq!(r.fields["total"], o.total_display());
         assert_eq!(r.fields["reference"], clerk::sample::order_ref(o));
         assert_eq!(r.fields["summary_total"], o.total_display());
-        let tracking = o.tracking_no.clone().unwrap_or_else(|| "Not shipped yet".into());
+        let tracking = o
+            .tracking_no
+            .clone()
+            .unwrap_or_else(|| "Not shipped yet".into());
         assert_eq!(r.fields["tracking_no"], tracking);
         assert_eq!(r.screenshots.len(), 2);
     }
-    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
     assert!(
         world.center.ws_frames().is_empty(),
         "the feed's frames reached the server: {:?}",
@@ -213,7 +220,11 @@ async fn spa_draft(
     let before = world.center.spa_refunds().len();
     let r = world.run_as(pb, inputs, "ops", None).await;
     assert_eq!(r.status, RunStatus::Drafted, "{:?}", r.error);
-    assert!(world.center.writes().is_empty(), "{:?}", world.center.writes());
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
     assert_eq!(world.center.spa_refunds().len(), before);
     let id = r.approval_id.clone().expect("an approval was requested");
     clerk::approval::decide(&world.engine, &id, "carol", true, None).expect("carol approves");
@@ -244,7 +255,12 @@ async fn spa_refund_is_bound_to_the_exact_request() {
     let a = clerk::approval::load(&world.engine, &id).unwrap();
     let held = a.request.held.clone().expect("the held write");
     assert_eq!(held.method, "POST");
-    assert!(held.url.ends_with(&format!("/api/orders/{}/refunds", order.id)), "{}", held.url);
+    assert!(
+        held.url
+            .ends_with(&format!("/api/orders/{}/refunds", order.id)),
+        "{}",
+        held.url
+    );
     assert_eq!(held.content_type.as_deref(), Some("application/json"));
     let clerk::write::Body::Json { value } = &held.body else {
         panic!("not JSON: {:?}", held.body)
@@ -253,7 +269,10 @@ async fn spa_refund_is_bound_to_the_exact_request() {
     assert_eq!(value["reason"], "damaged");
     assert_eq!(value["note"], "Box arrived crushed");
     assert_eq!(value["notify"], true);
-    assert!(value.get("requestId").is_some(), "volatile fields are shown");
+    assert!(
+        value.get("requestId").is_some(),
+        "volatile fields are shown"
+    );
     assert!(a.request.volatile.contains(&"requestId".to_string()));
     let stored = a.request.content.request.clone().unwrap();
     let clerk::write::Body::Json { value: compared } = &stored.body else {
@@ -271,7 +290,12 @@ async fn spa_refund_is_bound_to_the_exact_request() {
     for key in ["amount", "reason", "method", "note", "notify", "date"] {
         assert_eq!(refunds[0].body[key], value[key], "{key}");
     }
-    assert_eq!(world.center.writes().len(), 1, "{:?}", world.center.writes());
+    assert_eq!(
+        world.center.writes().len(),
+        1,
+        "{:?}",
+        world.center.writes()
+    );
     let used = clerk::approval::load(&world.engine, &id).unwrap();
     assert_eq!(used.state, clerk::approval::ApprovalState::Used);
 
@@ -313,8 +337,16 @@ async fn spa_refund_is_bound_to_the_exact_request() {
         assert_eq!(r.status, RunStatus::Refused, "{what}: {:?}", r.error);
         let err = r.error.clone().unwrap_or_default();
         assert!(err.contains(why), "{what}: {err}");
-        assert_eq!(world.center.spa_refunds().len(), before, "{what}: a refund was received");
-        assert!(world.center.writes().is_empty(), "{what}: {:?}", world.center.writes());
+        assert_eq!(
+            world.center.spa_refunds().len(),
+            before,
+            "{what}: a refund was received"
+        );
+        assert!(
+            world.center.writes().is_empty(),
+            "{what}: {:?}",
+            world.center.writes()
+        );
         let refused = world
             .records(r.run_id.as_deref().unwrap())
             .into_iter()
@@ -343,7 +375,11 @@ async fn hostile_pages_finish_write_nothing_and_are_recorded() {
     let world = World::new().await;
     let cases = [
         ("/app/hostile/sw.html", "sw failed", "/app/hostile/sw.js"),
-        ("/app/hostile/srcdoc.html", "confirms the payment method", "/api/srcdoc-submit"),
+        (
+            "/app/hostile/srcdoc.html",
+            "confirms the payment method",
+            "/api/srcdoc-submit",
+        ),
         ("/app/hostile/ws.html", "ws error", "/api/feed"),
     ];
     for (path, text, attempt) in cases {
@@ -351,8 +387,16 @@ async fn hostile_pages_finish_write_nothing_and_are_recorded() {
         let pb = world.playbook_from("visit", &visit_yaml(path, text));
         let r = world.run(&pb, &[]).await;
         assert_eq!(r.status, RunStatus::Ok, "{path}: {:?}", r.error);
-        assert!(world.center.writes().is_empty(), "{path}: {:?}", world.center.writes());
-        assert!(world.center.ws_events().is_empty(), "{path}: {:?}", world.center.ws_events());
+        assert!(
+            world.center.writes().is_empty(),
+            "{path}: {:?}",
+            world.center.writes()
+        );
+        assert!(
+            world.center.ws_events().is_empty(),
+            "{path}: {:?}",
+            world.center.ws_events()
+        );
         let blocked = world.blocked(r.run_id.as_deref().unwrap());
         assert!(
             blocked.iter().any(|(_, url, _)| url.contains(attempt)),
@@ -380,14 +424,19 @@ async fn an_allowed_websocket_feed_is_recorded_frame_by_frame() {
             .to_owned();
         c.replace(
             "approval_ttl_hours = 24",
-            &format!("websocket_allow = [\"ws://127.0.0.1:{port}/api/feed\"]\napproval_ttl_hours = 24"),
+            &format!(
+                "websocket_allow = [\"ws://127.0.0.1:{port}/api/feed\"]\napproval_ttl_hours = 24"
+            ),
         )
     })
     .await;
     let pb = world.playbook_from("visit", &visit_yaml("/app/hostile/ws.html", "ws open"));
     let r = world.run(&pb, &[]).await;
     assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
-    assert!(!world.center.ws_frames().is_empty(), "the allowed feed got no frame");
+    assert!(
+        !world.center.ws_frames().is_empty(),
+        "the allowed feed got no frame"
+    );
     let frames = world
         .records(r.run_id.as_deref().unwrap())
         .into_iter()
@@ -434,8 +483,17 @@ steps:
     ];
     for probe in &hostile {
         let r = world.run(&pb, &[("real", &o.id), ("probe", probe)]).await;
-        assert_eq!(r.status, RunStatus::Failed, "{probe:?} found something: {:?}", r.fields);
-        assert!(!r.fields.contains_key("status"), "{probe:?}: {:?}", r.fields);
+        assert_eq!(
+            r.status,
+            RunStatus::Failed,
+            "{probe:?} found something: {:?}",
+            r.fields
+        );
+        assert!(
+            !r.fields.contains_key("status"),
+            "{probe:?}: {:?}",
+            r.fields
+        );
         let err = r.error.unwrap_or_default();
         assert!(err.contains("element not found"), "{probe:?}: {err}");
     }
