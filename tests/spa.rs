@@ -381,6 +381,11 @@ async fn hostile_pages_finish_write_nothing_and_are_recorded() {
             "/api/srcdoc-submit",
         ),
         ("/app/hostile/ws.html", "ws error", "/api/feed"),
+        (
+            "/app/hostile/autosubmit.html",
+            "confirms your session",
+            "/api/keepalive",
+        ),
     ];
     for (path, text, attempt) in cases {
         world.center.clear_log();

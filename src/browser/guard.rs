@@ -145,6 +145,8 @@ struct Shared {
     judged: watch::Sender<Option<Judgement>>,
     hold: AtomicBool,
     held: Mutex<Vec<HeldWrite>>,
+    /// Main-frame navigations failed so far (their document stays in place).
+    main_navigations_blocked: AtomicU64,
     /// The judged write was sent (after its hold).
     approved_sent: AtomicBool,
     /// The judged write was failed after its hold because another write tripped the window.
@@ -200,6 +202,7 @@ impl Guard {
             judged: watch::channel(None).0,
             hold: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            main_navigations_blocked: AtomicU64::new(0),
             approved_sent: AtomicBool::new(false),
             approved_withheld: AtomicBool::new(false),
             step: AtomicI64::new(-1),
@@ -424,6 +427,11 @@ impl Guard {
         Duration::from_millis(now.saturating_sub(last))
     }
 
+    /// How many main-frame navigations the guard has failed so far.
+    pub fn main_navigations_blocked(&self) -> u64 {
+        self.shared.main_navigations_blocked.load(Ordering::SeqCst)
+    }
+
     /// How many requests the guard has seen.
     pub fn requests_seen(&self) -> u64 {
         self.shared.requests_seen.load(Ordering::SeqCst)
@@ -505,6 +513,9 @@ fn fail_reason(shared: &Shared, ev: &EventRequestPaused) -> ErrorReason {
     if ev.resource_type == ResourceType::Document {
         if is_main_frame(shared, ev.frame_id.inner()) {
             // The current document stays; no error page is captured as evidence.
+            shared
+                .main_navigations_blocked
+                .fetch_add(1, Ordering::SeqCst);
             ErrorReason::Aborted
         } else {
             // The frame commits an error page and finishes loading, so nothing that waits
@@ -927,6 +938,7 @@ mod tests {
             judged: watch::channel(None).0,
             hold: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
+            main_navigations_blocked: AtomicU64::new(0),
             approved_sent: AtomicBool::new(false),
             approved_withheld: AtomicBool::new(false),
             step: AtomicI64::new(-1),

@@ -449,19 +449,44 @@ impl Tab {
             "location.href.startsWith('chrome-error:') ? 'error' : \
              (window.__clerkDoc !== arg[0] && document.readyState === 'complete') ? 'ok' : null"
         };
-        let left = timeout.saturating_sub(start.elapsed());
-        match self
-            .wait_js(cond, serde_json::json!([token, url.as_str()]), left)
-            .await?
-        {
-            Some(serde_json::Value::String(s)) if s == "ok" => Ok(()),
-            Some(_) => Err(BrowserError::Page(format!(
-                "navigation to {url} failed: the browser shows an error page"
-            ))),
-            None => Err(BrowserError::Timeout {
-                what: format!("navigation to {url}"),
-                after: timeout,
-            }),
+        // The guard failing a main-frame navigation is an answer too: a new document that
+        // submits a form while it loads is abandoned by the browser and never completes;
+        // once it is interactive and its navigation was stopped, it is as loaded as it gets.
+        let blocked_before = self.guard.main_navigations_blocked();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let slice = left.min(Duration::from_millis(500));
+            match self
+                .wait_js(cond, serde_json::json!([token, url.as_str()]), slice)
+                .await?
+            {
+                Some(serde_json::Value::String(s)) if s == "ok" => return Ok(()),
+                Some(_) => {
+                    return Err(BrowserError::Page(format!(
+                        "navigation to {url} failed: the browser shows an error page"
+                    )))
+                }
+                None => {}
+            }
+            if !same_document && self.guard.main_navigations_blocked() > blocked_before {
+                let state: Result<(bool, String), _> = self
+                    .eval(
+                        "return [window.__clerkDoc !== arg, document.readyState];",
+                        serde_json::json!(token),
+                    )
+                    .await;
+                if let Ok((true, ready)) = state {
+                    if ready != "loading" {
+                        return Ok(());
+                    }
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(BrowserError::Timeout {
+                    what: format!("navigation to {url}"),
+                    after: timeout,
+                });
+            }
         }
     }
 

@@ -60,6 +60,7 @@ const HOSTILE_SW_HTML: &str = include_str!("app/hostile/sw.html");
 const HOSTILE_SW_JS: &str = include_str!("app/hostile/sw.js");
 const HOSTILE_SRCDOC_HTML: &str = include_str!("app/hostile/srcdoc.html");
 const HOSTILE_WS_HTML: &str = include_str!("app/hostile/ws.html");
+const HOSTILE_AUTOSUBMIT_HTML: &str = include_str!("app/hostile/autosubmit.html");
 
 /// Test knobs of the SPA (all off / `None` by default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -219,6 +220,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/app/hostile/ws.html",
             get(|| async { html(StatusCode::OK, HOSTILE_WS_HTML.to_owned()) }),
         )
+        .route(
+            "/app/hostile/autosubmit.html",
+            get(|| async { html(StatusCode::OK, HOSTILE_AUTOSUBMIT_HTML.to_owned()) }),
+        )
+        .route("/api/keepalive", post(hostile_write))
         .route("/api/login", post(api_login))
         .route("/api/logout", post(api_logout))
         .route("/api/me", get(api_me))
