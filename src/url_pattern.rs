@@ -1,7 +1,8 @@
 //! URL globs: how channels name their login page and playbooks wait for a route.
 //!
 //! A glob is matched against a page's whole `href`, fragment included, because hash
-//! routers keep the route there (`/app/#/orders/SO-1`). `**` matches any run of characters,
+//! routers keep the route there (`/app/#/orders/SO-1`). `**` matches any run of characters
+//! (`**/` zero or more whole segments),
 //! `*` any run without `/`, `?` is literal (URLs are full of them); everything else is
 //! literal. A glob that does not start with a scheme is resolved against the channel's base
 //! URL, so `/app/#/login**` means the login route of this channel's origin. Matching is on
@@ -54,7 +55,13 @@ pub fn glob(pattern: &str, base: &Url) -> Result<Regex, UrlPatternError> {
         if c == '*' {
             if chars.peek() == Some(&'*') {
                 chars.next();
-                re.push_str(".*");
+                if chars.peek() == Some(&'/') {
+                    // `**/` is zero or more whole segments, so `**/login` matches `/login`.
+                    chars.next();
+                    re.push_str("(?:.*/)?");
+                } else {
+                    re.push_str(".*");
+                }
             } else {
                 re.push_str("[^/]*");
             }

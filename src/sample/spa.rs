@@ -73,6 +73,9 @@ pub struct SpaKnobs {
     pub no_write: bool,
     /// Every `/api/*` call (except `/api/login` and `/api/logout`) answers 401.
     pub api_401: bool,
+    /// The order page does not open its live WebSocket feed (for benchmarks that compare
+    /// screenshots with a tool that lets the feed connect).
+    pub no_feed: bool,
     /// Only the API calls about this order answer 401: a session that "expires" in the
     /// middle of a run that looks up several orders.
     pub api_401_order: Option<String>,
@@ -312,16 +315,20 @@ async fn api_logout() -> Response {
     resp
 }
 
-async fn api_me(Extension(ctx): Extension<Ctx>) -> Response {
+async fn api_me(State(shared): State<Arc<Shared>>, Extension(ctx): Extension<Ctx>) -> Response {
     let Some(user) = ctx.user.as_deref() else {
         return unauthorized();
     };
+    let live_feed = !shared.lock().spa.knobs.no_feed;
     let expires = ctx
         .session_expiry
         .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    Json(json!({"user": user, "shop": super::SHOP_NAME, "session_expires": expires}))
-        .into_response()
+    Json(
+        json!({"user": user, "shop": super::SHOP_NAME, "session_expires": expires,
+                "features": {"live_feed": live_feed}}),
+    )
+    .into_response()
 }
 
 async fn api_csrf(State(shared): State<Arc<Shared>>, Extension(ctx): Extension<Ctx>) -> Response {
@@ -846,6 +853,11 @@ impl SampleCenter {
     /// See [`SpaKnobs::no_write`].
     pub fn set_spa_no_write(&self, on: bool) {
         self.shared.lock().spa.knobs.no_write = on;
+    }
+
+    /// See [`SpaKnobs::no_feed`].
+    pub fn set_spa_no_feed(&self, on: bool) {
+        self.shared.lock().spa.knobs.no_feed = on;
     }
 
     /// See [`SpaKnobs::api_401_order`].

@@ -96,6 +96,7 @@
   function loadMe() {
     return api('GET', '/api/me').then(function (me) {
       state.user = me.user;
+      state.liveFeed = !(me.features && me.features.live_feed === false);
       renderUser();
       if (!state.csrf) {
         return api('GET', '/api/csrf').then(function (c) { state.csrf = c.token; });
@@ -355,7 +356,7 @@
       });
       var copy = $('#copy-ref');
       if (copy) copy.addEventListener('click', function () { copyText(o.ref, copy); });
-      openFeed(o.id);
+      if (state.liveFeed !== false) openFeed(o.id);
       // The tracking number comes late, from a second call, as on real consoles.
       setTimeout(function () {
         if (rid !== state.renderId) return;
