@@ -69,7 +69,7 @@ pub fn tail_at(file: &File, path: &Path, len: u64) -> Result<Tail, StoreError> {
     if len == 0 {
         return Ok(Tail::Clean { head: None, len });
     }
-    let mut chunk: u64 = 64 * 1024;
+    let mut chunk: u64 = 4 * 1024;
     loop {
         let start = len.saturating_sub(chunk);
         let mut buf = vec![0u8; (len - start) as usize];
