@@ -284,12 +284,9 @@ impl Store {
             })?);
             orphans.push((run_id, owner));
         }
-        let (written, _) = self.write_batch_locked(&mut file, batch)?;
-        let lines: Vec<(u64, &[u8])> = written
-            .iter()
-            .map(|w| (w.start, w.line.as_bytes()))
-            .collect();
-        index.apply_lines(&lines)?;
+        // One write and one fsync for all of them; the index reads them back from the file.
+        self.write_batch_locked(&mut file, batch)?;
+        index.sync(&self.inner.reader, &self.journal_path())?;
         for (run_id, owner) in orphans {
             tracing::warn!(run = %run_id, %owner, "marked run interrupted");
         }
