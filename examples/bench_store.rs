@@ -1,8 +1,9 @@
-//! Benchmark of the evidence store: verify throughput against `sha256sum`, and fsync'd
-//! appends per second.
+//! Benchmark of the evidence store: verify throughput against `sha256sum`, and acknowledged
+//! (fsync'd) appends per second from one writer against four concurrent writers.
 //!
 //! ```text
-//! cargo run --release --example bench_store -- [MIB] [--dir DIR]
+//! cargo run --release --example bench_store -- [MIB] [--dir DIR] [--appends-only]
+//!     [--records N] [--rounds R]
 //! ```
 //!
 //! 1. Generates MIB MiB (default 1100) of random-noise PNGs of 1-4 MB each, stored through
@@ -10,14 +11,18 @@
 //! 2. Times `verify(All)` and `sha256sum` over the same files (sequential `sha256sum` processes
 //!    of 64 files each, after one untimed read to warm the page cache for both) and prints MB/s
 //!    and the ratio.
-//! 3. Times 2000 appends (each fsync'd and indexed) into a fresh store: records/second.
+//! 3. Appends N records (default 4000) into a fresh store from 1 writer thread (baseline:
+//!    every append alone in its round, one fsync each) and from 4 writer threads (group
+//!    commit), R times each (default 3), alternating; prints records/s (each append counted
+//!    when `Store::append` returned, i.e. after its fsync), fsyncs, mean batch, the median of
+//!    each and the ratio. `--appends-only` skips steps 1 and 2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use clerk::evidence::verify::{verify, Scope};
-use clerk::evidence::{Event, Store};
+use clerk::evidence::{Event, Store, StoreError};
 
 fn noise_png(target_bytes: usize, seed: &mut u64) -> Result<Vec<u8>, image::ImageError> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
@@ -44,12 +49,37 @@ fn fields() -> std::collections::BTreeMap<String, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mib: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1100);
-    let dir_arg = args
-        .iter()
-        .position(|a| a == "--dir")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let mut mib: u64 = 1100;
+    let mut i = 0;
+    while i < args.len() {
+        if matches!(args[i].as_str(), "--dir" | "--records" | "--rounds") {
+            i += 2;
+            continue;
+        }
+        if let Ok(n) = args[i].parse() {
+            mib = n;
+        }
+        i += 1;
+    }
+    let dir_arg = value_of("--dir").map(PathBuf::from);
+    let records: u64 = value_of("--records")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let rounds: usize = value_of("--rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    if args.iter().any(|a| a == "--appends-only") {
+        println!(
+            "reproduce: cargo run --release --example bench_store -- --appends-only \
+             --records {records} --rounds {rounds}"
+        );
+        return bench_appends(records, rounds);
+    }
     let _tmp;
     let data_dir = match dir_arg {
         Some(d) => d,
@@ -181,22 +211,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sha_secs / verify_secs
     );
 
-    // 3. fsync'd appends.
+    // 3. Acknowledged appends: 1 writer against 4.
+    bench_appends(records, rounds)
+}
+
+/// Appends `records` records from `writers` threads into a fresh store; returns records/s
+/// (all acknowledged) and the fsyncs they took.
+fn appends(writers: u64, records: u64) -> Result<(f64, u64), Box<dyn std::error::Error>> {
     let fresh = tempfile::tempdir()?;
     let store = Store::open(fresh.path())?;
+    let per = records / writers;
+    let before = store.commit_stats();
     let t = Instant::now();
-    for i in 0..2000u64 {
-        store.append(Event::Pause {
-            on: i % 2 == 0,
-            user: "bench".into(),
-            reason: format!("#{i}"),
-            at: "t".into(),
-        })?;
-    }
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in 0..per {
+                        store.append(Event::Pause {
+                            on: i % 2 == 0,
+                            user: format!("bench-{w}"),
+                            reason: format!("#{i}"),
+                            at: "t".into(),
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Other("writer panicked".into())))
+            })
+            .collect()
+    });
     let secs = t.elapsed().as_secs_f64();
+    for r in results {
+        r?;
+    }
+    let after = store.commit_stats();
+    if after.records - before.records != per * writers {
+        return Err("not every append was committed".into());
+    }
+    Ok(((per * writers) as f64 / secs, after.fsyncs - before.fsyncs))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench_appends(records: u64, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut one, mut four) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        for (writers, out) in [(1u64, &mut one), (4u64, &mut four)] {
+            let (rate, fsyncs) = appends(writers, records)?;
+            println!(
+                "append round {round}: {writers} writer(s), {records} records, {fsyncs} fsyncs \
+                 (mean batch {:.2}) = {rate:.0} acknowledged records/s",
+                records as f64 / fsyncs.max(1) as f64
+            );
+            out.push(rate);
+        }
+    }
+    let (one, four) = (median(one), median(four));
     println!(
-        "append: 2000 records (fsync'd + indexed) in {secs:.2}s = {:.0} records/s",
-        2000.0 / secs
+        "append medians: 1 writer {one:.0} records/s, 4 writers {four:.0} records/s, ratio {:.2}x",
+        four / one
     );
     Ok(())
 }

@@ -801,6 +801,188 @@ fn threads_and_processes_append_one_unbroken_chain() {
     assert_eq!(report.records_checked, total);
 }
 
+// ---------------------------------------------------------------- group commit
+
+/// Holds `journal.lock` the way another process would, until dropped.
+fn hold_journal_lock(dir: &Path) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("journal.lock"))
+        .unwrap();
+    fs2::FileExt::lock_exclusive(&f).unwrap();
+    f
+}
+
+/// Waits (a hang guard, not a timing assertion) until `n` appends are queued.
+fn wait_queued(store: &Store, n: usize) {
+    for _ in 0..20_000 {
+        if store.commit_stats().queued == n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("never saw {n} queued appends: {:?}", store.commit_stats());
+}
+
+#[test]
+fn concurrent_appends_are_acknowledged_only_after_the_fsync_covering_them() {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir).unwrap();
+    let before = store.commit_stats();
+    let acked: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = store.clone();
+                s.spawn(move || {
+                    let me = format!("writer-{t}");
+                    (0..EACH)
+                        .map(|i| store.append_traced(pause(&me, i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = THREADS * EACH;
+    let mut by_seq = BTreeMap::new();
+    let mut batches = Vec::new();
+    for mine in &acked {
+        assert!(
+            mine.windows(2).all(|w| w[0].0.seq < w[1].0.seq),
+            "seqs acknowledged to one writer must increase"
+        );
+        for (appended, trace) in mine {
+            // The real property: the fsync counter moved between the write of this record's
+            // batch and its acknowledgement, i.e. its covering fsync had returned.
+            assert!(
+                trace.fsyncs_at_ack > trace.fsyncs_before_write,
+                "seq {} acknowledged before its fsync: {trace:?}",
+                appended.seq
+            );
+            assert!(by_seq.insert(appended.seq, appended.hash.clone()).is_none());
+            batches.push(trace.batch);
+        }
+    }
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for line in journal_lines(dir) {
+        let record = parse_line(line.as_bytes()).unwrap().record;
+        assert_eq!(by_seq.get(&record.seq), Some(&record.hash));
+    }
+    let after = store.commit_stats();
+    let fsyncs = after.fsyncs - before.fsyncs;
+    assert_eq!(after.records - before.records, total);
+    assert!(
+        fsyncs >= 1 && fsyncs <= total,
+        "{fsyncs} fsyncs for {total} records"
+    );
+    eprintln!(
+        "{total} records in {fsyncs} fsyncs; largest batch {}",
+        batches.iter().max().unwrap()
+    );
+    drop(store);
+    let report = verify(dir, &Scope::All).unwrap();
+    assert!(report.ok() && report.index_checked, "{report}");
+    assert_eq!(report.records_checked, total);
+}
+
+#[test]
+fn appends_queued_behind_the_journal_lock_share_one_write_and_one_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir).unwrap();
+    populate(&store);
+    let head = store.head().unwrap().unwrap();
+    let fsyncs = store.fsync_count();
+    let lock = hold_journal_lock(dir);
+    let acked: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                s.spawn(move || store.append_traced(pause(&format!("w{t}"), 0)).unwrap())
+            })
+            .collect();
+        // The first caller leads and waits for the flock; the others queue behind it.
+        wait_queued(&store, 4);
+        drop(lock);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(store.fsync_count(), fsyncs + 1);
+    let mut seqs: Vec<u64> = acked.iter().map(|(a, _)| a.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (head.seq + 1..=head.seq + 4).collect::<Vec<_>>());
+    for (_, trace) in &acked {
+        assert_eq!(trace.batch, 4);
+        assert_eq!(trace.fsyncs_before_write, fsyncs);
+        assert!(trace.fsyncs_at_ack > fsyncs);
+    }
+    // Indexed in one go, and queries see every record.
+    assert_eq!(
+        store.run_records("r-a").unwrap().len(),
+        journal_lines(dir)
+            .iter()
+            .filter(|l| l.contains("\"run_id\":\"r-a\""))
+            .count()
+    );
+    drop(store);
+    assert!(verify(dir, &Scope::All).unwrap().ok());
+}
+
+#[test]
+fn a_failed_fsync_fails_the_whole_batch_and_leaves_no_trace_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir).unwrap();
+    populate(&store);
+    let head = store.head().unwrap().unwrap();
+    let bytes = std::fs::read(journal(dir)).unwrap();
+    let fsyncs = store.fsync_count();
+    let lock = hold_journal_lock(dir);
+    store.fail_next_fsync();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|t| {
+                let store = store.clone();
+                s.spawn(move || store.append(pause(&format!("w{t}"), 0)))
+            })
+            .collect();
+        wait_queued(&store, 3);
+        drop(lock);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(
+            matches!(r, Err(StoreError::Io { .. })),
+            "every caller of the failed batch gets the error: {r:?}"
+        );
+    }
+    assert_eq!(store.fsync_count(), fsyncs, "no fsync succeeded");
+    assert_eq!(
+        std::fs::read(journal(dir)).unwrap(),
+        bytes,
+        "the failed batch was cut off again"
+    );
+    // The next append chains onto the last acknowledged record.
+    let next = store.append(pause("after", 0)).unwrap();
+    assert_eq!(next.seq, head.seq + 1);
+    let last = parse_line(journal_lines(dir).last().unwrap().as_bytes())
+        .unwrap()
+        .record;
+    assert_eq!(last.prev, head.hash);
+    assert_eq!(store.list_runs(&RunFilter::default()).unwrap().len(), 3);
+    drop(store);
+    let report = verify(dir, &Scope::All).unwrap();
+    assert!(report.ok() && report.notes.is_empty(), "{report}");
+}
+
 // ---------------------------------------------------------------- crash recovery
 
 #[test]

@@ -18,7 +18,8 @@
 //! | `apid:` approval_id                   | -            | every approval id              |
 //! | `meta`                                | see [`Meta`] | how far the journal is indexed |
 //!
-//! Every record is written in one sled transaction together with `meta`, so after a crash
+//! Every record is written in a sled transaction together with `meta` (one transaction per
+//! group-committed batch of appends, or per chunk of lines when catching up), so after a crash
 //! the index is a consistent prefix of the journal and catches up from `meta.end`. sled's
 //! flush is not a full fsync and a hard kill can damage it: [`Index::sync`] checks `meta`
 //! against the journal bytes and rebuilds from scratch when they disagree or sled fails.
@@ -41,6 +42,8 @@ pub const INDEX_DIR: &str = "index";
 pub const INDEX_LOCK: &str = "locks/index.lock";
 
 const META: &[u8] = b"meta";
+/// Lines indexed per sled transaction when catching up from the journal.
+const SYNC_CHUNK: usize = 256;
 
 /// One change to the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,30 +375,42 @@ impl Index {
         }
         let bytes = read_complete_from(journal, journal_path, self.meta.end)?;
         let base = self.meta.end;
-        for (off, line) in lines(&bytes).0 {
-            self.apply(base + off, line)?;
+        let lines: Vec<(u64, &[u8])> = lines(&bytes)
+            .0
+            .into_iter()
+            .map(|(off, line)| (base + off, line))
+            .collect();
+        for chunk in lines.chunks(SYNC_CHUNK) {
+            self.apply_lines(chunk)?;
         }
         Ok(())
     }
 
-    /// Indexes one journal line that starts at `start`, in one sled transaction with `meta`.
-    /// A line that is not a readable record only moves `meta` (verify reports it).
-    pub fn apply(&mut self, start: u64, line: &[u8]) -> Result<(), StoreError> {
-        let (ops, last_seq) = match parse_line(line) {
-            Ok(parsed) => {
-                let seq = parsed.record.seq;
-                (ops_for(&parsed.record, line), seq.max(self.meta.last_seq))
-            }
-            Err(e) => {
-                tracing::warn!(offset = start, error = %e, "journal line is not a record; not indexed");
-                (Vec::new(), self.meta.last_seq)
-            }
+    /// Indexes consecutive journal lines `(start offset, line without '\n')` in one sled
+    /// transaction together with `meta`, so the index stays a prefix of the journal. A line
+    /// that is not a readable record only moves `meta` (verify reports it).
+    pub fn apply_lines(&mut self, lines: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        let Some(&(last_start, last_line)) = lines.last() else {
+            return Ok(());
         };
+        let mut ops = Vec::new();
+        let mut last_seq = self.meta.last_seq;
+        for &(start, line) in lines {
+            match parse_line(line) {
+                Ok(parsed) => {
+                    last_seq = last_seq.max(parsed.record.seq);
+                    ops.extend(ops_for(&parsed.record, line));
+                }
+                Err(e) => {
+                    tracing::warn!(offset = start, error = %e, "journal line is not a record; not indexed");
+                }
+            }
+        }
         let meta = Meta {
             last_seq,
-            line_start: start,
-            end: start + line.len() as u64 + 1,
-            line_digest: sha256_hex(line),
+            line_start: last_start,
+            end: last_start + last_line.len() as u64 + 1,
+            line_digest: sha256_hex(last_line),
         };
         let encoded = meta.encode();
         self.db

@@ -1,5 +1,5 @@
-//! The append-only journal file: finding the chain head from its tail, appending an fsync'd
-//! line, splitting it into lines, and setting aside a torn tail.
+//! The append-only journal file: finding the chain head from its tail, appending lines and
+//! fsyncing them, splitting it into lines, and setting aside a torn tail.
 //!
 //! Every function that writes is called with `journal.lock` held exclusively (see
 //! [`super::lock`]), so the bytes after the last `\n` seen under that lock can only be a
@@ -69,7 +69,7 @@ pub fn tail_at(file: &File, path: &Path, len: u64) -> Result<Tail, StoreError> {
     if len == 0 {
         return Ok(Tail::Clean { head: None, len });
     }
-    let mut chunk: u64 = 64 * 1024;
+    let mut chunk: u64 = 4 * 1024;
     loop {
         let start = len.saturating_sub(chunk);
         let mut buf = vec![0u8; (len - start) as usize];
@@ -117,18 +117,24 @@ fn classify(line: &[u8], line_start: u64, len: u64) -> Tail {
     }
 }
 
-/// Appends `line` plus `\n` and fsyncs before returning. Returns the line's start offset.
-///
-/// `sync_data` (fdatasync) is enough for an append: it also flushes the size change, which
-/// is the metadata needed to read the data back.
-pub fn append_line(file: &mut File, path: &Path, line: &str) -> Result<u64, StoreError> {
-    let start = file.metadata().map_err(io(path))?.len();
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    file.write_all(&bytes).map_err(io(path))?;
-    file.sync_data().map_err(io(path))?;
-    Ok(start)
+/// Appends `bytes` (whole lines, each ending in `\n`) with one `write` call where the
+/// kernel takes it all (a short write is continued). Not durable until [`sync_data`].
+pub fn write_lines(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    file.write_all(bytes).map_err(io(path))
+}
+
+/// Makes appended lines durable. `sync_data` (fdatasync) is enough for an append: it also
+/// flushes the size change, which is the metadata needed to read the data back.
+pub fn sync_data(file: &File, path: &Path) -> Result<(), StoreError> {
+    file.sync_data().map_err(io(path))
+}
+
+/// Cuts the journal back to `keep` bytes and makes that durable (after a failed write or
+/// fsync, whose bytes were never acknowledged and whose state on disk is unknown).
+pub fn truncate(file: &File, path: &Path, keep: u64) -> Result<(), StoreError> {
+    file.set_len(keep)
+        .and_then(|()| file.sync_all())
+        .map_err(io(path))
 }
 
 /// Moves the bytes from `keep` to `len` into `journal.torn-<timestamp>` (fsync'd), then

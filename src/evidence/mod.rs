@@ -19,10 +19,12 @@
 //! locks/<owner>.lock    held by each open store for its lifetime
 //! ```
 //!
-//! Concurrency: appends are serialized inside a process by a mutex and across processes by
-//! an exclusive flock on `journal.lock`, under which the chain head is read from the file's
+//! Concurrency: appends are group-committed inside a process (see [`commit`]: one leader
+//! writes and fsyncs every queued record at once) and serialized across processes by an
+//! exclusive flock on `journal.lock`, under which the chain head is read from the file's
 //! tail (never from memory or the index), so no two records can claim the same seq.
 
+mod commit;
 mod event;
 pub mod export;
 mod index;
@@ -33,6 +35,8 @@ mod query;
 pub mod record;
 pub mod verify;
 
+#[doc(hidden)]
+pub use commit::{AppendTrace, CommitStats};
 pub use event::{Event, RunId};
 pub use query::{
     parse_since, timestamp, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter,
@@ -44,9 +48,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use commit::Committer;
 use index::Index;
 use journal::Tail;
 use lock::FileLock;
+use record::Prepared;
 
 /// Lock file serializing appends across processes.
 pub const JOURNAL_LOCK: &str = "journal.lock";
@@ -77,6 +83,29 @@ pub enum StoreError {
     OutputNotEmpty(PathBuf),
     #[error("evidence store: {0}")]
     Other(String),
+}
+
+impl StoreError {
+    /// The same error again, for each caller of a failed batch (`io::Error` is not `Clone`).
+    fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            StoreError::Index(s) => StoreError::Index(s.clone()),
+            StoreError::NotPng(s) => StoreError::NotPng(s.clone()),
+            StoreError::Record(e) => StoreError::Record(e.clone()),
+            StoreError::BadInput(s) => StoreError::BadInput(s.clone()),
+            StoreError::UnknownRun(s) => StoreError::UnknownRun(s.clone()),
+            StoreError::UnknownCase(s) => StoreError::UnknownCase(s.clone()),
+            StoreError::OutputNotEmpty(p) => StoreError::OutputNotEmpty(p.clone()),
+            StoreError::Other(s) => StoreError::Other(s.clone()),
+        }
+    }
 }
 
 /// A record as stored: chain fields plus the event.
@@ -151,8 +180,10 @@ struct Inner {
     data_dir: PathBuf,
     owner: String,
     owner_lock: Option<FileLock>,
-    /// Append handle; its mutex serializes this process's appends.
+    /// Append handle; held by the leader of a commit round (and by recovery at open).
     journal: Mutex<File>,
+    /// The group committer's queue and counters.
+    commit: Committer,
     /// Read handle for index catch-up and the chain head (positional reads only).
     reader: File,
     index: Mutex<Index>,
@@ -221,6 +252,7 @@ impl Store {
                 owner,
                 owner_lock: Some(owner_lock),
                 journal: Mutex::new(journal_file),
+                commit: Committer::default(),
                 reader,
                 index: Mutex::new(index),
             }),
@@ -237,19 +269,25 @@ impl Store {
         let mut index = lock_recover(&self.inner.index);
         index.sync(&self.inner.reader, &self.journal_path())?;
         let locks = self.inner.data_dir.join(LOCKS_DIR);
+        let mut orphans = Vec::new();
+        let mut batch = Vec::new();
         for (run_id, owner) in index.open_runs()? {
             if lock::owner_alive(&locks, &owner)? {
                 continue;
             }
-            let event = Event::RunInterrupted {
+            batch.push(Prepared::new(Event::RunInterrupted {
                 run_id: run_id.clone(),
                 reason: format!(
                     "the process that ran it (owner {owner}) ended before the run finished; \
                      records up to its last step are intact"
                 ),
-            };
-            let (_, start, line) = self.append_locked(&mut file, event)?;
-            index.apply(start, line.as_bytes())?;
+            })?);
+            orphans.push((run_id, owner));
+        }
+        // One write and one fsync for all of them; the index reads them back from the file.
+        self.write_batch_locked(&mut file, batch)?;
+        index.sync(&self.inner.reader, &self.journal_path())?;
+        for (run_id, owner) in orphans {
             tracing::warn!(run = %run_id, %owner, "marked run interrupted");
         }
         Ok(())
@@ -270,69 +308,9 @@ impl Store {
                 saved_as,
                 at: now(),
             };
-            self.append_locked(file, event)?;
+            self.write_batch_locked(file, vec![Prepared::new(event)?])?;
         }
         Ok(())
-    }
-
-    /// Chains and writes one record. Caller holds the in-process mutex and the flock.
-    fn append_locked(
-        &self,
-        file: &mut File,
-        event: Event,
-    ) -> Result<(Appended, u64, String), StoreError> {
-        let path = self.journal_path();
-        let head = match journal::tail(file, &path)? {
-            Tail::Clean { head, .. } => head,
-            Tail::Torn { .. } => {
-                // A writer crashed after we opened: set it aside first.
-                self.repair_tail(file)?;
-                match journal::tail(file, &path)? {
-                    Tail::Clean { head, .. } => head,
-                    Tail::Torn { .. } => {
-                        return Err(StoreError::Other(
-                            "journal tail still torn after repair".into(),
-                        ))
-                    }
-                }
-            }
-        };
-        let (seq, prev) = match head {
-            Some((seq, hash)) => (seq + 1, hash),
-            None => (1, record::GENESIS_PREV.to_owned()),
-        };
-        let (rec, line) = record::seal(seq, now(), prev, event)?;
-        let start = journal::append_line(file, &path, &line)?;
-        Ok((
-            Appended {
-                seq: rec.seq,
-                hash: rec.hash,
-            },
-            start,
-            line,
-        ))
-    }
-
-    /// Appends one record: chained, fsync'd, indexed. Returns once durable.
-    ///
-    /// The record is durable when this returns `Ok`; if only the index update fails, the
-    /// error is logged and the index catches up on the next query.
-    pub fn append(&self, event: Event) -> Result<Appended, StoreError> {
-        let (appended, start, line) = {
-            let mut file = lock_recover(&self.inner.journal);
-            let _flock = FileLock::exclusive(&self.inner.data_dir.join(JOURNAL_LOCK))?;
-            self.append_locked(&mut file, event)?
-        };
-        let mut index = lock_recover(&self.inner.index);
-        let result = if index.meta().end == start {
-            index.apply(start, line.as_bytes())
-        } else {
-            index.sync(&self.inner.reader, &self.journal_path())
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, seq = appended.seq, "record is durable but the index update failed");
-        }
-        Ok(appended)
     }
 
     /// Stores a PNG under its SHA-256 (idempotent), after decoding it with `image`.

@@ -142,6 +142,25 @@ fn chain_object(seq: u64, ts: &str, prev: &str, event: Value) -> serde_json::Map
     obj
 }
 
+/// An event serialized canonically ahead of time, so that the appender that chains it
+/// (under the journal lock) only has to assemble the line and hash it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    event: Event,
+    /// Canonical JSON of `event`.
+    canonical: String,
+}
+
+impl Prepared {
+    /// Serializes `event` canonically (fails on what [`seal`] would fail on).
+    pub fn new(event: Event) -> Result<Prepared, RecordError> {
+        let value =
+            serde_json::to_value(&event).map_err(|e| RecordError::Serialize(e.to_string()))?;
+        let canonical = canonical(&value)?;
+        Ok(Prepared { event, canonical })
+    }
+}
+
 /// Builds a record (computing its hash) and its journal line (without the trailing `\n`).
 pub fn seal(
     seq: u64,
@@ -149,22 +168,43 @@ pub fn seal(
     prev: String,
     event: Event,
 ) -> Result<(Record, String), RecordError> {
-    let event_value =
-        serde_json::to_value(&event).map_err(|e| RecordError::Serialize(e.to_string()))?;
-    let mut obj = chain_object(seq, &ts, &prev, event_value);
-    let hash = sha256_hex(canonical(&Value::Object(obj.clone()))?.as_bytes());
-    obj.insert("hash".to_owned(), Value::from(hash.clone()));
-    let line = canonical(&Value::Object(obj))?;
-    Ok((
+    Ok(seal_prepared(seq, ts, prev, Prepared::new(event)?))
+}
+
+/// [`seal`] of an event already serialized: the canonical object is assembled as text. Its
+/// keys in code-point order are `event`, `hash`, `prev`, `seq`, `ts`, which is the order
+/// written here; `canonical_matches_assembled_line` checks it against the generic writer.
+pub fn seal_prepared(seq: u64, ts: String, prev: String, prepared: Prepared) -> (Record, String) {
+    let mut tail = String::with_capacity(prev.len() + ts.len() + 40);
+    tail.push_str(",\"prev\":");
+    write_string(&prev, &mut tail);
+    tail.push_str(",\"seq\":");
+    tail.push_str(&seq.to_string());
+    tail.push_str(",\"ts\":");
+    write_string(&ts, &mut tail);
+    tail.push('}');
+    let mut unhashed = String::with_capacity(prepared.canonical.len() + tail.len() + 12);
+    unhashed.push_str("{\"event\":");
+    unhashed.push_str(&prepared.canonical);
+    unhashed.push_str(&tail);
+    let hash = sha256_hex(unhashed.as_bytes());
+    let mut line = String::with_capacity(unhashed.len() + hash.len() + 12);
+    line.push_str("{\"event\":");
+    line.push_str(&prepared.canonical);
+    line.push_str(",\"hash\":\"");
+    line.push_str(&hash);
+    line.push('"');
+    line.push_str(&tail);
+    (
         Record {
             seq,
             ts,
             prev,
             hash,
-            event,
+            event: prepared.event,
         },
         line,
-    ))
+    )
 }
 
 /// The journal line of an existing record (canonical JSON including its stored `hash`).
@@ -278,6 +318,28 @@ mod tests {
             canonical(&v).unwrap(),
             "{\"a\":[1,-2,null,true],\"b\":\"é\\\"\\\\\\n\\t\\u0001\u{7f}\u{2028}\"}"
         );
+    }
+
+    #[test]
+    fn canonical_matches_assembled_line() {
+        let event = Event::Pause {
+            on: false,
+            user: "zé\"\u{1}".into(),
+            reason: "r".into(),
+            at: "t".into(),
+        };
+        let (record, line) = seal(3, "ts\n\"".into(), "ab".repeat(32), event.clone()).unwrap();
+        let mut obj = chain_object(
+            3,
+            "ts\n\"",
+            &"ab".repeat(32),
+            serde_json::to_value(&event).unwrap(),
+        );
+        let hash = sha256_hex(canonical(&Value::Object(obj.clone())).unwrap().as_bytes());
+        assert_eq!(record.hash, hash);
+        obj.insert("hash".to_owned(), Value::from(hash));
+        assert_eq!(line, canonical(&Value::Object(obj)).unwrap());
+        assert_eq!(line_of(&record).unwrap(), line);
     }
 
     #[test]
