@@ -150,6 +150,7 @@ async fn clerk_run(
     area: &Area,
     ids: &[String],
     pages: usize,
+    keep: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("clerk.toml");
@@ -188,6 +189,13 @@ async fn clerk_run(
             anyhow::bail!("clerk run failed: {:?}", r.error);
         }
         let id = r.inputs.get("order_id").cloned().unwrap_or_default();
+        if let (Some(k), Some(s)) = (keep, r.screenshots.first()) {
+            let _ = std::fs::create_dir_all(k);
+            let _ = std::fs::copy(
+                engine.store.screenshot_path(&s.sha256),
+                k.join(format!("{}-{pages}-{id}-clerk.png", area.name)),
+            );
+        }
         hashes.insert(
             id,
             r.screenshots
@@ -218,6 +226,8 @@ async fn main() -> anyhow::Result<()> {
     // the feed both tools see the same page.
     center.set_spa_no_feed(true);
     let work = tempfile::tempdir()?;
+    // BENCH_KEEP=DIR keeps both tools' PNGs for a side-by-side look.
+    let keep = std::env::var_os("BENCH_KEEP").map(PathBuf::from);
     let state = work.path().join("state.json");
     center
         .storage_state("ops", Duration::from_secs(3600))
@@ -244,7 +254,16 @@ async fn main() -> anyhow::Result<()> {
                 .path()
                 .join(format!("pw-{}-{pages}", area.name.replace(' ', "-")));
             let pw = peer(&root, &center, &state, area, &ids, pages, &out)?;
-            let ck = clerk_run(&center, area, &ids, pages).await?;
+            let ck = clerk_run(&center, area, &ids, pages, keep.as_deref()).await?;
+            if let Some(k) = &keep {
+                let _ = std::fs::create_dir_all(k);
+                for (id, sha) in &pw.hashes {
+                    let _ = std::fs::copy(
+                        out.join(format!("{sha}.png")),
+                        k.join(format!("{}-{pages}-{id}-pw.png", area.name)),
+                    );
+                }
+            }
             let same = ids
                 .iter()
                 .filter(|id| {
