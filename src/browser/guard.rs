@@ -161,6 +161,34 @@ struct Shared {
     events: mpsc::UnboundedSender<GuardEvent>,
 }
 
+impl Shared {
+    fn new(
+        policy: Policy,
+        connect_sources: String,
+        targets: Targets,
+        events: mpsc::UnboundedSender<GuardEvent>,
+    ) -> Shared {
+        Shared {
+            connect_sources,
+            policy,
+            window: Mutex::new(Window::Closed),
+            tripped: Mutex::new(None),
+            judged: watch::channel(None).0,
+            hold: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+            main_navigations_blocked: AtomicU64::new(0),
+            approved_sent: AtomicBool::new(false),
+            approved_withheld: AtomicBool::new(false),
+            step: AtomicI64::new(-1),
+            last_request_ms: AtomicU64::new(0),
+            requests_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            targets,
+            events,
+        }
+    }
+}
+
 /// Handle to a running guard; cheap to clone.
 #[derive(Clone)]
 pub struct Guard {
@@ -191,27 +219,9 @@ impl Guard {
         timeout: Duration,
     ) -> Result<(Guard, mpsc::UnboundedReceiver<GuardEvent>), BrowserError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            connect_sources: containment::connect_sources(
-                &policy.allowed_origins,
-                &policy.websocket_allow,
-            ),
-            policy,
-            window: Mutex::new(Window::Closed),
-            tripped: Mutex::new(None),
-            judged: watch::channel(None).0,
-            hold: AtomicBool::new(false),
-            held: Mutex::new(Vec::new()),
-            main_navigations_blocked: AtomicU64::new(0),
-            approved_sent: AtomicBool::new(false),
-            approved_withheld: AtomicBool::new(false),
-            step: AtomicI64::new(-1),
-            last_request_ms: AtomicU64::new(0),
-            requests_seen: AtomicU64::new(0),
-            epoch: Instant::now(),
-            targets,
-            events: tx,
-        });
+        let connect_sources =
+            containment::connect_sources(&policy.allowed_origins, &policy.websocket_allow);
+        let shared = Arc::new(Shared::new(policy, connect_sources, targets, tx));
         let mut paused = cdp(timeout, "listen for paused requests", async {
             browser.event_listener::<EventRequestPaused>().await
         })
@@ -930,24 +940,12 @@ mod tests {
     use serde_json::{json, Value};
 
     fn shared(policy: Policy) -> Shared {
-        Shared {
-            connect_sources: String::new(),
+        Shared::new(
             policy,
-            window: Mutex::new(Window::Closed),
-            tripped: Mutex::new(None),
-            judged: watch::channel(None).0,
-            hold: AtomicBool::new(false),
-            held: Mutex::new(Vec::new()),
-            main_navigations_blocked: AtomicU64::new(0),
-            approved_sent: AtomicBool::new(false),
-            approved_withheld: AtomicBool::new(false),
-            step: AtomicI64::new(-1),
-            last_request_ms: AtomicU64::new(0),
-            requests_seen: AtomicU64::new(0),
-            epoch: Instant::now(),
-            targets: Arc::new(Mutex::new([("MAIN".to_owned(), "page".to_owned())].into())),
-            events: mpsc::unbounded_channel().0,
-        }
+            String::new(),
+            Arc::new(Mutex::new([("MAIN".to_owned(), "page".to_owned())].into())),
+            mpsc::unbounded_channel().0,
+        )
     }
 
     fn policy() -> Policy {

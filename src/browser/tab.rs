@@ -984,14 +984,12 @@ impl Tab {
         Ok(())
     }
 
-    /// Moves the mouse to a viewport point (lists that follow the hovered item).
-    async fn hover_at(&self, x: f64, y: f64) -> Result<(), BrowserError> {
-        let params = DispatchMouseEventParams::builder()
-            .r#type(DispatchMouseEventType::MouseMoved)
-            .x(x)
-            .y(y)
-            .build()
-            .map_err(BrowserError::Page)?;
+    /// Sends one mouse event.
+    async fn mouse(
+        &self,
+        params: Result<DispatchMouseEventParams, String>,
+    ) -> Result<(), BrowserError> {
+        let params = params.map_err(BrowserError::Page)?;
         cdp(
             self.timeout,
             "Input.dispatchMouseEvent",
@@ -1001,23 +999,30 @@ impl Tab {
         Ok(())
     }
 
+    /// Moves the mouse to a viewport point (lists that follow the hovered item).
+    async fn hover_at(&self, x: f64, y: f64) -> Result<(), BrowserError> {
+        self.mouse(
+            DispatchMouseEventParams::builder()
+                .r#type(DispatchMouseEventType::MouseMoved)
+                .x(x)
+                .y(y)
+                .build(),
+        )
+        .await
+    }
+
     /// Turns the mouse wheel at a viewport point (scrolls lists that render lazily).
     async fn wheel_at(&self, x: f64, y: f64, delta_y: f64) -> Result<(), BrowserError> {
-        let params = DispatchMouseEventParams::builder()
-            .r#type(DispatchMouseEventType::MouseWheel)
-            .x(x)
-            .y(y)
-            .delta_x(0.0)
-            .delta_y(delta_y)
-            .build()
-            .map_err(BrowserError::Page)?;
-        cdp(
-            self.timeout,
-            "Input.dispatchMouseEvent",
-            self.page.execute(params),
+        self.mouse(
+            DispatchMouseEventParams::builder()
+                .r#type(DispatchMouseEventType::MouseWheel)
+                .x(x)
+                .y(y)
+                .delta_x(0.0)
+                .delta_y(delta_y)
+                .build(),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Clicks the element with real mouse events.
