@@ -503,3 +503,44 @@ steps:
         assert!(err.contains("element not found"), "{probe:?}: {err}");
     }
 }
+
+/// A History-API router: a click that routes with `pushState` (no document, no load
+/// event), a `wait_for: { url }` on the new route, then a `goto` to another route, which
+/// loads a new document from the same shell.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_api_routes_complete() {
+    let world = World::new().await;
+    let picked = orders(2);
+    let (a, b) = (&picked[0], &picked[1]);
+    let yaml = format!(
+        r#"name: history
+version: "1"
+description: history routes
+channel: sample
+mode: read_only
+steps:
+  - goto: /app/h/orders
+    timeout: 60s
+  - click: {{ role: link, name: "{a}" }}
+    timeout: 60s
+  - wait_for: {{ url: "/app/h/orders/{a}" }}
+    timeout: 60s
+  - wait_for: {{ selector: '[data-order-id="{a}"] [data-testid=order-status]' }}
+    timeout: 60s
+  - extract: {{ field: first, selector: '[data-order-id="{a}"] [data-testid=order-status]' }}
+  - goto: /app/h/orders/{b}
+    timeout: 60s
+  - wait_for: {{ selector: '[data-order-id="{b}"] [data-testid=order-status]' }}
+    timeout: 60s
+  - extract: {{ field: second, testid: order-status }}
+"#,
+        a = a.id,
+        b = b.id
+    );
+    let pb = world.playbook_from("history", &yaml);
+    let r = world.run(&pb, &[]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    assert_eq!(r.fields["first"], a.status);
+    assert_eq!(r.fields["second"], b.status);
+    assert!(world.center.writes().is_empty());
+}

@@ -61,6 +61,8 @@ const HOSTILE_SW_JS: &str = include_str!("app/hostile/sw.js");
 const HOSTILE_SRCDOC_HTML: &str = include_str!("app/hostile/srcdoc.html");
 const HOSTILE_WS_HTML: &str = include_str!("app/hostile/ws.html");
 const HOSTILE_AUTOSUBMIT_HTML: &str = include_str!("app/hostile/autosubmit.html");
+/// A small app routed with the History API (`/app/h/...`), next to the hash-routed one.
+const HISTORY_HTML: &str = include_str!("app/history.html");
 
 /// Test knobs of the SPA (all off / `None` by default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -228,6 +230,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             get(|| async { html(StatusCode::OK, HOSTILE_AUTOSUBMIT_HTML.to_owned()) }),
         )
         .route("/api/keepalive", post(hostile_write))
+        .route(
+            "/app/h/{*route}",
+            get(|| async { html(StatusCode::OK, HISTORY_HTML.to_owned()) }),
+        )
         .route("/api/login", post(api_login))
         .route("/api/logout", post(api_logout))
         .route("/api/me", get(api_me))
