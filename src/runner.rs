@@ -61,6 +61,10 @@ pub struct Engine {
     pub clock: Clock,
     /// Default timeout of one step.
     pub step_timeout: Duration,
+    /// Channels whose session this engine has proven live and that no run has found
+    /// expired or failed since: their runs skip the session check's page load and rely on
+    /// the channel's `login_url` detection instead (only channels that name one).
+    verified_sessions: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// What to run.
@@ -212,6 +216,14 @@ impl Engine {
             launch,
             clock: system_clock(),
             step_timeout: Duration::from_secs(10),
+            verified_sessions: Arc::default(),
+        }
+    }
+
+    /// The next run on `channel` checks its session again.
+    fn forget_session(&self, channel: &str) {
+        if let Ok(mut v) = self.verified_sessions.lock() {
+            v.remove(channel);
         }
     }
 
@@ -371,6 +383,13 @@ impl Engine {
             case_ref: req.case_ref.clone(),
         };
         let (status, error) = state.execute().await?;
+        if !matches!(
+            status,
+            RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused
+        ) {
+            // After any failure or expiry the next run proves the session again.
+            self.forget_session(&channel.id);
+        }
         let finished_status = if status == RunStatus::Drafted {
             "ok"
         } else {
@@ -479,15 +498,36 @@ impl<'a> RunState<'a> {
         browser: &mut Browser,
         tab: &Tab,
     ) -> Result<(RunStatus, Option<String>), EngineError> {
-        let checked = if self.playbook.mode == Mode::Login {
+        // The session is checked when a batch starts and after any run that failed or found
+        // it expired; in between, a run that lands on the login page ends as expired anyway
+        // (`login_url`), so the check's page load is not repeated for every row.
+        let channel_id = self.channel.id.clone();
+        let trusted = !self.channel.login_url.is_empty()
+            && self
+                .engine
+                .verified_sessions
+                .lock()
+                .map(|v| v.contains(&channel_id))
+                .unwrap_or(false);
+        let checked = if self.playbook.mode == Mode::Login || trusted {
             Ok(())
         } else {
             self.check_session(browser, tab).await?
         };
         match checked {
-            Ok(()) => {}
-            Err(SessionProblem::Expired(msg)) => return Ok((RunStatus::SessionExpired, Some(msg))),
-            Err(SessionProblem::Unreachable(msg)) => return Ok((RunStatus::Failed, Some(msg))),
+            Ok(()) => {
+                if let Ok(mut v) = self.engine.verified_sessions.lock() {
+                    v.insert(channel_id.clone());
+                }
+            }
+            Err(SessionProblem::Expired(msg)) => {
+                self.engine.forget_session(&channel_id);
+                return Ok((RunStatus::SessionExpired, Some(msg)));
+            }
+            Err(SessionProblem::Unreachable(msg)) => {
+                self.engine.forget_session(&channel_id);
+                return Ok((RunStatus::Failed, Some(msg)));
+            }
         }
         let steps = self.playbook.steps.clone();
         for step in &steps {
