@@ -367,35 +367,47 @@ pub async fn request_from_draft(
         .map_err(|e| e.to_string())?;
     let values = live_values(tab, &control, &ctx.secrets).await?;
     let held = hold_the_write(browser, tab, &control, timeout).await?;
-    let first = match held.as_slice() {
-        [] => {
+    // Writes the page makes on its own meanwhile (an autosave, an analytics call) are
+    // blocked and recorded like any other; the approval is about the declared endpoint.
+    let to_declared = |h: &&HeldWrite| {
+        let bare = Url::parse(&h.url)
+            .map(|u| without_query(&u))
+            .unwrap_or_else(|_| h.url.clone());
+        h.method.eq_ignore_ascii_case(&write.method) && bare == write.url
+    };
+    let matching: Vec<&HeldWrite> = held.iter().filter(to_declared).collect();
+    let list = |ws: &[HeldWrite]| {
+        ws.iter()
+            .map(|h| format!("{} {}", h.method, h.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let first = match matching.as_slice() {
+        [] if held.is_empty() => {
             return Err(format!(
                 "activating the submit control {} sent no write within {timeout:?}: the playbook declares {} {}, and the draft needs the page to send it",
                 control.display, write.method, write.url
             ))
         }
-        [one] => one,
+        [] => {
+            return Err(format!(
+                "the page sends {} but the playbook declares {} {}",
+                list(&held),
+                write.method,
+                write.url
+            ))
+        }
+        [one] => *one,
         many => {
             return Err(format!(
-                "activating the submit control {} sent {} writes ({}): an approval covers exactly one write",
+                "activating the submit control {} sent {} writes to {} {}: an approval covers exactly one write",
                 control.display,
                 many.len(),
-                many.iter()
-                    .map(|h| format!("{} {}", h.method, h.url))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                write.method,
+                write.url
             ))
         }
     };
-    let sent_to = Url::parse(&first.url)
-        .map(|u| without_query(&u))
-        .unwrap_or_else(|_| first.url.clone());
-    if !first.method.eq_ignore_ascii_case(&write.method) || sent_to != write.url {
-        return Err(format!(
-            "the page sends {} {sent_to} but the playbook declares {} {}",
-            first.method, write.method, write.url
-        ));
-    }
     let volatile = volatile_fields(step, &ctx.channel);
     let full = Write::decode(
         &first.method,

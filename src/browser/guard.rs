@@ -130,8 +130,10 @@ enum Window {
     Armed(ArmedWrite),
     /// The first write goes to the judge.
     Judging(Judge),
-    /// The judged write has been seen; any further write trips.
-    Judged,
+    /// The judged write (`METHOD url-without-query`) has been seen: another write to the
+    /// same endpoint (a double submit) trips the window; any other write is failed and
+    /// recorded without touching the approved one.
+    Judged(String),
 }
 
 struct Shared {
@@ -640,7 +642,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
             }
             Window::Judging(judge) => {
                 let write = held_write(ev, &method, &raw_url);
-                *window = Window::Judged;
+                *window = Window::Judged(format!("{method} {bare}"));
                 return match judge(&write) {
                     Ok(()) => {
                         shared.judged.send_replace(Some(Ok(write)));
@@ -662,15 +664,28 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                     }
                 };
             }
-            Window::Judged => {
-                *window = Window::Judged;
-                trip(shared, format!("{method} {bare}"));
+            Window::Judged(approved) => {
+                let this = format!("{method} {bare}");
+                let same_endpoint = this == approved;
+                *window = Window::Judged(approved);
+                if !same_endpoint {
+                    // An unrelated write (an autosave, an analytics call) is not sent, and
+                    // does not cancel the approved write, which reviewers saw alone.
+                    return (
+                        fail,
+                        Some(mk(
+                            true,
+                            format!("{this} is not the approved write (blocked during the submit)"),
+                        )),
+                    );
+                }
+                trip(shared, this.clone());
                 return (
                     fail,
                     Some(mk(
                         true,
                         format!(
-                            "{method} {bare} is a second write during the submit; the submit window is closed"
+                            "{this} is a second write to the approved endpoint during the submit; the submit window is closed"
                         ),
                     )),
                 );
