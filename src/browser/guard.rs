@@ -1064,6 +1064,31 @@ mod tests {
     }
 
     #[test]
+    fn an_unrelated_write_after_the_judged_one_is_blocked_without_tripping() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Ok(())));
+        assert_eq!(decide(&s, &post("ok")).0, Answer::ContinueUnlessTripped);
+        let autosave = paused(
+            "POST",
+            "http://a.test/api/autosave",
+            "Fetch",
+            "MAIN",
+            json!({"headers": {}, "hasPostData": false}),
+        );
+        let (answer, event) = decide(&s, &autosave);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("not the approved write"));
+        assert_eq!(
+            s.tripped.lock().unwrap().clone(),
+            None,
+            "the approved write stands"
+        );
+        // The same endpoint again is a double submit: it trips.
+        decide(&s, &post("ok"));
+        assert!(s.tripped.lock().unwrap().is_some());
+    }
+
+    #[test]
     fn refused_judgement_fails_and_closes() {
         let s = shared(policy());
         *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Err("no".into())));
