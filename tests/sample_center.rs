@@ -6,38 +6,12 @@
 use std::time::Duration;
 
 use clerk::sample::{self, SampleCenter, SampleOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::http::Resp;
 use tokio::net::TcpStream;
 
-/// A response as the test client saw it.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `name=value` of the `sc_session` Set-Cookie, if any.
-    fn session_cookie(&self) -> Option<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-            .map(|(_, v)| v)
-            .find(|v| v.starts_with("sc_session="))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned)
-    }
-}
-
-/// A minimal HTTP/1.1 client: one request per connection (`Connection: close`).
+/// The shared test client, with this file's shorthand: an optional session cookie and an
+/// optional `(content type, body)`.
 async fn http(
     port: u16,
     method: &str,
@@ -45,71 +19,14 @@ async fn http(
     cookie: Option<&str>,
     body: Option<(&str, &str)>,
 ) -> Resp {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to sample center");
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut headers = Vec::new();
     if let Some(c) = cookie {
-        req.push_str(&format!("Cookie: {c}\r\n"));
+        headers.push(("Cookie", c));
     }
-    match body {
-        Some((content_type, text)) => {
-            req.push_str(&format!(
-                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{text}",
-                text.len()
-            ));
-        }
-        None => req.push_str("Content-Length: 0\r\n\r\n"),
+    if let Some((content_type, _)) = body {
+        headers.push(("Content-Type", content_type));
     }
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response has a header block");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
-    }
-    out
+    crate::common::http::http(port, method, path, &headers, body.map(|(_, b)| b)).await
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {

@@ -1,6 +1,8 @@
 //! Shared test fixtures: the sample seller center on a free port, a temp data directory
 //! with a channel config and a live session, and an engine driving real headless Chromium.
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
