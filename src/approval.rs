@@ -817,6 +817,14 @@ pub async fn submit_with_gate(
     let volatile = gate.approval.volatile.clone();
     let secrets = ctx.secrets.clone();
     let want = approved.clone();
+    // Only writes to the approved endpoint are judged: an autosave or analytics call the page
+    // fires meanwhile is blocked and recorded, and does not decide the submit.
+    let endpoint = Url::parse(&want.url)
+        .map(|u| ArmedWrite {
+            method: want.method.clone(),
+            url: without_query(&u),
+        })
+        .map_err(|e| SubmitFailure::Failed(format!("the approved write has no valid URL: {e}")))?;
     let judge: crate::browser::Judge = Box::new(move |h: &HeldWrite| {
         let got = Write::decode(
             &h.method,
@@ -840,7 +848,7 @@ pub async fn submit_with_gate(
     });
     let timeout = step.timeout.unwrap_or(Duration::from_secs(15));
     let guard = browser.guard().clone();
-    guard.arm_judged(judge);
+    guard.arm_judged(endpoint, judge);
     if let Err(e) = tab.click(&control, timeout).await {
         guard.disarm();
         return Err(SubmitFailure::Failed(e.to_string()));

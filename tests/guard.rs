@@ -634,6 +634,14 @@ async fn held_write_keeps_the_exact_body_and_sends_nothing() {
     assert!(fx.writes().is_empty(), "{:?}", fx.writes());
 }
 
+/// The endpoint of the refund the held page sends.
+fn refunds_endpoint(fx: &Fixture) -> clerk::browser::ArmedWrite {
+    clerk::browser::ArmedWrite {
+        method: "POST".into(),
+        url: fx.url("/api/orders/SO-7/refunds").to_string(),
+    }
+}
+
 /// A submit window with a judge: the write it accepts reaches the server exactly once, with
 /// its exact body; a second write is refused and trips the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,13 +652,16 @@ async fn judged_write_goes_out_once_and_a_second_write_trips() {
         .await
         .unwrap();
     let guard = browser.guard().clone();
-    guard.arm_judged(Box::new(|w: &HeldWrite| {
-        if w.body.as_deref() == Some(REFUND_BODY.as_bytes()) {
-            Ok(())
-        } else {
-            Err("the body differs from the approved one".into())
-        }
-    }));
+    guard.arm_judged(
+        refunds_endpoint(&fx),
+        Box::new(|w: &HeldWrite| {
+            if w.body.as_deref() == Some(REFUND_BODY.as_bytes()) {
+                Ok(())
+            } else {
+                Err("the body differs from the approved one".into())
+            }
+        }),
+    );
     click_send(&tab).await;
     let verdict = guard.wait_judged(Duration::from_secs(30)).await;
     let sent = match verdict {
@@ -688,9 +699,10 @@ async fn refused_judged_write_sends_nothing_and_says_why() {
         .await
         .unwrap();
     let guard = browser.guard().clone();
-    guard.arm_judged(Box::new(|_: &HeldWrite| {
-        Err("amount 12.50 differs from the approved 10.00".into())
-    }));
+    guard.arm_judged(
+        refunds_endpoint(&fx),
+        Box::new(|_: &HeldWrite| Err("amount 12.50 differs from the approved 10.00".into())),
+    );
     click_send(&tab).await;
     match guard.wait_judged(Duration::from_secs(30)).await {
         Some(Err((w, why))) => {

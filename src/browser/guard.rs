@@ -128,8 +128,10 @@ enum Window {
     Closed,
     /// Legacy: exactly this method and URL, once.
     Armed(ArmedWrite),
-    /// The first write goes to the judge.
-    Judging(Judge),
+    /// The first write to the endpoint (method and URL without query) goes to the judge;
+    /// writes elsewhere (an autosave, analytics) are failed and recorded, and leave the
+    /// window open.
+    Judging(ArmedWrite, Judge),
     /// The judged write (`METHOD url-without-query`) has been seen: another write to the
     /// same endpoint (a double submit) trips the window; any other write is failed and
     /// recorded without touching the approved one.
@@ -361,17 +363,19 @@ impl Guard {
         }
     }
 
-    /// Opens a submit window whose first write is given to `judge` (in arrival order, before
-    /// it is answered): `Ok` → that write is sent, exactly once; `Err(why)` → it is failed,
-    /// the window closes and `why` is recorded. Any further write while the window is open
-    /// is failed and trips it. Returns at once; [`Guard::wait_judged`] waits for the verdict.
-    /// The judge must not call back into the guard.
-    pub fn arm_judged(&self, judge: Judge) {
+    /// Opens a submit window whose first write to `endpoint` (method and URL without query)
+    /// is given to `judge` (in arrival order, before it is answered): `Ok` → that write is
+    /// sent, exactly once; `Err(why)` → it is failed, the window closes and `why` is
+    /// recorded. A further write to the endpoint while the window is open is failed and trips
+    /// it; writes elsewhere are failed and recorded without touching the window. Returns at
+    /// once; [`Guard::wait_judged`] waits for the verdict. The judge must not call back into
+    /// the guard.
+    pub fn arm_judged(&self, endpoint: ArmedWrite, judge: Judge) {
         self.shared.judged.send_replace(None);
         self.shared.approved_sent.store(false, Ordering::SeqCst);
         self.shared.approved_withheld.store(false, Ordering::SeqCst);
         if let Ok(mut w) = self.shared.window.lock() {
-            *w = Window::Judging(judge);
+            *w = Window::Judging(endpoint, judge);
         }
     }
 
@@ -410,7 +414,7 @@ impl Guard {
             .window
             .lock()
             .map(|mut w| {
-                let unused = matches!(*w, Window::Armed(_) | Window::Judging(_));
+                let unused = matches!(*w, Window::Armed(_) | Window::Judging(..));
                 *w = Window::Closed;
                 unused
             })
@@ -640,7 +644,19 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                     )),
                 );
             }
-            Window::Judging(judge) => {
+            Window::Judging(endpoint, judge) => {
+                if endpoint.method != method || endpoint.url != bare {
+                    *window = Window::Judging(endpoint, judge);
+                    return (
+                        fail,
+                        Some(mk(
+                            true,
+                            format!(
+                                "{method} {bare} is not the approved endpoint (blocked during the submit)"
+                            ),
+                        )),
+                    );
+                }
                 let write = held_write(ev, &method, &raw_url);
                 *window = Window::Judged(format!("{method} {bare}"));
                 return match judge(&write) {
@@ -1002,6 +1018,33 @@ mod tests {
         )
     }
 
+    fn endpoint() -> ArmedWrite {
+        ArmedWrite {
+            method: "POST".into(),
+            url: "http://a.test/api/refunds".into(),
+        }
+    }
+
+    #[test]
+    fn an_unrelated_write_before_the_submit_is_blocked_and_the_submit_still_judged() {
+        let s = shared(policy());
+        *s.window.lock().unwrap() = Window::Judging(endpoint(), Box::new(|_: &HeldWrite| Ok(())));
+        let autosave = paused(
+            "POST",
+            "http://a.test/api/refunds/autosave",
+            "Fetch",
+            "MAIN",
+            json!({"headers": {}, "hasPostData": false}),
+        );
+        let (answer, event) = decide(&s, &autosave);
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert!(event.unwrap().reason.contains("not the approved endpoint"));
+        assert!(s.judged.borrow().is_none(), "the autosave was not judged");
+        assert_eq!(s.tripped.lock().unwrap().clone(), None);
+        assert_eq!(decide(&s, &post("ok")).0, Answer::ContinueUnlessTripped);
+        assert!(matches!(*s.judged.borrow(), Some(Ok(_))));
+    }
+
     #[test]
     fn draft_holds_the_write_without_headers() {
         let s = shared(policy());
@@ -1047,13 +1090,16 @@ mod tests {
     #[test]
     fn judged_window_sends_once_then_trips() {
         let s = shared(policy());
-        *s.window.lock().unwrap() = Window::Judging(Box::new(|w: &HeldWrite| {
-            if w.body.as_deref() == Some(b"ok".as_slice()) {
-                Ok(())
-            } else {
-                Err("differs".into())
-            }
-        }));
+        *s.window.lock().unwrap() = Window::Judging(
+            endpoint(),
+            Box::new(|w: &HeldWrite| {
+                if w.body.as_deref() == Some(b"ok".as_slice()) {
+                    Ok(())
+                } else {
+                    Err("differs".into())
+                }
+            }),
+        );
         assert_eq!(decide(&s, &post("ok")).0, Answer::ContinueUnlessTripped);
         assert!(matches!(*s.judged.borrow(), Some(Ok(_))));
         assert_eq!(s.tripped.lock().unwrap().clone(), None);
@@ -1066,7 +1112,7 @@ mod tests {
     #[test]
     fn an_unrelated_write_after_the_judged_one_is_blocked_without_tripping() {
         let s = shared(policy());
-        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Ok(())));
+        *s.window.lock().unwrap() = Window::Judging(endpoint(), Box::new(|_: &HeldWrite| Ok(())));
         assert_eq!(decide(&s, &post("ok")).0, Answer::ContinueUnlessTripped);
         let autosave = paused(
             "POST",
@@ -1091,7 +1137,8 @@ mod tests {
     #[test]
     fn refused_judgement_fails_and_closes() {
         let s = shared(policy());
-        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Err("no".into())));
+        *s.window.lock().unwrap() =
+            Window::Judging(endpoint(), Box::new(|_: &HeldWrite| Err("no".into())));
         assert_eq!(
             decide(&s, &post("x")).0,
             Answer::Fail(ErrorReason::BlockedByClient)
@@ -1156,7 +1203,7 @@ mod tests {
     #[test]
     fn csp_reports_become_websocket_events_and_never_trip() {
         let s = shared(policy());
-        *s.window.lock().unwrap() = Window::Judging(Box::new(|_: &HeldWrite| Ok(())));
+        *s.window.lock().unwrap() = Window::Judging(endpoint(), Box::new(|_: &HeldWrite| Ok(())));
         let report =
             r#"{"csp-report":{"document-uri":"http://a.test/p","blocked-uri":"ws://a.test/ws?t"}}"#;
         let ev = paused(
@@ -1174,6 +1221,6 @@ mod tests {
             ("WEBSOCKET", "ws://a.test/ws?t")
         );
         assert!(!e.off_origin);
-        assert!(matches!(*s.window.lock().unwrap(), Window::Judging(_)));
+        assert!(matches!(*s.window.lock().unwrap(), Window::Judging(..)));
     }
 }
