@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use clerk::batch::{run_batch, BatchOptions};
 use clerk::browser::LaunchOptions;
+use clerk::browser::{Isolation, PoolConfig};
 use clerk::channel::Config;
 use clerk::evidence::Store;
-use clerk::runner::{Engine, RunStatus};
+use clerk::runner::{Engine, RunStatus, Timings};
 use clerk::sample::{SampleCenter, SampleOptions};
 
 /// One kind of page: where an order lives, what to wait for, which fields to read.
@@ -92,6 +93,74 @@ fn playbook_yaml(area: &Area) -> String {
 struct Outcome {
     seconds: f64,
     hashes: BTreeMap<String, String>,
+    /// Peak PSS of all Chromium processes while the job ran, in MiB.
+    peak_pss_mib: f64,
+    /// clerk only: the summed time split of its runs.
+    split: Option<Timings>,
+}
+
+/// Samples the summed PSS (`/proc/PID/smaps_rollup`) of every process running the Chromium
+/// binary, every 100 ms, keeping the peak. PSS shares each page of memory among the
+/// processes that map it, so the sum is what the browser really costs (summed RSS counts
+/// shared pages once per process).
+struct PssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl PssSampler {
+    fn start(exe: PathBuf) -> PssSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(chromium_pss_kib(&exe) / 1024.0);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        PssSampler { stop, thread }
+    }
+
+    fn finish(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or(f64::NAN)
+    }
+}
+
+fn chromium_pss_kib(exe: &Path) -> f64 {
+    let mut total = 0.0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(exe) {
+            continue;
+        }
+        let Ok(rollup) = std::fs::read_to_string(e.path().join("smaps_rollup")) else {
+            continue;
+        };
+        for line in rollup.lines() {
+            if let Some(v) = line.strip_prefix("Pss:") {
+                total += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    total
 }
 
 fn peer(
@@ -121,11 +190,14 @@ fn peer(
     });
     let job_path = out.with_extension("json");
     std::fs::write(&job_path, serde_json::to_vec(&job)?)?;
+    let sampler = PssSampler::start(opts.executable.clone());
     let output = std::process::Command::new("node")
         .arg(root.join("bench/peer.js"))
         .arg(&job_path)
         .current_dir(root.join("bench"))
-        .output()?;
+        .output();
+    let peak_pss_mib = sampler.finish();
+    let output = output?;
     if !output.status.success() {
         anyhow::bail!(
             "playwright job failed: {}",
@@ -142,6 +214,8 @@ fn peer(
     Ok(Outcome {
         seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
         hashes,
+        peak_pss_mib,
+        split: None,
     })
 }
 
@@ -150,6 +224,7 @@ async fn clerk_run(
     area: &Area,
     ids: &[String],
     pages: usize,
+    setup: &Setup,
     keep: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
@@ -164,12 +239,19 @@ async fn clerk_run(
     let playbook = Arc::new(
         clerk::playbook::load(&pb_path, Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?,
     );
+    let launch = LaunchOptions::detect()?;
+    let exe = launch.executable.clone();
     let engine = Engine::new(
         dir.path().to_owned(),
         config,
         Store::open(dir.path())?,
-        LaunchOptions::detect()?,
-    );
+        launch,
+    )
+    .with_pool(PoolConfig {
+        browsers: setup.browsers.min(pages),
+        isolation: setup.isolation,
+        ..PoolConfig::default()
+    });
     let rows = ids
         .iter()
         .map(|id| BTreeMap::from([("order_id".to_owned(), id.clone())]))
@@ -180,9 +262,22 @@ async fn clerk_run(
         case_ref: None,
         progress: false,
     };
+    let sampler = PssSampler::start(exe);
     let t0 = Instant::now();
-    let report = run_batch(&engine, &[playbook], rows, &opts).await?;
+    let report = run_batch(&engine, &[playbook], rows, &opts).await;
     let seconds = t0.elapsed().as_secs_f64();
+    engine.shutdown().await;
+    let peak_pss_mib = sampler.finish();
+    let report = report?;
+    let mut split = Timings::default();
+    for r in &report.runs {
+        split.browser_ms += r.timings.browser_ms;
+        split.session_ms += r.timings.session_ms;
+        split.page_ms += r.timings.page_ms;
+        split.capture_ms += r.timings.capture_ms;
+        split.png_ms += r.timings.png_ms;
+        split.journal_ms += r.timings.journal_ms;
+    }
     let mut hashes = BTreeMap::new();
     for r in &report.runs {
         if r.status != RunStatus::Ok {
@@ -193,7 +288,10 @@ async fn clerk_run(
             let _ = std::fs::create_dir_all(k);
             let _ = std::fs::copy(
                 engine.store.screenshot_path(&s.sha256),
-                k.join(format!("{}-{pages}-{id}-clerk.png", area.name)),
+                k.join(format!(
+                    "{}-{pages}-{id}-clerk-{}.png",
+                    area.name, setup.name
+                )),
             );
         }
         hashes.insert(
@@ -204,15 +302,47 @@ async fn clerk_run(
                 .unwrap_or_default(),
         );
     }
-    Ok(Outcome { seconds, hashes })
+    Ok(Outcome {
+        seconds,
+        hashes,
+        peak_pss_mib,
+        split: Some(split),
+    })
 }
+
+/// How clerk shares browsers in one measured setting.
+struct Setup {
+    name: &'static str,
+    isolation: Isolation,
+    /// Chromium processes at most (never more than pages).
+    browsers: usize,
+}
+
+const SETUPS: [Setup; 3] = [
+    Setup {
+        name: "batch",
+        isolation: Isolation::Batch,
+        browsers: 1,
+    },
+    Setup {
+        name: "run",
+        isolation: Isolation::Run,
+        browsers: 1,
+    },
+    Setup {
+        name: "batch, N procs",
+        isolation: Isolation::Batch,
+        browsers: 2,
+    },
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let orders: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20);
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = if counts.is_empty() { vec![20] } else { counts };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if !root.join("bench/node_modules/playwright-core").exists() {
         anyhow::bail!("playwright-core is not installed: run scripts/bench.sh");
@@ -232,56 +362,135 @@ async fn main() -> anyhow::Result<()> {
     center
         .storage_state("ops", Duration::from_secs(3600))
         .save(&state)?;
-    // Orders with a tracking number, so the server-rendered page has one to wait for.
-    let ids: Vec<String> = clerk::sample::orders()
+    // Orders with a tracking number, so the server-rendered page has one to wait for;
+    // repeated when more are asked for than exist.
+    let tracked: Vec<String> = clerk::sample::orders()
         .iter()
         .filter(|o| o.tracking_no.is_some())
-        .take(orders)
         .map(|o| o.id.clone())
         .collect();
     println!(
-        "bench_peer: {} orders per setting, Chromium {}",
-        ids.len(),
-        LaunchOptions::detect()?.executable.display()
+        "bench_peer: Chromium {}, {} cores",
+        LaunchOptions::detect()?.executable.display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!(
-        "{:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}",
-        "area", "pages", "pw s", "pw ord/min", "clerk s", "clerk o/min", "ratio", "same PNG"
+        "{:<16} {:>6} {:>5} {:<15} {:>8} {:>9} {:>7} {:>8} {:>9} {:>10}",
+        "area",
+        "orders",
+        "pages",
+        "tool",
+        "seconds",
+        "orders/m",
+        "ratio",
+        "same PNG",
+        "PSS MiB",
+        "split"
     );
-    for area in &AREAS {
-        for pages in [1usize, 2] {
-            let out = work
-                .path()
-                .join(format!("pw-{}-{pages}", area.name.replace(' ', "-")));
-            let pw = peer(&root, &center, &state, area, &ids, pages, &out)?;
-            let ck = clerk_run(&center, area, &ids, pages, keep.as_deref()).await?;
-            if let Some(k) = &keep {
-                let _ = std::fs::create_dir_all(k);
-                for (id, sha) in &pw.hashes {
-                    let _ = std::fs::copy(
-                        out.join(format!("{sha}.png")),
-                        k.join(format!("{}-{pages}-{id}-pw.png", area.name)),
+    let mut pss: BTreeMap<(String, usize, String), f64> = BTreeMap::new();
+    for &n in &counts {
+        let ids: Vec<String> = tracked.iter().cycle().take(n).cloned().collect();
+        for area in &AREAS {
+            for pages in [1usize, 2] {
+                let out = work
+                    .path()
+                    .join(format!("pw-{}-{n}-{pages}", area.name.replace(' ', "-")));
+                let pw = peer(&root, &center, &state, area, &ids, pages, &out)?;
+                if let Some(k) = &keep {
+                    let _ = std::fs::create_dir_all(k);
+                    for (id, sha) in &pw.hashes {
+                        let _ = std::fs::copy(
+                            out.join(format!("{sha}.png")),
+                            k.join(format!("{}-{pages}-{id}-pw.png", area.name)),
+                        );
+                    }
+                }
+                let per_min = |s: f64| ids.len() as f64 * 60.0 / s;
+                println!(
+                    "{:<16} {:>6} {:>5} {:<15} {:>8.2} {:>9.1} {:>7} {:>8} {:>9.0}",
+                    area.name,
+                    n,
+                    pages,
+                    "playwright",
+                    pw.seconds,
+                    per_min(pw.seconds),
+                    "1.00",
+                    "",
+                    pw.peak_pss_mib
+                );
+                pss.insert(
+                    (area.name.into(), pages, "playwright".into()),
+                    pw.peak_pss_mib,
+                );
+                for setup in &SETUPS {
+                    if setup.browsers > 1 && pages == 1 {
+                        continue;
+                    }
+                    let ck = clerk_run(&center, area, &ids, pages, setup, keep.as_deref()).await?;
+                    // Distinct orders whose PNG is byte-identical in both tools.
+                    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+                    let same = distinct
+                        .iter()
+                        .filter(|id| {
+                            pw.hashes.contains_key(**id)
+                                && pw.hashes.get(**id) == ck.hashes.get(**id)
+                        })
+                        .count();
+                    let split = ck.split.clone().unwrap_or_default();
+                    let total = split.browser_ms
+                        + split.session_ms
+                        + split.page_ms
+                        + split.capture_ms
+                        + split.png_ms
+                        + split.journal_ms;
+                    let pct = |v: f64| if total > 0.0 { 100.0 * v / total } else { 0.0 };
+                    println!(
+                        "{:<16} {:>6} {:>5} {:<15} {:>8.2} {:>9.1} {:>7.2} {:>4}/{:<3} {:>9.0} browser {:.0}% session {:.0}% page {:.0}% capture {:.0}% png {:.0}% journal {:.0}%",
+                        area.name,
+                        n,
+                        pages,
+                        format!("clerk {}", setup.name),
+                        ck.seconds,
+                        per_min(ck.seconds),
+                        pw.seconds / ck.seconds,
+                        same,
+                        distinct.len(),
+                        ck.peak_pss_mib,
+                        pct(split.browser_ms),
+                        pct(split.session_ms),
+                        pct(split.page_ms),
+                        pct(split.capture_ms),
+                        pct(split.png_ms),
+                        pct(split.journal_ms),
+                    );
+                    pss.insert(
+                        (area.name.into(), pages, format!("clerk {}", setup.name)),
+                        ck.peak_pss_mib,
                     );
                 }
             }
-            let same = ids
-                .iter()
-                .filter(|id| {
-                    pw.hashes.contains_key(*id) && pw.hashes.get(*id) == ck.hashes.get(*id)
-                })
-                .count();
-            let per_min = |s: f64| ids.len() as f64 * 60.0 / s;
+        }
+    }
+    println!("\nmemory of the second page (peak PSS at 2 pages minus at 1 page, MiB):");
+    for area in &AREAS {
+        for tool in ["playwright", "clerk batch", "clerk run"] {
+            let one = pss.get(&(area.name.into(), 1, tool.into()));
+            let two = pss.get(&(area.name.into(), 2, tool.into()));
+            if let (Some(one), Some(two)) = (one, two) {
+                println!("  {:<16} {:<12} {:>6.0}", area.name, tool, two - one);
+            }
+        }
+        if let (Some(one), Some(two)) = (
+            pss.get(&(area.name.into(), 1, "clerk batch".into())),
+            pss.get(&(area.name.into(), 2, "clerk batch, N procs".into())),
+        ) {
             println!(
-                "{:<16} {:>5} {:>12.2} {:>12.1} {:>12.2} {:>12.1} {:>8.2} {:>7}/{}",
+                "  {:<16} {:<12} {:>6.0}  (second page in a second Chromium)",
                 area.name,
-                pages,
-                pw.seconds,
-                per_min(pw.seconds),
-                ck.seconds,
-                per_min(ck.seconds),
-                pw.seconds / ck.seconds,
-                same,
-                ids.len()
+                "clerk batch",
+                two - one
             );
         }
     }

@@ -10,4 +10,4 @@ if ! command -v node >/dev/null 2>&1; then
   exit 1
 fi
 (cd bench && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
-cargo run --release --example bench_peer -- "${1:-20}"
+cargo run --release --example bench_peer -- "${@:-20}"

@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::batch::{self, BatchOptions};
-use crate::browser::LaunchOptions;
+use crate::browser::{LaunchOptions, PoolConfig};
 use crate::channel::Config;
 use crate::evidence::Store;
 use crate::playbook::{self, Playbook};
@@ -115,11 +115,40 @@ pub struct DemoArgs {
     /// Orders to look up.
     #[arg(long, default_value_t = 20)]
     pub orders: usize,
-    /// Browsers at once.
+    /// Runs (pages) at once.
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub pool: PoolArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+/// How runs share browsers (see the README, "Browsers and isolation").
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// `run`: a fresh browser context per run; `batch`: consecutive successful read-only
+    /// runs of the same channel, playbook, operator and session reuse one (warm page and
+    /// cache, shared site cookies).
+    #[arg(long, default_value = "batch", value_parser = ["run", "batch"])]
+    pub isolation: String,
+    /// Chromium processes at most (runs beyond that share them, one context each).
+    #[arg(long, default_value_t = 1)]
+    pub browsers: usize,
+    /// A Chromium is replaced after this many runs.
+    #[arg(long, default_value_t = 200)]
+    pub recycle_after: u32,
+}
+
+impl PoolArgs {
+    pub fn config(&self) -> PoolConfig {
+        PoolConfig {
+            browsers: self.browsers.max(1),
+            recycle_after: self.recycle_after.max(1),
+            isolation: self.isolation.parse().unwrap_or_default(),
+            ..PoolConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -133,9 +162,11 @@ pub struct RunArgs {
     /// One run per row: .csv with a header row, or .jsonl.
     #[arg(long)]
     pub inputs: Option<PathBuf>,
-    /// Browsers at once.
+    /// Runs (pages) at once.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub pool: PoolArgs,
     /// Service case or ticket the evidence is for.
     #[arg(long)]
     pub case: Option<String>,
@@ -309,7 +340,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run(args) => {
-            let engine = engine(&cli)?;
+            let engine = engine(&cli)?.with_pool(args.pool.config());
             let playbooks = args
                 .playbooks
                 .iter()

@@ -189,7 +189,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         channel.session_path(&data_dir).display()
     );
 
-    let engine = crate::cli::engine(cli)?;
+    let engine = crate::cli::engine(cli)?.with_pool(args.pool.config());
     let lookup =
         Arc::new(embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
     let logistics = Arc::new(

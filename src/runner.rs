@@ -19,7 +19,8 @@ use url::Url;
 
 use crate::approval::{self, SubmitGate};
 use crate::browser::{
-    Browser, BrowserError, ElementRect, Find, GuardEvent, LaunchOptions, Policy, Tab,
+    Browser, BrowserError, ElementRect, Find, GuardEvent, LaunchOptions, Policy, Pool, PoolConfig,
+    Tab,
 };
 use crate::channel::{Channel, Config, SessionCheck};
 use crate::evidence::{Event, PngInfo, Store, StoreError};
@@ -61,10 +62,13 @@ pub struct Engine {
     pub clock: Clock,
     /// Default timeout of one step.
     pub step_timeout: Duration,
-    /// Channels whose session this engine has proven live and that no run has found
-    /// expired or failed since: their runs skip the session check's page load and rely on
-    /// the channel's `login_url` detection instead (only channels that name one).
-    verified_sessions: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Warm browsers shared by this engine's runs, each run in its own browser context.
+    pub pool: Pool,
+    /// (Chromium, channel) pairs whose session a run has proven live in that browser and
+    /// that no run has found expired or failed since: their runs skip the session check's
+    /// page load and rely on the channel's `login_url` detection instead (only channels
+    /// that name one). A new browser checks again.
+    verified_sessions: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, String)>>>,
 }
 
 /// What to run.
@@ -139,6 +143,57 @@ pub struct RunReport {
     /// The approval request a draft created.
     pub approval_id: Option<String>,
     pub duration_ms: u64,
+    /// Where the run's time went.
+    pub timings: Timings,
+}
+
+/// Where a run's time went, in milliseconds. The parts add up to about `duration_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Getting a browser context from the pool and giving it back.
+    pub browser_ms: f64,
+    /// The session check (when it ran).
+    pub session_ms: f64,
+    /// Steps, less their captures and records: navigation, waits, reads, input.
+    pub page_ms: f64,
+    /// Captures: settling the page, the CDP screenshot, masks.
+    pub capture_ms: f64,
+    /// Hashing, checking and writing each PNG (fsync'd).
+    pub png_ms: f64,
+    /// Appending (fsync'd, group-committed) the run's journal records.
+    pub journal_ms: f64,
+}
+
+/// Running totals behind [`Timings`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    browser: Duration,
+    session: Duration,
+    /// Whole steps (captures and records made inside them included).
+    steps: Duration,
+    capture: Duration,
+    png: Duration,
+    journal: Duration,
+    /// The part of `journal` spent inside steps.
+    journal_in_steps: Duration,
+}
+
+impl Spent {
+    fn timings(&self) -> Timings {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Captures, PNGs and the records made inside steps are counted on their own.
+        let page = self
+            .steps
+            .saturating_sub(self.capture + self.png + self.journal_in_steps);
+        Timings {
+            browser_ms: ms(self.browser),
+            session_ms: ms(self.session),
+            page_ms: ms(page),
+            capture_ms: ms(self.capture),
+            png_ms: ms(self.png),
+            journal_ms: ms(self.journal),
+        }
+    }
 }
 
 impl RunReport {
@@ -204,6 +259,7 @@ struct RunState<'a> {
     approval_id: Option<String>,
     operator: String,
     case_ref: Option<String>,
+    spent: Spent,
 }
 
 impl Engine {
@@ -213,6 +269,7 @@ impl Engine {
             data_dir,
             config: Arc::new(config),
             store,
+            pool: Pool::new(launch.clone(), PoolConfig::default()),
             launch,
             clock: system_clock(),
             step_timeout: Duration::from_secs(10),
@@ -220,10 +277,22 @@ impl Engine {
         }
     }
 
-    /// The next run on `channel` checks its session again.
+    /// The same engine with its own pool, configured as given (the old pool is left to its
+    /// other holders, if any).
+    pub fn with_pool(mut self, config: PoolConfig) -> Engine {
+        self.pool = Pool::new(self.launch.clone(), config);
+        self
+    }
+
+    /// Kills the pool's browsers. Dropping the last clone of the engine does it too.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+    }
+
+    /// The next run on `channel` checks its session again, in every browser.
     fn forget_session(&self, channel: &str) {
         if let Ok(mut v) = self.verified_sessions.lock() {
-            v.remove(channel);
+            v.retain(|(_, c)| c != channel);
         }
     }
 
@@ -261,6 +330,7 @@ impl Engine {
         })
         .await?;
         Ok(RunReport {
+            timings: Timings::default(),
             run_id,
             playbook: req.playbook.name.clone(),
             inputs: redact(&req.playbook, &req.inputs),
@@ -348,6 +418,7 @@ impl Engine {
             .filter_map(|n| inputs.get(n).cloned())
             .filter(|v| !v.is_empty())
             .collect();
+        let t_record = Instant::now();
         self.record(Event::RunStarted {
             run_id: run_id.clone(),
             playbook: playbook.name.clone(),
@@ -363,6 +434,7 @@ impl Engine {
             owner: self.store.owner(),
         })
         .await?;
+        let started_record = t_record.elapsed();
         tracing::info!(run = %run_id, playbook = %playbook.name, channel = %channel.id, "run started");
 
         let mut state = RunState {
@@ -381,7 +453,9 @@ impl Engine {
             approval_id: None,
             operator: req.operator.clone(),
             case_ref: req.case_ref.clone(),
+            spent: Spent::default(),
         };
+        state.spent.journal += started_record;
         let (status, error) = state.execute().await?;
         if !matches!(
             status,
@@ -395,6 +469,7 @@ impl Engine {
         } else {
             status.as_str()
         };
+        let t_record = Instant::now();
         self.record(Event::RunFinished {
             run_id: run_id.clone(),
             status: finished_status.to_owned(),
@@ -403,6 +478,7 @@ impl Engine {
             finished_at: self.now(),
         })
         .await?;
+        state.spent.journal += t_record.elapsed();
         tracing::info!(run = %run_id, status = status.as_str(), "run finished");
         Ok(RunReport {
             run_id: Some(run_id),
@@ -415,6 +491,7 @@ impl Engine {
             guard: state.guard_log,
             approval_id: state.approval_id,
             duration_ms: started.elapsed().as_millis() as u64,
+            timings: state.spent.timings(),
         })
     }
 }
@@ -467,11 +544,29 @@ impl<'a> RunState<'a> {
             websocket_allow: self.channel.websocket_allow.clone(),
             service_workers: self.channel.service_workers == crate::channel::ServiceWorkers::Allow,
         };
-        let (mut browser, tab) =
-            match Browser::launch(&engine.launch, policy, session.as_ref()).await {
-                Ok(b) => b,
-                Err(e) => return Ok((RunStatus::Failed, Some(e.to_string()))),
-            };
+        // Batch isolation may hand this run the context of the previous successful run with
+        // the same channel, playbook, operator and session; only read-only runs share.
+        let reuse = (self.playbook.mode == Mode::ReadOnly).then(|| {
+            let session_hash = session
+                .as_ref()
+                .and_then(|s| serde_json::to_vec(s).ok())
+                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+                .unwrap_or_default();
+            format!(
+                "{}\n{}\n{}\n{}",
+                self.channel.id, self.playbook.sha256, self.operator, session_hash
+            )
+        });
+        let t_browser = Instant::now();
+        let acquired = engine
+            .pool
+            .acquire(policy, session.as_ref(), reuse.as_deref())
+            .await;
+        self.spent.browser += t_browser.elapsed();
+        let (mut browser, tab) = match acquired {
+            Ok(b) => b,
+            Err(e) => return Ok((RunStatus::Failed, Some(format!("no browser: {e}")))),
+        };
         // A login run is meant to be on the login page.
         tab.set_login_pages(if self.playbook.mode == Mode::Login {
             vec![]
@@ -483,12 +578,32 @@ impl<'a> RunState<'a> {
                 .collect()
         });
         let result = self.execute_in(&mut browser, &tab).await;
-        // Whatever happened, record what the guard saw, then close the browser.
+        // Whatever happened, record what the guard saw, then give the context back.
         let late = browser.settle_events().await;
         let late = self.classify(&browser, &tab, late).await;
+        let t_record = Instant::now();
         let flushed = self.record_guard(late).await;
-        browser.close().await;
-        let outcome = result?;
+        self.spent.journal += t_record.elapsed();
+        let ok = matches!(result, Ok((RunStatus::Ok, _)));
+        // A browser that crashed or stopped answering fails the run with that reason; the
+        // pool replaces it before the next run.
+        let crashed = browser.crash_report();
+        let t_browser = Instant::now();
+        engine
+            .pool
+            .release(browser, tab, if ok { reuse } else { None })
+            .await;
+        self.spent.browser += t_browser.elapsed();
+        let outcome = match (result?, crashed) {
+            ((RunStatus::Failed, error), Some(crash)) => (
+                RunStatus::Failed,
+                Some(match error {
+                    Some(e) => format!("{crash}; the step failed with: {e}"),
+                    None => crash,
+                }),
+            ),
+            (outcome, _) => outcome,
+        };
         flushed?;
         Ok(outcome)
     }
@@ -507,17 +622,20 @@ impl<'a> RunState<'a> {
                 .engine
                 .verified_sessions
                 .lock()
-                .map(|v| v.contains(&channel_id))
+                .map(|v| v.contains(&(browser.chromium().id(), channel_id.clone())))
                 .unwrap_or(false);
         let checked = if self.playbook.mode == Mode::Login || trusted {
             Ok(())
         } else {
-            self.check_session(browser, tab).await?
+            let t_session = Instant::now();
+            let checked = self.check_session(browser, tab).await?;
+            self.spent.session += t_session.elapsed();
+            checked
         };
         match checked {
             Ok(()) => {
                 if let Ok(mut v) = self.engine.verified_sessions.lock() {
-                    v.insert(channel_id.clone());
+                    v.insert((browser.chromium().id(), channel_id.clone()));
                 }
             }
             Err(SessionProblem::Expired(msg)) => {
@@ -536,6 +654,7 @@ impl<'a> RunState<'a> {
             let t0 = Instant::now();
             let before = self.fields.clone();
             let mut outcome = self.step(browser, tab, step).await;
+            self.spent.steps += t0.elapsed();
             // A single-page app that lost its session routes itself to the login page, at
             // any step: that ends the run as expired, whatever the step made of it.
             if matches!(
@@ -550,7 +669,9 @@ impl<'a> RunState<'a> {
             }
             let events = browser.drain_events();
             let events = self.classify(browser, tab, events).await;
+            let t_record = Instant::now();
             self.record_guard(events).await?;
+            self.spent.journal += t_record.elapsed();
             let new_fields: BTreeMap<String, String> = self
                 .fields
                 .iter()
@@ -563,6 +684,7 @@ impl<'a> RunState<'a> {
                 Err(StepStop::Refused(m)) => ("refused", Some(self.scrub(m))),
                 Err(StepStop::SessionExpired(m)) => ("session_expired", Some(self.scrub(m))),
             };
+            let t_record = Instant::now();
             self.engine
                 .record(Event::StepFinished {
                     run_id: self.run_id.clone(),
@@ -576,6 +698,7 @@ impl<'a> RunState<'a> {
                     fields: new_fields,
                 })
                 .await?;
+            self.spent.journal += t_record.elapsed();
             match outcome {
                 Ok(()) => {}
                 Err(StepStop::Drafted) => {
@@ -1094,6 +1217,7 @@ impl<'a> RunState<'a> {
         timeout: Duration,
         step: &Step,
     ) -> Result<(), StepStop> {
+        let t_capture = Instant::now();
         tab.settle(timeout).await?;
         // Never store a login page as evidence of anything.
         if let Some(msg) = self.landed_on_login(tab).await {
@@ -1139,11 +1263,14 @@ impl<'a> RunState<'a> {
         } else {
             approval::mask_png(&png, &regions).map_err(StepStop::Failed)?
         };
+        self.spent.capture += t_capture.elapsed();
+        let t_png = Instant::now();
         let store = self.engine.store.clone();
         let info: PngInfo = tokio::task::spawn_blocking(move || store.put_png(&png))
             .await
             .map_err(|e| StepStop::Failed(e.to_string()))?
             .map_err(|e| StepStop::Failed(e.to_string()))?;
+        self.spent.png += t_png.elapsed();
         let url = self.scrub(&tab.url().await.unwrap_or_default());
         let title = self.scrub(&tab.title().await.unwrap_or_default());
         let fields = self
@@ -1151,7 +1278,9 @@ impl<'a> RunState<'a> {
             .iter()
             .map(|(k, v)| (k.clone(), self.scrub(v)))
             .collect();
-        self.engine
+        let t_record = Instant::now();
+        let recorded = self
+            .engine
             .record(Event::EvidenceCaptured {
                 run_id: self.run_id.clone(),
                 step: step.index as u64,
@@ -1167,8 +1296,10 @@ impl<'a> RunState<'a> {
                 fields,
                 masks,
             })
-            .await
-            .map_err(|e| StepStop::Failed(e.to_string()))?;
+            .await;
+        self.spent.journal += t_record.elapsed();
+        self.spent.journal_in_steps += t_record.elapsed();
+        recorded.map_err(|e| StepStop::Failed(e.to_string()))?;
         if info.blank {
             tracing::warn!(run = %self.run_id, "screenshot {name} is a single colour");
         }

@@ -193,6 +193,272 @@ impl Shared {
     }
 }
 
+/// Which run each paused request belongs to. One per Chromium: every browser context (one
+/// run, or one batch worker) registers its guard here under its `browserContextId`.
+///
+/// `Fetch.requestPaused` on the browser target names no context and no session, only a
+/// `frameId`: the main frame of a page or popup and the root of an out-of-process iframe
+/// (whose ids are their target ids), the worker itself for service and shared workers, or an
+/// in-process subframe (dedicated workers' requests carry their frame's id). Target ids map
+/// to contexts through `Target.targetCreated` (`TargetInfo.browserContextId`, tracked in
+/// [`Targets`]; chromiumoxide does not track contexts it did not create, its issue #316);
+/// a subframe is looked up once in the frame trees of the registered contexts' pages, then
+/// cached; a target not seen yet is asked about (`Target.getTargetInfo`). A request none of
+/// this attributes to a registered context is failed (fail closed) and kept here.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    inner: Arc<RegistryInner>,
+}
+
+struct RegistryInner {
+    contexts: Mutex<std::collections::HashMap<String, Arc<Shared>>>,
+    /// In-process subframe id → context id.
+    frames: Mutex<std::collections::HashMap<String, String>>,
+    targets: Targets,
+    unattributed: Mutex<Vec<GuardEvent>>,
+}
+
+impl Registry {
+    pub(crate) fn new(targets: Targets) -> Registry {
+        Registry {
+            inner: Arc::new(RegistryInner {
+                contexts: Mutex::default(),
+                frames: Mutex::default(),
+                targets,
+                unattributed: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Creates the guard of a browser context; its decisions arrive on the receiver.
+    pub(crate) fn register(
+        &self,
+        context: &str,
+        policy: Policy,
+    ) -> (Guard, mpsc::UnboundedReceiver<GuardEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connect_sources =
+            containment::connect_sources(&policy.allowed_origins, &policy.websocket_allow);
+        let shared = Arc::new(Shared::new(
+            policy,
+            connect_sources,
+            self.inner.targets.clone(),
+            tx,
+        ));
+        if let Ok(mut c) = self.inner.contexts.lock() {
+            c.insert(context.to_owned(), shared.clone());
+        }
+        (Guard { shared }, rx)
+    }
+
+    /// Forgets a context: from now on its requests are unattributable (and failed).
+    pub(crate) fn unregister(&self, context: &str) {
+        if let Ok(mut c) = self.inner.contexts.lock() {
+            c.remove(context);
+        }
+        if let Ok(mut f) = self.inner.frames.lock() {
+            f.retain(|_, c| c != context);
+        }
+    }
+
+    /// A frame of a context's page, as `Page.frameAttached` announced it.
+    pub(crate) fn add_frame(&self, frame: &str, context: &str) {
+        if let Ok(mut f) = self.inner.frames.lock() {
+            f.insert(frame.to_owned(), context.to_owned());
+        }
+    }
+
+    /// A frame that is gone (`Page.frameDetached`).
+    pub(crate) fn remove_frame(&self, frame: &str) {
+        if let Ok(mut f) = self.inner.frames.lock() {
+            f.remove(frame);
+        }
+    }
+
+    /// Contexts registered now.
+    pub(crate) fn contexts(&self) -> usize {
+        self.inner.contexts.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// The context a frame or target belongs to, from what is known already.
+    fn known_context(&self, frame: &str) -> Option<String> {
+        let from_target = self
+            .inner
+            .targets
+            .lock()
+            .ok()
+            .and_then(|t| t.get(frame).and_then(|e| e.context.clone()));
+        from_target.or_else(|| {
+            self.inner
+                .frames
+                .lock()
+                .ok()
+                .and_then(|f| f.get(frame).cloned())
+        })
+    }
+
+    fn shared_of(&self, context: &str) -> Option<Arc<Shared>> {
+        self.inner
+            .contexts
+            .lock()
+            .ok()
+            .and_then(|c| c.get(context).cloned())
+    }
+
+    /// The guard of the run a frame or target belongs to, from what is known already
+    /// (for events that are not requests: WebSocket traffic).
+    pub(crate) fn guard_for(&self, frame: &str) -> Option<Guard> {
+        let context = self.known_context(frame)?;
+        self.shared_of(&context).map(|shared| Guard { shared })
+    }
+
+    /// The guard state of the run a paused request belongs to, or `None` (fail it).
+    async fn attribute(
+        &self,
+        browser: &chromiumoxide::Browser,
+        frame: &str,
+        timeout: Duration,
+    ) -> Option<Arc<Shared>> {
+        if frame.is_empty() {
+            return None;
+        }
+        if let Some(context) = self.known_context(frame) {
+            return self.shared_of(&context);
+        }
+        // The event that names the frame (`targetCreated`, `frameAttached`) usually precedes
+        // its first request on the wire, but reaches its listener on another task: give
+        // those a moment before asking Chromium.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Some(context) = self.known_context(frame) {
+                return self.shared_of(&context);
+            }
+        }
+        // Short timeouts: the guard answers nothing else meanwhile.
+        let context = self
+            .look_up(browser, frame, timeout.min(Duration::from_secs(2)))
+            .await?;
+        if let Ok(mut f) = self.inner.frames.lock() {
+            f.insert(frame.to_owned(), context.clone());
+        }
+        self.shared_of(&context)
+    }
+
+    /// The slow path, once per unknown frame: the frame trees of the registered contexts'
+    /// pages, then `Target.getTargetInfo` for a target whose creation event is still on its
+    /// way.
+    async fn look_up(
+        &self,
+        browser: &chromiumoxide::Browser,
+        frame: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        use chromiumoxide::cdp::browser_protocol::page::{FrameTree, GetFrameTreeParams};
+        use chromiumoxide::cdp::browser_protocol::target::{GetTargetInfoParams, TargetId};
+        let contexts: std::collections::HashSet<String> = self
+            .inner
+            .contexts
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        let pages: Vec<(String, String)> = self
+            .inner
+            .targets
+            .lock()
+            .map(|t| {
+                t.iter()
+                    .filter(|(_, e)| e.kind == "page")
+                    .filter_map(|(id, e)| {
+                        e.context
+                            .as_ref()
+                            .filter(|c| contexts.contains(*c))
+                            .map(|c| (id.clone(), c.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        fn contains(tree: &FrameTree, frame: &str) -> bool {
+            tree.frame.id.inner() == frame
+                || tree
+                    .child_frames
+                    .iter()
+                    .flatten()
+                    .any(|c| contains(c, frame))
+        }
+        // A target whose creation event is still on its way (a popup, a worker, an
+        // out-of-process iframe): its id is the frame id.
+        let params = GetTargetInfoParams::builder()
+            .target_id(TargetId::new(frame))
+            .build();
+        if let Ok(info) = cdp(timeout, "Target.getTargetInfo", browser.execute(params)).await {
+            return info
+                .result
+                .target_info
+                .browser_context_id
+                .as_ref()
+                .map(|c| c.inner().clone())
+                .filter(|c| contexts.contains(c));
+        }
+        // An in-process subframe: look in the frame trees of the contexts' pages.
+        for (target, context) in pages {
+            let Ok(page) = cdp(
+                timeout,
+                "find a page",
+                browser.get_page(TargetId::new(target)),
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Ok(tree) = cdp(
+                timeout,
+                "Page.getFrameTree",
+                page.execute(GetFrameTreeParams::default()),
+            )
+            .await
+            {
+                if contains(&tree.result.frame_tree, frame) {
+                    return Some(context);
+                }
+            }
+        }
+        None
+    }
+
+    /// Records a request no run owns (it is failed).
+    fn unattributed(&self, ev: &EventRequestPaused) {
+        tracing::warn!(
+            url = %ev.request.url,
+            frame = %ev.frame_id.inner(),
+            "a request no run owns was failed"
+        );
+        if let Ok(mut u) = self.inner.unattributed.lock() {
+            if u.len() < 1000 {
+                u.push(GuardEvent {
+                    blocked: true,
+                    method: ev.request.method.to_ascii_uppercase(),
+                    url: ev.request.url.clone(),
+                    resource_type: resource_type_name(&ev.resource_type),
+                    frame: ev.frame_id.inner().clone(),
+                    reason: "no run owns the frame or target that sent it: failed".into(),
+                    step: -1,
+                    navigation: ev.resource_type == ResourceType::Document,
+                    off_origin: false,
+                });
+            }
+        }
+    }
+
+    /// The requests failed because no run owned them.
+    pub(crate) fn unattributed_requests(&self) -> Vec<GuardEvent> {
+        self.inner
+            .unattributed
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Handle to a running guard; cheap to clone.
 #[derive(Clone)]
 pub struct Guard {
@@ -215,17 +481,14 @@ pub const JUDGED_HOLD: Duration = Duration::from_millis(250);
 
 impl Guard {
     /// Enables browser-wide interception and starts the task answering paused requests.
-    /// Returns the guard and the stream of its events.
+    /// Each request is attributed to the run (browser context) its frame or target belongs
+    /// to and decided by that run's guard; a request no run owns is failed and recorded in
+    /// the registry.
     pub(super) async fn install(
         browser: Arc<chromiumoxide::Browser>,
-        policy: Policy,
-        targets: Targets,
+        registry: Registry,
         timeout: Duration,
-    ) -> Result<(Guard, mpsc::UnboundedReceiver<GuardEvent>), BrowserError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let connect_sources =
-            containment::connect_sources(&policy.allowed_origins, &policy.websocket_allow);
-        let shared = Arc::new(Shared::new(policy, connect_sources, targets, tx));
+    ) -> Result<(), BrowserError> {
         let mut paused = cdp(timeout, "listen for paused requests", async {
             browser.event_listener::<EventRequestPaused>().await
         })
@@ -251,11 +514,27 @@ impl Guard {
             browser.execute(enable).await
         })
         .await?;
-        let task_shared = shared.clone();
         tokio::spawn(async move {
             while let Some(ev) = paused.next().await {
                 let browser = browser.clone();
-                let shared = task_shared.clone();
+                let Some(shared) = registry
+                    .attribute(&browser, ev.frame_id.inner(), timeout)
+                    .await
+                else {
+                    registry.unattributed(&ev);
+                    tokio::spawn(async move {
+                        let fail = FailRequestParams::new(
+                            ev.request_id.clone(),
+                            ErrorReason::BlockedByClient,
+                        );
+                        if let Err(e) =
+                            cdp(timeout, "Fetch.failRequest", browser.execute(fail)).await
+                        {
+                            tracing::warn!(url = %ev.request.url, "failing an unattributed request failed: {e}");
+                        }
+                    });
+                    continue;
+                };
                 if ev.response_status_code.is_some() || ev.response_error_reason.is_some() {
                     tokio::spawn(async move {
                         answer_response(&browser, &shared, &ev, timeout).await;
@@ -335,7 +614,27 @@ impl Guard {
                 });
             }
         });
-        Ok((Guard { shared }, rx))
+        Ok(())
+    }
+
+    /// Prepares the guard for a new run in the same browser context (batch isolation): the
+    /// submit window closed, nothing held or tripped, no step.
+    pub fn begin_run(&self) {
+        let s = &self.shared;
+        if let Ok(mut w) = s.window.lock() {
+            *w = Window::Closed;
+        }
+        if let Ok(mut t) = s.tripped.lock() {
+            *t = None;
+        }
+        s.judged.send_replace(None);
+        s.hold.store(false, Ordering::SeqCst);
+        if let Ok(mut h) = s.held.lock() {
+            h.clear();
+        }
+        s.approved_sent.store(false, Ordering::SeqCst);
+        s.approved_withheld.store(false, Ordering::SeqCst);
+        s.step.store(-1, Ordering::SeqCst);
     }
 
     /// Records which step is running, so events can be attributed to it.
@@ -520,7 +819,7 @@ fn is_main_frame(shared: &Shared, frame: &str) -> bool {
     shared
         .targets
         .lock()
-        .map(|t| t.get(frame).map(String::as_str) == Some("page"))
+        .map(|t| t.get(frame).map(|e| e.kind.as_str()) == Some("page"))
         .unwrap_or(false)
 }
 
@@ -968,13 +1267,23 @@ async fn fulfill_document(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::browser::targets::TargetEntry;
     use serde_json::{json, Value};
 
     fn shared(policy: Policy) -> Shared {
         Shared::new(
             policy,
             String::new(),
-            Arc::new(Mutex::new([("MAIN".to_owned(), "page".to_owned())].into())),
+            Arc::new(Mutex::new(
+                [(
+                    "MAIN".to_owned(),
+                    TargetEntry {
+                        kind: "page".into(),
+                        context: Some("C".into()),
+                    },
+                )]
+                .into(),
+            )),
             mpsc::unbounded_channel().0,
         )
     }

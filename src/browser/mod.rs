@@ -1,9 +1,12 @@
 //! The browser: the only module that speaks CDP.
 //!
-//! One [`Browser`] is one Chromium process with a fresh profile, a fixed viewport and
-//! device scale, animations off, the network [`guard`] installed on the browser target,
-//! and one [`Tab`] that the runner drives. Every CDP call goes through [`cdp`], which puts
-//! a timeout on it. Chromium is killed and reaped when the `Browser` is closed or dropped,
+//! A [`Chromium`] is one browser process with a fresh profile, a fixed viewport and device
+//! scale, and the network [`guard`] installed on the browser target once. A [`Browser`] is
+//! one run's browser context inside it (`Target.createBrowserContext`: its own cookies,
+//! storage and cache, the channel's session loaded into it), with the run's guard and one
+//! [`Tab`] that the runner drives. A [`Pool`] keeps Chromiums warm across runs, replaces
+//! crashed ones and recycles old ones ([`pool`]). Every CDP call goes through [`cdp`], which
+//! puts a timeout on it. Chromium is killed and reaped when the last handle to it goes,
 //! whatever the exit path (see [`process`]).
 //!
 //! Targets (who is who, workers released from chromiumoxide's debugger wait, WebSocket
@@ -12,17 +15,20 @@
 
 mod containment;
 mod guard;
+mod pool;
 mod process;
 mod tab;
 mod targets;
 
 pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy, JUDGED_HOLD};
+pub use pool::{Isolation, Pool, PoolConfig, PoolStats};
 pub use process::{find_chromium, kill_all};
 pub use tab::{ElementRect, FieldValue, Find, Tab};
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +38,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::channel::StorageState;
+use guard::Registry;
 use process::ChromiumProcess;
-use targets::{SocketRecorder, Targets};
+use targets::{SocketRecorder, TargetEntry, Targets};
 
 /// Errors of the browser layer.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,8 @@ pub enum BrowserError {
     Page(String),
     #[error("the page went to the login page {0}")]
     LoginPage(String),
+    #[error("the browser is gone (its DevTools connection closed)")]
+    Gone,
 }
 
 /// Runs one CDP call with a timeout, naming it in errors.
@@ -114,7 +123,19 @@ impl LaunchOptions {
             // policy) have no remote address, so Local Network Access would take them for
             // public pages and refuse their requests and WebSockets to a loopback or private
             // seller center. The guard's origin rules are stricter than LNA.
-            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,LocalNetworkAccessChecks",
+            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,PaintHolding,LocalNetworkAccessChecks",
+            // As Playwright launches it (the benchmark's peer), so that the same page gives
+            // the same pixels: screenshots from a new surface, no paint holding, pages that
+            // never count as backgrounded (several contexts render at once).
+            "--enable-features=CDPScreenshotNewSurface",
+            "--disable-background-timer-throttling",
+            "--disable-backgrounding-occluded-windows",
+            "--disable-renderer-backgrounding",
+            "--disable-back-forward-cache",
+            "--disable-ipc-flooding-protection",
+            "--disable-hang-monitor",
+            "--disable-field-trial-config",
+            "--blink-settings=primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4",
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--disable-quic",
@@ -140,30 +161,33 @@ impl LaunchOptions {
     }
 }
 
-/// One Chromium with its guard and one tab.
-pub struct Browser {
+/// One Chromium process: the guard's interception, the targets it has, the contexts (runs)
+/// living in it. Shared by the [`Browser`]s of its runs; killed and reaped when dropped.
+pub struct Chromium {
+    id: u64,
     cdp: Arc<chromiumoxide::Browser>,
     handler: tokio::task::JoinHandle<()>,
-    process: ChromiumProcess,
-    guard: Guard,
-    events: mpsc::UnboundedReceiver<GuardEvent>,
-    /// Records WebSocket traffic on the sockets the channel allows.
-    sockets: SocketRecorder,
-    /// Events received but not yet drained.
-    pending: Vec<GuardEvent>,
-    /// Target id → target type (`page`, `iframe`, `worker`, ...), from Target events.
+    process: Mutex<ChromiumProcess>,
+    pid: i32,
+    registry: Registry,
     targets: Targets,
+    /// Records WebSocket traffic on the sockets a channel allows, per run.
+    sockets: SocketRecorder,
+    /// Browser contexts opened so far.
+    opened: AtomicU32,
+    /// Set when a CDP call of one of its runs timed out or the process is gone: no new run
+    /// goes to it.
+    broken: AtomicBool,
+    /// Set when the DevTools connection closed.
+    gone: Arc<AtomicBool>,
     opts: LaunchOptions,
 }
 
-impl Browser {
-    /// Launches Chromium, installs the guard and applies the session (cookies and
-    /// localStorage) so that it is in place before any page script runs.
-    pub async fn launch(
-        opts: &LaunchOptions,
-        policy: Policy,
-        session: Option<&StorageState>,
-    ) -> Result<(Browser, Tab), BrowserError> {
+static NEXT_CHROMIUM: AtomicU64 = AtomicU64::new(1);
+
+impl Chromium {
+    /// Launches Chromium and installs the guard on its browser target.
+    pub async fn launch(opts: &LaunchOptions) -> Result<Arc<Chromium>, BrowserError> {
         let (process, ws) = {
             let exe = opts.executable.clone();
             let args = opts.args();
@@ -199,69 +223,344 @@ impl Browser {
                 )))
             }
         };
-        // The handler must be polled for the browser's whole life.
-        let handler = tokio::spawn(async move {
-            while let Some(event) = handler.next().await {
-                if let Err(e) = event {
-                    tracing::trace!("cdp handler: {e}");
+        // The handler must be polled for the browser's whole life. It yields an error only
+        // when the connection breaks (Chromium died); it would then stay pending for good
+        // and leave every call waiting for its timeout, so it is dropped at once: pending
+        // calls fail, and waits see `gone`.
+        let gone = Arc::new(AtomicBool::new(false));
+        let handler = tokio::spawn({
+            let gone = gone.clone();
+            async move {
+                while let Some(event) = handler.next().await {
+                    if let Err(e) = event {
+                        tracing::debug!("chromium connection lost: {e}");
+                        break;
+                    }
                 }
+                gone.store(true, Ordering::SeqCst);
             }
         });
+        let pid = process.pid();
+        watch_exit(pid, gone.clone(), handler.abort_handle());
         let cdp_browser = Arc::new(cdp_browser);
         let targets: Targets = Arc::new(Mutex::new(HashMap::new()));
-        let sessions = targets::Sessions::default();
-        targets::track(&cdp_browser, &targets, &sessions, opts.cdp_timeout).await?;
-        let (guard, events) = Guard::install(
-            cdp_browser.clone(),
-            policy,
-            targets.clone(),
-            opts.cdp_timeout,
-        )
-        .await?;
-        let sockets = SocketRecorder::new(guard.clone());
-        targets::record_child_sockets(&cdp_browser, &sockets, &sessions, opts.cdp_timeout).await?;
-        let mut browser = Browser {
-            cdp: cdp_browser,
+        let registry = Registry::new(targets.clone());
+        let sockets = SocketRecorder::new(registry.clone());
+        let chromium = Arc::new(Chromium {
+            id: NEXT_CHROMIUM.fetch_add(1, Ordering::SeqCst),
+            cdp: cdp_browser.clone(),
             handler,
-            process,
+            process: Mutex::new(process),
+            pid,
+            registry: registry.clone(),
+            targets: targets.clone(),
+            sockets: sockets.clone(),
+            opened: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
+            gone,
+            opts: opts.clone(),
+        });
+        // Dropping `chromium` on an error below kills the process.
+        let t = opts.cdp_timeout;
+        let sessions = targets::Sessions::default();
+        targets::track(&cdp_browser, &targets, &sessions, t).await?;
+        Guard::install(cdp_browser.clone(), registry, t).await?;
+        targets::record_child_sockets(&cdp_browser, &sockets, &sessions, t).await?;
+        tracing::debug!(pid, "chromium launched");
+        Ok(chromium)
+    }
+
+    /// Opens a new browser context for one run: the guard registered for it before any page
+    /// exists, the session's cookies set in it, one tab.
+    pub async fn open(
+        self: &Arc<Self>,
+        policy: Policy,
+        session: Option<&StorageState>,
+    ) -> Result<(Browser, Tab), BrowserError> {
+        use chromiumoxide::cdp::browser_protocol::target::{
+            CreateBrowserContextParams, CreateTargetParams,
+        };
+        let t = self.opts.cdp_timeout;
+        let created = cdp(
+            t,
+            "Target.createBrowserContext",
+            self.cdp.execute(CreateBrowserContextParams::default()),
+        )
+        .await
+        .inspect_err(|_| self.check_health())?;
+        let context_id = created.result.browser_context_id.clone();
+        let context = context_id.inner().clone();
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        let (guard, events) = self.registry.register(&context, policy);
+        let mut browser = Browser {
+            chromium: self.clone(),
+            context: context.clone(),
             guard,
             events,
-            sockets,
             pending: Vec::new(),
-            targets,
-            opts: opts.clone(),
+            disposed: false,
         };
-        match browser.open_tab(session).await {
+        let tab = async {
+            if let Some(state) = session {
+                let cookies = tab::cookie_params(state);
+                if !cookies.is_empty() {
+                    let mut params =
+                        chromiumoxide::cdp::browser_protocol::storage::SetCookiesParams::new(
+                            cookies,
+                        );
+                    params.browser_context_id = Some(context_id.clone());
+                    cdp(t, "Storage.setCookies", self.cdp.execute(params)).await?;
+                }
+            }
+            let params = CreateTargetParams::builder()
+                .url("about:blank")
+                .browser_context_id(context_id.clone())
+                .build()
+                .map_err(BrowserError::Page)?;
+            let page = cdp(t, "Target.createTarget", self.cdp.new_page(params)).await?;
+            // Known before its first navigation (the event may still be on its way).
+            if let Ok(mut targets) = self.targets.lock() {
+                targets.insert(
+                    page.target_id().inner().clone(),
+                    TargetEntry {
+                        kind: "page".into(),
+                        context: Some(context.clone()),
+                    },
+                );
+            }
+            self.follow_frames(&page, &context).await?;
+            targets::record_page_sockets(&page, &self.sockets, t).await?;
+            Tab::prepare(page, browser.guard.clone(), self.gone.clone(), t, session).await
+        }
+        .await;
+        match tab {
             Ok(tab) => Ok((browser, tab)),
             Err(e) => {
-                browser.close().await;
+                self.check_health();
+                browser.dispose().await;
                 Err(e)
             }
         }
     }
 
-    async fn open_tab(&mut self, session: Option<&StorageState>) -> Result<Tab, BrowserError> {
+    /// Attributes the page's subframes to its context as they attach, so that their first
+    /// request is not held up by a look-up.
+    async fn follow_frames(
+        &self,
+        page: &chromiumoxide::Page,
+        context: &str,
+    ) -> Result<(), BrowserError> {
+        use chromiumoxide::cdp::browser_protocol::page::{EventFrameAttached, EventFrameDetached};
         let t = self.opts.cdp_timeout;
-        if let Some(state) = session {
-            let cookies = tab::cookie_params(state);
-            if !cookies.is_empty() {
-                let params =
-                    chromiumoxide::cdp::browser_protocol::storage::SetCookiesParams::new(cookies);
-                cdp(t, "Storage.setCookies", self.cdp.execute(params)).await?;
+        let mut attached = cdp(t, "listen for frames", async {
+            page.event_listener::<EventFrameAttached>().await
+        })
+        .await?;
+        let mut detached = cdp(t, "listen for frames", async {
+            page.event_listener::<EventFrameDetached>().await
+        })
+        .await?;
+        let (registry, ctx) = (self.registry.clone(), context.to_owned());
+        tokio::spawn(async move {
+            while let Some(ev) = attached.next().await {
+                registry.add_frame(ev.frame_id.inner(), &ctx);
             }
-        }
-        let page = cdp(t, "Target.createTarget", self.cdp.new_page("about:blank")).await?;
-        // Known before its first navigation (the event may still be on its way).
-        if let Ok(mut targets) = self.targets.lock() {
-            targets.insert(page.target_id().inner().clone(), "page".into());
-        }
-        targets::record_page_sockets(&page, &self.sockets, t).await?;
-        Tab::prepare(page, self.guard.clone(), t, session).await
+        });
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = detached.next().await {
+                registry.remove_frame(ev.frame_id.inner());
+            }
+        });
+        Ok(())
     }
 
-    /// The guard of this browser.
+    /// Whether the process still runs and answers: false once it exited, its CDP connection
+    /// closed, or a call of one of its runs timed out.
+    pub fn alive(&self) -> bool {
+        if self.broken.load(Ordering::SeqCst)
+            || self.gone.load(Ordering::SeqCst)
+            || self.handler.is_finished()
+        {
+            return false;
+        }
+        let exited = self
+            .process
+            .lock()
+            .map(|mut p| p.exit_status().is_some())
+            .unwrap_or(true);
+        !exited
+    }
+
+    /// Marks the process broken if it is gone.
+    fn check_health(&self) {
+        if !self.alive() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why the process is gone, if it is: its exit status and the end of its stderr.
+    pub fn crash_report(&self) -> Option<String> {
+        let status = self.process.lock().ok()?.exit_status();
+        let gone = status.is_some() || self.gone.load(Ordering::SeqCst);
+        if !gone {
+            return None;
+        }
+        let tail = self
+            .process
+            .lock()
+            .map(|p| p.stderr_tail())
+            .unwrap_or_default();
+        let last = tail.lines().last().unwrap_or("").trim().to_owned();
+        Some(format!(
+            "Chromium (pid {}) {}{}",
+            self.pid,
+            match status {
+                Some(s) => format!("exited during the run ({s})"),
+                None => "stopped answering (its DevTools connection closed)".into(),
+            },
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!("; its last words: {last}")
+            }
+        ))
+    }
+
+    /// Marks the process as not answering: it is replaced once its runs are gone.
+    pub fn mark_broken(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// The browser process id (also its process group id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A number unique to this process in this clerk (pids can be reused).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Browser contexts opened so far in this process.
+    pub fn contexts_opened(&self) -> u32 {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// Browser contexts open now.
+    pub fn contexts_open(&self) -> usize {
+        self.registry.contexts()
+    }
+
+    /// Requests failed because no run owned the frame or target that sent them.
+    pub fn unattributed_requests(&self) -> Vec<GuardEvent> {
+        self.registry.unattributed_requests()
+    }
+
+    /// Opens a page that belongs to no run (in the default browser context) and sends it to
+    /// `url`: every request it makes is unattributable and must be failed. For tests.
+    #[doc(hidden)]
+    pub async fn open_page_outside_any_run(&self, url: &str) -> Result<(), BrowserError> {
+        cdp(
+            self.opts.cdp_timeout,
+            "Target.createTarget",
+            self.cdp.new_page(url),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Kills and reaps the process now.
+    pub fn kill(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        if let Ok(mut p) = self.process.lock() {
+            p.kill();
+        }
+        self.handler.abort();
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Notices the browser process's exit as it happens (a pidfd becomes readable): sets `gone`
+/// and stops the CDP handler, so that pending calls fail at once and waits end with
+/// [`BrowserError::Gone`] instead of running out their timeouts. chromiumoxide's handler
+/// does not end by itself when the connection closes.
+fn watch_exit(pid: i32, gone: Arc<AtomicBool>, handler: tokio::task::AbortHandle) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        tracing::debug!(
+            pid,
+            "pidfd_open failed ({}): a crash is noticed by call timeouts only",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: the fd was just returned to us and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the OwnedFd, which keeps the fd open and unchanged for the
+    // AsyncFd's whole life.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    let fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(pid, "cannot watch chromium's exit: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let _ = fd.readable().await;
+        gone.store(true, Ordering::SeqCst);
+        handler.abort();
+        tracing::debug!(pid, "chromium exited");
+    });
+}
+
+/// One run's browser: a browser context of a [`Chromium`], its guard and its events.
+pub struct Browser {
+    chromium: Arc<Chromium>,
+    context: String,
+    guard: Guard,
+    events: mpsc::UnboundedReceiver<GuardEvent>,
+    /// Events received but not yet drained.
+    pending: Vec<GuardEvent>,
+    disposed: bool,
+}
+
+impl Browser {
+    /// Launches a Chromium of its own for one run (no pool), with the guard installed and
+    /// the session (cookies and localStorage) in place before any page script runs.
+    /// Closing the browser kills that Chromium.
+    pub async fn launch(
+        opts: &LaunchOptions,
+        policy: Policy,
+        session: Option<&StorageState>,
+    ) -> Result<(Browser, Tab), BrowserError> {
+        let chromium = Chromium::launch(opts).await?;
+        chromium.open(policy, session).await
+    }
+
+    /// The guard of this run.
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// The Chromium this run lives in.
+    pub fn chromium(&self) -> &Arc<Chromium> {
+        &self.chromium
+    }
+
+    /// The browser context id.
+    pub fn context_id(&self) -> &str {
+        &self.context
     }
 
     /// Guard decisions made since the last drain.
@@ -287,7 +586,12 @@ impl Browser {
         if frame == main_frame {
             return "page".into();
         }
-        let kind = self.targets.lock().ok().and_then(|t| t.get(frame).cloned());
+        let kind = self
+            .chromium
+            .targets
+            .lock()
+            .ok()
+            .and_then(|t| t.get(frame).map(|e| e.kind.clone()));
         match kind.as_deref() {
             Some("page") => "popup".into(),
             Some("iframe") => "iframe (own process)".into(),
@@ -296,14 +600,16 @@ impl Browser {
         }
     }
 
-    /// The session as Playwright's storageState: every cookie of the browser, and the
+    /// The session as Playwright's storageState: every cookie of the run's context, and the
     /// localStorage of the tab's current origin.
     pub async fn storage_state(&self, tab: &Tab) -> Result<StorageState, BrowserError> {
-        let params = chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams::default();
+        let params = chromiumoxide::cdp::browser_protocol::storage::GetCookiesParams {
+            browser_context_id: Some(self.context.clone().into()),
+        };
         let r = cdp(
-            self.opts.cdp_timeout,
+            self.chromium.opts.cdp_timeout,
             "Storage.getCookies",
-            self.cdp.execute(params),
+            self.chromium.cdp.execute(params),
         )
         .await?;
         let cookies = r
@@ -347,13 +653,13 @@ impl Browser {
         self.drain_events()
     }
 
-    /// Number of targets of a type (`page`, `iframe`, `worker`, ...) Chromium reports.
+    /// Number of targets of a type (`page`, `iframe`, `worker`, ...) of this run's context.
     pub async fn count_targets(&self, kind: &str) -> Result<usize, BrowserError> {
         let params = chromiumoxide::cdp::browser_protocol::target::GetTargetsParams::default();
         let targets = cdp(
-            self.opts.cdp_timeout,
+            self.chromium.opts.cdp_timeout,
             "Target.getTargets",
-            self.cdp.execute(params),
+            self.chromium.cdp.execute(params),
         )
         .await?;
         Ok(targets
@@ -361,27 +667,79 @@ impl Browser {
             .target_infos
             .iter()
             .filter(|t| t.r#type == kind)
+            .filter(|t| {
+                t.browser_context_id
+                    .as_ref()
+                    .is_some_and(|c| *c.inner() == self.context)
+            })
             .count())
     }
 
     /// The browser process id (for tests that check reaping).
     pub fn pid(&self) -> i32 {
-        self.process.pid()
+        self.chromium.pid()
     }
 
-    /// Closes the browser: kills and reaps Chromium, stops the handler.
+    /// Why the browser is gone, if it crashed or stopped answering.
+    pub fn crash_report(&self) -> Option<String> {
+        self.chromium.crash_report()
+    }
+
+    /// Disposes the run's browser context (its pages, cookies, storage and cache go with
+    /// it); its requests are unattributable from now on.
+    pub async fn dispose(&mut self) {
+        if self.disposed {
+            return;
+        }
+        self.disposed = true;
+        self.chromium.registry.unregister(&self.context);
+        if !self.chromium.alive() {
+            return;
+        }
+        use chromiumoxide::cdp::browser_protocol::target::DisposeBrowserContextParams;
+        let params = DisposeBrowserContextParams::new(self.context.clone());
+        // Short: a browser that does not answer this is replaced anyway.
+        if let Err(e) = cdp(
+            Duration::from_secs(5),
+            "Target.disposeBrowserContext",
+            self.chromium.cdp.execute(params),
+        )
+        .await
+        {
+            tracing::warn!(pid = self.chromium.pid, "{e}");
+            self.chromium.mark_broken();
+        }
+    }
+
+    /// Closes the run's browser: disposes its context; a Chromium no pool holds is killed
+    /// and reaped when its last run is closed.
     pub async fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.process.kill();
-        self.handler.abort();
+        self.dispose().await;
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        self.shutdown();
+        if !self.disposed {
+            self.disposed = true;
+            self.chromium.registry.unregister(&self.context);
+            // Dropped without `close` (an error path): dispose in the background if a
+            // runtime is still there; the process goes with its last handle anyway.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let chromium = self.chromium.clone();
+                let context = self.context.clone();
+                rt.spawn(async move {
+                    use chromiumoxide::cdp::browser_protocol::target::DisposeBrowserContextParams;
+                    let _ = cdp(
+                        Duration::from_secs(5),
+                        "Target.disposeBrowserContext",
+                        chromium
+                            .cdp
+                            .execute(DisposeBrowserContextParams::new(context)),
+                    )
+                    .await;
+                });
+            }
+        }
     }
 }

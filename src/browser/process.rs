@@ -183,6 +183,14 @@ impl ChromiumProcess {
         self.pid
     }
 
+    /// The exit status if the browser process has exited (it is reaped then), else `None`.
+    /// After [`ChromiumProcess::kill`] it reports nothing.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// What Chromium last wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.stderr_tail

@@ -12,7 +12,8 @@
 //! switches, text fields and contenteditable) are operated with real mouse and keyboard
 //! events and their state is read back afterwards.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -83,6 +84,8 @@ impl Find {
 pub struct Tab {
     page: Page,
     guard: Guard,
+    /// Set when the browser's DevTools connection closed (Chromium died).
+    gone: Arc<AtomicBool>,
     timeout: Duration,
     world: Mutex<Option<(String, ExecutionContextId)>>,
     /// The channel's login pages: any wait that sees the page land on one ends at once
@@ -204,8 +207,10 @@ fn stop_error<T>(find: &Find, outcome: Outcome<T>) -> BrowserError {
 
 /// Whether an evaluation error is a bug in clerk's own script (report it at once) rather
 /// than a page in the middle of navigating (wait and try again).
-fn is_script_error(e: &BrowserError) -> bool {
-    matches!(e, BrowserError::Page(m) if m.starts_with("script error") || m.starts_with("unexpected script result"))
+/// An error retrying cannot cure: the page's script failed, or the browser is gone.
+fn is_final(e: &BrowserError) -> bool {
+    matches!(e, BrowserError::Gone)
+        || matches!(e, BrowserError::Page(m) if m.starts_with("script error") || m.starts_with("unexpected script result"))
 }
 
 /// One key as CDP names it. `commands` are editing commands Chromium runs with the key
@@ -243,6 +248,7 @@ impl Tab {
     pub(super) async fn prepare(
         page: Page,
         guard: Guard,
+        gone: Arc<AtomicBool>,
         timeout: Duration,
         session: Option<&StorageState>,
     ) -> Result<Tab, BrowserError> {
@@ -301,6 +307,7 @@ impl Tab {
         Ok(Tab {
             page,
             guard,
+            gone,
             timeout,
             world: Mutex::new(None),
             login_pages: Mutex::new(Vec::new()),
@@ -376,6 +383,9 @@ impl Tab {
         );
         let mut last_err = None;
         for attempt in 0..3 {
+            if self.gone.load(Ordering::SeqCst) {
+                return Err(BrowserError::Gone);
+            }
             let ctx = self.context(attempt > 0).await?;
             let params = EvaluateParams::builder()
                 .expression(expr.clone())
@@ -581,6 +591,9 @@ impl Tab {
         let start = Instant::now();
         let mut href = self.url().await.unwrap_or_default();
         loop {
+            if self.gone.load(Ordering::SeqCst) {
+                return Err(BrowserError::Gone);
+            }
             if self.is_login_page(&href) {
                 return Err(BrowserError::LoginPage(href));
             }
@@ -621,6 +634,7 @@ impl Tab {
                 Err(BrowserError::Page(m)) if m.starts_with("script error") => {
                     return Err(BrowserError::Page(m))
                 }
+                Err(BrowserError::Gone) => return Err(BrowserError::Gone),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
             if start.elapsed() >= timeout {
@@ -828,7 +842,7 @@ impl Tab {
                 Ok(Outcome::Missing) => last = None,
                 Ok(Outcome::Wait { why }) => last = Some(why),
                 Ok(other) => return Err(stop_error(find, other)),
-                Err(e) if is_script_error(&e) => return Err(e),
+                Err(e) if is_final(&e) => return Err(e),
                 // A navigation in flight: the next poll sees the new document.
                 Err(e) => tracing::debug!("waiting for {}: {e}", find.display),
             }
@@ -873,7 +887,7 @@ impl Tab {
             .await;
         match href {
             Ok(h) if self.is_login_page(&h) => Err(BrowserError::LoginPage(h)),
-            Err(e) if is_script_error(&e) => Err(e),
+            Err(e) if is_final(&e) => Err(e),
             // A navigation replaced the document: that is a change too.
             _ => Ok(()),
         }

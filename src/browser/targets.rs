@@ -33,16 +33,27 @@ use chromiumoxide::cdp::browser_protocol::network::{
     EventWebSocketCreated, EventWebSocketFrameSent,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
-    AttachToTargetParams, EventReceivedMessageFromTarget, EventTargetCreated, TargetId,
+    AttachToTargetParams, EventReceivedMessageFromTarget, EventTargetCreated, EventTargetDestroyed,
+    TargetId,
 };
 use futures::StreamExt;
 use serde_json::Value;
 use sha2::Digest as _;
 
+use super::guard::Registry;
 use super::{cdp, BrowserError, Guard, GuardEvent};
 
-/// Target id → target type, shared with the guard.
-pub(crate) type Targets = Arc<Mutex<HashMap<String, String>>>;
+/// What is known about a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetEntry {
+    /// `page`, `iframe`, `worker`, `service_worker`, `shared_worker`, ...
+    pub kind: String,
+    /// Its browser context (`TargetInfo.browserContextId`).
+    pub context: Option<String>,
+}
+
+/// Target id → what is known about it, shared with the guard.
+pub(crate) type Targets = Arc<Mutex<HashMap<String, TargetEntry>>>;
 
 /// Non-flat session id → target id, for the sessions clerk attaches itself.
 #[derive(Clone, Default)]
@@ -62,6 +73,25 @@ pub(super) async fn track(
         browser.event_listener::<EventTargetCreated>().await
     })
     .await?;
+    let mut destroyed = cdp(timeout, "listen for targets", async {
+        browser.event_listener::<EventTargetDestroyed>().await
+    })
+    .await?;
+    {
+        // A long-lived browser sees thousands of targets: forget the ones that are gone.
+        let (targets, sessions) = (targets.clone(), sessions.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = destroyed.next().await {
+                let id = ev.target_id.inner();
+                if let Ok(mut t) = targets.lock() {
+                    t.remove(id);
+                }
+                if let Ok(mut s) = sessions.0.lock() {
+                    s.retain(|_, target| target != id);
+                }
+            }
+        });
+    }
     let targets = targets.clone();
     let sessions = sessions.clone();
     let browser = browser.clone();
@@ -69,8 +99,19 @@ pub(super) async fn track(
         while let Some(ev) = created.next().await {
             let id = ev.target_info.target_id.inner().clone();
             let kind = ev.target_info.r#type.clone();
+            let context = ev
+                .target_info
+                .browser_context_id
+                .as_ref()
+                .map(|c| c.inner().clone());
             if let Ok(mut t) = targets.lock() {
-                t.insert(id.clone(), kind.clone());
+                t.insert(
+                    id.clone(),
+                    TargetEntry {
+                        kind: kind.clone(),
+                        context,
+                    },
+                );
             }
             if WATCHED.contains(&kind.as_str()) {
                 let (browser, sessions) = (browser.clone(), sessions.clone());
@@ -136,23 +177,23 @@ impl chromiumoxide::types::Command for SendMessageToTarget {
     type Response = Value;
 }
 
-/// Turns WebSocket events into guard events.
+/// Turns WebSocket events into guard events of the run whose target sent them.
 #[derive(Clone)]
 pub(super) struct SocketRecorder {
-    guard: Guard,
+    registry: Registry,
     /// (frame, request id) → URL of each socket opened.
     sockets: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 impl SocketRecorder {
-    pub(super) fn new(guard: Guard) -> SocketRecorder {
+    pub(super) fn new(registry: Registry) -> SocketRecorder {
         SocketRecorder {
-            guard,
+            registry,
             sockets: Arc::default(),
         }
     }
 
-    fn event(&self, method: &str, frame: &str, url: String, reason: String) -> GuardEvent {
+    fn event(guard: &Guard, method: &str, frame: &str, url: String, reason: String) -> GuardEvent {
         GuardEvent {
             blocked: false,
             method: method.into(),
@@ -160,7 +201,7 @@ impl SocketRecorder {
             resource_type: "WebSocket".into(),
             frame: frame.to_owned(),
             reason,
-            step: self.guard.step(),
+            step: guard.step(),
             navigation: false,
             off_origin: false,
         }
@@ -170,7 +211,12 @@ impl SocketRecorder {
         if let Ok(mut s) = self.sockets.lock() {
             s.insert((frame.to_owned(), request_id.to_owned()), url.to_owned());
         }
-        self.guard.record(self.event(
+        let Some(guard) = self.registry.guard_for(frame) else {
+            tracing::warn!(%url, %frame, "a websocket no run owns");
+            return;
+        };
+        guard.record(Self::event(
+            &guard,
             "WEBSOCKET",
             frame,
             url.to_owned(),
@@ -185,7 +231,12 @@ impl SocketRecorder {
             .ok()
             .and_then(|s| s.get(&(frame.to_owned(), request_id.to_owned())).cloned())
             .unwrap_or_default();
-        self.guard.record(self.event(
+        let Some(guard) = self.registry.guard_for(frame) else {
+            tracing::warn!(%url, %frame, "a websocket frame no run owns");
+            return;
+        };
+        guard.record(Self::event(
+            &guard,
             "WEBSOCKET FRAME",
             frame,
             url,

@@ -17,6 +17,7 @@
 mod data;
 mod form;
 mod pages;
+mod probe;
 mod session;
 mod spa;
 
@@ -442,6 +443,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_control/refund-default", post(control_refund_default))
         .route("/_control/double-write", post(control_double_write))
         .merge(spa::routes())
+        .merge(probe::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)

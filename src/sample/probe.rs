@@ -1,0 +1,113 @@
+//! Probe pages: what a page can see of earlier runs (cookies, localStorage, the HTTP cache),
+//! and a page that keeps writing. Used by the isolation and attribution tests.
+//!
+//! `GET /probe/isolation?mark=M` shows the `probe_mark` cookie the request carried and the
+//! `probe_mark` localStorage item the page found, then sets both to `M`. It loads
+//! `/probe/cached.js`, which is cacheable for an hour: the server's request log says how
+//! often a browser actually fetched it. `GET /probe/writer` POSTs to `/probe/beacon` as soon
+//! as it loads and every 200 ms after.
+
+use std::sync::Arc;
+
+use axum::extract::Query;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use super::Shared;
+
+#[derive(Deserialize)]
+struct Mark {
+    #[serde(default)]
+    mark: String,
+}
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/probe/isolation", get(isolation))
+        .route("/probe/cached.js", get(cached_js))
+        .route("/probe/writer", get(writer))
+        .route("/probe/beacon", post(|| async { StatusCode::NO_CONTENT }))
+}
+
+/// Text safe in HTML and in a JS string: marks are test inputs, kept to `[A-Za-z0-9_-]`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn isolation(headers: HeaderMap, Query(q): Query<Mark>) -> Response {
+    let seen_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("probe_mark="))
+        .map(clean)
+        .next()
+        .unwrap_or_else(|| "none".into());
+    let mark = clean(&q.mark);
+    let body = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>isolation probe</title>
+<script src="/probe/cached.js"></script></head>
+<body><h1>What this page sees</h1>
+<p>cookie: <span id="cookie-seen">{seen_cookie}</span></p>
+<p>localStorage: <span id="storage-seen"></span></p>
+<p>cached script: <span id="cached-script">not run</span></p>
+<p id="done-wrap"></p>
+<script>
+  const seen = localStorage.getItem('probe_mark');
+  document.getElementById('storage-seen').textContent = seen === null ? 'none' : seen;
+  localStorage.setItem('probe_mark', '{mark}');
+  document.cookie = 'probe_mark={mark}; path=/';
+  document.getElementById('cached-script').textContent = window.probeCached ? 'ran' : 'missing';
+  const done = document.createElement('span');
+  done.id = 'done';
+  done.textContent = 'done';
+  document.getElementById('done-wrap').appendChild(done);
+</script></body></html>"#
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn cached_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        "window.probeCached = true;\n",
+    )
+        .into_response()
+}
+
+async fn writer() -> Response {
+    let body = r#"<!doctype html><html><head><meta charset="utf-8"><title>writer</title></head>
+<body><h1 id="writer">This page keeps writing</h1><p id="sent">0</p>
+<script>
+  let n = 0;
+  const send = () => fetch('/probe/beacon', { method: 'POST', body: 'n=' + (++n) })
+    .catch(() => {})
+    .finally(() => {
+      const el = document.getElementById('sent');
+      el.textContent = String(n);
+      el.dataset.n = String(n);
+    });
+  send();
+  setInterval(send, 200);
+</script></body></html>"#;
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
