@@ -13,6 +13,7 @@ mod guard;
 mod locators;
 mod order_note;
 mod playbook_check;
+mod queue;
 mod readonly;
 mod sample_center;
 mod sample_spa;

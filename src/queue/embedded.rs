@@ -36,6 +36,8 @@ pub struct EmbeddedQueue {
     inner: Mutex<Inner>,
     /// Test hook: the next log fsync fails as if the disk had reported an error.
     fail_next_sync: AtomicBool,
+    /// Successful fdatasyncs of the log (each made one acknowledged line durable).
+    syncs: AtomicU64,
     _lock: FileLock,
 }
 
@@ -189,6 +191,7 @@ impl EmbeddedQueue {
                 broken: None,
             }),
             fail_next_sync: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
             _lock: lock,
         };
         Ok((queue, report))
@@ -236,6 +239,12 @@ impl EmbeddedQueue {
         self.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
+    /// How many log lines this queue has fsync'd (tests: a change returns after its fsync).
+    #[doc(hidden)]
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, QueueError> {
         self.inner.lock().map_err(poisoned)
     }
@@ -273,6 +282,7 @@ impl EmbeddedQueue {
             }
             return Err(e);
         }
+        self.syncs.fetch_add(1, Ordering::SeqCst);
         inner.len += line.len() as u64;
         inner.seq = seq;
         for change in changes {

@@ -181,6 +181,7 @@ fn min_interval_spaces_the_starts_of_a_channel() {
     let (_d, q) = open(limits);
     enqueue(&q, "slow", Priority::Submit, "s1");
     enqueue(&q, "slow", Priority::Submit, "s2");
+    enqueue(&q, "slow", Priority::Submit, "s3");
     enqueue(&q, "fast", Priority::Bulk, "f1");
     let s1 = claim(&q, "w", at(0)).unwrap();
     assert_eq!(tag(&s1), "s1");
@@ -191,6 +192,9 @@ fn min_interval_spaces_the_starts_of_a_channel() {
     assert!(claim(&q, "w", at(5)).is_none());
     assert!(claim(&q, "w", at_ms(9_999)).is_none());
     assert_eq!(tag(&claim(&q, "w", at(10)).unwrap()), "s2");
+    // Spaced from the latest start, not the first.
+    assert!(claim(&q, "w", at_ms(19_999)).is_none());
+    assert_eq!(tag(&claim(&q, "w", at(20)).unwrap()), "s3");
 }
 
 #[test]
@@ -635,4 +639,48 @@ fn a_failed_fsync_changes_nothing_and_leaves_no_bytes() {
     assert_eq!(job(&q, c.job).state, JobState::Claimed);
     q.complete(&c, ok()).unwrap();
     assert_eq!(job(&q, c.job).state, JobState::Done);
+}
+
+#[test]
+fn every_change_returns_after_its_own_fsync_and_reads_write_nothing() {
+    let (_d, q) = open(roomy());
+    let log_len = || std::fs::metadata(q.log_path()).unwrap().len();
+    let mut syncs = q.sync_count();
+    let mut len = log_len();
+    let mut step = |what: &str, lines: u64| {
+        let (s, l) = (q.sync_count(), log_len());
+        assert_eq!(s - syncs, lines, "{what}: fsyncs");
+        assert_eq!(l > len, lines > 0, "{what}: log growth");
+        (syncs, len) = (s, l);
+    };
+    let id = enqueue(&q, "shop", Priority::Manual, "x");
+    step("enqueue", 1);
+    let c = claim(&q, "w", at(0)).unwrap();
+    step("claim", 1);
+    assert!(claim(&q, "w", at(0)).is_none());
+    step("claim of nothing", 0);
+    q.heartbeat(&c, at(10)).unwrap();
+    step("heartbeat", 1);
+    // The lease (until 70) expires, and the job is claimed again: two lines.
+    let c = claim(&q, "w", at(70)).unwrap();
+    step("expiry and claim", 2);
+    q.fail(&c, Failure::permanent("no"), at(71)).unwrap();
+    step("fail", 1);
+    q.retry(id).unwrap();
+    step("retry", 1);
+    q.pause_channel("shop", "p").unwrap();
+    step("pause", 1);
+    q.resume_channel("shop").unwrap();
+    step("resume", 1);
+    q.resume_channel("shop").unwrap();
+    step("resume of a running channel", 0);
+    q.list(&JobFilter::default()).unwrap();
+    q.get(id).unwrap();
+    q.paused_channels().unwrap();
+    step("reads", 0);
+    assert!(q.drop_job(JobId(77)).is_err());
+    step("refused drop", 0);
+    let c = claim(&q, "w", at(80)).unwrap();
+    q.complete(&c, ok()).unwrap();
+    step("claim and complete", 2);
 }
