@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The log is the ground truth; the in-memory state is rebuilt by replaying it on open
-//! (see [`log`] for the byte format and [`state`] for the transitions).
+//! (see `log.rs` for the byte format and `state.rs` for the transitions).
 //!
 //! Inputs are stored verbatim: never enqueue a secret value (secret inputs are resolved when
 //! the run starts, like `env:` values), the queue log is not scrubbed.

@@ -684,3 +684,42 @@ fn every_change_returns_after_its_own_fsync_and_reads_write_nothing() {
     q.complete(&c, ok()).unwrap();
     step("claim and complete", 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_tokio_share_an_arc_dyn_queue_and_never_get_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = roomy();
+    limits.global = 1_000;
+    limits.channel_default.concurrent = 1_000;
+    let q: std::sync::Arc<dyn RunQueue> =
+        std::sync::Arc::new(EmbeddedQueue::open(dir.path(), limits, Backoff::default()).unwrap());
+    for n in 0..60 {
+        enqueue(
+            &*q,
+            ["a", "b", "c"][n % 3],
+            Priority::Manual,
+            &n.to_string(),
+        );
+    }
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let q = q.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut mine = Vec::new();
+                while let Some(c) = q.claim(&format!("w{w}"), LEASE, at(0)).unwrap() {
+                    q.complete(&c, ok()).unwrap();
+                    mine.push(c.job);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    let expected: Vec<JobId> = (1..=60).map(JobId).collect();
+    assert_eq!(all, expected, "a job was lost or handed out twice");
+    q.drop_job(JobId(1)).unwrap_err();
+}
