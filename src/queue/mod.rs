@@ -302,13 +302,21 @@ impl QueueLimits {
                 "queue limits: `global` must be at least 1 (pause channels to stop them)".into(),
             ));
         }
-        let zero = std::iter::once(("(default)", &self.channel_default))
-            .chain(self.channels.iter().map(|(k, v)| (k.as_str(), v)))
-            .find(|(_, l)| l.concurrent == 0);
-        if let Some((name, _)) = zero {
+        let all = || {
+            std::iter::once(("(default)", &self.channel_default))
+                .chain(self.channels.iter().map(|(k, v)| (k.as_str(), v)))
+        };
+        if let Some((name, _)) = all().find(|(_, l)| l.concurrent == 0) {
             return Err(QueueError::BadInput(format!(
                 "queue limits: channel {name}: `concurrent` must be at least 1 (pause a channel \
                  to stop it)"
+            )));
+        }
+        if let Some((name, l)) = all().find(|(_, l)| l.min_interval > state::MAX_DURATION) {
+            return Err(QueueError::BadInput(format!(
+                "queue limits: channel {name}: `min_interval` {:?} is longer than {} days",
+                l.min_interval,
+                state::MAX_DURATION.as_secs() / 86_400
             )));
         }
         Ok(())
@@ -383,7 +391,7 @@ pub enum QueueError {
         state: JobState,
         action: &'static str,
     },
-    #[error("the queue at {0} is open in another process (or another queue of this one)")]
+    #[error("the queue at {0} is already open (in another process, or in this one)")]
     Locked(PathBuf),
     #[error("{0}")]
     BadInput(String),

@@ -1,6 +1,7 @@
 //! Unit tests of the queue's rules, through [`RunQueue`] on an [`EmbeddedQueue`] in a
 //! temporary directory. Time is always injected (`at(seconds)`); nothing sleeps.
 
+use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -604,6 +605,20 @@ fn bad_specs_limits_and_leases_are_refused() {
         EmbeddedQueue::open(dir.path(), limits, Backoff::default()),
         Err(QueueError::BadInput(_))
     ));
+    let mut limits = roomy();
+    limits.channel_default.min_interval = Duration::MAX;
+    assert!(matches!(
+        EmbeddedQueue::open(dir.path(), limits, Backoff::default()),
+        Err(QueueError::BadInput(_))
+    ));
+    let backoff = Backoff {
+        jitter_percent: 101,
+        ..Backoff::default()
+    };
+    assert!(matches!(
+        EmbeddedQueue::open(dir.path(), roomy(), backoff),
+        Err(QueueError::BadInput(_))
+    ));
 }
 
 #[test]
@@ -722,4 +737,39 @@ async fn workers_on_tokio_share_an_arc_dyn_queue_and_never_get_the_same_job() {
     let expected: Vec<JobId> = (1..=60).map(JobId).collect();
     assert_eq!(all, expected, "a job was lost or handed out twice");
     q.drop_job(JobId(1)).unwrap_err();
+}
+
+#[test]
+fn a_well_formed_line_that_cannot_apply_is_corruption_named_by_line() {
+    let (dir, q) = open(roomy());
+    let id = enqueue(&q, "shop", Priority::Manual, "a");
+    enqueue(&q, "shop", Priority::Manual, "b");
+    let path = q.log_path();
+    drop(q);
+    // Checksum and seq are right, but job 1 was never claimed.
+    let bogus = state::Change::Completed {
+        job: id,
+        token: "t".into(),
+        at: at(0),
+        outcome: ok(),
+    };
+    let line = log::encode(3, &[bogus]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&line)
+        .unwrap();
+    match EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()) {
+        Err(QueueError::Corrupt {
+            path: p,
+            line: 3,
+            reason,
+        }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("job 1 completed while queued"), "{reason}");
+        }
+        Err(e) => panic!("expected corruption at line 3, got {e}"),
+        Ok(_) => panic!("an impossible change was replayed"),
+    }
 }
