@@ -9,6 +9,7 @@
 //! - [`runner`]: walks a playbook step by step inside one browser, records every action.
 //! - [`evidence`]: the only module that persists: PNG files, hash-chained journal, sled index,
 //!   verification and export.
+//! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 
 pub mod approval;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod demo;
 pub mod evidence;
 pub mod playbook;
+pub mod queue;
 pub mod report;
 pub mod runner;
 pub mod sample;

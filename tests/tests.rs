@@ -14,6 +14,7 @@ mod locators;
 mod order_note;
 mod playbook_check;
 mod pool;
+mod queue;
 mod readonly;
 mod sample_center;
 mod sample_spa;

@@ -11,6 +11,7 @@
 //!   Others use an ephemeral index, so sled never sees two processes.
 //! - `locks/<owner>.lock`: held for the life of each open store; a run whose owner lock is
 //!   free belongs to a dead process.
+//! - `queue/queue.lock`: held by the one `queue::EmbeddedQueue` open on a data directory.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

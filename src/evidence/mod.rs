@@ -29,7 +29,7 @@ mod event;
 pub mod export;
 mod index;
 mod journal;
-mod lock;
+pub(crate) mod lock;
 mod png;
 mod query;
 pub mod record;

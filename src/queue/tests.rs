@@ -1,0 +1,775 @@
+//! Unit tests of the queue's rules, through [`RunQueue`] on an [`EmbeddedQueue`] in a
+//! temporary directory. Time is always injected (`at(seconds)`); nothing sleeps.
+
+use std::io::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-05-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + TimeDelta::seconds(secs)
+}
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    at(0) + TimeDelta::milliseconds(ms)
+}
+
+/// Generous limits: 10 jobs at once, 10 per channel, no interval.
+fn roomy() -> QueueLimits {
+    QueueLimits {
+        global: 10,
+        channel_default: ChannelLimits {
+            concurrent: 10,
+            min_interval: Duration::ZERO,
+        },
+        channels: BTreeMap::new(),
+    }
+}
+
+fn open_with(limits: QueueLimits, backoff: Backoff) -> (tempfile::TempDir, EmbeddedQueue) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = EmbeddedQueue::open(dir.path(), limits, backoff).unwrap();
+    (dir, q)
+}
+
+fn open(limits: QueueLimits) -> (tempfile::TempDir, EmbeddedQueue) {
+    open_with(limits, Backoff::default())
+}
+
+fn spec(channel: &str, priority: Priority, tag: &str) -> JobSpec {
+    let mut s = JobSpec::new("order-lookup", channel, "ops-anna");
+    s.priority = priority;
+    s.inputs.insert("tag".into(), tag.into());
+    s
+}
+
+fn enqueue(q: &dyn RunQueue, channel: &str, priority: Priority, tag: &str) -> JobId {
+    q.enqueue(spec(channel, priority, tag)).unwrap()
+}
+
+fn claim(q: &dyn RunQueue, worker: &str, now: DateTime<Utc>) -> Option<Claim> {
+    q.claim(worker, LEASE, now).unwrap()
+}
+
+fn tag(c: &Claim) -> &str {
+    &c.spec.inputs["tag"]
+}
+
+fn ok() -> Outcome {
+    Outcome {
+        run_id: Some("run-1".into()),
+        status: "ok".into(),
+    }
+}
+
+fn job(q: &dyn RunQueue, id: JobId) -> Job {
+    q.get(id).unwrap().unwrap()
+}
+
+// ---------------------------------------------------------------- order
+
+#[test]
+fn claims_by_priority_then_in_enqueue_order() {
+    let (_d, q) = open(roomy());
+    for (p, t) in [
+        (Priority::Bulk, "bulk-1"),
+        (Priority::Scheduled, "sched-1"),
+        (Priority::Manual, "manual-1"),
+        (Priority::Submit, "submit-1"),
+        (Priority::Manual, "manual-2"),
+        (Priority::Bulk, "bulk-2"),
+        (Priority::Submit, "submit-2"),
+        (Priority::Scheduled, "sched-2"),
+    ] {
+        enqueue(&q, "shop", p, t);
+    }
+    let order: Vec<String> = std::iter::from_fn(|| claim(&q, "w", at(0)))
+        .map(|c| tag(&c).to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "submit-1", "submit-2", "manual-1", "manual-2", "sched-1", "sched-2", "bulk-1",
+            "bulk-2"
+        ]
+    );
+}
+
+#[test]
+fn ids_increase_and_claims_carry_the_spec() {
+    let (_d, q) = open(roomy());
+    let a = enqueue(&q, "shop", Priority::Manual, "a");
+    let b = enqueue(&q, "shop", Priority::Manual, "b");
+    assert!(b > a);
+    let c = claim(&q, "w1", at(0)).unwrap();
+    assert_eq!((c.job, c.attempt, c.worker.as_str()), (a, 1, "w1"));
+    assert_eq!(c.spec, spec("shop", Priority::Manual, "a"));
+    assert_eq!(c.lease_until, at(60));
+    let j = job(&q, a);
+    assert_eq!(j.state, JobState::Claimed);
+    assert_eq!(j.lease.as_ref().map(|l| l.until), Some(at(60)));
+}
+
+// ---------------------------------------------------------------- limits
+
+#[test]
+fn global_limit_bounds_jobs_claimed_and_not_finished() {
+    let mut limits = roomy();
+    limits.global = 2;
+    let (_d, q) = open(limits);
+    for ch in ["a", "b", "c"] {
+        enqueue(&q, ch, Priority::Manual, ch);
+    }
+    let first = claim(&q, "w", at(0)).unwrap();
+    claim(&q, "w", at(0)).unwrap();
+    assert!(
+        claim(&q, "w", at(1)).is_none(),
+        "a third job ran over the global limit"
+    );
+    q.complete(&first, ok()).unwrap();
+    assert_eq!(tag(&claim(&q, "w", at(2)).unwrap()), "c");
+}
+
+#[test]
+fn channel_limit_holds_its_jobs_and_lets_other_channels_pass() {
+    let mut limits = roomy();
+    limits.channel_default.concurrent = 1;
+    limits.channels.insert(
+        "big".into(),
+        ChannelLimits {
+            concurrent: 2,
+            min_interval: Duration::ZERO,
+        },
+    );
+    let (_d, q) = open(limits);
+    for (ch, t) in [
+        ("a", "a1"),
+        ("a", "a2"),
+        ("b", "b1"),
+        ("big", "big1"),
+        ("big", "big2"),
+        ("big", "big3"),
+    ] {
+        enqueue(&q, ch, Priority::Manual, t);
+    }
+    let got: Vec<Claim> = std::iter::from_fn(|| claim(&q, "w", at(0))).collect();
+    let tags: Vec<&str> = got.iter().map(tag).collect();
+    assert_eq!(tags, ["a1", "b1", "big1", "big2"]);
+    q.complete(&got[0], ok()).unwrap();
+    assert_eq!(tag(&claim(&q, "w", at(1)).unwrap()), "a2");
+    assert!(claim(&q, "w", at(1)).is_none());
+    q.fail(&got[2], Failure::permanent("gone"), at(2)).unwrap();
+    assert_eq!(tag(&claim(&q, "w", at(2)).unwrap()), "big3");
+}
+
+#[test]
+fn min_interval_spaces_the_starts_of_a_channel() {
+    let mut limits = roomy();
+    limits.channels.insert(
+        "slow".into(),
+        ChannelLimits {
+            concurrent: 5,
+            min_interval: Duration::from_secs(10),
+        },
+    );
+    let (_d, q) = open(limits);
+    enqueue(&q, "slow", Priority::Submit, "s1");
+    enqueue(&q, "slow", Priority::Submit, "s2");
+    enqueue(&q, "slow", Priority::Submit, "s3");
+    enqueue(&q, "fast", Priority::Bulk, "f1");
+    let s1 = claim(&q, "w", at(0)).unwrap();
+    assert_eq!(tag(&s1), "s1");
+    // The slow channel waits; a lower priority on another channel does not.
+    assert_eq!(tag(&claim(&q, "w", at(1)).unwrap()), "f1");
+    // Finishing the run does not shorten the interval between starts.
+    q.complete(&s1, ok()).unwrap();
+    assert!(claim(&q, "w", at(5)).is_none());
+    assert!(claim(&q, "w", at_ms(9_999)).is_none());
+    assert_eq!(tag(&claim(&q, "w", at(10)).unwrap()), "s2");
+    // Spaced from the latest start, not the first.
+    assert!(claim(&q, "w", at_ms(19_999)).is_none());
+    assert_eq!(tag(&claim(&q, "w", at(20)).unwrap()), "s3");
+}
+
+#[test]
+fn paused_channel_keeps_its_jobs_queued_until_resumed() {
+    let (_d, q) = open(roomy());
+    let a1 = enqueue(&q, "a", Priority::Submit, "a1");
+    enqueue(&q, "b", Priority::Bulk, "b1");
+    enqueue(&q, "a", Priority::Manual, "a-running");
+    q.pause_channel("b", "hold").unwrap();
+    assert_eq!(tag(&claim(&q, "w", at(0)).unwrap()), "a1");
+    let running = claim(&q, "w", at(0)).unwrap();
+    assert_eq!(tag(&running), "a-running");
+    assert!(
+        claim(&q, "w", at(0)).is_none(),
+        "a paused channel's job was claimed"
+    );
+    q.resume_channel("b").unwrap();
+    q.pause_channel("a", "seller center maintenance until 10:00")
+        .unwrap();
+    enqueue(&q, "a", Priority::Submit, "a2");
+    let paused = q.paused_channels().unwrap();
+    assert_eq!(
+        paused.get("a").map(|p| p.reason.as_str()),
+        Some("seller center maintenance until 10:00")
+    );
+    assert_eq!(paused.len(), 1);
+    // b (bulk) runs before a2 (submit) because a is paused.
+    assert_eq!(tag(&claim(&q, "w", at(1)).unwrap()), "b1");
+    assert!(claim(&q, "w", at(2)).is_none());
+    // Jobs already claimed on a paused channel run on.
+    q.heartbeat(&running, at(3)).unwrap();
+    q.complete(&running, ok()).unwrap();
+    assert_eq!(job(&q, a1).state, JobState::Claimed);
+    q.resume_channel("a").unwrap();
+    q.resume_channel("a").unwrap(); // not paused: a no-op
+    assert!(q.paused_channels().unwrap().is_empty());
+    assert_eq!(tag(&claim(&q, "w", at(4)).unwrap()), "a2");
+}
+
+// ---------------------------------------------------------------- leases
+
+#[test]
+fn an_expired_lease_makes_the_job_claimable_again_and_counts_an_attempt() {
+    let mut limits = roomy();
+    limits.global = 1;
+    let (_d, q) = open(limits);
+    let id = enqueue(&q, "shop", Priority::Manual, "x");
+    let first = claim(&q, "w1", at(0)).unwrap();
+    assert!(claim(&q, "w2", at(59)).is_none(), "claimed while leased");
+    let second = claim(&q, "w2", at(60)).unwrap();
+    assert_eq!((second.job, second.attempt), (id, 2));
+    assert_ne!(second.token, first.token);
+    let j = job(&q, id);
+    assert_eq!(j.attempts, 2);
+    assert!(j
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("lease of worker w1 expired"));
+    // The dead worker's claim is refused everywhere.
+    for err in [
+        q.complete(&first, ok()).unwrap_err(),
+        q.heartbeat(&first, at(61)).unwrap_err(),
+        q.fail(&first, Failure::transient("late"), at(61))
+            .unwrap_err(),
+    ] {
+        match err {
+            QueueError::LeaseLost { job, reason } => {
+                assert_eq!(job, id);
+                assert!(reason.contains("claimed again"), "{reason}");
+            }
+            other => panic!("expected LeaseLost, got {other}"),
+        }
+    }
+    q.complete(&second, ok()).unwrap();
+    assert_eq!(job(&q, id).state, JobState::Done);
+}
+
+#[test]
+fn an_expired_last_attempt_is_dead_lettered() {
+    let (_d, q) = open(roomy());
+    let mut s = spec("shop", Priority::Manual, "x");
+    s.max_attempts = 1;
+    let id = q.enqueue(s).unwrap();
+    claim(&q, "w1", at(0)).unwrap();
+    assert!(claim(&q, "w2", at(60)).is_none());
+    let j = job(&q, id);
+    assert_eq!(j.state, JobState::Dead);
+    let reason = j.dead_reason.unwrap();
+    assert!(
+        reason.contains("1 of 1 attempts") && reason.contains("expired"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn heartbeat_extends_the_lease_and_fails_once_it_is_lost() {
+    let (_d, q) = open(roomy());
+    let id = enqueue(&q, "shop", Priority::Manual, "x");
+    let c = claim(&q, "w1", at(0)).unwrap();
+    assert_eq!(q.heartbeat(&c, at(50)).unwrap(), at(110));
+    assert_eq!(job(&q, id).lease.unwrap().until, at(110));
+    // Still leased at 100 thanks to the heartbeat.
+    assert!(claim(&q, "w2", at(100)).is_none());
+    assert_eq!(job(&q, id).state, JobState::Claimed);
+    // At the lease's end the heartbeat comes too late, even before anyone reclaims.
+    match q.heartbeat(&c, at(110)) {
+        Err(QueueError::LeaseLost { job, reason }) => {
+            assert_eq!(job, id);
+            assert!(reason.contains("ended"), "{reason}");
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    // A forged token is refused too.
+    let mut forged = c.clone();
+    forged.token = "0".repeat(32);
+    assert!(matches!(
+        q.heartbeat(&forged, at(60)),
+        Err(QueueError::LeaseLost { .. })
+    ));
+    // Finished jobs have no lease.
+    q.complete(&c, ok()).unwrap();
+    assert!(matches!(
+        q.heartbeat(&c, at(70)),
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        q.complete(&c, ok()),
+        Err(QueueError::LeaseLost { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- failures
+
+#[test]
+fn backoff_grows_is_capped_and_jitter_stays_within_bounds() {
+    let b = Backoff {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(300),
+        jitter_percent: 20,
+    };
+    let full = |n: u32| b.delay(n, 0);
+    let expected = [10, 20, 40, 80, 160, 300, 300];
+    for (i, secs) in expected.iter().enumerate() {
+        assert_eq!(
+            full(i as u32 + 1),
+            Duration::from_secs(*secs),
+            "attempt {}",
+            i + 1
+        );
+    }
+    assert_eq!(full(0), Duration::from_secs(10));
+    assert_eq!(full(u32::MAX), Duration::from_secs(300));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for n in 1..=12u32 {
+        let top = full(n);
+        let bottom = top.mul_f64(0.8);
+        let mut seen_low = false;
+        for r in (0..2_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }) {
+            let d = b.delay(n, r);
+            assert!(
+                d <= top && d >= bottom,
+                "attempt {n}: {d:?} outside {bottom:?}..={top:?}"
+            );
+            seen_low |= d < top.mul_f64(0.9);
+        }
+        assert!(seen_low, "attempt {n}: jitter never moved the delay");
+        assert!(b.delay(n, u64::MAX) >= bottom);
+    }
+    let none = Backoff {
+        jitter_percent: 0,
+        ..b
+    };
+    assert_eq!(none.delay(3, u64::MAX), Duration::from_secs(40));
+    let all = Backoff {
+        jitter_percent: 100,
+        ..b
+    };
+    assert!(all.delay(3, u64::MAX) <= Duration::from_millis(1));
+    assert_eq!(all.delay(3, 0), Duration::from_secs(40));
+}
+
+#[test]
+fn a_transient_failure_is_retried_after_a_growing_backoff() {
+    let backoff = Backoff {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(300),
+        jitter_percent: 20,
+    };
+    let (_d, q) = open_with(roomy(), backoff);
+    let mut s = spec("shop", Priority::Manual, "x");
+    s.max_attempts = 5;
+    let id = q.enqueue(s).unwrap();
+    let mut now = at(0);
+    for (attempt, full) in [(1, 10_000), (2, 20_000), (3, 40_000)] {
+        let c = claim(&q, "w", now).unwrap();
+        assert_eq!(c.attempt, attempt);
+        let d = q
+            .fail(&c, Failure::transient("seller center 503"), now)
+            .unwrap();
+        let Disposition::Retry {
+            not_before: Some(nb),
+        } = d
+        else {
+            panic!("expected a retry, got {d:?}");
+        };
+        let delay = (nb - now).num_milliseconds();
+        assert!(
+            (full * 8 / 10..=full).contains(&delay),
+            "attempt {attempt}: retry in {delay} ms, expected {}..={full}",
+            full * 8 / 10
+        );
+        let j = job(&q, id);
+        assert_eq!(
+            (j.state, j.not_before, j.last_error.as_deref()),
+            (JobState::Queued, Some(nb), Some("seller center 503"))
+        );
+        assert!(claim(&q, "w", nb - TimeDelta::milliseconds(1)).is_none());
+        now = nb;
+    }
+    assert_eq!(claim(&q, "w", now).unwrap().attempt, 4);
+}
+
+#[test]
+fn running_out_of_attempts_dead_letters_with_the_reason() {
+    let (_d, q) = open(roomy());
+    let mut s = spec("shop", Priority::Manual, "x");
+    s.max_attempts = 2;
+    let id = q.enqueue(s).unwrap();
+    let c = claim(&q, "w", at(0)).unwrap();
+    let Disposition::Retry {
+        not_before: Some(nb),
+    } = q.fail(&c, Failure::transient("timeout 1"), at(1)).unwrap()
+    else {
+        panic!("first failure should retry");
+    };
+    let c = claim(&q, "w", nb).unwrap();
+    assert_eq!(c.attempt, 2);
+    let d = q.fail(&c, Failure::transient("timeout 2"), nb).unwrap();
+    let Disposition::Dead { reason } = d else {
+        panic!("expected dead letter, got {d:?}");
+    };
+    assert!(
+        reason.contains("2 of 2 attempts") && reason.contains("timeout 2"),
+        "{reason}"
+    );
+    let j = job(&q, id);
+    assert_eq!(j.state, JobState::Dead);
+    assert_eq!(j.dead_reason.as_deref(), Some(reason.as_str()));
+    assert_eq!(j.finished_at, Some(nb));
+    assert!(claim(&q, "w", at(100_000)).is_none());
+    assert_eq!(
+        q.list(&JobFilter {
+            state: Some(JobState::Dead),
+            ..JobFilter::default()
+        })
+        .unwrap()
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn a_permanent_failure_dead_letters_at_once() {
+    let (_d, q) = open(roomy());
+    let mut s = spec("shop", Priority::Manual, "x");
+    s.max_attempts = 5;
+    let id = q.enqueue(s).unwrap();
+    let c = claim(&q, "w", at(0)).unwrap();
+    let d = q
+        .fail(&c, Failure::permanent("order SO-9 does not exist"), at(1))
+        .unwrap();
+    let Disposition::Dead { reason } = d else {
+        panic!("expected dead letter, got {d:?}");
+    };
+    assert!(reason.contains("order SO-9 does not exist"), "{reason}");
+    let j = job(&q, id);
+    assert_eq!((j.state, j.attempts), (JobState::Dead, 1));
+    assert!(claim(&q, "w", at(100_000)).is_none());
+}
+
+// ---------------------------------------------------------------- operator actions
+
+#[test]
+fn retry_requeues_a_dead_job_and_drop_removes_jobs_for_good() {
+    let (_d, q) = open(roomy());
+    let dead = enqueue(&q, "shop", Priority::Manual, "dead");
+    let c = claim(&q, "w", at(0)).unwrap();
+    q.fail(&c, Failure::permanent("no such order"), at(0))
+        .unwrap();
+    let waiting = enqueue(&q, "shop", Priority::Manual, "waiting");
+
+    assert!(matches!(
+        q.retry(waiting),
+        Err(QueueError::InvalidState {
+            state: JobState::Queued,
+            ..
+        })
+    ));
+    q.retry(dead).unwrap();
+    let j = job(&q, dead);
+    assert_eq!(
+        (j.state, j.attempts, j.dead_reason),
+        (JobState::Queued, 0, None)
+    );
+    assert_eq!(j.last_error.as_deref(), Some("no such order"));
+    let again = claim(&q, "w", at(1)).unwrap();
+    assert_eq!((again.job, again.attempt), (dead, 1));
+
+    assert!(matches!(
+        q.drop_job(dead),
+        Err(QueueError::InvalidState {
+            state: JobState::Claimed,
+            ..
+        })
+    ));
+    q.drop_job(waiting).unwrap();
+    assert_eq!(job(&q, waiting).state, JobState::Dropped);
+    assert!(claim(&q, "w", at(2)).is_none(), "a dropped job was claimed");
+    assert!(matches!(
+        q.retry(waiting),
+        Err(QueueError::InvalidState {
+            state: JobState::Dropped,
+            ..
+        })
+    ));
+    q.fail(&again, Failure::permanent("still no such order"), at(3))
+        .unwrap();
+    q.drop_job(dead).unwrap();
+    assert_eq!(job(&q, dead).state, JobState::Dropped);
+
+    let nobody = JobId(999);
+    assert!(matches!(q.retry(nobody), Err(QueueError::UnknownJob(j)) if j == nobody));
+    assert!(matches!(q.drop_job(nobody), Err(QueueError::UnknownJob(_))));
+    assert!(q.get(nobody).unwrap().is_none());
+    let msg = q.drop_job(nobody).unwrap_err().to_string();
+    assert_eq!(msg, "no job 999 in the queue");
+}
+
+#[test]
+fn list_filters_by_state_and_channel() {
+    let (_d, q) = open(roomy());
+    let a = enqueue(&q, "a", Priority::Manual, "a1");
+    let b = enqueue(&q, "b", Priority::Manual, "b1");
+    let a2 = enqueue(&q, "a", Priority::Bulk, "a2");
+    claim(&q, "w", at(0)).unwrap();
+    let ids =
+        |f: JobFilter| -> Vec<JobId> { q.list(&f).unwrap().into_iter().map(|j| j.id).collect() };
+    assert_eq!(ids(JobFilter::default()), [a, b, a2]);
+    let on_a = JobFilter {
+        channel: Some("a".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(on_a.clone()), [a, a2]);
+    assert_eq!(
+        ids(JobFilter {
+            state: Some(JobState::Queued),
+            ..on_a
+        }),
+        [a2]
+    );
+    assert_eq!(
+        ids(JobFilter {
+            limit: Some(2),
+            ..JobFilter::default()
+        }),
+        [a, b]
+    );
+}
+
+// ---------------------------------------------------------------- input and I/O errors
+
+#[test]
+fn bad_specs_limits_and_leases_are_refused() {
+    let (dir, q) = open(roomy());
+    let mut s = spec("shop", Priority::Manual, "x");
+    s.max_attempts = 0;
+    assert!(matches!(q.enqueue(s), Err(QueueError::BadInput(_))));
+    assert!(matches!(
+        q.enqueue(spec(" ", Priority::Manual, "x")),
+        Err(QueueError::BadInput(_))
+    ));
+    enqueue(&q, "shop", Priority::Manual, "x");
+    assert!(matches!(
+        q.claim("w", Duration::ZERO, at(0)),
+        Err(QueueError::BadInput(_))
+    ));
+    assert!(matches!(
+        q.claim("", LEASE, at(0)),
+        Err(QueueError::BadInput(_))
+    ));
+    drop(q);
+    let mut limits = roomy();
+    limits.channels.insert(
+        "x".into(),
+        ChannelLimits {
+            concurrent: 0,
+            min_interval: Duration::ZERO,
+        },
+    );
+    assert!(matches!(
+        EmbeddedQueue::open(dir.path(), limits, Backoff::default()),
+        Err(QueueError::BadInput(_))
+    ));
+    let mut limits = roomy();
+    limits.channel_default.min_interval = Duration::MAX;
+    assert!(matches!(
+        EmbeddedQueue::open(dir.path(), limits, Backoff::default()),
+        Err(QueueError::BadInput(_))
+    ));
+    let backoff = Backoff {
+        jitter_percent: 101,
+        ..Backoff::default()
+    };
+    assert!(matches!(
+        EmbeddedQueue::open(dir.path(), roomy(), backoff),
+        Err(QueueError::BadInput(_))
+    ));
+}
+
+#[test]
+fn a_second_open_of_the_same_queue_is_refused_while_the_first_lives() {
+    let (dir, q) = open(roomy());
+    match EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()) {
+        Err(QueueError::Locked(path)) => assert_eq!(path, dir.path().join(QUEUE_DIR)),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("two queues opened the same log"),
+    }
+    drop(q);
+    EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()).unwrap();
+}
+
+#[test]
+fn a_failed_fsync_changes_nothing_and_leaves_no_bytes() {
+    let (_d, q) = open(roomy());
+    let first = enqueue(&q, "shop", Priority::Manual, "kept");
+    let len = std::fs::metadata(q.log_path()).unwrap().len();
+    q.fail_next_sync();
+    match q.enqueue(spec("shop", Priority::Manual, "lost")) {
+        Err(QueueError::Io { path, .. }) => assert_eq!(path, q.log_path()),
+        other => panic!("expected an i/o error, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(q.log_path()).unwrap().len(), len);
+    assert_eq!(q.list(&JobFilter::default()).unwrap().len(), 1);
+    // The queue goes on, and the failed enqueue's id is given again.
+    let next = enqueue(&q, "shop", Priority::Manual, "next");
+    assert_eq!(next.0, first.0 + 1);
+    let c = claim(&q, "w", at(0)).unwrap();
+    q.fail_next_sync();
+    assert!(q.complete(&c, ok()).is_err());
+    assert_eq!(job(&q, c.job).state, JobState::Claimed);
+    q.complete(&c, ok()).unwrap();
+    assert_eq!(job(&q, c.job).state, JobState::Done);
+}
+
+#[test]
+fn every_change_returns_after_its_own_fsync_and_reads_write_nothing() {
+    let (_d, q) = open(roomy());
+    let log_len = || std::fs::metadata(q.log_path()).unwrap().len();
+    let mut syncs = q.sync_count();
+    let mut len = log_len();
+    let mut step = |what: &str, lines: u64| {
+        let (s, l) = (q.sync_count(), log_len());
+        assert_eq!(s - syncs, lines, "{what}: fsyncs");
+        assert_eq!(l > len, lines > 0, "{what}: log growth");
+        (syncs, len) = (s, l);
+    };
+    let id = enqueue(&q, "shop", Priority::Manual, "x");
+    step("enqueue", 1);
+    let c = claim(&q, "w", at(0)).unwrap();
+    step("claim", 1);
+    assert!(claim(&q, "w", at(0)).is_none());
+    step("claim of nothing", 0);
+    q.heartbeat(&c, at(10)).unwrap();
+    step("heartbeat", 1);
+    // The lease (until 70) expires, and the job is claimed again: two lines.
+    let c = claim(&q, "w", at(70)).unwrap();
+    step("expiry and claim", 2);
+    q.fail(&c, Failure::permanent("no"), at(71)).unwrap();
+    step("fail", 1);
+    q.retry(id).unwrap();
+    step("retry", 1);
+    q.pause_channel("shop", "p").unwrap();
+    step("pause", 1);
+    q.resume_channel("shop").unwrap();
+    step("resume", 1);
+    q.resume_channel("shop").unwrap();
+    step("resume of a running channel", 0);
+    q.list(&JobFilter::default()).unwrap();
+    q.get(id).unwrap();
+    q.paused_channels().unwrap();
+    step("reads", 0);
+    assert!(q.drop_job(JobId(77)).is_err());
+    step("refused drop", 0);
+    let c = claim(&q, "w", at(80)).unwrap();
+    q.complete(&c, ok()).unwrap();
+    step("claim and complete", 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_tokio_share_an_arc_dyn_queue_and_never_get_the_same_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = roomy();
+    limits.global = 1_000;
+    limits.channel_default.concurrent = 1_000;
+    let q: std::sync::Arc<dyn RunQueue> =
+        std::sync::Arc::new(EmbeddedQueue::open(dir.path(), limits, Backoff::default()).unwrap());
+    for n in 0..60 {
+        enqueue(
+            &*q,
+            ["a", "b", "c"][n % 3],
+            Priority::Manual,
+            &n.to_string(),
+        );
+    }
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let q = q.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut mine = Vec::new();
+                while let Some(c) = q.claim(&format!("w{w}"), LEASE, at(0)).unwrap() {
+                    q.complete(&c, ok()).unwrap();
+                    mine.push(c.job);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    let expected: Vec<JobId> = (1..=60).map(JobId).collect();
+    assert_eq!(all, expected, "a job was lost or handed out twice");
+    q.drop_job(JobId(1)).unwrap_err();
+}
+
+#[test]
+fn a_well_formed_line_that_cannot_apply_is_corruption_named_by_line() {
+    let (dir, q) = open(roomy());
+    let id = enqueue(&q, "shop", Priority::Manual, "a");
+    enqueue(&q, "shop", Priority::Manual, "b");
+    let path = q.log_path();
+    drop(q);
+    // Checksum and seq are right, but job 1 was never claimed.
+    let bogus = state::Change::Completed {
+        job: id,
+        token: "t".into(),
+        at: at(0),
+        outcome: ok(),
+    };
+    let line = log::encode(3, &[bogus]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&line)
+        .unwrap();
+    match EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()) {
+        Err(QueueError::Corrupt {
+            path: p,
+            line: 3,
+            reason,
+        }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("job 1 completed while queued"), "{reason}");
+        }
+        Err(e) => panic!("expected corruption at line 3, got {e}"),
+        Ok(_) => panic!("an impossible change was replayed"),
+    }
+}
