@@ -145,13 +145,14 @@ impl LaunchOptions {
             "--password-store=basic",
             "--use-mock-keychain",
             "--force-color-profile=srgb",
-            "--force-device-scale-factor=1",
             "--font-render-hinting=none",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.push(format!("--window-size={},{}", self.width, self.height));
+        // No --window-size and no --force-device-scale-factor: the viewport and the scale
+        // are emulated per page (as Playwright does), and a window of another size or a
+        // forced scale changes how layers are rasterized.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             // Chromium refuses to run its sandbox as root.

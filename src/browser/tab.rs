@@ -1618,24 +1618,37 @@ impl Tab {
 
     /// A PNG of the whole page (beyond the viewport), at scale 1.
     pub async fn screenshot_full(&self) -> Result<Vec<u8>, BrowserError> {
-        let size: (f64, f64) = self
+        let (width, height, fits): (f64, f64, bool) = self
             .eval(
                 "const d = document.documentElement, b = document.body; \
-                 return [Math.max(d.scrollWidth, b ? b.scrollWidth : 0, d.clientWidth), Math.max(d.scrollHeight, b ? b.scrollHeight : 0, d.clientHeight)];",
+                 const w = Math.max(d.scrollWidth, b ? b.scrollWidth : 0, d.clientWidth); \
+                 const h = Math.max(d.scrollHeight, b ? b.scrollHeight : 0, d.clientHeight); \
+                 return [w, h, w <= innerWidth && h <= innerHeight && scrollX === 0 && scrollY === 0];",
                 serde_json::Value::Null,
             )
             .await?;
-        self.capture(ElementRect {
+        let rect = ElementRect {
             x: 0.0,
             y: 0.0,
-            width: size.0,
-            height: size.1.min(16000.0),
-        })
-        .await
+            width,
+            height: height.min(16000.0),
+        };
+        // A page that fits the viewport is captured from what is on screen, as Playwright
+        // does: capturing "beyond the viewport" re-rasterizes and can move anti-aliased
+        // edges by a colour level, so the same page would give other bytes than Playwright.
+        self.capture_with(rect, !fits).await
     }
 
     /// A PNG of one page rectangle (the element's page rectangle: correct when scrolled).
     pub async fn capture(&self, rect: ElementRect) -> Result<Vec<u8>, BrowserError> {
+        self.capture_with(rect, true).await
+    }
+
+    async fn capture_with(
+        &self,
+        rect: ElementRect,
+        beyond_viewport: bool,
+    ) -> Result<Vec<u8>, BrowserError> {
         let clip = Viewport {
             x: rect.x.max(0.0).floor(),
             y: rect.y.max(0.0).floor(),
@@ -1646,7 +1659,7 @@ impl Tab {
         let params = CaptureScreenshotParams::builder()
             .format(CaptureScreenshotFormat::Png)
             .clip(clip)
-            .capture_beyond_viewport(true)
+            .capture_beyond_viewport(beyond_viewport)
             .build();
         let r = cdp(
             self.timeout.max(Duration::from_secs(30)),

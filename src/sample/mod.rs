@@ -145,6 +145,8 @@ struct Inner {
     notes: Vec<NoteRecord>,
     refund_defaults: BTreeMap<String, String>,
     double_write: bool,
+    /// The chat widget says "Chat offline" without trying its presence POST.
+    chat_offline: bool,
     /// Refunds numbered so far, by either the server-rendered form or the SPA API.
     refund_no: u64,
     spa: spa::SpaState,
@@ -230,6 +232,7 @@ impl SampleCenter {
                 notes: Vec::new(),
                 refund_defaults: BTreeMap::new(),
                 double_write: false,
+                chat_offline: false,
                 refund_no: 0,
                 spa: spa::SpaState::default(),
             }),
@@ -332,6 +335,13 @@ impl SampleCenter {
 
     /// When on, refund forms served from now on also fire `POST /analytics/refund-submit`
     /// from their submit handler, before the form itself is submitted.
+    /// The order page's chat widget shows "Chat offline" at once instead of POSTing its
+    /// presence (so a tool that lets the POST out and one that blocks it capture the same
+    /// pixels; for benchmarks).
+    pub fn set_chat_offline(&self, on: bool) {
+        self.shared.lock().chat_offline = on;
+    }
+
     pub fn set_double_write(&self, on: bool) {
         self.shared.lock().double_write = on;
     }
@@ -951,8 +961,9 @@ struct OrderParam {
     order: String,
 }
 
-async fn chat_widget(Query(q): Query<OrderParam>) -> Response {
-    html(StatusCode::OK, pages::chat_widget_page(&q.order))
+async fn chat_widget(State(shared): State<Arc<Shared>>, Query(q): Query<OrderParam>) -> Response {
+    let offline = shared.lock().chat_offline;
+    html(StatusCode::OK, pages::chat_widget_page(&q.order, offline))
 }
 
 async fn promo(Extension(ctx): Extension<Ctx>, Query(q): Query<OrderParam>) -> Response {

@@ -603,7 +603,15 @@ pub fn notes_page(user: &str, order: &Order, notes: &[&NoteRecord], csrf: &str) 
 }
 
 /// The third-party chat widget, served to the order page's iframe from the other host name.
-pub fn chat_widget_page(order: &str) -> String {
+/// `offline`: the widget says so at once, without its presence POST (the same page for a
+/// browser that lets the POST out and one that blocks it, for benchmarks).
+pub fn chat_widget_page(order: &str, offline: bool) -> String {
+    if offline {
+        return r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Chat</title>
+<style>body{margin:0;font-family:sans-serif;font-size:13px;background:#fff}.bar{background:#0f766e;color:#fff;padding:8px 10px;font-weight:bold}.msg{padding:8px 10px;color:#334}</style></head>
+<body><div class="bar">LiveHelp chat</div><div class="msg" id="chat-status">Chat offline</div></body></html>"#
+            .to_owned();
+    }
     format!(
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Chat</title>
 <style>body{{margin:0;font-family:sans-serif;font-size:13px;background:#fff}}.bar{{background:#0f766e;color:#fff;padding:8px 10px;font-weight:bold}}.msg{{padding:8px 10px;color:#334}}</style></head>
