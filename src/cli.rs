@@ -156,7 +156,7 @@ pub struct ScheduleAddArgs {
     #[arg(long)]
     pub every: Option<String>,
     /// IANA time zone of the cron expression (default UTC).
-    #[arg(long, requires = "cron")]
+    #[arg(long, conflicts_with = "every")]
     pub tz: Option<String>,
     /// One run per row at each firing: .csv with a header row, or .jsonl (read at each firing).
     #[arg(long, conflicts_with = "inputs_from_url")]

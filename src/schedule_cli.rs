@@ -92,7 +92,12 @@ fn add(cli: &Cli, args: &ScheduleAddArgs) -> anyhow::Result<ExitCode> {
         (Some(file), None) => InputsSpec::File(file.clone()),
         (None, Some(url)) => InputsSpec::Url(url.clone()),
         (None, None) => InputsSpec::None,
-        _ => return Err(exit(2, "give at most one of --inputs and --inputs-from-url")),
+        _ => {
+            return Err(exit(
+                2,
+                "give at most one of --inputs and --inputs-from-url",
+            ))
+        }
     };
     let request = AddRequest {
         name: args.name.clone(),
@@ -220,7 +225,11 @@ pub fn detail(s: &Schedule, v: &ScheduleView) -> String {
     let _ = writeln!(out, "jobs       {}", v.jobs);
     match &v.pause {
         Some(p) => {
-            let _ = writeln!(out, "state      paused by {} at {}: {}", p.by, p.at, p.reason);
+            let _ = writeln!(
+                out,
+                "state      paused by {} at {}: {}",
+                p.by, p.at, p.reason
+            );
         }
         None => {
             let _ = writeln!(out, "state      active");

@@ -58,7 +58,10 @@ impl Data {
         let out = self.clerk_as("ops", args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected {needle:?} in {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 
@@ -215,7 +218,13 @@ fn schedule_add_list_show_pause_resume_remove_from_the_command_line() {
     );
     data.fails(
         2,
-        &["schedule", "pause", "morning-logistics", "--reason", "again"],
+        &[
+            "schedule",
+            "pause",
+            "morning-logistics",
+            "--reason",
+            "again",
+        ],
         "already paused (by alice",
     );
     let out = data.ok(&["schedule", "resume", "morning-logistics"]);
@@ -296,13 +305,19 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     let rows = rows.to_str().unwrap();
     let lookup = shipped("order-lookup");
     let lookup = lookup.to_str().unwrap();
-    let add = |extra: &[&str]| {
+    fn add<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["schedule", "add"];
         args.extend_from_slice(extra);
         args
-    };
+    }
     data.ok(&add(&[
-        "first", "--playbook", lookup, "--cron", "0 8 * * *", "--inputs", rows,
+        "first",
+        "--playbook",
+        lookup,
+        "--cron",
+        "0 8 * * *",
+        "--inputs",
+        rows,
     ]));
 
     data.fails(
@@ -325,14 +340,26 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     data.fails(
         2,
         &add(&[
-            "x", "--playbook", lookup, "--cron", "0 25 * * *", "--inputs", rows,
+            "x",
+            "--playbook",
+            lookup,
+            "--cron",
+            "0 25 * * *",
+            "--inputs",
+            rows,
         ]),
         "invalid cron expression `0 25 * * *`: hour field `25`",
     );
     data.fails(
         2,
         &add(&[
-            "x", "--playbook", lookup, "--cron", "0 8 * *", "--inputs", rows,
+            "x",
+            "--playbook",
+            lookup,
+            "--cron",
+            "0 8 * *",
+            "--inputs",
+            rows,
         ]),
         "expected 5 fields",
     );
@@ -353,7 +380,15 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     );
     data.fails(
         2,
-        &add(&["x", "--playbook", lookup, "--every", "30s", "--inputs", rows]),
+        &add(&[
+            "x",
+            "--playbook",
+            lookup,
+            "--every",
+            "30s",
+            "--inputs",
+            rows,
+        ]),
         "invalid interval `30s`: the shortest interval is 1 minute",
     );
     data.fails(
@@ -364,7 +399,13 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     data.fails(
         2,
         &add(&[
-            "first", "--playbook", lookup, "--every", "1h", "--inputs", rows,
+            "first",
+            "--playbook",
+            lookup,
+            "--every",
+            "1h",
+            "--inputs",
+            rows,
         ]),
         "a schedule named `first` already exists",
     );
@@ -424,7 +465,15 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     data.fails(
         2,
         &add(&[
-            "x", "--playbook", lookup, "--every", "1h", "--jobs", "0", "--inputs", rows,
+            "x",
+            "--playbook",
+            lookup,
+            "--every",
+            "1h",
+            "--jobs",
+            "0",
+            "--inputs",
+            rows,
         ]),
         "--jobs must be at least 1",
     );
@@ -438,14 +487,20 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     data.fails(
         2,
         &add(&[
-            "x", "--playbook", lookup, "--cron", "0 8 * * *", "--every", "1h",
+            "x",
+            "--playbook",
+            lookup,
+            "--cron",
+            "0 8 * * *",
+            "--every",
+            "1h",
         ]),
         "cannot be used with",
     );
     data.fails(
         2,
         &add(&["x", "--playbook", lookup, "--every", "1h", "--tz", "UTC"]),
-        "--cron",
+        "'--every <EVERY>' cannot be used with '--tz <TZ>'",
     );
     data.fails(2, &add(&["x", "--playbook", lookup]), "--cron");
     data.fails(2, &["schedule", "pause", "first"], "--reason");
@@ -465,9 +520,7 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     // Someone who is not an operator of the channel: refused (3), and on record.
     let out = data.clerk_as(
         "mallory",
-        &add(&[
-            "y", "--playbook", lookup, "--every", "1h", "--inputs", rows,
-        ]),
+        &add(&["y", "--playbook", lookup, "--every", "1h", "--inputs", rows]),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -479,12 +532,7 @@ fn invalid_schedules_exit_2_naming_the_problem() {
     // Nothing but the first schedule and the refusal was recorded; the store verifies.
     assert_eq!(data.count("schedule_added"), 1);
     assert_eq!(data.count("refused"), 1);
-    assert_eq!(
-        data.journal_types().len(),
-        2,
-        "{:?}",
-        data.journal_types()
-    );
+    assert_eq!(data.journal_types().len(), 2, "{:?}", data.journal_types());
     let out = data.clerk_as("ops", &["verify", "--all"]);
     assert_eq!(out.status.code(), Some(0));
 }

@@ -197,9 +197,17 @@ pub enum Event {
         at: String,
     },
     /// A paused schedule fires again, from the first slot after `at`.
-    ScheduleResumed { name: String, by: String, at: String },
+    ScheduleResumed {
+        name: String,
+        by: String,
+        at: String,
+    },
     /// A schedule was removed; its name may be added again (a new schedule).
-    ScheduleRemoved { name: String, by: String, at: String },
+    ScheduleRemoved {
+        name: String,
+        by: String,
+        at: String,
+    },
     /// A schedule fired for `slot` (RFC 3339 UTC): the queue jobs it enqueued. `covers` is
     /// the number of slots within the grace window this one firing stands for (1: only
     /// `slot`; more after downtime: the earlier ones are not fired separately).

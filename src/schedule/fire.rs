@@ -183,14 +183,13 @@ pub fn decide(
     };
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let cutoff = now.checked_sub_signed(grace).unwrap_or(mark);
-    let missed = range(&schedule.trigger, mark, cutoff).map(|(first, last, count, capped)| {
-        MissedSlots {
+    let missed =
+        range(&schedule.trigger, mark, cutoff).map(|(first, last, count, capped)| MissedSlots {
             first,
             last,
             count,
             count_capped: capped,
-        }
-    });
+        });
     let due_after = if cutoff > mark { cutoff } else { mark };
     let action = match range(&schedule.trigger, due_after, now) {
         None => Action::Wait,

@@ -52,9 +52,11 @@ pub enum ScheduleError {
     Duplicate(String),
     #[error("no schedule named `{0}` (see `clerk schedule list`)")]
     Unknown(String),
-    #[error("invalid cron expression `{expr}`: {field}: {message}")]
+    #[error("invalid cron expression `{expr}`: {}", field_message(field, message))]
     BadCron {
+        /// The expression as given.
         expr: String,
+        /// The field to blame (`minute field `61``), or `expression` when none is.
         field: String,
         message: String,
     },
@@ -83,6 +85,14 @@ pub enum ScheduleError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn field_message(field: &str, message: &str) -> String {
+    if field == "expression" {
+        message.to_owned()
+    } else {
+        format!("{field}: {message}")
+    }
 }
 
 impl ScheduleError {
@@ -236,7 +246,10 @@ impl Schedule {
             at,
         } = event
         else {
-            return Err(format!("not a schedule_added record: {}", event.type_name()));
+            return Err(format!(
+                "not a schedule_added record: {}",
+                event.type_name()
+            ));
         };
         let trigger = match (cron, every_secs) {
             (Some(expr), None) => Trigger::Cron {
@@ -453,7 +466,9 @@ impl Schedules {
                     Ok(s) => {
                         self.by_name.insert(name.to_owned(), s);
                     }
-                    Err(e) => tracing::warn!(seq = record.seq, %e, "unusable schedule_added record"),
+                    Err(e) => {
+                        tracing::warn!(seq = record.seq, %e, "unusable schedule_added record")
+                    }
                 }
             }
             return;
@@ -849,7 +864,12 @@ pub fn pause(
 }
 
 /// `schedule resume`: records `schedule_resumed` (refused if not paused).
-pub fn resume(store: &Store, name: &str, by: &str, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+pub fn resume(
+    store: &Store,
+    name: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ScheduleError> {
     let s = live(store, name)?;
     if !s.paused {
         return Err(ScheduleError::NotPaused(name.to_owned()));
@@ -863,7 +883,12 @@ pub fn resume(store: &Store, name: &str, by: &str, now: DateTime<Utc>) -> Result
 }
 
 /// `schedule remove`: records `schedule_removed`; the name may be added again.
-pub fn remove(store: &Store, name: &str, by: &str, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+pub fn remove(
+    store: &Store,
+    name: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ScheduleError> {
     live(store, name)?;
     store.append(Event::ScheduleRemoved {
         name: name.to_owned(),

@@ -246,7 +246,9 @@ fn missed_slots_within_the_grace_window_fire_once() {
             covers: 2
         }
     );
-    let ev = d.fired_event("often", &[7, 8], t("2026-05-01T10:14:00Z")).unwrap();
+    let ev = d
+        .fired_event("often", &[7, 8], t("2026-05-01T10:14:00Z"))
+        .unwrap();
     assert_eq!(
         ev,
         Event::ScheduleFired {
@@ -429,7 +431,12 @@ fn a_paused_schedule_does_nothing_and_resuming_skips_the_pause() {
 #[test]
 fn calling_every_minute_fires_every_slot_exactly_once() {
     let s = sched("half-hourly", every("30m"), t("2026-05-01T00:00:00Z"));
-    let (fired, missed) = simulate(&s, t("2026-05-01T00:00:00Z"), t("2026-05-01T12:00:00Z"), MIN);
+    let (fired, missed) = simulate(
+        &s,
+        t("2026-05-01T00:00:00Z"),
+        t("2026-05-01T12:00:00Z"),
+        MIN,
+    );
     assert!(missed.is_empty());
     assert_eq!(fired.len(), 24);
     for (i, (slot, covers)) in fired.iter().enumerate() {
@@ -486,7 +493,11 @@ fn dst_changes_in_berlin_never_fire_a_slot_twice() {
         .map(|(s, _)| *s)
         .filter(|s| *s >= t("2026-10-24T22:00:00Z") && *s < t("2026-10-25T23:00:00Z"))
         .collect();
-    assert_eq!(on_25th.len(), 1, "02:30 happens twice, fires once: {fired:?}");
+    assert_eq!(
+        on_25th.len(),
+        1,
+        "02:30 happens twice, fires once: {fired:?}"
+    );
     assert_eq!(fired.len(), 4, "{fired:?}");
 
     // Hourly across both changes: every slot distinct and increasing, none twice.
@@ -580,7 +591,11 @@ fn names_are_checked() {
 // ---- records ----------------------------------------------------------------------------
 
 fn all_schedule_events() -> Vec<Event> {
-    let s = sched("s", cron("0 8 * * *", "Asia/Shanghai"), t("2026-05-01T00:00:00Z"));
+    let s = sched(
+        "s",
+        cron("0 8 * * *", "Asia/Shanghai"),
+        t("2026-05-01T00:00:00Z"),
+    );
     vec![
         s.added_event(),
         Event::SchedulePaused {
@@ -652,7 +667,11 @@ fn schedule_records_follow_the_event_conventions() {
 
 #[test]
 fn the_added_record_round_trips() {
-    let mut s = sched("s", cron("0 8 * * 1-5", "Asia/Shanghai"), t("2026-05-01T00:00:00.123Z"));
+    let mut s = sched(
+        "s",
+        cron("0 8 * * 1-5", "Asia/Shanghai"),
+        t("2026-05-01T00:00:00.123Z"),
+    );
     s.inputs = InputSource::File("/data/open-refunds.csv".into());
     s.case_from = Some("order_id".into());
     s.jobs = 3;
@@ -665,9 +684,14 @@ fn the_added_record_round_trips() {
 }
 
 fn record(seq: u64, event: Event) -> Record {
-    seal(seq, "2026-05-01T00:00:00.000Z".into(), GENESIS_PREV.into(), event)
-        .unwrap()
-        .0
+    seal(
+        seq,
+        "2026-05-01T00:00:00.000Z".into(),
+        GENESIS_PREV.into(),
+        event,
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
@@ -789,7 +813,12 @@ fn restarts_recompute_from_the_journal_and_never_fire_a_slot_twice() {
             Event::ScheduleFired { slot, .. } | Event::ScheduleSkipped { slot, .. } => {
                 slots.push(t(slot))
             }
-            Event::ScheduleMissed { first_slot, slot, count, .. } => {
+            Event::ScheduleMissed {
+                first_slot,
+                slot,
+                count,
+                ..
+            } => {
                 missed += count;
                 assert_eq!(*first_slot, "2026-05-01T08:45:00.000Z");
                 assert_eq!(*slot, "2026-05-01T09:35:00.000Z");

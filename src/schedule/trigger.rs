@@ -11,7 +11,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::ScheduleError;
@@ -25,7 +25,8 @@ pub const MAX_EVERY: Duration = Duration::from_secs(366 * 86_400);
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     text: String,
-    cron: croner::Cron,
+    /// Shared: a parsed pattern is large and never changes.
+    cron: std::sync::Arc<croner::Cron>,
 }
 
 impl PartialEq for CronExpr {
@@ -123,9 +124,12 @@ impl Trigger {
 
 /// The next match of `cron` strictly after `t`, evaluated in `tz`.
 fn cron_next(cron: &croner::Cron, tz: &Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut from = t.with_timezone(tz);
-    // croner works in whole seconds; guard against an answer at or before `t` (sub-second
-    // `t`), so callers can rely on "strictly after".
+    // Slots are whole seconds: the first one after `t` is the first one after `t`'s second
+    // (croner would otherwise carry the fraction into its answer).
+    let mut from = t.with_nanosecond(0).unwrap_or(t).with_timezone(tz);
+    // In a repeated hour (daylight saving ends) croner answers the earlier instant of an
+    // ambiguous local time, which can be at or before `t`: search again from there, so
+    // callers can rely on "strictly after".
     for _ in 0..3 {
         let next = cron.find_next_occurrence(&from, false).ok()?;
         let next = next.with_timezone(&Utc);
@@ -149,9 +153,11 @@ const FIELDS_6: [&str; 6] = [
 ];
 
 fn croner_parse(text: &str) -> Result<croner::Cron, String> {
-    croner::Cron::new(text)
-        .with_seconds_optional()
-        .parse()
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(text)
         .map_err(|e| e.to_string())
 }
 
@@ -222,7 +228,7 @@ pub(crate) fn compile_cron(text: &str) -> Result<CronExpr, ScheduleError> {
     };
     Ok(CronExpr {
         text: normalized,
-        cron,
+        cron: std::sync::Arc::new(cron),
     })
 }
 
@@ -246,17 +252,21 @@ pub fn parse_every(text: &str) -> Result<Duration, ScheduleError> {
     if number.is_empty() {
         return Err(bad("expected a whole number before the unit, e.g. 30m"));
     }
-    let n: u64 = number
-        .parse()
-        .map_err(|_| bad("the number is too large"))?;
+    let n: u64 = number.parse().map_err(|_| bad("the number is too large"))?;
     let scale = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(bad("unknown unit: use s, m, h or d (e.g. 90s, 30m, 2h, 1d)")),
+        _ => {
+            return Err(bad(
+                "unknown unit: use s, m, h or d (e.g. 90s, 30m, 2h, 1d)",
+            ))
+        }
     };
-    let secs = n.checked_mul(scale).ok_or_else(|| bad("the number is too large"))?;
+    let secs = n
+        .checked_mul(scale)
+        .ok_or_else(|| bad("the number is too large"))?;
     let d = Duration::from_secs(secs);
     if d < MIN_EVERY {
         return Err(bad("the shortest interval is 1 minute (60s)"));
