@@ -470,6 +470,19 @@ fn invalid_schedules_exit_2_naming_the_problem() {
             lookup,
             "--every",
             "1h",
+            "--inputs-from-url",
+            "https://bot:hunter2@ops.invalid/rows.csv",
+        ]),
+        "carries a user name or password",
+    );
+    data.fails(
+        2,
+        &add(&[
+            "x",
+            "--playbook",
+            lookup,
+            "--every",
+            "1h",
             "--jobs",
             "0",
             "--inputs",

@@ -763,6 +763,14 @@ pub fn prepare(
                     "`{text}`: only http and https URLs are supported"
                 )));
             }
+            // The URL goes into the journal: no credentials in it.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(ScheduleError::Inputs(
+                    "the inputs URL carries a user name or password, which would be recorded \
+                     in the journal; leave credentials out of it"
+                        .to_owned(),
+                ));
+            }
             InputSource::Url(url.to_string())
         }
     };

@@ -2,9 +2,11 @@
 //! fixed interval, and the slots (firing times) they produce.
 //!
 //! A slot is an instant (UTC). Cron slots are whole seconds of the schedule's time zone,
-//! found by croner on the zoned time, so daylight-saving changes are croner's rules: a local
-//! time skipped by a change is not matched, a local time that occurs twice is matched once
-//! (measured in the unit tests). Interval slots are the multiples of the interval since the
+//! found by croner on the zoned time, so daylight-saving changes are croner's rules
+//! (measured in the unit tests, Europe/Berlin): a fixed time that falls into the gap when
+//! clocks go forward runs once, at the first time after it (`30 2 * * *` at 03:00); a local
+//! time that happens twice when clocks go back runs once, the first time (an hourly
+//! pattern runs once in the repeated hour). Interval slots are the multiples of the interval since the
 //! Unix epoch (`--every 30m` fires at :00 and :30 UTC, `--every 1d` at midnight UTC): they
 //! do not depend on when the schedule was added, so every process computes the same slots.
 
