@@ -105,6 +105,71 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Schedules: playbooks that run by themselves (fired by the future `clerk serve`).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule (validates the playbook, the trigger and the inputs first).
+    Add(ScheduleAddArgs),
+    /// List schedules: trigger, time zone, next firing, paused, last firing.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one schedule.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a schedule from firing until it is resumed.
+    Pause {
+        name: String,
+        /// Why (recorded).
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Let a paused schedule fire again, from the next slot on.
+    Resume { name: String },
+    /// Remove a schedule (its records stay; the name may be used again).
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("trigger").required(true).args(["cron", "every"])))]
+pub struct ScheduleAddArgs {
+    /// Unique name: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Playbook file, or the name of a playbook (playbooks/NAME.yaml or an embedded one).
+    #[arg(long)]
+    pub playbook: String,
+    /// Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+    /// seconds first, evaluated in --tz.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// Fixed interval: 90s, 30m, 2h, 1d (at least 1m; counted from the Unix epoch in UTC).
+    #[arg(long)]
+    pub every: Option<String>,
+    /// IANA time zone of the cron expression (default UTC).
+    #[arg(long, conflicts_with = "every")]
+    pub tz: Option<String>,
+    /// One run per row at each firing: .csv with a header row, or .jsonl (read at each firing).
+    #[arg(long, conflicts_with = "inputs_from_url")]
+    pub inputs: Option<PathBuf>,
+    /// Fetch the rows from this URL at each firing (.csv or .jsonl content).
+    #[arg(long)]
+    pub inputs_from_url: Option<String>,
+    /// Input whose value becomes each run's case reference.
+    #[arg(long)]
+    pub case_from: Option<String>,
+    /// Runs of one firing at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -281,7 +346,7 @@ fn config_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| cli.data_dir.join("clerk.toml"))
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Config::load(&config_path(cli)).map_err(|e| exit(2, e.to_string()))
 }
 
@@ -439,5 +504,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit { id, playbook, json } => {
             crate::report::submit(&cli, id, playbook.as_deref(), *json).await
         }
+        Command::Schedule { command } => crate::schedule_cli::run(&cli, command),
     }
 }

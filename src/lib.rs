@@ -10,6 +10,7 @@
 //! - [`evidence`]: the only module that persists: PNG files, hash-chained journal, sled index,
 //!   verification and export.
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
+//! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 
 pub mod approval;
@@ -24,5 +25,7 @@ pub mod queue;
 pub mod report;
 pub mod runner;
 pub mod sample;
+pub mod schedule;
+pub mod schedule_cli;
 pub mod url_pattern;
 pub mod write;

@@ -18,4 +18,5 @@ mod queue;
 mod readonly;
 mod sample_center;
 mod sample_spa;
+mod schedule;
 mod spa;

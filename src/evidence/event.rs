@@ -133,7 +133,7 @@ pub enum Event {
     },
     /// Something was refused (a submit without usable approval, a self-approval, ...).
     Refused {
-        /// What was refused: `submit`, `approve`, `reject`, `run`.
+        /// What was refused: `submit`, `approve`, `reject`, `run`, `schedule_add`.
         action: String,
         approval_id: Option<String>,
         run_id: Option<RunId>,
@@ -161,6 +161,82 @@ pub enum Event {
         saved_as: String,
         at: String,
     },
+    /// A schedule was added (see `schedule`): what it runs, when, with which inputs. Names
+    /// are unique among schedules not removed; a second `schedule_added` for a live name
+    /// (two adds racing) is ignored when the records are folded.
+    ScheduleAdded {
+        name: String,
+        /// The playbook as given: a file path or the name of a playbook.
+        playbook: String,
+        /// Absolute path of the playbook file when one was given (`None`: found by name).
+        playbook_file: Option<String>,
+        /// The playbook's `name:`, channel, mode and SHA-256 when the schedule was added.
+        playbook_name: String,
+        channel: String,
+        mode: String,
+        playbook_sha256: String,
+        /// Exactly one of `cron` (with its IANA time zone `tz`) and `every_secs`.
+        cron: Option<String>,
+        tz: Option<String>,
+        every_secs: Option<u64>,
+        /// Where each firing reads its input rows: a file (absolute path), a URL, or neither.
+        inputs_file: Option<String>,
+        inputs_url: Option<String>,
+        /// Input whose value becomes each run's case reference.
+        case_from: Option<String>,
+        /// Runs of one firing at once.
+        jobs: u64,
+        by: String,
+        at: String,
+    },
+    /// A schedule stopped firing until resumed; its slots meanwhile are neither fired nor missed.
+    SchedulePaused {
+        name: String,
+        by: String,
+        reason: String,
+        at: String,
+    },
+    /// A paused schedule fires again, from the first slot after `at`.
+    ScheduleResumed {
+        name: String,
+        by: String,
+        at: String,
+    },
+    /// A schedule was removed; its name may be added again (a new schedule).
+    ScheduleRemoved {
+        name: String,
+        by: String,
+        at: String,
+    },
+    /// A schedule fired for `slot` (RFC 3339 UTC): the queue jobs it enqueued. `covers` is
+    /// the number of slots within the grace window this one firing stands for (1: only
+    /// `slot`; more after downtime: the earlier ones are not fired separately).
+    ScheduleFired {
+        name: String,
+        slot: String,
+        covers: u64,
+        job_ids: Vec<u64>,
+        at: String,
+    },
+    /// A due slot was not fired, e.g. because the previous firing was still running.
+    ScheduleSkipped {
+        name: String,
+        slot: String,
+        covers: u64,
+        reason: String,
+        at: String,
+    },
+    /// Slots older than the grace window passed without firing (clerk was not running):
+    /// `count` slots from `first_slot` to `slot`, the last of them. `count` is exact up to
+    /// the scan limit; `count_capped` says it stopped counting there.
+    ScheduleMissed {
+        name: String,
+        first_slot: String,
+        slot: String,
+        count: u64,
+        count_capped: bool,
+        at: String,
+    },
 }
 
 impl Event {
@@ -181,6 +257,27 @@ impl Event {
             Event::Pause { .. } => "pause",
             Event::CheckpointExported { .. } => "checkpoint_exported",
             Event::JournalRepaired { .. } => "journal_repaired",
+            Event::ScheduleAdded { .. } => "schedule_added",
+            Event::SchedulePaused { .. } => "schedule_paused",
+            Event::ScheduleResumed { .. } => "schedule_resumed",
+            Event::ScheduleRemoved { .. } => "schedule_removed",
+            Event::ScheduleFired { .. } => "schedule_fired",
+            Event::ScheduleSkipped { .. } => "schedule_skipped",
+            Event::ScheduleMissed { .. } => "schedule_missed",
+        }
+    }
+
+    /// The schedule this record is about, if it is a schedule record.
+    pub fn schedule_name(&self) -> Option<&str> {
+        match self {
+            Event::ScheduleAdded { name, .. }
+            | Event::SchedulePaused { name, .. }
+            | Event::ScheduleResumed { name, .. }
+            | Event::ScheduleRemoved { name, .. }
+            | Event::ScheduleFired { name, .. }
+            | Event::ScheduleSkipped { name, .. }
+            | Event::ScheduleMissed { name, .. } => Some(name),
+            _ => None,
         }
     }
 

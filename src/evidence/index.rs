@@ -16,6 +16,7 @@
 //! | `ev:` sha256 `\0` seq                 | -            | evidence by PNG hash           |
 //! | `ap:` approval_id `\0` seq            | -            | approval records               |
 //! | `apid:` approval_id                   | -            | every approval id              |
+//! | `sch:` seq                            | -            | schedule records               |
 //! | `meta`                                | see [`Meta`] | how far the journal is indexed |
 //!
 //! Every record is written in a sled transaction together with `meta` (one transaction per
@@ -121,6 +122,9 @@ pub fn ops_for(record: &Record, line: &[u8]) -> Vec<Op> {
     if let Some(id) = approval_of(&record.event) {
         ops.push(Op::Put(seq_key("ap:", id, seq), Vec::new()));
         ops.push(Op::Put(key("apid:", &[id.as_bytes()]), Vec::new()));
+    }
+    if record.event.schedule_name().is_some() {
+        ops.push(Op::Put(key("sch:", &[&seq.to_be_bytes()]), Vec::new()));
     }
     ops
 }
@@ -503,6 +507,13 @@ impl Index {
         let mut prefix = key("ev:", &[sha256.as_bytes()]);
         prefix.push(0);
         let seqs = self.seqs_under(prefix)?;
+        self.records_of(seqs)
+    }
+
+    /// Every schedule record (added, paused, resumed, removed, fired, skipped, missed), in
+    /// seq order.
+    pub fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
+        let seqs = self.seqs_under(b"sch:".to_vec())?;
         self.records_of(seqs)
     }
 

@@ -402,6 +402,11 @@ impl Store {
         self.synced()?.approval_records(approval_id)
     }
 
+    /// Every schedule record, in sequence order (the `schedule` module folds them).
+    pub fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.synced()?.schedule_records()
+    }
+
     /// Every approval id the journal mentions, sorted.
     pub fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
         self.synced()?.approval_ids()
