@@ -44,7 +44,18 @@ pub fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, BatchErro
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    match ext.as_str() {
+    parse_rows(&p, &text, &ext)
+}
+
+/// Parses input rows from text: `format` is `csv` (header row names the inputs) or `jsonl`
+/// (`ndjson`); `source` names the text in messages (a path or a URL).
+pub fn parse_rows(
+    source: &str,
+    text: &str,
+    format: &str,
+) -> Result<Vec<BTreeMap<String, String>>, BatchError> {
+    let p = source.to_owned();
+    match format {
         "csv" => {
             let mut reader = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)

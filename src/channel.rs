@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -165,6 +166,89 @@ pub struct Channel {
     /// between an approved write and the write a submit sends.
     #[serde(default)]
     pub volatile_fields: Vec<String>,
+    /// Under `clerk serve`: at most this many runs of this channel at once (pages open on
+    /// the seller center). Default 1.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: usize,
+    /// Under `clerk serve`: the least time between the starts of two runs on this channel,
+    /// e.g. `"2s"`, `"500ms"`, `"1m"`. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interval: Option<String>,
+}
+
+impl Channel {
+    /// `min_interval` as a duration (checked when the config is parsed).
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"`: a whole number and a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h, e.g. \"2s\")"))?;
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    match ms {
+        Some(ms) if ms <= 366 * 86_400_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("`{text}` is longer than a year")),
+    }
+}
+
+/// Settings of the `clerk serve` daemon (`[serve]` in the config; every key optional).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSettings {
+    /// Port of the HTTP API on 127.0.0.1.
+    pub port: u16,
+    /// Runs at once, all channels together (pages in the pool).
+    pub pages: usize,
+    /// Chromium processes of the pool.
+    pub browsers: usize,
+    /// Attempts before a transiently failing run is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubled after each failed attempt (with jitter), e.g. `"30s"`.
+    pub retry_base: String,
+    /// Longest retry delay, e.g. `"1h"`.
+    pub retry_max: String,
+    /// How late a scheduled slot may still fire after a restart, e.g. `"15m"`.
+    pub schedule_grace: String,
+    /// How long in-flight runs may take to finish after SIGTERM before they are stopped,
+    /// marked interrupted and queued again, e.g. `"30s"`.
+    pub shutdown_deadline: String,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            port: 7878,
+            pages: 2,
+            browsers: 1,
+            max_attempts: 3,
+            retry_base: "30s".into(),
+            retry_max: "1h".into(),
+            schedule_grace: "15m".into(),
+            shutdown_deadline: "30s".into(),
+        }
+    }
+}
+
+fn default_max_pages() -> usize {
+    1
 }
 
 /// Whether service workers may register in guarded runs.
@@ -194,6 +278,9 @@ fn default_approval_ttl_hours() -> u64 {
 pub struct Config {
     #[serde(default, rename = "channel")]
     pub channels: Vec<Channel>,
+    /// The daemon's settings.
+    #[serde(default)]
+    pub serve: ServeSettings,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -216,6 +303,26 @@ impl Config {
             message: e.to_string(),
         })?;
         config.path = path.to_owned();
+        let serve = &config.serve;
+        for (key, value) in [
+            ("retry_base", &serve.retry_base),
+            ("retry_max", &serve.retry_max),
+            ("schedule_grace", &serve.schedule_grace),
+            ("shutdown_deadline", &serve.shutdown_deadline),
+        ] {
+            if let Err(e) = parse_duration(value) {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("[serve] {key} {e}"),
+                });
+            }
+        }
+        if serve.pages == 0 || serve.browsers == 0 || serve.max_attempts == 0 {
+            return Err(ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message: "[serve] pages, browsers and max_attempts must be at least 1".into(),
+            });
+        }
         let mut seen = std::collections::BTreeSet::new();
         for channel in &mut config.channels {
             if !seen.insert(channel.id.clone()) {
@@ -248,6 +355,21 @@ impl Config {
                 return Err(ChannelError::ParseConfig {
                     path: path.to_owned(),
                     message: format!("channel `{}`: {e}", channel.id),
+                });
+            }
+            if channel.max_pages == 0 {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!(
+                        "channel `{}`: max_pages must be at least 1 (pause a channel to stop it)",
+                        channel.id
+                    ),
+                });
+            }
+            if let Some(Err(e)) = channel.min_interval.as_deref().map(parse_duration) {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("channel `{}`: min_interval {e}", channel.id),
                 });
             }
             for g in &channel.login_url {

@@ -105,11 +105,52 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Schedules: playbooks that run by themselves (fired by the future `clerk serve`).
+    /// Schedules: playbooks that run by themselves (fired by `clerk serve`).
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Run the daemon: scheduler, run queue, browser pool and the API on 127.0.0.1.
+    Serve {
+        /// API port (default: `[serve] port` in the config, else 7878; 0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The daemon, the pool, the queue per channel, and what is paused.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run queue: list, show, retry or drop jobs; resume a channel's queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Jobs in the queue (all, or one state: queued, claimed, done, dead, dropped).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job, with its attempts, lease, last error, outcome.
+    Show {
+        job: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a dead-lettered job again, with a fresh count of attempts.
+    Retry { job: u64 },
+    /// Drop a queued or dead-lettered job for good.
+    Drop { job: u64 },
+    /// Let a channel's queue run again (after re-authorizing an expired session).
+    Resume { channel: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,6 +446,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run(args) => {
+            if let Some(d) = crate::cli_serve::Daemon::find(&cli) {
+                return run_via_daemon(&cli, &d, args).await;
+            }
             let engine = engine(&cli)?.with_pool(args.pool.config());
             let playbooks = args
                 .playbooks
@@ -499,11 +543,74 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reindex => crate::report::reindex(&cli),
         Command::Approvals { command } => crate::report::approvals(&cli, command),
+        Command::Approve { id, note } if crate::cli_serve::Daemon::find(&cli).is_some() => {
+            crate::cli_serve::decide_via(&cli, id, true, note.clone()).await
+        }
+        Command::Reject { id, note } if crate::cli_serve::Daemon::find(&cli).is_some() => {
+            crate::cli_serve::decide_via(&cli, id, false, Some(note.clone())).await
+        }
         Command::Approve { id, note } => crate::report::decide(&cli, id, true, note.clone()),
         Command::Reject { id, note } => crate::report::decide(&cli, id, false, Some(note.clone())),
         Command::Submit { id, playbook, json } => {
+            if let Some(d) = crate::cli_serve::Daemon::find(&cli) {
+                return crate::cli_serve::submit_via(&cli, &d, id, playbook.as_deref(), *json)
+                    .await;
+            }
             crate::report::submit(&cli, id, playbook.as_deref(), *json).await
         }
         Command::Schedule { command } => crate::schedule_cli::run(&cli, command),
+        Command::Serve { port } => crate::cli_serve::serve(&cli, *port).await,
+        Command::Status { json } => crate::cli_serve::status(&cli, *json).await,
+        Command::Queue { command } => crate::cli_serve::queue(&cli, command).await,
     }
+}
+
+/// `clerk run` while a daemon serves the data directory: the rows become queue jobs.
+async fn run_via_daemon(
+    cli: &Cli,
+    d: &crate::cli_serve::Daemon,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let mut playbooks = Vec::new();
+    for p in &args.playbooks {
+        let pb = load_playbook(p, Some(&config))?;
+        if let Some(name) = pb.secret_inputs().next() {
+            bail!(exit(
+                2,
+                format!(
+                    "{} takes secret input {name}: clerk serve does not queue secrets; stop the \
+                     daemon to run it here, or give the daemon CLERK_SECRET_{}",
+                    p.display(),
+                    name.to_ascii_uppercase()
+                )
+            ));
+        }
+        let abs = std::path::absolute(p)
+            .with_context(|| format!("resolving {}", p.display()))?;
+        playbooks.push(abs.display().to_string());
+    }
+    let base = parse_pairs(&args.input)?;
+    let rows = match &args.inputs {
+        Some(path) => batch::read_rows(path)
+            .map_err(|e| exit(2, e.to_string()))?
+            .into_iter()
+            .map(|mut r| {
+                for (k, v) in &base {
+                    r.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                r
+            })
+            .collect(),
+        None => vec![base],
+    };
+    crate::cli_serve::run_via(
+        d,
+        playbooks,
+        rows,
+        current_user(cli),
+        args.case.clone(),
+        args.json,
+    )
+    .await
 }

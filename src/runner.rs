@@ -145,6 +145,9 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Where the run's time went.
     pub timings: Timings,
+    /// A failure outside the page (browser crash or hang, a browser call timing out, the
+    /// seller center unreachable): a queue retries such runs.
+    pub transient: bool,
 }
 
 /// Where a run's time went, in milliseconds. The parts add up to about `duration_ms`.
@@ -216,6 +219,10 @@ pub fn new_run_id(now: DateTime<Utc>) -> String {
 /// Why a step failed, or that a run must stop at a gate.
 enum StepStop {
     Failed(String),
+    /// A failure of the browser rather than of the page (crash, hang, timeout of a browser
+    /// call): the run fails, and may be retried. Turned into `Failed` (and the run marked
+    /// transient) as soon as a step returns it.
+    Transient(String),
     /// The run is over without error (a draft stopped at its submit step).
     Drafted,
     Refused(String),
@@ -228,6 +235,11 @@ impl From<BrowserError> for StepStop {
         match e {
             // Marked here; the step loop turns it into the channel's re-authorize message.
             BrowserError::LoginPage(url) => StepStop::SessionExpired(url),
+            // The browser, not the page: trying again later can help.
+            e @ (BrowserError::Timeout { .. }
+            | BrowserError::Cdp { .. }
+            | BrowserError::Gone
+            | BrowserError::Launch(_)) => StepStop::Transient(e.to_string()),
             e => StepStop::Failed(e.to_string()),
         }
     }
@@ -260,6 +272,9 @@ struct RunState<'a> {
     operator: String,
     case_ref: Option<String>,
     spent: Spent,
+    /// The run failed for a reason outside the page (browser crash or hang, unreachable
+    /// seller center): trying again later may succeed.
+    transient: bool,
 }
 
 impl Engine {
@@ -341,12 +356,23 @@ impl Engine {
             guard: vec![],
             approval_id: None,
             duration_ms: 0,
+            transient: false,
         })
     }
 
     /// Executes one run. Every outcome, including refusals, is recorded; an `Err` means the
     /// evidence store itself failed.
     pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
+        self.run_as(req, None).await
+    }
+
+    /// [`Engine::run`] under a run id chosen by the caller (a front end that must be able to
+    /// name the run before it ends, e.g. to mark it interrupted). The id must be new.
+    pub async fn run_as(
+        &self,
+        req: RunRequest,
+        run_id: Option<String>,
+    ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let playbook = req.playbook.clone();
         let channel = match self.config.channel(&playbook.channel) {
@@ -412,7 +438,7 @@ impl Engine {
                 .await;
         }
 
-        let run_id = new_run_id((self.clock)());
+        let run_id = run_id.unwrap_or_else(|| new_run_id((self.clock)()));
         let secrets: Vec<String> = playbook
             .secret_inputs()
             .filter_map(|n| inputs.get(n).cloned())
@@ -454,6 +480,7 @@ impl Engine {
             operator: req.operator.clone(),
             case_ref: req.case_ref.clone(),
             spent: Spent::default(),
+            transient: false,
         };
         state.spent.journal += started_record;
         let (status, error) = state.execute().await?;
@@ -492,6 +519,7 @@ impl Engine {
             approval_id: state.approval_id,
             duration_ms: started.elapsed().as_millis() as u64,
             timings: state.spent.timings(),
+            transient: status == RunStatus::Failed && state.transient,
         })
     }
 }
@@ -565,7 +593,10 @@ impl<'a> RunState<'a> {
         self.spent.browser += t_browser.elapsed();
         let (mut browser, tab) = match acquired {
             Ok(b) => b,
-            Err(e) => return Ok((RunStatus::Failed, Some(format!("no browser: {e}")))),
+            Err(e) => {
+                self.transient = true;
+                return Ok((RunStatus::Failed, Some(format!("no browser: {e}"))));
+            }
         };
         // A login run is meant to be on the login page.
         tab.set_login_pages(if self.playbook.mode == Mode::Login {
@@ -594,6 +625,9 @@ impl<'a> RunState<'a> {
             .release(browser, tab, if ok { reuse } else { None })
             .await;
         self.spent.browser += t_browser.elapsed();
+        if crashed.is_some() {
+            self.transient = true;
+        }
         let outcome = match (result?, crashed) {
             ((RunStatus::Failed, error), Some(crash)) => (
                 RunStatus::Failed,
@@ -644,6 +678,7 @@ impl<'a> RunState<'a> {
             }
             Err(SessionProblem::Unreachable(msg)) => {
                 self.engine.forget_session(&channel_id);
+                self.transient = true;
                 return Ok((RunStatus::Failed, Some(msg)));
             }
         }
@@ -654,6 +689,10 @@ impl<'a> RunState<'a> {
             let t0 = Instant::now();
             let before = self.fields.clone();
             let mut outcome = self.step(browser, tab, step).await;
+            if let Err(StepStop::Transient(m)) = outcome {
+                self.transient = true;
+                outcome = Err(StepStop::Failed(m));
+            }
             self.spent.steps += t0.elapsed();
             // A single-page app that lost its session routes itself to the login page, at
             // any step: that ends the run as expired, whatever the step made of it.
@@ -680,7 +719,9 @@ impl<'a> RunState<'a> {
                 .collect();
             let (outcome_name, error) = match &outcome {
                 Ok(()) | Err(StepStop::Drafted) => ("ok", None),
-                Err(StepStop::Failed(m)) => ("failed", Some(self.scrub(m))),
+                Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
+                    ("failed", Some(self.scrub(m)))
+                }
                 Err(StepStop::Refused(m)) => ("refused", Some(self.scrub(m))),
                 Err(StepStop::SessionExpired(m)) => ("session_expired", Some(self.scrub(m))),
             };
@@ -732,7 +773,7 @@ impl<'a> RunState<'a> {
                         Err(e) => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
                     };
                 }
-                Err(StepStop::Failed(m)) => {
+                Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
                     return Ok((
                         RunStatus::Failed,
                         Some(self.scrub(&format!(

@@ -25,6 +25,11 @@ fn fail(e: ScheduleError) -> anyhow::Error {
 /// Runs a `clerk schedule` subcommand.
 pub fn run(cli: &Cli, command: &ScheduleCommand) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
+    if let Some(d) = crate::cli_serve::Daemon::find(cli) {
+        if let Some(code) = via_daemon(cli, &d, command)? {
+            return Ok(code);
+        }
+    }
     match command {
         ScheduleCommand::Add(args) => add(cli, args),
         ScheduleCommand::List { json } => {
@@ -76,6 +81,78 @@ pub fn run(cli: &Cli, command: &ScheduleCommand) -> anyhow::Result<ExitCode> {
             println!("schedule {name} removed");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The state-changing subcommands, sent to a running daemon (`None`: not one of them).
+fn via_daemon(
+    cli: &Cli,
+    d: &crate::cli_serve::Daemon,
+    command: &ScheduleCommand,
+) -> anyhow::Result<Option<ExitCode>> {
+    use serde_json::json;
+    let user = current_user(cli);
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .map(|a| a.display().to_string())
+            .with_context(|| format!("resolving {}", p.display()))
+    };
+    match command {
+        ScheduleCommand::Add(args) => {
+            d.announce();
+            // Paths are the caller's: the daemon runs elsewhere.
+            let playbook = if std::path::Path::new(&args.playbook).is_file() {
+                absolute(std::path::Path::new(&args.playbook))?
+            } else {
+                args.playbook.clone()
+            };
+            let inputs = args.inputs.as_deref().map(absolute).transpose()?;
+            let v = d.post(
+                "/api/schedules",
+                json!({
+                    "name": args.name, "playbook": playbook, "cron": args.cron, "tz": args.tz,
+                    "every": args.every, "inputs": inputs,
+                    "inputs_from_url": args.inputs_from_url, "case_from": args.case_from,
+                    "jobs": args.jobs, "user": user,
+                }),
+            )?;
+            let view: ScheduleView = serde_json::from_value(v).context("the daemon's answer")?;
+            println!(
+                "schedule {} added: {}; next firing {}",
+                view.name,
+                view.trigger_text,
+                view.next_firing_local.as_deref().unwrap_or("none")
+            );
+            Ok(Some(ExitCode::SUCCESS))
+        }
+        ScheduleCommand::Pause { name, reason } => {
+            d.announce();
+            d.post(
+                &format!("/api/schedules/{name}/pause"),
+                json!({ "user": user, "reason": reason }),
+            )?;
+            println!("schedule {name} paused: {reason}");
+            Ok(Some(ExitCode::SUCCESS))
+        }
+        ScheduleCommand::Resume { name } => {
+            d.announce();
+            d.post(
+                &format!("/api/schedules/{name}/resume"),
+                json!({ "user": user }),
+            )?;
+            println!("schedule {name} resumed");
+            Ok(Some(ExitCode::SUCCESS))
+        }
+        ScheduleCommand::Remove { name } => {
+            d.announce();
+            d.post(
+                &format!("/api/schedules/{name}/remove"),
+                json!({ "user": user }),
+            )?;
+            println!("schedule {name} removed");
+            Ok(Some(ExitCode::SUCCESS))
+        }
+        ScheduleCommand::List { .. } | ScheduleCommand::Show { .. } => Ok(None),
     }
 }
 

@@ -237,6 +237,27 @@ pub enum Event {
         count_capped: bool,
         at: String,
     },
+    /// The daemon's queue will try a failed job again (not before `not_before`).
+    JobRetried {
+        job: u64,
+        run_id: Option<String>,
+        channel: String,
+        playbook: String,
+        attempt: u32,
+        reason: String,
+        not_before: Option<String>,
+        at: String,
+    },
+    /// The daemon's queue gave up on a job: it waits in the dead-letter list.
+    JobDeadLettered {
+        job: u64,
+        run_id: Option<String>,
+        channel: String,
+        playbook: String,
+        attempts: u32,
+        reason: String,
+        at: String,
+    },
 }
 
 impl Event {
@@ -264,6 +285,8 @@ impl Event {
             Event::ScheduleFired { .. } => "schedule_fired",
             Event::ScheduleSkipped { .. } => "schedule_skipped",
             Event::ScheduleMissed { .. } => "schedule_missed",
+            Event::JobRetried { .. } => "job_retried",
+            Event::JobDeadLettered { .. } => "job_dead_lettered",
         }
     }
 

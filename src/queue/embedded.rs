@@ -358,6 +358,38 @@ impl RunQueue for EmbeddedQueue {
         Ok(disposition)
     }
 
+    fn release(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        not_before: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        let mut inner = self.lock()?;
+        let change = inner
+            .state
+            .plan_release(claim, reason.to_owned(), not_before, now)?;
+        self.commit(&mut inner, &[change])
+    }
+
+    fn abandon(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let mut inner = self.lock()?;
+        let changes = inner.state.plan_abandon(worker_prefix, reason, now);
+        self.commit(&mut inner, &changes)?;
+        Ok(changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::LeaseExpired { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect())
+    }
+
     fn retry(&self, job: JobId) -> Result<(), QueueError> {
         let mut inner = self.lock()?;
         let change = inner.state.plan_retry(job, Utc::now())?;

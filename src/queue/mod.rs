@@ -84,6 +84,10 @@ pub struct JobSpec {
     pub priority: Priority,
     /// The schedule that enqueued it, if any.
     pub schedule: Option<String>,
+    /// The schedule's slot this job was enqueued for (with `schedule`): lets a scheduler
+    /// that crashed between enqueuing and recording a firing find its jobs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<DateTime<Utc>>,
     /// Attempts before the job is dead-lettered (at least 1). An attempt is a claim; an
     /// expired lease counts as one.
     pub max_attempts: u32,
@@ -101,6 +105,7 @@ impl JobSpec {
             approval_id: None,
             priority: Priority::Manual,
             schedule: None,
+            slot: None,
             max_attempts: 3,
         }
     }
@@ -447,6 +452,27 @@ pub trait RunQueue: Send + Sync {
         failure: Failure,
         now: DateTime<Utc>,
     ) -> Result<Disposition, QueueError>;
+
+    /// Gives the job back without a verdict: queued again (not before `not_before`), and
+    /// this attempt does not count. For runs stopped by a pause, a shutdown or an expired
+    /// session, which say nothing about the job itself.
+    fn release(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        not_before: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Ends at once the leases of the workers whose name starts with `worker_prefix`, known
+    /// to be dead (a daemon restarting after a crash abandons its predecessor's claims): as
+    /// if they had expired, the attempt counts. Returns the jobs.
+    fn abandon(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobId>, QueueError>;
 
     /// Moves a dead-lettered job back to the queue with a fresh count of attempts.
     fn retry(&self, job: JobId) -> Result<(), QueueError>;

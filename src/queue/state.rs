@@ -61,6 +61,15 @@ pub(super) enum Change {
         reason: String,
         next: Disposition,
     },
+    /// Given back without a verdict (pause, shutdown, an expired session): the attempt does
+    /// not count.
+    Released {
+        job: JobId,
+        token: String,
+        at: DateTime<Utc>,
+        reason: String,
+        not_before: Option<DateTime<Utc>>,
+    },
     Retried {
         job: JobId,
         at: DateTime<Utc>,
@@ -205,6 +214,42 @@ impl State {
     /// Every lease that ended at or before `now`, expired: queued again at once, or
     /// dead-lettered when that was the job's last attempt.
     pub(super) fn plan_expiries(&self, now: DateTime<Utc>) -> Vec<Change> {
+        self.plan_lease_ends(now, |lease, n| {
+            (lease.until <= now).then(|| {
+                format!(
+                    "lease of worker {} expired at {} during attempt {n} (the worker stopped \
+                     heartbeating: it may have died)",
+                    lease.worker,
+                    lease.until.to_rfc3339()
+                )
+            })
+        })
+    }
+
+    /// The leases of workers whose name starts with `worker_prefix`, ended now as if they
+    /// had expired (the attempt counts).
+    pub(super) fn plan_abandon(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Change> {
+        self.plan_lease_ends(now, |lease, n| {
+            lease.worker.starts_with(worker_prefix).then(|| {
+                format!(
+                    "attempt {n} by worker {} abandoned: {reason}",
+                    lease.worker
+                )
+            })
+        })
+    }
+
+    /// Ends the leases `ended` gives a reason for.
+    fn plan_lease_ends(
+        &self,
+        now: DateTime<Utc>,
+        ended: impl Fn(&Lease, u32) -> Option<String>,
+    ) -> Vec<Change> {
         let mut out = Vec::new();
         for id in &self.claimed {
             let Some(e) = self.jobs.get(&id.0) else {
@@ -213,16 +258,10 @@ impl State {
             let (Some(lease), Some(token)) = (&e.job.lease, &e.token) else {
                 continue;
             };
-            if lease.until > now {
-                continue;
-            }
             let (n, max) = (e.job.attempts, e.job.spec.max_attempts);
-            let reason = format!(
-                "lease of worker {} expired at {} during attempt {n} (the worker stopped \
-                 heartbeating: it may have died)",
-                lease.worker,
-                lease.until.to_rfc3339()
-            );
+            let Some(reason) = ended(lease, n) else {
+                continue;
+            };
             let next = if n >= max {
                 Disposition::Dead {
                     reason: format!("gave up after {n} of {max} attempts; last: {reason}"),
@@ -425,6 +464,23 @@ impl State {
         Ok((next, change))
     }
 
+    pub(super) fn plan_release(
+        &self,
+        claim: &Claim,
+        reason: String,
+        not_before: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    ) -> Result<Change, QueueError> {
+        self.held(claim)?;
+        Ok(Change::Released {
+            job: claim.job,
+            token: claim.token.clone(),
+            at,
+            reason,
+            not_before,
+        })
+    }
+
     fn entry(&self, job: JobId) -> Result<&Entry, QueueError> {
         self.jobs.get(&job.0).ok_or(QueueError::UnknownJob(job))
     }
@@ -590,6 +646,24 @@ impl State {
                         e.job.finished_at = Some(*at);
                     }
                 }
+                self.claimed.remove(job);
+            }
+            Change::Released {
+                job,
+                token,
+                reason,
+                not_before,
+                ..
+            } => {
+                let e = self.leased(*job, token, "released")?;
+                e.job.state = JobState::Queued;
+                e.job.attempts = e.job.attempts.saturating_sub(1);
+                e.job.not_before = *not_before;
+                e.job.last_error = Some(reason.clone());
+                e.job.lease = None;
+                e.token = None;
+                let priority = e.job.spec.priority;
+                self.queued.insert((Reverse(priority), *job));
                 self.claimed.remove(job);
             }
             Change::Retried { job, .. } => {

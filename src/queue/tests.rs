@@ -773,3 +773,52 @@ fn a_well_formed_line_that_cannot_apply_is_corruption_named_by_line() {
         Ok(_) => panic!("an impossible change was replayed"),
     }
 }
+
+// ---------------------------------------------------------------- release
+
+#[test]
+fn a_released_job_is_queued_again_without_spending_an_attempt_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let q = EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()).unwrap();
+        id = enqueue(&q, "shop", Priority::Bulk, "a");
+        let c = claim(&q, "w1", at(0)).unwrap();
+        assert_eq!(c.attempt, 1);
+        q.release(&c, "paused by ops-anna", Some(at(60)), at(1))
+            .unwrap();
+        let j = job(&q, id);
+        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(j.attempts, 0, "a release gives the attempt back");
+        assert_eq!(j.last_error.as_deref(), Some("paused by ops-anna"));
+        // Not before its time, and the old lease is gone.
+        assert!(claim(&q, "w1", at(30)).is_none());
+        assert!(matches!(
+            q.complete(&c, ok()),
+            Err(QueueError::LeaseLost { .. })
+        ));
+    }
+    let q = EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()).unwrap();
+    let j = job(&q, id);
+    assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
+    let c = claim(&q, "w2", at(61)).unwrap();
+    assert_eq!((c.job, c.attempt), (id, 1));
+}
+
+#[test]
+fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
+    let (_dir, q) = open(roomy());
+    let a = enqueue(&q, "shop", Priority::Bulk, "a");
+    let b = enqueue(&q, "shop", Priority::Bulk, "b");
+    let ca = claim(&q, "hostA/serve/w1", at(0)).unwrap();
+    let cb = claim(&q, "hostB/serve/w1", at(0)).unwrap();
+    assert_eq!((ca.job, cb.job), (a, b));
+    let gone = q.abandon("hostA/", "the daemon restarted", at(1)).unwrap();
+    assert_eq!(gone, vec![a]);
+    let ja = job(&q, a);
+    assert_eq!((ja.state, ja.attempts), (JobState::Queued, 1));
+    assert!(ja.last_error.unwrap().contains("the daemon restarted"));
+    assert_eq!(job(&q, b).state, JobState::Claimed);
+    assert!(matches!(q.complete(&ca, ok()), Err(QueueError::LeaseLost { .. })));
+    q.complete(&cb, ok()).unwrap();
+}

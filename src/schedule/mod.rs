@@ -310,7 +310,11 @@ impl Schedule {
     /// The queue jobs of one firing: one per input row, at `Scheduled` priority, recorded
     /// under the schedule's creator, with the case reference from `case_from`. The job's
     /// `playbook` is the playbook file's absolute path when a file was given, else its name.
-    pub fn job_specs(&self, rows: Vec<BTreeMap<String, String>>) -> Vec<JobSpec> {
+    pub fn job_specs(
+        &self,
+        slot: DateTime<Utc>,
+        rows: Vec<BTreeMap<String, String>>,
+    ) -> Vec<JobSpec> {
         let playbook = self
             .playbook_file
             .as_ref()
@@ -321,6 +325,7 @@ impl Schedule {
                 let mut spec = JobSpec::new(&playbook, &self.channel, &self.created_by);
                 spec.priority = Priority::Scheduled;
                 spec.schedule = Some(self.name.clone());
+                spec.slot = Some(slot);
                 spec.case_ref = self
                     .case_from
                     .as_ref()
@@ -919,15 +924,12 @@ pub fn firing_running(firing: &Firing, queue: &dyn RunQueue) -> Result<bool, Que
     Ok(false)
 }
 
-/// Jobs of `schedule` enqueued at or after `slot`: when the daemon finds some for a slot
-/// [`decide`] says to fire, it enqueued them and stopped before recording `schedule_fired`
-/// (a crash between the two). It must then record them instead of enqueuing again.
-///
-/// Sound because a firing at time `t` fires the latest slot at or before `t`: jobs enqueued
-/// at or after a due slot that is past the high-water mark belong to no recorded firing.
+/// Jobs enqueued for `schedule`'s `slot`: when the daemon finds some for a slot [`decide`]
+/// says to fire, it enqueued them and stopped before recording `schedule_fired` (a crash
+/// between the two). It must then record them instead of enqueuing again.
 pub fn unrecorded_jobs(schedule: &str, slot: DateTime<Utc>, jobs: &[Job]) -> Vec<JobId> {
     jobs.iter()
-        .filter(|j| j.spec.schedule.as_deref() == Some(schedule) && j.enqueued_at >= slot)
+        .filter(|j| j.spec.schedule.as_deref() == Some(schedule) && j.spec.slot == Some(slot))
         .map(|j| j.id)
         .collect()
 }

@@ -864,28 +864,31 @@ fn job_specs_carry_the_schedule_and_the_case() {
         BTreeMap::from([("order_id".to_owned(), "SO-100001".to_owned())]),
         BTreeMap::from([("order_id".to_owned(), String::new())]),
     ];
-    let specs = s.job_specs(rows);
+    let specs = s.job_specs(t("2026-05-01T08:00:00Z"), rows);
     assert_eq!(specs.len(), 2);
     assert_eq!(specs[0].case_ref.as_deref(), Some("SO-100001"));
     assert_eq!(specs[1].case_ref, None);
     assert_eq!(specs[0].priority, Priority::Scheduled);
     assert_eq!(specs[0].schedule.as_deref(), Some("s"));
+    assert_eq!(specs[0].slot, Some(t("2026-05-01T08:00:00Z")));
     assert_eq!(specs[0].operator, "ops");
     assert_eq!(specs[0].playbook, "order-lookup");
     s.playbook_file = Some("/p/x.yaml".into());
-    assert_eq!(s.job_specs(vec![BTreeMap::new()])[0].playbook, "/p/x.yaml");
+    assert_eq!(s.job_specs(t("2026-05-01T08:00:00Z"), vec![BTreeMap::new()])[0].playbook, "/p/x.yaml");
 }
 
 #[test]
 fn jobs_enqueued_for_an_unrecorded_slot_are_found() {
-    let job = |id: u64, schedule: Option<&str>, at: &str| Job {
+    let job = |id: u64, schedule: Option<&str>, slot: &str| Job {
         id: JobId(id),
         spec: JobSpec {
             schedule: schedule.map(str::to_owned),
+            slot: Some(t(slot)),
             ..JobSpec::new("p", "sample", "ops")
         },
         state: JobState::Queued,
-        enqueued_at: t(at),
+        // Enqueue times come from the queue's own clock: they do not decide.
+        enqueued_at: t("2030-01-01T00:00:00Z"),
         attempts: 0,
         not_before: None,
         lease: None,
@@ -895,11 +898,11 @@ fn jobs_enqueued_for_an_unrecorded_slot_are_found() {
         finished_at: None,
     };
     let jobs = vec![
-        job(1, Some("s"), "2026-05-01T07:59:00Z"),
-        job(2, Some("s"), "2026-05-01T08:00:01Z"),
-        job(3, Some("other"), "2026-05-01T08:00:02Z"),
-        job(4, None, "2026-05-01T08:00:03Z"),
-        job(5, Some("s"), "2026-05-01T08:00:04Z"),
+        job(1, Some("s"), "2026-05-01T07:30:00Z"),
+        job(2, Some("s"), "2026-05-01T08:00:00Z"),
+        job(3, Some("other"), "2026-05-01T08:00:00Z"),
+        job(4, None, "2026-05-01T08:00:00Z"),
+        job(5, Some("s"), "2026-05-01T08:00:00Z"),
     ];
     assert_eq!(
         unrecorded_jobs("s", t("2026-05-01T08:00:00Z"), &jobs),

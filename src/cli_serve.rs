@@ -1,0 +1,564 @@
+//! CLI handlers for the daemon: `clerk serve`, `clerk status`, `clerk queue …`, and the
+//! client that sends state-changing commands to a running daemon instead of opening the
+//! store (it speaks the daemon's JSON API; it does not link the daemon's code).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use crate::cli::{current_user, engine, exit, load_config, Cli, QueueCommand};
+use crate::instance::{self, Instance};
+use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
+
+/// A running daemon, reached through its API.
+pub struct Daemon {
+    pub instance: Instance,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    /// The daemon serving `cli`'s data directory, if one runs.
+    pub fn find(cli: &Cli) -> Option<Daemon> {
+        instance::discover(&cli.data_dir).map(|instance| Daemon {
+            instance,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(120))
+                .build(),
+        })
+    }
+
+    /// Says on stderr that the command goes through the daemon.
+    pub fn announce(&self) {
+        eprintln!(
+            "(through clerk serve, pid {}, http://{})",
+            self.instance.pid, self.instance.addr
+        );
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.instance.addr)
+    }
+
+    fn answer(&self, result: Result<ureq::Response, ureq::Error>) -> anyhow::Result<Value> {
+        match result {
+            Ok(r) => r.into_json().context("reading the daemon's answer"),
+            Err(ureq::Error::Status(code, r)) => {
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                let msg = body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+                    .to_owned();
+                let exit_code = match code {
+                    400 | 404 | 422 => 2,
+                    403 => 3,
+                    _ => 1,
+                };
+                Err(exit(exit_code, msg))
+            }
+            Err(e) => Err(exit(
+                1,
+                format!(
+                    "cannot reach clerk serve (pid {}) at http://{}: {e}",
+                    self.instance.pid, self.instance.addr
+                ),
+            )),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .agent
+            .get(&self.url(path))
+            .set(instance::TOKEN_HEADER, &self.instance.token)
+            .call();
+        self.answer(r)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .agent
+            .post(&self.url(path))
+            .set(instance::TOKEN_HEADER, &self.instance.token)
+            .send_json(body);
+        self.answer(r)
+    }
+
+    /// Waits until every job is done, dead or dropped; returns them.
+    pub fn wait_jobs(&self, ids: &[u64]) -> anyhow::Result<Vec<Value>> {
+        let mut done = BTreeMap::new();
+        loop {
+            let status = self.get("/api/status")?;
+            let paused = status.get("paused_channels").cloned().unwrap_or(Value::Null);
+            for id in ids {
+                if done.contains_key(id) {
+                    continue;
+                }
+                let mut job = self.get(&format!("/api/jobs/{id}"))?;
+                let state = job.get("state").and_then(Value::as_str).unwrap_or("");
+                let channel = job
+                    .pointer("/spec/channel")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                if matches!(state, "done" | "dead" | "dropped") {
+                    done.insert(*id, job);
+                } else if let Some(p) = paused.get(&channel).filter(|_| state == "queued") {
+                    // It waits for the channel's queue to be resumed: stop waiting here.
+                    job["state"] = json!("waiting");
+                    job["last_error"] = json!(format!(
+                        "channel {channel}'s queue is paused: {}",
+                        p.get("reason").and_then(Value::as_str).unwrap_or("")
+                    ));
+                    done.insert(*id, job);
+                }
+            }
+            if done.len() == ids.len() {
+                return Ok(ids.iter().filter_map(|i| done.remove(i)).collect());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Runs blocking client calls off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("client task failed")?
+}
+
+/// `clerk serve`.
+pub async fn serve(cli: &Cli, port: Option<u16>) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let opts = crate::serve::ServeOptions::from_config(&config, port);
+    let pool = crate::browser::PoolConfig {
+        browsers: config.serve.browsers.max(1),
+        ..crate::browser::PoolConfig::default()
+    };
+    let engine = engine(cli)?.with_pool(pool);
+    let running = crate::serve::start(engine, opts)
+        .await
+        .map_err(|e| exit(2, e.to_string()))?;
+    eprintln!(
+        "clerk serve: data directory {}, API on http://{}, pid {} (SIGTERM or Ctrl-C stops it)",
+        cli.data_dir.display(),
+        running.addr,
+        std::process::id()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => eprintln!("clerk serve: SIGTERM, shutting down"),
+        _ = tokio::signal::ctrl_c() => eprintln!("clerk serve: Ctrl-C, shutting down"),
+    }
+    running.shutdown();
+    let summary = running.wait().await.map_err(|e| exit(1, e.to_string()))?;
+    if !summary.interrupted.is_empty() {
+        eprintln!(
+            "clerk serve: {} run(s) did not finish in time; marked interrupted and queued again: jobs {:?}",
+            summary.interrupted.len(),
+            summary.interrupted.iter().map(|j| j.0).collect::<Vec<_>>()
+        );
+    }
+    eprintln!("clerk serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_queue(cli: &Cli) -> anyhow::Result<EmbeddedQueue> {
+    let config = load_config(cli)?;
+    let limits = crate::serve::queue_limits(&config, config.serve.pages);
+    EmbeddedQueue::open(&cli.data_dir, limits, crate::serve::backoff(&config))
+        .map_err(|e| exit(1, e.to_string()))
+}
+
+fn print_jobs(jobs: &[Value]) {
+    println!(
+        "{:>6}  {:<8} {:<10} {:<22} {:>4}  detail",
+        "job", "state", "channel", "playbook", "try"
+    );
+    for j in jobs {
+        let s = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let spec = j.get("spec").cloned().unwrap_or(Value::Null);
+        let sp = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let playbook = sp("playbook");
+        let playbook = Path::new(&playbook)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or(playbook);
+        let detail = match s("state").as_str() {
+            "dead" => s("dead_reason"),
+            "done" => j
+                .pointer("/outcome/status")
+                .and_then(Value::as_str)
+                .map(|st| {
+                    format!(
+                        "{st} {}",
+                        j.pointer("/outcome/run_id").and_then(Value::as_str).unwrap_or("")
+                    )
+                })
+                .unwrap_or_default(),
+            "queued" | "waiting" => match (j.get("not_before").and_then(Value::as_str), s("last_error")) {
+                (Some(t), e) => format!("not before {t}; last: {e}"),
+                (None, e) => e,
+            },
+            "claimed" => j
+                .pointer("/lease/worker")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        };
+        println!(
+            "{:>6}  {:<8} {:<10} {:<22} {:>4}  {}",
+            j.get("id").and_then(Value::as_u64).unwrap_or(0),
+            s("state"),
+            sp("channel"),
+            playbook,
+            j.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+            detail
+        );
+    }
+}
+
+fn parse_state(s: &str) -> anyhow::Result<JobState> {
+    Ok(match s {
+        "queued" => JobState::Queued,
+        "claimed" => JobState::Claimed,
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        "dropped" => JobState::Dropped,
+        other => {
+            return Err(exit(
+                2,
+                format!("unknown state {other:?} (queued, claimed, done, dead, dropped)"),
+            ))
+        }
+    })
+}
+
+/// `clerk queue …`: through the daemon when it runs, else on the queue files directly.
+pub async fn queue(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
+    let daemon = Daemon::find(cli);
+    match command {
+        QueueCommand::List {
+            state,
+            channel,
+            json,
+        } => {
+            let jobs: Vec<Value> = match &daemon {
+                Some(d) => {
+                    let mut q = Vec::new();
+                    if let Some(s) = state {
+                        q.push(format!("state={s}"));
+                    }
+                    if let Some(c) = channel {
+                        q.push(format!("channel={c}"));
+                    }
+                    let path = format!("/api/jobs?{}", q.join("&"));
+                    let v = daemon_call(d, move |d| d.get(&path)).await?;
+                    v.as_array().cloned().unwrap_or_default()
+                }
+                None => {
+                    let filter = JobFilter {
+                        state: state.as_deref().map(parse_state).transpose()?,
+                        channel: channel.clone(),
+                        limit: None,
+                    };
+                    let q = open_queue(cli)?;
+                    q.list(&filter)?
+                        .iter()
+                        .map(serde_json::to_value)
+                        .collect::<Result<_, _>>()?
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                print_jobs(&jobs);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Show { job, json: _ } => {
+            let v = match &daemon {
+                Some(d) => {
+                    let path = format!("/api/jobs/{job}");
+                    daemon_call(d, move |d| d.get(&path)).await?
+                }
+                None => match open_queue(cli)?.get(JobId(*job))? {
+                    Some(j) => serde_json::to_value(j)?,
+                    None => return Err(exit(2, format!("no job {job} in the queue"))),
+                },
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Retry { job } | QueueCommand::Drop { job } => {
+            let retry = matches!(command, QueueCommand::Retry { .. });
+            match &daemon {
+                Some(d) => {
+                    d.announce();
+                    let path = format!("/api/jobs/{job}/{}", if retry { "retry" } else { "drop" });
+                    daemon_call(d, move |d| d.post(&path, json!({}))).await?;
+                }
+                None => {
+                    let q = open_queue(cli)?;
+                    let r = if retry {
+                        q.retry(JobId(*job))
+                    } else {
+                        q.drop_job(JobId(*job))
+                    };
+                    r.map_err(|e| exit(2, e.to_string()))?;
+                }
+            }
+            println!("job {job} {}", if retry { "queued again" } else { "dropped" });
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Resume { channel } => {
+            match &daemon {
+                Some(d) => {
+                    d.announce();
+                    let path = format!("/api/queue/{channel}/resume");
+                    daemon_call(d, move |d| d.post(&path, json!({}))).await?;
+                }
+                None => open_queue(cli)?
+                    .resume_channel(channel)
+                    .map_err(|e| exit(2, e.to_string()))?,
+            }
+            println!("queue of channel {channel} resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A blocking call on the daemon, off the runtime.
+pub async fn daemon_call<T: Send + 'static>(
+    d: &Daemon,
+    f: impl FnOnce(&Daemon) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let d = Daemon {
+        instance: d.instance.clone(),
+        agent: d.agent.clone(),
+    };
+    blocking(move || f(&d)).await
+}
+
+/// `clerk status`.
+pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
+    let v = match Daemon::find(cli) {
+        Some(d) => daemon_call(&d, |d| d.get("/api/status")).await?,
+        None => {
+            let q = open_queue(cli)?;
+            let mut depth: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+            for j in q.list(&JobFilter::default())? {
+                if matches!(j.state, JobState::Queued | JobState::Claimed | JobState::Dead) {
+                    *depth
+                        .entry(j.spec.channel.clone())
+                        .or_default()
+                        .entry(j.state.to_string())
+                        .or_default() += 1;
+                }
+            }
+            json!({
+                "daemon": null,
+                "queue": depth,
+                "paused_channels": q.paused_channels()?,
+            })
+        }
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match v.get("daemon").filter(|d| !d.is_null()) {
+        Some(d) => println!(
+            "daemon: running, pid {}, http://{}, since {}{}",
+            d["pid"],
+            d["addr"].as_str().unwrap_or(""),
+            d["started_at"].as_str().unwrap_or(""),
+            if d["stopping"].as_bool() == Some(true) {
+                " (shutting down)"
+            } else {
+                ""
+            }
+        ),
+        None => println!("daemon: not running (`clerk serve` starts it)"),
+    }
+    if let Some(p) = v.get("pool") {
+        println!(
+            "pool: {} Chromium process(es) {:?}; launched {}, replaced {}, recycled {}",
+            p["browsers"], p["pids"], p["launched"], p["replaced"], p["recycled"]
+        );
+    }
+    if let Some(f) = v.get("in_flight").and_then(Value::as_array) {
+        println!("in flight: {} run(s)", f.len());
+        for r in f {
+            println!(
+                "  job {} run {} ({} / {})",
+                r["job"],
+                r["run_id"].as_str().unwrap_or(""),
+                r["channel"].as_str().unwrap_or(""),
+                r["playbook"].as_str().unwrap_or("")
+            );
+        }
+    }
+    println!("queue:");
+    match v.get("queue").and_then(Value::as_object) {
+        Some(q) if !q.is_empty() => {
+            for (channel, d) in q {
+                let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
+                println!(
+                    "  {channel}: {} queued, {} running, {} dead-lettered",
+                    n("queued"),
+                    n("claimed"),
+                    n("dead")
+                );
+            }
+        }
+        _ => println!("  empty"),
+    }
+    if let Some(p) = v.get("paused_channels").and_then(Value::as_object) {
+        for (channel, info) in p {
+            println!(
+                "  {channel}: queue PAUSED since {}: {}",
+                info["since"].as_str().unwrap_or(""),
+                info["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clerk run` through the daemon: one job per row, then waits and prints each outcome.
+pub async fn run_via(
+    d: &Daemon,
+    playbooks: Vec<String>,
+    rows: Vec<BTreeMap<String, String>>,
+    user: String,
+    case_ref: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    d.announce();
+    let results = daemon_call(d, move |d| {
+        let mut ids = Vec::new();
+        for p in &playbooks {
+            let v = d.post(
+                "/api/runs",
+                json!({ "playbook": p, "rows": rows, "user": user, "case_ref": case_ref }),
+            )?;
+            ids.extend(
+                v.get("jobs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64),
+            );
+        }
+        eprintln!("queued jobs {ids:?}; waiting for them to finish");
+        d.wait_jobs(&ids)
+    })
+    .await?;
+    report_jobs(&results, json_out)
+}
+
+/// Prints finished jobs; the exit code is the worst outcome's.
+pub fn report_jobs(jobs: &[Value], json_out: bool) -> anyhow::Result<ExitCode> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(jobs)?);
+    } else {
+        print_jobs(jobs);
+    }
+    let code = jobs
+        .iter()
+        .map(|j| {
+            match (
+                j.get("state").and_then(Value::as_str),
+                j.pointer("/outcome/status").and_then(Value::as_str),
+            ) {
+                (Some("done"), Some("ok" | "drafted")) => 0,
+                (Some("done"), Some("refused")) => 3,
+                (Some("waiting"), _) => 4,
+                _ => 1,
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(ExitCode::from(code))
+}
+
+/// The user a command acts as (for the daemon's requests).
+pub fn user(cli: &Cli) -> String {
+    current_user(cli)
+}
+
+/// `clerk approve` / `clerk reject` through the daemon.
+pub async fn decide_via(
+    cli: &Cli,
+    id: &str,
+    approve: bool,
+    note: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let d = Daemon::find(cli).ok_or_else(|| exit(1, "clerk serve stopped"))?;
+    d.announce();
+    let reviewer = current_user(cli);
+    let path = format!("/api/approvals/{id}/decide");
+    let body = json!({ "user": reviewer, "approve": approve, "note": note });
+    let v = daemon_call(&d, move |d| d.post(&path, body))
+        .await
+        .map_err(|e| match e.downcast::<crate::cli::Exit>() {
+            Ok(x) if x.code == 3 => exit(3, format!("refused: {}", x.message)),
+            Ok(x) => x.into(),
+            Err(e) => e,
+        })?;
+    println!(
+        "{} {} by {reviewer}",
+        v.pointer("/request/approval_id")
+            .and_then(Value::as_str)
+            .unwrap_or(id),
+        v.get("state").and_then(Value::as_str).unwrap_or("")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clerk submit` through the daemon: an approved submit job at the highest priority.
+/// Secret inputs are not sent: the daemon reads them from its own `CLERK_SECRET_<NAME>`.
+pub async fn submit_via(
+    cli: &Cli,
+    d: &Daemon,
+    id: &str,
+    playbook: Option<&Path>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    d.announce();
+    let playbook = match playbook {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .with_context(|| format!("resolving {}", p.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let body = json!({ "approval_id": id, "user": current_user(cli), "playbook": playbook });
+    let jobs = daemon_call(d, move |d| {
+        let v = d.post("/api/submit", body)?;
+        let ids: Vec<u64> = v
+            .get("jobs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        d.wait_jobs(&ids)
+    })
+    .await?;
+    report_jobs(&jobs, json_out)
+}

@@ -1,0 +1,446 @@
+//! The daemon's HTTP API: JSON in and out, errors as `{"error": "..."}` with a fitting
+//! status. Bound to 127.0.0.1; every `/api` call must carry the token from `serve.json`
+//! ([`crate::instance::TOKEN_HEADER`]), which only users who can read the data directory
+//! have. `GET /metrics` (Prometheus text) needs no token.
+//!
+//! State changes go through the same engine functions as the CLI without a daemon, and are
+//! recorded under the user the request names.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::Daemon;
+use crate::queue::{JobFilter, JobId, JobSpec, JobState, Priority, QueueError};
+use crate::schedule::{self, AddRequest, InputsSpec, ScheduleError, TriggerSpec};
+
+type D = State<Arc<Daemon>>;
+
+/// An API error: a status and a message.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn internal(msg: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let status = match &e {
+            QueueError::UnknownJob(_) => StatusCode::NOT_FOUND,
+            QueueError::InvalidState { .. } | QueueError::LeaseLost { .. } => {
+                StatusCode::CONFLICT
+            }
+            QueueError::BadInput(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> Self {
+        let status = match e.exit_code() {
+            2 => StatusCode::BAD_REQUEST,
+            3 => StatusCode::FORBIDDEN,
+            4 => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn to_json<T: Serialize>(v: &T) -> ApiResult {
+    serde_json::to_value(v).map(Json).map_err(internal)
+}
+
+async fn require_token(State(d): D, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(crate::instance::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if given != Some(d.instance().token.as_str()) {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "missing or wrong {} header (the token is in the data directory's serve.json)",
+                crate::instance::TOKEN_HEADER
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+pub(super) fn router(d: Arc<Daemon>) -> Router {
+    let api = Router::new()
+        .route("/api/status", get(status))
+        .route("/api/runs", post(enqueue_runs))
+        .route("/api/jobs", get(list_jobs))
+        .route("/api/jobs/{id}", get(show_job))
+        .route("/api/jobs/{id}/retry", post(retry_job))
+        .route("/api/jobs/{id}/drop", post(drop_job))
+        .route("/api/queue/{channel}/resume", post(resume_channel))
+        .route("/api/approvals/{id}/decide", post(decide))
+        .route("/api/submit", post(submit))
+        .route("/api/schedules", get(list_schedules).post(add_schedule))
+        .route("/api/schedules/{name}/pause", post(pause_schedule))
+        .route("/api/schedules/{name}/resume", post(resume_schedule))
+        .route("/api/schedules/{name}/remove", post(remove_schedule))
+        .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
+    api.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
+        .with_state(d)
+}
+
+/// Queue depth of one channel.
+#[derive(Debug, Default, Serialize)]
+struct Depth {
+    queued: usize,
+    claimed: usize,
+    dead: usize,
+}
+
+async fn status(State(d): D) -> ApiResult {
+    let jobs = d.queue_call(|q| q.list(&JobFilter::default())).await?;
+    let mut depth: BTreeMap<String, Depth> = BTreeMap::new();
+    for j in &jobs {
+        let e = depth.entry(j.spec.channel.clone()).or_default();
+        match j.state {
+            JobState::Queued => e.queued += 1,
+            JobState::Claimed => e.claimed += 1,
+            JobState::Dead => e.dead += 1,
+            _ => {}
+        }
+    }
+    let paused = d.queue_call(|q| q.paused_channels()).await?;
+    let pool = d.engine.pool.stats();
+    let i = d.instance();
+    Ok(Json(json!({
+        "daemon": {
+            "pid": i.pid,
+            "addr": i.addr.to_string(),
+            "started_at": i.started_at,
+            "version": i.version,
+            "stopping": d.stopping(),
+            "pages": d.opts.pages,
+        },
+        "pool": {
+            "browsers": pool.pids.len(),
+            "pids": pool.pids,
+            "launched": pool.launched,
+            "replaced": pool.replaced,
+            "recycled": pool.recycled,
+        },
+        "in_flight": d.in_flight(),
+        "queue": depth,
+        "paused_channels": paused,
+    })))
+}
+
+/// `POST /api/runs`: one job per row.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueRuns {
+    /// A playbook file (absolute path) or a playbook name.
+    playbook: String,
+    #[serde(default)]
+    rows: Vec<BTreeMap<String, String>>,
+    user: String,
+    case_ref: Option<String>,
+    #[serde(default)]
+    priority: Option<Priority>,
+}
+
+async fn enqueue_runs(State(d): D, Json(body): Json<EnqueueRuns>) -> ApiResult {
+    let path = std::path::Path::new(&body.playbook);
+    let config = Some(d.engine.config.as_ref());
+    let playbook = if path.is_absolute() {
+        crate::playbook::load(path, config)
+    } else {
+        crate::demo::find_playbook(&d.engine.data_dir, &body.playbook, config)
+    }
+    .map_err(|diag| bad(diag.to_string()))?;
+    let rows = if body.rows.is_empty() {
+        vec![BTreeMap::new()]
+    } else {
+        body.rows
+    };
+    let mut specs = Vec::new();
+    for inputs in rows {
+        let mut spec = JobSpec::new(&body.playbook, &playbook.channel, &body.user);
+        spec.inputs = inputs;
+        spec.case_ref = body.case_ref.clone();
+        spec.priority = body.priority.unwrap_or(Priority::Manual);
+        spec.max_attempts = d.opts.max_attempts;
+        specs.push(spec);
+    }
+    let ids = d
+        .queue_call(move |q| specs.into_iter().map(|s| q.enqueue(s)).collect::<Result<Vec<_>, _>>())
+        .await?;
+    d.wake();
+    Ok(Json(json!({ "jobs": ids })))
+}
+
+#[derive(Debug, Deserialize)]
+struct JobQuery {
+    state: Option<String>,
+    channel: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_state(s: &str) -> Result<JobState, ApiError> {
+    Ok(match s {
+        "queued" => JobState::Queued,
+        "claimed" => JobState::Claimed,
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        "dropped" => JobState::Dropped,
+        other => {
+            return Err(bad(format!(
+                "unknown job state {other:?} (queued, claimed, done, dead, dropped)"
+            )))
+        }
+    })
+}
+
+async fn list_jobs(State(d): D, Query(q): Query<JobQuery>) -> ApiResult {
+    let filter = JobFilter {
+        state: q.state.as_deref().map(parse_state).transpose()?,
+        channel: q.channel,
+        limit: q.limit,
+    };
+    let jobs = d.queue_call(move |q| q.list(&filter)).await?;
+    to_json(&jobs)
+}
+
+async fn show_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+    match d.queue_call(move |q| q.get(JobId(id))).await? {
+        Some(job) => to_json(&job),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id} in the queue"))),
+    }
+}
+
+async fn retry_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+    d.queue_call(move |q| q.retry(JobId(id))).await?;
+    d.wake();
+    Ok(Json(json!({ "job": id, "state": "queued" })))
+}
+
+async fn drop_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+    d.queue_call(move |q| q.drop_job(JobId(id))).await?;
+    Ok(Json(json!({ "job": id, "state": "dropped" })))
+}
+
+async fn resume_channel(State(d): D, Path(channel): Path<String>) -> ApiResult {
+    let c = channel.clone();
+    d.queue_call(move |q| q.resume_channel(&c)).await?;
+    d.wake();
+    Ok(Json(json!({ "channel": channel, "queue": "resumed" })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decide {
+    user: String,
+    approve: bool,
+    note: Option<String>,
+}
+
+async fn decide(State(d): D, Path(id): Path<String>, Json(body): Json<Decide>) -> ApiResult {
+    let engine = d.engine.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        crate::approval::decide(&engine, &id, &body.user, body.approve, body.note)
+    })
+    .await
+    .map_err(internal)?;
+    match decided {
+        Ok(approval) => to_json(&approval),
+        Err(e) => Err(ApiError(StatusCode::FORBIDDEN, e.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submit {
+    approval_id: String,
+    user: String,
+    /// A playbook file (absolute path) or name; default: the approval's playbook by name.
+    playbook: Option<String>,
+    /// Inputs to give again (secrets are never stored).
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+}
+
+/// Enqueues an approved submit at the highest priority. Every check (approval state, binding,
+/// expiry, four eyes) is the engine's, when the run starts.
+async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
+    let engine = d.engine.clone();
+    let id = body.approval_id.clone();
+    let approval = tokio::task::spawn_blocking(move || crate::approval::load(&engine, &id))
+        .await
+        .map_err(internal)?
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    let mut inputs = crate::approval::inputs_of(&approval);
+    inputs.extend(body.inputs);
+    let content = &approval.request.content;
+    let mut spec = JobSpec::new(
+        body.playbook.as_deref().unwrap_or(&content.playbook),
+        &content.channel,
+        &body.user,
+    );
+    spec.inputs = inputs;
+    spec.case_ref = approval.request.case_ref.clone();
+    spec.approval_id = Some(body.approval_id.clone());
+    spec.priority = Priority::Submit;
+    // A submit is never retried on its own: the approval is spent when the click is made.
+    spec.max_attempts = 1;
+    let job = d.queue_call(move |q| q.enqueue(spec)).await?;
+    d.wake();
+    Ok(Json(json!({ "jobs": [job] })))
+}
+
+async fn list_schedules(State(d): D) -> ApiResult {
+    let store = d.engine.store.clone();
+    let now = (d.engine.clock)();
+    let views = tokio::task::spawn_blocking(move || {
+        schedule::Schedules::load(&store).map(|s| s.iter().map(|s| s.view(now)).collect::<Vec<_>>())
+    })
+    .await
+    .map_err(internal)??;
+    to_json(&views)
+}
+
+/// `POST /api/schedules`: as `clerk schedule add` (paths absolute).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSchedule {
+    name: String,
+    playbook: String,
+    cron: Option<String>,
+    tz: Option<String>,
+    every: Option<String>,
+    inputs: Option<PathBuf>,
+    inputs_from_url: Option<String>,
+    case_from: Option<String>,
+    #[serde(default = "one")]
+    jobs: usize,
+    user: String,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn add_schedule(State(d): D, Json(body): Json<AddSchedule>) -> ApiResult {
+    let trigger = match (body.cron, body.every) {
+        (Some(expr), None) => TriggerSpec::Cron { expr, tz: body.tz },
+        (None, Some(every)) => TriggerSpec::Every(every),
+        _ => return Err(bad("give exactly one of cron and every")),
+    };
+    let inputs = match (body.inputs, body.inputs_from_url) {
+        (None, None) => InputsSpec::None,
+        (Some(f), None) => InputsSpec::File(f),
+        (None, Some(u)) => InputsSpec::Url(u),
+        _ => return Err(bad("give at most one of inputs and inputs_from_url")),
+    };
+    let request = AddRequest {
+        name: body.name,
+        playbook: body.playbook,
+        trigger,
+        inputs,
+        case_from: body.case_from,
+        jobs: body.jobs,
+    };
+    let engine = d.engine.clone();
+    let now = (engine.clock)();
+    let user = body.user;
+    let added = tokio::task::spawn_blocking(move || {
+        schedule::add(
+            &engine.store,
+            &engine.config,
+            &engine.data_dir,
+            &request,
+            &user,
+            now,
+        )
+    })
+    .await
+    .map_err(internal)??;
+    to_json(&added.view(now))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleChange {
+    user: String,
+    reason: Option<String>,
+}
+
+async fn change_schedule(
+    d: Arc<Daemon>,
+    name: String,
+    body: ScheduleChange,
+    what: &'static str,
+) -> ApiResult {
+    let engine = d.engine.clone();
+    let now = (engine.clock)();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || match what {
+        "pause" => schedule::pause(
+            &engine.store,
+            &n,
+            &body.user,
+            body.reason.as_deref().unwrap_or(""),
+            now,
+        ),
+        "resume" => schedule::resume(&engine.store, &n, &body.user, now),
+        _ => schedule::remove(&engine.store, &n, &body.user, now),
+    })
+    .await
+    .map_err(internal)??;
+    Ok(Json(json!({ "schedule": name, "done": what })))
+}
+
+async fn pause_schedule(
+    State(d): D,
+    Path(name): Path<String>,
+    Json(body): Json<ScheduleChange>,
+) -> ApiResult {
+    change_schedule(d, name, body, "pause").await
+}
+
+async fn resume_schedule(
+    State(d): D,
+    Path(name): Path<String>,
+    Json(body): Json<ScheduleChange>,
+) -> ApiResult {
+    change_schedule(d, name, body, "resume").await
+}
+
+async fn remove_schedule(
+    State(d): D,
+    Path(name): Path<String>,
+    Json(body): Json<ScheduleChange>,
+) -> ApiResult {
+    change_schedule(d, name, body, "remove").await
+}

@@ -1,0 +1,360 @@
+//! `clerk serve`: the daemon that owns a data directory. It runs the scheduler, executes the
+//! durable run queue on the engine's browser pool, and answers an HTTP API on 127.0.0.1 that
+//! the CLI (and the reviewer console) use.
+//!
+//! A front end: it depends on the engine (runner, approvals, queue, schedules, evidence),
+//! never the reverse, and never on the CLI.
+//!
+//! ```text
+//!  scheduler ──enqueue──▶ RunQueue ◀──claim/heartbeat/complete/fail/release── workers ──▶ Engine::run_as
+//!      ▲                     ▲                                                     │
+//!      └──── API (axum) ─────┴───── enqueue, pause, approve, status, metrics ──────┘
+//! ```
+//!
+//! Shutdown (SIGTERM, Ctrl-C, or the `shutdown` future of [`serve`]): nothing new is
+//! claimed or fired, in-flight runs get `shutdown_deadline` to finish; the rest are stopped,
+//! recorded `run_interrupted` and given back to the queue (the attempt does not count).
+//! Chromium is reaped, `serve.json` removed, the lock released.
+
+mod api;
+mod executor;
+pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::channel::{parse_duration, Config};
+use crate::instance::{self, Instance, InstanceError};
+use crate::queue::{
+    Backoff, ChannelLimits, Claim, EmbeddedQueue, JobId, QueueError, QueueLimits, RunQueue,
+};
+use crate::runner::Engine;
+
+/// How the daemon runs (from the config's `[serve]` table, see [`ServeOptions::from_config`]).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the API listens: 127.0.0.1 and a port (0: any free port).
+    pub bind: SocketAddr,
+    /// Runs at once, all channels together.
+    pub pages: usize,
+    /// Queue lease of a run; heartbeats renew it every third of it.
+    pub lease: Duration,
+    /// Time in-flight runs get to finish after a shutdown request.
+    pub shutdown_deadline: Duration,
+    /// How late a schedule slot may still fire.
+    pub schedule_grace: Duration,
+    /// How often the scheduler looks at the schedules.
+    pub scheduler_tick: Duration,
+    /// Longest wait of an idle worker before it asks the queue again (it is woken at once by
+    /// an enqueue, a finished run or a resume; this only catches retry and interval times).
+    pub idle_wait: Duration,
+    /// Attempts of a job whose run fails transiently.
+    pub max_attempts: u32,
+    /// Whether the scheduler runs (tests drive it by hand).
+    pub run_scheduler: bool,
+}
+
+impl ServeOptions {
+    /// Options from the config, with the API on `127.0.0.1:port` (`port` overrides the
+    /// config's).
+    pub fn from_config(config: &Config, port: Option<u16>) -> ServeOptions {
+        let s = &config.serve;
+        let d = |t: &str, default: u64| {
+            parse_duration(t).unwrap_or(Duration::from_secs(default))
+        };
+        ServeOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(s.port))),
+            pages: s.pages.max(1),
+            lease: Duration::from_secs(120),
+            shutdown_deadline: d(&s.shutdown_deadline, 30),
+            schedule_grace: d(&s.schedule_grace, 900),
+            scheduler_tick: Duration::from_secs(15),
+            idle_wait: Duration::from_millis(250),
+            max_attempts: s.max_attempts.max(1),
+            run_scheduler: true,
+        }
+    }
+}
+
+/// The queue limits the config asks for: `pages` at once, each channel's `max_pages` and
+/// `min_interval`.
+pub fn queue_limits(config: &Config, pages: usize) -> QueueLimits {
+    QueueLimits {
+        global: pages.max(1),
+        channel_default: ChannelLimits::default(),
+        channels: config
+            .channels
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    ChannelLimits {
+                        concurrent: c.max_pages.max(1),
+                        min_interval: c.min_interval(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The retry backoff the config asks for.
+pub fn backoff(config: &Config) -> Backoff {
+    let s = &config.serve;
+    Backoff {
+        base: parse_duration(&s.retry_base).unwrap_or(Duration::from_secs(30)),
+        max: parse_duration(&s.retry_max).unwrap_or(Duration::from_secs(3600)),
+        jitter_percent: 20,
+    }
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API server failed: {0}")]
+    Api(String),
+}
+
+/// A run a worker is executing.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub job: JobId,
+    pub run_id: String,
+    pub channel: String,
+    pub playbook: String,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a daemon did, returned when it stops.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServeSummary {
+    /// Jobs whose run was stopped by the shutdown and given back to the queue.
+    pub interrupted: Vec<JobId>,
+    /// Claims of a previous daemon found at start and queued again.
+    pub abandoned_at_start: Vec<JobId>,
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    pub engine: Engine,
+    pub queue: Arc<dyn RunQueue>,
+    pub opts: ServeOptions,
+    instance: Instance,
+    /// Workers and the scheduler wait on this; enqueues, finished runs and resumes notify.
+    wake: Notify,
+    stopping: watch::Sender<bool>,
+    in_flight: Mutex<BTreeMap<JobId, (InFlight, Claim)>>,
+    /// Prefix of this daemon's worker names (`<host>/serve/`).
+    worker_prefix: String,
+}
+
+impl Daemon {
+    /// True once shutdown began.
+    pub fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Wakes idle workers (something may have become claimable).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// The runs executing now.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.in_flight
+            .lock()
+            .map(|m| m.values().map(|(f, _)| f.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `f(queue)` on a blocking thread (queue calls wait for an fsync).
+    pub async fn queue_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn RunQueue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let q = self.queue.clone();
+        tokio::task::spawn_blocking(move || f(q.as_ref()))
+            .await
+            .map_err(|e| QueueError::Broken(format!("queue task failed: {e}")))?
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.engine.clock)()
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A started daemon: its address and a handle to wait for it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub daemon: Arc<Daemon>,
+    task: tokio::task::JoinHandle<Result<ServeSummary, ServeError>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Asks the daemon to shut down (as SIGTERM does).
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the daemon stopped.
+    pub async fn wait(self) -> Result<ServeSummary, ServeError> {
+        self.task
+            .await
+            .map_err(|e| ServeError::Api(format!("daemon task failed: {e}")))?
+    }
+}
+
+/// Claims the data directory, opens the queue, binds the API and starts the daemon's tasks.
+/// Returns once it is listening; [`Running::shutdown`] stops it.
+pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeError> {
+    let data_dir = engine.data_dir.clone();
+    let started_at = (engine.clock)();
+    let mut claimed = instance::claim(&data_dir, crate::evidence::timestamp(started_at))?;
+    let limits = queue_limits(&engine.config, opts.pages);
+    let queue: Arc<dyn RunQueue> = Arc::new(EmbeddedQueue::open(
+        &data_dir,
+        limits,
+        backoff(&engine.config),
+    )?);
+    let worker_prefix = format!("{}/serve/", host_name());
+    // We hold the data directory: claims of any earlier daemon on it are dead.
+    let abandoned = {
+        let q = queue.clone();
+        let now = started_at;
+        tokio::task::spawn_blocking(move || {
+            q.abandon(
+                "",
+                "clerk serve stopped before the run finished (found when it started again)",
+                now,
+            )
+        })
+        .await
+        .map_err(|e| ServeError::Api(e.to_string()))??
+    };
+    for job in &abandoned {
+        tracing::warn!(%job, "queued again: its run was in flight when clerk serve stopped");
+    }
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let instance = claimed.publish(addr)?;
+    let (stopping, _) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        engine,
+        queue,
+        opts,
+        instance,
+        wake: Notify::new(),
+        stopping,
+        in_flight: Mutex::new(BTreeMap::new()),
+        worker_prefix,
+    });
+    let (stop, mut stop_rx) = watch::channel(false);
+    let d = daemon.clone();
+    let task = tokio::spawn(async move {
+        let api = {
+            let d = d.clone();
+            let mut stopping = d.stopping.subscribe();
+            let app = api::router(d.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        };
+        let mut workers = tokio::task::JoinSet::new();
+        for n in 0..d.opts.pages {
+            let d = d.clone();
+            workers.spawn(executor::worker(d, n));
+        }
+        let scheduler = d
+            .opts
+            .run_scheduler
+            .then(|| tokio::spawn(scheduler::run(d.clone())));
+        tracing::info!(%addr, pid = std::process::id(), "clerk serve listening");
+        let _ = stop_rx.wait_for(|s| *s).await;
+        tracing::info!("clerk serve shutting down");
+        let _ = d.stopping.send(true);
+        d.wake();
+        if let Some(s) = scheduler {
+            s.abort();
+        }
+        let deadline = tokio::time::sleep(d.opts.shutdown_deadline);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = workers.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    workers.abort_all();
+                    while workers.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        let summary = ServeSummary {
+            interrupted: executor::interrupt_left_over(&d).await,
+            abandoned_at_start: abandoned,
+        };
+        d.engine.shutdown().await;
+        let _ = api.await;
+        drop(claimed);
+        Ok(summary)
+    });
+    Ok(Running {
+        addr,
+        daemon,
+        task,
+        stop,
+    })
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub async fn serve(engine: Engine, opts: ServeOptions) -> Result<ServeSummary, ServeError> {
+    let running = start(engine, opts).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ServeError::Api(format!("cannot listen for SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C"),
+    }
+    running.shutdown();
+    running.wait().await
+}
