@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::cli::{current_user, exit, load_config, Cli, ScheduleAddArgs, ScheduleCommand};
+use crate::cli::args::{Cli, ScheduleAddArgs, ScheduleCommand};
+use crate::cli::common::{current_user, exit, load_config};
 use crate::evidence::Store;
 use crate::schedule::{
     self, local, AddRequest, InputsSpec, InputsView, Schedule, ScheduleError, ScheduleView,
