@@ -80,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..repeats {
             let dir = tempfile::tempdir()?;
             let config_path = dir.path().join("clerk.toml");
-            std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops"))?;
+            std::fs::write(
+                &config_path,
+                clerk::sample::demo_config(center.port(), "ops"),
+            )?;
             let config = Config::load(&config_path)?;
             center
                 .storage_state("ops", Duration::from_secs(3600))
@@ -93,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
                 LaunchOptions::detect()?,
             );
             let playbook = Arc::new(
-                clerk::demo::embedded("order-lookup", Some(&config))
+                clerk::playbook::embedded::embedded("order-lookup", Some(&config))
                     .map_err(|d| anyhow::anyhow!("{d}"))?,
             );
 

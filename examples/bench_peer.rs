@@ -233,7 +233,10 @@ async fn clerk_run(
     std::fs::create_dir_all(out)?;
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("clerk.toml");
-    std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops"))?;
+    std::fs::write(
+        &config_path,
+        clerk::sample::demo_config(center.port(), "ops"),
+    )?;
     let config = Config::load(&config_path)?;
     center
         .storage_state("ops", Duration::from_secs(3600))

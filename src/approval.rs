@@ -23,10 +23,9 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::browser::{ArmedWrite, Browser, ElementRect, FieldValue, Find, HeldWrite, Tab};
-use crate::channel::Channel;
-use crate::evidence::{Event, Record};
-use crate::playbook::{Action, Inputs, Mode, Playbook, Step};
-use crate::runner::{timestamp, Engine, SECRET};
+use crate::channel::{Channel, Config};
+use crate::evidence::{timestamp, Event, Record, Store, StoreError};
+use crate::playbook::{Action, Inputs, Mode, Playbook, Step, SECRET};
 use crate::write::{Scrub, Write};
 
 /// What a draft run knows when it reaches its submit step.
@@ -190,6 +189,24 @@ pub struct SubmitGate {
     pub approval: ApprovalRequest,
 }
 
+/// What approvals need from whoever runs them: the evidence store, the channels' config and
+/// the clock. The runner's `Engine` implements it; this module never names the runner.
+pub trait Ledger {
+    fn store(&self) -> &Store;
+    fn config(&self) -> &Config;
+    /// Now, from the engine's (injectable) clock.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Appends a record from async code without blocking the runtime.
+async fn record(ledger: &impl Ledger, event: Event) -> Result<(), StoreError> {
+    let store = ledger.store().clone();
+    tokio::task::spawn_blocking(move || store.append(event))
+        .await
+        .map_err(|e| StoreError::Other(format!("append task failed: {e}")))??;
+    Ok(())
+}
+
 /// SHA-256 of the canonical JSON of the draft content.
 pub fn draft_hash(content: &DraftContent) -> String {
     let value = serde_json::to_value(content).unwrap_or(serde_json::Value::Null);
@@ -202,7 +219,7 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
 }
 
 fn new_approval_id(now: DateTime<Utc>) -> String {
-    let run = crate::runner::new_run_id(now);
+    let run = crate::evidence::new_run_id(now);
     format!("a-{}", run.trim_start_matches("r-"))
 }
 
@@ -248,7 +265,7 @@ fn declared_write(
     let Action::Submit { control, expect } = &step.action else {
         return Err("not a submit step".into());
     };
-    let control = crate::runner::render_find(control, inputs, &channel.testid_attribute)
+    let control = crate::playbook::render_find(control, inputs, &channel.testid_attribute)
         .map_err(|e| format!("cannot render submit control {}: {e}", control.display()))?;
     let url = expect
         .url
@@ -300,7 +317,7 @@ async fn check_form_target(tab: &Tab, control: &Find, write: &DeclaredWrite) -> 
 }
 
 fn redacted_inputs(ctx: &DraftContext) -> BTreeMap<String, String> {
-    crate::runner::redact(&ctx.playbook, &ctx.inputs)
+    crate::playbook::redact(&ctx.playbook, &ctx.inputs)
 }
 
 /// The volatile body fields of a submit step: the channel's and the step's own.
@@ -354,7 +371,7 @@ async fn hold_the_write(
 /// submit control with the guard holding writes, and binds the request to the write the page
 /// tried to send.
 pub async fn request_from_draft(
-    engine: &Engine,
+    ledger: &impl Ledger,
     ctx: DraftContext,
     browser: &mut Browser,
     tab: &Tab,
@@ -428,7 +445,7 @@ pub async fn request_from_draft(
         write,
         request: Some(full.comparable(&volatile)),
     };
-    let now = (engine.clock)();
+    let now = ledger.now();
     let expires = now + chrono::Duration::hours(ctx.channel.approval_ttl_hours as i64);
     let approval_id = new_approval_id(now);
     let request = ApprovalRequest {
@@ -445,8 +462,9 @@ pub async fn request_from_draft(
         volatile,
     };
     let json = serde_json::to_value(&request).map_err(|e| e.to_string())?;
-    engine
-        .record(Event::ApprovalRequested {
+    record(
+        ledger,
+        Event::ApprovalRequested {
             approval_id: approval_id.clone(),
             run_id: ctx.run_id.clone(),
             request: canonical_json(&json),
@@ -456,9 +474,10 @@ pub async fn request_from_draft(
             case_ref: ctx.case_ref.clone(),
             created_at: request.created_at.clone(),
             expires_at: request.expires_at.clone(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(approval_id)
 }
 
@@ -526,27 +545,27 @@ pub fn from_records(records: &[Record], now: DateTime<Utc>) -> Option<Approval> 
 }
 
 /// Loads one approval.
-pub fn load(engine: &Engine, id: &str) -> Result<Approval, ApprovalError> {
-    let records = engine
-        .store
+pub fn load(ledger: &impl Ledger, id: &str) -> Result<Approval, ApprovalError> {
+    let records = ledger
+        .store()
         .approval_records(id)
         .map_err(|e| ApprovalError::Store(e.to_string()))?;
-    from_records(&records, (engine.clock)()).ok_or_else(|| ApprovalError::Unknown(id.to_owned()))
+    from_records(&records, ledger.now()).ok_or_else(|| ApprovalError::Unknown(id.to_owned()))
 }
 
 /// Every approval, newest first, optionally only pending ones or one channel's.
 pub fn list(
-    engine: &Engine,
+    ledger: &impl Ledger,
     pending_only: bool,
     channel: Option<&str>,
 ) -> Result<Vec<Approval>, ApprovalError> {
-    let ids = engine
-        .store
+    let ids = ledger
+        .store()
         .approval_ids()
         .map_err(|e| ApprovalError::Store(e.to_string()))?;
     let mut out = Vec::new();
     for id in ids {
-        if let Ok(a) = load(engine, &id) {
+        if let Ok(a) = load(ledger, &id) {
             if pending_only && a.state != ApprovalState::Pending {
                 continue;
             }
@@ -562,14 +581,14 @@ pub fn list(
 
 /// Records a refusal. The refusal itself stands whether or not the record could be written
 /// (nothing is submitted either way); a store failure is logged loudly.
-fn refusal(engine: &Engine, action: &str, id: &str, user: &str, reason: &str) {
-    let appended = engine.store.append(Event::Refused {
+fn refusal(ledger: &impl Ledger, action: &str, id: &str, user: &str, reason: &str) {
+    let appended = ledger.store().append(Event::Refused {
         action: action.to_owned(),
         approval_id: Some(id.to_owned()),
         run_id: None,
         user: user.to_owned(),
         reason: reason.to_owned(),
-        at: timestamp((engine.clock)()),
+        at: timestamp(ledger.now()),
     });
     if let Err(e) = appended {
         tracing::error!(
@@ -581,7 +600,7 @@ fn refusal(engine: &Engine, action: &str, id: &str, user: &str, reason: &str) {
 
 /// Records a reviewer's decision. Refusals are recorded too.
 pub fn decide(
-    engine: &Engine,
+    ledger: &impl Ledger,
     id: &str,
     reviewer: &str,
     approve: bool,
@@ -589,9 +608,9 @@ pub fn decide(
 ) -> Result<Approval, ApprovalError> {
     let action = if approve { "approve" } else { "reject" };
     let result = (|| {
-        let approval = load(engine, id)?;
-        let channel = engine
-            .config
+        let approval = load(ledger, id)?;
+        let channel = ledger
+            .config()
             .channel(&approval.request.content.channel)
             .map_err(|_| ApprovalError::UnknownChannel(approval.request.content.channel.clone()))?;
         if !channel.is_reviewer(reviewer) {
@@ -617,22 +636,22 @@ pub fn decide(
         if !approve && note.as_deref().map(str::trim).unwrap_or("").is_empty() {
             return Err(ApprovalError::NoteRequired);
         }
-        engine
-            .store
+        ledger
+            .store()
             .append(Event::ApprovalDecided {
                 approval_id: id.to_owned(),
                 decision: if approve { "approved" } else { "rejected" }.to_owned(),
                 reviewer: reviewer.to_owned(),
                 note: note.clone(),
                 draft_hash: approval.request.draft_hash.clone(),
-                decided_at: timestamp((engine.clock)()),
+                decided_at: timestamp(ledger.now()),
             })
             .map_err(|e| ApprovalError::Store(e.to_string()))?;
-        load(engine, id)
+        load(ledger, id)
     })();
     if let Err(e) = &result {
         if !matches!(e, ApprovalError::Store(_)) {
-            refusal(engine, action, id, reviewer, &e.to_string());
+            refusal(ledger, action, id, reviewer, &e.to_string());
         }
     }
     result
@@ -640,14 +659,14 @@ pub fn decide(
 
 /// Checks, before any browser starts, that `id` may be used by this run.
 pub fn gate_for_run(
-    engine: &Engine,
+    ledger: &impl Ledger,
     id: &str,
     playbook: &Playbook,
     inputs: &Inputs,
     channel: &Channel,
     _operator: &str,
 ) -> Result<SubmitGate, ApprovalError> {
-    let approval = load(engine, id)?;
+    let approval = load(ledger, id)?;
     if approval.state != ApprovalState::Approved {
         let extra = match approval.state {
             ApprovalState::Used => format!(
@@ -682,7 +701,7 @@ pub fn gate_for_run(
             then: req.content.playbook_sha256.clone(),
         });
     }
-    let redacted = crate::runner::redact(playbook, inputs);
+    let redacted = crate::playbook::redact(playbook, inputs);
     if redacted != req.content.inputs {
         return Err(ApprovalError::InputsChanged {
             id: id.to_owned(),
@@ -702,7 +721,7 @@ pub fn inputs_of(approval: &Approval) -> BTreeMap<String, String> {
 /// Runs the submit step of an approved run: re-reads the form, recomputes the draft hash,
 /// marks the approval used, opens the guard for exactly the declared write and clicks.
 pub async fn submit_with_gate(
-    engine: &Engine,
+    ledger: &impl Ledger,
     ctx: DraftContext,
     gate: SubmitGate,
     browser: &mut Browser,
@@ -711,7 +730,7 @@ pub async fn submit_with_gate(
 ) -> Result<(), SubmitFailure> {
     let id = gate.approval.approval_id.clone();
     let refuse = |reason: String| {
-        refusal(engine, "submit", &id, &ctx.operator, &reason);
+        refusal(ledger, "submit", &id, &ctx.operator, &reason);
         SubmitFailure::Refused(reason)
     };
     let (control, write) =
@@ -778,21 +797,23 @@ pub async fn submit_with_gate(
     }
     // Last check against the store, then mark used *before* the click: a crash after the
     // click can never allow a second use.
-    let current = load(engine, &id).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    let current = load(ledger, &id).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
     if current.state != ApprovalState::Approved {
         return Err(refuse(format!(
             "approval {id} is {} now",
             current.state.as_str()
         )));
     }
-    engine
-        .record(Event::ApprovalUsed {
+    record(
+        ledger,
+        Event::ApprovalUsed {
             approval_id: id.clone(),
             run_id: ctx.run_id.clone(),
-            used_at: timestamp((engine.clock)()),
-        })
-        .await
-        .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+            used_at: timestamp(ledger.now()),
+        },
+    )
+    .await
+    .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
     let Some(approved) = approved_request else {
         let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
         return submit_armed(

@@ -161,7 +161,7 @@ pub async fn run_batch(
     let started = std::time::Instant::now();
     let batch_id = format!(
         "b-{}",
-        crate::runner::new_run_id((engine.clock)()).trim_start_matches("r-")
+        crate::evidence::new_run_id((engine.clock)()).trim_start_matches("r-")
     );
     let mut requests = Vec::new();
     for row in &rows {

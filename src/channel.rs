@@ -17,7 +17,38 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::playbook::Mode;
+/// The rung of the safety ladder a playbook runs on (defined here, where channels permit it,
+/// and re-exported as `playbook::Mode`, so that `channel` does not depend on `playbook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Lookups and screenshots; the network guard fails every write.
+    ReadOnly,
+    /// Forms are filled but never submitted; the filled form is queued for review.
+    Draft,
+    /// A `submit` step runs only with a stored, matching, unused approval.
+    Submit,
+    /// Writes a channel's session file from a login form; secrets come from the environment.
+    Login,
+}
+
+impl Mode {
+    /// The name used in YAML, TOML and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadOnly => "read_only",
+            Mode::Draft => "draft",
+            Mode::Submit => "submit",
+            Mode::Login => "login",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Errors reading or using the channel config and session files.
 #[derive(Debug, thiserror::Error)]

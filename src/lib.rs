@@ -12,23 +12,24 @@
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
+//! - [`cli`]: the command-line front end (the engine never imports a front end; see
+//!   `src/layering.rs`).
 
 pub mod approval;
 pub mod batch;
 pub mod browser;
 pub mod channel;
 pub mod cli;
-pub mod cli_serve;
-pub mod demo;
 pub mod evidence;
 pub mod instance;
 pub mod playbook;
 pub mod queue;
-pub mod report;
 pub mod runner;
 pub mod sample;
 pub mod serve;
 pub mod schedule;
-pub mod schedule_cli;
 pub mod url_pattern;
 pub mod write;
+
+#[cfg(test)]
+mod layering;

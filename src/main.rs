@@ -35,6 +35,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let clerk::cli::Command::Serve { port } = cli.command {
+        let code = runtime.block_on(serve(&cli, port));
+        clerk::browser::kill_all();
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        return code;
+    }
     let code = runtime.block_on(async {
         tokio::select! {
             result = clerk::cli::run(cli) => match result {
@@ -58,4 +64,31 @@ fn main() -> ExitCode {
     clerk::browser::kill_all();
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     code
+}
+
+/// `clerk serve`: the daemon, in the foreground, until SIGTERM or Ctrl-C.
+async fn serve(cli: &clerk::cli::Cli, port: Option<u16>) -> ExitCode {
+    let engine = match clerk::cli::engine(cli) {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(
+                err.downcast_ref::<clerk::cli::Exit>()
+                    .map(|e| e.code)
+                    .unwrap_or(1),
+            );
+        }
+    };
+    let opts = clerk::serve::ServeOptions::from_config(&engine.config, port);
+    let pool = clerk::browser::PoolConfig {
+        browsers: engine.config.serve.browsers.max(1),
+        ..clerk::browser::PoolConfig::default()
+    };
+    match clerk::serve::serve(engine.with_pool(pool), opts).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

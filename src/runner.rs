@@ -23,10 +23,10 @@ use crate::browser::{
     Tab,
 };
 use crate::channel::{Channel, Config, SessionCheck};
-use crate::evidence::{Event, PngInfo, Store, StoreError};
+use crate::evidence::{new_run_id, Event, PngInfo, Store, StoreError};
 use crate::playbook::{
-    Action, AssertCheck, AssertSubject, ExtractSource, Inputs, Locator, Mode, Playbook, ShotTarget,
-    Step, TemplateError, ValueSource, WaitCondition,
+    redact, render_find, Action, AssertCheck, AssertSubject, ExtractSource, Locator, Mode,
+    Playbook, ShotTarget, Step, ValueSource, WaitCondition, SECRET,
 };
 
 /// A source of "now" (injectable, so expiry can be tested without sleeping).
@@ -40,8 +40,17 @@ pub fn system_clock() -> Clock {
 /// RFC 3339 UTC with milliseconds, as every record uses (the store's one format).
 pub use crate::evidence::timestamp;
 
-/// Placeholder stored instead of a secret value.
-pub const SECRET: &str = "<secret>";
+impl approval::Ledger for Engine {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
 
 /// Errors that stop the engine itself (as opposed to a run that fails, which is a report).
 #[derive(Debug, thiserror::Error)]
@@ -204,16 +213,6 @@ impl RunReport {
     pub fn blocked(&self) -> usize {
         self.guard.iter().filter(|g| g.blocked).count()
     }
-}
-
-/// A new run id: time plus randomness from the OS.
-pub fn new_run_id(now: DateTime<Utc>) -> String {
-    let mut buf = [0u8; 4];
-    let random = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map(|_| u32::from_be_bytes(buf))
-        .unwrap_or_else(|_| now.timestamp_subsec_nanos() ^ std::process::id());
-    format!("r-{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), random)
 }
 
 /// Why a step failed, or that a run must stop at a gate.
@@ -522,33 +521,6 @@ impl Engine {
             transient: status == RunStatus::Failed && state.transient,
         })
     }
-}
-
-/// A playbook locator rendered for the browser: templates filled in (CSS-escaped in
-/// selectors), the channel's test id attribute applied.
-pub fn render_find(
-    locator: &Locator,
-    inputs: &Inputs,
-    testid_attribute: &str,
-) -> Result<Find, TemplateError> {
-    Ok(Find {
-        spec: locator.render(inputs, testid_attribute)?,
-        display: locator.display(),
-    })
-}
-
-/// Inputs with secret values replaced.
-pub fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    inputs
-        .iter()
-        .map(|(k, v)| {
-            let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
-            (
-                k.clone(),
-                if secret { SECRET.to_owned() } else { v.clone() },
-            )
-        })
-        .collect()
 }
 
 impl<'a> RunState<'a> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::runner::SECRET;
+use crate::playbook::SECRET;
 
 /// A decoded write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

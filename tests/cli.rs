@@ -493,7 +493,7 @@ fn each_malformed_playbook_fails_check_at_its_line_and_column_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("clerk.toml"),
-        clerk::demo::demo_config(8931, "ops"),
+        clerk::sample::demo_config(8931, "ops"),
     )
     .unwrap();
     for (name, body, line, col, message) in CASES {
@@ -522,7 +522,7 @@ fn shipped_playbooks_pass_check_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("clerk.toml"),
-        clerk::demo::demo_config(8931, "ops"),
+        clerk::sample::demo_config(8931, "ops"),
     )
     .unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
@@ -663,7 +663,7 @@ fn non_operator_is_refused_with_exit_3_and_a_record() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("clerk.toml"),
-        clerk::demo::demo_config(8931, "ops"),
+        clerk::sample::demo_config(8931, "ops"),
     )
     .unwrap();
     let playbook =

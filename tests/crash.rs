@@ -51,8 +51,11 @@ impl Setup {
             .tempdir()
             .expect("tmp dir");
         let config_path = data.path().join("clerk.toml");
-        std::fs::write(&config_path, clerk::demo::demo_config(center.port(), "ops"))
-            .expect("write clerk.toml");
+        std::fs::write(
+            &config_path,
+            clerk::sample::demo_config(center.port(), "ops"),
+        )
+        .expect("write clerk.toml");
         let config = Config::load(&config_path).expect("demo config loads");
         let session_path = config
             .channel("sample")

@@ -159,7 +159,7 @@ async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
     let id = draft.approval_id.clone().expect("drafted");
     approval::decide(&world.engine, &id, "carol", true, None).unwrap();
 
-    let text = clerk::demo::demo_config(world.center.port(), "ops").replace(
+    let text = clerk::sample::demo_config(world.center.port(), "ops").replace(
         r#"modes = ["read_only", "draft", "submit", "login"]"#,
         r#"modes = ["read_only", "draft"]"#,
     );

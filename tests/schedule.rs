@@ -18,7 +18,7 @@ impl Data {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("clerk.toml"),
-            clerk::demo::demo_config(8931, "ops"),
+            clerk::sample::demo_config(8931, "ops"),
         )
         .unwrap();
         Data { dir }

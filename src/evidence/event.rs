@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Identifies one run (`r-YYYYMMDDTHHMMSSZ-xxxxxxxx`).
@@ -320,4 +321,14 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// A new run id: time plus randomness from the OS.
+pub fn new_run_id(now: DateTime<Utc>) -> String {
+    let mut buf = [0u8; 4];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .map(|_| u32::from_be_bytes(buf))
+        .unwrap_or_else(|_| now.timestamp_subsec_nanos() ^ std::process::id());
+    format!("r-{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), random)
 }

@@ -37,7 +37,7 @@ pub mod verify;
 
 #[doc(hidden)]
 pub use commit::{AppendTrace, CommitStats};
-pub use event::{Event, RunId};
+pub use event::{new_run_id, Event, RunId};
 pub use query::{
     parse_since, timestamp, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter,
     RunSummary, RunTable, StepView,

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::template::{Template, TemplateError, TemplatePart};
 use super::Inputs;
+use crate::browser::Find;
 
 /// Where an element is, as a playbook says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +239,19 @@ pub const ARIA_ROLES: &[&str] = &[
     "treegrid",
     "treeitem",
 ];
+
+/// A playbook locator rendered for the browser: templates filled in (CSS-escaped in
+/// selectors), the channel's test id attribute applied.
+pub fn render_find(
+    locator: &Locator,
+    inputs: &Inputs,
+    testid_attribute: &str,
+) -> Result<Find, TemplateError> {
+    Ok(Find {
+        spec: locator.render(inputs, testid_attribute)?,
+        display: locator.display(),
+    })
+}
 
 #[cfg(test)]
 mod tests {

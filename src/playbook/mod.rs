@@ -9,13 +9,14 @@
 //! Nothing here touches a browser, the network or the evidence store.
 
 mod diag;
+pub mod embedded;
 mod locator;
 mod raw;
 mod template;
 mod validate;
 
 pub use diag::{Diagnostic, Diagnostics};
-pub use locator::{Locator, LocatorKind, ARIA_ROLES};
+pub use locator::{render_find, Locator, LocatorKind, ARIA_ROLES};
 pub use template::{css_escape, Template, TemplateError, TemplatePart};
 pub use validate::check_files;
 
@@ -25,36 +26,23 @@ use std::time::Duration;
 
 use crate::channel::Config;
 
-/// The rung of the safety ladder a playbook runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Lookups and screenshots; the network guard fails every write.
-    ReadOnly,
-    /// Forms are filled but never submitted; the filled form is queued for review.
-    Draft,
-    /// A `submit` step runs only with a stored, matching, unused approval.
-    Submit,
-    /// Writes a channel's session file from a login form; secrets come from the environment.
-    Login,
-}
+pub use crate::channel::Mode;
 
-impl Mode {
-    /// The name used in YAML, TOML and records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::ReadOnly => "read_only",
-            Mode::Draft => "draft",
-            Mode::Submit => "submit",
-            Mode::Login => "login",
-        }
-    }
-}
+/// Placeholder stored instead of a secret value.
+pub const SECRET: &str = "<secret>";
 
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// Inputs with secret values replaced.
+pub fn redact(playbook: &Playbook, inputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    inputs
+        .iter()
+        .map(|(k, v)| {
+            let secret = playbook.inputs.iter().any(|i| i.name == *k && i.secret);
+            (
+                k.clone(),
+                if secret { SECRET.to_owned() } else { v.clone() },
+            )
+        })
+        .collect()
 }
 
 /// A validated playbook, ready to run.

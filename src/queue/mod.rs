@@ -37,6 +37,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use crate::channel::{parse_duration, Config};
 use serde::{Deserialize, Serialize};
 
 /// Identifier of a queued job: assigned by the queue, increasing in enqueue order (a
@@ -367,6 +369,38 @@ impl Backoff {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The queue limits the config asks for: `pages` at once, each channel's `max_pages` and
+/// `min_interval`.
+pub fn limits_for(config: &Config, pages: usize) -> QueueLimits {
+    QueueLimits {
+        global: pages.max(1),
+        channel_default: ChannelLimits::default(),
+        channels: config
+            .channels
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    ChannelLimits {
+                        concurrent: c.max_pages.max(1),
+                        min_interval: c.min_interval(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The retry backoff the config asks for.
+pub fn backoff_for(config: &Config) -> Backoff {
+    let s = &config.serve;
+    Backoff {
+        base: parse_duration(&s.retry_base).unwrap_or(Duration::from_secs(30)),
+        max: parse_duration(&s.retry_max).unwrap_or(Duration::from_secs(3600)),
+        jitter_percent: 20,
+    }
 }
 
 /// Errors of the queue.

@@ -14,6 +14,7 @@
 //!
 //! Routes and their element ids are a contract with the playbooks; see [`pages`].
 
+mod config;
 mod data;
 mod form;
 mod pages;
@@ -21,6 +22,7 @@ mod probe;
 mod session;
 mod spa;
 
+pub use config::{demo_config, DEMO_CONFIG_MARKER};
 pub use data::{format_cny, order, orders, Item, Order, TrackingEvent, ORDER_COUNT, STATUSES};
 pub use pages::SHOP_NAME;
 pub use session::{COOKIE_NAME, DEFAULT_SECRET, LOGIN_SESSION_SECS, USERS};

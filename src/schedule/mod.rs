@@ -299,7 +299,7 @@ impl Schedule {
     ) -> Result<Playbook, ScheduleError> {
         let result = match &self.playbook_file {
             Some(file) => crate::playbook::load(file, config),
-            None => crate::demo::find_playbook(data_dir, &self.playbook, config),
+            None => crate::playbook::embedded::find_playbook(data_dir, &self.playbook, config),
         };
         result.map_err(|d| ScheduleError::Playbook {
             playbook: self.playbook.clone(),
@@ -673,7 +673,7 @@ pub fn prepare(
     };
     let loaded = match &playbook_file {
         Some(file) => crate::playbook::load(file, Some(config)),
-        None => crate::demo::find_playbook(data_dir, &request.playbook, Some(config)),
+        None => crate::playbook::embedded::find_playbook(data_dir, &request.playbook, Some(config)),
     }
     .map_err(|d| ScheduleError::Playbook {
         playbook: request.playbook.clone(),

@@ -177,7 +177,7 @@ async fn enqueue_runs(State(d): D, Json(body): Json<EnqueueRuns>) -> ApiResult {
     let playbook = if path.is_absolute() {
         crate::playbook::load(path, config)
     } else {
-        crate::demo::find_playbook(&d.engine.data_dir, &body.playbook, config)
+        crate::playbook::embedded::find_playbook(&d.engine.data_dir, &body.playbook, config)
     }
     .map_err(|diag| bad(diag.to_string()))?;
     let rows = if body.rows.is_empty() {

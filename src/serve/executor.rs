@@ -23,7 +23,8 @@ use super::{Daemon, InFlight};
 use crate::evidence::Event;
 use crate::playbook::Playbook;
 use crate::queue::{Claim, Disposition, Failure, JobId, Outcome};
-use crate::runner::{new_run_id, RunReport, RunRequest, RunStatus};
+use crate::evidence::new_run_id;
+use crate::runner::{RunReport, RunRequest, RunStatus};
 
 /// One worker: claims and runs jobs until the daemon stops.
 pub(super) async fn worker(d: Arc<Daemon>, n: usize) {
@@ -61,7 +62,7 @@ fn load_playbook(d: &Daemon, playbook: &str) -> Result<Playbook, String> {
     {
         crate::playbook::load(path, config)
     } else {
-        crate::demo::find_playbook(&d.engine.data_dir, playbook, config)
+        crate::playbook::embedded::find_playbook(&d.engine.data_dir, playbook, config)
     };
     loaded.map_err(|diag| diag.to_string())
 }
@@ -98,7 +99,7 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
     for name in playbook.secret_inputs() {
         let missing = inputs
             .get(name)
-            .is_none_or(|v| v.is_empty() || v == crate::runner::SECRET);
+            .is_none_or(|v| v.is_empty() || v == crate::playbook::SECRET);
         if missing {
             if let Ok(v) = std::env::var(format!("CLERK_SECRET_{}", name.to_ascii_uppercase())) {
                 inputs.insert(name.to_owned(), v);

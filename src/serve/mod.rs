@@ -31,9 +31,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::channel::{parse_duration, Config};
 use crate::instance::{self, Instance, InstanceError};
-use crate::queue::{
-    Backoff, ChannelLimits, Claim, EmbeddedQueue, JobId, QueueError, QueueLimits, RunQueue,
-};
+use crate::queue::{Claim, EmbeddedQueue, JobId, QueueError, RunQueue};
 use crate::runner::Engine;
 
 /// How the daemon runs (from the config's `[serve]` table, see [`ServeOptions::from_config`]).
@@ -79,38 +77,6 @@ impl ServeOptions {
             max_attempts: s.max_attempts.max(1),
             run_scheduler: true,
         }
-    }
-}
-
-/// The queue limits the config asks for: `pages` at once, each channel's `max_pages` and
-/// `min_interval`.
-pub fn queue_limits(config: &Config, pages: usize) -> QueueLimits {
-    QueueLimits {
-        global: pages.max(1),
-        channel_default: ChannelLimits::default(),
-        channels: config
-            .channels
-            .iter()
-            .map(|c| {
-                (
-                    c.id.clone(),
-                    ChannelLimits {
-                        concurrent: c.max_pages.max(1),
-                        min_interval: c.min_interval(),
-                    },
-                )
-            })
-            .collect(),
-    }
-}
-
-/// The retry backoff the config asks for.
-pub fn backoff(config: &Config) -> Backoff {
-    let s = &config.serve;
-    Backoff {
-        base: parse_duration(&s.retry_base).unwrap_or(Duration::from_secs(30)),
-        max: parse_duration(&s.retry_max).unwrap_or(Duration::from_secs(3600)),
-        jitter_percent: 20,
     }
 }
 
@@ -239,11 +205,11 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
     let data_dir = engine.data_dir.clone();
     let started_at = (engine.clock)();
     let mut claimed = instance::claim(&data_dir, crate::evidence::timestamp(started_at))?;
-    let limits = queue_limits(&engine.config, opts.pages);
+    let limits = crate::queue::limits_for(&engine.config, opts.pages);
     let queue: Arc<dyn RunQueue> = Arc::new(EmbeddedQueue::open(
         &data_dir,
         limits,
-        backoff(&engine.config),
+        crate::queue::backoff_for(&engine.config),
     )?);
     let worker_prefix = format!("{}/serve/", host_name());
     // We hold the data directory: claims of any earlier daemon on it are dead.
@@ -346,15 +312,32 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
     })
 }
 
-/// Runs the daemon until SIGTERM or Ctrl-C.
+/// Runs the daemon in the foreground until SIGTERM or Ctrl-C (`clerk serve`).
 pub async fn serve(engine: Engine, opts: ServeOptions) -> Result<ServeSummary, ServeError> {
+    let data_dir = engine.data_dir.clone();
     let running = start(engine, opts).await?;
+    eprintln!(
+        "clerk serve: data directory {}, API on http://{}, pid {} (SIGTERM or Ctrl-C stops it)",
+        data_dir.display(),
+        running.addr,
+        std::process::id()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ServeError::Api(format!("cannot listen for SIGTERM: {e}")))?;
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C"),
+        _ = term.recv() => eprintln!("clerk serve: SIGTERM, shutting down"),
+        _ = tokio::signal::ctrl_c() => eprintln!("clerk serve: Ctrl-C, shutting down"),
     }
     running.shutdown();
-    running.wait().await
+    let summary = running.wait().await?;
+    if !summary.interrupted.is_empty() {
+        eprintln!(
+            "clerk serve: {} run(s) did not finish in time: marked interrupted and queued \
+             again (jobs {:?})",
+            summary.interrupted.len(),
+            summary.interrupted.iter().map(|j| j.0).collect::<Vec<_>>()
+        );
+    }
+    eprintln!("clerk serve: stopped");
+    Ok(summary)
 }

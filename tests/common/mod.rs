@@ -40,7 +40,7 @@ impl World {
         let config_path = dir.path().join("clerk.toml");
         std::fs::write(
             &config_path,
-            edit(clerk::demo::demo_config(center.port(), "ops")),
+            edit(clerk::sample::demo_config(center.port(), "ops")),
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
@@ -153,7 +153,7 @@ impl World {
 
 /// An embedded playbook.
 pub fn playbook(name: &str) -> Arc<Playbook> {
-    Arc::new(clerk::demo::embedded(name, None).unwrap_or_else(|d| panic!("{d}")))
+    Arc::new(clerk::playbook::embedded::embedded(name, None).unwrap_or_else(|d| panic!("{d}")))
 }
 
 /// The clerk binary built for this test run.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
-use crate::cli::{current_user, engine, exit, load_config, Cli, QueueCommand};
+use super::args::{Cli, QueueCommand};
+use super::common::{current_user, exit, load_config, Exit};
 use crate::instance::{self, Instance};
 use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
 
@@ -134,47 +135,10 @@ pub async fn blocking<T: Send + 'static>(
         .context("client task failed")?
 }
 
-/// `clerk serve`.
-pub async fn serve(cli: &Cli, port: Option<u16>) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
-    let opts = crate::serve::ServeOptions::from_config(&config, port);
-    let pool = crate::browser::PoolConfig {
-        browsers: config.serve.browsers.max(1),
-        ..crate::browser::PoolConfig::default()
-    };
-    let engine = engine(cli)?.with_pool(pool);
-    let running = crate::serve::start(engine, opts)
-        .await
-        .map_err(|e| exit(2, e.to_string()))?;
-    eprintln!(
-        "clerk serve: data directory {}, API on http://{}, pid {} (SIGTERM or Ctrl-C stops it)",
-        cli.data_dir.display(),
-        running.addr,
-        std::process::id()
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => eprintln!("clerk serve: SIGTERM, shutting down"),
-        _ = tokio::signal::ctrl_c() => eprintln!("clerk serve: Ctrl-C, shutting down"),
-    }
-    running.shutdown();
-    let summary = running.wait().await.map_err(|e| exit(1, e.to_string()))?;
-    if !summary.interrupted.is_empty() {
-        eprintln!(
-            "clerk serve: {} run(s) did not finish in time; marked interrupted and queued again: jobs {:?}",
-            summary.interrupted.len(),
-            summary.interrupted.iter().map(|j| j.0).collect::<Vec<_>>()
-        );
-    }
-    eprintln!("clerk serve: stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
 fn open_queue(cli: &Cli) -> anyhow::Result<EmbeddedQueue> {
     let config = load_config(cli)?;
-    let limits = crate::serve::queue_limits(&config, config.serve.pages);
-    EmbeddedQueue::open(&cli.data_dir, limits, crate::serve::backoff(&config))
+    let limits = crate::queue::limits_for(&config, config.serve.pages);
+    EmbeddedQueue::open(&cli.data_dir, limits, crate::queue::backoff_for(&config))
         .map_err(|e| exit(1, e.to_string()))
 }
 
@@ -513,7 +477,7 @@ pub async fn decide_via(
     let body = json!({ "user": reviewer, "approve": approve, "note": note });
     let v = daemon_call(&d, move |d| d.post(&path, body))
         .await
-        .map_err(|e| match e.downcast::<crate::cli::Exit>() {
+        .map_err(|e| match e.downcast::<Exit>() {
             Ok(x) if x.code == 3 => exit(3, format!("refused: {}", x.message)),
             Ok(x) => x.into(),
             Err(e) => e,

@@ -6,7 +6,7 @@
 //! drafts one refund that waits for a reviewer.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,102 +15,16 @@ use anyhow::Context as _;
 
 use crate::batch::{self, BatchOptions};
 use crate::channel::Config;
-use crate::cli::{current_user, Cli, DemoArgs, Exit};
-use crate::playbook::{self, Diagnostics, Playbook};
+use crate::cli::args::{Cli, DemoArgs};
+use crate::cli::common::{current_user, engine, Exit};
+use crate::playbook::embedded::embedded;
 use crate::runner::{RunRequest, RunStatus};
-use crate::sample::{SampleCenter, SampleOptions};
-
-/// Playbooks compiled into clerk, so the demo and `clerk submit` work from any directory.
-pub const EMBEDDED: &[(&str, &[u8])] = &[
-    (
-        "order-lookup",
-        include_bytes!("../playbooks/order-lookup.yaml"),
-    ),
-    (
-        "logistics-screenshot",
-        include_bytes!("../playbooks/logistics-screenshot.yaml"),
-    ),
-    (
-        "refund-draft",
-        include_bytes!("../playbooks/refund-draft.yaml"),
-    ),
-    ("order-note", include_bytes!("../playbooks/order-note.yaml")),
-    ("login", include_bytes!("../playbooks/login.yaml")),
-    (
-        "spa-order-lookup",
-        include_bytes!("../playbooks/spa-order-lookup.yaml"),
-    ),
-    ("spa-refund", include_bytes!("../playbooks/spa-refund.yaml")),
-];
-
-/// First line of a config the demo wrote (and may therefore rewrite).
-const MARKER: &str = "# written by `clerk demo`";
-
-/// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory or the current
-/// directory, else the embedded copy.
-pub fn find_playbook(
-    data_dir: &Path,
-    name: &str,
-    config: Option<&Config>,
-) -> Result<Playbook, Diagnostics> {
-    for dir in [data_dir.join("playbooks"), PathBuf::from("playbooks")] {
-        let p = dir.join(format!("{name}.yaml"));
-        if p.is_file() {
-            return playbook::load(&p, config);
-        }
-    }
-    embedded(name, config)
-}
-
-/// An embedded playbook by name.
-pub fn embedded(name: &str, config: Option<&Config>) -> Result<Playbook, Diagnostics> {
-    let path = PathBuf::from(format!("playbooks/{name}.yaml"));
-    match EMBEDDED.iter().find(|(n, _)| *n == name) {
-        Some((_, bytes)) => playbook::parse(&path, bytes, config),
-        None => Err(Diagnostics::io(
-            &path,
-            &std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such playbook (embedded or in playbooks/)",
-            ),
-        )),
-    }
-}
-
-/// The channel config the demo uses for a sample seller center on `port`.
-pub fn demo_config(port: u16, operator: &str) -> String {
-    let mut operators = vec!["ops".to_owned(), "alice".to_owned()];
-    if !operators.iter().any(|o| o == operator) {
-        operators.push(operator.to_owned());
-    }
-    format!(
-        r##"{MARKER}
-# Channels clerk may work in. See README.md for every key.
-
-[[channel]]
-id = "sample"
-base_url = "http://127.0.0.1:{port}/"
-# The chat widget is served from another site (localhost) in its own process.
-allowed_origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
-owner = "ops-lead"
-operators = {operators:?}
-reviewers = ["carol"]
-modes = ["read_only", "draft", "submit", "login"]
-session = "sessions/sample.json"
-logged_in_check = {{ url = "/account", selector = "#account-user" }}
-# Landing on a login page at any step means the session has expired.
-login_url = ["/login**", "/app/#/login**"]
-# The single-page app sends a request id and a client timestamp with every write.
-volatile_fields = ["requestId", "clientTs"]
-approval_ttl_hours = 24
-"##
-    )
-}
+use crate::sample::{demo_config, SampleCenter, SampleOptions, DEMO_CONFIG_MARKER};
 
 /// Writes the demo config unless a config that the demo did not write is in the way.
 fn write_config(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Ok(existing) = std::fs::read_to_string(path) {
-        if !existing.starts_with(MARKER) {
+        if !existing.starts_with(DEMO_CONFIG_MARKER) {
             return Err(Exit {
                 code: 2,
                 message: format!(
@@ -189,7 +103,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         channel.session_path(&data_dir).display()
     );
 
-    let engine = crate::cli::engine(cli)?.with_pool(args.pool.config());
+    let engine = engine(cli)?.with_pool(args.pool.config());
     let lookup =
         Arc::new(embedded("order-lookup", Some(&config)).map_err(|d| anyhow::anyhow!("{d}"))?);
     let logistics = Arc::new(

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::cli::{current_user, exit, load_config, Cli, ScheduleAddArgs, ScheduleCommand};
+use crate::cli::args::{Cli, ScheduleAddArgs, ScheduleCommand};
+use crate::cli::common::{current_user, exit, load_config};
 use crate::evidence::Store;
 use crate::schedule::{
     self, local, AddRequest, InputsSpec, InputsView, Schedule, ScheduleError, ScheduleView,
@@ -25,7 +26,7 @@ fn fail(e: ScheduleError) -> anyhow::Error {
 /// Runs a `clerk schedule` subcommand.
 pub fn run(cli: &Cli, command: &ScheduleCommand) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
-    if let Some(d) = crate::cli_serve::Daemon::find(cli) {
+    if let Some(d) = super::daemon::Daemon::find(cli) {
         if let Some(code) = via_daemon(cli, &d, command)? {
             return Ok(code);
         }
@@ -87,7 +88,7 @@ pub fn run(cli: &Cli, command: &ScheduleCommand) -> anyhow::Result<ExitCode> {
 /// The state-changing subcommands, sent to a running daemon (`None`: not one of them).
 fn via_daemon(
     cli: &Cli,
-    d: &crate::cli_serve::Daemon,
+    d: &super::daemon::Daemon,
     command: &ScheduleCommand,
 ) -> anyhow::Result<Option<ExitCode>> {
     use serde_json::json;
@@ -116,12 +117,12 @@ fn via_daemon(
                     "jobs": args.jobs, "user": user,
                 }),
             )?;
-            let view: ScheduleView = serde_json::from_value(v).context("the daemon's answer")?;
             println!(
-                "schedule {} added: {}; next firing {}",
-                view.name,
-                view.trigger_text,
-                view.next_firing_local.as_deref().unwrap_or("none")
+                "schedule {} added; next firing {}",
+                v.get("name").and_then(serde_json::Value::as_str).unwrap_or(""),
+                v.get("next_firing_local")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("none")
             );
             Ok(Some(ExitCode::SUCCESS))
         }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::approval::{self, Approval};
-use crate::cli::{
-    current_user, engine, exit, status_code, ApprovalsCommand, Cli, RunsCommand, VerifyArgs,
-};
+use crate::cli::args::{ApprovalsCommand, Cli, RunsCommand, VerifyArgs};
+use crate::cli::common::{current_user, engine, exit, status_code};
 use crate::evidence::{self, verify::Scope, RunFilter, Store};
 use crate::playbook;
 use crate::runner::{RunRequest, RunStatus};
@@ -326,7 +325,7 @@ pub async fn submit(
     let a = approval::load(&engine, id).map_err(|e| exit(2, e.to_string()))?;
     let pb = match playbook_path {
         Some(p) => playbook::load(p, Some(&engine.config)),
-        None => crate::demo::find_playbook(
+        None => crate::playbook::embedded::find_playbook(
             &cli.data_dir,
             &a.request.content.playbook,
             Some(&engine.config),
@@ -335,7 +334,7 @@ pub async fn submit(
     .map_err(|d| exit(2, d.to_string()))?;
     let mut inputs = approval::inputs_of(&a);
     for name in pb.secret_inputs() {
-        if inputs.get(name).map(String::as_str) == Some(crate::runner::SECRET) {
+        if inputs.get(name).map(String::as_str) == Some(crate::playbook::SECRET) {
             let var = format!("CLERK_SECRET_{}", name.to_ascii_uppercase());
             match std::env::var(&var) {
                 Ok(v) => {

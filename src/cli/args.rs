@@ -1,0 +1,326 @@
+//! The clap definitions of the command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::browser::PoolConfig;
+
+/// clerk: back-office agent for e-commerce service teams.
+#[derive(Debug, Parser)]
+#[command(name = "clerk", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory: config, sessions, screenshots/, journal, index.
+    #[arg(long, global = true, env = "CLERK_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Config file (default: clerk.toml in the data directory).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Who is running clerk (default: the OS user).
+    #[arg(long = "as", global = true, env = "CLERK_USER")]
+    pub user: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the sample seller center, look up 20 orders read-only, draft one refund.
+    Demo(DemoArgs),
+    /// Validate playbooks without a browser.
+    Check {
+        /// Playbook files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one or more playbooks, once or for every row of an inputs file.
+    Run(RunArgs),
+    /// Write a channel's session by running a login playbook (secrets from the environment).
+    Login {
+        channel: String,
+        #[arg(long)]
+        playbook: PathBuf,
+    },
+    /// Runs recorded in the evidence store.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Verify screenshots, the hash chain and the index (or an exported bundle).
+    Verify(VerifyArgs),
+    /// Export a self-contained bundle for auditors.
+    Export {
+        #[arg(long, conflicts_with = "case", required_unless_present = "case")]
+        run: Option<String>,
+        #[arg(long)]
+        case: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rebuild the index from the journal and the screenshot files.
+    Reindex,
+    /// Approval requests created by drafts.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// Approve a pending draft (as a reviewer of its channel, not its requester).
+    Approve {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reject a pending draft, saying why.
+    Reject {
+        id: String,
+        #[arg(long, required = true)]
+        note: String,
+    },
+    /// Execute an approved draft: fill again, check the draft hash, submit exactly once.
+    Submit {
+        id: String,
+        /// Playbook file (default: playbooks/NAME.yaml, else the embedded one).
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Schedules: playbooks that run by themselves (fired by `clerk serve`).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Run the daemon: scheduler, run queue, browser pool and the API on 127.0.0.1.
+    Serve {
+        /// API port (default: `[serve] port` in the config, else 7878; 0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The daemon, the pool, the queue per channel, and what is paused.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run queue: list, show, retry or drop jobs; resume a channel's queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Jobs in the queue (all, or one state: queued, claimed, done, dead, dropped).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job, with its attempts, lease, last error, outcome.
+    Show {
+        job: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a dead-lettered job again, with a fresh count of attempts.
+    Retry { job: u64 },
+    /// Drop a queued or dead-lettered job for good.
+    Drop { job: u64 },
+    /// Let a channel's queue run again (after re-authorizing an expired session).
+    Resume { channel: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule (validates the playbook, the trigger and the inputs first).
+    Add(ScheduleAddArgs),
+    /// List schedules: trigger, time zone, next firing, paused, last firing.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one schedule.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a schedule from firing until it is resumed.
+    Pause {
+        name: String,
+        /// Why (recorded).
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Let a paused schedule fire again, from the next slot on.
+    Resume { name: String },
+    /// Remove a schedule (its records stay; the name may be used again).
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("trigger").required(true).args(["cron", "every"])))]
+pub struct ScheduleAddArgs {
+    /// Unique name: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Playbook file, or the name of a playbook (playbooks/NAME.yaml or an embedded one).
+    #[arg(long)]
+    pub playbook: String,
+    /// Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+    /// seconds first, evaluated in --tz.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// Fixed interval: 90s, 30m, 2h, 1d (at least 1m; counted from the Unix epoch in UTC).
+    #[arg(long)]
+    pub every: Option<String>,
+    /// IANA time zone of the cron expression (default UTC).
+    #[arg(long, conflicts_with = "every")]
+    pub tz: Option<String>,
+    /// One run per row at each firing: .csv with a header row, or .jsonl (read at each firing).
+    #[arg(long, conflicts_with = "inputs_from_url")]
+    pub inputs: Option<PathBuf>,
+    /// Fetch the rows from this URL at each firing (.csv or .jsonl content).
+    #[arg(long)]
+    pub inputs_from_url: Option<String>,
+    /// Input whose value becomes each run's case reference.
+    #[arg(long)]
+    pub case_from: Option<String>,
+    /// Runs of one firing at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port of the sample seller center (0 picks a free one).
+    #[arg(long, default_value_t = 8931)]
+    pub port: u16,
+    /// Orders to look up.
+    #[arg(long, default_value_t = 20)]
+    pub orders: usize,
+    /// Runs (pages) at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How runs share browsers (see the README, "Browsers and isolation").
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// `run`: a fresh browser context per run; `batch`: consecutive successful read-only
+    /// runs of the same channel, playbook, operator and session reuse one (warm page and
+    /// cache, shared site cookies).
+    #[arg(long, default_value = "batch", value_parser = ["run", "batch"])]
+    pub isolation: String,
+    /// Chromium processes at most (runs beyond that share them, one context each).
+    #[arg(long, default_value_t = 1)]
+    pub browsers: usize,
+    /// A Chromium is replaced after this many runs.
+    #[arg(long, default_value_t = 200)]
+    pub recycle_after: u32,
+}
+
+impl PoolArgs {
+    pub fn config(&self) -> PoolConfig {
+        PoolConfig {
+            browsers: self.browsers.max(1),
+            recycle_after: self.recycle_after.max(1),
+            isolation: self.isolation.parse().unwrap_or_default(),
+            ..PoolConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Playbook files.
+    #[arg(required = true)]
+    pub playbooks: Vec<PathBuf>,
+    /// An input value, NAME=VALUE (repeatable).
+    #[arg(long = "input", short = 'i')]
+    pub input: Vec<String>,
+    /// One run per row: .csv with a header row, or .jsonl.
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// Runs (pages) at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Service case or ticket the evidence is for.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Print machine-readable results.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs.
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        case: Option<String>,
+        /// RFC 3339 time or YYYY-MM-DD.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: steps, fields, screenshots, blocked requests, approvals.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long, conflicts_with_all = ["case", "all", "bundle"])]
+    pub run: Option<String>,
+    #[arg(long, conflicts_with_all = ["all", "bundle"])]
+    pub case: Option<String>,
+    #[arg(long, conflicts_with = "bundle")]
+    pub all: bool,
+    /// Verify an exported bundle offline.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approval requests.
+    List {
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one approval request: values, screenshot, what will be submitted where.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,106 @@
+//! Helpers every CLI handler shares: exit codes, the acting user, the config, the engine.
+//!
+//! Exit codes: 0 success; 1 a run failed or verification found a problem; 2 invalid
+//! input (playbook, config, inputs file, usage); 3 refused (authorization, approvals);
+//! 4 a channel's session is missing or expired.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::browser::LaunchOptions;
+use crate::channel::Config;
+use crate::cli::args::Cli;
+use crate::evidence::Store;
+use crate::playbook::{self, Playbook};
+use crate::runner::{Engine, RunStatus};
+
+/// An error with the exit code it deserves.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+/// An error that makes the process exit with `code`.
+pub fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The user clerk acts as.
+pub fn current_user(cli: &Cli) -> String {
+    cli.user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(os_user)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The name of the effective OS user, from the password database.
+fn os_user() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy it at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    }
+}
+
+pub fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .unwrap_or_else(|| cli.data_dir.join("clerk.toml"))
+}
+
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Config::load(&config_path(cli)).map_err(|e| exit(2, e.to_string()))
+}
+
+/// Opens the store and the engine for commands that run browsers or decide approvals.
+pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
+    let config = load_config(cli)?;
+    let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let launch = LaunchOptions::detect().map_err(|e| exit(2, e.to_string()))?;
+    Ok(Engine::new(cli.data_dir.clone(), config, store, launch))
+}
+
+pub fn load_playbook(path: &Path, config: Option<&Config>) -> anyhow::Result<Arc<Playbook>> {
+    playbook::load(path, config)
+        .map(Arc::new)
+        .map_err(|d| exit(2, d.to_string()))
+}
+
+/// Parses `NAME=VALUE` pairs.
+pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| exit(2, format!("--input {p:?}: expected NAME=VALUE")))?;
+        out.insert(k.trim().to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// The exit code a run's outcome maps to.
+pub fn status_code(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Ok | RunStatus::Drafted => 0,
+        RunStatus::Failed => 1,
+        RunStatus::Refused => 3,
+        RunStatus::SessionExpired => 4,
+    }
+}

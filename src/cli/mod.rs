@@ -1,0 +1,216 @@
+//! The command line: dispatch of the parsed command (definitions in `args`, shared helpers
+//! in `common`, handlers in `demo`, `report` and `schedule`). Front-end code only:
+//! every rule (authorization, gates, recording) lives in the engine.
+//!
+//! Exit codes: see `common`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::batch::{self, BatchOptions};
+use crate::channel::Config;
+use crate::playbook;
+use crate::runner::{RunRequest, RunStatus};
+
+pub mod args;
+pub mod common;
+pub mod daemon;
+pub mod demo;
+pub mod report;
+pub mod schedule;
+
+pub use args::{
+    ApprovalsCommand, Cli, Command, DemoArgs, PoolArgs, QueueCommand, RunArgs, RunsCommand,
+    ScheduleAddArgs, ScheduleCommand, VerifyArgs,
+};
+use common::{config_path, exit, load_playbook, parse_pairs, status_code};
+pub use common::{current_user, engine, Exit};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Demo(args) => demo::run(&cli, args).await,
+        Command::Check { files } => {
+            let config = Config::load(&config_path(&cli)).ok();
+            let diags = playbook::check_files(files, config.as_ref());
+            if diags.is_empty() {
+                println!("{} playbook(s) ok", files.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                eprintln!("{} problem(s) found", diags.len());
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Run(args) => {
+            if let Some(d) = daemon::Daemon::find(&cli) {
+                return run_via_daemon(&cli, &d, args).await;
+            }
+            let engine = engine(&cli)?.with_pool(args.pool.config());
+            let playbooks = args
+                .playbooks
+                .iter()
+                .map(|p| load_playbook(p, Some(&engine.config)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let base = parse_pairs(&args.input)?;
+            let rows = match &args.inputs {
+                Some(path) => batch::read_rows(path)
+                    .map_err(|e| exit(2, e.to_string()))?
+                    .into_iter()
+                    .map(|mut r| {
+                        for (k, v) in &base {
+                            r.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                        r
+                    })
+                    .collect(),
+                None => vec![base],
+            };
+            let opts = BatchOptions {
+                jobs: args.jobs,
+                operator: current_user(&cli),
+                case_ref: args.case.clone(),
+                progress: !args.json,
+            };
+            let report = batch::run_batch(&engine, &playbooks, rows, &opts).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", batch::render(&report));
+            }
+            let code = report
+                .runs
+                .iter()
+                .map(|r| status_code(r.status))
+                .max()
+                .unwrap_or(0);
+            Ok(ExitCode::from(code))
+        }
+        Command::Login {
+            channel,
+            playbook: path,
+        } => {
+            let engine = engine(&cli)?;
+            let pb = load_playbook(path, Some(&engine.config))?;
+            if pb.mode != crate::playbook::Mode::Login {
+                bail!(exit(
+                    2,
+                    format!(
+                        "{} is not a login playbook (mode: {})",
+                        path.display(),
+                        pb.mode
+                    )
+                ));
+            }
+            if pb.channel != *channel {
+                bail!(exit(
+                    2,
+                    format!(
+                        "{} logs into channel `{}`, not `{channel}`",
+                        path.display(),
+                        pb.channel
+                    )
+                ));
+            }
+            let report = engine
+                .run(RunRequest {
+                    playbook: pb,
+                    inputs: BTreeMap::new(),
+                    operator: current_user(&cli),
+                    case_ref: None,
+                    batch_id: None,
+                    approval: None,
+                })
+                .await?;
+            match report.status {
+                RunStatus::Ok => {
+                    println!("session for channel {channel} saved");
+                    Ok(ExitCode::SUCCESS)
+                }
+                s => {
+                    eprintln!("login failed: {}", report.error.unwrap_or_default());
+                    Ok(ExitCode::from(status_code(s)))
+                }
+            }
+        }
+        Command::Runs { command } => report::runs(&cli, command),
+        Command::Verify(args) => report::verify(&cli, args),
+        Command::Export { run, case, out } => report::export(&cli, run.clone(), case.clone(), out),
+        Command::Reindex => report::reindex(&cli),
+        Command::Approvals { command } => report::approvals(&cli, command),
+        Command::Approve { id, note } if daemon::Daemon::find(&cli).is_some() => {
+            daemon::decide_via(&cli, id, true, note.clone()).await
+        }
+        Command::Reject { id, note } if daemon::Daemon::find(&cli).is_some() => {
+            daemon::decide_via(&cli, id, false, Some(note.clone())).await
+        }
+        Command::Approve { id, note } => report::decide(&cli, id, true, note.clone()),
+        Command::Reject { id, note } => report::decide(&cli, id, false, Some(note.clone())),
+        Command::Submit { id, playbook, json } => {
+            if let Some(d) = daemon::Daemon::find(&cli) {
+                return daemon::submit_via(&cli, &d, id, playbook.as_deref(), *json).await;
+            }
+            report::submit(&cli, id, playbook.as_deref(), *json).await
+        }
+        Command::Schedule { command } => schedule::run(&cli, command),
+        // Started by the binary (src/main.rs), which owns the signals: the CLI front end
+        // does not link the daemon.
+        Command::Serve { .. } => Err(exit(2, "clerk serve is started by the clerk binary")),
+        Command::Status { json } => daemon::status(&cli, *json).await,
+        Command::Queue { command } => daemon::queue(&cli, command).await,
+    }
+}
+
+/// `clerk run` while a daemon serves the data directory: the rows become queue jobs.
+async fn run_via_daemon(
+    cli: &Cli,
+    d: &daemon::Daemon,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let config = common::load_config(cli)?;
+    let mut playbooks = Vec::new();
+    for p in &args.playbooks {
+        let pb = load_playbook(p, Some(&config))?;
+        if let Some(name) = pb.secret_inputs().next() {
+            bail!(exit(
+                2,
+                format!(
+                    "{} takes secret input {name}: clerk serve does not queue secrets; give the \
+                     daemon CLERK_SECRET_{} or stop it to run here",
+                    p.display(),
+                    name.to_ascii_uppercase()
+                )
+            ));
+        }
+        let abs = std::path::absolute(p)
+            .map_err(|e| exit(2, format!("resolving {}: {e}", p.display())))?;
+        playbooks.push(abs.display().to_string());
+    }
+    let base = parse_pairs(&args.input)?;
+    let rows = match &args.inputs {
+        Some(path) => batch::read_rows(path)
+            .map_err(|e| exit(2, e.to_string()))?
+            .into_iter()
+            .map(|mut r| {
+                for (k, v) in &base {
+                    r.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                r
+            })
+            .collect(),
+        None => vec![base],
+    };
+    daemon::run_via(
+        d,
+        playbooks,
+        rows,
+        current_user(cli),
+        args.case.clone(),
+        args.json,
+    )
+    .await
+}

@@ -1,0 +1,67 @@
+//! Playbooks compiled into clerk, so the demo, `clerk submit` and schedules work from any
+//! directory, and how a playbook is found by name.
+
+use std::path::{Path, PathBuf};
+
+use crate::channel::Config;
+use crate::playbook::{self, Diagnostics, Playbook};
+
+/// Playbooks compiled into clerk, so the demo and `clerk submit` work from any directory.
+pub const EMBEDDED: &[(&str, &[u8])] = &[
+    (
+        "order-lookup",
+        include_bytes!("../../playbooks/order-lookup.yaml"),
+    ),
+    (
+        "logistics-screenshot",
+        include_bytes!("../../playbooks/logistics-screenshot.yaml"),
+    ),
+    (
+        "refund-draft",
+        include_bytes!("../../playbooks/refund-draft.yaml"),
+    ),
+    (
+        "order-note",
+        include_bytes!("../../playbooks/order-note.yaml"),
+    ),
+    ("login", include_bytes!("../../playbooks/login.yaml")),
+    (
+        "spa-order-lookup",
+        include_bytes!("../../playbooks/spa-order-lookup.yaml"),
+    ),
+    (
+        "spa-refund",
+        include_bytes!("../../playbooks/spa-refund.yaml"),
+    ),
+];
+
+/// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory or the current
+/// directory, else the embedded copy.
+pub fn find_playbook(
+    data_dir: &Path,
+    name: &str,
+    config: Option<&Config>,
+) -> Result<Playbook, Diagnostics> {
+    for dir in [data_dir.join("playbooks"), PathBuf::from("playbooks")] {
+        let p = dir.join(format!("{name}.yaml"));
+        if p.is_file() {
+            return playbook::load(&p, config);
+        }
+    }
+    embedded(name, config)
+}
+
+/// An embedded playbook by name.
+pub fn embedded(name: &str, config: Option<&Config>) -> Result<Playbook, Diagnostics> {
+    let path = PathBuf::from(format!("playbooks/{name}.yaml"));
+    match EMBEDDED.iter().find(|(n, _)| *n == name) {
+        Some((_, bytes)) => playbook::parse(&path, bytes, config),
+        None => Err(Diagnostics::io(
+            &path,
+            &std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such playbook (embedded or in playbooks/)",
+            ),
+        )),
+    }
+}
