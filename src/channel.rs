@@ -232,7 +232,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use ms, s, m or h)"
+            ))
+        }
     };
     match ms {
         Some(ms) if ms <= 366 * 86_400_000 => Ok(Duration::from_millis(ms)),

@@ -204,7 +204,11 @@ mod tests {
         drop(first);
         assert_eq!(discover(dir.path()), None);
         // A file left by a killed daemon (its lock is free) is not a daemon.
-        std::fs::write(dir.path().join(FILE), serde_json::to_string(&found).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            serde_json::to_string(&found).unwrap(),
+        )
+        .unwrap();
         assert_eq!(discover(dir.path()), None);
         let mut again = claim(dir.path(), "t".into()).unwrap();
         assert_ne!(again.publish(addr).unwrap().token, found.token);

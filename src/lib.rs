@@ -26,8 +26,8 @@ pub mod playbook;
 pub mod queue;
 pub mod runner;
 pub mod sample;
-pub mod serve;
 pub mod schedule;
+pub mod serve;
 pub mod url_pattern;
 pub mod write;
 

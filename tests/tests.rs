@@ -19,4 +19,5 @@ mod readonly;
 mod sample_center;
 mod sample_spa;
 mod schedule;
+mod serve;
 mod spa;

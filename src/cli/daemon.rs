@@ -94,7 +94,10 @@ impl Daemon {
         let mut done = BTreeMap::new();
         loop {
             let status = self.get("/api/status")?;
-            let paused = status.get("paused_channels").cloned().unwrap_or(Value::Null);
+            let paused = status
+                .get("paused_channels")
+                .cloned()
+                .unwrap_or(Value::Null);
             for id in ids {
                 if done.contains_key(id) {
                     continue;
@@ -164,14 +167,18 @@ fn print_jobs(jobs: &[Value]) {
                 .map(|st| {
                     format!(
                         "{st} {}",
-                        j.pointer("/outcome/run_id").and_then(Value::as_str).unwrap_or("")
+                        j.pointer("/outcome/run_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
                     )
                 })
                 .unwrap_or_default(),
-            "queued" | "waiting" => match (j.get("not_before").and_then(Value::as_str), s("last_error")) {
-                (Some(t), e) => format!("not before {t}; last: {e}"),
-                (None, e) => e,
-            },
+            "queued" | "waiting" => {
+                match (j.get("not_before").and_then(Value::as_str), s("last_error")) {
+                    (Some(t), e) => format!("not before {t}; last: {e}"),
+                    (None, e) => e,
+                }
+            }
             "claimed" => j
                 .pointer("/lease/worker")
                 .and_then(Value::as_str)
@@ -283,7 +290,10 @@ pub async fn queue(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode
                     r.map_err(|e| exit(2, e.to_string()))?;
                 }
             }
-            println!("job {job} {}", if retry { "queued again" } else { "dropped" });
+            println!(
+                "job {job} {}",
+                if retry { "queued again" } else { "dropped" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Resume { channel } => {
@@ -323,7 +333,10 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
             let q = open_queue(cli)?;
             let mut depth: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
             for j in q.list(&JobFilter::default())? {
-                if matches!(j.state, JobState::Queued | JobState::Claimed | JobState::Dead) {
+                if matches!(
+                    j.state,
+                    JobState::Queued | JobState::Claimed | JobState::Dead
+                ) {
                     *depth
                         .entry(j.spec.channel.clone())
                         .or_default()

@@ -166,11 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `clerk run` while a daemon serves the data directory: the rows become queue jobs.
-async fn run_via_daemon(
-    cli: &Cli,
-    d: &daemon::Daemon,
-    args: &RunArgs,
-) -> anyhow::Result<ExitCode> {
+async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = common::load_config(cli)?;
     let mut playbooks = Vec::new();
     for p in &args.playbooks {

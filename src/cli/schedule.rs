@@ -119,7 +119,9 @@ fn via_daemon(
             )?;
             println!(
                 "schedule {} added; next firing {}",
-                v.get("name").and_then(serde_json::Value::as_str).unwrap_or(""),
+                v.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
                 v.get("next_firing_local")
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or("none")

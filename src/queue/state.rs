@@ -235,12 +235,10 @@ impl State {
         now: DateTime<Utc>,
     ) -> Vec<Change> {
         self.plan_lease_ends(now, |lease, n| {
-            lease.worker.starts_with(worker_prefix).then(|| {
-                format!(
-                    "attempt {n} by worker {} abandoned: {reason}",
-                    lease.worker
-                )
-            })
+            lease
+                .worker
+                .starts_with(worker_prefix)
+                .then(|| format!("attempt {n} by worker {} abandoned: {reason}", lease.worker))
         })
     }
 

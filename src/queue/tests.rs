@@ -819,6 +819,9 @@ fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
     assert_eq!((ja.state, ja.attempts), (JobState::Queued, 1));
     assert!(ja.last_error.unwrap().contains("the daemon restarted"));
     assert_eq!(job(&q, b).state, JobState::Claimed);
-    assert!(matches!(q.complete(&ca, ok()), Err(QueueError::LeaseLost { .. })));
+    assert!(matches!(
+        q.complete(&ca, ok()),
+        Err(QueueError::LeaseLost { .. })
+    ));
     q.complete(&cb, ok()).unwrap();
 }

@@ -152,6 +152,11 @@ struct Inner {
     /// Refunds numbered so far, by either the server-rendered form or the SPA API.
     refund_no: u64,
     spa: spa::SpaState,
+    /// Order pages (`GET /orders/SO-…`) being answered now, and the most at once.
+    order_pages_open: u64,
+    order_pages_max: u64,
+    /// How long an order page takes to answer.
+    order_delay: std::time::Duration,
 }
 
 impl Inner {
@@ -237,6 +242,9 @@ impl SampleCenter {
                 chat_offline: false,
                 refund_no: 0,
                 spa: spa::SpaState::default(),
+                order_pages_open: 0,
+                order_pages_max: 0,
+                order_delay: std::time::Duration::ZERO,
             }),
             stopped: stopped.clone(),
         });
@@ -342,6 +350,17 @@ impl SampleCenter {
     /// pixels; for benchmarks).
     pub fn set_chat_offline(&self, on: bool) {
         self.shared.lock().chat_offline = on;
+    }
+
+    /// Order pages take `delay` to answer (a slow seller center; lets tests see how many
+    /// runs overlap at the server).
+    pub fn set_order_delay(&self, delay: std::time::Duration) {
+        self.shared.lock().order_delay = delay;
+    }
+
+    /// The most order pages (`GET /orders/SO-…`) the server was answering at once.
+    pub fn max_concurrent_order_pages(&self) -> u64 {
+        self.shared.lock().order_pages_max
     }
 
     pub fn set_double_write(&self, on: bool) {
@@ -538,6 +557,31 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
         session_expiry: session.map(|(_, e)| e),
         form,
     });
+    let order_page =
+        parts.method == axum::http::Method::GET && parts.uri.path().starts_with("/orders/SO-");
+    if !order_page {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    }
+    let delay = {
+        let mut inner = shared.lock();
+        inner.order_pages_open += 1;
+        inner.order_pages_max = inner.order_pages_max.max(inner.order_pages_open);
+        inner.order_delay
+    };
+    /// Counts the page as answered even if the client goes away mid-answer.
+    struct Closing(Arc<Shared>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            let mut inner = self.0.lock();
+            inner.order_pages_open = inner.order_pages_open.saturating_sub(1);
+        }
+    }
+    let _closing = Closing(shared.clone());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

@@ -874,7 +874,10 @@ fn job_specs_carry_the_schedule_and_the_case() {
     assert_eq!(specs[0].operator, "ops");
     assert_eq!(specs[0].playbook, "order-lookup");
     s.playbook_file = Some("/p/x.yaml".into());
-    assert_eq!(s.job_specs(t("2026-05-01T08:00:00Z"), vec![BTreeMap::new()])[0].playbook, "/p/x.yaml");
+    assert_eq!(
+        s.job_specs(t("2026-05-01T08:00:00Z"), vec![BTreeMap::new()])[0].playbook,
+        "/p/x.yaml"
+    );
 }
 
 #[test]

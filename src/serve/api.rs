@@ -46,9 +46,7 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         let status = match &e {
             QueueError::UnknownJob(_) => StatusCode::NOT_FOUND,
-            QueueError::InvalidState { .. } | QueueError::LeaseLost { .. } => {
-                StatusCode::CONFLICT
-            }
+            QueueError::InvalidState { .. } | QueueError::LeaseLost { .. } => StatusCode::CONFLICT,
             QueueError::BadInput(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -195,7 +193,12 @@ async fn enqueue_runs(State(d): D, Json(body): Json<EnqueueRuns>) -> ApiResult {
         specs.push(spec);
     }
     let ids = d
-        .queue_call(move |q| specs.into_iter().map(|s| q.enqueue(s)).collect::<Result<Vec<_>, _>>())
+        .queue_call(move |q| {
+            specs
+                .into_iter()
+                .map(|s| q.enqueue(s))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .await?;
     d.wake();
     Ok(Json(json!({ "jobs": ids })))
@@ -236,7 +239,10 @@ async fn list_jobs(State(d): D, Query(q): Query<JobQuery>) -> ApiResult {
 async fn show_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
     match d.queue_call(move |q| q.get(JobId(id))).await? {
         Some(job) => to_json(&job),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id} in the queue"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no job {id} in the queue"),
+        )),
     }
 }
 

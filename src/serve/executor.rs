@@ -20,10 +20,10 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Daemon, InFlight};
+use crate::evidence::new_run_id;
 use crate::evidence::Event;
 use crate::playbook::Playbook;
 use crate::queue::{Claim, Disposition, Failure, JobId, Outcome};
-use crate::evidence::new_run_id;
 use crate::runner::{RunReport, RunRequest, RunStatus};
 
 /// One worker: claims and runs jobs until the daemon stops.
@@ -134,7 +134,9 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
     let verdict = match &result {
         Ok(report) => verdict_of(report),
         // The evidence store failed: nothing the job did is wrong; try again later.
-        Err(e) => Verdict::Fail(Failure::transient(format!("the evidence store failed: {e}"))),
+        Err(e) => Verdict::Fail(Failure::transient(format!(
+            "the evidence store failed: {e}"
+        ))),
     };
     if let (Ok(report), Verdict::SessionExpired) = (&result, &verdict) {
         pause_for_session(d, &spec.channel, report).await;
@@ -175,7 +177,10 @@ async fn pause_for_session(d: &Daemon, channel: &str, report: &RunReport) {
         "session expired in run {}: {} — {who} must re-authorize (clerk login {channel} …), \
          then `clerk queue resume {channel}`",
         report.run_id.as_deref().unwrap_or("?"),
-        report.error.as_deref().unwrap_or("the seller center asked for a login"),
+        report
+            .error
+            .as_deref()
+            .unwrap_or("the seller center asked for a login"),
     );
     let c = channel.to_owned();
     let r = reason.clone();
@@ -199,7 +204,8 @@ async fn settle(d: &Daemon, claim: &Claim, run_id: Option<String>, verdict: Verd
         }
         Verdict::SessionExpired => {
             let reason = "the channel's session expired; queued again for after re-authorization";
-            d.queue_call(move |q| q.release(&c, reason, None, now)).await
+            d.queue_call(move |q| q.release(&c, reason, None, now))
+                .await
         }
         Verdict::Paused(why) => d.queue_call(move |q| q.release(&c, &why, None, now)).await,
         Verdict::Fail(failure) => {
@@ -287,7 +293,12 @@ pub(super) async fn interrupt_left_over(d: &Daemon) -> Vec<JobId> {
         let now = d.now();
         match d
             .queue_call(move |q| {
-                q.release(&claim, "clerk serve shut down before the run finished", None, now)
+                q.release(
+                    &claim,
+                    "clerk serve shut down before the run finished",
+                    None,
+                    now,
+                )
             })
             .await
         {

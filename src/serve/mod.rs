@@ -63,9 +63,7 @@ impl ServeOptions {
     /// config's).
     pub fn from_config(config: &Config, port: Option<u16>) -> ServeOptions {
         let s = &config.serve;
-        let d = |t: &str, default: u64| {
-            parse_duration(t).unwrap_or(Duration::from_secs(default))
-        };
+        let d = |t: &str, default: u64| parse_duration(t).unwrap_or(Duration::from_secs(default));
         ServeOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(s.port))),
             pages: s.pages.max(1),

@@ -89,11 +89,8 @@ impl Ticker<'_> {
                     report.skipped.push((s.name.clone(), *slot, reason.clone()));
                 }
                 Action::Fire { slot, covers } => {
-                    let found = unrecorded_jobs(
-                        &s.name,
-                        *slot,
-                        &self.queue.list(&JobFilter::default())?,
-                    );
+                    let found =
+                        unrecorded_jobs(&s.name, *slot, &self.queue.list(&JobFilter::default())?);
                     let jobs = if !found.is_empty() {
                         found
                     } else {
@@ -137,9 +134,7 @@ impl Ticker<'_> {
     fn rows(&self, s: &Schedule) -> Result<Rows, String> {
         match &s.inputs {
             InputSource::None => Ok(vec![BTreeMap::new()]),
-            InputSource::File(path) => {
-                crate::batch::read_rows(path).map_err(|e| e.to_string())
-            }
+            InputSource::File(path) => crate::batch::read_rows(path).map_err(|e| e.to_string()),
             InputSource::Url(url) => (self.fetch)(url),
         }
     }
@@ -230,4 +225,3 @@ pub(super) async fn run(d: Arc<Daemon>) {
         tokio::time::sleep(wait).await;
     }
 }
-

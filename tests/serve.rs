@@ -1,0 +1,727 @@
+//! `clerk serve`: the daemon's queue execution on the pool against the sample seller center
+//! (limits, retries, dead letters, expired sessions), its API, its single-instance lock, and
+//! SIGTERM/SIGKILL of the real binary mid-batch.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::http::http;
+use crate::common::{clerk_bin, World};
+use clerk::evidence::Event;
+use clerk::queue::JobState;
+use clerk::serve::{Running, ServeOptions};
+
+/// A playbook that looks up one order quickly (no wait for the late risk panel).
+const QUICK: &str = r##"name: quick-lookup
+version: "1"
+description: order status and a screenshot
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string, pattern: '^SO-\d{6}$' }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { selector: "#order-status" }
+  - extract: { field: status, selector: "#order-status" }
+  - screenshot: { name: order }
+"##;
+
+/// A lookup that waits for the risk panel (1.5 s after load): long enough to kill its
+/// browser mid-run.
+const SLOW: &str = r##"name: slow-lookup
+version: "1"
+description: waits for the late risk panel
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string, pattern: '^SO-\d{6}$' }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { text: "Risk:" }
+    timeout: 10s
+  - screenshot: { name: order }
+"##;
+
+/// An assertion that can never hold: a permanent failure.
+const WRONG: &str = r##"name: wrong-total
+version: "1"
+description: asserts a total the order does not have
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string, pattern: '^SO-\d{6}$' }
+steps:
+  - goto: /orders/{{order_id}}
+  - assert: { selector: "#order-total", equals: "no such total" }
+"##;
+
+fn serve_config(extra_channel: &str, serve: &str) -> impl FnOnce(String) -> String {
+    let extra_channel = extra_channel.to_owned();
+    let serve = serve.to_owned();
+    move |c: String| {
+        let c = c.replacen(
+            "approval_ttl_hours = 24",
+            &format!("approval_ttl_hours = 24\n{extra_channel}"),
+            1,
+        );
+        format!("{c}\n[serve]\n{serve}\n")
+    }
+}
+
+fn opts(pages: usize) -> ServeOptions {
+    ServeOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        pages,
+        lease: Duration::from_secs(60),
+        shutdown_deadline: Duration::from_secs(20),
+        schedule_grace: Duration::from_secs(900),
+        scheduler_tick: Duration::from_secs(3600),
+        idle_wait: Duration::from_millis(100),
+        max_attempts: 3,
+        run_scheduler: false,
+    }
+}
+
+async fn start(world: &World, opts: ServeOptions) -> Running {
+    let engine = clerk::runner::Engine::new(
+        world.data_dir().to_owned(),
+        (*world.engine.config).clone(),
+        world.engine.store.clone(),
+        world.engine.launch.clone(),
+    );
+    clerk::serve::start(engine, opts)
+        .await
+        .expect("daemon starts")
+}
+
+async fn api(running: &Running, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let token = running.daemon.instance().token.clone();
+    let body = body.map(|b| b.to_string());
+    let r = http(
+        running.addr.port(),
+        method,
+        path,
+        &[
+            (clerk::instance::TOKEN_HEADER, token.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    )
+    .await;
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+async fn enqueue(running: &Running, playbook: &Path, orders: &[String]) -> Vec<u64> {
+    let rows: Vec<Value> = orders.iter().map(|o| json!({ "order_id": o })).collect();
+    let (status, v) = api(
+        running,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook": playbook.display().to_string(), "rows": rows, "user": "ops" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_u64().unwrap())
+        .collect()
+}
+
+async fn job(running: &Running, id: u64) -> Value {
+    let (status, v) = api(running, "GET", &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits until every job is done, dead or dropped (or the deadline passes: then fails,
+/// printing the jobs).
+async fn settled(running: &Running, ids: &[u64], within: Duration) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.push(job(running, *id).await);
+        }
+        if all
+            .iter()
+            .all(|j| matches!(j["state"].as_str(), Some("done" | "dead" | "dropped")))
+        {
+            return all;
+        }
+        assert!(
+            start.elapsed() < within,
+            "jobs did not settle: {}",
+            serde_json::to_string_pretty(&all).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn orders(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("SO-{:06}", 100001 + (i % 40)))
+        .collect()
+}
+
+fn journal_events(world: &World) -> Vec<Event> {
+    let text = std::fs::read_to_string(world.data_dir().join("journal.jsonl")).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| serde_json::from_value::<Event>(v["event"].clone()).ok())
+        .collect()
+}
+
+/// Claim times of jobs from the queue's log (the queue's own record of when runs started),
+/// and the most jobs claimed and not finished at once.
+fn claims_from_queue_log(data_dir: &Path) -> (Vec<chrono::DateTime<chrono::Utc>>, i32) {
+    let qlog = std::fs::read_to_string(data_dir.join("queue/queue.log")).unwrap();
+    let mut claims = Vec::new();
+    // In log order: the log is the queue's sequence of transactions (times inside them
+    // come from different callers' clocks and may be out of order by a few ms).
+    let mut events: Vec<i32> = Vec::new();
+    let mut changes = Vec::new();
+    for line in qlog.lines() {
+        let Some(start) = line.find('{') else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&line[start..]) else {
+            continue;
+        };
+        collect_changes(&v, &mut changes);
+    }
+    for change in changes {
+        let at = |c: &Value| -> chrono::DateTime<chrono::Utc> {
+            chrono::DateTime::parse_from_rfc3339(c["at"].as_str().unwrap())
+                .unwrap()
+                .into()
+        };
+        match change["type"].as_str() {
+            Some("claimed") => {
+                claims.push(at(&change));
+                events.push(1);
+            }
+            Some("completed" | "failed" | "released" | "lease_expired") => events.push(-1),
+            _ => {}
+        }
+    }
+    let (mut open, mut max) = (0, 0);
+    for d in events {
+        open += d;
+        max = max.max(open);
+    }
+    (claims, max)
+}
+
+/// Queue changes anywhere in a log line (whatever envelope the log uses).
+fn collect_changes(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.get("type").and_then(Value::as_str).is_some() && m.contains_key("job") {
+                out.push(v.clone());
+                return;
+            }
+            for x in m.values() {
+                collect_changes(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_changes(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_lookups_keep_the_channels_page_limit_and_interval_at_the_seller_center() {
+    let world = World::with_config(serve_config(
+        "max_pages = 2\nmin_interval = \"100ms\"",
+        "pages = 4",
+    ))
+    .await;
+    // A slow seller center: each order page takes 150 ms to answer, so runs that overlap
+    // are seen overlapping at the server.
+    world.center.set_order_delay(Duration::from_millis(150));
+    world.playbook_from("quick-lookup", QUICK);
+    let path = world.data_dir().join("quick-lookup.yaml");
+    let running = start(&world, opts(4)).await;
+    let ids = enqueue(&running, &path, &orders(200)).await;
+    assert_eq!(ids.len(), 200);
+    let jobs = settled(&running, &ids, Duration::from_secs(900)).await;
+    for j in &jobs {
+        assert_eq!(j["state"], "done", "{j}");
+        assert_eq!(j["outcome"]["status"], "ok", "{j}");
+    }
+    let loads = world
+        .center
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/orders/SO-"))
+        .count();
+    assert_eq!(loads, 200, "one order page per run");
+    // At the seller center: never more than 2 order pages answered at once (4 workers were
+    // free), and 2 at some point (the channel's pages were used).
+    assert_eq!(world.center.max_concurrent_order_pages(), 2);
+    // In the queue's own log: never more than 2 runs of the channel between claim and
+    // finish, and their starts at least the interval apart.
+    let (claims, max_open) = claims_from_queue_log(world.data_dir());
+    assert_eq!(claims.len(), 200, "each job claimed once");
+    assert!(max_open <= 2, "{max_open} runs of one channel at once");
+    for w in claims.windows(2) {
+        assert!(
+            w[1] - w[0] >= chrono::TimeDelta::milliseconds(100),
+            "runs started {} ms apart",
+            (w[1] - w[0]).num_milliseconds()
+        );
+    }
+    // Every run is in the journal, finished ok, with its screenshot.
+    let finished = journal_events(&world)
+        .into_iter()
+        .filter(|e| matches!(e, Event::RunFinished { status, .. } if status == "ok"))
+        .count();
+    assert_eq!(finished, 200);
+    running.shutdown();
+    let summary = running.wait().await.unwrap();
+    assert!(summary.interrupted.is_empty());
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A channel whose seller center does not answer: every run fails transiently.
+fn down_channel(port: u16) -> String {
+    format!(
+        r##"
+[[channel]]
+id = "down"
+base_url = "http://127.0.0.1:{port}/"
+owner = "ops-lead"
+operators = ["ops"]
+reviewers = ["carol"]
+modes = ["read_only"]
+session = "sessions/down.json"
+logged_in_check = {{ url = "/account", selector = "#account-user" }}
+"##
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_chromium_is_retried_transient_failures_dead_letter_and_permanent_ones_do_not_retry()
+{
+    let port = closed_port();
+    let world = World::with_config(move |c| {
+        format!(
+            "{}\n[serve]\nretry_base = \"100ms\"\nretry_max = \"200ms\"\n{}",
+            c,
+            down_channel(port)
+        )
+    })
+    .await;
+    // The down channel has a session (the sample one): its runs fail at the session check.
+    std::fs::copy(
+        world.data_dir().join("sessions/sample.json"),
+        world.data_dir().join("sessions/down.json"),
+    )
+    .unwrap();
+    world.playbook_from("slow-lookup", SLOW);
+    world.playbook_from("wrong-total", WRONG);
+    std::fs::write(
+        world.data_dir().join("down-lookup.yaml"),
+        QUICK
+            .replace("channel: sample", "channel: down")
+            .replace("quick-lookup", "down-lookup"),
+    )
+    .unwrap();
+    let mut o = opts(2);
+    o.max_attempts = 2;
+    let running = start(&world, o).await;
+
+    // 1. A Chromium killed mid-run: the run fails, the job is retried and succeeds.
+    let slow = enqueue(
+        &running,
+        &world.data_dir().join("slow-lookup.yaml"),
+        &orders(1),
+    )
+    .await;
+    let t = Instant::now();
+    while !world
+        .center
+        .requests()
+        .iter()
+        .any(|r| r.path == "/orders/SO-100001")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run never loaded its page"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pids = running.daemon.engine.pool.stats().pids;
+    assert_eq!(pids.len(), 1);
+    // SAFETY: a plain syscall on the Chromium the daemon's pool started.
+    unsafe {
+        libc::kill(pids[0] as i32, libc::SIGKILL);
+    }
+    let done = settled(&running, &slow, Duration::from_secs(120)).await;
+    assert_eq!(done[0]["state"], "done", "{}", done[0]);
+    assert_eq!(done[0]["outcome"]["status"], "ok");
+    assert_eq!(done[0]["attempts"], 2, "one failed attempt, one good");
+    assert!(
+        done[0]["last_error"].as_str().unwrap().contains("exited"),
+        "{}",
+        done[0]
+    );
+    assert!(
+        !running.daemon.engine.pool.stats().pids.contains(&pids[0]),
+        "the dead browser was replaced"
+    );
+
+    // 2. A run that always fails transiently: retried, then dead-lettered with the reason.
+    let down = enqueue(
+        &running,
+        &world.data_dir().join("down-lookup.yaml"),
+        &orders(1),
+    )
+    .await;
+    let dead = settled(&running, &down, Duration::from_secs(120)).await;
+    assert_eq!(dead[0]["state"], "dead", "{}", dead[0]);
+    assert_eq!(dead[0]["attempts"], 2);
+    let reason = dead[0]["dead_reason"].as_str().unwrap();
+    assert!(reason.contains("gave up after 2 of 2 attempts"), "{reason}");
+    assert!(reason.contains("cannot reach channel down"), "{reason}");
+
+    // 3. A permanent failure (an assertion): dead-lettered at once.
+    let wrong = enqueue(
+        &running,
+        &world.data_dir().join("wrong-total.yaml"),
+        &orders(1),
+    )
+    .await;
+    let perm = settled(&running, &wrong, Duration::from_secs(120)).await;
+    assert_eq!(perm[0]["state"], "dead", "{}", perm[0]);
+    assert_eq!(perm[0]["attempts"], 1, "not retried");
+    assert!(perm[0]["dead_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("permanent failure on attempt 1"));
+
+    // The journal holds each retry and dead letter, for the weekly numbers.
+    let events = journal_events(&world);
+    let retried: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobRetried { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    let dead_lettered: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobDeadLettered { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried, vec![slow[0], down[0]]);
+    assert_eq!(dead_lettered, vec![down[0], wrong[0]]);
+
+    // Dead letters can be retried (and fail again here) or dropped.
+    let (status, _) = api(
+        &running,
+        "POST",
+        &format!("/api/jobs/{}/drop", wrong[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(job(&running, wrong[0]).await["state"], "dropped");
+    let (status, v) = api(
+        &running,
+        "POST",
+        &format!("/api/jobs/{}/retry", wrong[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "a dropped job stays dropped: {v}");
+    assert!(v["error"].as_str().unwrap().contains("dropped"));
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_session_pauses_the_channels_queue_instead_of_failing_every_row() {
+    let world = World::with_config(serve_config("", "")).await;
+    world.playbook_from("quick-lookup", QUICK);
+    let session_file = world.data_dir().join("sessions/sample.json");
+    world
+        .center
+        .storage_state("ops", -60i64)
+        .save(&session_file)
+        .unwrap();
+    let running = start(&world, opts(1)).await;
+    let ids = enqueue(
+        &running,
+        &world.data_dir().join("quick-lookup.yaml"),
+        &orders(3),
+    )
+    .await;
+    // The first run finds the session expired; the channel's queue pauses.
+    let t = Instant::now();
+    let status = loop {
+        let (_, s) = api(&running, "GET", "/api/status", None).await;
+        if s["paused_channels"]["sample"].is_object() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "never paused: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = status["paused_channels"]["sample"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("session expired"), "{reason}");
+    assert!(reason.contains("ops-lead must re-authorize"), "{reason}");
+    // Nothing failed: every row waits, no attempt spent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        let j = job(&running, *id).await;
+        assert_eq!(j["state"], "queued", "{j}");
+        assert_eq!(j["attempts"], 0, "{j}");
+    }
+    let started = journal_events(&world)
+        .iter()
+        .filter(|e| matches!(e, Event::RunStarted { .. }))
+        .count();
+    assert_eq!(started, 1, "one run found out; the others never started");
+    // Re-authorized, then resumed: the rows run.
+    world
+        .center
+        .storage_state("ops", Duration::from_secs(3600))
+        .save(&session_file)
+        .unwrap();
+    let (code, _) = api(&running, "POST", "/api/queue/sample/resume", None).await;
+    assert_eq!(code, 200);
+    for j in settled(&running, &ids, Duration::from_secs(120)).await {
+        assert_eq!(j["outcome"]["status"], "ok", "{j}");
+    }
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_data_directory_and_the_api_wants_its_token() {
+    let world = World::new().await;
+    let running = start(&world, opts(1)).await;
+    // In this process…
+    let again = clerk::serve::start(world.engine.clone(), opts(1)).await;
+    let msg = again.err().expect("a second daemon is refused").to_string();
+    assert!(
+        msg.contains(&format!("clerk serve (pid {}", std::process::id())),
+        "{msg}"
+    );
+    // …and from the real binary.
+    let out = Command::new(clerk_bin())
+        .args(["--data-dir"])
+        .arg(world.data_dir())
+        .args(["serve", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already served by clerk serve (pid"), "{err}");
+    assert!(err.contains(&running.addr.to_string()), "{err}");
+    // Without the token, the API answers 401 with a JSON error.
+    let r = http(running.addr.port(), "GET", "/api/status", &[], None).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].as_str().unwrap().contains("serve.json"));
+    running.shutdown();
+    running.wait().await.unwrap();
+    assert!(!world.data_dir().join("serve.json").exists());
+}
+
+/// A `clerk serve` process on a data directory.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(data_dir: &Path) -> Daemon {
+        let child = Command::new(clerk_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+
+    /// Waits for its serve.json: (port, token).
+    async fn ready(&self, data_dir: &Path) -> (u16, String) {
+        let t = Instant::now();
+        loop {
+            if let Some(i) = clerk::instance::discover(data_dir) {
+                if i.pid == self.child.id() {
+                    return (i.addr.port(), i.token);
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "daemon never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain syscall on our child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+async fn call(port: u16, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string());
+    let r = http(
+        port,
+        method,
+        path,
+        &[
+            (clerk::instance::TOKEN_HEADER, token),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+async fn wait_for_runs(world: &World, n: usize) {
+    let t = Instant::now();
+    while journal_events(world)
+        .iter()
+        .filter(|e| matches!(e, Event::RunStarted { .. }))
+        .count()
+        < n
+    {
+        assert!(t.elapsed() < Duration::from_secs(120), "runs never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_sigterm_mid_batch_lose_nothing_and_the_work_completes() {
+    let world = World::with_config(serve_config(
+        "max_pages = 2",
+        "pages = 2\nshutdown_deadline = \"300ms\"",
+    ))
+    .await;
+    world.playbook_from("slow-lookup", SLOW);
+    let playbook = world.data_dir().join("slow-lookup.yaml");
+    let dir = world.data_dir().to_owned();
+
+    // SIGKILL with runs in flight.
+    let daemon = Daemon::spawn(&dir);
+    let (port, token) = daemon.ready(&dir).await;
+    let rows: Vec<Value> = orders(6).iter().map(|o| json!({ "order_id": o })).collect();
+    let v = call(
+        port,
+        &token,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook": playbook.display().to_string(), "rows": rows, "user": "ops" })),
+    )
+    .await;
+    let ids: Vec<u64> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(ids.len(), 6);
+    wait_for_runs(&world, 1).await;
+    daemon.signal(libc::SIGKILL);
+    daemon.wait();
+
+    // Started again: the killed daemon's runs are marked interrupted, its jobs queued again.
+    let daemon = Daemon::spawn(&dir);
+    let (port, token) = daemon.ready(&dir).await;
+    let interrupted_by_kill = journal_events(&world)
+        .iter()
+        .filter(|e| matches!(e, Event::RunInterrupted { .. }))
+        .count();
+    assert!(
+        interrupted_by_kill >= 1,
+        "the killed runs are marked interrupted"
+    );
+    // SIGTERM with runs in flight: they cannot finish in 300 ms.
+    let before = journal_events(&world)
+        .iter()
+        .filter(|e| matches!(e, Event::RunStarted { .. }))
+        .count();
+    wait_for_runs(&world, before + 1).await;
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let interrupted = journal_events(&world)
+        .iter()
+        .filter(
+            |e| matches!(e, Event::RunInterrupted { reason, .. } if reason.contains("shut down")),
+        )
+        .count();
+    assert!(
+        interrupted >= 1,
+        "runs stopped by SIGTERM are marked interrupted"
+    );
+    let _ = (port, token);
+
+    // Third start: everything completes.
+    let daemon = Daemon::spawn(&dir);
+    let (port, token) = daemon.ready(&dir).await;
+    let t = Instant::now();
+    loop {
+        let jobs = call(port, &token, "GET", "/api/jobs", None).await;
+        let jobs = jobs.as_array().unwrap().clone();
+        if jobs.iter().all(|j| j["state"] == "done") {
+            for j in &jobs {
+                assert_eq!(j["outcome"]["status"], "ok", "{j}");
+            }
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    // Each order has a finished run; every record and screenshot verifies.
+    let ok_runs = journal_events(&world)
+        .iter()
+        .filter(|e| matches!(e, Event::RunFinished { status, .. } if status == "ok"))
+        .count();
+    assert_eq!(ok_runs, 6);
+    let verify = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["verify", "--all"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(
+        crate::common::processes_with(&dir.display().to_string()).is_empty(),
+        "no Chromium or daemon left"
+    );
+    let _ = JobState::Done;
+}
