@@ -110,6 +110,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// The weekly numbers: runs, evidence, approvals, blocked requests (from the journal).
+    Stats(crate::cli_stats::StatsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -505,5 +507,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::report::submit(&cli, id, playbook.as_deref(), *json).await
         }
         Command::Schedule { command } => crate::schedule_cli::run(&cli, command),
+        Command::Stats(args) => crate::cli_stats::run(&cli, args),
     }
 }

@@ -11,6 +11,8 @@
 //!   verification and export.
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
+//! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
+//!   journal, and their Prometheus/OpenMetrics text.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 
 pub mod approval;
@@ -18,6 +20,7 @@ pub mod batch;
 pub mod browser;
 pub mod channel;
 pub mod cli;
+pub mod cli_stats;
 pub mod demo;
 pub mod evidence;
 pub mod playbook;
@@ -27,5 +30,6 @@ pub mod runner;
 pub mod sample;
 pub mod schedule;
 pub mod schedule_cli;
+pub mod stats;
 pub mod url_pattern;
 pub mod write;

@@ -237,6 +237,29 @@ pub enum Event {
         count_capped: bool,
         at: String,
     },
+    /// The daemon's queue put a job back after a transient failure (attempt `attempt`
+    /// failed); it runs again not before `not_before` (RFC 3339 UTC).
+    JobRetried {
+        job: u64,
+        run_id: Option<RunId>,
+        channel: String,
+        playbook: String,
+        attempt: u32,
+        reason: String,
+        not_before: Option<String>,
+        at: String,
+    },
+    /// The daemon's queue gave up on a job (a permanent failure, or `attempts` used up): it
+    /// is in the dead-letter list with `reason`.
+    JobDeadLettered {
+        job: u64,
+        run_id: Option<RunId>,
+        channel: String,
+        playbook: String,
+        attempts: u32,
+        reason: String,
+        at: String,
+    },
 }
 
 impl Event {
@@ -264,6 +287,8 @@ impl Event {
             Event::ScheduleFired { .. } => "schedule_fired",
             Event::ScheduleSkipped { .. } => "schedule_skipped",
             Event::ScheduleMissed { .. } => "schedule_missed",
+            Event::JobRetried { .. } => "job_retried",
+            Event::JobDeadLettered { .. } => "job_dead_lettered",
         }
     }
 
@@ -293,7 +318,9 @@ impl Event {
             | Event::RunInterrupted { run_id, .. }
             | Event::ApprovalRequested { run_id, .. }
             | Event::ApprovalUsed { run_id, .. } => Some(run_id),
-            Event::Refused { run_id, .. } => run_id.as_deref(),
+            Event::Refused { run_id, .. }
+            | Event::JobRetried { run_id, .. }
+            | Event::JobDeadLettered { run_id, .. } => run_id.as_deref(),
             _ => None,
         }
     }
