@@ -20,3 +20,4 @@ mod sample_center;
 mod sample_spa;
 mod schedule;
 mod spa;
+mod stats;

@@ -228,12 +228,6 @@ impl Collector for Snapshot {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         Self::gauge(
             e,
-            "clerk_paused",
-            "The global emergency pause is on (1) or off (0).",
-            vec![(vec![], flag(self.live.paused))],
-        )?;
-        Self::gauge(
-            e,
             "clerk_channel_paused",
             "A channel is paused (1) or not (0).",
             self.live
@@ -243,6 +237,11 @@ impl Collector for Snapshot {
                 .collect(),
         )?;
         for (name, help, value) in [
+            (
+                "clerk_paused",
+                "The global emergency pause is on (1) or off (0).",
+                u64::from(self.live.paused),
+            ),
             (
                 "clerk_pool_browsers",
                 "Chromium processes in the pool.",
