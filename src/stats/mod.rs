@@ -526,19 +526,17 @@ pub fn compute_records(
                 channel,
                 expires_at,
                 ..
-            } => {
-                if !approvals.contains_key(approval_id) {
-                    approval_order.push(approval_id.clone());
-                    approvals.insert(
-                        approval_id.clone(),
-                        ApprovalInfo {
-                            channel: channel.clone(),
-                            requested: r.ts.clone(),
-                            expires_at: expires_at.clone(),
-                            ..ApprovalInfo::default()
-                        },
-                    );
-                }
+            } if !approvals.contains_key(approval_id) => {
+                approval_order.push(approval_id.clone());
+                approvals.insert(
+                    approval_id.clone(),
+                    ApprovalInfo {
+                        channel: channel.clone(),
+                        requested: r.ts.clone(),
+                        expires_at: expires_at.clone(),
+                        ..ApprovalInfo::default()
+                    },
+                );
             }
             Event::ApprovalDecided {
                 approval_id,
