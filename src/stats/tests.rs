@@ -285,3 +285,166 @@ fn submit_refusals_are_classified_and_mismatches_told_apart() {
         assert_eq!(is_mismatch_kind(k), mismatch, "{reason}");
     }
 }
+
+fn requested(j: &mut Journal, id: &str, at: DateTime<Utc>, expires: DateTime<Utc>) {
+    j.at(
+        at,
+        Event::ApprovalRequested {
+            approval_id: id.into(),
+            run_id: format!("run-{id}"),
+            request: "{}".into(),
+            draft_hash: "h".into(),
+            requester: "ops".into(),
+            channel: "a".into(),
+            case_ref: None,
+            created_at: evidence::timestamp(at),
+            expires_at: evidence::timestamp(expires),
+        },
+    );
+}
+
+fn decided(j: &mut Journal, id: &str, decision: &str, at: DateTime<Utc>) {
+    j.at(
+        at,
+        Event::ApprovalDecided {
+            approval_id: id.into(),
+            decision: decision.into(),
+            reviewer: "carol".into(),
+            note: None,
+            draft_hash: "h".into(),
+            decided_at: evidence::timestamp(at),
+        },
+    );
+}
+
+#[test]
+fn approvals_wait_until_decided_or_expired_and_latencies_come_from_record_times() {
+    let mut j = Journal(Vec::new());
+    requested(&mut j, "x", t(9, 0), t(12, 0));
+    requested(&mut j, "y", t(9, 5), t(10, 0));
+    requested(&mut j, "z", t(9, 6), t(12, 0));
+    decided(&mut j, "x", "approved", t(9, 10));
+    decided(&mut j, "z", "rejected", t(9, 36));
+    // A second decision does not count.
+    decided(&mut j, "z", "approved", t(9, 37));
+    j.at(
+        t(9, 30),
+        Event::ApprovalUsed {
+            approval_id: "x".into(),
+            run_id: "r".into(),
+            used_at: "x".into(),
+        },
+    );
+    j.at(
+        t(9, 40),
+        Event::Refused {
+            action: "submit".into(),
+            approval_id: Some("z".into()),
+            run_id: None,
+            user: "ops".into(),
+            reason: "draft hash mismatch (approved a, now b): the form's structure changed".into(),
+            at: "x".into(),
+        },
+    );
+    // At 9:20: x decided, y and z waiting (z for 14 minutes).
+    let s = stats(&j, &query(t(9, 0), t(9, 20), None));
+    let ap = &s.overall.approvals;
+    assert_eq!(
+        (ap.requested, ap.decided, ap.approved, ap.pending),
+        (3, 1, 1, 2)
+    );
+    assert_eq!(ap.oldest_pending_age_secs, Some(15.0 * 60.0));
+    assert_eq!(ap.waiting[0].approval_id, "y");
+    assert_eq!(ap.latency.median_secs, Some(600.0));
+    assert_eq!(ap.submitted, 0);
+    // At 10:30: y expired (not waiting), z rejected after 30 minutes, x submitted.
+    let s = stats(&j, &query(t(9, 0), t(10, 30), None));
+    let ap = &s.overall.approvals;
+    assert_eq!(
+        (ap.decided, ap.approved, ap.rejected, ap.pending),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(ap.pass_rate, Some(0.5));
+    assert_eq!(ap.latency.max_secs, Some(1800.0));
+    assert_eq!(ap.latency.median_secs, Some(600.0));
+    assert_eq!(ap.submitted, 1);
+    assert_eq!(ap.decided_to_submitted.max_secs, Some(1200.0));
+    assert_eq!(s.overall.submits.refused, 1);
+    assert_eq!(s.overall.submits.mismatched, 1);
+    // Decisions before the period are not in it; the waiting count is as of until.
+    let s = stats(&j, &query(t(9, 35), t(10, 30), None));
+    let ap = &s.overall.approvals;
+    assert_eq!(
+        (ap.requested, ap.decided, ap.rejected, ap.submitted),
+        (0, 1, 1, 0)
+    );
+}
+
+#[test]
+fn evidence_is_complete_only_with_every_screenshot_step_captured_and_verified() {
+    let mut j = Journal(Vec::new());
+    let shot = |j: &mut Journal, run: &str, at, outcome: &str, sha: Option<&str>| {
+        j.at(
+            at,
+            Event::StepFinished {
+                run_id: run.into(),
+                step: 2,
+                name: "s".into(),
+                kind: "screenshot".into(),
+                outcome: outcome.into(),
+                error: None,
+                started_at: "x".into(),
+                duration_ms: 1,
+                fields: BTreeMap::new(),
+            },
+        );
+        if let Some(sha) = sha {
+            j.at(
+                at,
+                Event::EvidenceCaptured {
+                    run_id: run.into(),
+                    step: 2,
+                    name: "s".into(),
+                    sha256: sha.into(),
+                    bytes: 1,
+                    width: 1,
+                    height: 1,
+                    blank: false,
+                    url: "u".into(),
+                    title: "t".into(),
+                    captured_at: "x".into(),
+                    fields: BTreeMap::new(),
+                    masks: vec![],
+                },
+            );
+        }
+    };
+    j.run("good", "a", t(9, 0));
+    shot(&mut j, "good", t(9, 1), "ok", Some("aa"));
+    j.finish("good", "ok", t(9, 2));
+    j.run("bad-file", "a", t(9, 3));
+    shot(&mut j, "bad-file", t(9, 4), "ok", Some("bb"));
+    j.finish("bad-file", "ok", t(9, 5));
+    // Failed before reaching the screenshot step, which the playbook has.
+    j.run("early", "a", t(9, 6))
+        .finish("early", "failed", t(9, 7));
+    j.run("step-failed", "a", t(9, 8));
+    shot(&mut j, "step-failed", t(9, 9), "failed", None);
+    j.finish("step-failed", "failed", t(9, 10));
+    // Still running: not judged.
+    j.run("running", "a", t(9, 11));
+    // Another playbook without screenshot steps: not judged.
+    j.run("other", "b", t(9, 12))
+        .finish("other", "ok", t(9, 13));
+    let s = compute_records(
+        &j.0,
+        &query(t(0, 0), t(12, 0), None),
+        t(12, 0),
+        &mut |sha| sha == "aa",
+    )
+    .unwrap();
+    let e = &s.overall.evidence;
+    assert_eq!((e.judged, e.complete, e.incomplete), (4, 1, 3), "{e:?}");
+    assert_eq!(e.completeness, Some(0.25));
+    assert_eq!(s.channels["b"].evidence.judged, 0);
+}
