@@ -579,6 +579,35 @@ pub fn list(
     Ok(out)
 }
 
+/// What kind of refusal a refused submit's reason describes (the messages are made in this
+/// file: keep them and this in step). `draft_changed` (the live form's draft hash differs)
+/// and `write_differs` (the write the page sent, or the playbook declares, is not the
+/// approved one) are the *mismatched* submits; `second_write` (the page tried another write
+/// to the endpoint), `no_write` (clicking sent nothing) and `not_usable` (the approval is
+/// not approved, expired or used, the playbook or inputs changed, ...) are not.
+pub fn submit_refusal_kind(reason: &str) -> &'static str {
+    if reason.contains("second write") {
+        "second_write"
+    } else if reason.contains("draft hash mismatch") {
+        "draft_changed"
+    } else if reason.contains("is not the approved write")
+        || (reason.starts_with("declared write ") && reason.contains("differs from the approved"))
+        || reason.starts_with("the form sends ")
+    {
+        "write_differs"
+    } else if reason.contains("sent no write") || reason.contains("did not send the declared") {
+        "no_write"
+    } else {
+        "not_usable"
+    }
+}
+
+/// True for the refusal kinds that mean "what the browser would send is not what was
+/// approved" (see [`submit_refusal_kind`]).
+pub fn is_mismatch_kind(kind: &str) -> bool {
+    matches!(kind, "draft_changed" | "write_differs")
+}
+
 /// Records a refusal. The refusal itself stands whether or not the record could be written
 /// (nothing is submitted either way); a store failure is logged loudly.
 fn refusal(ledger: &impl Ledger, action: &str, id: &str, user: &str, reason: &str) {

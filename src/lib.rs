@@ -11,6 +11,8 @@
 //!   verification and export.
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
+//! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
+//!   journal, and their Prometheus/OpenMetrics text.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 //! - [`cli`]: the command-line front end (the engine never imports a front end; see
 //!   `src/layering.rs`).
@@ -28,6 +30,7 @@ pub mod runner;
 pub mod sample;
 pub mod schedule;
 pub mod serve;
+pub mod stats;
 pub mod url_pattern;
 pub mod write;
 

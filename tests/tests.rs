@@ -21,3 +21,4 @@ mod sample_spa;
 mod schedule;
 mod serve;
 mod spa;
+mod stats;

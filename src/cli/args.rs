@@ -112,6 +112,8 @@ pub enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// The weekly numbers: runs, evidence, approvals, blocked requests (from the journal).
+    Stats(super::stats::StatsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod demo;
 pub mod report;
 pub mod schedule;
+pub mod stats;
 
 pub use args::{
     ApprovalsCommand, Cli, Command, DemoArgs, PoolArgs, QueueCommand, RunArgs, RunsCommand,
@@ -162,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { .. } => Err(exit(2, "clerk serve is started by the clerk binary")),
         Command::Status { json } => daemon::status(&cli, *json).await,
         Command::Queue { command } => daemon::queue(&cli, command).await,
+        Command::Stats(args) => stats::run(&cli, args),
     }
 }
 

@@ -238,10 +238,11 @@ pub enum Event {
         count_capped: bool,
         at: String,
     },
-    /// The daemon's queue will try a failed job again (not before `not_before`).
+    /// The daemon's queue put a job back after a transient failure (attempt `attempt`
+    /// failed); it runs again not before `not_before` (RFC 3339 UTC).
     JobRetried {
         job: u64,
-        run_id: Option<String>,
+        run_id: Option<RunId>,
         channel: String,
         playbook: String,
         attempt: u32,
@@ -249,10 +250,11 @@ pub enum Event {
         not_before: Option<String>,
         at: String,
     },
-    /// The daemon's queue gave up on a job: it waits in the dead-letter list.
+    /// The daemon's queue gave up on a job (a permanent failure, or `attempts` used up): it
+    /// is in the dead-letter list with `reason`.
     JobDeadLettered {
         job: u64,
-        run_id: Option<String>,
+        run_id: Option<RunId>,
         channel: String,
         playbook: String,
         attempts: u32,
@@ -317,7 +319,9 @@ impl Event {
             | Event::RunInterrupted { run_id, .. }
             | Event::ApprovalRequested { run_id, .. }
             | Event::ApprovalUsed { run_id, .. } => Some(run_id),
-            Event::Refused { run_id, .. } => run_id.as_deref(),
+            Event::Refused { run_id, .. }
+            | Event::JobRetried { run_id, .. }
+            | Event::JobDeadLettered { run_id, .. } => run_id.as_deref(),
             _ => None,
         }
     }

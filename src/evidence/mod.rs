@@ -412,6 +412,25 @@ impl Store {
         self.synced()?.approval_ids()
     }
 
+    /// Every record of the journal in journal (seq) order, read from `journal.jsonl` itself
+    /// (complete lines only; not the index). Reads the whole file: meant for reports such as
+    /// `clerk stats`, not for hot paths.
+    pub fn records(&self) -> Result<Vec<Record>, StoreError> {
+        let path = self.journal_path();
+        let bytes = journal::read_complete_from(&self.inner.reader, &path, 0)?;
+        let (lines, _) = journal::lines(&bytes);
+        let mut out = Vec::with_capacity(lines.len());
+        for (offset, line) in lines {
+            let parsed = record::parse_line(line).map_err(|e| {
+                StoreError::Other(format!(
+                    "journal line at byte {offset} is unreadable: {e} (run `clerk verify`)"
+                ))
+            })?;
+            out.push(parsed.record);
+        }
+        Ok(out)
+    }
+
     /// Evidence records that reference the PNG with this hash.
     pub fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
         self.synced()?.evidence_records(sha256)
