@@ -110,6 +110,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Emergency pause: no new run, in-flight runs stop before their next step, every write
+    /// of every open browser is denied (global, or one channel with --channel).
+    Pause(crate::cli_pause::PauseArgs),
+    /// Lift an emergency pause (global, or one channel with --channel).
+    Resume(crate::cli_pause::PauseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +388,7 @@ pub(crate) fn status_code(status: RunStatus) -> u8 {
         RunStatus::Failed => 1,
         RunStatus::Refused => 3,
         RunStatus::SessionExpired => 4,
+        RunStatus::Paused => 5,
     }
 }
 
@@ -505,5 +511,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::report::submit(&cli, id, playbook.as_deref(), *json).await
         }
         Command::Schedule { command } => crate::schedule_cli::run(&cli, command),
+        Command::Pause(args) | Command::Resume(args) => crate::cli_pause::run(&cli, args).await,
     }
 }

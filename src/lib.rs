@@ -9,6 +9,8 @@
 //! - [`runner`]: walks a playbook step by step inside one browser, records every action.
 //! - [`evidence`]: the only module that persists: PNG files, hash-chained journal, sled index,
 //!   verification and export.
+//! - [`pause`]: the emergency pause: journal records folded into a board whose switches the
+//!   network guard reads.
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
@@ -18,9 +20,11 @@ pub mod batch;
 pub mod browser;
 pub mod channel;
 pub mod cli;
+pub mod cli_pause;
 pub mod demo;
 pub mod evidence;
 pub mod playbook;
+pub mod pause;
 pub mod queue;
 pub mod report;
 pub mod runner;

@@ -327,6 +327,7 @@ mod tests {
             user: "zé\"\u{1}".into(),
             reason: "r".into(),
             at: "t".into(),
+            channel: None,
         };
         let (record, line) = seal(3, "ts\n\"".into(), "ab".repeat(32), event.clone()).unwrap();
         let mut obj = chain_object(
@@ -355,6 +356,7 @@ mod tests {
             user: "ü".into(),
             reason: "a\u{0}b".into(),
             at: "t".into(),
+            channel: Some("c".into()),
         };
         let (record, line) = seal(
             7,
