@@ -39,6 +39,8 @@ use crate::evidence::{timestamp, Event, Record, Store, StoreError};
 pub const PAUSE_FILE: &str = "pause.json";
 /// Serializes writers of [`PAUSE_FILE`] across processes.
 const PAUSE_LOCK: &str = "locks/pause.lock";
+/// How long a pause waits for writes already let through to be handed to Chromium.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// How often the watcher looks at [`PAUSE_FILE`].
 pub const WATCH_EVERY: Duration = Duration::from_millis(200);
 
@@ -422,8 +424,13 @@ impl PauseBoard {
         }
         let _exclusive = self.inner.gate.write().await;
         if on {
-            // Deny writes before anything else: safe whatever happens next.
+            // Deny writes before anything else: safe whatever happens next. Then let the
+            // writes decided just before be handed to Chromium, so none leaves after the
+            // record (bounded: a hung browser does not hold the pause up).
             self.flag(&scope).store(true, Ordering::SeqCst);
+            if !crate::browser::writes_settled(SETTLE_LIMIT).await {
+                tracing::warn!("a write let through before the pause is still being sent");
+            }
         }
         let appended = self
             .append(Event::Pause {

@@ -89,6 +89,42 @@ impl std::fmt::Debug for PauseSwitch {
 /// The reason recorded for every request the guard fails because of the emergency pause.
 pub const PAUSED: &str = "paused";
 
+/// Requests being decided, and writes the guard let through whose `Fetch.continueRequest`
+/// has not returned yet, in this process (every guard of every Chromium).
+static DECIDING: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one request in [`DECIDING`] from before its decision reads the pause switch until
+/// dropped.
+struct Deciding;
+
+impl Deciding {
+    fn start() -> Deciding {
+        DECIDING.fetch_add(1, Ordering::SeqCst);
+        Deciding
+    }
+}
+
+impl Drop for Deciding {
+    fn drop(&mut self) {
+        DECIDING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (without any CDP call) until every write a guard of this process decided to send
+/// before now has been handed to Chromium, or `limit` passes (a hung browser). Called after
+/// a pause switch closes, so that the pause record is written only once nothing let through
+/// before it is still on its way out of clerk. Returns whether everything settled.
+pub async fn writes_settled(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while DECIDING.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
 /// What the guard lets through.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -577,8 +613,18 @@ impl Guard {
                 }
                 // Decide in arrival order (the window must go to the first write, and a
                 // stray write seen first must close it), then answer on its own task.
+                let deciding = Deciding::start();
                 let (answer, event) = decide(&shared, &ev);
+                let sending = match answer {
+                    Answer::ContinueUnlessTripped => Some(deciding),
+                    Answer::Continue if event.as_ref().is_some_and(|e| !e.blocked) => {
+                        Some(deciding)
+                    }
+                    _ => None,
+                };
                 tokio::spawn(async move {
+                    // Dropped once the write is handed to Chromium (or failed).
+                    let _sending = sending;
                     let id = ev.request_id.clone();
                     let result = match answer {
                         Answer::Continue => cdp(

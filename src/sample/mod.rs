@@ -75,6 +75,8 @@ pub struct LoggedRequest {
     pub form: BTreeMap<String, String>,
     /// User of a valid, unexpired session cookie, if the request carried one.
     pub user: Option<String>,
+    /// When the server received it: RFC 3339 UTC with milliseconds, the journal's format.
+    pub at: String,
 }
 
 /// A refund request the server received (accepted or not).
@@ -149,6 +151,8 @@ struct Inner {
     chat_offline: bool,
     /// Refunds numbered so far, by either the server-rendered form or the SPA API.
     refund_no: u64,
+    /// Gates opened by [`SampleCenter::open_gate`] (see `probe.rs`).
+    gates: std::collections::BTreeSet<String>,
     spa: spa::SpaState,
 }
 
@@ -234,6 +238,7 @@ impl SampleCenter {
                 double_write: false,
                 chat_offline: false,
                 refund_no: 0,
+                gates: Default::default(),
                 spa: spa::SpaState::default(),
             }),
             stopped: stopped.clone(),
@@ -340,6 +345,12 @@ impl SampleCenter {
     /// pixels; for benchmarks).
     pub fn set_chat_offline(&self, on: bool) {
         self.shared.lock().chat_offline = on;
+    }
+
+    /// Opens the gate `name`: its `/probe/gate?name=NAME` pages show `#open` on their next
+    /// poll. Tests use it to hold runs in the middle of a wait step until they say so.
+    pub fn open_gate(&self, name: &str) {
+        self.shared.lock().gates.insert(name.to_owned());
     }
 
     pub fn set_double_write(&self, on: bool) {
@@ -508,6 +519,7 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
             query: query.clone(),
             form: form.clone(),
             user: user.clone(),
+            at: crate::evidence::timestamp(chrono::Utc::now()),
         };
         inner.log.push(entry);
     }
