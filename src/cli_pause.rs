@@ -35,9 +35,13 @@ pub async fn run(cli: &Cli, args: &PauseArgs) -> anyhow::Result<ExitCode> {
     let user = current_user(cli);
     let scope = PauseScope::from_channel(args.channel.as_deref());
     let changed = if on {
-        board.pause(scope.clone(), &user, &args.reason, Utc::now()).await
+        board
+            .pause(scope.clone(), &user, &args.reason, Utc::now())
+            .await
     } else {
-        board.resume(scope.clone(), &user, &args.reason, Utc::now()).await
+        board
+            .resume(scope.clone(), &user, &args.reason, Utc::now())
+            .await
     }
     .map_err(|e| exit(e.exit_code(), e.to_string()))?;
     if args.json {

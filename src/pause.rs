@@ -255,7 +255,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PauseBoard {
     /// Folds the journal's pause records, rewrites [`PAUSE_FILE`] from them and starts
     /// watching it.
-    pub fn open(store: &Store, config: Arc<Config>, data_dir: &Path) -> Result<PauseBoard, StoreError> {
+    pub fn open(
+        store: &Store,
+        config: Arc<Config>,
+        data_dir: &Path,
+    ) -> Result<PauseBoard, StoreError> {
         let state = PauseState::fold(&store.pause_records()?);
         let board = PauseBoard::with_state(store, config, data_dir, state);
         if let Err(e) = board.write_file() {
@@ -268,7 +272,12 @@ impl PauseBoard {
 
     /// A board that stops everything: used when the journal's pause records cannot be read
     /// (clerk does not run without knowing whether it is paused).
-    pub fn failed_closed(store: &Store, config: Arc<Config>, data_dir: &Path, why: String) -> PauseBoard {
+    pub fn failed_closed(
+        store: &Store,
+        config: Arc<Config>,
+        data_dir: &Path,
+        why: String,
+    ) -> PauseBoard {
         let state = PauseState {
             seq: 0,
             global: Some(PauseInfo {
@@ -285,7 +294,12 @@ impl PauseBoard {
         board
     }
 
-    fn with_state(store: &Store, config: Arc<Config>, data_dir: &Path, state: PauseState) -> PauseBoard {
+    fn with_state(
+        store: &Store,
+        config: Arc<Config>,
+        data_dir: &Path,
+        state: PauseState,
+    ) -> PauseBoard {
         PauseBoard {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -338,9 +352,11 @@ impl PauseBoard {
 
     /// Who may pause and resume: any operator or reviewer of any channel.
     fn authorized(&self, user: &str) -> bool {
-        self.inner.config.channels.iter().any(|c| {
-            c.operators.iter().any(|o| o == user) || c.reviewers.iter().any(|r| r == user)
-        })
+        self.inner
+            .config
+            .channels
+            .iter()
+            .any(|c| c.operators.iter().any(|o| o == user) || c.reviewers.iter().any(|r| r == user))
     }
 
     /// Switches the pause on for `scope`. The guard's switch closes first; then the record
@@ -414,7 +430,11 @@ impl PauseBoard {
                 tracing::debug!("{e}");
                 return Err(PauseError::UnknownChannel {
                     channel: c.clone(),
-                    known: if known.is_empty() { "none".into() } else { known },
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known
+                    },
                 });
             }
         }
@@ -571,7 +591,10 @@ impl PauseBoard {
         match serde_json::from_slice::<PauseState>(&bytes) {
             Ok(state) => {
                 if state.seq > lock(&self.inner.state).seq {
-                    tracing::info!(paused = state.any(), "pause state changed by another process");
+                    tracing::info!(
+                        paused = state.any(),
+                        "pause state changed by another process"
+                    );
                     self.adopt(state);
                 }
             }
@@ -632,7 +655,14 @@ mod tests {
         let b = s.paused("b").unwrap();
         assert_eq!((b.user.as_str(), b.since.as_str()), ("u3", "at3"));
         let g = PauseState::fold(&[rec(1, true, Some("b")), rec(2, true, None)]);
-        assert_eq!(g.paused("b").unwrap().seq, 2, "the global pause comes first");
-        assert_eq!(g.paused("zzz").unwrap().message(), "paused by u2 since at2: r");
+        assert_eq!(
+            g.paused("b").unwrap().seq,
+            2,
+            "the global pause comes first"
+        );
+        assert_eq!(
+            g.paused("zzz").unwrap().message(),
+            "paused by u2 since at2: r"
+        );
     }
 }

@@ -709,11 +709,9 @@ impl<'a> RunState<'a> {
         for step in &steps {
             // The emergency pause stops the run here, before the step (the guard already
             // fails every write of the context since the moment it flipped).
-            if let Some(stop) = self.paused_before(&format!(
-                "step {} \"{}\"",
-                step.index + 1,
-                step.name
-            )) {
+            if let Some(stop) =
+                self.paused_before(&format!("step {} \"{}\"", step.index + 1, step.name))
+            {
                 return Ok(stop);
             }
             browser.guard().set_step(Some(step.index));

@@ -160,7 +160,10 @@ async fn pause_during_a_batch_stops_new_and_in_flight_runs_and_resume_finishes_t
     assert_eq!(late.run_id, None);
     let msg = late.error.clone().unwrap();
     assert!(
-        msg.starts_with(&format!("paused by alice since {}: refund spike", changed.at)),
+        msg.starts_with(&format!(
+            "paused by alice since {}: refund spike",
+            changed.at
+        )),
         "{msg}"
     );
     assert!(!polling(&world, "f"), "no page of the refused run");
@@ -202,7 +205,10 @@ async fn pause_during_a_batch_stops_new_and_in_flight_runs_and_resume_finishes_t
             .iter()
             .filter(|x| x.seq > pause_seq && matches!(x.event, Event::StepFinished { .. }))
             .count();
-        assert!(steps_after <= 1, "{run_id}: {steps_after} steps after the pause");
+        assert!(
+            steps_after <= 1,
+            "{run_id}: {steps_after} steps after the pause"
+        );
         let finished = run.last().unwrap();
         match &finished.event {
             Event::RunFinished { status, error, .. } => {
@@ -278,37 +284,50 @@ async fn a_page_script_that_posts_after_the_pause_is_blocked() {
             .filter(|r| r.path == "/probe/beacon")
             .collect::<Vec<_>>()
     };
-    until("the page's writes reach the server in the wait step", || {
-        beacons(&world).len() >= 2 && past_goto(&world) == 1
-    })
+    until(
+        "the page's writes reach the server in the wait step",
+        || beacons(&world).len() >= 2 && past_goto(&world) == 1,
+    )
     .await;
 
     // A global pause, by an operator.
     let changed = engine
         .pause
-        .pause(PauseScope::Global, "ops", "suspicious writes", (engine.clock)())
+        .pause(
+            PauseScope::Global,
+            "ops",
+            "suspicious writes",
+            (engine.clock)(),
+        )
         .await
         .unwrap();
     let pause_ts = record_at(&world, changed.seq).ts;
     tokio::time::sleep(Duration::from_secs(2)).await;
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", world.center.port())).await.unwrap();
-        c.write_all(b"GET /probe/gate-state?name=zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", world.center.port()))
+            .await
+            .unwrap();
+        c.write_all(
+            b"GET /probe/gate-state?name=zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
         let mut buf = Vec::new();
         let r = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
         eprintln!("DIRECT {:?} {}", r, String::from_utf8_lossy(&buf));
     }
     let dbg = world.center.requests();
-    for r in &dbg { eprintln!("LOG {} {} {} {} {}", r.seq, r.method, r.path, r.query, r.at); }
+    for r in &dbg {
+        eprintln!("LOG {} {} {} {} {}", r.seq, r.method, r.path, r.query, r.at);
+    }
     eprintln!("pause_ts {pause_ts}");
     // The page keeps trying: wait until it reported three failed writes after the pause.
     until("the page saw its writes fail", || {
         world.center.requests().iter().any(|r| {
             r.path == "/probe/gate-state"
                 && r.at > pause_ts
-                && r
-                    .query
+                && r.query
                     .split("failed=")
                     .nth(1)
                     .and_then(|n| n.parse::<u32>().ok())
@@ -325,7 +344,10 @@ async fn a_page_script_that_posts_after_the_pause_is_blocked() {
         .into_iter()
         .filter(|r| r.at > pause_ts)
         .collect();
-    assert!(after.is_empty(), "writes after the pause ({pause_ts}): {after:?}");
+    assert!(
+        after.is_empty(),
+        "writes after the pause ({pause_ts}): {after:?}"
+    );
     assert!(world.center.writes().iter().all(|w| w.at <= pause_ts));
     // The guard recorded them as blocked, reason "paused"; before, as allowed.
     let run_id = report.run_id.clone().unwrap();
@@ -382,7 +404,10 @@ async fn a_pause_made_by_clerk_pause_in_another_process_stops_a_run_before_its_n
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("paused channel sample by alice"), "{stdout}");
+    assert!(
+        stdout.contains("paused channel sample by alice"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("PAUSED channel sample: by alice since"),
         "{stdout}"
@@ -401,11 +426,31 @@ async fn a_pause_made_by_clerk_pause_in_another_process_stops_a_run_before_its_n
     .await;
 
     // Someone unknown may not resume; alice may, from the other process too.
-    let out = clerk(&["--as", "mallory", "resume", "--channel", "sample", "--reason", "x"]);
+    let out = clerk(&[
+        "--as",
+        "mallory",
+        "resume",
+        "--channel",
+        "sample",
+        "--reason",
+        "x",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mallory"));
-    let out = clerk(&["--as", "alice", "resume", "--channel", "sample", "--reason", "carrier back"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = clerk(&[
+        "--as",
+        "alice",
+        "resume",
+        "--channel",
+        "sample",
+        "--reason",
+        "carrier back",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing is paused"));
     until("the watcher sees the resume", || {
         !engine.pause.switch("sample").is_on()
@@ -475,16 +520,44 @@ async fn pause_by_an_unknown_user_is_refused_and_records_carry_who_why_when_wher
                 reason,
                 at,
                 channel,
-            } => Some((rec.seq, *on, user.clone(), reason.clone(), at.clone(), channel.clone())),
+            } => Some((
+                rec.seq,
+                *on,
+                user.clone(),
+                reason.clone(),
+                at.clone(),
+                channel.clone(),
+            )),
             _ => None,
         })
         .collect();
     assert_eq!(
         pauses,
         vec![
-            (p.seq, true, "carol".into(), "audit".into(), at.clone(), Some("sample".into())),
-            (g.seq, true, "alice".into(), "all stop".into(), at.clone(), None),
-            (r.seq, false, "carol".into(), "audit done".into(), at.clone(), Some("sample".into())),
+            (
+                p.seq,
+                true,
+                "carol".into(),
+                "audit".into(),
+                at.clone(),
+                Some("sample".into())
+            ),
+            (
+                g.seq,
+                true,
+                "alice".into(),
+                "all stop".into(),
+                at.clone(),
+                None
+            ),
+            (
+                r.seq,
+                false,
+                "carol".into(),
+                "audit done".into(),
+                at.clone(),
+                Some("sample".into())
+            ),
         ]
     );
     // The global record's line has no `channel` key at all.
@@ -495,8 +568,8 @@ async fn pause_by_an_unknown_user_is_refused_and_records_carry_who_why_when_wher
         Event::Refused { action, user, .. } if action == "pause" && user == "mallory")));
     // A new engine on the same data directory folds the same state from the journal.
     let store = clerk::evidence::Store::open(world.data_dir()).unwrap();
-    let board = clerk::pause::PauseBoard::open(&store, engine.config.clone(), world.data_dir())
-        .unwrap();
+    let board =
+        clerk::pause::PauseBoard::open(&store, engine.config.clone(), world.data_dir()).unwrap();
     assert_eq!(board.state(), engine.pause.state());
     let report = verify(world.data_dir(), &Scope::All).unwrap();
     assert!(report.ok(), "{:?}", report.problems);

@@ -82,7 +82,11 @@ impl PauseSwitch {
 
 impl std::fmt::Debug for PauseSwitch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PauseSwitch({})", if self.is_on() { "on" } else { "off" })
+        write!(
+            f,
+            "PauseSwitch({})",
+            if self.is_on() { "on" } else { "off" }
+        )
     }
 }
 
@@ -1004,7 +1008,10 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
             .unwrap_or(true);
         if window_open {
             // The submit is over: nothing it sends now may go out.
-            trip(shared, format!("{method} {}: {PAUSED}", without_query(&url)));
+            trip(
+                shared,
+                format!("{method} {}: {PAUSED}", without_query(&url)),
+            );
         }
         return (fail, Some(mk(true, PAUSED.into())));
     }
@@ -1659,7 +1666,10 @@ mod tests {
             let get = paused("GET", "http://a.test/x", "Fetch", "MAIN", json!({}));
             assert_eq!(decide(&s, &get), (Answer::Continue, None));
             let options = paused("OPTIONS", "http://a.test/x", "Fetch", "MAIN", json!({}));
-            assert_eq!(decide(&s, &options).0.clone(), Answer::Fail(ErrorReason::BlockedByClient));
+            assert_eq!(
+                decide(&s, &options).0.clone(),
+                Answer::Fail(ErrorReason::BlockedByClient)
+            );
             // A request outside the allowed origins stays failed.
             let out = paused("GET", "http://outside.invalid/", "Fetch", "MAIN", json!({}));
             assert!(decide(&s, &out).1.unwrap().off_origin);
