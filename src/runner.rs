@@ -764,6 +764,20 @@ impl<'a> RunState<'a> {
                 })
                 .await?;
             self.spent.journal += t_record.elapsed();
+            // A step that failed while the pause was on (its writes failed by the guard, a
+            // draft with nothing held, a submit whose write was withheld) ends the run as
+            // paused, saying what the step met.
+            if let Err(StepStop::Failed(m) | StepStop::Refused(m)) = &outcome {
+                if let Some((status, Some(msg))) = self.paused_before("the next step") {
+                    let msg = format!(
+                        "{msg}; step {} \"{}\" did not complete: {}",
+                        step.index + 1,
+                        step.name,
+                        self.scrub(m)
+                    );
+                    return Ok((status, Some(msg)));
+                }
+            }
             match outcome {
                 Ok(()) => {}
                 Err(StepStop::Drafted) => {
@@ -794,7 +808,13 @@ impl<'a> RunState<'a> {
                             self.approval_id = Some(id);
                             Ok((RunStatus::Drafted, None))
                         }
-                        Err(e) => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
+                        Err(e) => match self.paused_before("the approval request") {
+                            // The pause failed the draft's writes instead of holding them.
+                            Some((status, Some(msg))) => {
+                                Ok((status, Some(format!("{msg}: {}", self.scrub(&e)))))
+                            }
+                            _ => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
+                        },
                     };
                 }
                 Err(StepStop::Failed(m)) => {
