@@ -574,3 +574,54 @@ async fn pause_by_an_unknown_user_is_refused_and_records_carry_who_why_when_wher
     let report = verify(world.data_dir(), &Scope::All).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_takes_effect_while_the_browser_hangs() {
+    let world = World::new().await;
+    let engine = world.engine.clone();
+    let pb = gated(&world, false);
+    let run = spawn_run(&engine, &pb, "h");
+    until("the run waits at its gate", || {
+        polling(&world, "h") && past_goto(&world) == 1
+    })
+    .await;
+    // Freeze every Chromium process of the pool: no CDP call can be answered now.
+    let pids = engine.pool.stats().pids;
+    assert!(!pids.is_empty());
+    let signal = |sig: libc::c_int| {
+        for pid in &pids {
+            // SAFETY: plain kill(2) on the process group of a Chromium this test's pool owns.
+            assert_eq!(unsafe { libc::kill(-*pid, sig) }, 0);
+        }
+    };
+    signal(libc::SIGSTOP);
+    let paused = engine
+        .pause
+        .pause(
+            PauseScope::Global,
+            "alice",
+            "browser stuck",
+            (engine.clock)(),
+        )
+        .await;
+    let switch_on = engine.pause.switch("sample").is_on();
+    signal(libc::SIGCONT);
+    let changed = paused.expect("the pause does not wait for the browser");
+    assert!(
+        switch_on,
+        "the guard's switch closed while the browser was frozen"
+    );
+    assert_eq!(
+        record_at(&world, changed.seq).event,
+        Event::Pause {
+            on: true,
+            user: "alice".into(),
+            reason: "browser stuck".into(),
+            at: changed.at.clone(),
+            channel: None,
+        }
+    );
+    world.center.open_gate("h");
+    let report = run.await.unwrap();
+    assert_eq!(report.status, RunStatus::Paused, "{:?}", report.error);
+}
