@@ -234,6 +234,7 @@ fn appends(writers: u64, records: u64) -> Result<(f64, u64), Box<dyn std::error:
                             user: format!("bench-{w}"),
                             reason: format!("#{i}"),
                             at: "t".into(),
+                            channel: None,
                         })?;
                     }
                     Ok(())

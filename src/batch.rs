@@ -140,6 +140,8 @@ pub struct BatchReport {
     pub refused: usize,
     pub session_expired: usize,
     pub drafted: usize,
+    /// Not started, or stopped before a step, by the emergency pause.
+    pub paused: usize,
     pub blocked_requests: usize,
     pub duration_ms: u64,
 }
@@ -241,6 +243,7 @@ pub async fn run_batch(
         refused: count(RunStatus::Refused),
         session_expired: count(RunStatus::SessionExpired),
         drafted: count(RunStatus::Drafted),
+        paused: count(RunStatus::Paused),
         blocked_requests: runs.iter().map(|r| r.blocked()).sum(),
         runs,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -279,13 +282,14 @@ pub fn render(report: &BatchReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n{} runs: {} ok, {} failed, {} refused, {} session expired, {} drafted; {} requests blocked by the guard ({:.1}s)\n",
+        "\n{} runs: {} ok, {} failed, {} refused, {} session expired, {} drafted, {} paused; {} requests blocked by the guard ({:.1}s)\n",
         report.runs.len(),
         report.ok,
         report.failed,
         report.refused,
         report.session_expired,
         report.drafted,
+        report.paused,
         report.blocked_requests,
         report.duration_ms as f64 / 1000.0
     ));

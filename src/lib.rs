@@ -9,6 +9,8 @@
 //! - [`runner`]: walks a playbook step by step inside one browser, records every action.
 //! - [`evidence`]: the only module that persists: PNG files, hash-chained journal, sled index,
 //!   verification and export.
+//! - [`pause`]: the emergency pause: journal records folded into a board whose switches the
+//!   network guard reads.
 //! - [`queue`]: the durable run queue of the daemon (priorities, limits, leases, retries).
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
@@ -24,6 +26,7 @@ pub mod channel;
 pub mod cli;
 pub mod evidence;
 pub mod instance;
+pub mod pause;
 pub mod playbook;
 pub mod queue;
 pub mod runner;

@@ -24,6 +24,7 @@ use crate::browser::{
 };
 use crate::channel::{Channel, Config, SessionCheck};
 use crate::evidence::{new_run_id, Event, PngInfo, Store, StoreError};
+use crate::pause::{PauseBoard, PauseInfo};
 use crate::playbook::{
     redact, render_find, Action, AssertCheck, AssertSubject, ExtractSource, Locator, Mode,
     Playbook, ShotTarget, Step, ValueSource, WaitCondition, SECRET,
@@ -73,6 +74,9 @@ pub struct Engine {
     pub step_timeout: Duration,
     /// Warm browsers shared by this engine's runs, each run in its own browser context.
     pub pool: Pool,
+    /// The emergency pause: checked before a run starts and before every step; its switches
+    /// are in the guard of every browser context this engine opens.
+    pub pause: PauseBoard,
     /// (Chromium, channel) pairs whose session a run has proven live in that browser and
     /// that no run has found expired or failed since: their runs skip the session check's
     /// page load and rely on the channel's `login_url` detection instead (only channels
@@ -103,6 +107,8 @@ pub enum RunStatus {
     SessionExpired,
     /// A draft was filled and queued for approval (nothing submitted).
     Drafted,
+    /// The emergency pause stopped it: not started, or stopped before a step.
+    Paused,
 }
 
 impl RunStatus {
@@ -113,6 +119,7 @@ impl RunStatus {
             RunStatus::Refused => "refused",
             RunStatus::SessionExpired => "session_expired",
             RunStatus::Drafted => "drafted",
+            RunStatus::Paused => "paused",
         }
     }
 }
@@ -278,10 +285,18 @@ struct RunState<'a> {
 
 impl Engine {
     /// Opens the engine on a data directory.
+    /// The pause state is folded from the journal (`<data>/pause.json` is rebuilt from it);
+    /// if it cannot be read, the engine starts paused.
     pub fn new(data_dir: PathBuf, config: Config, store: Store, launch: LaunchOptions) -> Engine {
+        let config = Arc::new(config);
+        let pause = PauseBoard::open(&store, config.clone(), &data_dir).unwrap_or_else(|e| {
+            tracing::error!("cannot read the pause state: {e}; everything is paused");
+            PauseBoard::failed_closed(&store, config.clone(), &data_dir, e.to_string())
+        });
         Engine {
             data_dir,
-            config: Arc::new(config),
+            config,
+            pause,
             store,
             pool: Pool::new(launch.clone(), PoolConfig::default()),
             launch,
@@ -330,16 +345,46 @@ impl Engine {
         run_id: Option<String>,
         reason: String,
     ) -> Result<RunReport, EngineError> {
+        let recorded = format!(
+            "{} ({}): {reason}",
+            req.playbook.name,
+            req.playbook.source.display()
+        );
+        self.refuse_as(req, run_id, reason, recorded, RunStatus::Refused)
+            .await
+    }
+
+    /// A run not started because of the emergency pause: a refusal whose recorded reason
+    /// is `paused by U since T: R`, reported as `paused`.
+    async fn refuse_paused(
+        &self,
+        req: &RunRequest,
+        info: &PauseInfo,
+    ) -> Result<RunReport, EngineError> {
+        let reason = info.message();
+        let recorded = format!(
+            "{reason} (not started: {} ({}))",
+            req.playbook.name,
+            req.playbook.source.display()
+        );
+        self.refuse_as(req, None, reason, recorded, RunStatus::Paused)
+            .await
+    }
+
+    async fn refuse_as(
+        &self,
+        req: &RunRequest,
+        run_id: Option<String>,
+        reason: String,
+        recorded: String,
+        status: RunStatus,
+    ) -> Result<RunReport, EngineError> {
         self.record(Event::Refused {
             action: "run".into(),
             approval_id: req.approval.clone(),
             run_id: run_id.clone(),
             user: req.operator.clone(),
-            reason: format!(
-                "{} ({}): {reason}",
-                req.playbook.name,
-                req.playbook.source.display()
-            ),
+            reason: recorded,
             at: self.now(),
         })
         .await?;
@@ -348,7 +393,7 @@ impl Engine {
             run_id,
             playbook: req.playbook.name.clone(),
             inputs: redact(&req.playbook, &req.inputs),
-            status: RunStatus::Refused,
+            status,
             error: Some(reason),
             fields: BTreeMap::new(),
             screenshots: vec![],
@@ -437,6 +482,14 @@ impl Engine {
                 .await;
         }
 
+        // The emergency pause: checked while holding off a pause of this process until the
+        // run's `RunStarted` is durable, so no run starts after a pause record.
+        let start_gate = self.pause.start_gate().await;
+        self.pause.refresh();
+        if let Some(info) = self.pause.is_paused(&channel.id) {
+            drop(start_gate);
+            return self.refuse_paused(&req, &info).await;
+        }
         let run_id = run_id.unwrap_or_else(|| new_run_id((self.clock)()));
         let secrets: Vec<String> = playbook
             .secret_inputs()
@@ -459,6 +512,7 @@ impl Engine {
             owner: self.store.owner(),
         })
         .await?;
+        drop(start_gate);
         let started_record = t_record.elapsed();
         tracing::info!(run = %run_id, playbook = %playbook.name, channel = %channel.id, "run started");
 
@@ -485,7 +539,7 @@ impl Engine {
         let (status, error) = state.execute().await?;
         if !matches!(
             status,
-            RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused
+            RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused | RunStatus::Paused
         ) {
             // After any failure or expiry the next run proves the session again.
             self.forget_session(&channel.id);
@@ -538,11 +592,15 @@ impl<'a> RunState<'a> {
                 Err(e) => return Ok((RunStatus::SessionExpired, Some(e.to_string()))),
             }
         };
+        if let Some(stop) = self.paused_before("its browser") {
+            return Ok(stop);
+        }
         let policy = Policy {
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
             websocket_allow: self.channel.websocket_allow.clone(),
             service_workers: self.channel.service_workers == crate::channel::ServiceWorkers::Allow,
+            pause: engine.pause.switch(&self.channel.id),
         };
         // Batch isolation may hand this run the context of the previous successful run with
         // the same channel, playbook, operator and session; only read-only runs share.
@@ -656,6 +714,13 @@ impl<'a> RunState<'a> {
         }
         let steps = self.playbook.steps.clone();
         for step in &steps {
+            // The emergency pause stops the run here, before the step (the guard already
+            // fails every write of the context since the moment it flipped).
+            if let Some(stop) =
+                self.paused_before(&format!("step {} \"{}\"", step.index + 1, step.name))
+            {
+                return Ok(stop);
+            }
             browser.guard().set_step(Some(step.index));
             let started_at = self.engine.now();
             let t0 = Instant::now();
@@ -712,6 +777,20 @@ impl<'a> RunState<'a> {
                 })
                 .await?;
             self.spent.journal += t_record.elapsed();
+            // A step that failed while the pause was on (its writes failed by the guard, a
+            // draft with nothing held, a submit whose write was withheld) ends the run as
+            // paused, saying what the step met.
+            if let Err(StepStop::Failed(m) | StepStop::Refused(m)) = &outcome {
+                if let Some((status, Some(msg))) = self.paused_before("the next step") {
+                    let msg = format!(
+                        "{msg}; step {} \"{}\" did not complete: {}",
+                        step.index + 1,
+                        step.name,
+                        self.scrub(m)
+                    );
+                    return Ok((status, Some(msg)));
+                }
+            }
             match outcome {
                 Ok(()) => {}
                 Err(StepStop::Drafted) => {
@@ -742,7 +821,13 @@ impl<'a> RunState<'a> {
                             self.approval_id = Some(id);
                             Ok((RunStatus::Drafted, None))
                         }
-                        Err(e) => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
+                        Err(e) => match self.paused_before("the approval request") {
+                            // The pause failed the draft's writes instead of holding them.
+                            Some((status, Some(msg))) => {
+                                Ok((status, Some(format!("{msg}: {}", self.scrub(&e)))))
+                            }
+                            _ => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
+                        },
                     };
                 }
                 Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
@@ -781,6 +866,18 @@ impl<'a> RunState<'a> {
             tracing::info!(channel = %self.channel.id, path = %path.display(), "session saved");
         }
         Ok((RunStatus::Ok, None))
+    }
+
+    /// `Some((paused, "paused by U since T: R; stopped before WHAT"))` while the run's channel
+    /// (or everything) is paused.
+    fn paused_before(&self, what: &str) -> Option<(RunStatus, Option<String>)> {
+        self.engine.pause.refresh();
+        let info = self.engine.pause.is_paused(&self.channel.id)?;
+        tracing::info!(run = %self.run_id, "{}", info.message());
+        Some((
+            RunStatus::Paused,
+            Some(format!("{}; stopped before {what}", info.message())),
+        ))
     }
 
     fn draft_context(&self) -> approval::DraftContext {

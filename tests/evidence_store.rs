@@ -711,6 +711,7 @@ fn pause(writer: &str, i: u64) -> Event {
         user: writer.into(),
         reason: format!("{writer} #{i}"),
         at: "t".into(),
+        channel: None,
     }
 }
 
@@ -1127,6 +1128,7 @@ fn python_verifier_accepts_real_journal_and_rejects_one_byte_edit() {
             user: "ünïcødé 中文 😀".into(),
             reason: "\u{0}\u{1f}\u{7f}\"\\\u{2028}".into(),
             at: "x".into(),
+            channel: Some("sample".into()),
         })
         .unwrap();
     drop(store);
@@ -1253,7 +1255,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
             on,
             user,
             reason,
-            at: "a".into()
+            at: "a".into(),
+            channel: None,
         }),
     ]
 }

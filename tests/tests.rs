@@ -12,6 +12,7 @@ mod evidence_store;
 mod guard;
 mod locators;
 mod order_note;
+mod pause;
 mod playbook_check;
 mod pool;
 mod queue;

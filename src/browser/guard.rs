@@ -58,6 +58,77 @@ use super::containment::{self, REPORT_PATH};
 use super::{cdp, BrowserError, Targets};
 use crate::channel::ReadOnlyException;
 
+/// The emergency pause as the guard sees it: two lock-free flags owned by the pause board
+/// (`crate::pause::PauseBoard`), one for everything and one for the context's channel. The
+/// guard reads them for every request, so a flip takes effect on the very next request of
+/// every context that holds them, without any CDP call. The default is never paused.
+#[derive(Clone, Default)]
+pub struct PauseSwitch {
+    global: Arc<AtomicBool>,
+    channel: Arc<AtomicBool>,
+}
+
+impl PauseSwitch {
+    /// A switch reading the given flags (the board keeps the other ends).
+    pub fn new(global: Arc<AtomicBool>, channel: Arc<AtomicBool>) -> PauseSwitch {
+        PauseSwitch { global, channel }
+    }
+
+    /// Paused now, globally or for the channel.
+    pub fn is_on(&self) -> bool {
+        self.global.load(Ordering::SeqCst) || self.channel.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for PauseSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PauseSwitch({})",
+            if self.is_on() { "on" } else { "off" }
+        )
+    }
+}
+
+/// The reason recorded for every request the guard fails because of the emergency pause.
+pub const PAUSED: &str = "paused";
+
+/// Requests being decided, and writes the guard let through whose `Fetch.continueRequest`
+/// has not returned yet, in this process (every guard of every Chromium).
+static DECIDING: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one request in [`DECIDING`] from before its decision reads the pause switch until
+/// dropped.
+struct Deciding;
+
+impl Deciding {
+    fn start() -> Deciding {
+        DECIDING.fetch_add(1, Ordering::SeqCst);
+        Deciding
+    }
+}
+
+impl Drop for Deciding {
+    fn drop(&mut self) {
+        DECIDING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (without any CDP call) until every write a guard of this process decided to send
+/// before now has been handed to Chromium, or `limit` passes (a hung browser). Called after
+/// a pause switch closes, so that the pause record is written only once nothing let through
+/// before it is still on its way out of clerk. Returns whether everything settled.
+pub async fn writes_settled(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while DECIDING.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
 /// What the guard lets through.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -70,6 +141,9 @@ pub struct Policy {
     pub websocket_allow: Vec<String>,
     /// Whether service workers may register (false: their script request is failed).
     pub service_workers: bool,
+    /// The emergency pause: while on, every write (any method but GET and HEAD, the armed
+    /// or judged submit write and held draft writes included) is failed.
+    pub pause: PauseSwitch,
 }
 
 /// The one write a submit step may cause (exact method and URL).
@@ -543,8 +617,18 @@ impl Guard {
                 }
                 // Decide in arrival order (the window must go to the first write, and a
                 // stray write seen first must close it), then answer on its own task.
+                let deciding = Deciding::start();
                 let (answer, event) = decide(&shared, &ev);
+                let sending = match answer {
+                    Answer::ContinueUnlessTripped => Some(deciding),
+                    Answer::Continue if event.as_ref().is_some_and(|e| !e.blocked) => {
+                        Some(deciding)
+                    }
+                    _ => None,
+                };
                 tokio::spawn(async move {
+                    // Dropped once the write is handed to Chromium (or failed).
+                    let _sending = sending;
                     let id = ev.request_id.clone();
                     let result = match answer {
                         Answer::Continue => cdp(
@@ -564,13 +648,22 @@ impl Guard {
                         Answer::ContinueUnlessTripped => {
                             tokio::time::sleep(JUDGED_HOLD).await;
                             let tripped = shared.tripped.lock().ok().and_then(|t| t.clone());
-                            if let Some(other) = tripped {
+                            let withheld = match tripped {
+                                Some(other) => Some(format!(
+                                    "the approved write was withheld: another write ({other}) came while it was held"
+                                )),
+                                // Paused while the approved write was held: it is not sent.
+                                None if shared.policy.pause.is_on() => {
+                                    trip(shared.as_ref(), format!("{PAUSED} while the approved write was held"));
+                                    Some(PAUSED.to_owned())
+                                }
+                                None => None,
+                            };
+                            if let Some(reason) = withheld {
                                 shared.approved_withheld.store(true, Ordering::SeqCst);
                                 let _ = shared.events.send(GuardEvent {
                                     blocked: true,
-                                    reason: format!(
-                                        "the approved write was withheld: another write ({other}) came while it was held"
-                                    ),
+                                    reason,
                                     ..event.clone().unwrap_or_else(|| GuardEvent {
                                         blocked: true,
                                         method: ev.request.method.clone(),
@@ -904,6 +997,23 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                     .into(),
             )),
         );
+    }
+    // The emergency pause: nothing but GET and HEAD leaves, whatever window is open. Reads
+    // outside the allowed origins were failed above, paused or not.
+    if shared.policy.pause.is_on() && !matches!(method.as_str(), "GET" | "HEAD") {
+        let window_open = shared
+            .window
+            .lock()
+            .map(|w| !matches!(*w, Window::Closed))
+            .unwrap_or(true);
+        if window_open {
+            // The submit is over: nothing it sends now may go out.
+            trip(
+                shared,
+                format!("{method} {}: {PAUSED}", without_query(&url)),
+            );
+        }
+        return (fail, Some(mk(true, PAUSED.into())));
     }
     if is_read(&method) {
         return (Answer::Continue, None);
@@ -1531,5 +1641,52 @@ mod tests {
         );
         assert!(!e.off_origin);
         assert!(matches!(*s.window.lock().unwrap(), Window::Judging(..)));
+    }
+
+    #[test]
+    fn a_pause_fails_every_write_at_once_and_closes_the_submit_window() {
+        let global = Arc::new(AtomicBool::new(false));
+        let channel = Arc::new(AtomicBool::new(false));
+        let s = shared(Policy {
+            read_only_exceptions: vec![ReadOnlyException {
+                method: "POST".into(),
+                url: "http://a.test/api/refunds".into(),
+            }],
+            pause: PauseSwitch::new(global.clone(), channel.clone()),
+            ..policy()
+        });
+        // Before the pause the read-only exception lets the write through.
+        assert_eq!(decide(&s, &post("a")).0, Answer::Continue);
+        for flag in [&channel, &global] {
+            flag.store(true, Ordering::SeqCst);
+            let (answer, event) = decide(&s, &post("b"));
+            assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+            assert_eq!(event.unwrap().reason, PAUSED);
+            // Reads of the channel still load; OPTIONS is not a read here.
+            let get = paused("GET", "http://a.test/x", "Fetch", "MAIN", json!({}));
+            assert_eq!(decide(&s, &get), (Answer::Continue, None));
+            let options = paused("OPTIONS", "http://a.test/x", "Fetch", "MAIN", json!({}));
+            assert_eq!(
+                decide(&s, &options).0.clone(),
+                Answer::Fail(ErrorReason::BlockedByClient)
+            );
+            // A request outside the allowed origins stays failed.
+            let out = paused("GET", "http://outside.invalid/", "Fetch", "MAIN", json!({}));
+            assert!(decide(&s, &out).1.unwrap().off_origin);
+            flag.store(false, Ordering::SeqCst);
+        }
+        // The approved write of an open submit window is not sent either, and the window
+        // trips so the submit is over.
+        *s.window.lock().unwrap() = Window::Judging(endpoint(), Box::new(|_: &HeldWrite| Ok(())));
+        channel.store(true, Ordering::SeqCst);
+        let (answer, event) = decide(&s, &post("ok"));
+        assert_eq!(answer, Answer::Fail(ErrorReason::BlockedByClient));
+        assert_eq!(event.unwrap().reason, PAUSED);
+        assert!(s.tripped.lock().unwrap().clone().unwrap().contains(PAUSED));
+        assert!(s.judged.borrow().is_none(), "nothing was judged");
+        // A draft's writes are failed, not held.
+        s.hold.store(true, Ordering::SeqCst);
+        assert_eq!(decide(&s, &post("c")).1.unwrap().reason, PAUSED);
+        assert!(s.held.lock().unwrap().is_empty());
     }
 }

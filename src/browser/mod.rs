@@ -20,7 +20,11 @@ mod process;
 mod tab;
 mod targets;
 
-pub use guard::{ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, Policy, JUDGED_HOLD};
+pub use guard::writes_settled;
+pub use guard::{
+    ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy, JUDGED_HOLD,
+    PAUSED,
+};
 pub use pool::{Isolation, Pool, PoolConfig, PoolStats};
 pub use process::{find_chromium, kill_all};
 pub use tab::{ElementRect, FieldValue, Find, Tab};

@@ -114,6 +114,11 @@ pub enum Command {
     },
     /// The weekly numbers: runs, evidence, approvals, blocked requests (from the journal).
     Stats(super::stats::StatsArgs),
+    /// Emergency pause: no new run, in-flight runs stop before their next step, every write
+    /// of every open browser is denied (global, or one channel with --channel).
+    Pause(super::pause::PauseArgs),
+    /// Lift an emergency pause (global, or one channel with --channel).
+    Resume(super::pause::PauseArgs),
 }
 
 #[derive(Debug, Subcommand)]

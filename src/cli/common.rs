@@ -102,5 +102,6 @@ pub fn status_code(status: RunStatus) -> u8 {
         RunStatus::Failed => 1,
         RunStatus::Refused => 3,
         RunStatus::SessionExpired => 4,
+        RunStatus::Paused => 5,
     }
 }

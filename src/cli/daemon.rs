@@ -344,10 +344,17 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
                         .or_default() += 1;
                 }
             }
+            let config = std::sync::Arc::new(load_config(cli)?);
+            let store = crate::evidence::Store::open(&cli.data_dir)
+                .context("opening the evidence store")?;
+            let pause = crate::pause::PauseBoard::open(&store, config, &cli.data_dir)
+                .context("reading the pause state")?
+                .state();
             json!({
                 "daemon": null,
                 "queue": depth,
                 "paused_channels": q.paused_channels()?,
+                "pause": pause,
             })
         }
     };
@@ -368,6 +375,12 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
             }
         ),
         None => println!("daemon: not running (`clerk serve` starts it)"),
+    }
+    if let Some(state) = v
+        .get("pause")
+        .and_then(|p| serde_json::from_value::<crate::pause::PauseState>(p.clone()).ok())
+    {
+        print!("{}", super::pause::render(&state));
     }
     if let Some(p) = v.get("pool") {
         println!(

@@ -18,6 +18,7 @@ pub mod args;
 pub mod common;
 pub mod daemon;
 pub mod demo;
+pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod stats;
@@ -164,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => daemon::status(&cli, *json).await,
         Command::Queue { command } => daemon::queue(&cli, command).await,
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Pause(args) | Command::Resume(args) => pause::run(&cli, args).await,
     }
 }
 

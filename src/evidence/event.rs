@@ -142,12 +142,16 @@ pub enum Event {
         reason: String,
         at: String,
     },
-    /// The emergency pause was switched on or off.
+    /// The emergency pause was switched on (`on`) or off (a resume), for one channel or, with
+    /// no `channel`, for everything (see `pause`). `channel` is left out of the line when
+    /// absent, so records written before it existed keep their bytes and their hash.
     Pause {
         on: bool,
         user: String,
         reason: String,
         at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     /// A bundle was exported; verify checks the journal still reaches this point.
     CheckpointExported {

@@ -17,6 +17,7 @@
 //! | `ap:` approval_id `\0` seq            | -            | approval records               |
 //! | `apid:` approval_id                   | -            | every approval id              |
 //! | `sch:` seq                            | -            | schedule records               |
+//! | `pause:` seq                          | -            | pause and resume records       |
 //! | `meta`                                | see [`Meta`] | how far the journal is indexed |
 //!
 //! Every record is written in a sled transaction together with `meta` (one transaction per
@@ -125,6 +126,9 @@ pub fn ops_for(record: &Record, line: &[u8]) -> Vec<Op> {
     }
     if record.event.schedule_name().is_some() {
         ops.push(Op::Put(key("sch:", &[&seq.to_be_bytes()]), Vec::new()));
+    }
+    if matches!(record.event, Event::Pause { .. }) {
+        ops.push(Op::Put(key("pause:", &[&seq.to_be_bytes()]), Vec::new()));
     }
     ops
 }
@@ -514,6 +518,12 @@ impl Index {
     /// seq order.
     pub fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
         let seqs = self.seqs_under(b"sch:".to_vec())?;
+        self.records_of(seqs)
+    }
+
+    /// Every pause and resume record, in seq order.
+    pub fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
+        let seqs = self.seqs_under(b"pause:".to_vec())?;
         self.records_of(seqs)
     }
 

@@ -407,6 +407,11 @@ impl Store {
         self.synced()?.schedule_records()
     }
 
+    /// Every pause and resume record, in sequence order (the `pause` module folds them).
+    pub fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.synced()?.pause_records()
+    }
+
     /// Every approval id the journal mentions, sorted.
     pub fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
         self.synced()?.approval_ids()

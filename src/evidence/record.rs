@@ -327,6 +327,7 @@ mod tests {
             user: "zé\"\u{1}".into(),
             reason: "r".into(),
             at: "t".into(),
+            channel: None,
         };
         let (record, line) = seal(3, "ts\n\"".into(), "ab".repeat(32), event.clone()).unwrap();
         let mut obj = chain_object(
@@ -355,6 +356,7 @@ mod tests {
             user: "ü".into(),
             reason: "a\u{0}b".into(),
             at: "t".into(),
+            channel: Some("c".into()),
         };
         let (record, line) = seal(
             7,
@@ -369,5 +371,44 @@ mod tests {
         assert_eq!(line_of(&record).unwrap(), line);
         let edited = line.replace("\"on\":true", "\"on\":false");
         assert!(!parse_line(edited.as_bytes()).unwrap().intact());
+    }
+
+    #[test]
+    fn a_pause_line_without_channel_keeps_its_bytes_and_hash() {
+        // Written before `channel` existed: no such key in the event.
+        let old = seal(
+            1,
+            "2026-01-01T00:00:00.000Z".into(),
+            GENESIS_PREV.into(),
+            Event::Pause {
+                on: true,
+                user: "u".into(),
+                reason: "r".into(),
+                at: "t".into(),
+                channel: None,
+            },
+        )
+        .unwrap()
+        .1;
+        assert!(!old.contains("channel"), "{old}");
+        let parsed = parse_line(old.as_bytes()).unwrap();
+        assert!(parsed.intact());
+        assert_eq!(line_of(&parsed.record).unwrap(), old);
+        let scoped = seal(
+            2,
+            "2026-01-01T00:00:00.000Z".into(),
+            GENESIS_PREV.into(),
+            Event::Pause {
+                on: false,
+                user: "u".into(),
+                reason: "r".into(),
+                at: "t".into(),
+                channel: Some("sample".into()),
+            },
+        )
+        .unwrap()
+        .1;
+        assert!(scoped.contains("\"channel\":\"sample\""), "{scoped}");
+        assert!(parse_line(scoped.as_bytes()).unwrap().intact());
     }
 }

@@ -77,6 +77,8 @@ pub struct LoggedRequest {
     pub form: BTreeMap<String, String>,
     /// User of a valid, unexpired session cookie, if the request carried one.
     pub user: Option<String>,
+    /// When the server received it: RFC 3339 UTC with milliseconds, the journal's format.
+    pub at: String,
 }
 
 /// A refund request the server received (accepted or not).
@@ -151,6 +153,8 @@ struct Inner {
     chat_offline: bool,
     /// Refunds numbered so far, by either the server-rendered form or the SPA API.
     refund_no: u64,
+    /// Gates opened by [`SampleCenter::open_gate`] (see `probe.rs`).
+    gates: std::collections::BTreeSet<String>,
     spa: spa::SpaState,
     /// Order pages (`GET /orders/SO-…`) being answered now, and the most at once.
     order_pages_open: u64,
@@ -241,6 +245,7 @@ impl SampleCenter {
                 double_write: false,
                 chat_offline: false,
                 refund_no: 0,
+                gates: Default::default(),
                 spa: spa::SpaState::default(),
                 order_pages_open: 0,
                 order_pages_max: 0,
@@ -361,6 +366,12 @@ impl SampleCenter {
     /// The most order pages (`GET /orders/SO-…`) the server was answering at once.
     pub fn max_concurrent_order_pages(&self) -> u64 {
         self.shared.lock().order_pages_max
+    }
+
+    /// Opens the gate `name`: its `/probe/gate?name=NAME` pages show `#open` on their next
+    /// poll. Tests use it to hold runs in the middle of a wait step until they say so.
+    pub fn open_gate(&self, name: &str) {
+        self.shared.lock().gates.insert(name.to_owned());
     }
 
     pub fn set_double_write(&self, on: bool) {
@@ -529,6 +540,7 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
             query: query.clone(),
             form: form.clone(),
             user: user.clone(),
+            at: crate::evidence::timestamp(chrono::Utc::now()),
         };
         inner.log.push(entry);
     }

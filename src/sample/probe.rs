@@ -6,6 +6,12 @@
 //! `/probe/cached.js`, which is cacheable for an hour: the server's request log says how
 //! often a browser actually fetched it. `GET /probe/writer` POSTs to `/probe/beacon` as soon
 //! as it loads and every 200 ms after.
+//!
+//! `GET /probe/gate?name=K` is late content the test controls: the page asks
+//! `/probe/gate-state?name=K` every 100 ms and shows `#open` once
+//! [`super::SampleCenter::open_gate`] opened `K`. With `&write=1` it also POSTs to
+//! `/probe/beacon` every 100 ms and reports how many of those failed in each poll
+//! (`&failed=N`), so the server's log tells the test what the page tried.
 
 use std::sync::Arc;
 
@@ -30,6 +36,68 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/probe/cached.js", get(cached_js))
         .route("/probe/writer", get(writer))
         .route("/probe/beacon", post(|| async { StatusCode::NO_CONTENT }))
+        .route("/probe/gate", get(gate))
+        .route("/probe/gate-state", get(gate_state))
+}
+
+#[derive(Deserialize)]
+struct GateQuery {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    write: Option<String>,
+}
+
+async fn gate(Query(q): Query<GateQuery>) -> Response {
+    let name = clean(&q.name);
+    let write = q.write.as_deref() == Some("1");
+    let body = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>gate {name}</title></head>
+<body><h1 id="gate">Waiting for gate {name}</h1><p id="status">closed</p>
+<script>
+  const write = {write};
+  let failed = 0, sent = 0;
+  const beacon = () => fetch('/probe/beacon', {{ method: 'POST', body: 'n=' + (++sent) }})
+    .then(r => {{ if (!r.ok) failed++; }}, () => {{ failed++; }});
+  const poll = () => fetch('/probe/gate-state?name={name}&failed=' + failed)
+    .then(r => r.json())
+    .then(s => {{
+      if (s.open && !document.getElementById('open')) {{
+        const p = document.createElement('p');
+        p.id = 'open';
+        p.textContent = 'open';
+        document.body.appendChild(p);
+        document.getElementById('status').textContent = 'open';
+      }}
+    }}, () => {{}});
+  setInterval(() => {{ if (write) beacon(); poll(); }}, 100);
+  if (write) beacon();
+  poll();
+</script></body></html>"#
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn gate_state(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    Query(q): Query<GateQuery>,
+) -> Response {
+    let open = shared.lock().gates.contains(&clean(&q.name));
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{{\"open\":{open}}}"),
+    )
+        .into_response()
 }
 
 /// Text safe in HTML and in a JS string: marks are test inputs, kept to `[A-Za-z0-9_-]`.

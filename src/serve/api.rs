@@ -105,8 +105,11 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/schedules/{name}/pause", post(pause_schedule))
         .route("/api/schedules/{name}/resume", post(resume_schedule))
         .route("/api/schedules/{name}/remove", post(remove_schedule))
+        .route("/api/pause", post(pause))
+        .route("/api/resume", post(resume))
+        .route("/api/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
-    api.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
+    api.route("/metrics", get(metrics)).fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(d)
 }
 
@@ -150,6 +153,7 @@ async fn status(State(d): D) -> ApiResult {
             "recycled": pool.recycled,
         },
         "in_flight": d.in_flight(),
+        "pause": d.engine.pause.state(),
         "queue": depth,
         "paused_channels": paused,
     })))
@@ -449,4 +453,135 @@ async fn remove_schedule(
     Json(body): Json<ScheduleChange>,
 ) -> ApiResult {
     change_schedule(d, name, body, "remove").await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    user: String,
+    reason: String,
+    channel: Option<String>,
+}
+
+async fn change_pause(d: Arc<Daemon>, on: bool, body: PauseBody) -> ApiResult {
+    let scope = crate::pause::PauseScope::from_channel(body.channel.as_deref());
+    let now = (d.engine.clock)();
+    let board = &d.engine.pause;
+    let changed = if on {
+        board.pause(scope, &body.user, &body.reason, now).await
+    } else {
+        board.resume(scope, &body.user, &body.reason, now).await
+    };
+    d.pause_changed();
+    match changed {
+        Ok(c) => Ok(Json(json!({
+            "at": c.at,
+            "seq": c.seq,
+            "state": c.state,
+            "file_error": c.file_error,
+        }))),
+        Err(e) => {
+            let status = match e.exit_code() {
+                3 => StatusCode::FORBIDDEN,
+                2 => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            Err(ApiError(status, e.to_string()))
+        }
+    }
+}
+
+async fn pause(State(d): D, Json(body): Json<PauseBody>) -> ApiResult {
+    change_pause(d, true, body).await
+}
+
+async fn resume(State(d): D, Json(body): Json<PauseBody>) -> ApiResult {
+    change_pause(d, false, body).await
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsParams {
+    since: Option<String>,
+    until: Option<String>,
+    channel: Option<String>,
+}
+
+async fn stats(State(d): D, Query(p): Query<StatsParams>) -> ApiResult {
+    let now = (d.engine.clock)();
+    let time = |t: Option<String>, default| match t {
+        Some(t) => crate::stats::parse_time(&t, now).map_err(|e| bad(e.to_string())),
+        None => Ok(default),
+    };
+    let q = crate::stats::StatsQuery {
+        since: time(p.since, now - chrono::TimeDelta::days(7))?,
+        until: time(p.until, now)?,
+        channel: p.channel,
+    };
+    let store = d.engine.store.clone();
+    let stats = tokio::task::spawn_blocking(move || crate::stats::compute(&store, &q, now))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad(e.to_string()))?;
+    to_json(&stats)
+}
+
+/// `GET /metrics`: counters over all time from the journal, gauges from the daemon.
+async fn metrics(State(d): D) -> Response {
+    match render_metrics(&d).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn render_metrics(d: &Arc<Daemon>) -> Result<String, ApiError> {
+    let now = (d.engine.clock)();
+    let q = crate::stats::StatsQuery {
+        since: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        until: now,
+        channel: None,
+    };
+    let store = d.engine.store.clone();
+    let stats = tokio::task::spawn_blocking(move || crate::stats::compute(&store, &q, now))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let jobs = d.queue_call(|q| q.list(&JobFilter::default())).await?;
+    let mut live = crate::stats::metrics::LiveMetrics::default();
+    fill_live(d, &jobs, &mut live);
+    crate::stats::metrics::render_metrics(&stats, &live).map_err(internal)
+}
+
+fn fill_live(d: &Daemon, jobs: &[crate::queue::Job], live: &mut crate::stats::metrics::LiveMetrics) {
+    for j in jobs {
+        if matches!(j.state, JobState::Queued | JobState::Claimed | JobState::Dead) {
+            *live
+                .queue_depth
+                .entry(j.spec.channel.clone())
+                .or_default()
+                .entry(j.state.to_string())
+                .or_default() += 1;
+        }
+    }
+    let pause = d.engine.pause.state();
+    live.paused = pause.global.is_some();
+    for c in &d.engine.config.channels {
+        live.channels_paused
+            .insert(c.id.clone(), pause.channels.contains_key(&c.id));
+    }
+    live.pool_browsers = d.engine.pool.stats().pids.len() as u64;
+    live.pool_contexts = d
+        .engine
+        .pool
+        .browsers()
+        .iter()
+        .map(|b| b.contexts_open() as u64)
+        .sum();
+    live.runs_in_flight = d.in_flight().len() as u64;
 }

@@ -37,7 +37,11 @@ pub(super) async fn worker(d: Arc<Daemon>, n: usize) {
         let woken = d.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let claim = {
+        // A global emergency pause: nothing is claimed (channel pauses are the queue's, see
+        // `sync_pauses`).
+        let claim = if d.engine.pause.is_paused_globally() {
+            Ok(None)
+        } else {
             let (lease, now, worker) = (d.opts.lease, d.now(), name.clone());
             d.queue_call(move |q| q.claim(&worker, lease, now)).await
         };
@@ -159,6 +163,7 @@ fn verdict_of(report: &RunReport) -> Verdict {
     match report.status {
         RunStatus::Ok | RunStatus::Drafted => Verdict::Complete(report.status.as_str().into()),
         RunStatus::SessionExpired => Verdict::SessionExpired,
+        RunStatus::Paused => Verdict::Paused(error()),
         RunStatus::Refused => Verdict::Fail(Failure::permanent(format!("refused: {}", error()))),
         RunStatus::Failed if report.transient => Verdict::Fail(Failure::transient(error())),
         RunStatus::Failed => Verdict::Fail(Failure::permanent(error())),
@@ -207,7 +212,12 @@ async fn settle(d: &Daemon, claim: &Claim, run_id: Option<String>, verdict: Verd
             d.queue_call(move |q| q.release(&c, reason, None, now))
                 .await
         }
-        Verdict::Paused(why) => d.queue_call(move |q| q.release(&c, &why, None, now)).await,
+        Verdict::Paused(why) => {
+            // Not claimable again before the pause is mirrored into the queue.
+            let later = now + chrono::TimeDelta::seconds(1);
+            d.queue_call(move |q| q.release(&c, &why, Some(later), now))
+                .await
+        }
         Verdict::Fail(failure) => {
             let reason = failure.reason.clone();
             match d.queue_call(move |q| q.fail(&c, failure, now)).await {
@@ -307,4 +317,50 @@ pub(super) async fn interrupt_left_over(d: &Daemon) -> Vec<JobId> {
         }
     }
     out
+}
+
+/// Prefix of the queue pause reasons that mirror the emergency pause of a channel.
+pub(super) const EMERGENCY: &str = "emergency pause: ";
+
+/// Mirrors the emergency pause of channels into the queue, so their jobs are not claimed,
+/// and lifts the mirror when the channel is resumed (queue pauses of other kinds, such as
+/// an expired session, stay). Runs until the daemon stops.
+pub(super) async fn sync_pauses(d: Arc<Daemon>) {
+    loop {
+        if d.stopping() {
+            return;
+        }
+        let state = d.engine.pause.state();
+        let dd = d.clone();
+        let synced = dd
+            .queue_call(move |q| {
+                let queued = q.paused_channels()?;
+                let mut changed = false;
+                for (channel, info) in &state.channels {
+                    let reason = format!("{EMERGENCY}{}", info.message());
+                    if queued.get(channel).map(|p| &p.reason) != Some(&reason)
+                        && queued
+                            .get(channel)
+                            .is_none_or(|p| p.reason.starts_with(EMERGENCY))
+                    {
+                        q.pause_channel(channel, &reason)?;
+                        changed = true;
+                    }
+                }
+                for (channel, p) in &queued {
+                    if p.reason.starts_with(EMERGENCY) && !state.channels.contains_key(channel) {
+                        q.resume_channel(channel)?;
+                        changed = true;
+                    }
+                }
+                Ok(changed)
+            })
+            .await;
+        match synced {
+            Ok(true) => d.wake(),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot mirror the pause into the queue"),
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), d.pause_changed.notified()).await;
+    }
 }

@@ -122,6 +122,8 @@ pub struct Daemon {
     instance: Instance,
     /// Workers and the scheduler wait on this; enqueues, finished runs and resumes notify.
     wake: Notify,
+    /// Notified when a pause or resume went through the API.
+    pause_changed: Notify,
     stopping: watch::Sender<bool>,
     in_flight: Mutex<BTreeMap<JobId, (InFlight, Claim)>>,
     /// Prefix of this daemon's worker names (`<host>/serve/`).
@@ -132,6 +134,12 @@ impl Daemon {
     /// True once shutdown began.
     pub fn stopping(&self) -> bool {
         *self.stopping.borrow()
+    }
+
+    /// Says a pause changed: the queue's mirror is updated at once.
+    pub fn pause_changed(&self) {
+        self.pause_changed.notify_waiters();
+        self.wake();
     }
 
     /// Wakes idle workers (something may have become claimable).
@@ -245,6 +253,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         opts,
         instance,
         wake: Notify::new(),
+        pause_changed: Notify::new(),
         stopping,
         in_flight: Mutex::new(BTreeMap::new()),
         worker_prefix,
@@ -269,6 +278,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             let d = d.clone();
             workers.spawn(executor::worker(d, n));
         }
+        let pause_sync = tokio::spawn(executor::sync_pauses(d.clone()));
         let scheduler = d
             .opts
             .run_scheduler
@@ -281,6 +291,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         if let Some(s) = scheduler {
             s.abort();
         }
+        pause_sync.abort();
         let deadline = tokio::time::sleep(d.opts.shutdown_deadline);
         tokio::pin!(deadline);
         loop {

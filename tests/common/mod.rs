@@ -115,6 +115,7 @@ impl World {
             read_only_exceptions: vec![],
             websocket_allow: vec![],
             service_workers: false,
+            pause: self.engine.pause.switch("sample"),
         };
         let session = channel.load_session(self.data_dir()).unwrap();
         let (browser, tab) =
