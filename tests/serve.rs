@@ -725,3 +725,169 @@ async fn sigkill_and_sigterm_mid_batch_lose_nothing_and_the_work_completes() {
     );
     let _ = JobState::Done;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_through_the_daemon_stops_claims_and_runs_and_resume_finishes_the_batch() {
+    let world = World::with_config(serve_config("max_pages = 2", "pages = 2")).await;
+    world.playbook_from("slow-lookup", SLOW);
+    let running = start(&world, opts(2)).await;
+    let ids = enqueue(
+        &running,
+        &world.data_dir().join("slow-lookup.yaml"),
+        &orders(6),
+    )
+    .await;
+    // Two runs in their wait for the late risk panel.
+    let t = Instant::now();
+    while world
+        .center
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/orders/SO-"))
+        .count()
+        < 2
+    {
+        assert!(t.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, v) = api(
+        &running,
+        "POST",
+        "/api/pause",
+        Some(json!({ "user": "ops", "reason": "carrier pages look wrong" })),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let paused_at = v["at"].as_str().unwrap().to_owned();
+    let pause_seq = v["seq"].as_u64().unwrap();
+    // The in-flight runs stop at their next step, as paused; their jobs wait, no attempt
+    // spent; nothing else starts.
+    let t = Instant::now();
+    loop {
+        let (_, s) = api(&running, "GET", "/api/status", None).await;
+        if s["in_flight"].as_array().unwrap().is_empty() {
+            assert!(
+                s["pause"]["global"]["reason"] == "carrier pages look wrong",
+                "{s}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for id in &ids {
+        let j = job(&running, *id).await;
+        assert_eq!(j["state"], "queued", "{j}");
+        assert_eq!(j["attempts"], 0, "{j}");
+    }
+    let text = std::fs::read_to_string(world.data_dir().join("journal.jsonl")).unwrap();
+    let mut paused_runs = 0;
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let seq = v["seq"].as_u64().unwrap();
+        match v["event"]["type"].as_str() {
+            Some("run_started") => assert!(seq < pause_seq, "a run started after the pause"),
+            Some("run_finished") if v["event"]["status"] == "paused" => paused_runs += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(paused_runs, 2);
+    assert!(
+        world.center.writes().iter().all(|w| w.at <= paused_at),
+        "the seller center received a write after the pause"
+    );
+    // /metrics while paused: OpenMetrics that a Prometheus parser reads.
+    let r = http(running.addr.port(), "GET", "/metrics", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().contains("openmetrics"));
+    let lines: Vec<_> = r.body.lines().map(|l| Ok(l.to_owned())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
+    let gauge = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("channel").is_none())
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(gauge("clerk_paused"), Some(1.0), "{}", r.body);
+    // Resumed: the six orders complete.
+    let (code, _) = api(
+        &running,
+        "POST",
+        "/api/resume",
+        Some(json!({ "user": "ops", "reason": "pages fixed" })),
+    )
+    .await;
+    assert_eq!(code, 200);
+    for j in settled(&running, &ids, Duration::from_secs(180)).await {
+        assert_eq!(j["outcome"]["status"], "ok", "{j}");
+    }
+    let (_, stats) = api(&running, "GET", "/api/stats?since=1d", None).await;
+    assert_eq!(stats["overall"]["ok"], 6, "{stats}");
+    assert_eq!(stats["overall"]["runs_by_outcome"]["paused"], 2, "{stats}");
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_goes_through_a_running_daemon_and_says_so() {
+    let world = World::with_config(serve_config("", "")).await;
+    world.playbook_from("quick-lookup", QUICK);
+    let running = start(&world, opts(1)).await;
+    let clerk = |args: &[&str]| {
+        let dir = world.data_dir().to_owned();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(clerk_bin())
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .args(["--as", "ops"])
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let path = world.data_dir().join("quick-lookup.yaml");
+    let out = clerk(&["run", path.to_str().unwrap(), "-i", "order_id=SO-100001"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}{stdout}");
+    assert!(stderr.contains("through clerk serve"), "{stderr}");
+    assert!(
+        stdout.contains("done") && stdout.contains(" ok r-"),
+        "{stdout}"
+    );
+    // The run was the daemon's: a job in its queue.
+    let (_, jobs) = api(&running, "GET", "/api/jobs", None).await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    let out = clerk(&["queue", "list"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("quick-lookup"));
+    let out = clerk(&["pause", "--channel", "sample", "--reason", "audit"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("through clerk serve"));
+    assert!(running.daemon.engine.pause.is_paused("sample").is_some());
+    let out = clerk(&["status"]).await;
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("daemon: running"), "{status}");
+    assert!(status.contains("audit"), "{status}");
+    let out = clerk(&["resume", "--channel", "sample", "--reason", "done"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    running.shutdown();
+    running.wait().await.unwrap();
+    // Without a daemon, status says so.
+    let out = clerk(&["status"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: not running"));
+}

@@ -20,6 +20,7 @@ mod readonly;
 mod sample_center;
 mod sample_spa;
 mod schedule;
+mod scheduler;
 mod serve;
 mod spa;
 mod stats;

@@ -109,7 +109,8 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/resume", post(resume))
         .route("/api/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
-    api.route("/metrics", get(metrics)).fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
+    api.route("/metrics", get(metrics))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(d)
 }
 
@@ -558,9 +559,16 @@ async fn render_metrics(d: &Arc<Daemon>) -> Result<String, ApiError> {
     crate::stats::metrics::render_metrics(&stats, &live).map_err(internal)
 }
 
-fn fill_live(d: &Daemon, jobs: &[crate::queue::Job], live: &mut crate::stats::metrics::LiveMetrics) {
+fn fill_live(
+    d: &Daemon,
+    jobs: &[crate::queue::Job],
+    live: &mut crate::stats::metrics::LiveMetrics,
+) {
     for j in jobs {
-        if matches!(j.state, JobState::Queued | JobState::Claimed | JobState::Dead) {
+        if matches!(
+            j.state,
+            JobState::Queued | JobState::Claimed | JobState::Dead
+        ) {
             *live
                 .queue_depth
                 .entry(j.spec.channel.clone())
