@@ -514,7 +514,15 @@ impl Engine {
         .await?;
         drop(start_gate);
         let started_record = t_record.elapsed();
-        tracing::info!(run = %run_id, playbook = %playbook.name, channel = %channel.id, "run started");
+        // Every log line of the run carries its id, channel and playbook (and, inside a
+        // step, the step): `--log-format json` puts them in each line's `span`/`spans`.
+        let span = tracing::info_span!(
+            "run",
+            run_id = %run_id,
+            channel = %channel.id,
+            playbook = %playbook.name
+        );
+        span.in_scope(|| tracing::info!("run started"));
 
         let mut state = RunState {
             engine: self,
@@ -536,7 +544,7 @@ impl Engine {
             transient: false,
         };
         state.spent.journal += started_record;
-        let (status, error) = state.execute().await?;
+        let (status, error) = tracing::Instrument::instrument(state.execute(), span.clone()).await?;
         if !matches!(
             status,
             RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused | RunStatus::Paused
@@ -559,7 +567,7 @@ impl Engine {
         })
         .await?;
         state.spent.journal += t_record.elapsed();
-        tracing::info!(run = %run_id, status = status.as_str(), "run finished");
+        span.in_scope(|| tracing::info!(status = status.as_str(), "run finished"));
         Ok(RunReport {
             run_id: Some(run_id),
             playbook: playbook.name.clone(),
@@ -725,7 +733,22 @@ impl<'a> RunState<'a> {
             let started_at = self.engine.now();
             let t0 = Instant::now();
             let before = self.fields.clone();
-            let mut outcome = self.step(browser, tab, step).await;
+            let step_span = tracing::info_span!(
+                "step",
+                step = step.index + 1,
+                kind = step.action.kind(),
+                name = %step.name
+            );
+            let mut outcome =
+                tracing::Instrument::instrument(self.step(browser, tab, step), step_span.clone())
+                    .await;
+            step_span.in_scope(|| match &outcome {
+                Ok(()) => tracing::debug!("step ok"),
+                Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
+                    tracing::info!(error = %self.scrub(m), "step failed")
+                }
+                Err(_) => tracing::info!("step stopped the run"),
+            });
             if let Err(StepStop::Transient(m)) = outcome {
                 self.transient = true;
                 outcome = Err(StepStop::Failed(m));

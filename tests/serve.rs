@@ -891,3 +891,53 @@ async fn the_cli_goes_through_a_running_daemon_and_says_so() {
     let out = clerk(&["status"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("daemon: not running"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_run_channel_playbook_and_step_on_every_line_of_a_run() {
+    let world = World::new().await;
+    world.playbook_from("quick-lookup", QUICK);
+    let path = world.data_dir().join("quick-lookup.yaml");
+    let dir = world.data_dir().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(clerk_bin())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--as", "ops", "--log-format", "json", "-vv", "run"])
+            .arg(&path)
+            .args(["-i", "order_id=SO-100001", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let of_run: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["spans"].as_array().is_some_and(|s| !s.is_empty()))
+        .collect();
+    assert!(of_run.len() >= 4, "{stderr}");
+    let run_id = of_run[0]["spans"][0]["run_id"].as_str().unwrap().to_owned();
+    assert!(run_id.starts_with("r-"));
+    for l in &of_run {
+        let run = &l["spans"][0];
+        assert_eq!(run["name"], "run", "{l}");
+        assert_eq!(run["run_id"], run_id.as_str(), "{l}");
+        assert_eq!(run["channel"], "sample", "{l}");
+        assert_eq!(run["playbook"], "quick-lookup", "{l}");
+    }
+    // Step lines name their step; the four steps all logged.
+    let steps: std::collections::BTreeSet<u64> = of_run
+        .iter()
+        .filter_map(|l| l["spans"].get(1))
+        .filter_map(|s| s["step"].as_u64())
+        .collect();
+    assert_eq!(steps, (1..=4).collect());
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "run started" && l["span"]["run_id"] == run_id.as_str()));
+}
