@@ -1129,6 +1129,14 @@ impl<'a> RunState<'a> {
                 let nav = tab.goto(&url, timeout).await;
                 self.check_navigation(browser, tab).await?;
                 nav?;
+                // A seller center that is down or overloaded: worth trying again later.
+                if let Ok(Some(code)) = tab.response_status().await {
+                    if code >= 500 {
+                        return Err(StepStop::Transient(format!(
+                            "the seller center answered HTTP {code} for {url}"
+                        )));
+                    }
+                }
             }
             Action::WaitFor { condition } => match condition {
                 WaitCondition::Visible(locator) => {

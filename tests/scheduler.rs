@@ -215,3 +215,55 @@ fn every_slot_of_a_simulated_day_is_fired_once_across_restarts_crashes_and_overl
         assert!(j.spec.case_ref.as_deref().unwrap().starts_with("SO-10000"));
     }
 }
+
+/// A one-shot HTTP server answering every request with `content_type` and `body`.
+async fn serve_once(content_type: &'static str, status: &'static str, body: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_urls_are_fetched_as_csv_or_json_lines_and_failures_are_named() {
+    use clerk::serve::scheduler::fetch_rows;
+    let csv = serve_once("text/csv", "200 OK", "order_id,note\nSO-100001,a\nSO-100002,\n").await;
+    let jsonl = serve_once(
+        "application/octet-stream",
+        "200 OK",
+        "{\"order_id\":\"SO-100003\"}\n\n{\"order_id\":\"SO-100004\",\"n\":5}\n",
+    )
+    .await;
+    let html = serve_once("text/html", "200 OK", "<p>login</p>").await;
+    let gone = serve_once("text/plain", "404 Not Found", "no").await;
+    let rows = tokio::task::spawn_blocking(move || {
+        (
+            fetch_rows(&format!("http://127.0.0.1:{csv}/open")),
+            fetch_rows(&format!("http://127.0.0.1:{jsonl}/waiting.jsonl")),
+            fetch_rows(&format!("http://127.0.0.1:{html}/list")),
+            fetch_rows(&format!("http://127.0.0.1:{gone}/x.csv")),
+        )
+    })
+    .await
+    .unwrap();
+    let csv_rows = rows.0.unwrap();
+    assert_eq!(csv_rows.len(), 2);
+    assert_eq!(csv_rows[0]["note"], "a");
+    assert!(!csv_rows[1].contains_key("note"));
+    let json_rows = rows.1.unwrap();
+    assert_eq!(json_rows[1]["order_id"], "SO-100004");
+    assert_eq!(json_rows[1]["n"], "5");
+    assert!(rows.2.unwrap_err().contains("text/html"));
+    assert!(rows.3.unwrap_err().contains("404"));
+}

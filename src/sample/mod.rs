@@ -161,6 +161,8 @@ struct Inner {
     order_pages_max: u64,
     /// How long an order page takes to answer.
     order_delay: std::time::Duration,
+    /// The next this many order pages answer 503.
+    order_failures: u64,
 }
 
 impl Inner {
@@ -250,6 +252,7 @@ impl SampleCenter {
                 order_pages_open: 0,
                 order_pages_max: 0,
                 order_delay: std::time::Duration::ZERO,
+                order_failures: 0,
             }),
             stopped: stopped.clone(),
         });
@@ -361,6 +364,12 @@ impl SampleCenter {
     /// runs overlap at the server).
     pub fn set_order_delay(&self, delay: std::time::Duration) {
         self.shared.lock().order_delay = delay;
+    }
+
+    /// The next `n` order pages answer `503 Service Unavailable` (an overloaded seller
+    /// center).
+    pub fn fail_next_order_pages(&self, n: u64) {
+        self.shared.lock().order_failures = n;
     }
 
     /// The most order pages (`GET /orders/SO-…`) the server was answering at once.
@@ -576,11 +585,13 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
             .run(Request::from_parts(parts, Body::from(bytes)))
             .await;
     }
-    let delay = {
+    let (delay, fail) = {
         let mut inner = shared.lock();
+        let fail = inner.order_failures > 0;
+        inner.order_failures = inner.order_failures.saturating_sub(1);
         inner.order_pages_open += 1;
         inner.order_pages_max = inner.order_pages_max.max(inner.order_pages_open);
-        inner.order_delay
+        (inner.order_delay, fail)
     };
     /// Counts the page as answered even if the client goes away mid-answer.
     struct Closing(Arc<Shared>);
@@ -593,6 +604,13 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
     let _closing = Closing(shared.clone());
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if fail {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html("<h1>Service unavailable</h1><p>Try again later.</p>"),
+        )
+            .into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
