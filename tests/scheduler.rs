@@ -238,7 +238,12 @@ async fn serve_once(content_type: &'static str, status: &'static str, body: &'st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_urls_are_fetched_as_csv_or_json_lines_and_failures_are_named() {
     use clerk::serve::scheduler::fetch_rows;
-    let csv = serve_once("text/csv", "200 OK", "order_id,note\nSO-100001,a\nSO-100002,\n").await;
+    let csv = serve_once(
+        "text/csv",
+        "200 OK",
+        "order_id,note\nSO-100001,a\nSO-100002,\n",
+    )
+    .await;
     let jsonl = serve_once(
         "application/octet-stream",
         "200 OK",

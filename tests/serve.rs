@@ -937,22 +937,37 @@ async fn json_logs_carry_run_channel_playbook_and_step_on_every_line_of_a_run() 
         .filter_map(|s| s["step"].as_u64())
         .collect();
     assert_eq!(steps, (1..=4).collect());
-    assert!(lines
-        .iter()
-        .any(|l| l["fields"]["message"] == "run started" && l["span"]["run_id"] == run_id.as_str()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "run started"
+                && l["span"]["run_id"] == run_id.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seller_center_5xx_is_retried_and_then_succeeds() {
-    let world = World::with_config(serve_config("", "retry_base = \"100ms\"\nretry_max = \"100ms\"")).await;
+    let world = World::with_config(serve_config(
+        "",
+        "retry_base = \"100ms\"\nretry_max = \"100ms\"",
+    ))
+    .await;
     world.playbook_from("quick-lookup", QUICK);
     world.center.fail_next_order_pages(1);
     let running = start(&world, opts(1)).await;
-    let ids = enqueue(&running, &world.data_dir().join("quick-lookup.yaml"), &orders(1)).await;
+    let ids = enqueue(
+        &running,
+        &world.data_dir().join("quick-lookup.yaml"),
+        &orders(1),
+    )
+    .await;
     let j = &settled(&running, &ids, Duration::from_secs(60)).await[0];
     assert_eq!(j["outcome"]["status"], "ok", "{j}");
     assert_eq!(j["attempts"], 2, "{j}");
-    assert!(j["last_error"].as_str().unwrap().contains("HTTP 503"), "{j}");
+    assert!(
+        j["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{j}"
+    );
     running.shutdown();
     running.wait().await.unwrap();
 }
