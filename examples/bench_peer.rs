@@ -131,38 +131,11 @@ impl PssSampler {
     }
 }
 
+#[path = "support/pss.rs"]
+mod pss;
+
 fn chromium_pss_kib(exe: &Path) -> f64 {
-    let mut total = 0.0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    for e in entries.flatten() {
-        if !e
-            .file_name()
-            .to_string_lossy()
-            .chars()
-            .all(|c| c.is_ascii_digit())
-        {
-            continue;
-        }
-        if std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(exe) {
-            continue;
-        }
-        let Ok(rollup) = std::fs::read_to_string(e.path().join("smaps_rollup")) else {
-            continue;
-        };
-        for line in rollup.lines() {
-            if let Some(v) = line.strip_prefix("Pss:") {
-                total += v
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(0.0);
-            }
-        }
-    }
-    total
+    pss::pss_kib(|_, e| e == Some(exe))
 }
 
 fn peer(

@@ -36,38 +36,13 @@ steps:
   - screenshot: { name: order-page }
 "##;
 
+#[path = "support/pss.rs"]
+mod pss;
+
 /// PSS in KiB of this process plus every process running `chromium`.
 fn pss_kib(chromium: &Path) -> f64 {
-    let me = std::process::id().to_string();
-    let mut total = 0.0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let ours = name == me
-            || std::fs::read_link(e.path().join("exe")).ok().as_deref() == Some(chromium);
-        if !ours {
-            continue;
-        }
-        let Ok(rollup) = std::fs::read_to_string(e.path().join("smaps_rollup")) else {
-            continue;
-        };
-        for line in rollup.lines() {
-            if let Some(v) = line.strip_prefix("Pss:") {
-                total += v
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(0.0);
-            }
-        }
-    }
-    total
+    let me = std::process::id();
+    pss::pss_kib(|pid, exe| pid == me || exe == Some(chromium))
 }
 
 /// Peak PSS (MiB) while it runs, sampled every 100 ms.

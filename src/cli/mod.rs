@@ -58,20 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|p| load_playbook(p, Some(&engine.config)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let base = parse_pairs(&args.input)?;
-            let rows = match &args.inputs {
-                Some(path) => batch::read_rows(path)
-                    .map_err(|e| exit(2, e.to_string()))?
-                    .into_iter()
-                    .map(|mut r| {
-                        for (k, v) in &base {
-                            r.entry(k.clone()).or_insert_with(|| v.clone());
-                        }
-                        r
-                    })
-                    .collect(),
-                None => vec![base],
-            };
+            let rows = input_rows(args)?;
             let opts = BatchOptions {
                 jobs: args.jobs,
                 operator: current_user(&cli),
@@ -190,8 +177,23 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
             .map_err(|e| exit(2, format!("resolving {}: {e}", p.display())))?;
         playbooks.push(abs.display().to_string());
     }
+    let rows = input_rows(args)?;
+    daemon::run_via(
+        d,
+        playbooks,
+        rows,
+        current_user(cli),
+        args.case.clone(),
+        args.json,
+    )
+    .await
+}
+
+/// The rows of `clerk run`: each row of `--inputs` (or one row), completed by the `-i`
+/// values it does not set.
+fn input_rows(args: &RunArgs) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
     let base = parse_pairs(&args.input)?;
-    let rows = match &args.inputs {
+    Ok(match &args.inputs {
         Some(path) => batch::read_rows(path)
             .map_err(|e| exit(2, e.to_string()))?
             .into_iter()
@@ -203,14 +205,5 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
             })
             .collect(),
         None => vec![base],
-    };
-    daemon::run_via(
-        d,
-        playbooks,
-        rows,
-        current_user(cli),
-        args.case.clone(),
-        args.json,
-    )
-    .await
+    })
 }
