@@ -971,3 +971,90 @@ async fn a_seller_center_5xx_is_retried_and_then_succeeds() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_and_submit_go_through_the_daemon_which_holds_the_secret() {
+    let world = World::new().await;
+    // A draft, made directly (no daemon yet).
+    let pb = crate::common::playbook("refund-draft");
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 300)
+        .unwrap()
+        .id
+        .clone();
+    let report = world
+        .run_as(
+            &pb,
+            &[
+                ("order_id", order.as_str()),
+                ("amount", "1.00"),
+                ("reason", "wrong_item"),
+                ("note", "photos in the case"),
+                ("supervisor_pin", "73914628"),
+            ],
+            "ops",
+            None,
+        )
+        .await;
+    let id = report.approval_id.clone().expect("drafted");
+    // The daemon, as a process, with the secret in its own environment only.
+    let dir = world.data_dir().to_owned();
+    let child = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["serve", "--port", "0"])
+        .env("CLERK_SECRET_SUPERVISOR_PIN", "73914628")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child };
+    daemon.ready(&dir).await;
+    let cli = |args: Vec<&'static str>, extra: String| {
+        let dir = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(clerk_bin())
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .args(&args)
+                    .arg(extra)
+                    .env_remove("CLERK_SECRET_SUPERVISOR_PIN")
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // The requester cannot approve their own draft, through the daemon either.
+    let own = cli(vec!["--as", "ops", "approve"], id.clone()).await;
+    assert_eq!(
+        own.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let ok = cli(vec!["--as", "carol", "approve"], id.clone()).await;
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert_eq!(ok.status.code(), Some(0), "{err}");
+    assert!(err.contains("through clerk serve"), "{err}");
+    let sub = cli(vec!["--as", "ops", "submit"], id.clone()).await;
+    let out = String::from_utf8_lossy(&sub.stdout);
+    assert_eq!(
+        sub.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&sub.stderr)
+    );
+    let refunds = world.center.refunds();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert!(refunds[0].accepted, "{refunds:?}");
+    assert_eq!(refunds[0].order_id, order);
+    // The secret reached the seller center but was never queued.
+    let qlog = std::fs::read_to_string(dir.join("queue/queue.log")).unwrap();
+    assert!(!qlog.contains("73914628"));
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+}
