@@ -17,6 +17,7 @@
 //! Chromium is reaped, `serve.json` removed, the lock released.
 
 mod api;
+mod console;
 mod executor;
 pub mod scheduler;
 
@@ -266,7 +267,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             let mut stopping = d.stopping.subscribe();
             let app = api::router(d.clone());
             tokio::spawn(async move {
-                axum::serve(listener, app)
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(async move {
                         let _ = stopping.wait_for(|s| *s).await;
                     })
