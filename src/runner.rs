@@ -544,7 +544,8 @@ impl Engine {
             transient: false,
         };
         state.spent.journal += started_record;
-        let (status, error) = tracing::Instrument::instrument(state.execute(), span.clone()).await?;
+        let (status, error) =
+            tracing::Instrument::instrument(state.execute(), span.clone()).await?;
         if !matches!(
             status,
             RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused | RunStatus::Paused

@@ -14,8 +14,8 @@ use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-pub use crate::channel::Role;
 use crate::channel::Config;
+pub use crate::channel::Role;
 
 /// Shortest password `add` accepts.
 pub const MIN_PASSWORD_LEN: usize = 10;

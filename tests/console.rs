@@ -87,7 +87,10 @@ fn add_users(world: &World) {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("$argon2id$"), "{text}");
-    assert!(!text.contains(&password("carol")), "a password stored in clear");
+    assert!(
+        !text.contains(&password("carol")),
+        "a password stored in clear"
+    );
 }
 
 async fn start(world: &World, clock: &TestClock) -> Running {
@@ -279,7 +282,8 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
     let r = get(port, "/approvals", Some(&carol)).await;
     assert_eq!(r.status, 200);
     assert!(
-        r.body.contains("<title>Approvals (1 pending) · clerk</title>"),
+        r.body
+            .contains("<title>Approvals (1 pending) · clerk</title>"),
         "{}",
         r.body
     );
@@ -295,7 +299,11 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
     let r = get(port, &format!("/approvals/{id}"), Some(&carol)).await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains(&format!(r#"src="{shot}""#)), "{}", r.body);
-    assert!(!r.body.contains("<script>alert"), "unescaped note: {}", r.body);
+    assert!(
+        !r.body.contains("<script>alert"),
+        "unescaped note: {}",
+        r.body
+    );
     assert!(
         r.body.contains("&#60;script&#62;alert") || r.body.contains("&lt;script&gt;alert"),
         "the note is not shown as text: {}",
@@ -392,7 +400,10 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
     )
     .await;
     assert_eq!(r.status, 303, "{}", r.body);
-    assert_eq!(r.header("location"), Some(format!("/approvals/{id}").as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/approvals/{id}").as_str())
+    );
     let a = clerk::approval::load(&running.daemon.engine, &id).unwrap();
     assert_eq!(a.state, ApprovalState::Approved);
     let decided: Vec<String> = world

@@ -267,11 +267,14 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             let mut stopping = d.stopping.subscribe();
             let app = api::router(d.clone());
             tokio::spawn(async move {
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move {
-                        let _ = stopping.wait_for(|s| *s).await;
-                    })
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                })
+                .await
             })
         };
         let mut workers = tokio::task::JoinSet::new();

@@ -140,10 +140,7 @@ fn error(status: StatusCode, message: impl Into<String>, back: &str) -> Response
     page(
         status,
         &ErrorPage {
-            title: status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
             message: message.into(),
             back: back.to_owned(),
         },
@@ -330,11 +327,7 @@ async fn login(State(c): C, PeerAddr(addr): PeerAddr, Form(f): Form<LoginForm>) 
             };
             let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
             tracing::info!(user = %f.user, "console login");
-            (
-                [(header::SET_COOKIE, cookie)],
-                Redirect::to("/approvals"),
-            )
-                .into_response()
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/approvals")).into_response()
         }
         Ok(Err(users::UserError::BadCredentials)) => {
             c.limiter.fail(&keys, now);
@@ -569,12 +562,11 @@ async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Respon
     let now = c.now();
     let r = &x.request;
     let own = r.requester == a.s.user;
-    let reviewer = c
-        .d
-        .engine
-        .config
-        .channel(&r.content.channel)
-        .is_ok_and(|ch| ch.is_reviewer(&a.s.user));
+    let reviewer =
+        c.d.engine
+            .config
+            .channel(&r.content.channel)
+            .is_ok_and(|ch| ch.is_reviewer(&a.s.user));
     let d = Detail {
         id: r.approval_id.clone(),
         state: x.state.as_str(),

@@ -153,7 +153,9 @@ mod tests {
         }
         let now = t0() + TimeDelta::minutes(5);
         assert_eq!(l.blocked_until(&keys, now), Some(t0() + FAIL_WINDOW));
-        assert!(l.blocked_until(&["addr:127.0.0.1".to_owned()], now).is_some());
+        assert!(l
+            .blocked_until(&["addr:127.0.0.1".to_owned()], now)
+            .is_some());
         assert_eq!(l.blocked_until(&["user:dave".to_owned()], now), None);
         assert_eq!(l.blocked_until(&keys, t0() + FAIL_WINDOW), None);
     }
