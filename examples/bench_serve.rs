@@ -116,21 +116,14 @@ fn data_dir(center: &SampleCenter, pages: usize) -> anyhow::Result<(tempfile::Te
 }
 
 fn orders(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("SO-{:06}", 100001 + (i % 40)))
-        .collect()
+    (0..n).map(|i| format!("SO-{:06}", 100001 + (i % 40))).collect()
 }
 
 /// The baseline: a direct batch at `pages`. Returns seconds.
 async fn batch(center: &SampleCenter, pages: usize, n: usize) -> anyhow::Result<f64> {
     let (dir, config) = data_dir(center, pages)?;
     let store = Store::open(dir.path())?;
-    let engine = Engine::new(
-        dir.path().to_owned(),
-        config,
-        store,
-        LaunchOptions::detect()?,
-    );
+    let engine = Engine::new(dir.path().to_owned(), config, store, LaunchOptions::detect()?);
     let playbook = Arc::new(
         clerk::playbook::load(&dir.path().join("bench-lookup.yaml"), Some(&engine.config))
             .map_err(|d| anyhow::anyhow!("{d}"))?,
@@ -191,7 +184,9 @@ async fn served(center: &SampleCenter, pages: usize, n: usize) -> anyhow::Result
         {
             let bad = jobs
                 .iter()
-                .filter(|j| j.outcome.as_ref().map(|o| o.status.as_str()) != Some("ok"))
+                .filter(|j| {
+                    j.outcome.as_ref().map(|o| o.status.as_str()) != Some("ok")
+                })
                 .count();
             anyhow::ensure!(bad == 0, "{bad} daemon jobs did not end ok");
             break;
@@ -228,7 +223,13 @@ async fn main() -> anyhow::Result<()> {
     println!("queue throughput, {n} read-only lookups (order page, 3 fields, full-page PNG)");
     println!(
         "{:>5} {:>14} {:>14} {:>8} {:>13} {:>13} {:>13}",
-        "pages", "batch ord/min", "serve ord/min", "ratio", "idle MiB", "busy MiB", "warm idle MiB"
+        "pages",
+        "batch ord/min",
+        "serve ord/min",
+        "ratio",
+        "idle MiB",
+        "busy MiB",
+        "warm idle MiB"
     );
     for pages in [1, 2, 4] {
         // Warm-up of the machine's caches: one small batch, not counted.

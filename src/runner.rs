@@ -544,8 +544,7 @@ impl Engine {
             transient: false,
         };
         state.spent.journal += started_record;
-        let (status, error) =
-            tracing::Instrument::instrument(state.execute(), span.clone()).await?;
+        let (status, error) = tracing::Instrument::instrument(state.execute(), span.clone()).await?;
         if !matches!(
             status,
             RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused | RunStatus::Paused

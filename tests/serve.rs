@@ -937,10 +937,7 @@ async fn json_logs_carry_run_channel_playbook_and_step_on_every_line_of_a_run() 
         .filter_map(|s| s["step"].as_u64())
         .collect();
     assert_eq!(steps, (1..=4).collect());
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["fields"]["message"] == "run started"
-                && l["span"]["run_id"] == run_id.as_str())
-    );
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "run started" && l["span"]["run_id"] == run_id.as_str()));
 }

@@ -265,16 +265,13 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         let api = {
             let d = d.clone();
             let mut stopping = d.stopping.subscribe();
-            let app = api::router(d.clone());
+            let app = api::router(d.clone()).into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                })
-                .await
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    })
+                    .await
             })
         };
         let mut workers = tokio::task::JoinSet::new();
