@@ -453,6 +453,43 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(running.daemon.engine.pause.state().global.is_none());
 
+    // Runs: the draft run is listed; its page shows the screenshot and its hash; an auditor
+    // may verify it ("verify now"), which names an altered file.
+    let run_id = approval.request.run_id.clone();
+    let r = get(port, "/runs?playbook=refund-draft", Some(&audrey)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains(&format!(r#"href="/runs/{run_id}""#)),
+        "{}",
+        r.body
+    );
+    let r = get(port, "/runs?playbook=other", Some(&audrey)).await;
+    assert!(!r.body.contains(&run_id));
+    let r = get(port, &format!("/runs/{run_id}"), Some(&audrey)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(&sha) && r.body.contains("Verify now"));
+    let verify = format!("/runs/{run_id}/verify");
+    let r = post(port, &verify, Some(&audrey), &[]).await;
+    assert_eq!(r.status, 403, "verify without CSRF token");
+    let r = post(port, &verify, Some(&audrey), &[("csrf", &audrey_csrf)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Verification: INTACT"), "{}", r.body);
+    let png = world.engine.store.screenshot_path(&sha);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&png, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&png).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&png, &bytes).unwrap();
+    let r = post(port, &verify, Some(&audrey), &[("csrf", &audrey_csrf)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Verification: PROBLEMS"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("{sha}.png")) && r.body.contains("no longer matches"),
+        "{}",
+        r.body
+    );
+
     // Logout ends the session.
     let r = post(port, "/logout", Some(&carol), &[("csrf", &carol_csrf)]).await;
     assert_eq!(r.status, 303);

@@ -83,6 +83,9 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/approvals", get(approvals))
         .route("/approvals/{id}", get(approval_page))
         .route("/approvals/{id}/decide", post(decide))
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/verify", post(verify_run))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/screenshots/{file}", get(screenshot))
@@ -683,6 +686,135 @@ async fn decide(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), &back),
     }
+}
+
+#[derive(Deserialize, Default)]
+struct RunsFilter {
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    playbook: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    case: String,
+    #[serde(default)]
+    since: String,
+}
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct RunsPage {
+    chrome: Chrome,
+    f: RunsFilter,
+    rows: Vec<crate::evidence::RunSummary>,
+    message: Option<String>,
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+async fn runs(State(c): C, a: Authed, Query(f): Query<RunsFilter>) -> Response {
+    let since = match some(&f.since).map(|t| crate::evidence::parse_since(&t)) {
+        Some(Err(e)) => Err(e.to_string()),
+        Some(Ok(t)) => Ok(Some(t)),
+        None => Ok(None),
+    };
+    let (rows, message) = match since {
+        Err(m) => (Vec::new(), Some(m)),
+        Ok(since) => {
+            let filter = crate::evidence::RunFilter {
+                channel: some(&f.channel),
+                case_ref: some(&f.case),
+                since,
+                status: some(&f.status),
+            };
+            let store = c.d.engine.store.clone();
+            match tokio::task::spawn_blocking(move || store.list_runs(&filter)).await {
+                Ok(Ok(mut rows)) => {
+                    if let Some(p) = some(&f.playbook) {
+                        rows.retain(|r| r.playbook == p);
+                    }
+                    (rows, None)
+                }
+                Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        &RunsPage {
+            chrome: chrome(&c, &a),
+            f,
+            rows,
+            message,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    chrome: Chrome,
+    r: crate::evidence::RunDetail,
+    /// Intact, and the report's lines.
+    verified: Option<(bool, Vec<String>)>,
+}
+
+async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response {
+    let store = c.d.engine.store.clone();
+    let data_dir = c.d.engine.data_dir.clone();
+    let wanted = id.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let run = store.run(&wanted)?;
+        let verified = if verify && run.is_some() {
+            let report = crate::evidence::verify::verify(
+                &data_dir,
+                &crate::evidence::verify::Scope::Run(wanted.clone()),
+            )?;
+            Some((
+                report.ok(),
+                report.to_string().lines().map(str::to_owned).collect(),
+            ))
+        } else {
+            None
+        };
+        Ok::<_, crate::evidence::StoreError>((run, verified))
+    })
+    .await;
+    match loaded {
+        Ok(Ok((Some(r), verified))) => page(
+            StatusCode::OK,
+            &RunPage {
+                chrome: chrome(c, a),
+                r,
+                verified,
+            },
+        ),
+        Ok(Ok((None, _))) => error(StatusCode::NOT_FOUND, format!("no run {id}"), "/runs"),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
+    }
+}
+
+async fn run_page(State(c): C, a: Authed, Path(id): Path<String>) -> Response {
+    show_run(&c, &a, id, false).await
+}
+
+/// `POST /runs/{id}/verify`: re-hashes the run's screenshots and records (every role; it
+/// changes nothing, but it is a button, so a POST with the CSRF token).
+async fn verify_run(
+    State(c): C,
+    a: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    show_run(&c, &a, id, true).await
 }
 
 #[derive(Deserialize)]
