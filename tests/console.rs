@@ -36,12 +36,12 @@ impl TestClock {
 }
 
 /// The demo config with `ops` also a reviewer (to try approving their own draft) and four
-/// console users.
-async fn world() -> World {
+/// console users; `extra` is appended (a `[serve]` table).
+async fn world(extra: &str) -> World {
     World::with_config(|c| {
         let c = c.replacen(r#"reviewers = ["carol"]"#, r#"reviewers = ["carol", "ops"]"#, 1);
         format!(
-            "{c}\n[[user]]\nname = \"carol\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"ops\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"audrey\"\nrole = \"auditor\"\n"
+            "{c}\n[[user]]\nname = \"carol\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"ops\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"audrey\"\nrole = \"auditor\"\n{extra}"
         )
     })
     .await
@@ -135,8 +135,13 @@ async fn post(port: u16, path: &str, cookie: Option<&str>, form: &[(&str, &str)]
     http(port, "POST", path, &headers, Some(&body)).await
 }
 
-/// Logs in and returns the session id from the cookie (asserting its flags).
+/// Logs in and returns the session id from the cookie (asserting its flags; `Secure` only
+/// with `[serve] cookie_secure`).
 async fn login(port: u16, user: &str) -> String {
+    login_secure(port, user, false).await
+}
+
+async fn login_secure(port: u16, user: &str, secure: bool) -> String {
     let r = post(
         port,
         "/login",
@@ -155,10 +160,7 @@ async fn login(port: u16, user: &str) -> String {
     let flags: Vec<&str> = cookie.split(';').map(str::trim).collect();
     assert!(flags.contains(&"HttpOnly"), "{cookie}");
     assert!(flags.contains(&"SameSite=Strict"), "{cookie}");
-    assert!(
-        !flags.contains(&"Secure"),
-        "Secure without cookie_secure: {cookie}"
-    );
+    assert_eq!(flags.contains(&"Secure"), secure, "{cookie}");
     let id = flags[0].trim_start_matches("clerk_session=").to_owned();
     assert_eq!(id.len(), 64, "{cookie}");
     id
@@ -219,7 +221,7 @@ fn refusals(world: &World, user: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
-    let world = world().await;
+    let world = world("").await;
     add_users(&world);
     let id = draft(&world).await;
     let clock = TestClock::default();
@@ -502,13 +504,13 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_sessions_end_after_thirty_idle_minutes() {
-    let world = world().await;
+async fn console_sessions_end_after_thirty_idle_minutes_and_cookies_can_be_secure() {
+    let world = world("\n[serve]\ncookie_secure = true\n").await;
     add_users(&world);
     let clock = TestClock::default();
     let running = start(&world, &clock).await;
     let port = running.addr.port();
-    let carol = login(port, "carol").await;
+    let carol = login_secure(port, "carol", true).await;
     let page = get(port, "/approvals", Some(&carol)).await;
     let token = csrf(&page.body);
     // Each request restarts the idle time.
