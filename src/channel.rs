@@ -265,6 +265,9 @@ pub struct ServeSettings {
     /// How long in-flight runs may take to finish after SIGTERM before they are stopped,
     /// marked interrupted and queued again, e.g. `"30s"`.
     pub shutdown_deadline: String,
+    /// Mark the reviewer console's session cookie `Secure` (set it when the console is
+    /// reached over TLS, e.g. behind a TLS-terminating proxy).
+    pub cookie_secure: bool,
 }
 
 impl Default for ServeSettings {
@@ -278,6 +281,7 @@ impl Default for ServeSettings {
             retry_max: "1h".into(),
             schedule_grace: "15m".into(),
             shutdown_deadline: "30s".into(),
+            cookie_secure: false,
         }
     }
 }
@@ -307,12 +311,52 @@ fn default_approval_ttl_hours() -> u64 {
     24
 }
 
+/// What a named user of the reviewer console may do (`[[user]] role = "reviewer"`).
+/// Deciding approvals also needs the user listed as a reviewer of the channel, and pausing
+/// as an operator or reviewer of some channel: the role narrows, it never widens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Operator,
+    Reviewer,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Reviewer => "reviewer",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named user (`[[user]]` in the config); the password hash is in `<data>/users/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+}
+
 /// The parsed config file.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default, rename = "channel")]
     pub channels: Vec<Channel>,
+    /// Named users of the reviewer console and their roles.
+    #[serde(default, rename = "user", skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
     /// The daemon's settings.
     #[serde(default)]
     pub serve: ServeSettings,
@@ -357,6 +401,15 @@ impl Config {
                 path: path.to_owned(),
                 message: "[serve] pages, browsers and max_attempts must be at least 1".into(),
             });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for user in &config.users {
+            if user.name.trim().is_empty() || !names.insert(user.name.clone()) {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!("[[user]] `{}` is empty or listed twice", user.name),
+                });
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for channel in &mut config.channels {
@@ -422,6 +475,11 @@ impl Config {
     /// Serializes the config as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The role of a named user, if the config names them.
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.users.iter().find(|u| u.name == user).map(|u| u.role)
     }
 
     /// Finds a channel by id.

@@ -29,6 +29,7 @@ const ENGINE: &[&str] = &[
     "stats",
     "pause",
     "instance",
+    "users",
 ];
 
 /// Front ends: each depends on the engine only.

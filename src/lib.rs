@@ -15,6 +15,7 @@
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
 //!   journal, and their Prometheus/OpenMetrics text.
+//! - [`users`]: named users of the reviewer console, roles, argon2id password hashes.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 //! - [`cli`]: the command-line front end (the engine never imports a front end; see
 //!   `src/layering.rs`).
@@ -35,6 +36,7 @@ pub mod schedule;
 pub mod serve;
 pub mod stats;
 pub mod url_pattern;
+pub mod users;
 pub mod write;
 
 #[cfg(test)]

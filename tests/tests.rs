@@ -7,6 +7,7 @@ mod common;
 
 mod approval;
 mod cli;
+mod console;
 mod crash;
 mod evidence_store;
 mod guard;

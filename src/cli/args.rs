@@ -119,6 +119,18 @@ pub enum Command {
     Pause(super::pause::PauseArgs),
     /// Lift an emergency pause (global, or one channel with --channel).
     Resume(super::pause::PauseArgs),
+    /// Users of the reviewer console (roles are in the config's `[[user]]` list).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Set a user's console password (asked on the terminal without echo, or read from
+    /// standard input when it is not a terminal; never an argument).
+    Add { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,10 +22,11 @@ pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod user;
 
 pub use args::{
     ApprovalsCommand, Cli, Command, DemoArgs, PoolArgs, QueueCommand, RunArgs, RunsCommand,
-    ScheduleAddArgs, ScheduleCommand, VerifyArgs,
+    ScheduleAddArgs, ScheduleCommand, UserCommand, VerifyArgs,
 };
 use common::{config_path, exit, load_playbook, parse_pairs, status_code};
 pub use common::{current_user, engine, Exit};
@@ -153,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue { command } => daemon::queue(&cli, command).await,
         Command::Stats(args) => stats::run(&cli, args),
         Command::Pause(args) | Command::Resume(args) => pause::run(&cli, args).await,
+        Command::User { command } => user::run(&cli, command),
     }
 }
 

@@ -111,7 +111,8 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
     api.route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
-        .with_state(d)
+        .with_state(d.clone())
+        .merge(super::console::router(d))
 }
 
 /// Queue depth of one channel.

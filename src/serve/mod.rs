@@ -17,6 +17,7 @@
 //! Chromium is reaped, `serve.json` removed, the lock released.
 
 mod api;
+mod console;
 mod executor;
 pub mod scheduler;
 
@@ -264,7 +265,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         let api = {
             let d = d.clone();
             let mut stopping = d.stopping.subscribe();
-            let app = api::router(d.clone());
+            let app = api::router(d.clone()).into_make_service_with_connect_info::<SocketAddr>();
             tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {

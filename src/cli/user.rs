@@ -1,0 +1,65 @@
+//! `clerk user add NAME`: sets a console user's password. Front-end code only: the hash,
+//! the file and the rules are in [`crate::users`].
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use super::args::{Cli, UserCommand};
+use super::common::{exit, load_config};
+
+/// Runs `clerk user ...`.
+pub fn run(cli: &Cli, command: &UserCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Add { name } => {
+            let config = load_config(cli)?;
+            if config.role_of(name).is_none() {
+                let e = crate::users::UserError::NotInConfig(name.clone());
+                return Err(exit(e.exit_code(), e.to_string()));
+            }
+            let password = if std::io::stdin().is_terminal() {
+                let first = prompt(&format!("Password for {name}: "))?;
+                let again = prompt("Again: ")?;
+                if first != again {
+                    return Err(exit(2, "the passwords differ"));
+                }
+                first
+            } else {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            };
+            let role = crate::users::set_password(&cli.data_dir, &config, name, &password)
+                .map_err(|e| exit(e.exit_code(), e.to_string()))?;
+            println!(
+                "password of {name} ({role}) stored in {}",
+                crate::users::passwords_path(&cli.data_dir).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a line from the terminal with echo off (restored afterwards, also on error).
+fn prompt(text: &str) -> anyhow::Result<String> {
+    eprint!("{text}");
+    std::io::stderr().flush()?;
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it or fails, and we only set it back.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if have {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: a valid termios copied from tcgetattr.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if have {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

@@ -1,0 +1,926 @@
+//! The reviewer console: server-rendered pages (askama, everything escaped, no script) on
+//! the daemon's address, for people who do not use the command line.
+//!
+//! Users and roles come from the config (`[[user]]`), passwords from
+//! `<data>/users/passwords.json` ([`crate::users`]). A login starts an in-memory session
+//! (cookie `clerk_session`: HttpOnly, SameSite=Strict, Secure with `[serve] cookie_secure`;
+//! 30 minutes idle, 12 hours at most, timed by the engine's clock). Every state change is a
+//! POST carrying the session's CSRF token and goes through the engine's own functions
+//! (`approval::decide`, `PauseBoard::pause`/`resume`), under the logged-in user's name; a
+//! role that may not do it (an auditor) is refused with 403 and a `refused` record.
+
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+
+use super::Daemon;
+use crate::approval::{self, Approval, ApprovalError, ApprovalState};
+use crate::evidence::{timestamp, Event};
+use crate::pause::PauseScope;
+use crate::users;
+use session::{Limiter, Session, Sessions};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "clerk_session";
+
+/// The Content-Security-Policy of every console response: no script at all, styles and
+/// images from the console only.
+pub const CSP: &str = "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; \
+                       object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const CSS: &str = include_str!("templates/console.css");
+
+struct Console {
+    d: Arc<Daemon>,
+    sessions: Sessions,
+    limiter: Limiter,
+}
+
+impl Console {
+    fn now(&self) -> DateTime<Utc> {
+        (self.d.engine.clock)()
+    }
+
+    /// Records a refusal of `action` by `user` (a role that may not do it).
+    fn refuse(&self, action: &str, approval_id: Option<&str>, user: &str, reason: &str) {
+        let appended = self.d.engine.store.append(Event::Refused {
+            action: action.to_owned(),
+            approval_id: approval_id.map(str::to_owned),
+            run_id: None,
+            user: user.to_owned(),
+            reason: reason.to_owned(),
+            at: timestamp(self.now()),
+        });
+        if let Err(e) = appended {
+            tracing::error!("could not record the console's refusal of {action} by {user}: {e}");
+        }
+    }
+}
+
+type C = State<Arc<Console>>;
+
+pub(super) fn router(d: Arc<Daemon>) -> Router {
+    let console = Arc::new(Console {
+        d,
+        sessions: Sessions::default(),
+        limiter: Limiter::default(),
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/approvals") }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}", get(approval_page))
+        .route("/approvals/{id}/decide", post(decide))
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/verify", post(verify_run))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/screenshots/{file}", get(screenshot))
+        .route("/console.css", get(css))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(console)
+}
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A page as a response (a template that fails to render is a 500).
+fn page(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the page: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: String,
+    message: String,
+    back: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>, back: &str) -> Response {
+    page(
+        status,
+        &ErrorPage {
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            message: message.into(),
+            back: back.to_owned(),
+        },
+    )
+}
+
+fn forbidden(message: impl Into<String>) -> Response {
+    error(StatusCode::FORBIDDEN, message, "/approvals")
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A request of a logged-in user.
+struct Authed {
+    id: String,
+    s: Session,
+}
+
+impl FromRequestParts<Arc<Console>> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
+        let now = c.now();
+        let found = session_id(&parts.headers)
+            .and_then(|id| c.sessions.touch(&id, now).map(|s| Authed { id, s }));
+        match found {
+            Some(a) => Ok(a),
+            None if parts.method == Method::GET
+                && !parts.uri.path().starts_with("/screenshots/") =>
+            {
+                Err(Redirect::to("/login").into_response())
+            }
+            None => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "log in first (or again: sessions end after 30 minutes idle or 12 hours)",
+                "/login",
+            )),
+        }
+    }
+}
+
+impl Authed {
+    /// The request's CSRF token is this session's.
+    fn csrf_ok(&self, given: &str) -> bool {
+        let want = self.s.csrf.as_bytes();
+        let given = given.as_bytes();
+        want.len() == given.len()
+            && want
+                .iter()
+                .zip(given)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The header and status bar of every page.
+struct Chrome {
+    user: String,
+    role: String,
+    csrf: String,
+    paused: bool,
+    global_paused: bool,
+    pause_lines: Vec<String>,
+    can_pause: bool,
+}
+
+fn chrome(c: &Console, a: &Authed) -> Chrome {
+    c.d.engine.pause.refresh();
+    let state = c.d.engine.pause.state();
+    let mut lines = Vec::new();
+    if let Some(g) = &state.global {
+        lines.push(format!("Everything {}", g.message()));
+    }
+    for p in state.channels.values() {
+        lines.push(format!(
+            "Channel {} {}",
+            p.channel.as_deref().unwrap_or("?"),
+            p.message()
+        ));
+    }
+    if lines.is_empty() {
+        lines.push("Running: nothing is paused.".into());
+    }
+    Chrome {
+        user: a.s.user.clone(),
+        role: a.s.role.to_string(),
+        csrf: a.s.csrf.clone(),
+        paused: state.any(),
+        global_paused: state.global.is_some(),
+        pause_lines: lines,
+        can_pause: users::may_pause(a.s.role),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    user: String,
+    message: Option<String>,
+}
+
+async fn login_page() -> Response {
+    page(
+        StatusCode::OK,
+        &LoginPage {
+            user: String::new(),
+            message: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The client's IP address (from the connection; "unknown" when the server was not
+/// started with connect info).
+struct PeerAddr(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
+async fn login(State(c): C, PeerAddr(addr): PeerAddr, Form(f): Form<LoginForm>) -> Response {
+    let now = c.now();
+    let keys = [format!("user:{}", f.user), format!("addr:{addr}")];
+    let again = |status, message: String| {
+        page(
+            status,
+            &LoginPage {
+                user: f.user.clone(),
+                message: Some(message),
+            },
+        )
+    };
+    if let Some(until) = c.limiter.blocked_until(&keys, now) {
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed logins for this user or from this address ({} in {} minutes). Try again after {} UTC.",
+                session::MAX_FAILS,
+                session::FAIL_WINDOW.num_minutes(),
+                until.format("%H:%M:%S")
+            ),
+        );
+    }
+    let engine = c.d.engine.clone();
+    let (user, password) = (f.user.clone(), f.password.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        users::authenticate(&engine.data_dir, &engine.config, &user, &password)
+    })
+    .await;
+    match checked {
+        Ok(Ok(role)) => {
+            c.limiter.clear(&keys[0]);
+            let id = c.sessions.create(&f.user, role, now);
+            let secure = if c.d.engine.config.serve.cookie_secure {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
+            tracing::info!(user = %f.user, "console login");
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/approvals")).into_response()
+        }
+        Ok(Err(users::UserError::BadCredentials)) => {
+            c.limiter.fail(&keys, now);
+            tracing::warn!(user = %f.user, addr = %addr, "console login failed");
+            again(StatusCode::UNAUTHORIZED, "Wrong user or password.".into())
+        }
+        Ok(Err(e)) => again(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => again(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(c): C, a: Authed, Form(f): Form<CsrfForm>) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    c.sessions.remove(&a.id);
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// "3h 12m", "45s", "2d 4h".
+fn span(d: TimeDelta) -> String {
+    let s = d.num_seconds().abs();
+    let (days, hours, mins) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins}m")
+    } else if mins > 0 {
+        format!("{mins}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn parse_time(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn age(created: &str, now: DateTime<Utc>) -> String {
+    parse_time(created)
+        .map(|t| span(now - t))
+        .unwrap_or_default()
+}
+
+fn expires_in(expires: &str, now: DateTime<Utc>) -> String {
+    match parse_time(expires) {
+        Some(t) if t > now => format!("in {}", span(t - now)),
+        Some(t) => format!("expired {} ago", span(now - t)),
+        None => "unknown".into(),
+    }
+}
+
+struct Row {
+    id: String,
+    state: &'static str,
+    channel: String,
+    playbook: String,
+    case_ref: String,
+    requester: String,
+    created_at: String,
+    age: String,
+    expires_at: String,
+    expires_in: String,
+}
+
+#[derive(Template)]
+#[template(path = "approvals.html")]
+struct ApprovalsPage {
+    chrome: Chrome,
+    pending: usize,
+    rows: Vec<Row>,
+    filter_channel: String,
+    filter_playbook: String,
+    filter_case: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ApprovalFilter {
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    playbook: String,
+    #[serde(default)]
+    case: String,
+}
+
+async fn load_approvals(c: &Console) -> Result<Vec<Approval>, Response> {
+    let engine = c.d.engine.clone();
+    tokio::task::spawn_blocking(move || approval::list(&engine, false, None))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"))?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"))
+}
+
+async fn approvals(State(c): C, a: Authed, Query(f): Query<ApprovalFilter>) -> Response {
+    let mut all = match load_approvals(&c).await {
+        Ok(all) => all,
+        Err(r) => return r,
+    };
+    let keep = |want: &str, have: &str| want.trim().is_empty() || want.trim() == have;
+    all.retain(|x| {
+        keep(&f.channel, &x.request.content.channel)
+            && keep(&f.playbook, &x.request.content.playbook)
+            && keep(&f.case, x.request.case_ref.as_deref().unwrap_or(""))
+    });
+    // Pending first, then oldest first.
+    all.sort_by(|x, y| {
+        (x.state != ApprovalState::Pending, &x.request.created_at)
+            .cmp(&(y.state != ApprovalState::Pending, &y.request.created_at))
+    });
+    let now = c.now();
+    let pending = all
+        .iter()
+        .filter(|x| x.state == ApprovalState::Pending)
+        .count();
+    let rows = all
+        .iter()
+        .map(|x| Row {
+            id: x.request.approval_id.clone(),
+            state: x.state.as_str(),
+            channel: x.request.content.channel.clone(),
+            playbook: x.request.content.playbook.clone(),
+            case_ref: x.request.case_ref.clone().unwrap_or_default(),
+            requester: x.request.requester.clone(),
+            created_at: x.request.created_at.clone(),
+            age: age(&x.request.created_at, now),
+            expires_at: x.request.expires_at.clone(),
+            expires_in: expires_in(&x.request.expires_at, now),
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &ApprovalsPage {
+            chrome: chrome(&c, &a),
+            pending,
+            rows,
+            filter_channel: f.channel,
+            filter_playbook: f.playbook,
+            filter_case: f.case,
+        },
+    )
+}
+
+struct DecisionView {
+    decision: String,
+    reviewer: String,
+    decided_at: String,
+    note: Option<String>,
+}
+
+struct Detail {
+    id: String,
+    state: &'static str,
+    pending: bool,
+    channel: String,
+    playbook: String,
+    playbook_sha256: String,
+    draft_hash: String,
+    case_ref: String,
+    requester: String,
+    run_id: String,
+    created_at: String,
+    age: String,
+    expires_at: String,
+    expires_in: String,
+    screenshot: Option<String>,
+    values: Vec<(String, String)>,
+    declared: String,
+    /// Method, URL, content type, decoded body.
+    held: Option<(String, String, String, String)>,
+    decision: Option<DecisionView>,
+    used_by_run: Option<String>,
+    refusals: Vec<String>,
+    /// The viewer requested it (four eyes: no decision controls).
+    own: bool,
+    /// The viewer's role and the channel's reviewer list let them decide.
+    may_decide: bool,
+}
+
+#[derive(Template)]
+#[template(path = "approval.html")]
+struct ApprovalPage {
+    chrome: Chrome,
+    d: Detail,
+}
+
+fn body_text(body: &crate::write::Body) -> String {
+    use crate::write::Body;
+    match body {
+        Body::None => "(no body)".into(),
+        Body::Json { value } => serde_json::to_string_pretty(value).unwrap_or_default(),
+        Body::Form { fields } => fields
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    }
+}
+
+async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Response {
+    let engine = c.d.engine.clone();
+    let wanted = id.clone();
+    let loaded = tokio::task::spawn_blocking(move || approval::load(&engine, &wanted)).await;
+    let x = match loaded {
+        Ok(Ok(x)) => x,
+        Ok(Err(ApprovalError::Unknown(_))) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no approval {id}"),
+                "/approvals",
+            )
+        }
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"),
+    };
+    let now = c.now();
+    let r = &x.request;
+    let own = r.requester == a.s.user;
+    let reviewer =
+        c.d.engine
+            .config
+            .channel(&r.content.channel)
+            .is_ok_and(|ch| ch.is_reviewer(&a.s.user));
+    let d = Detail {
+        id: r.approval_id.clone(),
+        state: x.state.as_str(),
+        pending: x.state == ApprovalState::Pending,
+        channel: r.content.channel.clone(),
+        playbook: r.content.playbook.clone(),
+        playbook_sha256: r.content.playbook_sha256.clone(),
+        draft_hash: r.draft_hash.clone(),
+        case_ref: r.case_ref.clone().unwrap_or_default(),
+        requester: r.requester.clone(),
+        run_id: r.run_id.clone(),
+        created_at: r.created_at.clone(),
+        age: age(&r.created_at, now),
+        expires_at: r.expires_at.clone(),
+        expires_in: expires_in(&r.expires_at, now),
+        screenshot: r.screenshot_sha256.clone(),
+        values: r
+            .content
+            .values
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect(),
+        declared: format!("{} {}", r.content.write.method, r.content.write.url),
+        held: r.held.as_ref().map(|w| {
+            (
+                w.method.clone(),
+                w.url.clone(),
+                w.content_type.clone().unwrap_or_default(),
+                body_text(&w.body),
+            )
+        }),
+        decision: x.decision.as_ref().map(|dec| DecisionView {
+            decision: dec.decision.clone(),
+            reviewer: dec.reviewer.clone(),
+            decided_at: dec.decided_at.clone(),
+            note: dec.note.clone(),
+        }),
+        used_by_run: x.used_by_run.clone(),
+        refusals: x.refusals.clone(),
+        own,
+        may_decide: users::may_decide(a.s.role) && reviewer,
+    };
+    page(
+        StatusCode::OK,
+        &ApprovalPage {
+            chrome: chrome(&c, &a),
+            d,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+async fn decide(
+    State(c): C,
+    a: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<DecideForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    let approve = match f.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "decision must be approve or reject",
+                "/approvals",
+            )
+        }
+    };
+    let action = if approve { "approve" } else { "reject" };
+    if !users::may_decide(a.s.role) {
+        let reason = format!("role {} may not decide approvals", a.s.role);
+        c.refuse(action, Some(&id), &a.s.user, &reason);
+        return forbidden(reason);
+    }
+    let note = Some(f.note.trim().to_owned()).filter(|n| !n.is_empty());
+    let engine = c.d.engine.clone();
+    let user = a.s.user.clone();
+    let wanted = id.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        approval::decide(&engine, &wanted, &user, approve, note)
+    })
+    .await;
+    let back = format!("/approvals/{}", encode(&id));
+    match decided {
+        Ok(Ok(_)) => Redirect::to(&back).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                ApprovalError::SelfApproval(_) | ApprovalError::NotReviewer { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
+                ApprovalError::AlreadyDecided { .. } => StatusCode::CONFLICT,
+                ApprovalError::NoteRequired => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string(), &back)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), &back),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RunsFilter {
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    playbook: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    case: String,
+    #[serde(default)]
+    since: String,
+}
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct RunsPage {
+    chrome: Chrome,
+    f: RunsFilter,
+    rows: Vec<crate::evidence::RunSummary>,
+    message: Option<String>,
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+async fn runs(State(c): C, a: Authed, Query(f): Query<RunsFilter>) -> Response {
+    let since = match some(&f.since).map(|t| crate::evidence::parse_since(&t)) {
+        Some(Err(e)) => Err(e.to_string()),
+        Some(Ok(t)) => Ok(Some(t)),
+        None => Ok(None),
+    };
+    let (rows, message) = match since {
+        Err(m) => (Vec::new(), Some(m)),
+        Ok(since) => {
+            let filter = crate::evidence::RunFilter {
+                channel: some(&f.channel),
+                case_ref: some(&f.case),
+                since,
+                status: some(&f.status),
+            };
+            let store = c.d.engine.store.clone();
+            match tokio::task::spawn_blocking(move || store.list_runs(&filter)).await {
+                Ok(Ok(mut rows)) => {
+                    if let Some(p) = some(&f.playbook) {
+                        rows.retain(|r| r.playbook == p);
+                    }
+                    (rows, None)
+                }
+                Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        &RunsPage {
+            chrome: chrome(&c, &a),
+            f,
+            rows,
+            message,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    chrome: Chrome,
+    r: crate::evidence::RunDetail,
+    /// Intact, and the report's lines.
+    verified: Option<(bool, Vec<String>)>,
+}
+
+async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response {
+    let store = c.d.engine.store.clone();
+    let data_dir = c.d.engine.data_dir.clone();
+    let wanted = id.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let run = store.run(&wanted)?;
+        let verified = if verify && run.is_some() {
+            let report = crate::evidence::verify::verify(
+                &data_dir,
+                &crate::evidence::verify::Scope::Run(wanted.clone()),
+            )?;
+            Some((
+                report.ok(),
+                report.to_string().lines().map(str::to_owned).collect(),
+            ))
+        } else {
+            None
+        };
+        Ok::<_, crate::evidence::StoreError>((run, verified))
+    })
+    .await;
+    match loaded {
+        Ok(Ok((Some(r), verified))) => page(
+            StatusCode::OK,
+            &RunPage {
+                chrome: chrome(c, a),
+                r,
+                verified,
+            },
+        ),
+        Ok(Ok((None, _))) => error(StatusCode::NOT_FOUND, format!("no run {id}"), "/runs"),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
+    }
+}
+
+async fn run_page(State(c): C, a: Authed, Path(id): Path<String>) -> Response {
+    show_run(&c, &a, id, false).await
+}
+
+/// `POST /runs/{id}/verify`: re-hashes the run's screenshots and records (every role; it
+/// changes nothing, but it is a button, so a POST with the CSRF token).
+async fn verify_run(
+    State(c): C,
+    a: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    show_run(&c, &a, id, true).await
+}
+
+#[derive(Deserialize)]
+struct PauseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    channel: String,
+}
+
+async fn change_pause(c: &Console, a: &Authed, on: bool, f: PauseForm) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    let action = if on { "pause" } else { "resume" };
+    if !users::may_pause(a.s.role) {
+        let reason = format!("role {} may not {action}", a.s.role);
+        c.refuse(action, None, &a.s.user, &reason);
+        return forbidden(reason);
+    }
+    let channel = Some(f.channel.trim()).filter(|ch| !ch.is_empty());
+    let scope = PauseScope::from_channel(channel);
+    let now = c.now();
+    let board = &c.d.engine.pause;
+    let changed = if on {
+        board.pause(scope, &a.s.user, &f.reason, now).await
+    } else {
+        board.resume(scope, &a.s.user, &f.reason, now).await
+    };
+    c.d.pause_changed();
+    match changed {
+        Ok(_) => Redirect::to("/approvals").into_response(),
+        Err(e) => {
+            let status = match e.exit_code() {
+                3 => StatusCode::FORBIDDEN,
+                2 => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            error(status, e.to_string(), "/approvals")
+        }
+    }
+}
+
+async fn pause(State(c): C, a: Authed, Form(f): Form<PauseForm>) -> Response {
+    change_pause(&c, &a, true, f).await
+}
+
+async fn resume(State(c): C, a: Authed, Form(f): Form<PauseForm>) -> Response {
+    change_pause(&c, &a, false, f).await
+}
+
+/// `GET /screenshots/<sha256>.png`: logged-in users only, as `image/png`, never sniffed.
+async fn screenshot(State(c): C, _a: Authed, Path(file): Path<String>) -> Response {
+    let sha = match file.strip_suffix(".png") {
+        Some(s) if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            s.to_owned()
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such screenshot", "/approvals"),
+    };
+    match tokio::fs::read(c.d.engine.store.screenshot_path(&sha)).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "private, max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such screenshot", "/approvals"),
+    }
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_a_person_writes_them() {
+        assert_eq!(span(TimeDelta::seconds(45)), "45s");
+        assert_eq!(span(TimeDelta::minutes(125)), "2h 5m");
+        assert_eq!(span(TimeDelta::hours(50)), "2d 2h");
+    }
+
+    #[test]
+    fn templates_escape_content() {
+        let html = LoginPage {
+            user: "<script>alert(1)</script>".into(),
+            message: Some("a & b".into()),
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"));
+        assert!(html.contains("a &#38; b") || html.contains("a &amp; b"));
+    }
+}

@@ -1,0 +1,537 @@
+//! The reviewer console of `clerk serve` over real HTTP: users set with `clerk user add`,
+//! login (wrong password, rate limit, cookie flags), the approvals pages with a refund
+//! drafted in real headless Chromium against the sample seller center, escaping, CSRF,
+//! four eyes, an auditor's forged POSTs, screenshots, pause from the status bar, and the
+//! idle timeout with an injected clock.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+
+use crate::common::http::{http, Resp};
+use crate::common::{clerk_bin, playbook, World};
+use clerk::approval::ApprovalState;
+use clerk::evidence::Event;
+use clerk::runner::RunStatus;
+use clerk::serve::{Running, ServeOptions};
+
+const NOTE: &str = "<script>alert('owned')</script> wrong colour";
+
+/// A clock the test moves forward (seconds added to the system clock).
+#[derive(Clone, Default)]
+struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    fn advance(&self, d: TimeDelta) {
+        self.0.fetch_add(d.num_seconds(), Ordering::SeqCst);
+    }
+    fn clock(&self) -> clerk::runner::Clock {
+        let off = self.0.clone();
+        Arc::new(move || Utc::now() + TimeDelta::seconds(off.load(Ordering::SeqCst)))
+    }
+}
+
+/// The demo config with `ops` also a reviewer (to try approving their own draft) and four
+/// console users; `extra` is appended (a `[serve]` table).
+async fn world(extra: &str) -> World {
+    World::with_config(|c| {
+        let c = c.replacen(r#"reviewers = ["carol"]"#, r#"reviewers = ["carol", "ops"]"#, 1);
+        format!(
+            "{c}\n[[user]]\nname = \"carol\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"ops\"\nrole = \"reviewer\"\n\n[[user]]\nname = \"audrey\"\nrole = \"auditor\"\n{extra}"
+        )
+    })
+    .await
+}
+
+fn password(user: &str) -> String {
+    format!("{user}-correct-horse")
+}
+
+/// Sets passwords: carol's through `clerk user add` with the password on stdin, the others
+/// through the engine function the command calls.
+fn add_users(world: &World) {
+    let mut child = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["user", "add", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", password("carol")).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "clerk user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for u in ["ops", "audrey"] {
+        clerk::users::set_password(world.data_dir(), &world.engine.config, u, &password(u))
+            .unwrap();
+    }
+    let file = clerk::users::passwords_path(world.data_dir());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("$argon2id$"), "{text}");
+    assert!(
+        !text.contains(&password("carol")),
+        "a password stored in clear"
+    );
+}
+
+async fn start(world: &World, clock: &TestClock) -> Running {
+    let mut engine = clerk::runner::Engine::new(
+        world.data_dir().to_owned(),
+        (*world.engine.config).clone(),
+        world.engine.store.clone(),
+        world.engine.launch.clone(),
+    );
+    engine.clock = clock.clock();
+    let opts = ServeOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        pages: 1,
+        lease: Duration::from_secs(60),
+        shutdown_deadline: Duration::from_secs(10),
+        schedule_grace: Duration::from_secs(900),
+        scheduler_tick: Duration::from_secs(3600),
+        idle_wait: Duration::from_millis(100),
+        max_attempts: 1,
+        run_scheduler: false,
+    };
+    clerk::serve::start(engine, opts)
+        .await
+        .expect("daemon starts")
+}
+
+async fn get(port: u16, path: &str, cookie: Option<&str>) -> Resp {
+    let c = cookie.map(|c| format!("clerk_session={c}"));
+    let headers: Vec<(&str, &str)> = c.iter().map(|c| ("Cookie", c.as_str())).collect();
+    http(port, "GET", path, &headers, None).await
+}
+
+async fn post(port: u16, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Resp {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let c = cookie.map(|c| format!("clerk_session={c}"));
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(c) = &c {
+        headers.push(("Cookie", c.as_str()));
+    }
+    http(port, "POST", path, &headers, Some(&body)).await
+}
+
+/// Logs in and returns the session id from the cookie (asserting its flags; `Secure` only
+/// with `[serve] cookie_secure`).
+async fn login(port: u16, user: &str) -> String {
+    login_secure(port, user, false).await
+}
+
+async fn login_secure(port: u16, user: &str, secure: bool) -> String {
+    let r = post(
+        port,
+        "/login",
+        None,
+        &[("user", user), ("password", &password(user))],
+    )
+    .await;
+    assert_eq!(r.status, 303, "login of {user}: {}", r.body);
+    assert_eq!(r.header("location"), Some("/approvals"));
+    let cookie = r
+        .headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("clerk_session="))
+        .map(|(_, v)| v.clone())
+        .expect("a session cookie");
+    let flags: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(flags.contains(&"HttpOnly"), "{cookie}");
+    assert!(flags.contains(&"SameSite=Strict"), "{cookie}");
+    assert_eq!(flags.contains(&"Secure"), secure, "{cookie}");
+    let id = flags[0].trim_start_matches("clerk_session=").to_owned();
+    assert_eq!(id.len(), 64, "{cookie}");
+    id
+}
+
+fn csrf(page: &str) -> String {
+    let at = page
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + r#"name="csrf" value=""#.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Drafts a refund as `ops` whose note carries a `<script>`; returns the approval id.
+async fn draft(world: &World) -> String {
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 300)
+        .expect("a delivered order");
+    let cents = order.total_cents / 3;
+    let amount = format!("{}.{:02}", cents / 100, cents % 100);
+    let report = world
+        .run_as(
+            &playbook("refund-draft"),
+            &[
+                ("order_id", order.id.as_str()),
+                ("amount", amount.as_str()),
+                ("reason", "wrong_item"),
+                ("note", NOTE),
+                ("supervisor_pin", "73914628"),
+            ],
+            "ops",
+            None,
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Drafted, "{:?}", report.error);
+    report.approval_id.expect("an approval request")
+}
+
+fn refusals(world: &World, user: &str) -> Vec<(String, String)> {
+    world
+        .engine
+        .store
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::Refused {
+                action,
+                user: u,
+                reason,
+                ..
+            } if u == user => Some((action, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
+    let world = world("").await;
+    add_users(&world);
+    let id = draft(&world).await;
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let approval = clerk::approval::load(&running.daemon.engine, &id).unwrap();
+    let sha = approval
+        .request
+        .screenshot_sha256
+        .clone()
+        .expect("the draft has a screenshot");
+    let shot = format!("/screenshots/{sha}.png");
+
+    // Logged out: pages send to the login form, screenshots are refused.
+    let r = get(port, "/approvals", None).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login"));
+    let r = get(port, &shot, None).await;
+    assert_eq!(r.status, 401, "a screenshot served without login");
+    assert!(!r.body.contains("PNG"));
+    let r = get(port, "/login", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(r#"type="password""#));
+    assert!(!r.body.contains("<script"), "the console has no script");
+
+    // Wrong passwords are refused; five from one address block that address, even with
+    // the right password, until the window has passed (the injected clock).
+    for user in ["carol", "carol", "carol", "mallory", "mallory"] {
+        let r = post(
+            port,
+            "/login",
+            None,
+            &[("user", user), ("password", "not-the-password")],
+        )
+        .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains("Wrong user or password"), "{}", r.body);
+        assert!(!r
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("set-cookie")));
+    }
+    let r = post(
+        port,
+        "/login",
+        None,
+        &[("user", "carol"), ("password", &password("carol"))],
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Too many failed logins"), "{}", r.body);
+    assert!(!r
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("set-cookie")));
+    clock.advance(TimeDelta::minutes(16));
+    let carol = login(port, "carol").await;
+
+    // The queue: the draft, pending, counted in the title, under a strict CSP.
+    let r = get(port, "/approvals", Some(&carol)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body
+            .contains("<title>Approvals (1 pending) · clerk</title>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(&id));
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'none'"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r.body.contains("Running: nothing is paused."));
+    let r = get(port, "/approvals?channel=elsewhere", Some(&carol)).await;
+    assert!(r.body.contains("(0 pending)") && !r.body.contains(&id));
+
+    // The detail: screenshot, values with the note escaped, the held write, the buttons.
+    let r = get(port, &format!("/approvals/{id}"), Some(&carol)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(&format!(r#"src="{shot}""#)), "{}", r.body);
+    assert!(
+        !r.body.contains("<script>alert"),
+        "unescaped note: {}",
+        r.body
+    );
+    assert!(
+        r.body.contains("&#60;script&#62;alert") || r.body.contains("&lt;script&gt;alert"),
+        "the note is not shown as text: {}",
+        r.body
+    );
+    let held = approval.request.held.as_ref().expect("a held write");
+    assert!(r.body.contains(&held.method));
+    assert!(r.body.contains(&approval.request.content.playbook_sha256));
+    assert!(r.body.contains(r#"value="approve""#), "{}", r.body);
+    let carol_csrf = csrf(&r.body);
+
+    // Screenshots for logged-in users: a PNG, never sniffed.
+    let r = get(port, &shot, Some(&carol)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r.body.starts_with("\u{FFFD}PNG"), "not a PNG");
+    let r = get(port, "/screenshots/..%2Fjournal.jsonl", Some(&carol)).await;
+    assert_eq!(r.status, 404);
+
+    // An auditor sees everything but no decision or pause control; forged POSTs are
+    // refused and recorded.
+    let audrey = login(port, "audrey").await;
+    let r = get(port, &format!("/approvals/{id}"), Some(&audrey)).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains(r#"value="approve""#), "{}", r.body);
+    assert!(!r.body.contains(r#"action="/pause""#), "{}", r.body);
+    let audrey_csrf = csrf(&r.body);
+    let decide = format!("/approvals/{id}/decide");
+    let r = post(
+        port,
+        &decide,
+        Some(&audrey),
+        &[("csrf", &audrey_csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(
+        port,
+        "/pause",
+        Some(&audrey),
+        &[("csrf", &audrey_csrf), ("reason", "forged")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(running.daemon.engine.pause.state().global.is_none());
+    let refused = refusals(&world, "audrey");
+    assert!(
+        refused.iter().any(|(a, _)| a == "approve") && refused.iter().any(|(a, _)| a == "pause"),
+        "{refused:?}"
+    );
+
+    // Four eyes: the requester, a reviewer of the channel, gets no Approve button and a
+    // forged approval is refused by the engine.
+    let ops = login(port, "ops").await;
+    let r = get(port, &format!("/approvals/{id}"), Some(&ops)).await;
+    assert!(!r.body.contains(r#"value="approve""#), "{}", r.body);
+    assert!(r.body.contains("You requested this draft"), "{}", r.body);
+    let ops_csrf = csrf(&r.body);
+    let r = post(
+        port,
+        &decide,
+        Some(&ops),
+        &[("csrf", &ops_csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("four eyes"), "{}", r.body);
+
+    // CSRF: none, or another session's, is refused; nothing is decided.
+    let r = post(port, &decide, Some(&carol), &[("decision", "approve")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(
+        port,
+        &decide,
+        Some(&carol),
+        &[("csrf", &ops_csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let a = clerk::approval::load(&running.daemon.engine, &id).unwrap();
+    assert_eq!(a.state, ApprovalState::Pending);
+
+    // With the token: approved by carol, through the engine, and shown on the page.
+    let r = post(
+        port,
+        &decide,
+        Some(&carol),
+        &[
+            ("csrf", &carol_csrf),
+            ("decision", "approve"),
+            ("note", "photos checked"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/approvals/{id}").as_str())
+    );
+    let a = clerk::approval::load(&running.daemon.engine, &id).unwrap();
+    assert_eq!(a.state, ApprovalState::Approved);
+    let decided: Vec<String> = world
+        .engine
+        .store
+        .approval_records(&id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::ApprovalDecided {
+                reviewer, decision, ..
+            } => Some(format!("{decision} by {reviewer}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decided, vec!["approved by carol".to_owned()]);
+    let r = get(port, &format!("/approvals/{id}"), Some(&carol)).await;
+    assert!(r.body.contains("approved</strong> by carol"), "{}", r.body);
+    assert!(r.body.contains("photos checked"));
+    assert!(!r.body.contains(r#"value="approve""#));
+
+    // Pause from the status bar, shown with who and why; then resume.
+    let r = post(
+        port,
+        "/pause",
+        Some(&carol),
+        &[("csrf", &carol_csrf), ("reason", "refund spike")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let global = running.daemon.engine.pause.state().global.expect("paused");
+    assert_eq!(global.user, "carol");
+    let r = get(port, "/approvals", Some(&carol)).await;
+    assert!(
+        r.body.contains("paused by carol") && r.body.contains("refund spike"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(r#"action="/resume""#));
+    let r = post(
+        port,
+        "/resume",
+        Some(&carol),
+        &[("csrf", &carol_csrf), ("reason", "explained")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(running.daemon.engine.pause.state().global.is_none());
+
+    // Runs: the draft run is listed; its page shows the screenshot and its hash; an auditor
+    // may verify it ("verify now"), which names an altered file.
+    let run_id = approval.request.run_id.clone();
+    let r = get(port, "/runs?playbook=refund-draft", Some(&audrey)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains(&format!(r#"href="/runs/{run_id}""#)),
+        "{}",
+        r.body
+    );
+    let r = get(port, "/runs?playbook=other", Some(&audrey)).await;
+    assert!(!r.body.contains(&run_id));
+    let r = get(port, &format!("/runs/{run_id}"), Some(&audrey)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains(&sha) && r.body.contains("Verify now"));
+    let verify = format!("/runs/{run_id}/verify");
+    let r = post(port, &verify, Some(&audrey), &[]).await;
+    assert_eq!(r.status, 403, "verify without CSRF token");
+    let r = post(port, &verify, Some(&audrey), &[("csrf", &audrey_csrf)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Verification: INTACT"), "{}", r.body);
+    let png = world.engine.store.screenshot_path(&sha);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&png, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&png).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&png, &bytes).unwrap();
+    let r = post(port, &verify, Some(&audrey), &[("csrf", &audrey_csrf)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Verification: PROBLEMS"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("{sha}.png")) && r.body.contains("no longer matches"),
+        "{}",
+        r.body
+    );
+
+    // Logout ends the session.
+    let r = post(port, "/logout", Some(&carol), &[("csrf", &carol_csrf)]).await;
+    assert_eq!(r.status, 303);
+    let r = get(port, "/approvals", Some(&carol)).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login"));
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_end_after_thirty_idle_minutes_and_cookies_can_be_secure() {
+    let world = world("\n[serve]\ncookie_secure = true\n").await;
+    add_users(&world);
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let carol = login_secure(port, "carol", true).await;
+    let page = get(port, "/approvals", Some(&carol)).await;
+    let token = csrf(&page.body);
+    // Each request restarts the idle time.
+    for _ in 0..3 {
+        clock.advance(TimeDelta::minutes(29));
+        let r = get(port, "/approvals", Some(&carol)).await;
+        assert_eq!(r.status, 200, "a session in use ended");
+    }
+    clock.advance(TimeDelta::minutes(31));
+    let r = get(port, "/approvals", Some(&carol)).await;
+    assert_eq!(r.status, 303, "an idle session still works");
+    assert_eq!(r.header("location"), Some("/login"));
+    let r = post(
+        port,
+        "/pause",
+        Some(&carol),
+        &[("csrf", &token), ("reason", "late")],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(running.daemon.engine.pause.state().global.is_none());
+    running.shutdown();
+    running.wait().await.unwrap();
+}
