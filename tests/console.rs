@@ -535,3 +535,127 @@ async fn console_sessions_end_after_thirty_idle_minutes_and_cookies_can_be_secur
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_page_shows_dead_letters_and_schedules_and_only_operators_retry() {
+    let world = world("[[user]]\nname = \"olga\"\nrole = \"operator\"\n").await;
+    add_users(&world);
+    clerk::users::set_password(
+        world.data_dir(),
+        &world.engine.config,
+        "olga",
+        &password("olga"),
+    )
+    .unwrap();
+    // A job that fails permanently (an assertion that cannot hold): a dead letter.
+    std::fs::write(
+        world.data_dir().join("wrong.yaml"),
+        r##"name: wrong-total
+version: "1"
+description: asserts a total the order does not have
+channel: sample
+mode: read_only
+steps:
+  - goto: /orders/SO-100001
+  - assert: { selector: "#order-total", equals: "<b>no such total</b>" }
+"##,
+    )
+    .unwrap();
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let mut spec = clerk::queue::JobSpec::new(
+        &world.data_dir().join("wrong.yaml").display().to_string(),
+        "sample",
+        "ops",
+    );
+    spec.max_attempts = 1;
+    let id = running.daemon.queue.enqueue(spec).unwrap();
+    running.daemon.wake();
+    let t = std::time::Instant::now();
+    while running.daemon.queue.get(id).unwrap().unwrap().state != clerk::queue::JobState::Dead {
+        assert!(t.elapsed() < Duration::from_secs(60), "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orders = world.data_dir().join("orders.csv");
+    std::fs::write(&orders, "order_id\nSO-100001\n").unwrap();
+    clerk::schedule::add(
+        &world.engine.store,
+        &world.engine.config,
+        world.data_dir(),
+        &clerk::schedule::AddRequest {
+            name: "mornings".into(),
+            playbook: "order-lookup".into(),
+            trigger: clerk::schedule::TriggerSpec::Cron {
+                expr: "0 8 * * *".into(),
+                tz: Some("Asia/Shanghai".into()),
+            },
+            inputs: clerk::schedule::InputsSpec::File(orders),
+            case_from: None,
+            jobs: 1,
+        },
+        "ops",
+        Utc::now(),
+    )
+    .unwrap();
+    let port = running.addr.port();
+
+    // The auditor sees the dead letter and its reason (escaped), and no retry button; a
+    // forged retry is refused and recorded.
+    let audrey = login(port, "audrey").await;
+    let page = get(port, "/queue", Some(&audrey)).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("dead"), "{}", page.body);
+    assert!(
+        page.body.contains("permanent failure on attempt 1"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<b>no such total</b>"),
+        "content is escaped"
+    );
+    assert!(page.body.contains("mornings") && page.body.contains("Asia/Shanghai"));
+    assert!(!page.body.contains(&format!("/queue/{}/retry", id.0)));
+    let forged = post(
+        port,
+        &format!("/queue/{}/retry", id.0),
+        Some(&audrey),
+        &[("csrf", &csrf(&page.body))],
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert!(refusals(&world, "audrey").iter().any(|(a, _)| a == "retry"));
+    assert_eq!(
+        running.daemon.queue.get(id).unwrap().unwrap().state,
+        clerk::queue::JobState::Dead
+    );
+
+    // The operator retries it: without the CSRF token refused, with it queued again.
+    let olga = login(port, "olga").await;
+    let page = get(port, "/queue", Some(&olga)).await;
+    assert!(
+        page.body.contains(&format!("/queue/{}/retry", id.0)),
+        "{}",
+        page.body
+    );
+    let no_token = post(port, &format!("/queue/{}/retry", id.0), Some(&olga), &[]).await;
+    assert_eq!(no_token.status, 403);
+    let ok = post(
+        port,
+        &format!("/queue/{}/retry", id.0),
+        Some(&olga),
+        &[("csrf", &csrf(&page.body))],
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    // Queued again (it fails again at once here, which is the job's business): the queue's
+    // log holds exactly one retry of it.
+    let qlog = std::fs::read_to_string(world.data_dir().join("queue/queue.log")).unwrap();
+    let retried = qlog
+        .lines()
+        .filter(|l| l.contains(r#""type":"retried""#) && l.contains(&format!(r#""job":{}"#, id.0)))
+        .count();
+    assert_eq!(retried, 1, "{qlog}");
+    running.shutdown();
+    running.wait().await.unwrap();
+}

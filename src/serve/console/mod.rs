@@ -86,6 +86,8 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/runs", get(runs))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/verify", post(verify_run))
+        .route("/queue", get(queue_page))
+        .route("/queue/{id}/retry", post(retry_job))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/screenshots/{file}", get(screenshot))
@@ -866,6 +868,171 @@ async fn pause(State(c): C, a: Authed, Form(f): Form<PauseForm>) -> Response {
 
 async fn resume(State(c): C, a: Authed, Form(f): Form<PauseForm>) -> Response {
     change_pause(&c, &a, false, f).await
+}
+
+/// A job as the queue page shows it.
+struct JobRow {
+    id: u64,
+    state: String,
+    channel: String,
+    playbook: String,
+    attempts: u32,
+    case_ref: String,
+    detail: String,
+    retryable: bool,
+}
+
+/// A schedule as the queue page shows it.
+struct ScheduleRow {
+    name: String,
+    trigger: String,
+    channel: String,
+    next: String,
+    paused: String,
+    last: String,
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage {
+    chrome: Chrome,
+    jobs: Vec<JobRow>,
+    schedules: Vec<ScheduleRow>,
+    paused_channels: Vec<(String, String)>,
+    may_retry: bool,
+}
+
+/// Whether a role may retry dead-lettered jobs (operators run things; admins may too).
+fn may_retry(role: crate::channel::Role) -> bool {
+    matches!(
+        role,
+        crate::channel::Role::Operator | crate::channel::Role::Admin
+    )
+}
+
+/// `GET /queue`: what runs when (schedules), what waits, what runs, and the dead letters
+/// with their reasons.
+async fn queue_page(State(c): C, a: Authed) -> Response {
+    use crate::queue::{JobFilter, JobState};
+    let now = c.now();
+    let jobs = match c.d.queue_call(|q| q.list(&JobFilter::default())).await {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/queue"),
+    };
+    let paused =
+        c.d.queue_call(|q| q.paused_channels())
+            .await
+            .unwrap_or_default();
+    let mut rows: Vec<JobRow> = jobs
+        .iter()
+        .filter(|j| {
+            matches!(
+                j.state,
+                JobState::Queued | JobState::Claimed | JobState::Dead
+            )
+        })
+        .map(|j| JobRow {
+            id: j.id.0,
+            state: j.state.to_string(),
+            channel: j.spec.channel.clone(),
+            playbook: std::path::Path::new(&j.spec.playbook)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| j.spec.playbook.clone()),
+            attempts: j.attempts,
+            case_ref: j.spec.case_ref.clone().unwrap_or_default(),
+            detail: match j.state {
+                JobState::Dead => j.dead_reason.clone().unwrap_or_default(),
+                JobState::Claimed => j
+                    .lease
+                    .as_ref()
+                    .map(|l| format!("running on {}", l.worker))
+                    .unwrap_or_default(),
+                _ => match (&j.not_before, &j.last_error) {
+                    (Some(t), e) => format!(
+                        "not before {}; last: {}",
+                        crate::evidence::timestamp(*t),
+                        e.as_deref().unwrap_or("")
+                    ),
+                    (None, e) => e.clone().unwrap_or_default(),
+                },
+            },
+            retryable: j.state == JobState::Dead,
+        })
+        .collect();
+    // Dead letters first, then running, then waiting.
+    rows.sort_by_key(|r| (r.state != "dead", r.state != "claimed", r.id));
+    let store = c.d.engine.store.clone();
+    let schedules = tokio::task::spawn_blocking(move || crate::schedule::Schedules::load(&store))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|all| {
+            all.iter()
+                .map(|s| {
+                    let v = s.view(now);
+                    ScheduleRow {
+                        name: v.name.clone(),
+                        trigger: s.trigger.describe(),
+                        channel: v.channel.clone(),
+                        next: v.next_firing_local.clone().unwrap_or_else(|| "-".into()),
+                        paused: v
+                            .pause
+                            .as_ref()
+                            .map(|p| format!("paused by {} since {}: {}", p.by, p.at, p.reason))
+                            .unwrap_or_default(),
+                        last: v
+                            .last_fired
+                            .as_ref()
+                            .map(|f| format!("{} ({} job(s))", f.slot, f.job_ids.len()))
+                            .unwrap_or_else(|| "-".into()),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    page(
+        StatusCode::OK,
+        &QueuePage {
+            chrome: chrome(&c, &a),
+            jobs: rows,
+            schedules,
+            paused_channels: paused
+                .into_iter()
+                .map(|(ch, p)| (ch, format!("since {}: {}", p.since.to_rfc3339(), p.reason)))
+                .collect(),
+            may_retry: may_retry(a.s.role),
+        },
+    )
+}
+
+/// `POST /queue/{id}/retry`: a dead letter queued again (operators and admins).
+async fn retry_job(
+    State(c): C,
+    a: Authed,
+    Path(id): Path<u64>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    if !may_retry(a.s.role) {
+        let reason = format!("role {} may not retry queued jobs", a.s.role);
+        c.refuse("retry", None, &a.s.user, &reason);
+        return forbidden(reason);
+    }
+    match c
+        .d
+        .queue_call(move |q| q.retry(crate::queue::JobId(id)))
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(job = id, user = %a.s.user, "dead letter queued again from the console");
+            c.d.wake();
+            Redirect::to("/queue").into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string(), "/queue"),
+    }
 }
 
 /// `GET /screenshots/<sha256>.png`: logged-in users only, as `image/png`, never sniffed.
