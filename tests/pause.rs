@@ -302,26 +302,6 @@ async fn a_page_script_that_posts_after_the_pause_is_blocked() {
         .await
         .unwrap();
     let pause_ts = record_at(&world, changed.seq).ts;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", world.center.port()))
-            .await
-            .unwrap();
-        c.write_all(
-            b"GET /probe/gate-state?name=zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        let mut buf = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
-        eprintln!("DIRECT {:?} {}", r, String::from_utf8_lossy(&buf));
-    }
-    let dbg = world.center.requests();
-    for r in &dbg {
-        eprintln!("LOG {} {} {} {} {}", r.seq, r.method, r.path, r.query, r.at);
-    }
-    eprintln!("pause_ts {pause_ts}");
     // The page keeps trying: wait until it reported three failed writes after the pause.
     until("the page saw its writes fail", || {
         world.center.requests().iter().any(|r| {

@@ -110,8 +110,23 @@ impl Deciding {
 
 impl Drop for Deciding {
     fn drop(&mut self) {
+        LAST_DECIDED_MS.store(process_ms(), Ordering::SeqCst);
         DECIDING.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// When (ms since the first call, [`process_ms`]) the last request was decided and, if let
+/// through, handed to Chromium.
+static LAST_DECIDED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a request handed to Chromium may still take to reach the seller center: the
+/// pause record is written no sooner than this after the last request the guard let go.
+const IN_TRANSIT: Duration = Duration::from_millis(300);
+
+fn process_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Waits (without any CDP call) until every write a guard of this process decided to send
@@ -125,6 +140,14 @@ pub async fn writes_settled(limit: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Handed to Chromium is not yet at the server: give the last one its time in transit
+    // (at most IN_TRANSIT from now; a pause does not wait for pages that keep loading).
+    let last = LAST_DECIDED_MS.load(Ordering::SeqCst);
+    let transit = u64::try_from(IN_TRANSIT.as_millis()).unwrap_or(300);
+    let waited = process_ms().saturating_sub(last);
+    if last > 0 && waited < transit {
+        tokio::time::sleep(Duration::from_millis(transit - waited)).await;
     }
     true
 }
