@@ -1058,3 +1058,57 @@ async fn approve_and_submit_go_through_the_daemon_which_holds_the_secret() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_runs_the_single_page_app_lookup_by_playbook_name() {
+    // The sample's React-style app: hash routes, fetch-loaded content, a WebSocket feed.
+    let world = World::with_config(serve_config("max_pages = 2", "pages = 2")).await;
+    let running = start(&world, opts(2)).await;
+    let wanted = ["SO-100001", "SO-100002", "SO-100003", "SO-100004"];
+    let rows: Vec<Value> = wanted.iter().map(|o| json!({ "order_id": o })).collect();
+    let (status, v) = api(
+        &running,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook": "spa-order-lookup", "rows": rows, "user": "ops" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<u64> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let jobs = settled(&running, &ids, Duration::from_secs(180)).await;
+    for (j, order) in jobs.iter().zip(wanted) {
+        assert_eq!(j["outcome"]["status"], "ok", "{j}");
+        let run_id = j["outcome"]["run_id"].as_str().unwrap();
+        let fields: Vec<(String, String)> = world
+            .records(run_id)
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::RunFinished { fields, .. } => Some(fields.into_iter().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let data = clerk::sample::orders()
+            .iter()
+            .find(|o| o.id == order)
+            .unwrap();
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| k == "status" && *v == data.status),
+            "{order}: {fields:?}"
+        );
+    }
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+}
