@@ -268,6 +268,9 @@ pub struct ServeSettings {
     /// Mark the reviewer console's session cookie `Secure` (set it when the console is
     /// reached over TLS, e.g. behind a TLS-terminating proxy).
     pub cookie_secure: bool,
+    /// Queue the submit of an approval decided "approve" through the daemon (console or API)
+    /// at once, run as the requester. Off: submits are asked for with `clerk submit`.
+    pub submit_on_approve: bool,
 }
 
 impl Default for ServeSettings {
@@ -282,6 +285,7 @@ impl Default for ServeSettings {
             schedule_grace: "15m".into(),
             shutdown_deadline: "30s".into(),
             cookie_secure: false,
+            submit_on_approve: true,
         }
     }
 }

@@ -23,13 +23,13 @@ const NOTE: &str = "<script>alert('owned')</script> wrong colour";
 
 /// A clock the test moves forward (seconds added to the system clock).
 #[derive(Clone, Default)]
-struct TestClock(Arc<AtomicI64>);
+pub(crate) struct TestClock(Arc<AtomicI64>);
 
 impl TestClock {
-    fn advance(&self, d: TimeDelta) {
+    pub(crate) fn advance(&self, d: TimeDelta) {
         self.0.fetch_add(d.num_seconds(), Ordering::SeqCst);
     }
-    fn clock(&self) -> clerk::runner::Clock {
+    pub(crate) fn clock(&self) -> clerk::runner::Clock {
         let off = self.0.clone();
         Arc::new(move || Utc::now() + TimeDelta::seconds(off.load(Ordering::SeqCst)))
     }
@@ -37,7 +37,7 @@ impl TestClock {
 
 /// The demo config with `ops` also a reviewer (to try approving their own draft) and four
 /// console users; `extra` is appended (a `[serve]` table).
-async fn world(extra: &str) -> World {
+pub(crate) async fn world(extra: &str) -> World {
     World::with_config(|c| {
         let c = c.replacen(r#"reviewers = ["carol"]"#, r#"reviewers = ["carol", "ops"]"#, 1);
         format!(
@@ -47,13 +47,13 @@ async fn world(extra: &str) -> World {
     .await
 }
 
-fn password(user: &str) -> String {
+pub(crate) fn password(user: &str) -> String {
     format!("{user}-correct-horse")
 }
 
 /// Sets passwords: carol's through `clerk user add` with the password on stdin, the others
 /// through the engine function the command calls.
-fn add_users(world: &World) {
+pub(crate) fn add_users(world: &World) {
     let mut child = Command::new(clerk_bin())
         .arg("--data-dir")
         .arg(world.data_dir())
@@ -93,7 +93,7 @@ fn add_users(world: &World) {
     );
 }
 
-async fn start(world: &World, clock: &TestClock) -> Running {
+pub(crate) async fn start(world: &World, clock: &TestClock) -> Running {
     let mut engine = clerk::runner::Engine::new(
         world.data_dir().to_owned(),
         (*world.engine.config).clone(),
@@ -200,7 +200,7 @@ async fn draft(world: &World) -> String {
     report.approval_id.expect("an approval request")
 }
 
-fn refusals(world: &World, user: &str) -> Vec<(String, String)> {
+pub(crate) fn refusals(world: &World, user: &str) -> Vec<(String, String)> {
     world
         .engine
         .store

@@ -1040,6 +1040,10 @@ async fn approve_and_submit_go_through_the_daemon_which_holds_the_secret() {
     let err = String::from_utf8_lossy(&ok.stderr);
     assert_eq!(ok.status.code(), Some(0), "{err}");
     assert!(err.contains("through clerk serve"), "{err}");
+    // The approval queued its submit (run as the requester); `clerk submit` finds that job
+    // instead of queuing a second one, and waits for it.
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(said.contains("its submit is queued as job"), "{said}");
     let sub = cli(vec!["--as", "ops", "submit"], id.clone()).await;
     let out = String::from_utf8_lossy(&sub.stdout);
     assert_eq!(

@@ -8,6 +8,7 @@ mod common;
 mod approval;
 mod cli;
 mod console;
+mod console_browser;
 mod crash;
 mod evidence_store;
 mod guard;

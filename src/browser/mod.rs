@@ -26,7 +26,7 @@ pub use guard::{
     PAUSED,
 };
 pub use pool::{Isolation, Pool, PoolConfig, PoolStats};
-pub use process::{find_chromium, kill_all};
+pub use process::{find_chromium, kill_all, ChromiumProcess};
 pub use tab::{ElementRect, FieldValue, Find, Tab};
 
 use std::collections::HashMap;
@@ -43,7 +43,6 @@ use tokio::sync::mpsc;
 
 use crate::channel::StorageState;
 use guard::Registry;
-use process::ChromiumProcess;
 use targets::{SocketRecorder, TargetEntry, Targets};
 
 /// Errors of the browser layer.
@@ -109,7 +108,8 @@ impl LaunchOptions {
         })
     }
 
-    fn args(&self) -> Vec<String> {
+    /// The command-line switches clerk launches Chromium with (the user-data-dir aside).
+    pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
             "--headless=new",
             "--remote-debugging-port=0",

@@ -510,11 +510,19 @@ pub async fn decide_via(
         })?;
     println!(
         "{} {} by {reviewer}",
-        v.pointer("/request/approval_id")
+        v.pointer("/approval/request/approval_id")
             .and_then(Value::as_str)
             .unwrap_or(id),
-        v.get("state").and_then(Value::as_str).unwrap_or("")
+        v.pointer("/approval/state")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     );
+    if let Some(job) = v.pointer("/submit_job/id").and_then(Value::as_u64) {
+        println!(
+            "its submit is queued as job {job}, run as the requester \
+             (follow it with `clerk queue show {job}`; `clerk submit {id}` waits for it)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::Daemon;
+use super::{Daemon, DecideError};
 use crate::queue::{JobFilter, JobId, JobSpec, JobState, Priority, QueueError};
 use crate::schedule::{self, AddRequest, InputsSpec, ScheduleError, TriggerSpec};
 
@@ -279,15 +279,13 @@ struct Decide {
 }
 
 async fn decide(State(d): D, Path(id): Path<String>, Json(body): Json<Decide>) -> ApiResult {
-    let engine = d.engine.clone();
-    let decided = tokio::task::spawn_blocking(move || {
-        crate::approval::decide(&engine, &id, &body.user, body.approve, body.note)
-    })
-    .await
-    .map_err(internal)?;
-    match decided {
-        Ok(approval) => to_json(&approval),
-        Err(e) => Err(ApiError(StatusCode::FORBIDDEN, e.to_string())),
+    match d.decide(&id, &body.user, body.approve, body.note).await {
+        Ok((approval, submit)) => Ok(Json(json!({
+            "approval": approval,
+            "submit_job": submit,
+        }))),
+        Err(DecideError::Approval(e)) => Err(ApiError(StatusCode::FORBIDDEN, e.to_string())),
+        Err(e) => Err(internal(e)),
     }
 }
 
@@ -303,8 +301,9 @@ struct Submit {
     inputs: BTreeMap<String, String>,
 }
 
-/// Enqueues an approved submit at the highest priority. Every check (approval state, binding,
-/// expiry, four eyes) is the engine's, when the run starts.
+/// Enqueues an approved submit at the highest priority, or answers with the job the
+/// approval already has (`"queued": false`). Every check (approval state, binding, expiry,
+/// four eyes) is the engine's, when the run starts.
 async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
     let engine = d.engine.clone();
     let id = body.approval_id.clone();
@@ -312,23 +311,10 @@ async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
         .await
         .map_err(internal)?
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
-    let mut inputs = crate::approval::inputs_of(&approval);
-    inputs.extend(body.inputs);
-    let content = &approval.request.content;
-    let mut spec = JobSpec::new(
-        body.playbook.as_deref().unwrap_or(&content.playbook),
-        &content.channel,
-        &body.user,
-    );
-    spec.inputs = inputs;
-    spec.case_ref = approval.request.case_ref.clone();
-    spec.approval_id = Some(body.approval_id.clone());
-    spec.priority = Priority::Submit;
-    // A submit is never retried on its own: the approval is spent when the click is made.
-    spec.max_attempts = 1;
-    let job = d.queue_call(move |q| q.enqueue(spec)).await?;
-    d.wake();
-    Ok(Json(json!({ "jobs": [job] })))
+    let (job, queued) = d
+        .enqueue_submit(&approval, &body.user, body.playbook.as_deref(), body.inputs)
+        .await?;
+    Ok(Json(json!({ "jobs": [job.id], "queued": queued })))
 }
 
 async fn list_schedules(State(d): D) -> ApiResult {

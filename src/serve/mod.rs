@@ -30,9 +30,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use crate::approval::Approval;
 use crate::channel::{parse_duration, Config};
 use crate::instance::{self, Instance, InstanceError};
-use crate::queue::{Claim, EmbeddedQueue, JobId, QueueError, RunQueue};
+use crate::queue::{
+    Claim, EmbeddedQueue, Job, JobFilter, JobId, JobSpec, JobState, Priority, QueueError, RunQueue,
+};
 use crate::runner::Engine;
 
 /// How the daemon runs (from the config's `[serve]` table, see [`ServeOptions::from_config`]).
@@ -129,6 +132,20 @@ pub struct Daemon {
     in_flight: Mutex<BTreeMap<JobId, (InFlight, Claim)>>,
     /// Prefix of this daemon's worker names (`<host>/serve/`).
     worker_prefix: String,
+    /// Held while looking for an approval's submit job and enqueuing one, so one approval
+    /// never gets two.
+    submit_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a decision through the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Approval(#[from] crate::approval::ApprovalError),
+    #[error("the decision is recorded, but its submit could not be queued: {0}")]
+    Queue(#[from] QueueError),
+    #[error("the decision task failed: {0}")]
+    Task(String),
 }
 
 impl Daemon {
@@ -173,6 +190,86 @@ impl Daemon {
 
     fn now(&self) -> DateTime<Utc> {
         (self.engine.clock)()
+    }
+
+    /// Decides an approval as `user` (every check is the engine's). An approval decided
+    /// "approve" gets its submit queued at once, run as the requester, unless the config's
+    /// `[serve] submit_on_approve` is off. Returns the approval and that job.
+    pub async fn decide(
+        &self,
+        id: &str,
+        user: &str,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<(Approval, Option<Job>), DecideError> {
+        let engine = self.engine.clone();
+        let (id, user) = (id.to_owned(), user.to_owned());
+        let approval = tokio::task::spawn_blocking(move || {
+            crate::approval::decide(&engine, &id, &user, approve, note)
+        })
+        .await
+        .map_err(|e| DecideError::Task(e.to_string()))??;
+        if !approve || !self.engine.config.serve.submit_on_approve {
+            return Ok((approval, None));
+        }
+        let requester = approval.request.requester.clone();
+        let (job, _) = self
+            .enqueue_submit(&approval, &requester, None, BTreeMap::new())
+            .await?;
+        Ok((approval, Some(job)))
+    }
+
+    /// Queues the submit of an approved draft at the highest priority, run as `user`, unless
+    /// the approval already has a submit job that is queued, running or done: then that job
+    /// is returned and `false` says nothing was added. Every check (approval state, binding,
+    /// expiry, four eyes) is the engine's, when the run starts.
+    pub async fn enqueue_submit(
+        &self,
+        approval: &Approval,
+        user: &str,
+        playbook: Option<&str>,
+        extra_inputs: BTreeMap<String, String>,
+    ) -> Result<(Job, bool), QueueError> {
+        let _one = self.submit_lock.lock().await;
+        let id = approval.request.approval_id.clone();
+        let wanted = id.clone();
+        let existing = self
+            .queue_call(move |q| {
+                Ok(q.list(&JobFilter::default())?.into_iter().find(|j| {
+                    j.spec.approval_id.as_deref() == Some(wanted.as_str())
+                        && matches!(
+                            j.state,
+                            JobState::Queued | JobState::Claimed | JobState::Done
+                        )
+                }))
+            })
+            .await?;
+        if let Some(job) = existing {
+            return Ok((job, false));
+        }
+        let mut inputs = crate::approval::inputs_of(approval);
+        inputs.extend(extra_inputs);
+        let content = &approval.request.content;
+        let mut spec = JobSpec::new(
+            playbook.unwrap_or(&content.playbook),
+            &content.channel,
+            user,
+        );
+        spec.inputs = inputs;
+        spec.case_ref = approval.request.case_ref.clone();
+        spec.approval_id = Some(id);
+        spec.priority = Priority::Submit;
+        // A submit is never retried on its own: the approval is spent when the click is made.
+        spec.max_attempts = 1;
+        let job = self
+            .queue_call(move |q| {
+                let id = q.enqueue(spec)?;
+                q.get(id)?
+                    .ok_or_else(|| QueueError::Broken(format!("job {id} vanished after enqueue")))
+            })
+            .await?;
+        self.wake();
+        Ok((job, true))
     }
 }
 
@@ -258,6 +355,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         stopping,
         in_flight: Mutex::new(BTreeMap::new()),
         worker_prefix,
+        submit_lock: tokio::sync::Mutex::new(()),
     });
     let (stop, mut stop_rx) = watch::channel(false);
     let d = daemon.clone();

@@ -24,7 +24,7 @@ use axum::{Form, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 
-use super::Daemon;
+use super::{Daemon, DecideError};
 use crate::approval::{self, Approval, ApprovalError, ApprovalState};
 use crate::evidence::{timestamp, Event};
 use crate::pause::PauseScope;
@@ -514,7 +514,11 @@ struct Detail {
     expires_at: String,
     expires_in: String,
     screenshot: Option<String>,
-    values: Vec<(String, String)>,
+    /// What the held write sends, field by field (volatile ones flagged), when its body
+    /// has fields; else the form's values read back.
+    values: Vec<(String, String, bool)>,
+    /// The playbook inputs the operator gave (secrets redacted).
+    inputs: Vec<(String, String)>,
     declared: String,
     /// Method, URL, content type, decoded body.
     held: Option<(String, String, String, String)>,
@@ -545,6 +549,41 @@ fn body_text(body: &crate::write::Body) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    }
+}
+
+/// A write's body as (field, value, volatile) rows: JSON object members (nested values as
+/// compact JSON), form fields, multipart parts (files by name and hash).
+fn body_fields(body: &crate::write::Body, volatile: &[String]) -> Vec<(String, String, bool)> {
+    use crate::write::Body;
+    let row = |k: &str, v: String| (k.to_owned(), v, volatile.iter().any(|x| x == k));
+    match body {
+        Body::Json {
+            value: serde_json::Value::Object(map),
+        } => map
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                row(k, text)
+            })
+            .collect(),
+        Body::Form { fields } => fields.iter().map(|(k, v)| row(k, v.clone())).collect(),
+        Body::Multipart { parts } => parts
+            .iter()
+            .map(|p| {
+                let text = match (&p.value, &p.filename, &p.sha256) {
+                    (Some(v), _, _) => v.clone(),
+                    (None, Some(f), Some(h)) => format!("file {f} (SHA-256 {h})"),
+                    (None, Some(f), None) => format!("file {f}"),
+                    _ => String::new(),
+                };
+                row(&p.name, text)
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -589,10 +628,22 @@ async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Respon
         expires_in: expires_in(&r.expires_at, now),
         screenshot: r.screenshot_sha256.clone(),
         values: r
+            .held
+            .as_ref()
+            .map(|w| body_fields(&w.body, &r.volatile))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                r.content
+                    .values
+                    .iter()
+                    .map(|v| (v.name.clone(), v.value.clone(), false))
+                    .collect()
+            }),
+        inputs: r
             .content
-            .values
+            .inputs
             .iter()
-            .map(|v| (v.name.clone(), v.value.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         declared: format!("{} {}", r.content.write.method, r.content.write.url),
         held: r.held.as_ref().map(|w| {
@@ -664,17 +715,11 @@ async fn decide(
         return forbidden(reason);
     }
     let note = Some(f.note.trim().to_owned()).filter(|n| !n.is_empty());
-    let engine = c.d.engine.clone();
-    let user = a.s.user.clone();
-    let wanted = id.clone();
-    let decided = tokio::task::spawn_blocking(move || {
-        approval::decide(&engine, &wanted, &user, approve, note)
-    })
-    .await;
+    let decided = c.d.decide(&id, &a.s.user, approve, note).await;
     let back = format!("/approvals/{}", encode(&id));
     match decided {
-        Ok(Ok(_)) => Redirect::to(&back).into_response(),
-        Ok(Err(e)) => {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(DecideError::Approval(e)) => {
             let status = match e {
                 ApprovalError::SelfApproval(_) | ApprovalError::NotReviewer { .. } => {
                     StatusCode::FORBIDDEN
@@ -761,6 +806,8 @@ async fn runs(State(c): C, a: Authed, Query(f): Query<RunsFilter>) -> Response {
 struct RunPage {
     chrome: Chrome,
     r: crate::evidence::RunDetail,
+    /// What happened to the approvals this run requested or used, in order.
+    approval_lines: Vec<String>,
     /// Intact, and the report's lines.
     verified: Option<(bool, Vec<String>)>,
 }
@@ -791,6 +838,7 @@ async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response
             StatusCode::OK,
             &RunPage {
                 chrome: chrome(c, a),
+                approval_lines: approval_lines(&r.approvals),
                 r,
                 verified,
             },
@@ -799,6 +847,52 @@ async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
     }
+}
+
+/// One line per approval record: requested, decided (with the note), used, refused.
+fn approval_lines(records: &[crate::evidence::Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::ApprovalRequested {
+                approval_id,
+                requester,
+                created_at,
+                ..
+            } => Some(format!(
+                "{approval_id} requested by {requester} at {created_at}"
+            )),
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                reviewer,
+                note,
+                decided_at,
+                ..
+            } => Some(match note {
+                Some(n) => format!("{approval_id} {decision} by {reviewer} at {decided_at}: {n}"),
+                None => format!("{approval_id} {decision} by {reviewer} at {decided_at}"),
+            }),
+            Event::ApprovalUsed {
+                approval_id,
+                run_id,
+                used_at,
+            } => Some(format!(
+                "{approval_id} used by submit run {run_id} at {used_at}"
+            )),
+            Event::Refused {
+                action,
+                approval_id: Some(approval_id),
+                user,
+                reason,
+                at,
+                ..
+            } => Some(format!(
+                "{approval_id}: {action} by {user} refused at {at}: {reason}"
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn run_page(State(c): C, a: Authed, Path(id): Path<String>) -> Response {
