@@ -1032,6 +1032,18 @@ impl<'a> RunState<'a> {
                 self.channel.id
             ))));
         }
+        // A seller center answering 5xx is failing; that says nothing about the session.
+        if let Ok(Some(status)) = tab.response_status().await {
+            if status >= 500 {
+                let events = browser.drain_events();
+                let events = self.classify(browser, tab, events).await;
+                self.record_guard(events).await?;
+                return Ok(Err(SessionProblem::Unreachable(format!(
+                    "channel {} answered {status} at {url}: the seller center is failing (the session was not checked)",
+                    self.channel.id
+                ))));
+            }
+        }
         let verdict: Result<(), String> = match (selector, want_status) {
             (Some(selector), _) => tab
                 .wait_visible(&Find::css(selector), Duration::from_secs(3))

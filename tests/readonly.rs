@@ -326,6 +326,41 @@ async fn expired_or_missing_session_fails_before_any_lookup() {
     );
 }
 
+/// A seller center answering 503 to the session check is failing, not logged out: the run
+/// fails as transient (the daemon retries it) instead of ending `session_expired` (which
+/// would pause the channel and ask someone to log in again), and nothing is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_seller_center_at_the_session_check_is_not_an_expired_session() {
+    let world = World::new().await;
+    world.center.fail_next_account_pages(1);
+    world.center.clear_log();
+    let order = &clerk::sample::orders()[3].id;
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", order)])
+        .await;
+    assert_eq!(r.status, RunStatus::Failed, "{:?}", r.error);
+    assert!(r.transient, "a 503 is worth a retry");
+    let err = r.error.clone().unwrap();
+    assert!(
+        err.contains("answered 503") && !err.contains("expired"),
+        "{err}"
+    );
+    assert!(r.screenshots.is_empty());
+    assert!(
+        !world
+            .center
+            .requests()
+            .iter()
+            .any(|q| q.path.starts_with("/orders")),
+        "a lookup happened without a checked session"
+    );
+    // The next run finds the seller center well again and the session live.
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", order)])
+        .await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+}
+
 /// Input values are percent-encoded into one path segment: they never change the path or
 /// the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

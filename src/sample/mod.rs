@@ -163,6 +163,8 @@ struct Inner {
     order_delay: std::time::Duration,
     /// The next this many order pages answer 503.
     order_failures: u64,
+    /// The next this many account pages (the demo channel's session check) answer 503.
+    account_failures: u64,
 }
 
 impl Inner {
@@ -253,6 +255,7 @@ impl SampleCenter {
                 order_pages_max: 0,
                 order_delay: std::time::Duration::ZERO,
                 order_failures: 0,
+                account_failures: 0,
             }),
             stopped: stopped.clone(),
         });
@@ -370,6 +373,12 @@ impl SampleCenter {
     /// center).
     pub fn fail_next_order_pages(&self, n: u64) {
         self.shared.lock().order_failures = n;
+    }
+
+    /// The next `n` account pages (`GET /account`, the demo channel's session check) answer
+    /// `503 Service Unavailable`: the seller center is failing, the session is fine.
+    pub fn fail_next_account_pages(&self, n: u64) {
+        self.shared.lock().account_failures = n;
     }
 
     /// The most order pages (`GET /orders/SO-…`) the server was answering at once.
@@ -578,6 +587,17 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
         session_expiry: session.map(|(_, e)| e),
         form,
     });
+    if parts.method == axum::http::Method::GET && parts.uri.path() == "/account" {
+        let fail = {
+            let mut inner = shared.lock();
+            let fail = inner.account_failures > 0;
+            inner.account_failures = inner.account_failures.saturating_sub(1);
+            fail
+        };
+        if fail {
+            return unavailable();
+        }
+    }
     let order_page =
         parts.method == axum::http::Method::GET && parts.uri.path().starts_with("/orders/SO-");
     if !order_page {
@@ -606,14 +626,18 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
         tokio::time::sleep(delay).await;
     }
     if fail {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Html("<h1>Service unavailable</h1><p>Try again later.</p>"),
-        )
-            .into_response();
+        return unavailable();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html("<h1>Service unavailable</h1><p>Try again later.</p>"),
+    )
+        .into_response()
 }
 
 /// Why a page handler could not produce its page; rendered as the matching response.
