@@ -10,7 +10,9 @@
 //!   to that record's channel. Its outcome is its `run_finished` status (`ok`, `failed`,
 //!   `refused`, `session_expired`; a draft finishes `ok`, its mode says `draft`), else
 //!   `interrupted` (a `run_interrupted` record), else `unfinished`.
-//! - **Success rate**: runs finished `ok` / runs with a `run_finished` record.
+//! - **Success rate**: runs finished `ok` / runs with a `run_finished` record, except runs
+//!   finished `paused` (stopped by a person's emergency pause, not failed by the automation;
+//!   they are counted in `runs_by_outcome` only and their evidence is not judged).
 //! - **Evidence completeness**: a run's *screenshot steps* are the step indices that any run
 //!   of the same playbook (same `playbook_sha256`, so the same file) finished with a
 //!   `step_finished` of kind `screenshot`, anywhere in the journal before `until`. A run
@@ -97,7 +99,7 @@ pub struct Numbers {
     /// By outcome: `ok`, `failed`, `refused`, `session_expired` (finished), `interrupted`,
     /// `unfinished`, or any other status a `run_finished` record names.
     pub runs_by_outcome: BTreeMap<String, u64>,
-    /// Runs with a `run_finished` record.
+    /// Runs with a `run_finished` record, except `paused` ones.
     pub finished: u64,
     /// Runs finished `ok` (drafts included).
     pub ok: u64,
@@ -603,7 +605,10 @@ pub fn compute_records(
             (None, true) => "interrupted".to_owned(),
             (None, false) => "unfinished".to_owned(),
         };
-        let finished = run.finished.is_some();
+        // A paused run was stopped by a person: it is listed by outcome, but neither its
+        // success nor its evidence is judged.
+        let paused = run.finished.is_some() && outcome == "paused";
+        let finished = run.finished.is_some() && !paused;
         let ok = outcome == "ok" && finished;
         let draft = ok && run.mode == "draft";
         let expired = finished && outcome == "session_expired";
@@ -612,7 +617,7 @@ pub fn compute_records(
             .as_ref()
             .and_then(|(_, end)| millis_between(&run.started, end));
         let judged = match shot_steps.get(&run.playbook_sha256) {
-            Some(steps) if !steps.is_empty() && (finished || run.interrupted) => {
+            Some(steps) if !steps.is_empty() && !paused && (finished || run.interrupted) => {
                 let all_steps = steps.iter().all(|s| {
                     run.shot_steps.get(s) == Some(&true)
                         && run.captures.iter().any(|(step, _)| step == s)

@@ -105,6 +105,23 @@ fn a_run_counts_in_the_period_of_its_start_and_since_is_inclusive_until_exclusiv
 }
 
 #[test]
+fn paused_runs_are_listed_but_not_judged() {
+    let mut j = Journal(Vec::new());
+    j.run("ok", "a", t(9, 0))
+        .finish("ok", "ok", t(9, 1))
+        .run("stopped", "a", t(9, 2))
+        .finish("stopped", "paused", t(9, 3))
+        .run("bad", "a", t(9, 4))
+        .finish("bad", "failed", t(9, 5));
+    let s = stats(&j, &query(t(9, 0), t(10, 0), None));
+    assert_eq!(s.overall.runs, 3);
+    assert_eq!(s.overall.runs_by_outcome.get("paused"), Some(&1));
+    assert_eq!(s.overall.finished, 2, "{s:#?}");
+    assert_eq!(s.overall.success_rate, Some(0.5));
+    assert_eq!((s.days[0].runs, s.days[0].ok, s.days[0].not_ok), (3, 1, 1));
+}
+
+#[test]
 fn one_channel_is_counted_alone_and_overall_is_the_sum() {
     let mut j = Journal(Vec::new());
     j.run("a1", "a", t(9, 0))
