@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::network::{
-    EventWebSocketCreated, EventWebSocketFrameSent,
+    EventWebSocketClosed, EventWebSocketCreated, EventWebSocketFrameSent,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     AttachToTargetParams, EventReceivedMessageFromTarget, EventTargetCreated, EventTargetDestroyed,
@@ -177,6 +177,9 @@ impl chromiumoxide::types::Command for SendMessageToTarget {
     type Response = Value;
 }
 
+/// Sockets remembered before those of pages no run owns are forgotten.
+const SOCKETS_KEPT: usize = 1024;
+
 /// Turns WebSocket events into guard events of the run whose target sent them.
 #[derive(Clone)]
 pub(super) struct SocketRecorder {
@@ -209,6 +212,11 @@ impl SocketRecorder {
 
     fn created(&self, frame: &str, request_id: &str, url: &str) {
         if let Ok(mut s) = self.sockets.lock() {
+            // Sockets whose page went away without a close event: forget those no run owns
+            // any more, so a long-lived daemon does not keep every socket it ever saw.
+            if s.len() >= SOCKETS_KEPT {
+                s.retain(|(f, _), _| self.registry.guard_for(f).is_some());
+            }
             s.insert((frame.to_owned(), request_id.to_owned()), url.to_owned());
         }
         let Some(guard) = self.registry.guard_for(frame) else {
@@ -222,6 +230,18 @@ impl SocketRecorder {
             url.to_owned(),
             "websocket to an endpoint the channel allows (read-only exception)".into(),
         ));
+    }
+
+    fn closed(&self, frame: &str, request_id: &str) {
+        if let Ok(mut s) = self.sockets.lock() {
+            s.remove(&(frame.to_owned(), request_id.to_owned()));
+        }
+    }
+
+    /// Sockets remembered now.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.sockets.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     fn sent(&self, frame: &str, request_id: &str, opcode: f64, payload: &str) {
@@ -259,12 +279,24 @@ pub(super) async fn record_page_sockets(
         page.event_listener::<EventWebSocketFrameSent>().await
     })
     .await?;
+    let mut closed = cdp(timeout, "listen for closed websockets", async {
+        page.event_listener::<EventWebSocketClosed>().await
+    })
+    .await?;
     let frame = page.target_id().inner().clone();
     {
         let (recorder, frame) = (recorder.clone(), frame.clone());
         tokio::spawn(async move {
             while let Some(ev) = created.next().await {
                 recorder.created(&frame, ev.request_id.inner(), &ev.url);
+            }
+        });
+    }
+    {
+        let (recorder, frame) = (recorder.clone(), frame.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = closed.next().await {
+                recorder.closed(&frame, ev.request_id.inner());
             }
         });
     }
@@ -319,6 +351,7 @@ pub(super) async fn record_child_sockets(
                         params["url"].as_str().unwrap_or_default(),
                     );
                 }
+                Some("Network.webSocketClosed") => recorder.closed(&frame, request_id),
                 Some("Network.webSocketFrameSent") => {
                     let frame_data = &params["response"];
                     recorder.sent(
@@ -353,4 +386,28 @@ fn describe_frame(opcode: f64, payload: &str) -> String {
         bytes.len(),
         hex::encode(sha2::Sha256::digest(&bytes))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_are_forgotten_when_closed_or_when_no_run_owns_them() {
+        let recorder = SocketRecorder::new(Registry::new(Arc::default()));
+        recorder.created("frame", "1", "ws://127.0.0.1/feed");
+        recorder.created("frame", "2", "ws://127.0.0.1/feed");
+        assert_eq!(recorder.remembered(), 2);
+        recorder.closed("frame", "1");
+        assert_eq!(recorder.remembered(), 1);
+        // Past the limit, sockets of pages no run owns (here: all of them) are dropped.
+        for i in 0..SOCKETS_KEPT * 2 {
+            recorder.created("gone", &i.to_string(), "ws://127.0.0.1/feed");
+        }
+        assert!(
+            recorder.remembered() <= SOCKETS_KEPT,
+            "{}",
+            recorder.remembered()
+        );
+    }
 }
