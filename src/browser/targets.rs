@@ -184,8 +184,8 @@ const SOCKETS_KEPT: usize = 1024;
 #[derive(Clone)]
 pub(super) struct SocketRecorder {
     registry: Registry,
-    /// (frame, request id) → URL of each socket opened.
-    sockets: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// (frame, request id) → URL of each socket opened, and whether it closed since.
+    sockets: Arc<Mutex<HashMap<(String, String), (String, bool)>>>,
 }
 
 impl SocketRecorder {
@@ -212,12 +212,17 @@ impl SocketRecorder {
 
     fn created(&self, frame: &str, request_id: &str, url: &str) {
         if let Ok(mut s) = self.sockets.lock() {
-            // Sockets whose page went away without a close event: forget those no run owns
-            // any more, so a long-lived daemon does not keep every socket it ever saw.
+            // A long-lived daemon must not keep every socket it ever saw: past the limit,
+            // closed sockets and those of pages no run owns any more are forgotten. (Not at
+            // the close itself: events of a page arrive on separate streams, so a frame sent
+            // just before the close may be handled after it.)
             if s.len() >= SOCKETS_KEPT {
-                s.retain(|(f, _), _| self.registry.guard_for(f).is_some());
+                s.retain(|(f, _), (_, closed)| !*closed && self.registry.guard_for(f).is_some());
             }
-            s.insert((frame.to_owned(), request_id.to_owned()), url.to_owned());
+            s.insert(
+                (frame.to_owned(), request_id.to_owned()),
+                (url.to_owned(), false),
+            );
         }
         let Some(guard) = self.registry.guard_for(frame) else {
             tracing::warn!(%url, %frame, "a websocket no run owns");
@@ -234,7 +239,9 @@ impl SocketRecorder {
 
     fn closed(&self, frame: &str, request_id: &str) {
         if let Ok(mut s) = self.sockets.lock() {
-            s.remove(&(frame.to_owned(), request_id.to_owned()));
+            if let Some(entry) = s.get_mut(&(frame.to_owned(), request_id.to_owned())) {
+                entry.1 = true;
+            }
         }
     }
 
@@ -249,7 +256,10 @@ impl SocketRecorder {
             .sockets
             .lock()
             .ok()
-            .and_then(|s| s.get(&(frame.to_owned(), request_id.to_owned())).cloned())
+            .and_then(|s| {
+                s.get(&(frame.to_owned(), request_id.to_owned()))
+                    .map(|(url, _)| url.clone())
+            })
             .unwrap_or_default();
         let Some(guard) = self.registry.guard_for(frame) else {
             tracing::warn!(%url, %frame, "a websocket frame no run owns");
@@ -397,10 +407,11 @@ mod tests {
         let recorder = SocketRecorder::new(Registry::new(Arc::default()));
         recorder.created("frame", "1", "ws://127.0.0.1/feed");
         recorder.created("frame", "2", "ws://127.0.0.1/feed");
-        assert_eq!(recorder.remembered(), 2);
         recorder.closed("frame", "1");
-        assert_eq!(recorder.remembered(), 1);
-        // Past the limit, sockets of pages no run owns (here: all of them) are dropped.
+        // A frame handled after the close still finds its socket's URL.
+        assert_eq!(recorder.remembered(), 2);
+        // Past the limit, closed sockets and those of pages no run owns (here: all of
+        // them) are dropped.
         for i in 0..SOCKETS_KEPT * 2 {
             recorder.created("gone", &i.to_string(), "ws://127.0.0.1/feed");
         }
