@@ -228,8 +228,10 @@ sw.port.onmessage = (e) => note('shared', e.data);
 const feed = new WebSocket(WSO + '/feed');
 feed.onopen = () => {{ feed.send('hello-feed'); note('feed', 'open'); }};
 feed.onerror = () => note('feed', 'error');
-const fw = new Worker(URL.createObjectURL(new Blob(['const w = new WebSocket(' + JSON.stringify(WSO) + ' + "/feed"); w.onopen = () => {{ w.send("from-worker"); postMessage("open"); }}; w.onerror = () => postMessage("error");'])));
-fw.onmessage = (e) => note('wfeed', e.data);
+const fw = new Worker(URL.createObjectURL(new Blob(['const w = new WebSocket(' + JSON.stringify(WSO) + ' + "/feed"); w.onopen = () => postMessage("open"); w.onerror = () => postMessage("error"); onmessage = () => w.send("from-worker");'])));
+// The worker sends once the page tells it to (a while after its socket opened): clerk
+// watches a worker from a session it attaches after the worker started (known limit).
+fw.onmessage = (e) => {{ note('wfeed', e.data); if (e.data === 'open') setTimeout(() => fw.postMessage('send'), 500); }};
 const other = new WebSocket(WSO + '/ws?other');
 other.onopen = () => {{ other.send('frame-other'); note('other', 'open'); }};
 other.onerror = () => note('other', 'error');

@@ -761,6 +761,11 @@ impl Guard {
     }
 
     /// The step index events are attributed to now (-1 before the first step).
+    /// The WebSocket endpoints the channel allows (the only ones the page can connect to).
+    pub(super) fn websocket_allow(&self) -> &[String] {
+        &self.shared.policy.websocket_allow
+    }
+
     pub(super) fn step(&self) -> i64 {
         self.shared.step.load(Ordering::SeqCst)
     }

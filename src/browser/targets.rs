@@ -145,9 +145,11 @@ async fn watch(
     if let Ok(mut s) = sessions.0.lock() {
         s.insert(session_id.clone(), target.to_owned());
     }
+    // Network first: a worker waiting for the debugger opens its sockets only once it runs,
+    // and their `webSocketCreated` (which names the URL) must not be missed.
     for message in [
-        r#"{"id":1,"method":"Runtime.runIfWaitingForDebugger"}"#,
-        r#"{"id":2,"method":"Network.enable"}"#,
+        r#"{"id":1,"method":"Network.enable"}"#,
+        r#"{"id":2,"method":"Runtime.runIfWaitingForDebugger"}"#,
     ] {
         let send = SendMessageToTarget {
             session_id: session_id.clone(),
@@ -251,20 +253,32 @@ impl SocketRecorder {
         self.sockets.lock().map(|s| s.len()).unwrap_or(0)
     }
 
-    fn sent(&self, frame: &str, request_id: &str, opcode: f64, payload: &str) {
-        let url = self
-            .sockets
-            .lock()
-            .ok()
-            .and_then(|s| {
-                s.get(&(frame.to_owned(), request_id.to_owned()))
-                    .map(|(url, _)| url.clone())
-            })
-            .unwrap_or_default();
+    fn url_of(&self, frame: &str, request_id: &str) -> Option<String> {
+        self.sockets.lock().ok().and_then(|s| {
+            s.get(&(frame.to_owned(), request_id.to_owned()))
+                .map(|(url, _)| url.clone())
+        })
+    }
+
+    async fn sent(&self, frame: &str, request_id: &str, opcode: f64, payload: &str) {
+        // A page's `webSocketCreated` and `webSocketFrameSent` arrive on separate streams:
+        // give the creation (which names the URL) a moment to be handled first.
+        let mut url = self.url_of(frame, request_id);
+        for _ in 0..50 {
+            if url.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            url = self.url_of(frame, request_id);
+        }
         let Some(guard) = self.registry.guard_for(frame) else {
-            tracing::warn!(%url, %frame, "a websocket frame no run owns");
+            tracing::warn!(?url, %frame, "a websocket frame no run owns");
             return;
         };
+        // A worker may open its socket before clerk's session on it listens. The socket is
+        // still one the channel allows (the connection policy refuses every other), so the
+        // allowed endpoints name it, or name the few it can be.
+        let url = url.unwrap_or_else(|| guard.websocket_allow().join(" or "));
         guard.record(Self::event(
             &guard,
             "WEBSOCKET FRAME",
@@ -313,12 +327,14 @@ pub(super) async fn record_page_sockets(
     let recorder = recorder.clone();
     tokio::spawn(async move {
         while let Some(ev) = sent.next().await {
-            recorder.sent(
-                &frame,
-                ev.request_id.inner(),
-                ev.response.opcode,
-                &ev.response.payload_data,
-            );
+            recorder
+                .sent(
+                    &frame,
+                    ev.request_id.inner(),
+                    ev.response.opcode,
+                    &ev.response.payload_data,
+                )
+                .await;
         }
     });
     Ok(())
@@ -364,12 +380,14 @@ pub(super) async fn record_child_sockets(
                 Some("Network.webSocketClosed") => recorder.closed(&frame, request_id),
                 Some("Network.webSocketFrameSent") => {
                     let frame_data = &params["response"];
-                    recorder.sent(
-                        &frame,
-                        request_id,
-                        frame_data["opcode"].as_f64().unwrap_or(0.0),
-                        frame_data["payloadData"].as_str().unwrap_or_default(),
-                    );
+                    recorder
+                        .sent(
+                            &frame,
+                            request_id,
+                            frame_data["opcode"].as_f64().unwrap_or(0.0),
+                            frame_data["payloadData"].as_str().unwrap_or_default(),
+                        )
+                        .await;
                 }
                 _ => {}
             }
