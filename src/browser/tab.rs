@@ -25,8 +25,8 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
 use chromiumoxide::cdp::browser_protocol::page::{
-    AddScriptToEvaluateOnNewDocumentParams, CaptureScreenshotFormat, CaptureScreenshotParams,
-    CreateIsolatedWorldParams, FrameId, Viewport,
+    AddScriptToEvaluateOnNewDocumentParams, BringToFrontParams, CaptureScreenshotFormat,
+    CaptureScreenshotParams, CreateIsolatedWorldParams, FrameId, Viewport,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, ExecutionContextId};
 use chromiumoxide::Page;
@@ -693,11 +693,12 @@ impl Tab {
     }
 
     /// Waits for `n` animation frames of the page (a navigation replacing the document in
-    /// between ends the wait early).
+    /// between ends the wait early). A page that is not being rendered (its popup took the
+    /// foreground) gets no frames: there each frame is given up after 100 ms.
     pub async fn animation_frames(&self, n: u32) -> Result<(), BrowserError> {
         let r: Result<bool, _> = self
             .eval(
-                "for (let i = 0; i < arg; i++) await new Promise(r => requestAnimationFrame(r)); return true;",
+                "for (let i = 0; i < arg; i++) await new Promise(r => { requestAnimationFrame(r); setTimeout(r, 100); }); return true;",
                 serde_json::json!(n),
             )
             .await;
@@ -750,7 +751,7 @@ impl Tab {
                      let changed = false; const obs = new MutationObserver(() => { changed = true; }); \
                      obs.observe(document, {subtree: true, childList: true, attributes: true, characterData: true}); \
                      let calm = 0; \
-                     while (calm < 2 && performance.now() < deadline) { changed = false; await new Promise(r => requestAnimationFrame(r)); calm = changed ? 0 : calm + 1; } \
+                     while (calm < 2 && performance.now() < deadline) { changed = false; await new Promise(r => { requestAnimationFrame(r); setTimeout(r, 100); }); calm = changed ? 0 : calm + 1; } \
                      obs.disconnect(); return calm >= 2;",
                     serde_json::json!(left.min(Duration::from_secs(5)).as_millis() as u64),
                 )
@@ -968,6 +969,27 @@ impl Tab {
         .await
     }
 
+    /// Brings the tab to the front when a popup it opened hid it: a hidden page renders no
+    /// frames and acknowledges input only after a long delay (measured: 5 s per click).
+    async fn to_front_if_hidden(&self) -> Result<(), BrowserError> {
+        let hidden: bool = self
+            .eval(
+                "return document.visibilityState === 'hidden';",
+                serde_json::Value::Null,
+            )
+            .await
+            .unwrap_or(false);
+        if hidden {
+            cdp(
+                self.timeout,
+                "Page.bringToFront",
+                self.page.execute(BringToFrontParams::default()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A left click at a viewport point: move, press, release, as a mouse does.
     async fn press_at(&self, x: f64, y: f64) -> Result<(), BrowserError> {
         for kind in [
@@ -1042,6 +1064,7 @@ impl Tab {
     /// Clicks the element with real mouse events.
     pub async fn click(&self, locator: &Find, timeout: Duration) -> Result<(), BrowserError> {
         let (x, y) = self.center(locator, timeout).await?;
+        self.to_front_if_hidden().await?;
         self.press_at(x, y).await
     }
 
