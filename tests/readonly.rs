@@ -235,17 +235,7 @@ steps:
   - wait_for: { network_idle: true }
 "##,
     );
-    let t0 = std::time::Instant::now();
     let r = world.run(&popups, &[("order_id", order)]).await;
-    eprintln!("TIMING popups {:?} {:?}", t0.elapsed(), r.timings);
-    for rec in world.records(r.run_id.as_deref().unwrap()) {
-        if let Event::StepFinished {
-            name, duration_ms, ..
-        } = &rec.event
-        {
-            eprintln!("TIMING step {name} {duration_ms}");
-        }
-    }
     assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
     let blocked = world.blocked_urls(r.run_id.as_deref().unwrap());
     assert!(
