@@ -524,6 +524,8 @@ struct Detail {
     held: Option<(String, String, String, String)>,
     decision: Option<DecisionView>,
     used_by_run: Option<String>,
+    /// The submit run's status and its screenshots (name, SHA-256), once it is recorded.
+    submit_result: Option<(String, Vec<(String, String)>)>,
     refusals: Vec<String>,
     /// The viewer requested it (four eyes: no decision controls).
     own: bool,
@@ -590,8 +592,16 @@ fn body_fields(body: &crate::write::Body, volatile: &[String]) -> Vec<(String, S
 async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Response {
     let engine = c.d.engine.clone();
     let wanted = id.clone();
-    let loaded = tokio::task::spawn_blocking(move || approval::load(&engine, &wanted)).await;
-    let x = match loaded {
+    let loaded = tokio::task::spawn_blocking(move || {
+        let x = approval::load(&engine, &wanted)?;
+        let submit = match &x.used_by_run {
+            Some(run) => engine.store.run(run).ok().flatten(),
+            None => None,
+        };
+        Ok::<_, ApprovalError>((x, submit))
+    })
+    .await;
+    let (x, submit) = match loaded {
         Ok(Ok(x)) => x,
         Ok(Err(ApprovalError::Unknown(_))) => {
             return error(
@@ -661,6 +671,15 @@ async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Respon
             note: dec.note.clone(),
         }),
         used_by_run: x.used_by_run.clone(),
+        submit_result: submit.map(|run| {
+            (
+                run.summary.status.clone(),
+                run.evidence
+                    .iter()
+                    .map(|e| (e.name.clone(), e.sha256.clone()))
+                    .collect(),
+            )
+        }),
         refusals: x.refusals.clone(),
         own,
         may_decide: users::may_decide(a.s.role) && reviewer,
