@@ -659,3 +659,246 @@ steps:
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// Runs the shipped `order-lookup` (or any playbook) for `case`.
+async fn run_for_case(
+    world: &World,
+    pb: &str,
+    inputs: &[(&str, &str)],
+    case: &str,
+) -> clerk::runner::RunReport {
+    world
+        .engine
+        .run(clerk::runner::RunRequest {
+            playbook: playbook(pb),
+            inputs: crate::common::inputs(inputs),
+            operator: "ops".into(),
+            case_ref: Some(case.into()),
+            batch_id: None,
+            approval: None,
+        })
+        .await
+        .expect("engine runs")
+}
+
+/// GET with the session cookie, keeping the body's bytes.
+fn get_bytes(port: u16, path: &str, cookie: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Read as _;
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let r = match agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .set("Cookie", &format!("clerk_session={cookie}"))
+        .call()
+    {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{path}: {e}"),
+    };
+    let headers = r
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = r.header(&k).unwrap_or_default().to_owned();
+            (k, v)
+        })
+        .collect();
+    let status = r.status();
+    let mut body = Vec::new();
+    r.into_reader().read_to_end(&mut body).unwrap();
+    (status, headers, body)
+}
+
+/// The case view lists one case's runs, screenshots and approval in journal order (and
+/// nothing of another case), the same as its JSON; its bundle downloads as a tar whose
+/// SHA256SUMS checks with `sha256sum -c` and `clerk verify --bundle`, and both catch a
+/// flipped byte. Logged out, no bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_case_view_lists_a_case_in_order_and_exports_a_bundle_that_sha256sum_checks() {
+    let world = world("").await;
+    add_users(&world);
+    let case = "T-9 <b>&";
+    let orders = clerk::sample::orders();
+    let first = run_for_case(&world, "order-lookup", &[("order_id", &orders[0].id)], case).await;
+    let other = run_for_case(
+        &world,
+        "order-lookup",
+        &[("order_id", &orders[1].id)],
+        "T-10",
+    )
+    .await;
+    let delivered = orders
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 300)
+        .unwrap();
+    let draft = run_for_case(
+        &world,
+        "refund-draft",
+        &[
+            ("order_id", delivered.id.as_str()),
+            ("amount", "1.00"),
+            ("reason", "wrong_item"),
+            ("note", "case test"),
+            ("supervisor_pin", "73914628"),
+        ],
+        case,
+    )
+    .await;
+    assert_eq!(draft.status, RunStatus::Drafted, "{:?}", draft.error);
+    let approval_id = draft.approval_id.clone().unwrap();
+    let (first_id, other_id, draft_id) = (
+        first.run_id.clone().unwrap(),
+        other.run_id.clone().unwrap(),
+        draft.run_id.clone().unwrap(),
+    );
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let audrey = login(port, "audrey").await;
+    let path = "/cases/T-9%20%3Cb%3E%26";
+
+    // The page: both runs in order, every screenshot, the approval; the case escaped.
+    let r = get(port, path, Some(&audrey)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("T-9 &#60;b&#62;&#38;") || r.body.contains("T-9 &lt;b&gt;&amp;"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("T-9 <b>"));
+    let at = |needle: &str| {
+        r.body
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing"))
+    };
+    assert!(at(&format!("/runs/{first_id}")) < at(&format!("/runs/{draft_id}")));
+    assert!(at(&format!("/approvals/{approval_id}")) > at(&format!("/runs/{draft_id}")));
+    assert!(!r.body.contains(&other_id), "another case's run is listed");
+    let mut shots = Vec::new();
+    for id in [&first_id, &draft_id] {
+        for e in world.engine.store.run(id).unwrap().unwrap().evidence {
+            assert!(r.body.contains(&format!("/screenshots/{}.png", e.sha256)));
+            shots.push(e.sha256);
+        }
+    }
+    assert!(shots.len() >= 2);
+
+    // The same facts as JSON through the API.
+    let token = running.daemon.instance().token.clone();
+    let j = http(
+        port,
+        "GET",
+        &format!("/api{path}"),
+        &[(clerk::instance::TOKEN_HEADER, token.as_str())],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(j["case_ref"], case);
+    let runs: Vec<&str> = j["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, vec![first_id.as_str(), draft_id.as_str()]);
+    let kinds: Vec<&str> = j["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert!(
+        kinds.contains(&"approval_requested") && kinds.contains(&"screenshot"),
+        "{kinds:?}"
+    );
+    let seqs: Vec<u64> = j["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // The bundle: a tar that checks with sha256sum and clerk, and catches a flipped byte.
+    let (status, headers, tar) = tokio::task::spawn_blocking({
+        let (p, c) = (format!("{path}/bundle.tar"), audrey.clone());
+        move || get_bytes(port, &p, &c)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-type"), "application/x-tar");
+    assert!(header("content-disposition").starts_with("attachment;"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.tar"), &tar).unwrap();
+    let ok = Command::new("tar")
+        .arg("-xf")
+        .arg(dir.path().join("b.tar"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let top = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("the bundle folder");
+    let sums = |dir: &std::path::Path| {
+        Command::new("sha256sum")
+            .args(["-c", "--quiet", "SHA256SUMS"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let out = sums(&top);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for sha in &shots {
+        assert!(top.join(format!("screenshots/{sha}.png")).exists());
+    }
+    let verify = |dir: &std::path::Path| {
+        Command::new(clerk_bin())
+            .args(["verify", "--bundle"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&top);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let png = top.join(format!("screenshots/{}.png", shots[0]));
+    let mut bytes = std::fs::read(&png).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&png, &bytes).unwrap();
+    assert!(
+        !sums(&top).status.success(),
+        "sha256sum missed a flipped byte"
+    );
+    assert!(
+        !verify(&top).status.success(),
+        "clerk missed a flipped byte"
+    );
+
+    // Logged out: the login page, not the bundle.
+    let r = get(port, &format!("{path}/bundle.tar"), None).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login"));
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}

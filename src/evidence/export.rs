@@ -407,3 +407,143 @@ pub fn export(store: &Store, scope: &Scope, out: &Path) -> Result<ExportReport, 
         checkpoint,
     })
 }
+
+/// The bundle directory `dir` as a POSIX (ustar) tar archive whose entries sit under the
+/// folder `top/`: `tar -xf` it, `cd top`, and `sha256sum -c SHA256SUMS` checks it as the
+/// directory would. Files in name order, mode 0644, the given modification time.
+pub fn tar_bundle(dir: &Path, top: &str, mtime: i64) -> Result<Vec<u8>, StoreError> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
+    let top = tar_safe(top);
+    let mut out = Vec::new();
+    out.extend(tar_header(&format!("{top}/"), 0, mtime, b'5')?);
+    for rel in files {
+        let path = dir.join(&rel);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path, source })?;
+        out.extend(tar_header(
+            &format!("{top}/{rel}"),
+            bytes.len() as u64,
+            mtime,
+            b'0',
+        )?);
+        out.extend_from_slice(&bytes);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    Ok(out)
+}
+
+/// A folder name for a tar entry: letters, digits, `.`, `_` and `-` kept, the rest `_`.
+fn tar_safe(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match s.trim_start_matches('.') {
+        "" => "bundle".into(),
+        t => t.to_owned(),
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// One 512-byte ustar header; a name over 100 bytes is split at a `/` into prefix and name.
+fn tar_header(name: &str, size: u64, mtime: i64, kind: u8) -> Result<[u8; 512], StoreError> {
+    let mut h = [0u8; 512];
+    let (prefix, short) = if name.len() <= 100 {
+        ("", name)
+    } else {
+        let cut = name[..name.len().min(156)]
+            .rfind('/')
+            .filter(|&i| name.len() - i - 1 <= 100)
+            .ok_or_else(|| StoreError::Other(format!("{name}: too long for a tar entry")))?;
+        (&name[..cut], &name[cut + 1..])
+    };
+    let put =
+        |h: &mut [u8; 512], at: usize, field: &[u8]| h[at..at + field.len()].copy_from_slice(field);
+    put(&mut h, 0, short.as_bytes());
+    put(
+        &mut h,
+        100,
+        if kind == b'5' {
+            b"0000755\0"
+        } else {
+            b"0000644\0"
+        },
+    );
+    put(&mut h, 108, b"0000000\0");
+    put(&mut h, 116, b"0000000\0");
+    put(&mut h, 124, format!("{size:011o}\0").as_bytes());
+    put(&mut h, 136, format!("{:011o}\0", mtime.max(0)).as_bytes());
+    put(&mut h, 148, b"        ");
+    h[156] = kind;
+    put(&mut h, 257, b"ustar\0");
+    put(&mut h, 263, b"00");
+    put(&mut h, 265, b"clerk");
+    put(&mut h, 297, b"clerk");
+    put(&mut h, 345, prefix.as_bytes());
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tar_tests {
+    use super::*;
+
+    #[test]
+    fn the_system_tar_extracts_every_file_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("b");
+        std::fs::create_dir_all(src.join("screenshots")).unwrap();
+        let long = format!("screenshots/{}.png", "a".repeat(64));
+        std::fs::write(src.join(&long), vec![7u8; 1500]).unwrap();
+        std::fs::write(src.join("SHA256SUMS"), b"x  y\n").unwrap();
+        std::fs::write(src.join("empty"), b"").unwrap();
+        let tar = tar_bundle(&src, "case/../evil name", 1_700_000_000).unwrap();
+        assert_eq!(tar.len() % 512, 0);
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let file = dir.path().join("b.tar");
+        std::fs::write(&file, &tar).unwrap();
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let top = out.join("case_.._evil_name");
+        assert_eq!(std::fs::read(top.join(&long)).unwrap(), vec![7u8; 1500]);
+        assert_eq!(std::fs::read(top.join("SHA256SUMS")).unwrap(), b"x  y\n");
+        assert_eq!(std::fs::read(top.join("empty")).unwrap(), b"");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            1,
+            "one top folder only"
+        );
+    }
+}

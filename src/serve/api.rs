@@ -108,6 +108,8 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/api/stats", get(stats))
+        .route("/api/cases/{case}", get(show_case))
+        .route("/api/cases/{case}/bundle.tar", get(case_bundle))
         .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
     api.route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
@@ -315,6 +317,39 @@ async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
         .enqueue_submit(&approval, &body.user, body.playbook.as_deref(), body.inputs)
         .await?;
     Ok(Json(json!({ "jobs": [job.id], "queued": queued })))
+}
+
+/// `GET /api/cases/{case}`: the case view's data.
+async fn show_case(State(d): D, Path(case): Path<String>) -> ApiResult {
+    let store = d.engine.store.clone();
+    let wanted = case.clone();
+    match tokio::task::spawn_blocking(move || super::views::case(&store, &wanted))
+        .await
+        .map_err(internal)?
+    {
+        Ok(Some(v)) => to_json(&v),
+        Ok(None) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no run has case reference {case}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// `GET /api/cases/{case}/bundle.tar`: the case's auditor bundle.
+async fn case_bundle(State(d): D, Path(case): Path<String>) -> Result<Response, ApiError> {
+    let store = d.engine.store.clone();
+    let wanted = case.clone();
+    match tokio::task::spawn_blocking(move || super::views::case_bundle(&store, &wanted))
+        .await
+        .map_err(internal)?
+    {
+        Ok(tar) => Ok(super::console::tar_response(&case, tar)),
+        Err(e) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("cannot export case {case}: {e}"),
+        )),
+    }
 }
 
 async fn list_schedules(State(d): D) -> ApiResult {

@@ -20,6 +20,7 @@ mod api;
 mod console;
 mod executor;
 pub mod scheduler;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -9,6 +9,8 @@
 //! (`approval::decide`, `PauseBoard::pause`/`resume`), under the logged-in user's name; a
 //! role that may not do it (an auditor) is refused with 403 and a `refused` record.
 
+mod case;
+pub(super) use case::tar_response;
 mod session;
 
 use std::net::SocketAddr;
@@ -86,6 +88,8 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/runs", get(runs))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/verify", post(verify_run))
+        .route("/cases/{case}", get(case::case_page))
+        .route("/cases/{case}/bundle.tar", get(case::bundle))
         .route("/queue", get(queue_page))
         .route("/queue/{id}/retry", post(retry_job))
         .route("/pause", post(pause))
