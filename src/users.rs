@@ -23,8 +23,16 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 /// Errors about users and their passwords.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    #[error("`{0}` is not a user of the config (add `[[user]] name = \"{0}\" role = \"reviewer\"` to clerk.toml first)")]
+    #[error("`{0}` has no role: give one (`clerk user add {0} --role reviewer`) or add `[[user]] name = \"{0}\" role = \"reviewer\"` to clerk.toml")]
     NotInConfig(String),
+    #[error("the config makes `{name}` {config}; remove the `[[user]]` entry or leave --role out (not {given})")]
+    RoleConflict {
+        name: String,
+        config: Role,
+        given: Role,
+    },
+    #[error("`{0}` is not a user name (no spaces or control characters)")]
+    BadName(String),
     #[error("a password needs at least {MIN_PASSWORD_LEN} characters")]
     TooShort,
     #[error("wrong user or password")]
@@ -44,7 +52,10 @@ impl UserError {
     /// The CLI's exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            UserError::NotInConfig(_) | UserError::TooShort => 2,
+            UserError::NotInConfig(_)
+            | UserError::TooShort
+            | UserError::RoleConflict { .. }
+            | UserError::BadName(_) => 2,
             UserError::BadCredentials => 3,
             _ => 1,
         }
@@ -111,36 +122,103 @@ pub fn load(data_dir: &Path) -> Result<BTreeMap<String, String>, UserError> {
     }
 }
 
-/// Sets (or replaces) the password of `name`, who must be a `[[user]]` of the config.
+/// Sets (or replaces) the password of `name`, who must have a role (config or
+/// `clerk user add --role`).
 pub fn set_password(
     data_dir: &Path,
     config: &Config,
     name: &str,
     password: &str,
 ) -> Result<Role, UserError> {
-    let role = config
+    add_user(data_dir, config, name, password, None)
+}
+
+/// Where roles given with `clerk user add NAME --role R` are kept.
+pub fn roles_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("users").join("roles.json")
+}
+
+fn load_roles(data_dir: &Path) -> BTreeMap<String, Role> {
+    std::fs::read(roles_path(data_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// A user's role: the config's `[[user]]` entry, else the one `clerk user add --role` set.
+pub fn role_of(data_dir: &Path, config: &Config, name: &str) -> Option<Role> {
+    config
         .role_of(name)
-        .ok_or_else(|| UserError::NotInConfig(name.to_owned()))?;
+        .or_else(|| load_roles(data_dir).get(name).copied())
+}
+
+/// Sets the password of `name` and, when `role` is given, their role (kept in
+/// `users/roles.json`). A role the config already gives the user cannot be changed here:
+/// the config wins, so a different `role` is refused.
+pub fn add_user(
+    data_dir: &Path,
+    config: &Config,
+    name: &str,
+    password: &str,
+    role: Option<Role>,
+) -> Result<Role, UserError> {
+    let role = match (config.role_of(name), role) {
+        (Some(c), Some(r)) if c != r => {
+            return Err(UserError::RoleConflict {
+                name: name.to_owned(),
+                config: c,
+                given: r,
+            })
+        }
+        (Some(c), _) => c,
+        (None, Some(r)) => r,
+        (None, None) => load_roles(data_dir)
+            .get(name)
+            .copied()
+            .ok_or_else(|| UserError::NotInConfig(name.to_owned()))?,
+    };
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(UserError::BadName(name.to_owned()));
+    }
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(UserError::TooShort);
     }
     let mut all = load(data_dir)?;
     all.insert(name.to_owned(), hash_password(password)?);
     save(data_dir, &all)?;
+    if config.role_of(name).is_none() {
+        let mut roles = load_roles(data_dir);
+        roles.insert(name.to_owned(), role);
+        let text = serde_json::to_vec_pretty(&roles).map_err(|e| UserError::Write {
+            path: roles_path(data_dir),
+            source: e.into(),
+        })?;
+        write_private(data_dir, "roles.json", &text)?;
+    }
     Ok(role)
 }
 
 fn save(data_dir: &Path, all: &BTreeMap<String, String>) -> Result<(), UserError> {
+    let text = serde_json::to_vec_pretty(all).map_err(|e| UserError::Write {
+        path: passwords_path(data_dir),
+        source: e.into(),
+    })?;
+    write_private(data_dir, "passwords.json", &text)
+}
+
+/// Writes `<data>/users/<name>` (mode 0600, in a 0700 folder) through a temporary file
+/// renamed over it, fsync'd.
+pub fn write_private(data_dir: &Path, name: &str, text: &[u8]) -> Result<(), UserError> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let path = passwords_path(data_dir);
     let dir = data_dir.join("users");
+    let path = dir.join(name);
     let write_err = |source| UserError::Write {
         path: path.clone(),
         source,
     };
     std::fs::create_dir_all(&dir).map_err(write_err)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(write_err)?;
-    let tmp = dir.join("passwords.json.tmp");
+    let tmp = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -148,8 +226,7 @@ fn save(data_dir: &Path, all: &BTreeMap<String, String>) -> Result<(), UserError
         .mode(0o600)
         .open(&tmp)
         .map_err(write_err)?;
-    let text = serde_json::to_vec_pretty(all).map_err(|e| write_err(e.into()))?;
-    file.write_all(&text).map_err(write_err)?;
+    file.write_all(text).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     std::fs::rename(&tmp, &path).map_err(write_err)?;
     std::fs::File::open(&dir)
@@ -168,7 +245,7 @@ pub fn authenticate(
     password: &str,
 ) -> Result<Role, UserError> {
     let all = load(data_dir)?;
-    let role = config.role_of(name);
+    let role = role_of(data_dir, config, name);
     match (role, all.get(name)) {
         (Some(role), Some(hash)) if verify_password(hash, password) => Ok(role),
         (_, hash) => {
@@ -178,6 +255,123 @@ pub fn authenticate(
             }
             Err(UserError::BadCredentials)
         }
+    }
+}
+
+/// Where the API tokens' hashes are kept.
+pub fn tokens_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("users").join("tokens.json")
+}
+
+/// One API token, by the SHA-256 of its value (the value itself is shown once and never
+/// stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenEntry {
+    pub user: String,
+    pub sha256: String,
+    pub created_at: String,
+}
+
+/// The stored tokens (missing file: none).
+pub fn load_tokens(data_dir: &Path) -> Result<Vec<TokenEntry>, UserError> {
+    let path = tokens_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| UserError::Read {
+            path,
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(UserError::Read {
+            path,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn save_tokens(data_dir: &Path, all: &[TokenEntry]) -> Result<(), UserError> {
+    let text = serde_json::to_vec_pretty(all).map_err(|e| UserError::Write {
+        path: tokens_path(data_dir),
+        source: e.into(),
+    })?;
+    write_private(data_dir, "tokens.json", &text)
+}
+
+fn token_hash(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Makes a new API token for `name` (a `[[user]]` of the config) and returns its value,
+/// `clerk_` and 64 hex digits (32 random bytes). Only its SHA-256 is stored.
+pub fn create_token(
+    data_dir: &Path,
+    config: &Config,
+    name: &str,
+    created_at: &str,
+) -> Result<String, UserError> {
+    role_of(data_dir, config, name).ok_or_else(|| UserError::NotInConfig(name.to_owned()))?;
+    let token = format!("clerk_{}", random_token(32));
+    let mut all = load_tokens(data_dir)?;
+    all.push(TokenEntry {
+        user: name.to_owned(),
+        sha256: token_hash(&token),
+        created_at: created_at.to_owned(),
+    });
+    save_tokens(data_dir, &all)?;
+    Ok(token)
+}
+
+/// Removes every token of `name`; returns how many there were.
+pub fn revoke_tokens(data_dir: &Path, name: &str) -> Result<usize, UserError> {
+    let mut all = load_tokens(data_dir)?;
+    let before = all.len();
+    all.retain(|t| t.user != name);
+    save_tokens(data_dir, &all)?;
+    Ok(before - all.len())
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The tokens file as last read, read again whenever it changed on disk (so `clerk user
+/// token` and `--revoke` take effect in a running daemon at once).
+pub struct TokenBook {
+    data_dir: PathBuf,
+    cache: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, Vec<TokenEntry>)>,
+}
+
+impl TokenBook {
+    pub fn new(data_dir: &Path) -> TokenBook {
+        TokenBook {
+            data_dir: data_dir.to_owned(),
+            cache: std::sync::Mutex::new((None, Vec::new())),
+        }
+    }
+
+    /// Whose token this is, with their role, if it is a stored token of a user the config
+    /// still has.
+    pub fn user_of(&self, config: &Config, token: &str) -> Option<(String, Role)> {
+        let stamp = std::fs::metadata(tokens_path(&self.data_dir))
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let mut cache = self.cache.lock().ok()?;
+        if cache.0 != stamp || stamp.is_none() {
+            cache.1 = load_tokens(&self.data_dir).unwrap_or_else(|e| {
+                tracing::error!("cannot read the API tokens: {e}");
+                Vec::new()
+            });
+            cache.0 = stamp;
+        }
+        let want = token_hash(token);
+        let user = cache
+            .1
+            .iter()
+            .find(|t| same(t.sha256.as_bytes(), want.as_bytes()))?
+            .user
+            .clone();
+        let role = role_of(&self.data_dir, config, &user)?;
+        Some((user, role))
     }
 }
 
@@ -230,6 +424,89 @@ mod tests {
         );
         assert!(authenticate(dir.path(), &c, "carol", "wrong password").is_err());
         assert!(authenticate(dir.path(), &c, "dave", "long enough pw").is_err());
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_found_and_revoked() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let c = config("[[user]]\nname = \"carol\"\nrole = \"reviewer\"\n");
+        assert!(matches!(
+            create_token(dir.path(), &c, "mallory", "t"),
+            Err(UserError::NotInConfig(_))
+        ));
+        let book = TokenBook::new(dir.path());
+        let t = create_token(dir.path(), &c, "carol", "t").unwrap();
+        assert!(t.starts_with("clerk_") && t.len() == 6 + 64, "{t}");
+        let text = std::fs::read_to_string(tokens_path(dir.path())).unwrap();
+        assert!(!text.contains(&t[6..]), "a token stored in clear");
+        let mode = std::fs::metadata(tokens_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(book.user_of(&c, &t), Some(("carol".into(), Role::Reviewer)));
+        assert_eq!(book.user_of(&c, &format!("{t}x")), None);
+        assert_eq!(book.user_of(&c, "clerk_00"), None);
+        // A user dropped from the config loses their tokens' power.
+        assert_eq!(book.user_of(&config(""), &t), None);
+        assert_eq!(revoke_tokens(dir.path(), "carol").unwrap(), 1);
+        assert_eq!(book.user_of(&c, &t), None, "the revocation is seen at once");
+    }
+
+    #[test]
+    fn roles_from_user_add_and_the_config_which_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config("[[user]]\nname = \"carol\"\nrole = \"reviewer\"\n");
+        assert!(matches!(
+            add_user(dir.path(), &c, "dave", "long enough pw", None),
+            Err(UserError::NotInConfig(_))
+        ));
+        assert_eq!(
+            add_user(
+                dir.path(),
+                &c,
+                "dave",
+                "long enough pw",
+                Some(Role::Auditor)
+            )
+            .unwrap(),
+            Role::Auditor
+        );
+        assert_eq!(role_of(dir.path(), &c, "dave"), Some(Role::Auditor));
+        assert_eq!(
+            authenticate(dir.path(), &c, "dave", "long enough pw").unwrap(),
+            Role::Auditor
+        );
+        // A new password keeps the role.
+        add_user(dir.path(), &c, "dave", "another long pw", None).unwrap();
+        assert_eq!(role_of(dir.path(), &c, "dave"), Some(Role::Auditor));
+        // The config's role cannot be changed from the command line.
+        assert!(matches!(
+            add_user(dir.path(), &c, "carol", "long enough pw", Some(Role::Admin)),
+            Err(UserError::RoleConflict { .. })
+        ));
+        assert_eq!(
+            add_user(
+                dir.path(),
+                &c,
+                "carol",
+                "long enough pw",
+                Some(Role::Reviewer)
+            )
+            .unwrap(),
+            Role::Reviewer
+        );
+        assert!(matches!(
+            add_user(
+                dir.path(),
+                &c,
+                "bad name",
+                "long enough pw",
+                Some(Role::Admin)
+            ),
+            Err(UserError::BadName(_))
+        ));
     }
 
     #[test]

@@ -141,14 +141,34 @@ async fn login(port: u16, user: &str) -> String {
     login_secure(port, user, false).await
 }
 
-async fn login_secure(port: u16, user: &str, secure: bool) -> String {
-    let r = post(
+/// Loads the login form (its CSRF token and the cookie it is bound to), then posts it.
+async fn try_login(port: u16, user: &str, pw: &str) -> Resp {
+    let form = get(port, "/login", None).await;
+    let bound = form
+        .headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("clerk_login="))
+        .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
+        .expect("the login form's cookie");
+    let token = csrf(&form.body);
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("user", user), ("password", pw), ("csrf", token.as_str())])
+        .finish();
+    http(
         port,
+        "POST",
         "/login",
-        None,
-        &[("user", user), ("password", &password(user))],
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", bound.as_str()),
+        ],
+        Some(&body),
     )
-    .await;
+    .await
+}
+
+async fn login_secure(port: u16, user: &str, secure: bool) -> String {
+    let r = try_login(port, user, &password(user)).await;
     assert_eq!(r.status, 303, "login of {user}: {}", r.body);
     assert_eq!(r.header("location"), Some("/approvals"));
     let cookie = r
@@ -249,21 +269,8 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
 
     // Wrong passwords are refused; five from one address block that address, even with
     // the right password, until the window has passed (the injected clock).
-    for user in ["carol", "carol", "carol", "mallory", "mallory"] {
-        let r = post(
-            port,
-            "/login",
-            None,
-            &[("user", user), ("password", "not-the-password")],
-        )
-        .await;
-        assert_eq!(r.status, 401, "{}", r.body);
-        assert!(r.body.contains("Wrong user or password"), "{}", r.body);
-        assert!(!r
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("set-cookie")));
-    }
+    // A login POST without the login form's token (login CSRF) is refused before the
+    // password is looked at, and does not count as a failure.
     let r = post(
         port,
         "/login",
@@ -271,12 +278,27 @@ async fn reviewer_console_login_approvals_four_eyes_csrf_and_pause() {
         &[("user", "carol"), ("password", &password("carol"))],
     )
     .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("clerk_session=")));
+    for user in ["carol", "carol", "carol", "mallory", "mallory"] {
+        let r = try_login(port, user, "not-the-password").await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains("Wrong user or password"), "{}", r.body);
+        assert!(!r
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("clerk_session=")));
+    }
+    let r = try_login(port, "carol", &password("carol")).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("Too many failed logins"), "{}", r.body);
     assert!(!r
         .headers
         .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("set-cookie")));
+        .any(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("clerk_session=")));
     clock.advance(TimeDelta::minutes(16));
     let carol = login(port, "carol").await;
 

@@ -129,8 +129,23 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Set a user's console password (asked on the terminal without echo, or read from
-    /// standard input when it is not a terminal; never an argument).
-    Add { name: String },
+    /// standard input when it is not a terminal; never an argument), and their role when
+    /// the config does not name one.
+    Add {
+        name: String,
+        /// operator, reviewer, auditor or admin (a role the config gives wins).
+        #[arg(long, value_parser = ["operator", "reviewer", "auditor", "admin"])]
+        role: Option<String>,
+    },
+    /// Make an API token for a user (printed once; only its SHA-256 is stored). The CLI
+    /// sends it from CLERK_TOKEN, the file CLERK_TOKEN_FILE names, or ~/.config/clerk/token,
+    /// and the daemon then acts as that user.
+    Token {
+        name: String,
+        /// Remove every token of the user instead.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

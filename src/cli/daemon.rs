@@ -19,17 +19,67 @@ use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
 pub struct Daemon {
     pub instance: Instance,
     agent: ureq::Agent,
+    /// The caller's own API token (`clerk user token`): the daemon then acts as its user.
+    user_token: Option<String>,
+}
+
+/// The caller's API token: `CLERK_TOKEN`, else the file `CLERK_TOKEN_FILE` names, else
+/// `~/.config/clerk/token` if it exists.
+fn user_token() -> Option<String> {
+    let from_file =
+        |p: std::path::PathBuf| std::fs::read_to_string(p).ok().map(|t| t.trim().to_owned());
+    std::env::var("CLERK_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .or_else(|| std::env::var_os("CLERK_TOKEN_FILE").and_then(|p| from_file(p.into())))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(|h| from_file(std::path::Path::new(&h).join(".config/clerk/token")))
+        })
+        .filter(|t| !t.is_empty())
 }
 
 impl Daemon {
-    /// The daemon serving `cli`'s data directory, if one runs.
+    /// The daemon serving `cli`'s data directory, if one runs. With an API token of the
+    /// caller's own and a data directory the caller cannot read (the daemon owns it as its
+    /// own system user), the daemon is the one at the config's `[serve] port`.
     pub fn find(cli: &Cli) -> Option<Daemon> {
-        instance::discover(&cli.data_dir).map(|instance| Daemon {
+        let user_token = user_token();
+        let instance = instance::discover(&cli.data_dir).or_else(|| {
+            user_token.as_ref()?;
+            let config = load_config(cli).ok()?;
+            Some(Instance {
+                pid: 0,
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], config.serve.port)),
+                started_at: String::new(),
+                token: String::new(),
+                version: String::new(),
+            })
+        })?;
+        Some(Daemon {
             instance,
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(120))
                 .build(),
+            user_token,
         })
+    }
+
+    /// Who the request says acts: `--as` (or, without a token of one's own, the OS user).
+    /// With one's own token and no `--as`, nobody: the daemon acts as the token's user.
+    pub fn claimed_user(&self, cli: &Cli) -> String {
+        match (&cli.user, &self.user_token) {
+            (Some(u), _) => u.clone(),
+            (None, Some(_)) => String::new(),
+            (None, None) => current_user(cli),
+        }
+    }
+
+    fn authorize(&self, r: ureq::Request) -> ureq::Request {
+        match &self.user_token {
+            Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+            None => r.set(instance::TOKEN_HEADER, &self.instance.token),
+        }
     }
 
     /// Says on stderr that the command goes through the daemon.
@@ -72,19 +122,13 @@ impl Daemon {
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .agent
-            .get(&self.url(path))
-            .set(instance::TOKEN_HEADER, &self.instance.token)
-            .call();
+        let r = self.authorize(self.agent.get(&self.url(path))).call();
         self.answer(r)
     }
 
     pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let r = self
-            .agent
-            .post(&self.url(path))
-            .set(instance::TOKEN_HEADER, &self.instance.token)
+            .authorize(self.agent.post(&self.url(path)))
             .send_json(body);
         self.answer(r)
     }
@@ -321,6 +365,7 @@ pub async fn daemon_call<T: Send + 'static>(
     let d = Daemon {
         instance: d.instance.clone(),
         agent: d.agent.clone(),
+        user_token: d.user_token.clone(),
     };
     blocking(move || f(&d)).await
 }
@@ -484,11 +529,6 @@ pub fn report_jobs(jobs: &[Value], json_out: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// The user a command acts as (for the daemon's requests).
-pub fn user(cli: &Cli) -> String {
-    current_user(cli)
-}
-
 /// `clerk approve` / `clerk reject` through the daemon.
 pub async fn decide_via(
     cli: &Cli,
@@ -498,7 +538,7 @@ pub async fn decide_via(
 ) -> anyhow::Result<ExitCode> {
     let d = Daemon::find(cli).ok_or_else(|| exit(1, "clerk serve stopped"))?;
     d.announce();
-    let reviewer = current_user(cli);
+    let reviewer = d.claimed_user(cli);
     let path = format!("/api/approvals/{id}/decide");
     let body = json!({ "user": reviewer, "approve": approve, "note": note });
     let v = daemon_call(&d, move |d| d.post(&path, body))
@@ -508,6 +548,10 @@ pub async fn decide_via(
             Ok(x) => x.into(),
             Err(e) => e,
         })?;
+    let reviewer = v
+        .pointer("/approval/decision/reviewer")
+        .and_then(Value::as_str)
+        .unwrap_or(&reviewer);
     println!(
         "{} {} by {reviewer}",
         v.pointer("/approval/request/approval_id")
@@ -545,7 +589,7 @@ pub async fn submit_via(
         ),
         None => None,
     };
-    let body = json!({ "approval_id": id, "user": current_user(cli), "playbook": playbook });
+    let body = json!({ "approval_id": id, "user": d.claimed_user(cli), "playbook": playbook });
     let jobs = daemon_call(d, move |d| {
         let v = d.post("/api/submit", body)?;
         let ids: Vec<u64> = v

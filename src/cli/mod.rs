@@ -184,7 +184,7 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
         d,
         playbooks,
         rows,
-        current_user(cli),
+        d.claimed_user(cli),
         args.case.clone(),
         args.json,
     )

@@ -74,7 +74,7 @@ async fn via_daemon(
     on: bool,
 ) -> anyhow::Result<ExitCode> {
     d.announce();
-    let user = current_user(cli);
+    let user = d.claimed_user(cli);
     let body = serde_json::json!({ "user": user, "reason": args.reason, "channel": args.channel });
     let path = if on { "/api/pause" } else { "/api/resume" };
     let v = super::daemon::daemon_call(d, move |d| d.post(path, body)).await?;

@@ -92,7 +92,7 @@ fn via_daemon(
     command: &ScheduleCommand,
 ) -> anyhow::Result<Option<ExitCode>> {
     use serde_json::json;
-    let user = current_user(cli);
+    let user = d.claimed_user(cli);
     let absolute = |p: &std::path::Path| {
         std::path::absolute(p)
             .map(|a| a.display().to_string())

@@ -1,4 +1,5 @@
-//! `clerk user add NAME`: sets a console user's password. Front-end code only: the hash,
+//! `clerk user add NAME [--role R]` sets a console user's password (and role);
+//! `clerk user token NAME [--revoke]` makes (or revokes) their API tokens. Front-end code only: the hash,
 //! the file and the rules are in [`crate::users`].
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -10,9 +11,33 @@ use super::common::{exit, load_config};
 /// Runs `clerk user ...`.
 pub fn run(cli: &Cli, command: &UserCommand) -> anyhow::Result<ExitCode> {
     match command {
-        UserCommand::Add { name } => {
+        UserCommand::Token { name, revoke } => {
             let config = load_config(cli)?;
-            if config.role_of(name).is_none() {
+            let fail = |e: crate::users::UserError| exit(e.exit_code(), e.to_string());
+            if *revoke {
+                let n = crate::users::revoke_tokens(&cli.data_dir, name).map_err(fail)?;
+                println!("revoked {n} token(s) of {name}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = crate::evidence::timestamp(chrono::Utc::now());
+            let token =
+                crate::users::create_token(&cli.data_dir, &config, name, &now).map_err(fail)?;
+            eprintln!(
+                "API token for {name} (shown once; keep it in ~/.config/clerk/token, mode 0600, or CLERK_TOKEN):"
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCommand::Add { name, role } => {
+            let config = load_config(cli)?;
+            let role = match role.as_deref() {
+                Some(r) => Some(
+                    serde_json::from_value::<crate::users::Role>(serde_json::json!(r))
+                        .map_err(|e| exit(2, format!("--role {r}: {e}")))?,
+                ),
+                None => None,
+            };
+            if role.is_none() && crate::users::role_of(&cli.data_dir, &config, name).is_none() {
                 let e = crate::users::UserError::NotInConfig(name.clone());
                 return Err(exit(e.exit_code(), e.to_string()));
             }
@@ -28,7 +53,7 @@ pub fn run(cli: &Cli, command: &UserCommand) -> anyhow::Result<ExitCode> {
                 std::io::stdin().lock().read_line(&mut line)?;
                 line.trim_end_matches(['\r', '\n']).to_owned()
             };
-            let role = crate::users::set_password(&cli.data_dir, &config, name, &password)
+            let role = crate::users::add_user(&cli.data_dir, &config, name, &password, role)
                 .map_err(|e| exit(e.exit_code(), e.to_string()))?;
             println!(
                 "password of {name} ({role}) stored in {}",

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -72,22 +72,96 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult {
     serde_json::to_value(v).map(Json).map_err(internal)
 }
 
-async fn require_token(State(d): D, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Who is calling the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Identity {
+    /// The instance token from `serve.json`: whoever can read the daemon's 0600 file owns
+    /// the data directory anyway, so the `user` a body names is taken as given (a claim).
+    Local,
+    /// A per-user API token or a console session: the daemon acts as this user.
+    User(String),
+}
+
+/// Authenticates every API call: `Authorization: Bearer <token>` (a `clerk user token`),
+/// the console's session cookie (a POST also needs the session's CSRF token in
+/// `x-clerk-csrf`), or the instance token in `x-clerk-token`.
+async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_owned()).into_response();
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let identity = if let Some(token) = bearer {
+        match d.tokens.user_of(&d.engine.config, token.trim()) {
+            Some((user, _)) => Identity::User(user),
+            None => return unauthorized("unknown or revoked API token"),
+        }
+    } else if let Some(given) = headers
         .get(crate::instance::TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if given != Some(d.instance().token.as_str()) {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "missing or wrong {} header (the token is in the data directory's serve.json)",
+        .and_then(|v| v.to_str().ok())
+    {
+        if given != d.instance().token.as_str() {
+            return unauthorized(&format!(
+                "wrong {} header (the token is in the data directory's serve.json)",
                 crate::instance::TOKEN_HEADER
-            ),
-        )
-        .into_response();
-    }
+            ));
+        }
+        Identity::Local
+    } else if let Some(session) = super::console::session_of(&d, headers) {
+        if req.method() != axum::http::Method::GET {
+            let csrf = headers.get("x-clerk-csrf").and_then(|v| v.to_str().ok());
+            if csrf != Some(session.csrf.as_str()) {
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    "a POST with the console's session needs its CSRF token in x-clerk-csrf".into(),
+                )
+                .into_response();
+            }
+        }
+        Identity::User(session.user)
+    } else {
+        return unauthorized(&format!(
+            "authenticate: Authorization: Bearer <token from `clerk user token NAME`>, the console's session, or the {} header",
+            crate::instance::TOKEN_HEADER
+        ));
+    };
+    req.extensions_mut().insert(identity);
     next.run(req).await
+}
+
+/// The user an API call acts as. With a user token or session: that user, whatever the
+/// body leaves empty; a body naming someone else is refused (403) and recorded. With the
+/// instance token: the body's user, as claimed.
+fn acting_user(
+    d: &Daemon,
+    who: &Identity,
+    claimed: &str,
+    action: &str,
+) -> Result<String, ApiError> {
+    match who {
+        Identity::Local if claimed.is_empty() => Err(bad("say who acts: `user` is empty")),
+        Identity::Local => Ok(claimed.to_owned()),
+        Identity::User(u) if claimed.is_empty() || claimed == u => Ok(u.clone()),
+        Identity::User(u) => {
+            let reason = format!("authenticated as `{u}`, the request names `{claimed}`");
+            let recorded = d.engine.store.append(crate::evidence::Event::Refused {
+                action: action.to_owned(),
+                approval_id: None,
+                run_id: None,
+                user: u.clone(),
+                reason: reason.clone(),
+                at: crate::evidence::timestamp((d.engine.clock)()),
+            });
+            if let Err(e) = recorded {
+                tracing::error!("cannot record a refusal: {e}");
+            }
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("{reason}: you can only act as yourself (leave --as out)"),
+            ))
+        }
+    }
 }
 
 pub(super) fn router(d: Arc<Daemon>) -> Router {
@@ -110,7 +184,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/cases/{case}", get(show_case))
         .route("/api/cases/{case}/bundle.tar", get(case_bundle))
-        .route_layer(middleware::from_fn_with_state(d.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(d.clone(), authenticate));
     api.route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(d.clone())
@@ -171,13 +245,19 @@ struct EnqueueRuns {
     playbook: String,
     #[serde(default)]
     rows: Vec<BTreeMap<String, String>>,
+    #[serde(default)]
     user: String,
     case_ref: Option<String>,
     #[serde(default)]
     priority: Option<Priority>,
 }
 
-async fn enqueue_runs(State(d): D, Json(body): Json<EnqueueRuns>) -> ApiResult {
+async fn enqueue_runs(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Json(mut body): Json<EnqueueRuns>,
+) -> ApiResult {
+    body.user = acting_user(&d, &who, &body.user, "run")?;
     let path = std::path::Path::new(&body.playbook);
     let config = Some(d.engine.config.as_ref());
     let playbook = if path.is_absolute() {
@@ -275,13 +355,21 @@ async fn resume_channel(State(d): D, Path(channel): Path<String>) -> ApiResult {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Decide {
+    #[serde(default)]
     user: String,
     approve: bool,
     note: Option<String>,
 }
 
-async fn decide(State(d): D, Path(id): Path<String>, Json(body): Json<Decide>) -> ApiResult {
-    match d.decide(&id, &body.user, body.approve, body.note).await {
+async fn decide(
+    State(d): D,
+    Path(id): Path<String>,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<Decide>,
+) -> ApiResult {
+    let action = if body.approve { "approve" } else { "reject" };
+    let user = acting_user(&d, &who, &body.user, action)?;
+    match d.decide(&id, &user, body.approve, body.note).await {
         Ok((approval, submit)) => Ok(Json(json!({
             "approval": approval,
             "submit_job": submit,
@@ -295,6 +383,7 @@ async fn decide(State(d): D, Path(id): Path<String>, Json(body): Json<Decide>) -
 #[serde(deny_unknown_fields)]
 struct Submit {
     approval_id: String,
+    #[serde(default)]
     user: String,
     /// A playbook file (absolute path) or name; default: the approval's playbook by name.
     playbook: Option<String>,
@@ -306,7 +395,12 @@ struct Submit {
 /// Enqueues an approved submit at the highest priority, or answers with the job the
 /// approval already has (`"queued": false`). Every check (approval state, binding, expiry,
 /// four eyes) is the engine's, when the run starts.
-async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
+async fn submit(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<Submit>,
+) -> ApiResult {
+    let user = acting_user(&d, &who, &body.user, "submit")?;
     let engine = d.engine.clone();
     let id = body.approval_id.clone();
     let approval = tokio::task::spawn_blocking(move || crate::approval::load(&engine, &id))
@@ -314,7 +408,7 @@ async fn submit(State(d): D, Json(body): Json<Submit>) -> ApiResult {
         .map_err(internal)?
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
     let (job, queued) = d
-        .enqueue_submit(&approval, &body.user, body.playbook.as_deref(), body.inputs)
+        .enqueue_submit(&approval, &user, body.playbook.as_deref(), body.inputs)
         .await?;
     Ok(Json(json!({ "jobs": [job.id], "queued": queued })))
 }
@@ -377,6 +471,7 @@ struct AddSchedule {
     case_from: Option<String>,
     #[serde(default = "one")]
     jobs: usize,
+    #[serde(default)]
     user: String,
 }
 
@@ -384,7 +479,12 @@ fn one() -> usize {
     1
 }
 
-async fn add_schedule(State(d): D, Json(body): Json<AddSchedule>) -> ApiResult {
+async fn add_schedule(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<AddSchedule>,
+) -> ApiResult {
+    let user = acting_user(&d, &who, &body.user, "schedule_add")?;
     let trigger = match (body.cron, body.every) {
         (Some(expr), None) => TriggerSpec::Cron { expr, tz: body.tz },
         (None, Some(every)) => TriggerSpec::Every(every),
@@ -406,7 +506,6 @@ async fn add_schedule(State(d): D, Json(body): Json<AddSchedule>) -> ApiResult {
     };
     let engine = d.engine.clone();
     let now = (engine.clock)();
-    let user = body.user;
     let added = tokio::task::spawn_blocking(move || {
         schedule::add(
             &engine.store,
@@ -425,16 +524,19 @@ async fn add_schedule(State(d): D, Json(body): Json<AddSchedule>) -> ApiResult {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleChange {
+    #[serde(default)]
     user: String,
     reason: Option<String>,
 }
 
 async fn change_schedule(
     d: Arc<Daemon>,
+    who: Identity,
     name: String,
-    body: ScheduleChange,
+    mut body: ScheduleChange,
     what: &'static str,
 ) -> ApiResult {
+    body.user = acting_user(&d, &who, &body.user, &format!("schedule_{what}"))?;
     let engine = d.engine.clone();
     let now = (engine.clock)();
     let n = name.clone();
@@ -457,36 +559,41 @@ async fn change_schedule(
 async fn pause_schedule(
     State(d): D,
     Path(name): Path<String>,
+    Extension(who): Extension<Identity>,
     Json(body): Json<ScheduleChange>,
 ) -> ApiResult {
-    change_schedule(d, name, body, "pause").await
+    change_schedule(d, who, name, body, "pause").await
 }
 
 async fn resume_schedule(
     State(d): D,
     Path(name): Path<String>,
+    Extension(who): Extension<Identity>,
     Json(body): Json<ScheduleChange>,
 ) -> ApiResult {
-    change_schedule(d, name, body, "resume").await
+    change_schedule(d, who, name, body, "resume").await
 }
 
 async fn remove_schedule(
     State(d): D,
     Path(name): Path<String>,
+    Extension(who): Extension<Identity>,
     Json(body): Json<ScheduleChange>,
 ) -> ApiResult {
-    change_schedule(d, name, body, "remove").await
+    change_schedule(d, who, name, body, "remove").await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PauseBody {
+    #[serde(default)]
     user: String,
     reason: String,
     channel: Option<String>,
 }
 
-async fn change_pause(d: Arc<Daemon>, on: bool, body: PauseBody) -> ApiResult {
+async fn change_pause(d: Arc<Daemon>, who: Identity, on: bool, mut body: PauseBody) -> ApiResult {
+    body.user = acting_user(&d, &who, &body.user, if on { "pause" } else { "resume" })?;
     let scope = crate::pause::PauseScope::from_channel(body.channel.as_deref());
     let now = (d.engine.clock)();
     let board = &d.engine.pause;
@@ -514,12 +621,20 @@ async fn change_pause(d: Arc<Daemon>, on: bool, body: PauseBody) -> ApiResult {
     }
 }
 
-async fn pause(State(d): D, Json(body): Json<PauseBody>) -> ApiResult {
-    change_pause(d, true, body).await
+async fn pause(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<PauseBody>,
+) -> ApiResult {
+    change_pause(d, who, true, body).await
 }
 
-async fn resume(State(d): D, Json(body): Json<PauseBody>) -> ApiResult {
-    change_pause(d, false, body).await
+async fn resume(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Json(body): Json<PauseBody>,
+) -> ApiResult {
+    change_pause(d, who, false, body).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,6 +136,10 @@ pub struct Daemon {
     /// Held while looking for an approval's submit job and enqueuing one, so one approval
     /// never gets two.
     submit_lock: tokio::sync::Mutex<()>,
+    /// The console's logged-in users (also accepted by the API).
+    sessions: console::session::Sessions,
+    /// The per-user API tokens (`clerk user token`).
+    tokens: crate::users::TokenBook,
 }
 
 /// Why a decision through the daemon failed.
@@ -357,6 +361,8 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         in_flight: Mutex::new(BTreeMap::new()),
         worker_prefix,
         submit_lock: tokio::sync::Mutex::new(()),
+        sessions: console::session::Sessions::open(&data_dir, started_at),
+        tokens: crate::users::TokenBook::new(&data_dir),
     });
     let (stop, mut stop_rx) = watch::channel(false);
     let d = daemon.clone();

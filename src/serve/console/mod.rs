@@ -11,7 +11,7 @@
 
 mod case;
 pub(super) use case::tar_response;
-mod session;
+pub(super) mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::approval::{self, Approval, ApprovalError, ApprovalState};
 use crate::evidence::{timestamp, Event};
 use crate::pause::PauseScope;
 use crate::users;
-use session::{Limiter, Session, Sessions};
+use session::{Limiter, Session};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "clerk_session";
@@ -45,7 +45,6 @@ const CSS: &str = include_str!("templates/console.css");
 
 struct Console {
     d: Arc<Daemon>,
-    sessions: Sessions,
     limiter: Limiter,
 }
 
@@ -75,7 +74,6 @@ type C = State<Arc<Console>>;
 pub(super) fn router(d: Arc<Daemon>) -> Router {
     let console = Arc::new(Console {
         d,
-        sessions: Sessions::default(),
         limiter: Limiter::default(),
     });
     Router::new()
@@ -161,14 +159,13 @@ fn forbidden(message: impl Into<String>) -> Response {
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+    cookie_value(headers, COOKIE)
+}
+
+/// The live console session a request's cookie names, if any (the API accepts it too).
+pub(super) fn session_of(d: &Daemon, headers: &HeaderMap) -> Option<Session> {
+    let id = session_id(headers)?;
+    d.sessions.touch(&id, (d.engine.clock)())
 }
 
 /// A request of a logged-in user.
@@ -183,7 +180,7 @@ impl FromRequestParts<Arc<Console>> for Authed {
     async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
         let now = c.now();
         let found = session_id(&parts.headers)
-            .and_then(|id| c.sessions.touch(&id, now).map(|s| Authed { id, s }));
+            .and_then(|id| c.d.sessions.touch(&id, now).map(|s| Authed { id, s }));
         match found {
             Some(a) => Ok(a),
             None if parts.method == Method::GET
@@ -258,16 +255,41 @@ fn chrome(c: &Console, a: &Authed) -> Chrome {
 struct LoginPage {
     user: String,
     message: Option<String>,
+    /// The login form's CSRF token (also in the [`LOGIN_COOKIE`] cookie).
+    csrf: String,
 }
 
-async fn login_page() -> Response {
-    page(
-        StatusCode::OK,
+/// The cookie that binds a login form to the browser that loaded it (double submit: a
+/// login POST must carry the same value in its `csrf` field).
+const LOGIN_COOKIE: &str = "clerk_login";
+
+/// A login page with a fresh login CSRF token, set in its cookie too.
+fn login_form(c: &Console, status: StatusCode, user: &str, message: Option<String>) -> Response {
+    let token = users::random_token(32);
+    let secure = if c.d.engine.config.serve.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/login; Max-Age=3600; HttpOnly; SameSite=Strict{secure}"
+    );
+    let mut r = page(
+        status,
         &LoginPage {
-            user: String::new(),
-            message: None,
+            user: user.to_owned(),
+            message,
+            csrf: token,
         },
-    )
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn login_page(State(c): C) -> Response {
+    login_form(&c, StatusCode::OK, "", None)
 }
 
 #[derive(Deserialize)]
@@ -276,6 +298,19 @@ struct LoginForm {
     user: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
 }
 
 /// The client's IP address (from the connection; "unknown" when the server was not
@@ -296,18 +331,31 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
-async fn login(State(c): C, PeerAddr(addr): PeerAddr, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(c): C,
+    PeerAddr(addr): PeerAddr,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let now = c.now();
     let keys = [format!("user:{}", f.user), format!("addr:{addr}")];
-    let again = |status, message: String| {
-        page(
-            status,
-            &LoginPage {
-                user: f.user.clone(),
-                message: Some(message),
-            },
-        )
-    };
+    let again = |status, message: String| login_form(&c, status, &f.user, Some(message));
+    // Login CSRF: the form must come from a login page this browser loaded. Refused
+    // before the password is looked at, and not counted as a failed login.
+    let bound = cookie_value(&headers, LOGIN_COOKIE);
+    let same = bound.as_deref().is_some_and(|b| {
+        b.len() == f.csrf.len()
+            && b.bytes()
+                .zip(f.csrf.bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    });
+    if !same || f.csrf.is_empty() {
+        return again(
+            StatusCode::FORBIDDEN,
+            "This login form has expired or did not come from this console: log in again.".into(),
+        );
+    }
     if let Some(until) = c.limiter.blocked_until(&keys, now) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
@@ -328,7 +376,7 @@ async fn login(State(c): C, PeerAddr(addr): PeerAddr, Form(f): Form<LoginForm>) 
     match checked {
         Ok(Ok(role)) => {
             c.limiter.clear(&keys[0]);
-            let id = c.sessions.create(&f.user, role, now);
+            let id = c.d.sessions.create(&f.user, role, now);
             let secure = if c.d.engine.config.serve.cookie_secure {
                 "; Secure"
             } else {
@@ -358,7 +406,7 @@ async fn logout(State(c): C, a: Authed, Form(f): Form<CsrfForm>) -> Response {
     if !a.csrf_ok(&f.csrf) {
         return forbidden("missing or wrong CSRF token");
     }
-    c.sessions.remove(&a.id);
+    c.d.sessions.remove(&a.id);
     (
         [(
             header::SET_COOKIE,

@@ -1,10 +1,14 @@
-//! The console's sessions (in memory: a restart logs everyone out) and its limit on failed
-//! logins. Time always comes from the caller (the engine's clock), so tests move it.
+//! The console's sessions and its limit on failed logins. Sessions are kept in
+//! `<data>/users/sessions.json` (mode 0600) by the SHA-256 of their cookie value, never
+//! the value itself, so a daemon restart logs nobody out and the file gives nobody a
+//! session. Time always comes from the caller (the engine's clock), so tests move it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::users::Role;
 
@@ -15,9 +19,11 @@ pub const ABSOLUTE_TIMEOUT: TimeDelta = TimeDelta::hours(12);
 /// Failed logins allowed per user and per address within [`FAIL_WINDOW`].
 pub const MAX_FAILS: usize = 5;
 pub const FAIL_WINDOW: TimeDelta = TimeDelta::minutes(15);
+/// A session's last-seen time is written to disk at most this often.
+const SAVE_EVERY: TimeDelta = TimeDelta::minutes(1);
 
 /// A logged-in user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub user: String,
     pub role: Role,
@@ -25,15 +31,57 @@ pub struct Session {
     pub csrf: String,
     pub created: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// When `last_seen` was last written to disk.
+    #[serde(skip)]
+    saved: Option<DateTime<Utc>>,
 }
 
-/// Sessions by id (the cookie's value).
+/// Sessions by the SHA-256 of their id (the cookie's value).
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// The data directory whose `users/sessions.json` keeps them (none: memory only).
+    data_dir: Option<PathBuf>,
+}
+
+fn key(id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
 }
 
 impl Sessions {
+    /// The sessions kept in `data_dir` that are still alive at `now`.
+    pub fn open(data_dir: &std::path::Path, now: DateTime<Utc>) -> Sessions {
+        let path = data_dir.join("users").join("sessions.json");
+        let mut map: HashMap<String, Session> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("{}: {e}; starting with no sessions", path.display());
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
+        map.retain(|_, s| alive(s, now));
+        for s in map.values_mut() {
+            s.saved = Some(s.last_seen);
+        }
+        Sessions {
+            map: Mutex::new(map),
+            data_dir: Some(data_dir.to_owned()),
+        }
+    }
+
+    fn save(&self, map: &HashMap<String, Session>) {
+        let Some(dir) = &self.data_dir else { return };
+        let written = serde_json::to_vec_pretty(map)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                crate::users::write_private(dir, "sessions.json", &text).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::error!("cannot keep the console's sessions: {e}");
+        }
+    }
+
     /// Starts a session; returns its id.
     pub fn create(&self, user: &str, role: Role, now: DateTime<Utc>) -> String {
         let id = crate::users::random_token(32);
@@ -43,10 +91,12 @@ impl Sessions {
             csrf: crate::users::random_token(32),
             created: now,
             last_seen: now,
+            saved: Some(now),
         };
         if let Ok(mut m) = self.map.lock() {
             m.retain(|_, s| alive(s, now));
-            m.insert(id.clone(), session);
+            m.insert(key(&id), session);
+            self.save(&m);
         }
         id
     }
@@ -55,20 +105,33 @@ impl Sessions {
     /// [`IDLE_TIMEOUT`] or older than [`ABSOLUTE_TIMEOUT`] (then it is forgotten).
     pub fn touch(&self, id: &str, now: DateTime<Utc>) -> Option<Session> {
         let mut m = self.map.lock().ok()?;
-        let live = m.get(id).is_some_and(|s| alive(s, now));
+        let k = key(id);
+        let live = m.get(&k).is_some_and(|s| alive(s, now));
         if !live {
-            m.remove(id);
+            if m.remove(&k).is_some() {
+                self.save(&m);
+            }
             return None;
         }
-        let s = m.get_mut(id)?;
+        let s = m.get_mut(&k)?;
         s.last_seen = s.last_seen.max(now);
-        Some(s.clone())
+        let due = s.saved.is_none_or(|t| now - t >= SAVE_EVERY);
+        if due {
+            s.saved = Some(now);
+        }
+        let out = s.clone();
+        if due {
+            self.save(&m);
+        }
+        Some(out)
     }
 
     /// Ends a session.
     pub fn remove(&self, id: &str) {
         if let Ok(mut m) = self.map.lock() {
-            m.remove(id);
+            if m.remove(&key(id)).is_some() {
+                self.save(&m);
+            }
         }
     }
 }
@@ -123,6 +186,26 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-01-05T09:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn sessions_survive_reopening_by_hash_and_logouts_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sessions::open(dir.path(), t0());
+        let id = s.create("carol", Role::Reviewer, t0());
+        let gone = s.create("dave", Role::Auditor, t0());
+        s.remove(&gone);
+        let text = std::fs::read_to_string(dir.path().join("users/sessions.json")).unwrap();
+        assert!(!text.contains(&id), "a session id stored in clear");
+        let again = Sessions::open(dir.path(), t0() + TimeDelta::minutes(5));
+        let back = again
+            .touch(&id, t0() + TimeDelta::minutes(5))
+            .expect("kept");
+        assert_eq!((back.user.as_str(), back.role), ("carol", Role::Reviewer));
+        assert!(again.touch(&gone, t0()).is_none(), "a logout is kept too");
+        // Idle past the limit across a restart: gone.
+        let late = Sessions::open(dir.path(), t0() + TimeDelta::minutes(40));
+        assert!(late.touch(&id, t0() + TimeDelta::minutes(40)).is_none());
     }
 
     #[test]
