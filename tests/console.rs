@@ -117,13 +117,18 @@ pub(crate) async fn start(world: &World, clock: &TestClock) -> Running {
         .expect("daemon starts")
 }
 
-async fn get(port: u16, path: &str, cookie: Option<&str>) -> Resp {
+pub(crate) async fn get(port: u16, path: &str, cookie: Option<&str>) -> Resp {
     let c = cookie.map(|c| format!("clerk_session={c}"));
     let headers: Vec<(&str, &str)> = c.iter().map(|c| ("Cookie", c.as_str())).collect();
     http(port, "GET", path, &headers, None).await
 }
 
-async fn post(port: u16, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Resp {
+pub(crate) async fn post(
+    port: u16,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> Resp {
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -137,12 +142,12 @@ async fn post(port: u16, path: &str, cookie: Option<&str>, form: &[(&str, &str)]
 
 /// Logs in and returns the session id from the cookie (asserting its flags; `Secure` only
 /// with `[serve] cookie_secure`).
-async fn login(port: u16, user: &str) -> String {
+pub(crate) async fn login(port: u16, user: &str) -> String {
     login_secure(port, user, false).await
 }
 
 /// Loads the login form (its CSRF token and the cookie it is bound to), then posts it.
-async fn try_login(port: u16, user: &str, pw: &str) -> Resp {
+pub(crate) async fn try_login(port: u16, user: &str, pw: &str) -> Resp {
     let form = get(port, "/login", None).await;
     let bound = form
         .headers
@@ -186,7 +191,7 @@ async fn login_secure(port: u16, user: &str, secure: bool) -> String {
     id
 }
 
-fn csrf(page: &str) -> String {
+pub(crate) fn csrf(page: &str) -> String {
     let at = page
         .find(r#"name="csrf" value=""#)
         .expect("a form with a CSRF token")

@@ -12,6 +12,7 @@ mod console_browser;
 mod crash;
 mod evidence_store;
 mod guard;
+mod identity;
 mod locators;
 mod order_note;
 mod pause;
