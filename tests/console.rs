@@ -929,3 +929,71 @@ async fn the_case_view_lists_a_case_in_order_and_exports_a_bundle_that_sha256sum
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// The numbers page draws each day's runs from the journal: its SVG bars carry the same
+/// counts `clerk::stats::compute` gives, and the success rate point is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_numbers_page_charts_what_the_journal_says() {
+    let world = world("").await;
+    add_users(&world);
+    let orders = clerk::sample::orders();
+    for o in &orders[..2] {
+        let r = world
+            .run(&playbook("order-lookup"), &[("order_id", &o.id)])
+            .await;
+        assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    }
+    let r = world
+        .run(&playbook("order-lookup"), &[("order_id", "SO-999999")])
+        .await;
+    assert_eq!(r.status, RunStatus::Failed, "{:?}", r.error);
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let audrey = login(port, "audrey").await;
+    let r = get(port, "/stats", Some(&audrey)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#"<svg id="runs-per-day""#), "{}", r.body);
+    let now = chrono::Utc::now();
+    let computed = clerk::stats::compute(
+        &world.engine.store,
+        &clerk::stats::StatsQuery {
+            since: now - TimeDelta::days(7),
+            until: now + TimeDelta::minutes(1),
+            channel: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(computed.overall.runs, 3);
+    let today = computed
+        .days
+        .iter()
+        .find(|d| d.runs > 0)
+        .expect("a day with runs");
+    assert_eq!((today.ok, today.not_ok), (2, 1));
+    let bar = format!(
+        r#"data-date="{}" data-ok="{}" data-not-ok="{}""#,
+        today.date, today.ok, today.not_ok
+    );
+    assert!(r.body.contains(&bar), "{bar} not in {}", r.body);
+    assert!(
+        r.body
+            .contains(&format!(r#"data-date="{}" data-rate="67""#, today.date)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("<tr><th>Runs</th><td>3</td></tr>"),
+        "{}",
+        r.body
+    );
+    let r = get(port, "/stats?channel=elsewhere", Some(&audrey)).await;
+    assert!(
+        r.body.contains("<tr><th>Runs</th><td>0</td></tr>"),
+        "{}",
+        r.body
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+}

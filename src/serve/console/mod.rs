@@ -10,6 +10,7 @@
 //! role that may not do it (an auditor) is refused with 403 and a `refused` record.
 
 mod case;
+mod stats;
 pub(super) use case::tar_response;
 pub(super) mod session;
 
@@ -88,6 +89,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/runs/{id}/verify", post(verify_run))
         .route("/cases/{case}", get(case::case_page))
         .route("/cases/{case}/bundle.tar", get(case::bundle))
+        .route("/stats", get(stats::stats_page))
         .route("/queue", get(queue_page))
         .route("/queue/{id}/retry", post(retry_job))
         .route("/pause", post(pause))
