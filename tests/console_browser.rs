@@ -312,6 +312,15 @@ async fn a_reviewer_approves_the_spa_refund_in_chromium_and_it_is_sent_once() {
         .await;
     assert_eq!(inline, 0, "an inline script in the page");
 
+    // The expiry counts down (the console's own script, allowed by its CSP).
+    carol
+        .until("document.querySelector('.countdown[data-expires]').dataset.ticking === 'yes'")
+        .await;
+    let left: String = carol
+        .js("document.querySelector('.countdown').textContent")
+        .await;
+    assert!(left.starts_with("in ") && left.ends_with(" s"), "{left}");
+
     // At a desktop's and a phone's width: the decision controls are on the page and nothing
     // scrolls sideways.
     for (w, h) in [(1280, 800), (390, 844)] {

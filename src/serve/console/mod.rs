@@ -37,12 +37,13 @@ use session::{Limiter, Session};
 /// The session cookie's name.
 pub const COOKIE: &str = "clerk_session";
 
-/// The Content-Security-Policy of every console response: no script at all, styles and
-/// images from the console only.
-pub const CSP: &str = "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; \
+/// The Content-Security-Policy of every console response: no inline script (only the
+/// console's own `/console.js`), styles and images from the console only.
+pub const CSP: &str = "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; \
                        object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const CSS: &str = include_str!("templates/console.css");
+const JS: &str = include_str!("templates/console.js");
 
 struct Console {
     d: Arc<Daemon>,
@@ -96,6 +97,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/resume", post(resume))
         .route("/screenshots/{file}", get(screenshot))
         .route("/console.css", get(css))
+        .route("/console.js", get(js))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
 }
@@ -1223,6 +1225,17 @@ async fn screenshot(State(c): C, _a: Authed, Path(file): Path<String>) -> Respon
     }
 }
 
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
 async fn css() -> Response {
     (
         [
@@ -1250,6 +1263,7 @@ mod tests {
         let html = LoginPage {
             user: "<script>alert(1)</script>".into(),
             message: Some("a & b".into()),
+            csrf: "t".into(),
         }
         .render()
         .unwrap();
