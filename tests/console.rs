@@ -1001,3 +1001,61 @@ async fn the_numbers_page_charts_what_the_journal_says() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// One channel can be paused and resumed from the status bar: the status bar says which,
+/// by whom and why, and offers its Resume form; the auditor gets neither form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_is_paused_and_resumed_from_the_status_bar() {
+    let world = world("").await;
+    add_users(&world);
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let carol = login(port, "carol").await;
+    let r = get(port, "/approvals", Some(&carol)).await;
+    assert!(
+        r.body.contains(r#"<option value="sample">sample</option>"#),
+        "{}",
+        r.body
+    );
+    let token = csrf(&r.body);
+    let r = post(
+        port,
+        "/pause",
+        Some(&carol),
+        &[
+            ("csrf", &token),
+            ("channel", "sample"),
+            ("reason", "carrier portal down"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let state = running.daemon.engine.pause.state();
+    assert!(state.global.is_none());
+    assert_eq!(state.channels.len(), 1);
+    let r = get(port, "/runs", Some(&carol)).await;
+    assert!(
+        r.body.contains("Channel sample paused by carol") && r.body.contains("carrier portal down"),
+        "{}",
+        r.body
+    );
+    assert!(r
+        .body
+        .contains(r#"<input type="hidden" name="channel" value="sample">"#));
+    assert!(r.body.contains("Resume sample"));
+    let audrey = login(port, "audrey").await;
+    let r = get(port, "/runs", Some(&audrey)).await;
+    assert!(!r.body.contains("Resume sample") && !r.body.contains("Pause channel"));
+    let r = post(
+        port,
+        "/resume",
+        Some(&carol),
+        &[("csrf", &token), ("channel", "sample"), ("reason", "back")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(!running.daemon.engine.pause.state().any());
+    running.shutdown();
+    running.wait().await.unwrap();
+}

@@ -224,6 +224,10 @@ struct Chrome {
     global_paused: bool,
     pause_lines: Vec<String>,
     can_pause: bool,
+    /// The config's channels (for the per-channel pause form).
+    channels: Vec<String>,
+    /// Channels paused now (each gets a Resume form).
+    paused_channels: Vec<String>,
 }
 
 fn chrome(c: &Console, a: &Authed) -> Chrome {
@@ -251,6 +255,19 @@ fn chrome(c: &Console, a: &Authed) -> Chrome {
         global_paused: state.global.is_some(),
         pause_lines: lines,
         can_pause: users::may_pause(a.s.role),
+        channels: c
+            .d
+            .engine
+            .config
+            .channels
+            .iter()
+            .map(|ch| ch.id.clone())
+            .collect(),
+        paused_channels: state
+            .channels
+            .values()
+            .filter_map(|p| p.channel.clone())
+            .collect(),
     }
 }
 
