@@ -1059,3 +1059,66 @@ async fn a_channel_is_paused_and_resumed_from_the_status_bar() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// The pages' data as JSON through the API (here with a console session, as a browser
+/// script would): approvals (filtered, pending first), one approval, runs (filtered), one
+/// run, and "verify now".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_has_its_json_twin() {
+    let world = world("").await;
+    add_users(&world);
+    let id = draft(&world).await;
+    let order = &clerk::sample::orders()[4].id;
+    let lookup = world
+        .run(&playbook("order-lookup"), &[("order_id", order)])
+        .await;
+    let run_id = lookup.run_id.clone().unwrap();
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let audrey = login(port, "audrey").await;
+    let cookie = format!("clerk_session={audrey}");
+    let get_json = |path: String| {
+        let cookie = cookie.clone();
+        async move {
+            let r = http(port, "GET", &path, &[("Cookie", cookie.as_str())], None).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            r.json()
+        }
+    };
+    let list = get_json("/api/approvals?channel=sample".into()).await;
+    assert_eq!(list[0]["request"]["approval_id"], id.as_str());
+    assert_eq!(list[0]["state"], "pending");
+    let none = get_json("/api/approvals?channel=elsewhere".into()).await;
+    assert_eq!(none.as_array().map(Vec::len), Some(0));
+    let one = get_json(format!("/api/approvals/{id}")).await;
+    assert_eq!(one["request"]["approval_id"], id.as_str());
+    let runs = get_json("/api/runs?playbook=order-lookup".into()).await;
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![run_id.as_str()]);
+    let run = get_json(format!("/api/runs/{run_id}")).await;
+    assert_eq!(run["summary"]["run_id"], run_id.as_str());
+    assert_eq!(run["summary"]["status"], "ok");
+    let page = get(port, "/approvals", Some(&audrey)).await;
+    let token = csrf(&page.body);
+    let r = http(
+        port,
+        "POST",
+        &format!("/api/runs/{run_id}/verify"),
+        &[
+            ("Cookie", cookie.as_str()),
+            ("x-clerk-csrf", token.as_str()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["intact"], true);
+    running.shutdown();
+    running.wait().await.unwrap();
+}

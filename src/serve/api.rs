@@ -167,7 +167,11 @@ fn acting_user(
 pub(super) fn router(d: Arc<Daemon>) -> Router {
     let api = Router::new()
         .route("/api/status", get(status))
-        .route("/api/runs", post(enqueue_runs))
+        .route("/api/runs", get(list_runs).post(enqueue_runs))
+        .route("/api/runs/{id}", get(show_run))
+        .route("/api/runs/{id}/verify", post(verify_run))
+        .route("/api/approvals", get(list_approvals))
+        .route("/api/approvals/{id}", get(show_approval))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(show_job))
         .route("/api/jobs/{id}/retry", post(retry_job))
@@ -411,6 +415,64 @@ async fn submit(
         .enqueue_submit(&approval, &user, body.playbook.as_deref(), body.inputs)
         .await?;
     Ok(Json(json!({ "jobs": [job.id], "queued": queued })))
+}
+
+/// `GET /api/runs`: the runs page's data (same filters).
+async fn list_runs(State(d): D, Query(f): Query<super::views::RunsFilter>) -> ApiResult {
+    let store = d.engine.store.clone();
+    let rows = tokio::task::spawn_blocking(move || super::views::runs(&store, &f))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad(e.to_string()))?;
+    to_json(&rows)
+}
+
+/// `GET /api/runs/{id}`: the run page's data.
+async fn show_run(State(d): D, Path(id): Path<String>) -> ApiResult {
+    let store = d.engine.store.clone();
+    let wanted = id.clone();
+    match tokio::task::spawn_blocking(move || store.run(&wanted))
+        .await
+        .map_err(internal)?
+    {
+        Ok(Some(run)) => to_json(&run),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id}"))),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// `POST /api/runs/{id}/verify`: re-hashes the run's screenshots and records ("verify now").
+async fn verify_run(State(d): D, Path(id): Path<String>) -> ApiResult {
+    let data_dir = d.engine.data_dir.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::evidence::verify::verify(&data_dir, &crate::evidence::verify::Scope::Run(id))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(Json(json!({ "intact": report.ok(), "report": report })))
+}
+
+/// `GET /api/approvals`: the approvals page's data (same filters, same order).
+async fn list_approvals(State(d): D, Query(f): Query<super::views::ApprovalFilter>) -> ApiResult {
+    let engine = d.engine.clone();
+    let all = tokio::task::spawn_blocking(move || super::views::approvals(&engine, &f))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    to_json(&all)
+}
+
+/// `GET /api/approvals/{id}`: one approval, its state and decision.
+async fn show_approval(State(d): D, Path(id): Path<String>) -> ApiResult {
+    let engine = d.engine.clone();
+    match tokio::task::spawn_blocking(move || crate::approval::load(&engine, &id))
+        .await
+        .map_err(internal)?
+    {
+        Ok(a) => to_json(&a),
+        Err(e) => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
+    }
 }
 
 /// `GET /api/cases/{case}`: the case view's data.

@@ -197,3 +197,71 @@ pub fn case_bundle(store: &Store, case_ref: &str) -> Result<Vec<u8>, StoreError>
         chrono::Utc::now().timestamp(),
     )
 }
+
+/// What the approvals pages filter by (empty: any).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ApprovalFilter {
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub playbook: String,
+    #[serde(default)]
+    pub case: String,
+}
+
+/// Approvals matching `f`: pending first, then oldest first.
+pub fn approvals(
+    engine: &crate::runner::Engine,
+    f: &ApprovalFilter,
+) -> Result<Vec<crate::approval::Approval>, crate::approval::ApprovalError> {
+    use crate::approval::ApprovalState;
+    let mut all = crate::approval::list(engine, false, None)?;
+    let keep = |want: &str, have: &str| want.trim().is_empty() || want.trim() == have;
+    all.retain(|x| {
+        keep(&f.channel, &x.request.content.channel)
+            && keep(&f.playbook, &x.request.content.playbook)
+            && keep(&f.case, x.request.case_ref.as_deref().unwrap_or(""))
+    });
+    all.sort_by(|x, y| {
+        (x.state != ApprovalState::Pending, &x.request.created_at)
+            .cmp(&(y.state != ApprovalState::Pending, &y.request.created_at))
+    });
+    Ok(all)
+}
+
+/// What the runs pages filter by (empty: any; `since` a date or RFC 3339 time).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct RunsFilter {
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub playbook: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub case: String,
+    #[serde(default)]
+    pub since: String,
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Runs matching `f`, oldest first.
+pub fn runs(store: &Store, f: &RunsFilter) -> Result<Vec<RunSummary>, StoreError> {
+    let since = match some(&f.since) {
+        Some(t) => Some(crate::evidence::parse_since(&t)?),
+        None => None,
+    };
+    let mut rows = store.list_runs(&RunFilter {
+        channel: some(&f.channel),
+        case_ref: some(&f.case),
+        since,
+        status: some(&f.status),
+    })?;
+    if let Some(p) = some(&f.playbook) {
+        rows.retain(|r| r.playbook == p);
+    }
+    Ok(rows)
+}

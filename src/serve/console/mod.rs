@@ -27,8 +27,9 @@ use axum::{Form, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 
+use super::views::{self, ApprovalFilter, RunsFilter};
 use super::{Daemon, DecideError};
-use crate::approval::{self, Approval, ApprovalError, ApprovalState};
+use crate::approval::{self, ApprovalError, ApprovalState};
 use crate::evidence::{timestamp, Event};
 use crate::pause::PauseScope;
 use crate::users;
@@ -497,40 +498,14 @@ struct ApprovalsPage {
     filter_case: String,
 }
 
-#[derive(Deserialize, Default)]
-struct ApprovalFilter {
-    #[serde(default)]
-    channel: String,
-    #[serde(default)]
-    playbook: String,
-    #[serde(default)]
-    case: String,
-}
-
-async fn load_approvals(c: &Console) -> Result<Vec<Approval>, Response> {
-    let engine = c.d.engine.clone();
-    tokio::task::spawn_blocking(move || approval::list(&engine, false, None))
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"))?
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"))
-}
-
 async fn approvals(State(c): C, a: Authed, Query(f): Query<ApprovalFilter>) -> Response {
-    let mut all = match load_approvals(&c).await {
-        Ok(all) => all,
-        Err(r) => return r,
+    let engine = c.d.engine.clone();
+    let wanted = f.clone();
+    let all = match tokio::task::spawn_blocking(move || views::approvals(&engine, &wanted)).await {
+        Ok(Ok(all)) => all,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/"),
     };
-    let keep = |want: &str, have: &str| want.trim().is_empty() || want.trim() == have;
-    all.retain(|x| {
-        keep(&f.channel, &x.request.content.channel)
-            && keep(&f.playbook, &x.request.content.playbook)
-            && keep(&f.case, x.request.case_ref.as_deref().unwrap_or(""))
-    });
-    // Pending first, then oldest first.
-    all.sort_by(|x, y| {
-        (x.state != ApprovalState::Pending, &x.request.created_at)
-            .cmp(&(y.state != ApprovalState::Pending, &y.request.created_at))
-    });
     let now = c.now();
     let pending = all
         .iter()
@@ -827,20 +802,6 @@ async fn decide(
     }
 }
 
-#[derive(Deserialize, Default)]
-struct RunsFilter {
-    #[serde(default)]
-    channel: String,
-    #[serde(default)]
-    playbook: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    case: String,
-    #[serde(default)]
-    since: String,
-}
-
 #[derive(Template)]
 #[template(path = "runs.html")]
 struct RunsPage {
@@ -850,38 +811,15 @@ struct RunsPage {
     message: Option<String>,
 }
 
-fn some(s: &str) -> Option<String> {
-    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
 async fn runs(State(c): C, a: Authed, Query(f): Query<RunsFilter>) -> Response {
-    let since = match some(&f.since).map(|t| crate::evidence::parse_since(&t)) {
-        Some(Err(e)) => Err(e.to_string()),
-        Some(Ok(t)) => Ok(Some(t)),
-        None => Ok(None),
-    };
-    let (rows, message) = match since {
-        Err(m) => (Vec::new(), Some(m)),
-        Ok(since) => {
-            let filter = crate::evidence::RunFilter {
-                channel: some(&f.channel),
-                case_ref: some(&f.case),
-                since,
-                status: some(&f.status),
-            };
-            let store = c.d.engine.store.clone();
-            match tokio::task::spawn_blocking(move || store.list_runs(&filter)).await {
-                Ok(Ok(mut rows)) => {
-                    if let Some(p) = some(&f.playbook) {
-                        rows.retain(|r| r.playbook == p);
-                    }
-                    (rows, None)
-                }
-                Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            }
-        }
-    };
+    let store = c.d.engine.store.clone();
+    let wanted = f.clone();
+    let (rows, message) =
+        match tokio::task::spawn_blocking(move || views::runs(&store, &wanted)).await {
+            Ok(Ok(rows)) => (rows, None),
+            Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
     page(
         StatusCode::OK,
         &RunsPage {
