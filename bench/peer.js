@@ -19,7 +19,7 @@ async function main() {
   const t0 = process.hrtime.bigint();
   const args = ['--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-quic', '--hide-scrollbars', '--force-color-profile=srgb', '--font-render-hinting=none',
-    '--disable-gpu', '--disable-dev-shm-usage'];
+    '--disable-gpu', '--disable-partial-raster', '--disable-dev-shm-usage'];
   if (process.getuid && process.getuid() === 0) args.push('--no-sandbox');
   const browser = await chromium.launch({ executablePath: job.chromium, headless: true, args });
   const context = await browser.newContext({

@@ -544,3 +544,32 @@ steps:
     assert_eq!(r.fields["second"], b.status);
     assert!(world.center.writes().is_empty());
 }
+
+/// Capture is deterministic: the same pages give the same PNG bytes whether runs go one at
+/// a time or two at once (with partial raster, re-blended anti-aliased corners of a page
+/// that changed while loading came out a colour level apart now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_pages_give_the_same_png_bytes_one_at_a_time_and_two_at_once() {
+    let world = World::new().await;
+    let pb = crate::common::playbook("spa-order-lookup");
+    let ids: Vec<String> = orders(4).iter().map(|o| o.id.clone()).collect();
+    let hashes = |r: &clerk::runner::RunReport| {
+        assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+        r.screenshots
+            .iter()
+            .map(|s| (s.name.clone(), s.sha256.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut alone = Vec::new();
+    for id in &ids {
+        alone.push(hashes(&world.run(&pb, &[("order_id", id)]).await));
+    }
+    for (pair, want) in ids.chunks(2).zip(alone.chunks(2)) {
+        let (a, b) = tokio::join!(
+            world.run(&pb, &[("order_id", &pair[0])]),
+            world.run(&pb, &[("order_id", &pair[1])])
+        );
+        assert_eq!(hashes(&a), want[0], "{}", pair[0]);
+        assert_eq!(hashes(&b), want[1], "{}", pair[1]);
+    }
+}

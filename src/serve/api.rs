@@ -122,7 +122,7 @@ async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
         Identity::User(session.user)
     } else {
         return unauthorized(&format!(
-            "authenticate: Authorization: Bearer <token from `clerk user token NAME`>, the console's session, or the {} header",
+            "authenticate: Authorization: Bearer <token from `clerk user token NAME`>, the console's session, or the {} header (the instance token is in the data directory's serve.json)",
             crate::instance::TOKEN_HEADER
         ));
     };
