@@ -475,8 +475,9 @@ fn tar_header(name: &str, size: u64, mtime: i64, kind: u8) -> Result<[u8; 512], 
     let (prefix, short) = if name.len() <= 100 {
         ("", name)
     } else {
-        let cut = name[..name.len().min(156)]
-            .rfind('/')
+        let cut = name
+            .get(..name.len().min(156))
+            .and_then(|head| head.rfind('/'))
             .filter(|&i| name.len() - i - 1 <= 100)
             .ok_or_else(|| StoreError::Other(format!("{name}: too long for a tar entry")))?;
         (&name[..cut], &name[cut + 1..])
