@@ -565,10 +565,11 @@ async fn the_same_pages_give_the_same_png_bytes_one_at_a_time_and_two_at_once() 
         alone.push(hashes(&world.run(&pb, &[("order_id", id)]).await));
     }
     for (pair, want) in ids.chunks(2).zip(alone.chunks(2)) {
-        let (a, b) = tokio::join!(
-            world.run(&pb, &[("order_id", &pair[0])]),
-            world.run(&pb, &[("order_id", &pair[1])])
+        let (first, second) = (
+            [("order_id", pair[0].as_str())],
+            [("order_id", pair[1].as_str())],
         );
+        let (a, b) = tokio::join!(world.run(&pb, &first), world.run(&pb, &second));
         assert_eq!(hashes(&a), want[0], "{}", pair[0]);
         assert_eq!(hashes(&b), want[1], "{}", pair[1]);
     }
