@@ -334,11 +334,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A file's modification time and length.
+type FileStamp = (std::time::SystemTime, u64);
+
 /// The tokens file as last read, read again whenever it changed on disk (so `clerk user
 /// token` and `--revoke` take effect in a running daemon at once).
 pub struct TokenBook {
     data_dir: PathBuf,
-    cache: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, Vec<TokenEntry>)>,
+    cache: std::sync::Mutex<(Option<FileStamp>, Vec<TokenEntry>)>,
 }
 
 impl TokenBook {

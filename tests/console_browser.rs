@@ -164,7 +164,7 @@ impl Reviewer {
     /// POSTs a form from the page (a forged request: fetch, with the page's cookie) and
     /// returns the status.
     async fn forge(&self, path: &str, fields: &[(&str, &str)]) -> u16 {
-        let body = serde_json::to_string(&fields.iter().cloned().collect::<Vec<_>>()).unwrap();
+        let body = serde_json::to_string(&fields.to_vec()).unwrap();
         self.js(&format!(
             "fetch({path:?}, {{method: 'POST', body: new URLSearchParams({body}), redirect: 'manual'}}).then(r => r.status)"
         ))

@@ -182,12 +182,15 @@ impl chromiumoxide::types::Command for SendMessageToTarget {
 /// Sockets remembered before those of pages no run owns are forgotten.
 const SOCKETS_KEPT: usize = 1024;
 
+/// (frame, request id) → (URL, closed).
+type SocketMap = HashMap<(String, String), (String, bool)>;
+
 /// Turns WebSocket events into guard events of the run whose target sent them.
 #[derive(Clone)]
 pub(super) struct SocketRecorder {
     registry: Registry,
     /// (frame, request id) → URL of each socket opened, and whether it closed since.
-    sockets: Arc<Mutex<HashMap<(String, String), (String, bool)>>>,
+    sockets: Arc<Mutex<SocketMap>>,
 }
 
 impl SocketRecorder {
