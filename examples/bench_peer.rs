@@ -251,12 +251,12 @@ async fn clerk_run(
     let report = report?;
     let mut split = Timings::default();
     for r in &report.runs {
-        split.browser_ms += r.timings.browser_ms;
-        split.session_ms += r.timings.session_ms;
-        split.page_ms += r.timings.page_ms;
-        split.capture_ms += r.timings.capture_ms;
-        split.png_ms += r.timings.png_ms;
-        split.journal_ms += r.timings.journal_ms;
+        split.browser_ms += r.timings.as_ref().map_or(0.0, |t| t.browser_ms);
+        split.session_ms += r.timings.as_ref().map_or(0.0, |t| t.session_ms);
+        split.page_ms += r.timings.as_ref().map_or(0.0, |t| t.page_ms);
+        split.capture_ms += r.timings.as_ref().map_or(0.0, |t| t.capture_ms);
+        split.png_ms += r.timings.as_ref().map_or(0.0, |t| t.png_ms);
+        split.journal_ms += r.timings.as_ref().map_or(0.0, |t| t.journal_ms);
     }
     let mut hashes = BTreeMap::new();
     for r in &report.runs {

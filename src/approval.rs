@@ -156,7 +156,7 @@ pub enum ApprovalError {
     NoteRequired,
     #[error("channel `{0}` no longer permits submit")]
     SubmitNotPermitted(String),
-    #[error("playbook {path} changed since approval {id} was requested (file hash {now}, approved {then})")]
+    #[error("playbook {path} is not the version approval {id} was drafted with: its SHA-256 is {now}, the approved text's is {then} (stored as playbook-texts/{then}.yaml). Submit without --playbook to send exactly what was approved, or draft again with this version (`clerk run {path} ...`) and have the new draft reviewed")]
     PlaybookChanged {
         id: String,
         path: String,
@@ -265,7 +265,7 @@ fn declared_write(
     let Action::Submit { control, expect } = &step.action else {
         return Err("not a submit step".into());
     };
-    let control = crate::playbook::render_find(control, inputs, &channel.testid_attribute)
+    let control = crate::playbook::render_find(control, inputs, &channel.testid_attribute, &[])
         .map_err(|e| format!("cannot render submit control {}: {e}", control.display()))?;
     let url = expect
         .url
@@ -336,25 +336,95 @@ fn volatile_fields(step: &Step, channel: &Channel) -> Vec<String> {
 /// Activates `control` with the guard holding writes: every write the page sends is failed
 /// (nothing reaches the seller center) and kept. Waits for the first one, then for the
 /// network to be quiet, so that a second write is seen too.
+/// How long a page may stay quiet (no request) after a submit control was activated before
+/// clerk concludes that it will send nothing.
+pub const NO_WRITE_QUIET: Duration = Duration::from_millis(1500);
+
+/// What a page did after its submit control was activated.
+enum AfterClick {
+    /// The write came.
+    Wrote,
+    /// No write, and the page says why (validation messages that appeared after the click)
+    /// or went quiet; the text says which.
+    NoWrite(String),
+    /// Nothing within the step's timeout.
+    TimedOut,
+}
+
+/// Waits after a click until `wrote()` says the write came, and ends early when the page
+/// shows a new validation error (then waits a moment longer for a write anyway) or when it
+/// has been quiet for [`NO_WRITE_QUIET`] since the click.
+async fn after_click(
+    tab: &Tab,
+    guard: &crate::browser::Guard,
+    timeout: Duration,
+    before: &[String],
+    wrote: impl Fn() -> bool,
+) -> AfterClick {
+    let start = std::time::Instant::now();
+    let mut next_look = Duration::from_millis(150);
+    loop {
+        if wrote() {
+            return AfterClick::Wrote;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return AfterClick::TimedOut;
+        }
+        if elapsed >= next_look {
+            next_look = elapsed + Duration::from_millis(250);
+            let shown: Vec<String> = tab
+                .validation_messages()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| !before.contains(m))
+                .collect();
+            if !shown.is_empty() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if wrote() {
+                    return AfterClick::Wrote;
+                }
+                return AfterClick::NoWrite(format!(
+                    "the page shows {} (after {:.1} s)",
+                    shown
+                        .iter()
+                        .map(|m| format!("{m:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            if elapsed >= NO_WRITE_QUIET && guard.quiet_for() >= NO_WRITE_QUIET {
+                return AfterClick::NoWrite(format!(
+                    "the page settled without sending it (no request for {:.1} s after the click)",
+                    NO_WRITE_QUIET.as_secs_f64()
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn hold_the_write(
     browser: &mut Browser,
     tab: &Tab,
     control: &Find,
     timeout: Duration,
-) -> Result<Vec<HeldWrite>, String> {
+) -> Result<(Vec<HeldWrite>, Option<String>), String> {
     let guard = browser.guard().clone();
     guard.take_held();
+    let before = tab.validation_messages().await.unwrap_or_default();
     guard.hold_writes(true);
     let clicked = tab.click(control, timeout).await;
-    let start = std::time::Instant::now();
     let mut held = Vec::new();
+    let mut why = None;
     if clicked.is_ok() {
-        while held.is_empty() && start.elapsed() < timeout {
-            held.extend(guard.take_held());
-            if held.is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        match after_click(tab, &guard, timeout, &before, || guard.has_held()).await {
+            AfterClick::Wrote | AfterClick::TimedOut => {}
+            AfterClick::NoWrite(w) => why = Some(w),
         }
+        held.extend(guard.take_held());
         if !held.is_empty() {
             let _ = tab
                 .network_idle(Duration::from_millis(300), Duration::from_secs(5))
@@ -364,7 +434,7 @@ async fn hold_the_write(
     }
     guard.hold_writes(false);
     clicked.map_err(|e| e.to_string())?;
-    Ok(held)
+    Ok((held, why))
 }
 
 /// Turns a draft stopped at its submit step into a pending approval request: activates the
@@ -383,7 +453,7 @@ pub async fn request_from_draft(
         .await
         .map_err(|e| e.to_string())?;
     let values = live_values(tab, &control, &ctx.secrets).await?;
-    let held = hold_the_write(browser, tab, &control, timeout).await?;
+    let (held, why) = hold_the_write(browser, tab, &control, timeout).await?;
     // Writes the page makes on its own meanwhile (an autosave, an analytics call) are
     // blocked and recorded like any other; the approval is about the declared endpoint.
     let to_declared = |h: &&HeldWrite| {
@@ -402,8 +472,11 @@ pub async fn request_from_draft(
     let first = match matching.as_slice() {
         [] if held.is_empty() => {
             return Err(format!(
-                "activating the submit control {} sent no write within {timeout:?}: the playbook declares {} {}, and the draft needs the page to send it",
-                control.display, write.method, write.url
+                "activating the submit control {} sent no write: {}; the playbook declares {} {}, and the draft needs the page to send it",
+                control.display,
+                why.unwrap_or_else(|| format!("nothing within {timeout:?}")),
+                write.method,
+                write.url
             ))
         }
         [] => {
@@ -898,12 +971,17 @@ pub async fn submit_with_gate(
     });
     let timeout = step.timeout.unwrap_or(Duration::from_secs(15));
     let guard = browser.guard().clone();
+    let before = tab.validation_messages().await.unwrap_or_default();
     guard.arm_judged(endpoint, judge);
     if let Err(e) = tab.click(&control, timeout).await {
         guard.disarm();
         return Err(SubmitFailure::Failed(e.to_string()));
     }
-    let verdict = guard.wait_judged(timeout).await;
+    let why = match after_click(tab, &guard, timeout, &before, || guard.judged_now()).await {
+        AfterClick::NoWrite(why) => Some(why),
+        AfterClick::Wrote | AfterClick::TimedOut => None,
+    };
+    let verdict = guard.wait_judged(Duration::from_millis(50)).await;
     // Let the held write be answered and a second write show itself.
     let _ = tab
         .network_idle(
@@ -921,8 +999,9 @@ pub async fn submit_with_gate(
     guard.disarm();
     match verdict {
         None => Err(refuse(format!(
-            "activating {} sent no write within {timeout:?}: nothing was submitted",
-            control.display
+            "activating {} sent no write: {}; nothing was submitted",
+            control.display,
+            why.unwrap_or_else(|| format!("nothing within {timeout:?}"))
         ))),
         Some(Err((h, why))) => Err(refuse(format!(
             "the page's write {} {} is not the approved write ({why}): nothing was submitted",

@@ -161,10 +161,7 @@ pub async fn run_batch(
     opts: &BatchOptions,
 ) -> Result<BatchReport, EngineError> {
     let started = std::time::Instant::now();
-    let batch_id = format!(
-        "b-{}",
-        crate::evidence::new_run_id((engine.clock)()).trim_start_matches("r-")
-    );
+    let batch_id = new_batch_id((engine.clock)());
     let mut requests = Vec::new();
     for row in &rows {
         for p in playbooks {
@@ -235,8 +232,26 @@ pub async fn run_batch(
         b.finish_and_clear();
     }
     let runs: Vec<RunReport> = results.into_iter().flatten().collect();
+    Ok(summarize(
+        batch_id,
+        runs,
+        started.elapsed().as_millis() as u64,
+    ))
+}
+
+/// A new batch id (`b-…`, as run ids are made).
+pub fn new_batch_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "b-{}",
+        crate::evidence::new_run_id(now).trim_start_matches("r-")
+    )
+}
+
+/// The batch report of these runs: the one shape `clerk run --json` prints, whether the
+/// runs happened in this process or in `clerk serve`.
+pub fn summarize(batch_id: String, runs: Vec<RunReport>, duration_ms: u64) -> BatchReport {
     let count = |s: RunStatus| runs.iter().filter(|r| r.status == s).count();
-    Ok(BatchReport {
+    BatchReport {
         batch_id,
         ok: count(RunStatus::Ok),
         failed: count(RunStatus::Failed),
@@ -246,8 +261,8 @@ pub async fn run_batch(
         paused: count(RunStatus::Paused),
         blocked_requests: runs.iter().map(|r| r.blocked()).sum(),
         runs,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
+        duration_ms,
+    }
 }
 
 /// A plain-text results table and summary.

@@ -82,6 +82,19 @@ pub struct Engine {
     /// page load and rely on the channel's `login_url` detection instead (only channels
     /// that name one). A new browser checks again.
     verified_sessions: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, String)>>>,
+    /// Playbook texts this engine has already put in the store (saves a re-hash per run).
+    stored_texts: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// Why a playbook named by its hash cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredPlaybookError {
+    /// No intact text with that hash in the playbook store.
+    #[error("the playbook text with SHA-256 {sha256} is not in the playbook store: {reason}")]
+    Missing { sha256: String, reason: String },
+    /// The stored text no longer validates (e.g. the channel was removed from the config).
+    #[error("the stored playbook {path} does not validate against the current config:\n{diagnostics}")]
+    Invalid { path: String, diagnostics: String },
 }
 
 /// What to run.
@@ -98,7 +111,7 @@ pub struct RunRequest {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Ok,
@@ -122,10 +135,24 @@ impl RunStatus {
             RunStatus::Paused => "paused",
         }
     }
+
+    /// The status a `run_finished` record names (`ok`, `failed`, ...); `None` for others
+    /// (e.g. `interrupted`).
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "ok" => RunStatus::Ok,
+            "failed" => RunStatus::Failed,
+            "refused" => RunStatus::Refused,
+            "session_expired" => RunStatus::SessionExpired,
+            "drafted" => RunStatus::Drafted,
+            "paused" => RunStatus::Paused,
+            _ => return None,
+        })
+    }
 }
 
 /// A stored screenshot of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Shot {
     pub name: String,
     pub sha256: String,
@@ -136,7 +163,7 @@ pub struct Shot {
 }
 
 /// A request the guard blocked or let through as a write.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GuardRecord {
     pub blocked: bool,
     pub method: String,
@@ -145,8 +172,10 @@ pub struct GuardRecord {
     pub reason: String,
 }
 
-/// The outcome of one run.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of one run: what `clerk run --json` prints for each run, whether the run
+/// happened in the CLI's process or in `clerk serve` (then it is read back from the
+/// journal with [`RunReport::from_detail`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub run_id: Option<String>,
     pub playbook: String,
@@ -159,15 +188,16 @@ pub struct RunReport {
     /// The approval request a draft created.
     pub approval_id: Option<String>,
     pub duration_ms: u64,
-    /// Where the run's time went.
-    pub timings: Timings,
+    /// Where the run's time went; `null` for a run read back from the journal (a run the
+    /// daemon executed), which does not keep these measurements.
+    pub timings: Option<Timings>,
     /// A failure outside the page (browser crash or hang, a browser call timing out, the
     /// seller center unreachable): a queue retries such runs.
     pub transient: bool,
 }
 
 /// Where a run's time went, in milliseconds. The parts add up to about `duration_ms`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Getting a browser context from the pool and giving it back.
     pub browser_ms: f64,
@@ -219,6 +249,127 @@ impl RunReport {
     /// Requests the guard blocked.
     pub fn blocked(&self) -> usize {
         self.guard.iter().filter(|g| g.blocked).count()
+    }
+
+    /// The report of a run as the journal tells it (what a daemon's run looks like to a
+    /// client): the same fields as a live report, `timings` excepted. A run that has not
+    /// finished (or was interrupted) is `failed` with the journal's reason.
+    pub fn from_detail(d: &crate::evidence::RunDetail) -> RunReport {
+        let requested = d.approvals.iter().find_map(|r| match &r.event {
+            Event::ApprovalRequested {
+                approval_id,
+                run_id,
+                ..
+            } if *run_id == d.summary.run_id => Some(approval_id.clone()),
+            _ => None,
+        });
+        let status = match RunStatus::parse(&d.summary.status) {
+            Some(RunStatus::Ok) if requested.is_some() => RunStatus::Drafted,
+            Some(s) => s,
+            None => RunStatus::Failed,
+        };
+        let error = d.error.clone().or_else(|| {
+            (RunStatus::parse(&d.summary.status).is_none())
+                .then(|| format!("run {}", d.summary.status))
+        });
+        let mut guard: Vec<(u64, GuardRecord)> = d
+            .blocked
+            .iter()
+            .map(|b| {
+                (
+                    b.seq,
+                    GuardRecord {
+                        blocked: true,
+                        method: b.method.clone(),
+                        url: b.url.clone(),
+                        step: b.step,
+                        reason: b.reason.clone(),
+                    },
+                )
+            })
+            .chain(d.allowed.iter().map(|a| {
+                (
+                    a.seq,
+                    GuardRecord {
+                        blocked: false,
+                        method: a.method.clone(),
+                        url: a.url.clone(),
+                        step: a.step,
+                        reason: a.reason.clone(),
+                    },
+                )
+            }))
+            .collect();
+        guard.sort_by_key(|(seq, _)| *seq);
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.timestamp_millis())
+                .ok()
+        };
+        let duration_ms = match (ms(&d.summary.started_at), d.summary.finished_at.as_deref().and_then(ms)) {
+            (Some(a), Some(b)) if b >= a => (b - a) as u64,
+            _ => 0,
+        };
+        RunReport {
+            run_id: Some(d.summary.run_id.clone()),
+            playbook: d.summary.playbook.clone(),
+            inputs: d.inputs.clone(),
+            status,
+            error,
+            fields: d.fields.clone(),
+            screenshots: d
+                .evidence
+                .iter()
+                .map(|e| Shot {
+                    name: e.name.clone(),
+                    sha256: e.sha256.clone(),
+                    path: PathBuf::from(&e.path),
+                    width: u32::try_from(e.width).unwrap_or(u32::MAX),
+                    height: u32::try_from(e.height).unwrap_or(u32::MAX),
+                    blank: e.blank,
+                })
+                .collect(),
+            guard: guard.into_iter().map(|(_, g)| g).collect(),
+            approval_id: requested,
+            duration_ms,
+            timings: None,
+            transient: false,
+        }
+    }
+}
+
+/// Resolves with the first of `texts` that the page shows (its visible text, checked every
+/// 200 ms); never resolves otherwise.
+async fn watch_failure_text(tab: &Tab, texts: &[String]) -> String {
+    loop {
+        let found: Option<String> = tab
+            .eval(
+                "const t = (document.body && document.body.innerText) || ''; \
+                 return arg.find((x) => t.includes(x)) || null;",
+                serde_json::json!(texts),
+            )
+            .await
+            .ok()
+            .flatten();
+        if let Some(f) = found {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the seller center at `base` can be reached at all (a TCP connection to its host
+/// and port within 2 s): `Some(why)` when it cannot. Asked only after a step failed, to tell
+/// an unreachable seller center from a missing element.
+async fn unreachable(base: &Url) -> Option<String> {
+    let host = base.host_str()?.to_owned();
+    let port = base.port_or_known_default()?;
+    let target = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
+    let connect = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port));
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("connecting to {target} failed: {e}")),
+        Err(_) => Some(format!("connecting to {target} timed out after 2s")),
     }
 }
 
@@ -303,7 +454,45 @@ impl Engine {
             clock: system_clock(),
             step_timeout: Duration::from_secs(10),
             verified_sessions: Arc::default(),
+            stored_texts: Arc::default(),
         }
+    }
+
+    /// Puts a playbook's exact text in the store's playbook texts (once per engine and
+    /// hash). Done before its first `RunStarted`, so every run's playbook can be read back.
+    pub fn store_playbook(&self, playbook: &Playbook) -> Result<(), StoreError> {
+        let known = self
+            .stored_texts
+            .lock()
+            .map(|s| s.contains(&playbook.sha256))
+            .unwrap_or(false);
+        if !known {
+            let sha = self.store.put_playbook_text(playbook.text.bytes())?;
+            if let Ok(mut s) = self.stored_texts.lock() {
+                s.insert(sha);
+            }
+        }
+        Ok(())
+    }
+
+    /// The playbook whose exact text is stored under `sha256`, validated against the
+    /// current config. This is how approvals, queued jobs and replays load a playbook: by
+    /// what was run or reviewed, never by a path or a name resolved now.
+    pub fn stored_playbook(&self, sha256: &str) -> Result<Playbook, StoredPlaybookError> {
+        let bytes = self
+            .store
+            .playbook_text(sha256)
+            .map_err(|e| StoredPlaybookError::Missing {
+                sha256: sha256.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let path = self.store.playbook_text_path(sha256);
+        crate::playbook::parse(&path, &bytes, Some(&self.config)).map_err(|d| {
+            StoredPlaybookError::Invalid {
+                path: path.display().to_string(),
+                diagnostics: d.to_string(),
+            }
+        })
     }
 
     /// The same engine with its own pool, configured as given (the old pool is left to its
@@ -389,7 +578,7 @@ impl Engine {
         })
         .await?;
         Ok(RunReport {
-            timings: Timings::default(),
+            timings: Some(Timings::default()),
             run_id,
             playbook: req.playbook.name.clone(),
             inputs: redact(&req.playbook, &req.inputs),
@@ -458,6 +647,33 @@ impl Engine {
                 )
                 .await;
         }
+        // Values the playbook takes from the environment must be there before a browser is
+        // launched (not found out at the fill step, after a page load).
+        let missing_env: Vec<&str> = playbook
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Fill {
+                    value: crate::playbook::ValueSource::Env(var),
+                    ..
+                } if std::env::var_os(var).is_none() => Some(var.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !missing_env.is_empty() {
+            return self
+                .refuse(
+                    &req,
+                    None,
+                    format!(
+                        "not set in the environment: {} (the playbook fills fields from {}); set {} and run again",
+                        missing_env.join(", "),
+                        if missing_env.len() > 1 { "these variables" } else { "this variable" },
+                        if missing_env.len() > 1 { "them" } else { "it" },
+                    ),
+                )
+                .await;
+        }
         // The submit gate: checked before a browser is even launched, enforced again at the
         // submit step.
         let gate = match &req.approval {
@@ -497,6 +713,12 @@ impl Engine {
             .filter(|v| !v.is_empty())
             .collect();
         let t_record = Instant::now();
+        {
+            let (engine, pb) = (self.clone(), playbook.clone());
+            tokio::task::spawn_blocking(move || engine.store_playbook(&pb))
+                .await
+                .map_err(|e| StoreError::Other(format!("playbook store task failed: {e}")))??;
+        }
         self.record(Event::RunStarted {
             run_id: run_id.clone(),
             playbook: playbook.name.clone(),
@@ -580,7 +802,7 @@ impl Engine {
             guard: state.guard_log,
             approval_id: state.approval_id,
             duration_ms: started.elapsed().as_millis() as u64,
-            timings: state.spent.timings(),
+            timings: Some(state.spent.timings()),
             transient: status == RunStatus::Failed && state.transient,
         })
     }
@@ -740,9 +962,24 @@ impl<'a> RunState<'a> {
                 kind = step.action.kind(),
                 name = %step.name
             );
-            let mut outcome =
-                tracing::Instrument::instrument(self.step(browser, tab, step), step_span.clone())
-                    .await;
+            let failure_texts = self.playbook.failure_texts.clone();
+            let mut outcome = {
+                let run = tracing::Instrument::instrument(
+                    self.step(browser, tab, step),
+                    step_span.clone(),
+                );
+                if failure_texts.is_empty() {
+                    run.await
+                } else {
+                    // The page said the run cannot succeed (a failed login): end the step now.
+                    tokio::select! {
+                        r = run => r,
+                        shown = watch_failure_text(tab, &failure_texts) => Err(StepStop::Failed(
+                            format!("the page shows the failure text {shown:?}")
+                        )),
+                    }
+                }
+            };
             step_span.in_scope(|| match &outcome {
                 Ok(()) => tracing::debug!("step ok"),
                 Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
@@ -753,6 +990,17 @@ impl<'a> RunState<'a> {
             if let Err(StepStop::Transient(m)) = outcome {
                 self.transient = true;
                 outcome = Err(StepStop::Failed(m));
+            }
+            // A step that failed because the seller center stopped answering says so (and is
+            // worth retrying), instead of looking like a missing element.
+            if let Err(StepStop::Failed(m)) = &outcome {
+                if let Some(why) = unreachable(&self.channel.base_url).await {
+                    self.transient = true;
+                    outcome = Err(StepStop::Failed(format!(
+                        "the seller center is unreachable: {why} (channel {}); the step failed with: {m}",
+                        self.channel.id
+                    )));
+                }
             }
             self.spent.steps += t0.elapsed();
             // A single-page app that lost its session routes itself to the login page, at
@@ -817,43 +1065,8 @@ impl<'a> RunState<'a> {
             }
             match outcome {
                 Ok(()) => {}
-                Err(StepStop::Drafted) => {
-                    // The filled form as the reviewer will see it (secrets masked).
-                    let timeout = self.timeout(step);
-                    match self
-                        .screenshot(tab, "draft", &ShotTarget::FullPage, &[], timeout, step)
-                        .await
-                    {
-                        Err(StepStop::Failed(m)) => {
-                            return Ok((RunStatus::Failed, Some(self.scrub(&m))));
-                        }
-                        Err(StepStop::SessionExpired(m)) => {
-                            return Ok((RunStatus::SessionExpired, Some(self.scrub(&m))));
-                        }
-                        _ => {}
-                    }
-                    let approval_id = approval::request_from_draft(
-                        self.engine,
-                        self.draft_context(),
-                        browser,
-                        tab,
-                        step,
-                    )
-                    .await;
-                    return match approval_id {
-                        Ok(id) => {
-                            self.approval_id = Some(id);
-                            Ok((RunStatus::Drafted, None))
-                        }
-                        Err(e) => match self.paused_before("the approval request") {
-                            // The pause failed the draft's writes instead of holding them.
-                            Some((status, Some(msg))) => {
-                                Ok((status, Some(format!("{msg}: {}", self.scrub(&e)))))
-                            }
-                            _ => Ok((RunStatus::Failed, Some(self.scrub(&e)))),
-                        },
-                    };
-                }
+                // The approval request was made inside the step (see `Action::Submit`).
+                Err(StepStop::Drafted) => return Ok((RunStatus::Drafted, None)),
                 Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
                     return Ok((
                         RunStatus::Failed,
@@ -1098,7 +1311,7 @@ impl<'a> RunState<'a> {
 
     /// [`render_find`] with this run's inputs and channel; a render error fails the step.
     fn find(&self, locator: &Locator) -> Result<Find, StepStop> {
-        render_find(locator, &self.inputs, &self.channel.testid_attribute).map_err(|e| {
+        render_find(locator, &self.inputs, &self.channel.testid_attribute, &self.secrets).map_err(|e| {
             StepStop::Failed(format!("cannot render locator {}: {e}", locator.display()))
         })
     }
@@ -1185,7 +1398,17 @@ impl<'a> RunState<'a> {
                         let name = name
                             .render_attribute_name(&self.inputs)
                             .map_err(|e| StepStop::Failed(e.to_string()))?;
-                        tab.attribute(&find, &name).await?
+                        match tab.attribute_of(&find, &name).await? {
+                            Some(None) if *required => {
+                                return Err(StepStop::Failed(format!(
+                                    "element {} has no attribute `{name}` (step {} \"{}\")",
+                                    find.display,
+                                    step.index + 1,
+                                    step.name
+                                )))
+                            }
+                            found => found.flatten(),
+                        }
                     }
                     ExtractSource::Value => tab.value(&find).await?,
                 };
@@ -1321,16 +1544,49 @@ impl<'a> RunState<'a> {
                         self.check_navigation(browser, tab).await?;
                     }
                     _ => match self.gate.take() {
-                        // No approval: this is a draft, and it stops here.
-                        None => return Err(StepStop::Drafted),
+                        // No approval: this is a draft. The filled form as the reviewer will
+                        // see it (secrets masked), then the approval request bound to the
+                        // write the page tries to send; the run stops here.
+                        None => {
+                            self.screenshot(tab, "draft", &ShotTarget::FullPage, &[], timeout, step)
+                                .await?;
+                            let requested = approval::request_from_draft(
+                                self.engine,
+                                self.draft_context(),
+                                browser,
+                                tab,
+                                step,
+                            )
+                            .await;
+                            match requested {
+                                Ok(id) => {
+                                    self.approval_id = Some(id);
+                                    return Err(StepStop::Drafted);
+                                }
+                                Err(e) => {
+                                    self.after_click_evidence(tab, step).await;
+                                    return Err(StepStop::Failed(e));
+                                }
+                            }
+                        }
                         Some(gate) => {
                             let ctx = self.draft_context();
-                            approval::submit_with_gate(self.engine, ctx, gate, browser, tab, step)
-                                .await
-                                .map_err(|e| match e {
-                                    approval::SubmitFailure::Refused(m) => StepStop::Refused(m),
-                                    approval::SubmitFailure::Failed(m) => StepStop::Failed(m),
-                                })?;
+                            let submitted = approval::submit_with_gate(
+                                self.engine,
+                                ctx,
+                                gate,
+                                browser,
+                                tab,
+                                step,
+                            )
+                            .await;
+                            if submitted.is_err() {
+                                self.after_click_evidence(tab, step).await;
+                            }
+                            submitted.map_err(|e| match e {
+                                approval::SubmitFailure::Refused(m) => StepStop::Refused(m),
+                                approval::SubmitFailure::Failed(m) => StepStop::Failed(m),
+                            })?;
                             self.check_navigation(browser, tab).await?;
                             // The page the seller center answered with is evidence too.
                             self.screenshot(
@@ -1348,6 +1604,25 @@ impl<'a> RunState<'a> {
             }
         }
         Ok(())
+    }
+
+    /// After a submit step that sent nothing, or was refused: the page as it is then (a
+    /// validation message, an error banner) is evidence too, under `after-submit-click`.
+    /// Best effort: a capture that fails here does not change why the step failed.
+    async fn after_click_evidence(&mut self, tab: &Tab, step: &Step) {
+        let shot = self
+            .screenshot(
+                tab,
+                "after-submit-click",
+                &ShotTarget::FullPage,
+                &[],
+                Duration::from_secs(5),
+                step,
+            )
+            .await;
+        if let Err(StepStop::Failed(m) | StepStop::Transient(m)) = shot {
+            tracing::warn!("no screenshot after the submit click: {}", self.scrub(&m));
+        }
     }
 
     fn ensure_allowed(&self, url: &Url) -> Result<(), StepStop> {

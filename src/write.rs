@@ -285,21 +285,79 @@ fn scrub_value(v: &str, scrub: &Scrub<'_>) -> String {
     }
 }
 
-/// Drops token keys at any depth and redacts secret values.
+/// The key of the one-member object that stands for a non-integer JSON number in the stored
+/// form of a body: `{"$number": "12.5"}` (the journal has no floats). A real member name that
+/// starts with `$` is stored with one more `$` in front, so the stored form never confuses
+/// a number with an object or a string: the string `"12.5"` and the number `12.5` differ.
+pub const NUMBER_TAG: &str = "$number";
+
+/// Drops token keys at any depth, redacts secret values, and puts non-integer numbers in
+/// their tagged form (see [`NUMBER_TAG`]).
 fn clean_json(v: &Value, scrub: &Scrub<'_>) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
                 .filter(|(k, _)| !is_token_field(k))
-                .map(|(k, v)| (k.clone(), clean_json(v, scrub)))
+                .map(|(k, v)| {
+                    let key = if k.starts_with('$') {
+                        format!("${k}")
+                    } else {
+                        k.clone()
+                    };
+                    (key, clean_json(v, scrub))
+                })
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|i| clean_json(i, scrub)).collect()),
         Value::String(s) => Value::String(scrub_value(s, scrub)),
-        // Floats have no canonical form in the journal: keep numbers as their JSON text.
-        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            let mut tagged = serde_json::Map::new();
+            tagged.insert(NUMBER_TAG.to_owned(), Value::String(n.to_string()));
+            Value::Object(tagged)
+        }
         other => other.clone(),
     }
+}
+
+/// The JSON value a stored body stands for: tagged numbers back to numbers, escaped member
+/// names back to their own. What a reviewer is shown, typed (`12.5` vs `"12.5"`).
+pub fn restore_json(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            if map.len() == 1 {
+                if let Some(Value::String(text)) = map.get(NUMBER_TAG) {
+                    if let Ok(n @ Value::Number(_)) = serde_json::from_str::<Value>(text) {
+                        return n;
+                    }
+                }
+            }
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = k.strip_prefix('$').filter(|r| r.starts_with('$'));
+                        (key.unwrap_or(k).to_owned(), restore_json(v))
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(restore_json).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A stored JSON value as the reviewer reads it: typed JSON text (strings in quotes,
+/// numbers bare), with its type's name.
+pub fn typed_text(v: &Value) -> (String, &'static str) {
+    let real = restore_json(v);
+    let kind = match &real {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    (real.to_string(), kind)
 }
 
 fn strip_json(v: &Value, is_volatile: &dyn Fn(&str) -> bool) -> Value {
@@ -342,10 +400,23 @@ fn diff_json(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
                 }
             }
         }
-        (x, y) if x != y => out.push(format!(
-            "{}: approved {x}, now {y}",
-            if path.is_empty() { "body" } else { path }
-        )),
+        (x, y) if x != y => {
+            let ((xt, xk), (yt, yk)) = (typed_text(x), typed_text(y));
+            let (xk, yk) = if xk == yk { ("", "") } else { (xk, yk) };
+            let paren = |k: &str| {
+                if k.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({k})")
+                }
+            };
+            out.push(format!(
+                "{}: approved {xt}{}, now {yt}{}",
+                if path.is_empty() { "body" } else { path },
+                paren(xk),
+                paren(yk)
+            ))
+        }
         _ => {}
     }
 }
@@ -480,6 +551,38 @@ mod tests {
                 value: serde_json::json!({"amount":"12.50","meta":{}})
             }
         );
+    }
+
+    #[test]
+    fn a_number_and_the_string_of_its_digits_are_different_writes() {
+        let json = |body: &[u8]| {
+            Write::decode("POST", "http://h/r", Some("application/json"), Some(body), true, &NO)
+        };
+        let number = json(br#"{"amount":12.5,"qty":5,"$ref":"a"}"#);
+        let string = json(br#"{"amount":"12.5","qty":5,"$ref":"a"}"#);
+        let tag_lookalike = json(br#"{"amount":{"$number":"12.5"},"qty":5,"$ref":"a"}"#);
+        assert_ne!(number.comparable(&[]), string.comparable(&[]));
+        assert_ne!(number.comparable(&[]), tag_lookalike.comparable(&[]));
+        assert_ne!(string.comparable(&[]), tag_lookalike.comparable(&[]));
+        let diff = number.comparable(&[]).differences(&string.comparable(&[]));
+        assert_eq!(
+            diff,
+            vec![r#"amount: approved 12.5 (number), now "12.5" (string)"#.to_owned()]
+        );
+        // The stored form has no floats, and restores to what the page sent.
+        let Body::Json { value } = &number.body else {
+            panic!("json body")
+        };
+        assert!(crate::evidence::record::canonical(value).is_ok());
+        assert_eq!(
+            restore_json(value),
+            serde_json::json!({"amount":12.5,"qty":5,"$ref":"a"})
+        );
+        assert_eq!(typed_text(&value["amount"]), ("12.5".to_owned(), "number"));
+        let Body::Json { value } = &string.body else {
+            panic!("json body")
+        };
+        assert_eq!(typed_text(&value["amount"]), ("\"12.5\"".to_owned(), "string"));
     }
 
     #[test]

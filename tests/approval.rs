@@ -822,7 +822,27 @@ async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
     let mark = journal(&world).len();
     let r = submit(&world, &reloaded, &refund_d, &d).await;
     assert_refused_without_writes(&world, &r);
-    assert_refused(&world, mark, "run", &d, "ops", "changed since approval");
+    assert_refused(&world, mark, "run", &d, "ops", "is not the version approval");
+    {
+        let refusals = journal(&world);
+        let why = refusals[mark..]
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::Refused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("a refusal");
+        assert!(
+            why.contains(&reloaded.sha256) && why.contains(&edited.sha256),
+            "the refusal names both hashes: {why}"
+        );
+    }
+    // The approved text itself is in the store, byte for byte, and is what a submit loads.
+    let stored = world
+        .engine
+        .stored_playbook(&edited.sha256)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored.text.bytes(), yaml.as_bytes());
 
     // Draft E, approved, but the page now fires another POST (an analytics call) from its
     // submit handler before the form's. Only writes to the approved endpoint are judged: the

@@ -301,7 +301,7 @@ async fn spa_refund_is_bound_to_the_exact_request() {
 
     // Refusals, each with zero writes and a reason.
     type Knob = fn(&clerk::sample::SampleCenter);
-    let cases: [(&str, Knob, Knob, &str); 4] = [
+    let cases: [(&str, Knob, Knob, &str); 5] = [
         (
             "extra field",
             |c| c.set_spa_extra_field(true),
@@ -325,6 +325,13 @@ async fn spa_refund_is_bound_to_the_exact_request() {
             |c| c.set_spa_refund_method_default(Some("store_credit")),
             |c| c.set_spa_refund_method_default(None),
             "method: approved",
+        ),
+        (
+            // The same digits as a JSON number instead of the reviewed string.
+            "number instead of string",
+            |c| c.set_spa_amount_as_number(true),
+            |c| c.set_spa_amount_as_number(false),
+            r#"amount: approved "12.50" (string), now 12.5 (number)"#,
         ),
     ];
     for (what, on, off, why) in cases {

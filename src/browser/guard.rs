@@ -810,6 +810,16 @@ impl Guard {
         }
     }
 
+    /// True once a write to the armed endpoint has been judged (either way).
+    pub fn judged_now(&self) -> bool {
+        self.shared.judged.borrow().is_some()
+    }
+
+    /// True while writes are held and at least one is waiting to be taken.
+    pub fn has_held(&self) -> bool {
+        self.shared.held.lock().map(|h| !h.is_empty()).unwrap_or(false)
+    }
+
     /// Whether the judged write has been answered: `Some(true)` sent, `Some(false)` withheld
     /// (another write came while it was held), `None` not yet (or never judged Ok).
     pub fn approved_outcome(&self) -> Option<bool> {

@@ -370,6 +370,39 @@ impl Tab {
         Ok(id)
     }
 
+    /// What the page shows as validation errors now: the visible text of `role=alert`
+    /// elements, and the messages of form controls that are `aria-invalid` or fail the
+    /// browser's own constraints (in forms that do not opt out with `novalidate`). Each at
+    /// most 200 characters, at most 10.
+    pub async fn validation_messages(&self) -> Result<Vec<String>, BrowserError> {
+        self.eval(
+            r#"const out = [];
+            const seen = new Set();
+            const visible = (el) => {
+              const r = el.getBoundingClientRect();
+              const st = getComputedStyle(el);
+              return r.width > 0 && r.height > 0 && st.visibility !== 'hidden' && st.display !== 'none';
+            };
+            const add = (t) => {
+              t = String(t || '').replace(/\s+/g, ' ').trim().slice(0, 200);
+              if (t && !seen.has(t) && out.length < 10) { seen.add(t); out.push(t); }
+            };
+            for (const el of document.querySelectorAll('[role=alert]')) if (visible(el)) add(el.innerText);
+            for (const el of document.querySelectorAll('[aria-invalid=true]')) {
+              if (!visible(el)) continue;
+              const id = el.getAttribute('aria-errormessage') || '';
+              const msg = id && document.getElementById(id);
+              add((msg && msg.innerText) || el.validationMessage || ('invalid: ' + (el.name || el.id || el.tagName.toLowerCase())));
+            }
+            for (const el of document.querySelectorAll('form:not([novalidate]) :invalid')) {
+              if (visible(el) && el.validationMessage) add((el.name || el.id || el.tagName.toLowerCase()) + ': ' + el.validationMessage);
+            }
+            return out;"#,
+            serde_json::Value::Null,
+        )
+        .await
+    }
+
     /// Evaluates `body` (a function body that may `return`) in clerk's isolated world and
     /// returns its JSON value. `arg` is available as `arg`.
     pub async fn eval<T: serde::de::DeserializeOwned>(
@@ -918,6 +951,21 @@ impl Tab {
             )
             .await?;
         Ok(v.flatten())
+    }
+
+    /// An attribute of the element a locator finds, telling a missing element (`None`)
+    /// from an element without the attribute (`Some(None)`).
+    pub async fn attribute_of(
+        &self,
+        locator: &Find,
+        name: &str,
+    ) -> Result<Option<Option<String>>, BrowserError> {
+        self.read(
+            locator,
+            "return el.getAttribute(extra);",
+            serde_json::json!(name),
+        )
+        .await
     }
 
     /// The live `value` of the element a locator finds.

@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::args::{Cli, QueueCommand};
-use super::common::{current_user, exit, load_config, Exit};
+use super::common::{current_user, exit, load_config, status_code, Exit};
+use crate::runner::{RunReport, RunStatus};
 use crate::instance::{self, Instance};
 use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
 
@@ -472,7 +473,9 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `clerk run` through the daemon: one job per row, then waits and prints each outcome.
+/// `clerk run` through the daemon: one job per row (the playbooks' exact texts are sent,
+/// so the daemon never opens a path), then waits and prints the same report, in the same
+/// shape, as a run without a daemon.
 pub async fn run_via(
     d: &Daemon,
     playbooks: Vec<String>,
@@ -482,12 +485,16 @@ pub async fn run_via(
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     d.announce();
-    let results = daemon_call(d, move |d| {
+    let started = std::time::Instant::now();
+    let batch_id = crate::batch::new_batch_id(chrono::Utc::now());
+    let batch = batch_id.clone();
+    let runs = daemon_call(d, move |d| {
         let mut ids = Vec::new();
-        for p in &playbooks {
+        for text in &playbooks {
             let v = d.post(
                 "/api/runs",
-                json!({ "playbook": p, "rows": rows, "user": user, "case_ref": case_ref }),
+                json!({ "playbook_yaml": text, "rows": rows, "user": user,
+                        "case_ref": case_ref, "batch_id": batch }),
             )?;
             ids.extend(
                 v.get("jobs")
@@ -498,35 +505,86 @@ pub async fn run_via(
             );
         }
         eprintln!("queued jobs {ids:?}; waiting for them to finish");
-        d.wait_jobs(&ids)
+        let jobs = d.wait_jobs(&ids)?;
+        jobs.iter().map(|j| d.report_of(j)).collect()
     })
     .await?;
-    report_jobs(&results, json_out)
-}
-
-/// Prints finished jobs; the exit code is the worst outcome's.
-pub fn report_jobs(jobs: &[Value], json_out: bool) -> anyhow::Result<ExitCode> {
+    let report = crate::batch::summarize(batch_id, runs, started.elapsed().as_millis() as u64);
     if json_out {
-        println!("{}", serde_json::to_string_pretty(jobs)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_jobs(jobs);
+        print!("{}", crate::batch::render(&report));
     }
-    let code = jobs
+    let code = report
+        .runs
         .iter()
-        .map(|j| {
-            match (
-                j.get("state").and_then(Value::as_str),
-                j.pointer("/outcome/status").and_then(Value::as_str),
-            ) {
-                (Some("done"), Some("ok" | "drafted")) => 0,
-                (Some("done"), Some("refused")) => 3,
-                (Some("waiting"), _) => 4,
-                _ => 1,
-            }
-        })
+        .map(|r| status_code(r.status))
         .max()
         .unwrap_or(0);
     Ok(ExitCode::from(code))
+}
+
+impl Daemon {
+    /// The report of a finished (or waiting) job: its run's report as the journal tells it,
+    /// or, for a job that never started a run, one saying why.
+    pub fn report_of(&self, job: &Value) -> anyhow::Result<RunReport> {
+        let run_id = job
+            .pointer("/outcome/run_id")
+            .and_then(Value::as_str)
+            .or_else(|| job.get("last_run_id").and_then(Value::as_str));
+        let state = job.get("state").and_then(Value::as_str).unwrap_or("");
+        if let Some(run) = run_id.filter(|_| state != "waiting") {
+            let v = self.get(&format!("/api/runs/{run}/report"))?;
+            let mut report: RunReport = serde_json::from_value(v)
+                .with_context(|| format!("reading the report of run {run}"))?;
+            if state == "dead" && matches!(report.status, RunStatus::Ok | RunStatus::Drafted) {
+                report.status = RunStatus::Failed;
+            }
+            if state == "dead" && report.error.is_none() {
+                report.error = job
+                    .get("dead_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            return Ok(report);
+        }
+        let text = |k: &str| {
+            job.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let reason = text("dead_reason").or_else(|| text("last_error"));
+        let status = match state {
+            "waiting" => RunStatus::SessionExpired,
+            "dropped" => RunStatus::Refused,
+            _ if reason.as_deref().is_some_and(|r| r.starts_with("refused")) => RunStatus::Refused,
+            _ => RunStatus::Failed,
+        };
+        Ok(RunReport {
+            run_id: None,
+            playbook: job
+                .pointer("/spec/playbook")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            inputs: job
+                .pointer("/spec/inputs")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
+            status,
+            error: Some(match state {
+                "dropped" => "the job was dropped from the queue".to_owned(),
+                _ => reason.unwrap_or_else(|| format!("job {state}")),
+            }),
+            fields: BTreeMap::new(),
+            screenshots: vec![],
+            guard: vec![],
+            approval_id: None,
+            duration_ms: 0,
+            timings: None,
+            transient: false,
+        })
+    }
 }
 
 /// `clerk approve` / `clerk reject` through the daemon.
@@ -570,8 +628,10 @@ pub async fn decide_via(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `clerk submit` through the daemon: an approved submit job at the highest priority.
-/// Secret inputs are not sent: the daemon reads them from its own `CLERK_SECRET_<NAME>`.
+/// `clerk submit` through the daemon: an approved submit job at the highest priority, then
+/// the same report as a submit without a daemon. Secret inputs are not sent: the daemon
+/// reads them from its own `CLERK_SECRET_<NAME>`. A `--playbook` file is sent as text; the
+/// engine refuses it unless it is the approved text.
 pub async fn submit_via(
     cli: &Cli,
     d: &Daemon,
@@ -580,17 +640,14 @@ pub async fn submit_via(
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     d.announce();
-    let playbook = match playbook {
+    let playbook_yaml = match playbook {
         Some(p) => Some(
-            std::path::absolute(p)
-                .with_context(|| format!("resolving {}", p.display()))?
-                .display()
-                .to_string(),
+            std::fs::read_to_string(p).map_err(|e| exit(2, format!("{}: {e}", p.display())))?,
         ),
         None => None,
     };
-    let body = json!({ "approval_id": id, "user": d.claimed_user(cli), "playbook": playbook });
-    let jobs = daemon_call(d, move |d| {
+    let body = json!({ "approval_id": id, "user": d.claimed_user(cli), "playbook_yaml": playbook_yaml });
+    let report = daemon_call(d, move |d| {
         let v = d.post("/api/submit", body)?;
         let ids: Vec<u64> = v
             .get("jobs")
@@ -599,8 +656,12 @@ pub async fn submit_via(
             .flatten()
             .filter_map(Value::as_u64)
             .collect();
-        d.wait_jobs(&ids)
+        let jobs = d.wait_jobs(&ids)?;
+        let job = jobs
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("the daemon queued no job for approval"))?;
+        d.report_of(job)
     })
     .await?;
-    report_jobs(&jobs, json_out)
+    Ok(crate::cli::report::print_submit(id, &report, json_out)?)
 }

@@ -175,9 +175,10 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
                 )
             ));
         }
-        let abs = std::path::absolute(p)
-            .map_err(|e| exit(2, format!("resolving {}: {e}", p.display())))?;
-        playbooks.push(abs.display().to_string());
+        // The exact text that was checked above is what the daemon stores and runs.
+        let text = String::from_utf8(pb.text.bytes().to_vec())
+            .map_err(|_| exit(2, format!("{}: not UTF-8", p.display())))?;
+        playbooks.push(text);
     }
     let rows = input_rows(args)?;
     daemon::run_via(

@@ -12,7 +12,7 @@ use crate::cli::args::{ApprovalsCommand, Cli, RunsCommand, VerifyArgs};
 use crate::cli::common::{current_user, engine, exit, status_code};
 use crate::evidence::{self, verify::Scope, RunFilter, Store};
 use crate::playbook;
-use crate::runner::{RunRequest, RunStatus};
+use crate::runner::{RunReport, RunRequest, RunStatus};
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
     Store::open(&cli.data_dir).context("opening the evidence store")
@@ -133,12 +133,13 @@ fn held_write_text(w: &crate::write::Write, volatile: &[String]) -> String {
         Body::Json { value } => {
             if let serde_json::Value::Object(map) = value {
                 let width = map.keys().map(|k| k.len()).max().unwrap_or(4).max(5);
-                out.push_str(&format!("  {:<width$}  VALUE\n", "FIELD"));
+                out.push_str(&format!("  {:<width$}  {:<7}  VALUE\n", "FIELD", "TYPE"));
                 for (k, v) in map {
-                    out.push_str(&format!("  {k:<width$}  {v}{}\n", mark(k)));
+                    let (text, kind) = crate::write::typed_text(v);
+                    out.push_str(&format!("  {k:<width$}  {kind:<7}  {text}{}\n", mark(k)));
                 }
             } else {
-                out.push_str(&format!("  {value}\n"));
+                out.push_str(&format!("  {}\n", crate::write::typed_text(value).0));
             }
         }
         Body::Form { fields } => {
@@ -323,15 +324,24 @@ pub async fn submit(
 ) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
     let a = approval::load(&engine, id).map_err(|e| exit(2, e.to_string()))?;
+    // The approved playbook is the exact text the draft ran, kept in the store by its hash;
+    // a file given with --playbook is run only to be refused (with both hashes) if it is not
+    // that text.
     let pb = match playbook_path {
-        Some(p) => playbook::load(p, Some(&engine.config)),
-        None => crate::playbook::embedded::find_playbook(
-            &cli.data_dir,
-            &a.request.content.playbook,
-            Some(&engine.config),
-        ),
-    }
-    .map_err(|d| exit(2, d.to_string()))?;
+        Some(p) => playbook::load(p, Some(&engine.config)).map_err(|d| exit(2, d.to_string()))?,
+        None => engine
+            .stored_playbook(&a.request.content.playbook_sha256)
+            .map_err(|e| {
+                exit(
+                    2,
+                    format!(
+                        "{e}\n(approval {id} is for playbook `{}`; give its file with --playbook: \
+                         it must hash to {})",
+                        a.request.content.playbook, a.request.content.playbook_sha256
+                    ),
+                )
+            })?,
+    };
     let mut inputs = approval::inputs_of(&a);
     for name in pb.secret_inputs() {
         if inputs.get(name).map(String::as_str) == Some(crate::playbook::SECRET) {
@@ -361,8 +371,13 @@ pub async fn submit(
             approval: Some(id.to_owned()),
         })
         .await?;
+    print_submit(id, &report, json)
+}
+
+/// What `clerk submit` prints (with or without a daemon); the exit code is the run's.
+pub fn print_submit(id: &str, report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         match report.status {
             RunStatus::Ok => {

@@ -33,6 +33,7 @@ pub(crate) mod lock;
 mod png;
 mod query;
 pub mod record;
+pub mod text;
 pub mod verify;
 
 #[doc(hidden)]
@@ -316,6 +317,21 @@ impl Store {
     /// Stores a PNG under its SHA-256 (idempotent), after decoding it with `image`.
     pub fn put_png(&self, png: &[u8]) -> Result<PngInfo, StoreError> {
         png::put(&self.inner.data_dir, png)
+    }
+
+    /// Stores a playbook's exact text under its SHA-256 (idempotent). Returns the hash.
+    pub fn put_playbook_text(&self, text: &[u8]) -> Result<String, StoreError> {
+        text::put(&self.inner.data_dir, text)
+    }
+
+    /// The playbook text stored under `sha256`, re-hashed on read.
+    pub fn playbook_text(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        text::get(&self.inner.data_dir, sha256)
+    }
+
+    /// Where the playbook text with this hash is stored.
+    pub fn playbook_text_path(&self, sha256: &str) -> PathBuf {
+        text::path_for(&self.inner.data_dir, sha256)
     }
 
     /// The identifier of this process's lock (goes into `RunStarted.owner`).

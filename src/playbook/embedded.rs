@@ -35,20 +35,40 @@ pub const EMBEDDED: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory or the current
-/// directory, else the embedded copy.
+/// Finds a playbook by name: `playbooks/NAME.yaml` in the data directory, else the
+/// embedded copy. The current directory is never searched: a daemon started from `/` and a
+/// CLI started anywhere must find the same playbook.
 pub fn find_playbook(
     data_dir: &Path,
     name: &str,
     config: Option<&Config>,
 ) -> Result<Playbook, Diagnostics> {
-    for dir in [data_dir.join("playbooks"), PathBuf::from("playbooks")] {
-        let p = dir.join(format!("{name}.yaml"));
-        if p.is_file() {
-            return playbook::load(&p, config);
-        }
+    if !is_playbook_name(name) {
+        return Err(Diagnostics::io(
+            Path::new(name),
+            &std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a playbook name (letters, digits, `-` and `_`; a name, never a path)",
+            ),
+        ));
+    }
+    let p = data_dir.join("playbooks").join(format!("{name}.yaml"));
+    if p.is_file() {
+        return playbook::load(&p, config);
     }
     embedded(name, config)
+}
+
+/// True for a plain playbook name: ASCII letters, digits, `-`, `_` and `.` (not leading),
+/// at most 128 characters. Such a name can never climb out of `playbooks/`.
+pub fn is_playbook_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.contains("..")
 }
 
 /// An embedded playbook by name.
@@ -60,7 +80,7 @@ pub fn embedded(name: &str, config: Option<&Config>) -> Result<Playbook, Diagnos
             &path,
             &std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "no such playbook (embedded or in playbooks/)",
+                "no such playbook (in the data directory's playbooks/ or compiled into clerk)",
             ),
         )),
     }

@@ -96,6 +96,50 @@ impl Locator {
         Ok(Value::Object(out))
     }
 
+    /// [`Locator::display`] with every template rendered as the browser searched it (CSS
+    /// escaped, texts verbatim), so a message in a batch names the value that failed.
+    /// Values in `masked` (secrets) are shown as `<secret>`. Falls back to the templates as
+    /// written if one does not render.
+    pub fn display_rendered(&self, inputs: &Inputs, masked: &[String]) -> String {
+        let inexact = |exact: bool| if exact { "" } else { "i" };
+        let text = |t: &Template| -> String {
+            let mut v = t.render_text(inputs).unwrap_or_else(|_| t.source.clone());
+            for m in masked.iter().filter(|m| !m.is_empty()) {
+                v = v.replace(m.as_str(), super::SECRET);
+            }
+            v
+        };
+        let own = match &self.kind {
+            LocatorKind::Css(t) => {
+                let mut v = t.render_css(inputs).unwrap_or_else(|_| t.source.clone());
+                for m in masked.iter().filter(|m| !m.is_empty()) {
+                    v = v.replace(m.as_str(), super::SECRET);
+                    v = v.replace(&super::css_escape(m), super::SECRET);
+                }
+                v
+            }
+            LocatorKind::Role { role, name, exact } => match name {
+                Some(n) => format!("role={role}[name={:?}{}]", text(n), inexact(*exact)),
+                None => format!("role={role}"),
+            },
+            LocatorKind::Label { text: t, exact } => {
+                format!("label {:?}{}", text(t), inexact(*exact))
+            }
+            LocatorKind::Text { text: t, exact } => {
+                format!("text {:?}{}", text(t), inexact(*exact))
+            }
+            LocatorKind::TestId(id) => format!("testid {:?}", text(id)),
+        };
+        let mut out = match &self.within {
+            Some(w) => format!("{} >> {own}", w.display_rendered(inputs, masked)),
+            None => own,
+        };
+        if let Some(n) = self.nth {
+            out.push_str(&format!(" >> nth={n}"));
+        }
+        out
+    }
+
     /// Short human form for messages, with templates as written: `#save`,
     /// `role=button[name="Save"]`, `label "Amount"`, `text "Next" >> nth=1`,
     /// `#form >> role=button`; a case-insensitive substring match ends in `i`.
@@ -246,10 +290,11 @@ pub fn render_find(
     locator: &Locator,
     inputs: &Inputs,
     testid_attribute: &str,
+    masked: &[String],
 ) -> Result<Find, TemplateError> {
     Ok(Find {
         spec: locator.render(inputs, testid_attribute)?,
-        display: locator.display(),
+        display: locator.display_rendered(inputs, masked),
     })
 }
 

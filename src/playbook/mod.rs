@@ -57,10 +57,33 @@ pub struct Playbook {
     /// Declared inputs, in file order.
     pub inputs: Vec<InputSpec>,
     pub steps: Vec<Step>,
+    /// `failure_text:` texts that, once any page of the run shows one, fail the step under
+    /// way at once (e.g. a login page's "Invalid username or password") instead of letting
+    /// it wait out its timeout.
+    pub failure_texts: Vec<String>,
     /// Where it was loaded from (or `<embedded>/NAME.yaml`).
     pub source: PathBuf,
     /// SHA-256 (lowercase hex) of the exact file bytes.
     pub sha256: String,
+    /// The exact file bytes: what is stored, content-addressed, in the evidence store when
+    /// a run starts, so an approval or a queued job can name this exact text by `sha256`.
+    pub text: Text,
+}
+
+/// A playbook's exact bytes (shared, cheap to clone; `Debug` shows the length only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Text(pub std::sync::Arc<[u8]>);
+
+impl Text {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Text({} bytes)", self.0.len())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

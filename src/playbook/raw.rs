@@ -95,6 +95,7 @@ pub(crate) struct RawPlaybook {
     pub mode: Option<Spanned<String>>,
     pub inputs: Option<Spanned<RawInputs>>,
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    pub failure_text: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Top-level keys, for hints.
@@ -106,6 +107,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "mode",
     "inputs",
     "steps",
+    "failure_text",
 ];
 
 /// `inputs:` in file order (a `BTreeMap` would sort them, and the order is what `clerk run`

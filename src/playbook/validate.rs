@@ -77,7 +77,7 @@ pub(crate) fn parse(
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let raw: RawPlaybook = match serde_saphyr::from_str(text) {
         Ok(raw) => raw,
-        Err(err) => return Err(Diagnostics(yaml_error(path, text, &err))),
+        Err(err) => return Err(Diagnostics(every_problem(path, text, bytes, &err, config))),
     };
     let mut v = Validator::new(path, config);
     let playbook = v.playbook(raw, bytes);
@@ -265,6 +265,167 @@ fn line_col_of_byte(bytes: &[u8], offset: usize) -> (usize, usize) {
 
 /// Turns a serde-saphyr error into diagnostics, with the field path when the document is
 /// still readable as YAML, and a hint for the usual causes.
+/// Every problem of a file whose YAML does not fit the playbook format, in one pass: the
+/// top-level keys and each step of a block-style `steps:` list are read on their own (the
+/// other lines blanked, so lines and columns stay those of the file), every one that does
+/// not fit is reported, and the steps that do are validated as usual. Checks that need the
+/// whole list (a draft's one submit step, fields extracted by a broken step) wait until
+/// every step reads. Falls back to the first error when the file is not YAML at all or the
+/// steps are not a block list.
+fn every_problem(
+    path: &Path,
+    text: &str,
+    bytes: &[u8],
+    err: &serde_saphyr::Error,
+    config: Option<&Config>,
+) -> Vec<Diagnostic> {
+    let first = yaml_error(path, text, err);
+    let Some(mut more) = split_problems(path, text, bytes, config) else {
+        return first;
+    };
+    if more.is_empty() {
+        return first;
+    }
+    for d in first {
+        if !more
+            .iter()
+            .any(|m| (m.line, m.column, &m.message) == (d.line, d.column, &d.message))
+        {
+            more.push(d);
+        }
+    }
+    more.sort_by_key(|d| (d.line, d.column));
+    more
+}
+
+/// See [`every_problem`]; `None` when the file cannot be split into top level and steps.
+fn split_problems(
+    path: &Path,
+    text: &str,
+    bytes: &[u8],
+    config: Option<&Config>,
+) -> Option<Vec<Diagnostic>> {
+    let tree: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    let Node::Map(entries) = &tree.value else {
+        return None;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let (steps_key, steps_node) = entries.iter().find(|(k, _)| k.value == "steps")?;
+    let Node::Seq(items) = &steps_node.value else {
+        return None;
+    };
+    // Where the steps block ends: the next top-level key after `steps`, or the end.
+    let steps_line = pos(steps_key).0;
+    let block_end = entries
+        .iter()
+        .map(|(k, _)| pos(k).0)
+        .filter(|l| *l > steps_line)
+        .min()
+        .unwrap_or(lines.len() + 1);
+    // Each item starts on the line of its `-` (block style only).
+    let mut starts = Vec::new();
+    for item in items {
+        let (line, col) = pos(item);
+        let dash = (steps_line + 1..=line).rev().find(|l| {
+            lines
+                .get(l - 1)
+                .map(|t| {
+                    let t: String = t.chars().take(col.saturating_sub(1)).collect();
+                    t.trim_start().starts_with('-')
+                })
+                .unwrap_or(false)
+        })?;
+        starts.push(dash);
+    }
+    if starts.is_empty() || starts.windows(2).any(|w| w[0] >= w[1]) {
+        return None;
+    }
+    let masked = |keep: &dyn Fn(usize) -> bool, dash_line: Option<usize>| -> String {
+        let mut out = String::with_capacity(text.len());
+        for (i, l) in lines.iter().enumerate() {
+            let n = i + 1;
+            if keep(n) {
+                if Some(n) == dash_line {
+                    let at = l.find('-').unwrap_or(0);
+                    out.push_str(&l[..at]);
+                    out.push(' ');
+                    out.push_str(&l[at + 1..]);
+                } else {
+                    out.push_str(l);
+                }
+            }
+            out.push('\n');
+        }
+        out
+    };
+    let mut diags = Vec::new();
+    let mut good: Vec<(usize, Spanned<RawStep>)> = Vec::new();
+    let mut ranges = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(block_end);
+        ranges.push((*start, end));
+        let one = masked(&|n| n >= *start && n < end, Some(*start));
+        match serde_saphyr::from_str::<Spanned<RawStep>>(&one) {
+            Ok(step) => good.push((i, step)),
+            Err(e) => diags.extend(yaml_error(path, text, &e)),
+        }
+    }
+    let first_step = starts[0];
+    // The top level: each top-level entry that does not fit is reported and left out, and
+    // the rest read again (a few times at most), so the steps are still validated.
+    let mut key_lines: Vec<usize> = entries.iter().map(|(k, _)| pos(k).0).collect();
+    key_lines.sort_unstable();
+    let mut dropped: Vec<(usize, usize)> = Vec::new();
+    let mut raw = None;
+    for _ in 0..8 {
+        let top = masked(
+            &|n| {
+                (n < first_step || n >= block_end) && !dropped.iter().any(|(a, b)| n >= *a && n < *b)
+            },
+            None,
+        );
+        match serde_saphyr::from_str::<RawPlaybook>(&top) {
+            Ok(r) => {
+                raw = Some(r);
+                break;
+            }
+            Err(e) => {
+                let d = yaml_error(path, text, &e);
+                let line = d.first().map(|d| d.line).unwrap_or(0);
+                diags.extend(d);
+                // The top-level entry holding that line (never `steps` itself).
+                let Some(start) = key_lines.iter().rev().find(|l| **l <= line).copied() else {
+                    break;
+                };
+                if start == steps_line || dropped.iter().any(|(a, _)| *a == start) {
+                    break;
+                }
+                let end = key_lines
+                    .iter()
+                    .find(|l| **l > start)
+                    .copied()
+                    .unwrap_or(lines.len() + 1);
+                dropped.push((start, end));
+            }
+        }
+    }
+    if let Some(mut raw) = raw {
+        // The steps that read, validated in place under their own numbers.
+        let numbers: Vec<usize> = good.iter().map(|(i, _)| *i).collect();
+        let steps: Vec<Spanned<RawStep>> = good.into_iter().map(|(_, s)| s).collect();
+        let complete = steps.len() == items.len();
+        raw.steps = Some(Spanned::new(steps, steps_node.referenced, steps_node.defined));
+        let mut v = Validator::new(path, config);
+        v.step_numbers = Some(numbers);
+        let _ = v.playbook(raw, bytes);
+        // Checks across steps are left for when every step reads.
+        diags.extend(v.diags.into_iter().filter(|d| {
+            complete || (d.field != "steps" && !d.message.contains("which no earlier step extracts"))
+        }));
+    }
+    Some(diags)
+}
+
 fn yaml_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> Vec<Diagnostic> {
     let inner = err.without_snippet();
     let (line, column) = inner
@@ -379,6 +540,9 @@ struct Validator<'a> {
     shots: BTreeMap<String, usize>,
     /// The channel, when the config knows it (for URL checks).
     channel: Option<&'a crate::channel::Channel>,
+    /// The file's step numbers of the steps given, when only some of them could be read
+    /// (see [`every_problem`]); `None`: they are all there, in order.
+    step_numbers: Option<Vec<usize>>,
 }
 
 fn kinds_set(step: &RawStep) -> Vec<(&'static str, (usize, usize))> {
@@ -461,6 +625,7 @@ impl<'a> Validator<'a> {
             extracted: BTreeMap::new(),
             shots: BTreeMap::new(),
             channel: None,
+            step_numbers: None,
         }
     }
 
@@ -595,6 +760,28 @@ impl<'a> Validator<'a> {
             Some(i) => self.inputs(i.value.0),
             None => Vec::new(),
         };
+        let mut failure_texts = Vec::new();
+        for (i, t) in raw
+            .failure_text
+            .iter()
+            .flat_map(|l| l.value.iter())
+            .enumerate()
+        {
+            let field = format!("failure_text[{i}]");
+            if !self.untemplated(t, &field) {
+                continue;
+            }
+            if t.value.trim().is_empty() {
+                self.err_hint(
+                    pos(t),
+                    field,
+                    "a failure text is empty",
+                    "give the text the page shows when the run cannot succeed, e.g. `Invalid username or password`",
+                );
+            } else {
+                failure_texts.push(t.value.trim().to_owned());
+            }
+        }
 
         let mut steps = Vec::new();
         match raw.steps {
@@ -613,7 +800,12 @@ impl<'a> Validator<'a> {
             Some(s) => {
                 let steps_at = pos(&s);
                 let mut submits = Vec::new();
-                for (index, raw_step) in s.value.into_iter().enumerate() {
+                for (i, raw_step) in s.value.into_iter().enumerate() {
+                    let index = self
+                        .step_numbers
+                        .as_ref()
+                        .and_then(|n| n.get(i).copied())
+                        .unwrap_or(i);
                     // Counted as written, so a submit step with a mistake in it is
                     // reported for that mistake, not also as a missing submit step.
                     if raw_step.value.submit.is_some() {
@@ -652,8 +844,10 @@ impl<'a> Validator<'a> {
             mode: mode.unwrap_or(Mode::ReadOnly),
             inputs,
             steps,
+            failure_texts,
             source: self.path.to_owned(),
             sha256: hex::encode(Sha256::digest(bytes)),
+            text: super::Text(std::sync::Arc::from(bytes)),
         }
     }
 

@@ -73,8 +73,17 @@ pub enum Priority {
 /// What to run. Stored verbatim in the queue log (so: no secret values in `inputs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    /// Playbook name.
+    /// Playbook name (what lists show).
     pub playbook: String,
+    /// The exact playbook text to run, by its SHA-256 in the evidence store's playbook
+    /// texts: pinned when the job is queued, so what runs is what was queued (and, for a
+    /// submit, what was approved), whatever the daemon's directory or the file on disk.
+    /// Absent only in jobs queued by older versions, which are resolved by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook_sha256: Option<String>,
+    /// The batch the run is recorded under (`clerk run` through the daemon names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// Channel id (`clerk.toml`); limits and pauses apply per channel.
     pub channel: String,
     pub inputs: BTreeMap<String, String>,
@@ -100,6 +109,8 @@ impl JobSpec {
     pub fn new(playbook: &str, channel: &str, operator: &str) -> JobSpec {
         JobSpec {
             playbook: playbook.to_owned(),
+            playbook_sha256: None,
+            batch_id: None,
             channel: channel.to_owned(),
             inputs: BTreeMap::new(),
             operator: operator.to_owned(),
@@ -153,6 +164,10 @@ pub enum FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub reason: String,
+    /// The attempt's run in the evidence journal, if it started one (kept on the job as
+    /// `last_run_id`, so a client can read the failed run's report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Failure {
@@ -160,6 +175,7 @@ impl Failure {
         Failure {
             kind: FailureKind::Transient,
             reason: reason.into(),
+            run_id: None,
         }
     }
 
@@ -167,6 +183,7 @@ impl Failure {
         Failure {
             kind: FailureKind::Permanent,
             reason: reason.into(),
+            run_id: None,
         }
     }
 }
@@ -236,6 +253,9 @@ pub struct Job {
     pub dead_reason: Option<String>,
     /// Once done.
     pub outcome: Option<Outcome>,
+    /// The run of the last failed attempt that started one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_id: Option<String>,
     /// When it became done, dead or dropped.
     pub finished_at: Option<DateTime<Utc>>,
 }

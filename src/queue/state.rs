@@ -53,6 +53,9 @@ pub(super) enum Change {
         kind: FailureKind,
         reason: String,
         next: Disposition,
+        /// The attempt's run in the evidence journal, if it started one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
     },
     LeaseExpired {
         job: JobId,
@@ -458,6 +461,7 @@ impl State {
             kind: failure.kind,
             reason: failure.reason,
             next: next.clone(),
+            run_id: failure.run_id,
         };
         Ok((next, change))
     }
@@ -532,6 +536,21 @@ impl State {
 
     /// Applies one change, or says why it cannot apply (then nothing changed).
     pub(super) fn apply(&mut self, change: &Change) -> Result<(), String> {
+        self.apply_change(change)?;
+        if let Change::Failed {
+            job,
+            run_id: Some(run_id),
+            ..
+        } = change
+        {
+            if let Some(e) = self.jobs.get_mut(&job.0) {
+                e.job.last_run_id = Some(run_id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: &Change) -> Result<(), String> {
         match change {
             Change::Enqueued { job, at, spec } => {
                 if self.jobs.contains_key(&job.0) {
@@ -549,6 +568,7 @@ impl State {
                         last_error: None,
                         dead_reason: None,
                         outcome: None,
+                        last_run_id: None,
                         finished_at: None,
                     },
                     token: None,

@@ -73,6 +73,9 @@ pub struct SpaKnobs {
     pub double_write: bool,
     /// The refund submit button does nothing observable on the network.
     pub no_write: bool,
+    /// The app sends the refund amount as a JSON number (`12.5`) instead of the string the
+    /// input holds (`"12.5"`): the same digits, another type.
+    pub amount_as_number: bool,
     /// Every `/api/*` call (except `/api/login` and `/api/logout`) answers 401.
     pub api_401: bool,
     /// The order page does not open its live WebSocket feed (for benchmarks that compare
@@ -496,6 +499,7 @@ async fn api_refund_form(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
             "extra_field": knobs.extra_field,
             "double_write": knobs.double_write,
             "no_write": knobs.no_write,
+            "amount_as_number": knobs.amount_as_number,
         },
     }))
     .into_response()
@@ -859,6 +863,11 @@ impl SampleCenter {
     /// See [`SpaKnobs::no_write`].
     pub fn set_spa_no_write(&self, on: bool) {
         self.shared.lock().spa.knobs.no_write = on;
+    }
+
+    /// See [`SpaKnobs::amount_as_number`].
+    pub fn set_spa_amount_as_number(&self, on: bool) {
+        self.shared.lock().spa.knobs.amount_as_number = on;
     }
 
     /// See [`SpaKnobs::no_feed`].

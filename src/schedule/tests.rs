@@ -898,6 +898,7 @@ fn jobs_enqueued_for_an_unrecorded_slot_are_found() {
         last_error: None,
         dead_reason: None,
         outcome: None,
+        last_run_id: None,
         finished_at: None,
     };
     let jobs = vec![

@@ -169,6 +169,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/status", get(status))
         .route("/api/runs", get(list_runs).post(enqueue_runs))
         .route("/api/runs/{id}", get(show_run))
+        .route("/api/runs/{id}/report", get(run_report))
         .route("/api/runs/{id}/verify", post(verify_run))
         .route("/api/approvals", get(list_approvals))
         .route("/api/approvals/{id}", get(show_approval))
@@ -245,8 +246,14 @@ async fn status(State(d): D) -> ApiResult {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnqueueRuns {
-    /// A playbook file (absolute path) or a playbook name.
-    playbook: String,
+    /// A playbook name (`<data>/playbooks/NAME.yaml` or compiled into clerk) or the SHA-256
+    /// of a text already in the playbook store. Never a path: the daemon opens no file a
+    /// request names.
+    #[serde(default)]
+    playbook: Option<String>,
+    /// The playbook's exact text (what `clerk run FILE` sends); stored by its hash.
+    #[serde(default)]
+    playbook_yaml: Option<String>,
     #[serde(default)]
     rows: Vec<BTreeMap<String, String>>,
     #[serde(default)]
@@ -254,6 +261,51 @@ struct EnqueueRuns {
     case_ref: Option<String>,
     #[serde(default)]
     priority: Option<Priority>,
+    /// Records the runs under this batch id (`clerk run` sends one).
+    #[serde(default)]
+    batch_id: Option<String>,
+}
+
+/// The playbook a request names, pinned by its exact text in the store: the text itself
+/// (`playbook_yaml`), the hash of a stored text, or a plain name. A path is refused before
+/// anything is opened, and no error echoes the content of a file the request named.
+pub(super) async fn resolve_playbook(
+    d: &Daemon,
+    name: Option<&str>,
+    yaml: Option<&str>,
+) -> Result<crate::playbook::Playbook, ApiError> {
+    let engine = d.engine.clone();
+    let (name, yaml) = (name.map(str::to_owned), yaml.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
+        let config = Some(engine.config.as_ref());
+        let pb = match (name.as_deref(), yaml) {
+            (_, Some(text)) => crate::playbook::parse(
+                std::path::Path::new(name.as_deref().unwrap_or("playbook_yaml")),
+                text.as_bytes(),
+                config,
+            )
+            .map_err(|diag| bad(diag.to_string()))?,
+            (Some(h), None) if crate::evidence::text::is_sha256(h) => engine
+                .stored_playbook(h)
+                .map_err(|e| bad(e.to_string()))?,
+            (Some(n), None) if crate::playbook::embedded::is_playbook_name(n) => {
+                crate::playbook::embedded::find_playbook(&engine.data_dir, n, config)
+                    .map_err(|diag| bad(diag.to_string()))?
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "refused: `playbook` must be a playbook name (letters, digits, `-`, `_`) or the \
+                     SHA-256 of a stored playbook text; the daemon opens no file a request names \
+                     (send the file's text as `playbook_yaml`, as `clerk run FILE` does)",
+                ))
+            }
+            (None, None) => return Err(bad("give `playbook` (a name or hash) or `playbook_yaml`")),
+        };
+        engine.store_playbook(&pb).map_err(internal)?;
+        Ok(pb)
+    })
+    .await
+    .map_err(internal)?
 }
 
 async fn enqueue_runs(
@@ -262,14 +314,18 @@ async fn enqueue_runs(
     Json(mut body): Json<EnqueueRuns>,
 ) -> ApiResult {
     body.user = acting_user(&d, &who, &body.user, "run")?;
-    let path = std::path::Path::new(&body.playbook);
-    let config = Some(d.engine.config.as_ref());
-    let playbook = if path.is_absolute() {
-        crate::playbook::load(path, config)
-    } else {
-        crate::playbook::embedded::find_playbook(&d.engine.data_dir, &body.playbook, config)
+    if body.priority == Some(Priority::Submit) {
+        return Err(bad(
+            "priority `submit` is only for approved submits (POST /api/submit queues them)",
+        ));
     }
-    .map_err(|diag| bad(diag.to_string()))?;
+    let playbook =
+        resolve_playbook(&d, body.playbook.as_deref(), body.playbook_yaml.as_deref()).await?;
+    if playbook.mode == crate::playbook::Mode::Login {
+        return Err(bad(
+            "a login playbook is not queued: run `clerk login CHANNEL --playbook FILE`",
+        ));
+    }
     let rows = if body.rows.is_empty() {
         vec![BTreeMap::new()]
     } else {
@@ -277,7 +333,9 @@ async fn enqueue_runs(
     };
     let mut specs = Vec::new();
     for inputs in rows {
-        let mut spec = JobSpec::new(&body.playbook, &playbook.channel, &body.user);
+        let mut spec = JobSpec::new(&playbook.name, &playbook.channel, &body.user);
+        spec.playbook_sha256 = Some(playbook.sha256.clone());
+        spec.batch_id = body.batch_id.clone();
         spec.inputs = inputs;
         spec.case_ref = body.case_ref.clone();
         spec.priority = body.priority.unwrap_or(Priority::Manual);
@@ -293,7 +351,7 @@ async fn enqueue_runs(
         })
         .await?;
     d.wake();
-    Ok(Json(json!({ "jobs": ids })))
+    Ok(Json(json!({ "jobs": ids, "playbook_sha256": playbook.sha256 })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,8 +447,11 @@ struct Submit {
     approval_id: String,
     #[serde(default)]
     user: String,
-    /// A playbook file (absolute path) or name; default: the approval's playbook by name.
-    playbook: Option<String>,
+    /// A playbook text to run instead of the approved one (`clerk submit --playbook FILE`):
+    /// the engine refuses it, naming both hashes, unless it is byte for byte the approved
+    /// text. Default: the approved text, from the playbook store.
+    #[serde(default)]
+    playbook_yaml: Option<String>,
     /// Inputs to give again (secrets are never stored).
     #[serde(default)]
     inputs: BTreeMap<String, String>,
@@ -411,8 +472,16 @@ async fn submit(
         .await
         .map_err(internal)?
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    let pinned = match body.playbook_yaml.as_deref() {
+        Some(text) => Some(
+            resolve_playbook(&d, Some(&approval.request.content.playbook), Some(text))
+                .await?
+                .sha256,
+        ),
+        None => None,
+    };
     let (job, queued) = d
-        .enqueue_submit(&approval, &user, body.playbook.as_deref(), body.inputs)
+        .enqueue_submit(&approval, &user, pinned, body.inputs)
         .await?;
     Ok(Json(json!({ "jobs": [job.id], "queued": queued })))
 }
@@ -436,6 +505,20 @@ async fn show_run(State(d): D, Path(id): Path<String>) -> ApiResult {
         .map_err(internal)?
     {
         Ok(Some(run)) => to_json(&run),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id}"))),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// `GET /api/runs/{id}/report`: the run as `clerk run --json` reports it, from the journal.
+async fn run_report(State(d): D, Path(id): Path<String>) -> ApiResult {
+    let store = d.engine.store.clone();
+    let wanted = id.clone();
+    match tokio::task::spawn_blocking(move || store.run(&wanted))
+        .await
+        .map_err(internal)?
+    {
+        Ok(Some(run)) => to_json(&crate::runner::RunReport::from_detail(&run)),
         Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id}"))),
         Err(e) => Err(internal(e)),
     }

@@ -23,7 +23,7 @@ use super::{Daemon, InFlight};
 use crate::evidence::new_run_id;
 use crate::evidence::Event;
 use crate::playbook::Playbook;
-use crate::queue::{Claim, Disposition, Failure, JobId, Outcome};
+use crate::queue::{Claim, Disposition, Failure, JobId, JobSpec, Outcome};
 use crate::runner::{RunReport, RunRequest, RunStatus};
 
 /// One worker: claims and runs jobs until the daemon stops.
@@ -58,22 +58,25 @@ pub(super) async fn worker(d: Arc<Daemon>, n: usize) {
     }
 }
 
-/// Loads a job's playbook: a file path, or a playbook name.
-fn load_playbook(d: &Daemon, playbook: &str) -> Result<Playbook, String> {
-    let path = std::path::Path::new(playbook);
-    let config = Some(d.engine.config.as_ref());
-    let loaded = if path.is_absolute() || playbook.ends_with(".yaml") || playbook.ends_with(".yml")
-    {
-        crate::playbook::load(path, config)
-    } else {
-        crate::playbook::embedded::find_playbook(&d.engine.data_dir, playbook, config)
-    };
-    loaded.map_err(|diag| diag.to_string())
+/// Loads a job's playbook: the exact text it was queued with (by hash, from the store's
+/// playbook texts), or, for a job queued without one, the playbook of that name in
+/// `<data>/playbooks/` or compiled into clerk. Never a path: the daemon's current
+/// directory means nothing.
+fn load_playbook(d: &Daemon, spec: &JobSpec) -> Result<Playbook, String> {
+    match &spec.playbook_sha256 {
+        Some(sha) => d.engine.stored_playbook(sha).map_err(|e| e.to_string()),
+        None => crate::playbook::embedded::find_playbook(
+            &d.engine.data_dir,
+            &spec.playbook,
+            Some(d.engine.config.as_ref()),
+        )
+        .map_err(|diag| diag.to_string()),
+    }
 }
 
 async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
     let spec = claim.spec.clone();
-    let playbook = match load_playbook(d, &spec.playbook) {
+    let playbook = match load_playbook(d, &spec) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             let reason = format!("the playbook cannot be loaded: {e}");
@@ -115,7 +118,10 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
         inputs,
         operator: spec.operator.clone(),
         case_ref: spec.case_ref.clone(),
-        batch_id: spec.schedule.as_ref().map(|s| format!("schedule:{s}")),
+        batch_id: spec
+            .batch_id
+            .clone()
+            .or_else(|| spec.schedule.as_ref().map(|s| format!("schedule:{s}"))),
         approval: spec.approval_id.clone(),
     };
     let run = d.engine.run_as(req, Some(run_id.clone()));
@@ -218,7 +224,8 @@ async fn settle(d: &Daemon, claim: &Claim, run_id: Option<String>, verdict: Verd
             d.queue_call(move |q| q.release(&c, &why, Some(later), now))
                 .await
         }
-        Verdict::Fail(failure) => {
+        Verdict::Fail(mut failure) => {
+            failure.run_id = run_id.clone();
             let reason = failure.reason.clone();
             match d.queue_call(move |q| q.fail(&c, failure, now)).await {
                 Ok(disposition) => {

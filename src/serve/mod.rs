@@ -232,7 +232,7 @@ impl Daemon {
         &self,
         approval: &Approval,
         user: &str,
-        playbook: Option<&str>,
+        playbook_sha256: Option<String>,
         extra_inputs: BTreeMap<String, String>,
     ) -> Result<(Job, bool), QueueError> {
         let _one = self.submit_lock.lock().await;
@@ -255,11 +255,10 @@ impl Daemon {
         let mut inputs = crate::approval::inputs_of(approval);
         inputs.extend(extra_inputs);
         let content = &approval.request.content;
-        let mut spec = JobSpec::new(
-            playbook.unwrap_or(&content.playbook),
-            &content.channel,
-            user,
-        );
+        let mut spec = JobSpec::new(&content.playbook, &content.channel, user);
+        // The approved text, by the hash the draft ran with (or a text the caller gave, which
+        // the engine refuses unless it is that text).
+        spec.playbook_sha256 = Some(playbook_sha256.unwrap_or_else(|| content.playbook_sha256.clone()));
         spec.inputs = inputs;
         spec.case_ref = approval.request.case_ref.clone();
         spec.approval_id = Some(id);

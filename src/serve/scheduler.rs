@@ -94,18 +94,34 @@ impl Ticker<'_> {
                     let jobs = if !found.is_empty() {
                         found
                     } else {
-                        match self.rows(s) {
-                            Ok(rows) => {
+                        // The playbook as it is now, pinned by its exact text: the jobs run
+                        // these bytes even if the file changes before they are claimed.
+                        let pinned = s
+                            .load_playbook(self.store.data_dir(), Some(self.config))
+                            .map_err(|e| format!("cannot load the playbook: {e}"))
+                            .and_then(|pb| {
+                                self.store
+                                    .put_playbook_text(pb.text.bytes())
+                                    .map(|sha| (pb.name.clone(), sha))
+                                    .map_err(|e| format!("cannot store the playbook text: {e}"))
+                            });
+                        match pinned.and_then(|p| {
+                            self.rows(s)
+                                .map(|rows| (p, rows))
+                                .map_err(|reason| format!("cannot read the inputs: {reason}"))
+                        }) {
+                            Ok(((name, sha), rows)) => {
                                 let mut ids = Vec::new();
                                 for mut spec in s.job_specs(*slot, rows) {
                                     spec.max_attempts = self.max_attempts;
+                                    spec.playbook = name.clone();
+                                    spec.playbook_sha256 = Some(sha.clone());
                                     ids.push(self.queue.enqueue(spec)?);
                                 }
                                 ids
                             }
                             Err(reason) => {
                                 // Recorded as a skip with the reason: nothing to run.
-                                let reason = format!("cannot read the inputs: {reason}");
                                 self.store.append(crate::evidence::Event::ScheduleSkipped {
                                     name: s.name.clone(),
                                     slot: crate::evidence::timestamp(*slot),

@@ -250,9 +250,32 @@ impl Validator<'_> {
                 .flatten()
                 .map(LocatorKind::TestId),
         }?;
+        if let LocatorKind::Role {
+            role, name: None, ..
+        } = &kind
+        {
+            if within.is_none() && nth.is_none() && NAME_EXPECTED.contains(&role.as_str()) {
+                self.err_hint(
+                    at,
+                    &kfield,
+                    format!("`role: {role}` without `name` matches every {role} on the page"),
+                    format!("add `name:` (the {role}'s accessible name, e.g. its label or text), or scope it with `within:` or pick one with `nth:`"),
+                );
+                return None;
+            }
+        }
         ok.then_some(Locator { kind, within, nth })
     }
 }
+
+/// Roles a page usually has many of: a locator of one of these needs a `name` (or a
+/// `within` / `nth`) to say which. Landmarks and other one-per-page roles (`main`,
+/// `dialog`, `alert`, ...) may go without.
+const NAME_EXPECTED: &[&str] = &[
+    "button", "cell", "checkbox", "columnheader", "combobox", "gridcell", "heading", "link",
+    "listitem", "menuitem", "menuitemcheckbox", "menuitemradio", "option", "radio", "row",
+    "rowheader", "searchbox", "slider", "spinbutton", "switch", "tab", "textbox", "treeitem",
+];
 
 #[cfg(test)]
 mod tests {

@@ -541,6 +541,8 @@
           requestId: uuid(),
           clientTs: Date.now(),
         };
+        // Test knob amount_as_number: the same digits as a JSON number.
+        if (cfg.features.amount_as_number) body.amount = Number(st.amount);
         // Test knob extra_field: a field the form never showed.
         if (cfg.features.extra_field) body.coupon = 'SAVE10';
         var send = function () { return api('POST', path + '/refunds', body); };

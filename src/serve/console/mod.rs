@@ -592,7 +592,9 @@ fn body_text(body: &crate::write::Body) -> String {
     use crate::write::Body;
     match body {
         Body::None => "(no body)".into(),
-        Body::Json { value } => serde_json::to_string_pretty(value).unwrap_or_default(),
+        Body::Json { value } => {
+            serde_json::to_string_pretty(&crate::write::restore_json(value)).unwrap_or_default()
+        }
         Body::Form { fields } => fields
             .iter()
             .map(|(k, v)| format!("{k} = {v}"))
@@ -613,11 +615,9 @@ fn body_fields(body: &crate::write::Body, volatile: &[String]) -> Vec<(String, S
         } => map
             .iter()
             .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                row(k, text)
+                // Typed, as the page sends it: a string in quotes, a number bare.
+                let (text, kind) = crate::write::typed_text(v);
+                row(k, format!("{text}  ({kind})"))
             })
             .collect(),
         Body::Form { fields } => fields.iter().map(|(k, v)| row(k, v.clone())).collect(),
