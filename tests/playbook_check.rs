@@ -1115,3 +1115,53 @@ mod prop {
         }
     }
 }
+
+/// A file with mistakes at every level (an unknown top-level key, a bad timeout, an unknown
+/// step key, a role without a name, an unknown extract source) reports all five in one
+/// pass, each at its own line and column: the steps and the top level are read separately,
+/// so one YAML-level mistake no longer hides the rest.
+#[test]
+fn every_problem_of_a_file_is_reported_in_one_pass() {
+    let yaml = r##"name: bad
+version: "1"
+description: five mistakes
+channel: sample
+mode: read_only
+colour: blue
+steps:
+  - goto: /orders
+    timeout: fast
+  - wait_for: { selector: "#x" }
+    bogus: 1
+  - click: { role: button }
+  - extract: { field: a, selector: "#a", from: colour }
+  - screenshot: { name: page }
+"##;
+    let diags = match playbook::parse(Path::new("bad.yaml"), yaml.as_bytes(), Some(&config())) {
+        Ok(_) => panic!("five mistakes passed"),
+        Err(d) => d.0,
+    };
+    let got: Vec<(usize, String)> = diags.iter().map(|d| (d.line, d.field.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (6, "colour".to_owned()),
+            (9, "steps[0].timeout".to_owned()),
+            (11, "steps[1].bogus".to_owned()),
+            (12, "steps[2].click.role".to_owned()),
+            (13, "steps[3].extract.from".to_owned()),
+        ],
+        "{diags:#?}"
+    );
+    assert!(diags[3].message.contains("without `name`"), "{}", diags[3].message);
+    // A role that is one per page needs no name.
+    let ok = yaml
+        .replace("colour: blue\n", "")
+        .replace("    timeout: fast\n", "")
+        .replace("    bogus: 1\n", "")
+        .replace("role: button", "role: main")
+        .replace("from: colour", "from: text");
+    if let Err(d) = playbook::parse(Path::new("ok.yaml"), ok.as_bytes(), Some(&config())) {
+        panic!("{d}");
+    }
+}

@@ -254,7 +254,7 @@ impl Validator<'_> {
             role, name: None, ..
         } = &kind
         {
-            if within.is_none() && nth.is_none() && NAME_EXPECTED.contains(&role.as_str()) {
+            if ok && within.is_none() && nth.is_none() && NAME_EXPECTED.contains(&role.as_str()) {
                 self.err_hint(
                     at,
                     &kfield,
