@@ -653,11 +653,13 @@ pub fn list(
 }
 
 /// What kind of refusal a refused submit's reason describes (the messages are made in this
-/// file: keep them and this in step). `draft_changed` (the live form's draft hash differs)
-/// and `write_differs` (the write the page sent, or the playbook declares, is not the
-/// approved one) are the *mismatched* submits; `second_write` (the page tried another write
-/// to the endpoint), `no_write` (clicking sent nothing) and `not_usable` (the approval is
-/// not approved, expired or used, the playbook or inputs changed, ...) are not.
+/// file: keep them and this in step). The *mismatched* submits are those where what would
+/// go out is not what was approved: `draft_changed` (the live form's draft hash differs),
+/// `write_differs` (the write the page sent, or the playbook declares, is not the approved
+/// one), `no_write` (clicking sent nothing: the page refused the reviewed values, e.g. a
+/// validation error) and `playbook_changed` (another playbook text than the approved one).
+/// `second_write` (the page tried another write to the endpoint) and `not_usable` (the
+/// approval is not approved, expired or used, the inputs changed, ...) are not.
 pub fn submit_refusal_kind(reason: &str) -> &'static str {
     if reason.contains("second write") {
         "second_write"
@@ -670,6 +672,8 @@ pub fn submit_refusal_kind(reason: &str) -> &'static str {
         "write_differs"
     } else if reason.contains("sent no write") || reason.contains("did not send the declared") {
         "no_write"
+    } else if reason.contains("is not the version approval") {
+        "playbook_changed"
     } else {
         "not_usable"
     }
@@ -678,7 +682,10 @@ pub fn submit_refusal_kind(reason: &str) -> &'static str {
 /// True for the refusal kinds that mean "what the browser would send is not what was
 /// approved" (see [`submit_refusal_kind`]).
 pub fn is_mismatch_kind(kind: &str) -> bool {
-    matches!(kind, "draft_changed" | "write_differs")
+    matches!(
+        kind,
+        "draft_changed" | "write_differs" | "no_write" | "playbook_changed"
+    )
 }
 
 /// Records a refusal. The refusal itself stands whether or not the record could be written

@@ -5,7 +5,28 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// A reader that stopped reading (`clerk queue list | head -1`) ends clerk quietly, as it
+/// ends `cat` or ripgrep: `println!` panics on a closed stdout, and this hook turns exactly
+/// that panic into a silent exit 0. Every other panic is reported as usual.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // "failed printing to stdout: Broken pipe (os error 32)" (EPIPE is 32 on Linux).
+        if message.starts_with("failed printing to stdout") && message.contains("(os error 32)") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = clerk::cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

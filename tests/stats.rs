@@ -146,6 +146,9 @@ fn count(lines: &[Value], data_dir: &std::path::Path, channel: Option<&str>) -> 
     let mut requested_at: HashMap<String, String> = HashMap::new();
     let mut decided: HashMap<String, (String, String)> = HashMap::new();
     let mut used: BTreeSet<String> = BTreeSet::new();
+    // Runs whose approved write the guard let out to the seller center.
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    let mut used_by: HashMap<String, String> = HashMap::new();
     let mut e = Expected::default();
     for l in lines {
         let v = ev(l);
@@ -195,6 +198,12 @@ fn count(lines: &[Value], data_dir: &std::path::Path, channel: Option<&str>) -> 
             }
             "approval_used" => {
                 used.insert(s(&v, "approval_id").unwrap());
+                used_by.insert(s(&v, "approval_id").unwrap(), run_id.clone());
+            }
+            "request_allowed"
+                if s(&v, "reason").is_some_and(|r| r.starts_with("the approved submit")) =>
+            {
+                sent.insert(run_id.clone());
             }
             "refused" => {
                 let Some(id) = s(&v, "approval_id") else {
@@ -204,10 +213,12 @@ fn count(lines: &[Value], data_dir: &std::path::Path, channel: Option<&str>) -> 
                 if (action == "submit" || action == "run") && wanted(&approval_channel[&id]) {
                     e.refused_submits += 1;
                     let reason = s(&v, "reason").unwrap();
-                    if action == "submit"
+                    if (action == "submit"
                         && (reason.contains("draft hash mismatch")
+                            || reason.contains("sent no write")
                             || (reason.contains("is not the approved write")
-                                && !reason.contains("second write")))
+                                && !reason.contains("second write"))))
+                        || reason.contains("is not the version approval")
                     {
                         e.mismatched += 1;
                     }
@@ -277,7 +288,9 @@ fn count(lines: &[Value], data_dir: &std::path::Path, channel: Option<&str>) -> 
             None if !used.contains(id) => e.pending += 1,
             None => {}
         }
-        if used.contains(id) {
+        // Submitted: the approved write reached the seller center (an approval is marked
+        // used before the click, so a used approval alone proves nothing was sent).
+        if used_by.get(id).is_some_and(|run| sent.contains(run)) {
             e.submitted += 1;
         }
     }
@@ -458,6 +471,14 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
         .center
         .set_refund_default("method", "original_payment");
     assert_eq!(r.status, RunStatus::Refused, "{:?}", r.error);
+    // Approved, used, but the page sends the write twice: nothing reaches the seller center,
+    // so it is not a submit.
+    let d = draft(&world, &pb, 4).await;
+    approval::decide(&world.engine, &d, "carol", true, None).expect("carol approves");
+    world.center.set_double_write(true);
+    let r = run(&world, &pb, &refund(4), "ops", Some(&d)).await;
+    world.center.set_double_write(false);
+    assert_eq!(r.status, RunStatus::Refused, "{:?}", r.error);
     let _waiting = draft(&world, &pb, 3).await;
 
     // What the daemon's queue will record.
@@ -507,7 +528,15 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
         "{all:?}"
     );
     assert_eq!((all.submitted, all.mismatched), (1, 1), "{all:?}");
-    assert_eq!(all.refused_submits, 2, "{all:?}");
+    assert_eq!(all.refused_submits, 3, "{all:?}");
+    // The seller center's own log agrees: one refund reached it.
+    let accepted = world
+        .center
+        .refunds()
+        .into_iter()
+        .filter(|r| r.accepted)
+        .count();
+    assert_eq!(accepted as u64, all.submitted, "{:?}", world.center.refunds());
     assert!(
         all.blocked_held >= 1 && all.blocked > all.blocked_held,
         "{all:?}"

@@ -572,6 +572,10 @@ enum Answer {
     ContinueUnlessTripped,
 }
 
+/// The reason recorded (`request_allowed`) for the one write a submit sends: the weekly
+/// numbers count a submit only when this record exists.
+pub const APPROVED_SUBMIT: &str = "the approved submit";
+
 /// How long the approved write is held before it is sent, so that a second write the page
 /// starts at the same moment (a double submit) stops both.
 pub const JUDGED_HOLD: Duration = Duration::from_millis(250);
@@ -652,6 +656,7 @@ impl Guard {
                 tokio::spawn(async move {
                     // Dropped once the write is handed to Chromium (or failed).
                     let _sending = sending;
+                    let mut event = event;
                     let id = ev.request_id.clone();
                     let result = match answer {
                         Answer::Continue => cdp(
@@ -684,10 +689,11 @@ impl Guard {
                             };
                             if let Some(reason) = withheld {
                                 shared.approved_withheld.store(true, Ordering::SeqCst);
+                                // Recorded as blocked only: it never reached the server.
                                 let _ = shared.events.send(GuardEvent {
                                     blocked: true,
                                     reason,
-                                    ..event.clone().unwrap_or_else(|| GuardEvent {
+                                    ..event.take().unwrap_or_else(|| GuardEvent {
                                         blocked: true,
                                         method: ev.request.method.clone(),
                                         url: ev.request.url.clone(),
@@ -1075,7 +1081,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                 if a.method == method && a.url == bare {
                     return (
                         Answer::Continue,
-                        Some(mk(false, "the approved submit".into())),
+                        Some(mk(false, APPROVED_SUBMIT.into())),
                     );
                 }
                 // Any other write while the window is open closes it: the page is sending
@@ -1113,7 +1119,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
                             Answer::ContinueUnlessTripped,
                             Some(mk(
                                 false,
-                                "the approved submit (equal to the approved write)".into(),
+                                format!("{APPROVED_SUBMIT} (equal to the approved write)"),
                             )),
                         )
                     }

@@ -22,7 +22,8 @@ mod targets;
 
 pub use guard::writes_settled;
 pub use guard::{
-    ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy, JUDGED_HOLD,
+    ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy,
+    APPROVED_SUBMIT, JUDGED_HOLD,
     PAUSED,
 };
 pub use pool::{Isolation, Pool, PoolConfig, PoolStats};

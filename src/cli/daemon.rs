@@ -411,7 +411,7 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
     match v.get("daemon").filter(|d| !d.is_null()) {
         Some(d) => println!(
             "daemon: running, pid {}, http://{}, since {}{}",
-            d["pid"],
+            d["pid"].as_u64().unwrap_or(0),
             d["addr"].as_str().unwrap_or(""),
             d["started_at"].as_str().unwrap_or(""),
             if d["stopping"].as_bool() == Some(true) {
@@ -429,9 +429,27 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
         print!("{}", super::pause::render(&state));
     }
     if let Some(p) = v.get("pool") {
+        let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let pids: Vec<String> = p
+            .get("pids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .map(|pid| pid.to_string())
+            .collect();
         println!(
-            "pool: {} Chromium process(es) {:?}; launched {}, replaced {}, recycled {}",
-            p["browsers"], p["pids"], p["launched"], p["replaced"], p["recycled"]
+            "pool: {} Chromium process{}{}; launched {}, replaced {}, recycled {}",
+            n("browsers"),
+            if n("browsers") == 1 { "" } else { "es" },
+            if pids.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {})", pids.join(", "))
+            },
+            n("launched"),
+            n("replaced"),
+            n("recycled")
         );
     }
     if let Some(f) = v.get("in_flight").and_then(Value::as_array) {
@@ -439,7 +457,7 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
         for r in f {
             println!(
                 "  job {} run {} ({} / {})",
-                r["job"],
+                r["job"].as_u64().unwrap_or(0),
                 r["run_id"].as_str().unwrap_or(""),
                 r["channel"].as_str().unwrap_or(""),
                 r["playbook"].as_str().unwrap_or("")
@@ -504,7 +522,12 @@ pub async fn run_via(
                     .filter_map(Value::as_u64),
             );
         }
-        eprintln!("queued jobs {ids:?}; waiting for them to finish");
+        eprintln!(
+            "queued job{} {}; waiting for {} to finish",
+            if ids.len() == 1 { "" } else { "s" },
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+            if ids.len() == 1 { "it" } else { "them" }
+        );
         let jobs = d.wait_jobs(&ids)?;
         jobs.iter().map(|j| d.report_of(j)).collect()
     })

@@ -88,7 +88,7 @@ async fn via_daemon(
         println!(
             "{verb} {scope} by {user} at {} (journal record {}): {}",
             v["at"].as_str().unwrap_or(""),
-            v["seq"],
+            v["seq"].as_u64().unwrap_or(0),
             args.reason
         );
         print!("{}", render(&state));

@@ -328,11 +328,15 @@ pub fn detail(s: &Schedule, v: &ScheduleView) -> String {
         Some(f) => {
             let _ = writeln!(
                 out,
-                "last fired slot {} ({}) at {}, jobs {:?}{}",
+                "last fired slot {} ({}) at {}, jobs {}{}",
                 f.slot,
                 parse_local(&f.slot, s),
                 f.at,
-                f.job_ids,
+                f.job_ids
+                    .iter()
+                    .map(|j| j.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if f.covers > 1 {
                     format!(", covering {} slots", f.covers)
                 } else {

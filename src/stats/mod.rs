@@ -144,7 +144,9 @@ pub struct ApprovalNumbers {
     pub rejected: u64,
     /// `approved / decided`.
     pub pass_rate: Option<f64>,
-    /// Approved drafts submitted (`approval_used`) in the period.
+    /// Approved drafts whose write reached the seller center in the period (`approval_used`
+    /// by a run in which the guard let the approved write out; a used approval whose
+    /// submit was then refused, or sent nothing, is not counted).
     pub submitted: u64,
     /// Request → decision, for decisions in the period.
     pub latency: Latency,
@@ -333,6 +335,8 @@ struct ApprovalInfo {
     expires_at: String,
     decision: Option<(String, String)>,
     used: Option<String>,
+    /// The run that used it.
+    used_by: Option<String>,
 }
 
 /// Numbers plus the samples behind the percentiles.
@@ -434,6 +438,7 @@ pub fn compute_records(
     let mut shot_steps: HashMap<String, BTreeSet<u64>> = HashMap::new();
     let mut approvals: HashMap<String, ApprovalInfo> = HashMap::new();
     let mut approval_order: Vec<String> = Vec::new();
+    let mut sent: BTreeSet<String> = BTreeSet::new();
 
     for r in records {
         // Record times are canonical RFC 3339 UTC with milliseconds: they sort as text.
@@ -551,10 +556,23 @@ pub fn compute_records(
                     }
                 }
             }
-            Event::ApprovalUsed { approval_id, .. } => {
+            Event::ApprovalUsed {
+                approval_id,
+                run_id,
+                ..
+            } => {
                 if let Some(a) = approvals.get_mut(approval_id) {
-                    a.used.get_or_insert_with(|| r.ts.clone());
+                    if a.used.is_none() {
+                        a.used = Some(r.ts.clone());
+                        a.used_by = Some(run_id.clone());
+                    }
                 }
+            }
+            // The guard let the approved write out to the seller center.
+            Event::RequestAllowed { run_id, reason, .. }
+                if reason.starts_with(crate::browser::APPROVED_SUBMIT) =>
+            {
+                sent.insert(run_id.clone());
             }
             Event::Refused {
                 action,
@@ -669,6 +687,13 @@ pub fn compute_records(
         let requested_in = in_period(&a.requested);
         let decided_in = a.decision.as_ref().filter(|(_, ts)| in_period(ts));
         let latency_ms = decided_in.and_then(|(_, ts)| millis_between(&a.requested, ts));
+        // Marked used before the click; submitted only if the write then reached the seller
+        // center.
+        let submitted_in = a
+            .used
+            .as_ref()
+            .filter(|ts| in_period(ts))
+            .filter(|_| a.used_by.as_ref().is_some_and(|run| sent.contains(run)));
         let used_in = a.used.as_ref().filter(|ts| in_period(ts));
         let to_submit_ms = used_in.and_then(|used| {
             a.decision
@@ -705,7 +730,7 @@ pub fn compute_records(
             if let Some(ms) = latency_ms {
                 acc.latency_ms.push(ms);
             }
-            if used_in.is_some() {
+            if submitted_in.is_some() {
                 acc.n.approvals.submitted += 1;
             }
             if let Some(ms) = to_submit_ms {

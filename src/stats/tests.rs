@@ -294,7 +294,8 @@ fn submit_refusals_are_classified_and_mismatches_told_apart() {
         ("declared write POST http://h/a differs from the approved POST http://h/b", "write_differs", true),
         ("the page sent a second write (POST http://h/r) together with the approved one: nothing was submitted", "second_write", false),
         ("the page tried a second write during submit (POST x), which is not the approved write: nothing was submitted", "second_write", false),
-        ("activating #submit sent no write within 15s: nothing was submitted", "no_write", false),
+        ("activating #submit sent no write: nothing within 15s; nothing was submitted", "no_write", true),
+        ("playbook p.yaml is not the version approval ap-1 was drafted with: its SHA-256 is a, the approved text's is b", "playbook_changed", true),
         ("refund-draft (p.yaml): approval ap-1 is expired", "not_usable", false),
     ] {
         let k = submit_refusal_kind(reason);
@@ -350,6 +351,16 @@ fn approvals_wait_until_decided_or_expired_and_latencies_come_from_record_times(
             approval_id: "x".into(),
             run_id: "r".into(),
             used_at: "x".into(),
+        },
+    );
+    j.at(
+        t(9, 30),
+        Event::RequestAllowed {
+            run_id: "r".into(),
+            step: Some(3),
+            method: "POST".into(),
+            url: "http://h/r".into(),
+            reason: crate::browser::APPROVED_SUBMIT.into(),
         },
     );
     j.at(
