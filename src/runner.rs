@@ -93,7 +93,9 @@ pub enum StoredPlaybookError {
     #[error("the playbook text with SHA-256 {sha256} is not in the playbook store: {reason}")]
     Missing { sha256: String, reason: String },
     /// The stored text no longer validates (e.g. the channel was removed from the config).
-    #[error("the stored playbook {path} does not validate against the current config:\n{diagnostics}")]
+    #[error(
+        "the stored playbook {path} does not validate against the current config:\n{diagnostics}"
+    )]
     Invalid { path: String, diagnostics: String },
 }
 
@@ -306,7 +308,10 @@ impl RunReport {
                 .map(|t| t.timestamp_millis())
                 .ok()
         };
-        let duration_ms = match (ms(&d.summary.started_at), d.summary.finished_at.as_deref().and_then(ms)) {
+        let duration_ms = match (
+            ms(&d.summary.started_at),
+            d.summary.finished_at.as_deref().and_then(ms),
+        ) {
             (Some(a), Some(b)) if b >= a => (b - a) as u64,
             _ => 0,
         };
@@ -364,8 +369,16 @@ async fn watch_failure_text(tab: &Tab, texts: &[String]) -> String {
 async fn unreachable(base: &Url) -> Option<String> {
     let host = base.host_str()?.to_owned();
     let port = base.port_or_known_default()?;
-    let target = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
-    let connect = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port));
+    let target = format!(
+        "{}:{port}",
+        host.trim_start_matches('[').trim_end_matches(']')
+    );
+    let connect = tokio::net::TcpStream::connect((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ));
     match tokio::time::timeout(Duration::from_secs(2), connect).await {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(format!("connecting to {target} failed: {e}")),
@@ -1311,9 +1324,13 @@ impl<'a> RunState<'a> {
 
     /// [`render_find`] with this run's inputs and channel; a render error fails the step.
     fn find(&self, locator: &Locator) -> Result<Find, StepStop> {
-        render_find(locator, &self.inputs, &self.channel.testid_attribute, &self.secrets).map_err(|e| {
-            StepStop::Failed(format!("cannot render locator {}: {e}", locator.display()))
-        })
+        render_find(
+            locator,
+            &self.inputs,
+            &self.channel.testid_attribute,
+            &self.secrets,
+        )
+        .map_err(|e| StepStop::Failed(format!("cannot render locator {}: {e}", locator.display())))
     }
 
     fn timeout(&self, step: &Step) -> Duration {
@@ -1548,8 +1565,15 @@ impl<'a> RunState<'a> {
                         // see it (secrets masked), then the approval request bound to the
                         // write the page tries to send; the run stops here.
                         None => {
-                            self.screenshot(tab, "draft", &ShotTarget::FullPage, &[], timeout, step)
-                                .await?;
+                            self.screenshot(
+                                tab,
+                                "draft",
+                                &ShotTarget::FullPage,
+                                &[],
+                                timeout,
+                                step,
+                            )
+                            .await?;
                             let requested = approval::request_from_draft(
                                 self.engine,
                                 self.draft_context(),

@@ -69,6 +69,13 @@ pub fn may_decide(role: Role) -> bool {
     matches!(role, Role::Reviewer | Role::Admin)
 }
 
+/// True when this installation has named users (`[[user]]` in the config, or users added
+/// with `clerk user add`): then deciding an approval needs the reviewer's own credential
+/// (a personal API token or a console session), never a name given on the command line.
+pub fn declared(data_dir: &Path, config: &Config) -> bool {
+    !config.users.is_empty() || load(data_dir).map(|u| !u.is_empty()).unwrap_or(false)
+}
+
 /// Whether a role may pause and resume.
 pub fn may_pause(role: Role) -> bool {
     matches!(role, Role::Operator | Role::Reviewer | Role::Admin)

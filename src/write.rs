@@ -556,7 +556,14 @@ mod tests {
     #[test]
     fn a_number_and_the_string_of_its_digits_are_different_writes() {
         let json = |body: &[u8]| {
-            Write::decode("POST", "http://h/r", Some("application/json"), Some(body), true, &NO)
+            Write::decode(
+                "POST",
+                "http://h/r",
+                Some("application/json"),
+                Some(body),
+                true,
+                &NO,
+            )
         };
         let number = json(br#"{"amount":12.5,"qty":5,"$ref":"a"}"#);
         let string = json(br#"{"amount":"12.5","qty":5,"$ref":"a"}"#);
@@ -582,7 +589,10 @@ mod tests {
         let Body::Json { value } = &string.body else {
             panic!("json body")
         };
-        assert_eq!(typed_text(&value["amount"]), ("\"12.5\"".to_owned(), "string"));
+        assert_eq!(
+            typed_text(&value["amount"]),
+            ("\"12.5\"".to_owned(), "string")
+        );
     }
 
     #[test]

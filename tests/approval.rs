@@ -822,7 +822,14 @@ async fn every_unusable_approval_is_refused_with_zero_writes_and_a_reason() {
     let mark = journal(&world).len();
     let r = submit(&world, &reloaded, &refund_d, &d).await;
     assert_refused_without_writes(&world, &r);
-    assert_refused(&world, mark, "run", &d, "ops", "is not the version approval");
+    assert_refused(
+        &world,
+        mark,
+        "run",
+        &d,
+        "ops",
+        "is not the version approval",
+    );
     {
         let refusals = journal(&world);
         let why = refusals[mark..]

@@ -286,7 +286,13 @@ async fn a_reviewer_approves_the_spa_refund_in_chromium_and_it_is_sent_once() {
     let values: String = carol
         .js("document.querySelector('table.values').innerText")
         .await;
-    for line in ["amount\t12.50", "reason\tdamaged", "method\tstore_credit"] {
+    // Typed as the page sends them: strings in quotes, with their type.
+    for line in [
+        "amount\t\"12.50\" (string)",
+        "reason\t\"damaged\" (string)",
+        "method\t\"store_credit\" (string)",
+        "notify\ttrue (boolean)",
+    ] {
         assert!(values.contains(line), "{line:?} not in {values}");
     }
     assert!(

@@ -1153,7 +1153,11 @@ steps:
         ],
         "{diags:#?}"
     );
-    assert!(diags[3].message.contains("without `name`"), "{}", diags[3].message);
+    assert!(
+        diags[3].message.contains("without `name`"),
+        "{}",
+        diags[3].message
+    );
     // A role that is one per page needs no name.
     let ok = yaml
         .replace("colour: blue\n", "")

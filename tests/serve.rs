@@ -123,7 +123,11 @@ async fn enqueue(running: &Running, playbook: &Path, orders: &[String]) -> Vec<u
         running,
         "POST",
         "/api/runs",
-        Some(json!({ "playbook": playbook.display().to_string(), "rows": rows, "user": "ops" })),
+        Some(json!({
+            "playbook_yaml": std::fs::read_to_string(playbook).expect("the playbook file"),
+            "rows": rows,
+            "user": "ops"
+        })),
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -638,7 +642,11 @@ async fn sigkill_and_sigterm_mid_batch_lose_nothing_and_the_work_completes() {
         &token,
         "POST",
         "/api/runs",
-        Some(json!({ "playbook": playbook.display().to_string(), "rows": rows, "user": "ops" })),
+        Some(json!({
+            "playbook_yaml": std::fs::read_to_string(playbook).expect("the playbook file"),
+            "rows": rows,
+            "user": "ops"
+        })),
     )
     .await;
     let ids: Vec<u64> = v["jobs"]
@@ -861,8 +869,9 @@ async fn the_cli_goes_through_a_running_daemon_and_says_so() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stderr}{stdout}");
     assert!(stderr.contains("through clerk serve"), "{stderr}");
+    // The same results table as without a daemon.
     assert!(
-        stdout.contains("done") && stdout.contains(" ok r-"),
+        stdout.contains("quick-lookup") && stdout.contains("1 runs: 1 ok"),
         "{stdout}"
     );
     // The run was the daemon's: a job in its queue.

@@ -471,14 +471,28 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
         .center
         .set_refund_default("method", "original_payment");
     assert_eq!(r.status, RunStatus::Refused, "{:?}", r.error);
-    // Approved, used, but the page sends the write twice: nothing reaches the seller center,
-    // so it is not a submit.
-    let d = draft(&world, &pb, 4).await;
+    // Approved and used, but the single-page app then sends the write twice at once:
+    // both are withheld, nothing reaches the seller center, so it is not a submit.
+    let spa = playbook("spa-refund");
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.total_cents > 10_000)
+        .expect("an order over CNY 100");
+    let spa_inputs = [
+        ("order_id", order.id.as_str()),
+        ("amount", "12.50"),
+        ("reason", "Item damaged"),
+        ("note", "Box arrived crushed"),
+    ];
+    let r = world.run_as(&spa, &spa_inputs, "ops", None).await;
+    assert_eq!(r.status, RunStatus::Drafted, "{:?}", r.error);
+    let d = r.approval_id.clone().expect("an approval");
     approval::decide(&world.engine, &d, "carol", true, None).expect("carol approves");
-    world.center.set_double_write(true);
-    let r = run(&world, &pb, &refund(4), "ops", Some(&d)).await;
-    world.center.set_double_write(false);
+    world.center.set_spa_double_write(true);
+    let r = world.run_as(&spa, &spa_inputs, "ops", Some(&d)).await;
+    world.center.set_spa_double_write(false);
     assert_eq!(r.status, RunStatus::Refused, "{:?}", r.error);
+    assert!(world.center.spa_refunds().iter().all(|r| !r.accepted));
     let _waiting = draft(&world, &pb, 3).await;
 
     // What the daemon's queue will record.
@@ -524,7 +538,7 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
     }
     assert_eq!(
         (all.approved, all.rejected, all.pending),
-        (2, 1, 1),
+        (3, 1, 1),
         "{all:?}"
     );
     assert_eq!((all.submitted, all.mismatched), (1, 1), "{all:?}");
@@ -536,7 +550,12 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
         .into_iter()
         .filter(|r| r.accepted)
         .count();
-    assert_eq!(accepted as u64, all.submitted, "{:?}", world.center.refunds());
+    assert_eq!(
+        accepted as u64,
+        all.submitted,
+        "{:?}",
+        world.center.refunds()
+    );
     assert!(
         all.blocked_held >= 1 && all.blocked > all.blocked_held,
         "{all:?}"

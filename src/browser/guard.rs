@@ -823,7 +823,11 @@ impl Guard {
 
     /// True while writes are held and at least one is waiting to be taken.
     pub fn has_held(&self) -> bool {
-        self.shared.held.lock().map(|h| !h.is_empty()).unwrap_or(false)
+        self.shared
+            .held
+            .lock()
+            .map(|h| !h.is_empty())
+            .unwrap_or(false)
     }
 
     /// Whether the judged write has been answered: `Some(true)` sent, `Some(false)` withheld
@@ -1079,10 +1083,7 @@ fn decide(shared: &Shared, ev: &EventRequestPaused) -> (Answer, Option<GuardEven
             Window::Closed => {}
             Window::Armed(a) => {
                 if a.method == method && a.url == bare {
-                    return (
-                        Answer::Continue,
-                        Some(mk(false, APPROVED_SUBMIT.into())),
-                    );
+                    return (Answer::Continue, Some(mk(false, APPROVED_SUBMIT.into())));
                 }
                 // Any other write while the window is open closes it: the page is sending
                 // something nobody reviewed, so nothing is sent at all.

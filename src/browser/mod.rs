@@ -23,8 +23,7 @@ mod targets;
 pub use guard::writes_settled;
 pub use guard::{
     ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy,
-    APPROVED_SUBMIT, JUDGED_HOLD,
-    PAUSED,
+    APPROVED_SUBMIT, JUDGED_HOLD, PAUSED,
 };
 pub use pool::{Isolation, Pool, PoolConfig, PoolStats};
 pub use process::{find_chromium, kill_all, ChromiumProcess};

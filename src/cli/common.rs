@@ -105,3 +105,48 @@ pub fn status_code(status: RunStatus) -> u8 {
         RunStatus::Paused => 5,
     }
 }
+
+/// What `clerk submit` prints (with or without a daemon); the exit code is the run's.
+pub fn print_submit(
+    id: &str,
+    report: &crate::runner::RunReport,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        match report.status {
+            crate::runner::RunStatus::Ok => {
+                println!(
+                    "submitted {id} in run {}",
+                    report.run_id.clone().unwrap_or_default()
+                );
+                for s in &report.screenshots {
+                    println!("  {} {} {}", s.name, s.sha256, s.path.display());
+                }
+            }
+            _ => eprintln!(
+                "not submitted ({}): {}",
+                report.status.as_str(),
+                report.error.clone().unwrap_or_default()
+            ),
+        }
+    }
+    Ok(std::process::ExitCode::from(status_code(report.status)))
+}
+
+/// The caller's API token: `CLERK_TOKEN`, else the file `CLERK_TOKEN_FILE` names, else
+/// `~/.config/clerk/token` if it exists.
+pub fn user_token() -> Option<String> {
+    let from_file =
+        |p: std::path::PathBuf| std::fs::read_to_string(p).ok().map(|t| t.trim().to_owned());
+    std::env::var("CLERK_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .or_else(|| std::env::var_os("CLERK_TOKEN_FILE").and_then(|p| from_file(p.into())))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(|h| from_file(std::path::Path::new(&h).join(".config/clerk/token")))
+        })
+        .filter(|t| !t.is_empty())
+}

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 
 use super::args::{Cli, QueueCommand};
 use super::common::{current_user, exit, load_config, status_code, Exit};
-use crate::runner::{RunReport, RunStatus};
 use crate::instance::{self, Instance};
 use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
+use crate::runner::{RunReport, RunStatus};
 
 /// A running daemon, reached through its API.
 pub struct Daemon {
@@ -24,28 +24,12 @@ pub struct Daemon {
     user_token: Option<String>,
 }
 
-/// The caller's API token: `CLERK_TOKEN`, else the file `CLERK_TOKEN_FILE` names, else
-/// `~/.config/clerk/token` if it exists.
-fn user_token() -> Option<String> {
-    let from_file =
-        |p: std::path::PathBuf| std::fs::read_to_string(p).ok().map(|t| t.trim().to_owned());
-    std::env::var("CLERK_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .or_else(|| std::env::var_os("CLERK_TOKEN_FILE").and_then(|p| from_file(p.into())))
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(|h| from_file(std::path::Path::new(&h).join(".config/clerk/token")))
-        })
-        .filter(|t| !t.is_empty())
-}
-
 impl Daemon {
     /// The daemon serving `cli`'s data directory, if one runs. With an API token of the
     /// caller's own and a data directory the caller cannot read (the daemon owns it as its
     /// own system user), the daemon is the one at the config's `[serve] port`.
     pub fn find(cli: &Cli) -> Option<Daemon> {
-        let user_token = user_token();
+        let user_token = super::common::user_token();
         let instance = instance::discover(&cli.data_dir).or_else(|| {
             user_token.as_ref()?;
             let config = load_config(cli).ok()?;
@@ -525,7 +509,10 @@ pub async fn run_via(
         eprintln!(
             "queued job{} {}; waiting for {} to finish",
             if ids.len() == 1 { "" } else { "s" },
-            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+            ids.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             if ids.len() == 1 { "it" } else { "them" }
         );
         let jobs = d.wait_jobs(&ids)?;
@@ -571,11 +558,7 @@ impl Daemon {
             }
             return Ok(report);
         }
-        let text = |k: &str| {
-            job.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let text = |k: &str| job.get(k).and_then(Value::as_str).map(str::to_owned);
         let reason = text("dead_reason").or_else(|| text("last_error"));
         let status = match state {
             "waiting" => RunStatus::SessionExpired,
@@ -664,12 +647,13 @@ pub async fn submit_via(
 ) -> anyhow::Result<ExitCode> {
     d.announce();
     let playbook_yaml = match playbook {
-        Some(p) => Some(
-            std::fs::read_to_string(p).map_err(|e| exit(2, format!("{}: {e}", p.display())))?,
-        ),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| exit(2, format!("{}: {e}", p.display())))?)
+        }
         None => None,
     };
-    let body = json!({ "approval_id": id, "user": d.claimed_user(cli), "playbook_yaml": playbook_yaml });
+    let body =
+        json!({ "approval_id": id, "user": d.claimed_user(cli), "playbook_yaml": playbook_yaml });
     let report = daemon_call(d, move |d| {
         let v = d.post("/api/submit", body)?;
         let ids: Vec<u64> = v
@@ -686,5 +670,5 @@ pub async fn submit_via(
         d.report_of(job)
     })
     .await?;
-    Ok(crate::cli::report::print_submit(id, &report, json_out)?)
+    crate::cli::common::print_submit(id, &report, json_out)
 }

@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Runs { command } => report::runs(&cli, command),
-        Command::Verify(args) => report::verify(&cli, args),
+        Command::Verify(args) => report::verify(&cli, args).await,
         Command::Export { run, case, out } => report::export(&cli, run.clone(), case.clone(), out),
         Command::Reindex => report::reindex(&cli),
         Command::Approvals { command } => report::approvals(&cli, command),

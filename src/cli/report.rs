@@ -9,10 +9,10 @@ use anyhow::Context as _;
 
 use crate::approval::{self, Approval};
 use crate::cli::args::{ApprovalsCommand, Cli, RunsCommand, VerifyArgs};
-use crate::cli::common::{current_user, engine, exit, status_code};
+use crate::cli::common::{current_user, engine, exit};
 use crate::evidence::{self, verify::Scope, RunFilter, Store};
 use crate::playbook;
-use crate::runner::{RunReport, RunRequest, RunStatus};
+use crate::runner::RunRequest;
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
     Store::open(&cli.data_dir).context("opening the evidence store")
@@ -62,7 +62,7 @@ pub fn runs(cli: &Cli, command: &RunsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `clerk verify`.
-pub fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = if let Some(dir) = &args.bundle {
         evidence::verify::verify_bundle(dir)?
     } else {
@@ -71,7 +71,17 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             (_, Some(c)) => Scope::Case(c.clone()),
             _ => Scope::All,
         };
-        evidence::verify::verify(&cli.data_dir, &scope)?
+        match crate::cli::daemon::Daemon::find(cli) {
+            // The daemon owns the index: it verifies, so the index is checked too.
+            Some(d) => {
+                d.announce();
+                let body = serde_json::json!({ "run": args.run, "case": args.case });
+                let v = crate::cli::daemon::daemon_call(&d, move |d| d.post("/api/verify", body))
+                    .await?;
+                serde_json::from_value(v).context("reading the daemon's verify report")?
+            }
+            None => evidence::verify::verify(&cli.data_dir, &scope)?,
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -301,7 +311,56 @@ pub fn decide(
     note: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
-    let reviewer = current_user(cli);
+    let action = if approve { "approve" } else { "reject" };
+    // With named users, a decision needs the reviewer's own token: a name on the command
+    // line (`--as`, the OS user) proves nothing.
+    let reviewer = if crate::users::declared(&cli.data_dir, &engine.config) {
+        let refuse = |user: &str, reason: String| {
+            if let Err(e) = engine.store.append(crate::evidence::Event::Refused {
+                action: action.to_owned(),
+                approval_id: Some(id.to_owned()),
+                run_id: None,
+                user: user.to_owned(),
+                reason: reason.clone(),
+                at: crate::evidence::timestamp((engine.clock)()),
+            }) {
+                tracing::error!("cannot record the refusal: {e}");
+            }
+            exit(3, format!("refused: {reason}"))
+        };
+        let claimed = current_user(cli);
+        let Some(token) = crate::cli::common::user_token() else {
+            return Err(refuse(
+                &claimed,
+                format!(
+                    "this installation has named users, so {action} needs the reviewer's own API token \
+                     (CLERK_TOKEN, CLERK_TOKEN_FILE or ~/.config/clerk/token, made with `clerk user token NAME`) \
+                     or the console; `{claimed}` was only claimed"
+                ),
+            ));
+        };
+        let book = crate::users::TokenBook::new(&cli.data_dir);
+        let Some((user, role)) = book.user_of(&engine.config, &token) else {
+            return Err(refuse(&claimed, "unknown or revoked API token".to_owned()));
+        };
+        if cli.user.as_deref().is_some_and(|u| u != user) {
+            return Err(refuse(
+                &user,
+                format!(
+                    "authenticated as `{user}`, the command names `{claimed}`: you can only act as yourself (leave --as out)"
+                ),
+            ));
+        }
+        if !crate::users::may_decide(role) {
+            return Err(refuse(
+                &user,
+                format!("`{user}` is {} and may not decide approvals", role.as_str()),
+            ));
+        }
+        user
+    } else {
+        current_user(cli)
+    };
     match approval::decide(&engine, id, &reviewer, approve, note) {
         Ok(a) => {
             println!(
@@ -371,30 +430,5 @@ pub async fn submit(
             approval: Some(id.to_owned()),
         })
         .await?;
-    print_submit(id, &report, json)
-}
-
-/// What `clerk submit` prints (with or without a daemon); the exit code is the run's.
-pub fn print_submit(id: &str, report: &RunReport, json: bool) -> anyhow::Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        match report.status {
-            RunStatus::Ok => {
-                println!(
-                    "submitted {id} in run {}",
-                    report.run_id.clone().unwrap_or_default()
-                );
-                for s in &report.screenshots {
-                    println!("  {} {} {}", s.name, s.sha256, s.path.display());
-                }
-            }
-            _ => eprintln!(
-                "not submitted ({}): {}",
-                report.status.as_str(),
-                report.error.clone().unwrap_or_default()
-            ),
-        }
-    }
-    Ok(ExitCode::from(status_code(report.status)))
+    crate::cli::common::print_submit(id, &report, json)
 }

@@ -328,6 +328,25 @@ impl Index {
         Ok(Peek::Entries(map, meta))
     }
 
+    /// This open index's entries, as [`Index::peek`] reads a closed one (for verify in the
+    /// process that owns it). An ephemeral index is not the shared one: `InUse`.
+    pub fn peek_open(&self) -> Result<Peek, StoreError> {
+        if self.persistent.is_none() {
+            return Ok(Peek::InUse);
+        }
+        let mut map = BTreeMap::new();
+        let mut meta = None;
+        for item in self.db.iter() {
+            let (k, v) = item.map_err(sled_err("reading the index"))?;
+            if &*k == META {
+                meta = Meta::decode(&v);
+            } else {
+                map.insert(k.to_vec(), v.to_vec());
+            }
+        }
+        Ok(Peek::Entries(map, meta))
+    }
+
     fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {
         Ok(db
             .get(META)

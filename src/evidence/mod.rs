@@ -27,7 +27,7 @@
 mod commit;
 mod event;
 pub mod export;
-mod index;
+pub(crate) mod index;
 mod journal;
 pub(crate) mod lock;
 mod png;
@@ -352,6 +352,13 @@ impl Store {
     /// True when this store owns the persistent `index/` (false: ephemeral index).
     pub fn index_is_persistent(&self) -> bool {
         lock_recover(&self.inner.index).is_persistent()
+    }
+
+    /// The entries of this store's own index (for verify in the process that owns it),
+    /// read under the index lock before the caller snapshots the journal: the index can then
+    /// only be behind that snapshot, never ahead of it.
+    pub fn index_peek(&self) -> Result<index::Peek, StoreError> {
+        lock_recover(&self.inner.index).peek_open()
     }
 
     /// The index, caught up with the journal.

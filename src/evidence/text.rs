@@ -20,9 +20,7 @@ pub const PLAYBOOK_TEXTS: &str = "playbook-texts";
 
 /// Path of the playbook text with this hash.
 pub fn path_for(data_dir: &Path, sha256: &str) -> PathBuf {
-    data_dir
-        .join(PLAYBOOK_TEXTS)
-        .join(format!("{sha256}.yaml"))
+    data_dir.join(PLAYBOOK_TEXTS).join(format!("{sha256}.yaml"))
 }
 
 /// True for 64 lowercase hex digits (anything else never names a stored file).

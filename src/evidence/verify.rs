@@ -65,7 +65,7 @@ pub struct Checkpoint {
 }
 
 /// One thing wrong, naming the record seq (and journal line) or the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
     UnreadableLine {
@@ -130,6 +130,11 @@ pub enum Problem {
     },
     IndexDamaged {
         error: String,
+    },
+    /// The index exists but could not be compared (another process has it open): the check
+    /// was skipped, so the result cannot be INTACT.
+    IndexNotChecked {
+        reason: String,
     },
     BundleFile {
         path: String,
@@ -203,6 +208,7 @@ impl fmt::Display for Problem {
             }
             Problem::IndexDisagrees { detail } => write!(f, "index disagrees with the journal: {detail} (`clerk reindex` rebuilds it)"),
             Problem::IndexDamaged { error } => write!(f, "index damaged: {error} (`clerk reindex` rebuilds it)"),
+            Problem::IndexNotChecked { reason } => write!(f, "index not checked: {reason}"),
             Problem::BundleFile { path, detail } => write!(f, "bundle file {path}: {detail}"),
             Problem::Manifest { detail } => write!(f, "manifest.json: {detail}"),
         }
@@ -210,7 +216,7 @@ impl fmt::Display for Problem {
 }
 
 /// The outcome of a verification.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not integrity failures.
@@ -532,6 +538,21 @@ pub(crate) fn read_checkpoints(data_dir: &Path) -> Result<Vec<Checkpoint>, Store
 
 /// Verifies a data directory. Works while other processes use the store.
 pub fn verify(data_dir: &Path, scope: &Scope) -> Result<VerifyReport, StoreError> {
+    verify_with(data_dir, scope, None)
+}
+
+/// [`verify`] from the process that owns the store (the daemon): its open index is compared
+/// with the journal instead of being skipped as "in use".
+pub fn verify_store(store: &super::Store, scope: &Scope) -> Result<VerifyReport, StoreError> {
+    let peek = store.index_peek()?;
+    verify_with(store.data_dir(), scope, Some(peek))
+}
+
+fn verify_with(
+    data_dir: &Path,
+    scope: &Scope,
+    index: Option<Peek>,
+) -> Result<VerifyReport, StoreError> {
     let journal_path = data_dir.join(journal::JOURNAL);
     if !journal_path.exists() {
         return Err(StoreError::BadInput(format!(
@@ -606,7 +627,7 @@ pub fn verify(data_dir: &Path, scope: &Scope) -> Result<VerifyReport, StoreError
     report.files_checked = files;
     report.bytes_hashed = bytes;
 
-    check_index(data_dir, &snapshot, &mut report)?;
+    check_index(data_dir, &snapshot, &mut report, index)?;
     Ok(report)
 }
 
@@ -636,11 +657,20 @@ fn check_index(
     data_dir: &Path,
     snapshot: &[u8],
     report: &mut VerifyReport,
+    index: Option<Peek>,
 ) -> Result<(), StoreError> {
-    match Index::peek(data_dir)? {
-        Peek::InUse => report
-            .notes
-            .push("index not checked: in use by another process".to_owned()),
+    let peek = match index {
+        Some(p) => p,
+        None => Index::peek(data_dir)?,
+    };
+    match peek {
+        // A check that could not run is never reported as passed.
+        Peek::InUse => report.problems.push(Problem::IndexNotChecked {
+            reason: "another process has it open (a `clerk serve` or a running `clerk` command); \
+                     `clerk verify` goes through a running daemon by itself, otherwise run it \
+                     again when that command has finished"
+                .to_owned(),
+        }),
         Peek::Missing => report
             .notes
             .push("index not checked: there is none yet (it is built at the next open)".to_owned()),

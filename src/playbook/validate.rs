@@ -380,7 +380,8 @@ fn split_problems(
     for _ in 0..8 {
         let top = masked(
             &|n| {
-                (n < first_step || n >= block_end) && !dropped.iter().any(|(a, b)| n >= *a && n < *b)
+                (n < first_step || n >= block_end)
+                    && !dropped.iter().any(|(a, b)| n >= *a && n < *b)
             },
             None,
         );
@@ -414,13 +415,18 @@ fn split_problems(
         let numbers: Vec<usize> = good.iter().map(|(i, _)| *i).collect();
         let steps: Vec<Spanned<RawStep>> = good.into_iter().map(|(_, s)| s).collect();
         let complete = steps.len() == items.len();
-        raw.steps = Some(Spanned::new(steps, steps_node.referenced, steps_node.defined));
+        raw.steps = Some(Spanned::new(
+            steps,
+            steps_node.referenced,
+            steps_node.defined,
+        ));
         let mut v = Validator::new(path, config);
         v.step_numbers = Some(numbers);
         let _ = v.playbook(raw, bytes);
         // Checks across steps are left for when every step reads.
         diags.extend(v.diags.into_iter().filter(|d| {
-            complete || (d.field != "steps" && !d.message.contains("which no earlier step extracts"))
+            complete
+                || (d.field != "steps" && !d.message.contains("which no earlier step extracts"))
         }));
     }
     Some(diags)

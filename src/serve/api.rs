@@ -171,6 +171,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/api/runs/{id}", get(show_run))
         .route("/api/runs/{id}/report", get(run_report))
         .route("/api/runs/{id}/verify", post(verify_run))
+        .route("/api/verify", post(verify_scope))
         .route("/api/approvals", get(list_approvals))
         .route("/api/approvals/{id}", get(show_approval))
         .route("/api/jobs", get(list_jobs))
@@ -285,20 +286,18 @@ pub(super) async fn resolve_playbook(
                 config,
             )
             .map_err(|diag| bad(diag.to_string()))?,
-            (Some(h), None) if crate::evidence::text::is_sha256(h) => engine
-                .stored_playbook(h)
-                .map_err(|e| bad(e.to_string()))?,
+            (Some(h), None) if crate::evidence::text::is_sha256(h) => {
+                engine.stored_playbook(h).map_err(|e| bad(e.to_string()))?
+            }
             (Some(n), None) if crate::playbook::embedded::is_playbook_name(n) => {
                 crate::playbook::embedded::find_playbook(&engine.data_dir, n, config)
                     .map_err(|diag| bad(diag.to_string()))?
             }
-            (Some(_), None) => {
-                return Err(bad(
-                    "refused: `playbook` must be a playbook name (letters, digits, `-`, `_`) or the \
+            (Some(_), None) => return Err(bad(
+                "refused: `playbook` must be a playbook name (letters, digits, `-`, `_`) or the \
                      SHA-256 of a stored playbook text; the daemon opens no file a request names \
                      (send the file's text as `playbook_yaml`, as `clerk run FILE` does)",
-                ))
-            }
+            )),
             (None, None) => return Err(bad("give `playbook` (a name or hash) or `playbook_yaml`")),
         };
         engine.store_playbook(&pb).map_err(internal)?;
@@ -351,7 +350,9 @@ async fn enqueue_runs(
         })
         .await?;
     d.wake();
-    Ok(Json(json!({ "jobs": ids, "playbook_sha256": playbook.sha256 })))
+    Ok(Json(
+        json!({ "jobs": ids, "playbook_sha256": playbook.sha256 }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -430,6 +431,30 @@ async fn decide(
     Json(body): Json<Decide>,
 ) -> ApiResult {
     let action = if body.approve { "approve" } else { "reject" };
+    if who == Identity::Local && crate::users::declared(&d.engine.data_dir, &d.engine.config) {
+        // The instance token operates the daemon; it decides in no one's name.
+        let claimed = if body.user.is_empty() {
+            "(nobody named)"
+        } else {
+            body.user.as_str()
+        };
+        let reason = format!(
+            "{action} needs the reviewer's own credential (a token from `clerk user token NAME`, or the console): \
+             the instance token names `{claimed}` only as a claim"
+        );
+        let recorded = d.engine.store.append(crate::evidence::Event::Refused {
+            action: action.to_owned(),
+            approval_id: Some(id.clone()),
+            run_id: None,
+            user: claimed.to_owned(),
+            reason: reason.clone(),
+            at: crate::evidence::timestamp((d.engine.clock)()),
+        });
+        if let Err(e) = recorded {
+            tracing::error!("cannot record a refusal: {e}");
+        }
+        return Err(ApiError(StatusCode::FORBIDDEN, reason));
+    }
     let user = acting_user(&d, &who, &body.user, action)?;
     match d.decide(&id, &user, body.approve, body.note).await {
         Ok((approval, submit)) => Ok(Json(json!({
@@ -526,14 +551,42 @@ async fn run_report(State(d): D, Path(id): Path<String>) -> ApiResult {
 
 /// `POST /api/runs/{id}/verify`: re-hashes the run's screenshots and records ("verify now").
 async fn verify_run(State(d): D, Path(id): Path<String>) -> ApiResult {
-    let data_dir = d.engine.data_dir.clone();
+    let store = d.engine.store.clone();
     let report = tokio::task::spawn_blocking(move || {
-        crate::evidence::verify::verify(&data_dir, &crate::evidence::verify::Scope::Run(id))
+        crate::evidence::verify::verify_store(&store, &crate::evidence::verify::Scope::Run(id))
     })
     .await
     .map_err(internal)?
     .map_err(|e| bad(e.to_string()))?;
     Ok(Json(json!({ "intact": report.ok(), "report": report })))
+}
+
+/// `POST /api/verify`: `clerk verify` (all, a run or a case) in the daemon, whose own
+/// index is then compared with the journal too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    #[serde(default)]
+    run: Option<String>,
+    #[serde(default)]
+    case: Option<String>,
+}
+
+async fn verify_scope(State(d): D, Json(body): Json<VerifyBody>) -> ApiResult {
+    use crate::evidence::verify::Scope;
+    let scope = match (body.run, body.case) {
+        (Some(r), None) => Scope::Run(r),
+        (None, Some(c)) => Scope::Case(c),
+        (None, None) => Scope::All,
+        _ => return Err(bad("give at most one of run and case")),
+    };
+    let store = d.engine.store.clone();
+    let report =
+        tokio::task::spawn_blocking(move || crate::evidence::verify::verify_store(&store, &scope))
+            .await
+            .map_err(internal)?
+            .map_err(|e| bad(e.to_string()))?;
+    to_json(&report)
 }
 
 /// `GET /api/approvals`: the approvals page's data (same filters, same order).

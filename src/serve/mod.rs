@@ -258,7 +258,8 @@ impl Daemon {
         let mut spec = JobSpec::new(&content.playbook, &content.channel, user);
         // The approved text, by the hash the draft ran with (or a text the caller gave, which
         // the engine refuses unless it is that text).
-        spec.playbook_sha256 = Some(playbook_sha256.unwrap_or_else(|| content.playbook_sha256.clone()));
+        spec.playbook_sha256 =
+            Some(playbook_sha256.unwrap_or_else(|| content.playbook_sha256.clone()));
         spec.inputs = inputs;
         spec.case_ref = approval.request.case_ref.clone();
         spec.approval_id = Some(id);

@@ -272,9 +272,29 @@ impl Validator<'_> {
 /// `within` / `nth`) to say which. Landmarks and other one-per-page roles (`main`,
 /// `dialog`, `alert`, ...) may go without.
 const NAME_EXPECTED: &[&str] = &[
-    "button", "cell", "checkbox", "columnheader", "combobox", "gridcell", "heading", "link",
-    "listitem", "menuitem", "menuitemcheckbox", "menuitemradio", "option", "radio", "row",
-    "rowheader", "searchbox", "slider", "spinbutton", "switch", "tab", "textbox", "treeitem",
+    "button",
+    "cell",
+    "checkbox",
+    "columnheader",
+    "combobox",
+    "gridcell",
+    "heading",
+    "link",
+    "listitem",
+    "menuitem",
+    "menuitemcheckbox",
+    "menuitemradio",
+    "option",
+    "radio",
+    "row",
+    "rowheader",
+    "searchbox",
+    "slider",
+    "spinbutton",
+    "switch",
+    "tab",
+    "textbox",
+    "treeitem",
 ];
 
 #[cfg(test)]

@@ -844,13 +844,12 @@ struct RunPage {
 
 async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response {
     let store = c.d.engine.store.clone();
-    let data_dir = c.d.engine.data_dir.clone();
     let wanted = id.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let run = store.run(&wanted)?;
         let verified = if verify && run.is_some() {
-            let report = crate::evidence::verify::verify(
-                &data_dir,
+            let report = crate::evidence::verify::verify_store(
+                &store,
                 &crate::evidence::verify::Scope::Run(wanted.clone()),
             )?;
             Some((
