@@ -584,7 +584,7 @@ steps:
     let verify = std::process::Command::new(common::clerk_bin())
         .arg("--data-dir")
         .arg(world.data_dir())
-        .args(["verify", "--all"])
+        .args(["verify", "--all", "--no-index"])
         .output()
         .unwrap();
     assert_eq!(

@@ -719,7 +719,7 @@ async fn sigkill_and_sigterm_mid_batch_lose_nothing_and_the_work_completes() {
     let verify = Command::new(clerk_bin())
         .arg("--data-dir")
         .arg(&dir)
-        .args(["verify", "--all"])
+        .args(["verify", "--all", "--no-index"])
         .output()
         .unwrap();
     assert!(

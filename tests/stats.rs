@@ -482,6 +482,7 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
         ("order_id", order.id.as_str()),
         ("amount", "12.50"),
         ("reason", "Item damaged"),
+        ("method", "original_payment"),
         ("note", "Box arrived crushed"),
     ];
     let r = world.run_as(&spa, &spa_inputs, "ops", None).await;
@@ -684,7 +685,7 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
             "clerk_approvals_decided_total",
             &[("channel", "sample"), ("decision", "approved")]
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         value(
@@ -695,7 +696,7 @@ async fn clerk_stats_equals_counts_from_the_journal_and_metrics_parse() {
     );
     assert_eq!(
         value("clerk_submits_refused_total", &[("channel", "sample")]),
-        2.0
+        3.0
     );
     assert_eq!(
         value("clerk_submits_mismatched_total", &[("channel", "sample")]),

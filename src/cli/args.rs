@@ -327,15 +327,22 @@ pub enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Verify one run (its records and screenshots).
     #[arg(long, conflicts_with_all = ["case", "all", "bundle"])]
     pub run: Option<String>,
+    /// Verify every run of one case reference.
     #[arg(long, conflicts_with_all = ["all", "bundle"])]
     pub case: Option<String>,
+    /// Verify everything (the default).
     #[arg(long, conflicts_with = "bundle")]
     pub all: bool,
     /// Verify an exported bundle offline.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// Check the journal and the files only, leaving the index out on purpose (while a
+    /// process other than `clerk serve` holds it open). Said in the report.
+    #[arg(long, conflicts_with = "bundle")]
+    pub no_index: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -71,7 +71,7 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             (_, Some(c)) => Scope::Case(c.clone()),
             _ => Scope::All,
         };
-        match crate::cli::daemon::Daemon::find(cli) {
+        match crate::cli::daemon::Daemon::find(cli).filter(|_| !args.no_index) {
             // The daemon owns the index: it verifies, so the index is checked too.
             Some(d) => {
                 d.announce();
@@ -79,6 +79,9 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 let v = crate::cli::daemon::daemon_call(&d, move |d| d.post("/api/verify", body))
                     .await?;
                 serde_json::from_value(v).context("reading the daemon's verify report")?
+            }
+            None if args.no_index => {
+                evidence::verify::verify_without_index(&cli.data_dir, &scope)?
             }
             None => evidence::verify::verify(&cli.data_dir, &scope)?,
         }

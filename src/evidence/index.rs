@@ -233,6 +233,8 @@ pub struct Index {
 pub enum Peek {
     /// Another store owns it.
     InUse,
+    /// Not read: the caller leaves the index out of this check on purpose.
+    Skipped,
     /// There is no `index/` directory.
     Missing,
     /// sled could not open it.

@@ -541,6 +541,12 @@ pub fn verify(data_dir: &Path, scope: &Scope) -> Result<VerifyReport, StoreError
     verify_with(data_dir, scope, None)
 }
 
+/// [`verify`] of the journal and the files only: the index is left out on purpose, and the
+/// report says so.
+pub fn verify_without_index(data_dir: &Path, scope: &Scope) -> Result<VerifyReport, StoreError> {
+    verify_with(data_dir, scope, Some(Peek::Skipped))
+}
+
 /// [`verify`] from the process that owns the store (the daemon): its open index is compared
 /// with the journal instead of being skipped as "in use".
 pub fn verify_store(store: &super::Store, scope: &Scope) -> Result<VerifyReport, StoreError> {
@@ -664,6 +670,9 @@ fn check_index(
         None => Index::peek(data_dir)?,
     };
     match peek {
+        Peek::Skipped => report
+            .notes
+            .push("index not checked: left out on request (--no-index)".to_owned()),
         // A check that could not run is never reported as passed.
         Peek::InUse => report.problems.push(Problem::IndexNotChecked {
             reason: "another process has it open (a `clerk serve` or a running `clerk` command); \
