@@ -621,7 +621,7 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = clerk(&["verify", "--case", "TICKET-77"]);
+    let out = clerk(&["verify", "--case", "TICKET-77", "--no-index"]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use clerk::evidence::export::export;
 use clerk::evidence::record::{line_of, parse_line, seal};
-use clerk::evidence::verify::{verify, verify_bundle, Scope, VerifyReport};
+use clerk::evidence::verify::{verify, verify_bundle, verify_store, Scope, VerifyReport};
 use clerk::evidence::{Event, RunFilter, Store, StoreError};
 use proptest::prelude::*;
 
@@ -276,8 +276,12 @@ fn untouched_store_verifies_and_every_tampering_is_detected_by_name() {
         let dir = tmp.path().join("data");
         let store = Store::open(&dir).unwrap();
         populate(&store);
-        let before = verify(&dir, &Scope::All).unwrap();
+        let before = verify_store(&store, &Scope::All).unwrap();
         assert!(before.ok(), "{name}: untouched store must verify: {before}");
+        assert!(
+            before.index_checked,
+            "{name}: the open store's own index is compared"
+        );
         assert_eq!(before.files_checked, 3, "{name}");
         let expected = tamper(&dir, &store);
         drop(store);
@@ -300,13 +304,15 @@ fn intact_store_reports_head_and_checks_index_when_free() {
     let store = Store::open(dir).unwrap();
     populate(&store);
     let head = store.head().unwrap().unwrap();
+    // Another process has the index open: the check is skipped, so the result is not INTACT.
     let busy = verify(dir, &Scope::All).unwrap();
-    assert!(busy.ok(), "{busy}");
+    assert!(!busy.ok(), "{busy}");
     assert!(!busy.index_checked);
-    assert!(busy
-        .notes
-        .iter()
-        .any(|n| n.contains("index not checked: in use by another process")));
+    assert!(!busy.to_string().contains("INTACT"), "{busy}");
+    assert!(busy.to_string().contains("index not checked"), "{busy}");
+    // The process that has it open checks it.
+    let own = verify_store(&store, &Scope::All).unwrap();
+    assert!(own.ok() && own.index_checked, "{own}");
     drop(store);
     let report = verify(dir, &Scope::All).unwrap();
     assert!(report.ok(), "{report}");
@@ -736,7 +742,7 @@ fn child_process_appender() {
         assert_eq!(a.append(pause("a", i)).unwrap().seq, 2 * i + 1);
         assert_eq!(b.append(pause("b", i)).unwrap().seq, 2 * i + 2);
     }
-    assert!(verify(tmp.path(), &Scope::All).unwrap().ok());
+    assert!(verify_store(&a, &Scope::All).unwrap().ok());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clerk::evidence::record::parse_line;
-use clerk::evidence::verify::{verify, Scope};
+use clerk::evidence::verify::{verify_store, Scope};
 use clerk::evidence::{Event, Record};
 use clerk::pause::{PauseError, PauseScope, PAUSE_FILE};
 use clerk::playbook::Playbook;
@@ -249,7 +249,7 @@ async fn pause_during_a_batch_stops_new_and_in_flight_runs_and_resume_finishes_t
         assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
         assert!(started_seq(&world, r.run_id.as_ref().unwrap()) > resumed.seq);
     }
-    let report = verify(world.data_dir(), &Scope::All).unwrap();
+    let report = verify_store(&world.engine.store, &Scope::All).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
 
@@ -551,7 +551,7 @@ async fn pause_by_an_unknown_user_is_refused_and_records_carry_who_why_when_wher
     let board =
         clerk::pause::PauseBoard::open(&store, engine.config.clone(), world.data_dir()).unwrap();
     assert_eq!(board.state(), engine.pause.state());
-    let report = verify(world.data_dir(), &Scope::All).unwrap();
+    let report = verify_store(&world.engine.store, &Scope::All).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
 

@@ -281,7 +281,7 @@ async fn knobs_work_over_http_and_from_rust() {
     assert_eq!(form["method_default"], "original_payment");
     assert_eq!(
         form["features"],
-        json!({"extra_field": false, "double_write": false, "no_write": false, "amount_as_number": false})
+        json!({"extra_field": false, "double_write": false, "no_write": false, "amount_as_number": false, "client_error": null})
     );
     let r = http(
         port,
@@ -296,7 +296,7 @@ async fn knobs_work_over_http_and_from_rust() {
     assert_eq!(form["method_default"], "store_credit");
     assert_eq!(
         form["features"],
-        json!({"extra_field": true, "double_write": true, "no_write": true, "amount_as_number": false})
+        json!({"extra_field": true, "double_write": true, "no_write": true, "amount_as_number": false, "client_error": null})
     );
     // An unknown method default is offered as an extra option, and accepted.
     center.set_spa_refund_method_default(Some("bank_transfer"));

@@ -3,13 +3,13 @@
 //! SIGTERM/SIGKILL of the real binary mid-batch.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::http::http;
-use crate::common::{clerk_bin, World};
+use crate::common::{clerk_bin, Daemon, World};
 use clerk::evidence::Event;
 use clerk::queue::JobState;
 use clerk::serve::{Running, ServeOptions};
@@ -546,50 +546,6 @@ async fn one_daemon_per_data_directory_and_the_api_wants_its_token() {
     running.shutdown();
     running.wait().await.unwrap();
     assert!(!world.data_dir().join("serve.json").exists());
-}
-
-/// A `clerk serve` process on a data directory.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn spawn(data_dir: &Path) -> Daemon {
-        let child = Command::new(clerk_bin())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["serve", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child }
-    }
-
-    /// Waits for its serve.json: (port, token).
-    async fn ready(&self, data_dir: &Path) -> (u16, String) {
-        let t = Instant::now();
-        loop {
-            if let Some(i) = clerk::instance::discover(data_dir) {
-                if i.pid == self.child.id() {
-                    return (i.addr.port(), i.token);
-                }
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "daemon never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain syscall on our child.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-
-    fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
-    }
 }
 
 async fn call(port: u16, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {

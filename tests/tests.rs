@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod console_browser;
 mod crash;
+mod deployment;
 mod evidence_store;
 mod guard;
 mod identity;

@@ -80,9 +80,7 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                     .await?;
                 serde_json::from_value(v).context("reading the daemon's verify report")?
             }
-            None if args.no_index => {
-                evidence::verify::verify_without_index(&cli.data_dir, &scope)?
-            }
+            None if args.no_index => evidence::verify::verify_without_index(&cli.data_dir, &scope)?,
             None => evidence::verify::verify(&cli.data_dir, &scope)?,
         }
     };

@@ -73,6 +73,9 @@ pub struct SpaKnobs {
     pub double_write: bool,
     /// The refund submit button does nothing observable on the network.
     pub no_write: bool,
+    /// The refund form refuses to send and shows this message instead (`role=alert`), as a
+    /// form with client-side validation does: clicking submit sends no write at all.
+    pub client_error: Option<String>,
     /// The app sends the refund amount as a JSON number (`12.5`) instead of the string the
     /// input holds (`"12.5"`): the same digits, another type.
     pub amount_as_number: bool,
@@ -500,6 +503,7 @@ async fn api_refund_form(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
             "double_write": knobs.double_write,
             "no_write": knobs.no_write,
             "amount_as_number": knobs.amount_as_number,
+            "client_error": knobs.client_error,
         },
     }))
     .into_response()
@@ -863,6 +867,11 @@ impl SampleCenter {
     /// See [`SpaKnobs::no_write`].
     pub fn set_spa_no_write(&self, on: bool) {
         self.shared.lock().spa.knobs.no_write = on;
+    }
+
+    /// See [`SpaKnobs::client_error`].
+    pub fn set_spa_client_error(&self, message: Option<&str>) {
+        self.shared.lock().spa.knobs.client_error = message.map(str::to_owned);
     }
 
     /// See [`SpaKnobs::amount_as_number`].

@@ -2,11 +2,13 @@
 //! with a channel config and a live session, and an engine driving real headless Chromium.
 
 pub mod http;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clerk::browser::LaunchOptions;
 use clerk::channel::Config;
@@ -194,4 +196,57 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A `clerk serve` process on a data directory.
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Daemon {
+    pub fn spawn(data_dir: &Path) -> Daemon {
+        Daemon::spawn_in(data_dir, None, &[])
+    }
+
+    /// Started from `cwd` (as a service manager starts it, e.g. from `/`), with `env`.
+    pub fn spawn_in(data_dir: &Path, cwd: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(clerk_bin());
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--port", "0"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// Waits for its serve.json: (port, token).
+    pub async fn ready(&self, data_dir: &Path) -> (u16, String) {
+        let t = Instant::now();
+        loop {
+            if let Some(i) = clerk::instance::discover(data_dir) {
+                if i.pid == self.child.id() {
+                    return (i.addr.port(), i.token);
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "daemon never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain syscall on our child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
 }

@@ -531,6 +531,12 @@
       submit.addEventListener('click', function () {
         // Test knob no_write: the button does nothing at all.
         if (cfg.features.no_write) return;
+        // Test knob client_error: client-side validation refuses to send.
+        if (cfg.features.client_error) {
+          feedback.innerHTML = '<div class="error" role="alert" data-testid="refund-error">' +
+            esc(cfg.features.client_error) + '</div>';
+          return;
+        }
         var body = {
           amount: st.amount,
           reason: st.reason,
