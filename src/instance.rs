@@ -168,6 +168,41 @@ fn read(data_dir: &Path) -> Option<Instance> {
     serde_json::from_str(&text).ok()
 }
 
+/// What a process can tell about the daemon of a data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// A daemon holds the lock; its published instance.
+    Live(Instance),
+    /// No daemon: the lock is free or was never taken.
+    Absent,
+    /// The caller may not look (the daemon owns the data directory as its own system user).
+    Hidden,
+}
+
+/// Whether a daemon serves `data_dir`, or that the caller cannot tell.
+pub fn presence(data_dir: &Path) -> Presence {
+    let lock_file = lock_path(data_dir);
+    match std::fs::metadata(&lock_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Presence::Hidden,
+        Err(_) => {
+            // No lock file: no daemon, unless the directory itself cannot be read.
+            return match std::fs::read_dir(data_dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Presence::Hidden,
+                _ => Presence::Absent,
+            };
+        }
+        Ok(_) => {}
+    }
+    match FileLock::try_exclusive(&lock_file) {
+        Ok(Some(_free)) => Presence::Absent,
+        Ok(None) => match read(data_dir) {
+            Some(i) => Presence::Live(i),
+            None => Presence::Hidden,
+        },
+        Err(_) => Presence::Hidden,
+    }
+}
+
 /// The daemon serving `data_dir`, if one is alive (its lock is held).
 pub fn discover(data_dir: &Path) -> Option<Instance> {
     let lock_file = lock_path(data_dir);

@@ -30,17 +30,23 @@ impl Daemon {
     /// own system user), the daemon is the one at the config's `[serve] port`.
     pub fn find(cli: &Cli) -> Option<Daemon> {
         let user_token = super::common::user_token();
-        let instance = instance::discover(&cli.data_dir).or_else(|| {
-            user_token.as_ref()?;
-            let config = load_config(cli).ok()?;
-            Some(Instance {
-                pid: 0,
-                addr: std::net::SocketAddr::from(([127, 0, 0, 1], config.serve.port)),
-                started_at: String::new(),
-                token: String::new(),
-                version: String::new(),
-            })
-        })?;
+        let instance = match instance::presence(&cli.data_dir) {
+            instance::Presence::Live(i) => i,
+            instance::Presence::Absent => return None,
+            // Only when the caller cannot see the data directory (the daemon owns it as its
+            // own user) is the daemon looked for at the configured port.
+            instance::Presence::Hidden => {
+                user_token.as_ref()?;
+                let config = load_config(cli).ok()?;
+                Instance {
+                    pid: 0,
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], config.serve.port)),
+                    started_at: String::new(),
+                    token: String::new(),
+                    version: String::new(),
+                }
+            }
+        };
         Some(Daemon {
             instance,
             agent: ureq::AgentBuilder::new()
