@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,12 +25,115 @@ use crate::schedule::{self, AddRequest, InputsSpec, ScheduleError, TriggerSpec};
 
 type D = State<Arc<Daemon>>;
 
-/// An API error: a status and a message.
+/// An API error: a status and a message, answered as `{"error": message}`.
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ApiErrorBody { error: self.1 })).into_response()
+    }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// What went wrong, and what to do about it.
+    pub error: String,
+}
+
+/// The error answers every API route may give (documented once).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum ApiErrors {
+    /// The request is malformed: a body or parameter that does not parse, an unknown field.
+    #[response(status = 400)]
+    BadRequest(ApiErrorBody),
+    /// No credential, or an unknown or revoked one.
+    #[response(status = 401)]
+    Unauthorized(ApiErrorBody),
+    /// Authenticated, but not allowed (acting as someone else, four eyes, a role that may not).
+    #[response(status = 403)]
+    Forbidden(ApiErrorBody),
+    /// No such run, job, approval, schedule or case.
+    #[response(status = 404)]
+    NotFound(ApiErrorBody),
+    /// The state does not allow it (a job that is not dead, a schedule already paused).
+    #[response(status = 409)]
+    Conflict(ApiErrorBody),
+    /// The body is larger than the daemon takes.
+    #[response(status = 413)]
+    TooLarge(ApiErrorBody),
+    /// The body is not JSON (`Content-Type: application/json` is needed).
+    #[response(status = 415)]
+    UnsupportedMediaType(ApiErrorBody),
+    /// The JSON does not have the fields this route takes.
+    #[response(status = 422)]
+    Unprocessable(ApiErrorBody),
+    /// The daemon failed (its store or queue); the message says how.
+    #[response(status = 500)]
+    Internal(ApiErrorBody),
+}
+
+/// A JSON body whose rejection (not JSON, wrong fields, too large) is a JSON error too.
+pub struct Body<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError(
+                e.status(),
+                format!("request body: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// Path parameters whose rejection (e.g. a job id that is not a number) is a JSON error.
+pub struct Route<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Route<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Route(v)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is a JSON error.
+pub struct Params<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e.body_text())),
+        }
     }
 }
 
@@ -164,34 +267,78 @@ fn acting_user(
     }
 }
 
+/// The daemon's API described as OpenAPI 3.1, built from the handlers' own `#[utoipa::path]`
+/// attributes: every `/api` route is registered through [`api_routes`], so a route cannot
+/// exist without its documentation (`GET /api/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "clerk daemon API",
+        description = "JSON in and out; every error is `{\"error\": message}`. Authenticate with `Authorization: Bearer <token from clerk user token NAME>`, the console's session cookie (a POST also needs `x-clerk-csrf`), or the instance token from `serve.json` in `x-clerk-token`."
+    ),
+    components(schemas(ApiErrorBody))
+)]
+struct ApiDoc;
+
+/// Every route of the API with its documentation, unauthenticated routes included.
+fn api_routes() -> (
+    Router<Arc<Daemon>>,
+    Router<Arc<Daemon>>,
+    utoipa::openapi::OpenApi,
+) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    let (authenticated, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(status))
+        .routes(routes!(list_runs, enqueue_runs))
+        .routes(routes!(show_run))
+        .routes(routes!(run_report))
+        .routes(routes!(verify_run))
+        .routes(routes!(verify_scope))
+        .routes(routes!(list_approvals))
+        .routes(routes!(show_approval))
+        .routes(routes!(decide))
+        .routes(routes!(submit))
+        .routes(routes!(list_jobs))
+        .routes(routes!(show_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(drop_job))
+        .routes(routes!(resume_channel))
+        .routes(routes!(list_schedules, add_schedule))
+        .routes(routes!(pause_schedule))
+        .routes(routes!(resume_schedule))
+        .routes(routes!(remove_schedule))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(stats))
+        .routes(routes!(show_case))
+        .routes(routes!(case_bundle))
+        .split_for_parts();
+    let (open, open_doc) = OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .split_for_parts();
+    let mut doc = doc;
+    doc.merge(open_doc);
+    (authenticated, open, doc)
+}
+
+/// The OpenAPI document of the API (what `GET /api/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().2
+}
+
 pub(super) fn router(d: Arc<Daemon>) -> Router {
-    let api = Router::new()
-        .route("/api/status", get(status))
-        .route("/api/runs", get(list_runs).post(enqueue_runs))
-        .route("/api/runs/{id}", get(show_run))
-        .route("/api/runs/{id}/report", get(run_report))
-        .route("/api/runs/{id}/verify", post(verify_run))
-        .route("/api/verify", post(verify_scope))
-        .route("/api/approvals", get(list_approvals))
-        .route("/api/approvals/{id}", get(show_approval))
-        .route("/api/jobs", get(list_jobs))
-        .route("/api/jobs/{id}", get(show_job))
-        .route("/api/jobs/{id}/retry", post(retry_job))
-        .route("/api/jobs/{id}/drop", post(drop_job))
-        .route("/api/queue/{channel}/resume", post(resume_channel))
-        .route("/api/approvals/{id}/decide", post(decide))
-        .route("/api/submit", post(submit))
-        .route("/api/schedules", get(list_schedules).post(add_schedule))
-        .route("/api/schedules/{name}/pause", post(pause_schedule))
-        .route("/api/schedules/{name}/resume", post(resume_schedule))
-        .route("/api/schedules/{name}/remove", post(remove_schedule))
-        .route("/api/pause", post(pause))
-        .route("/api/resume", post(resume))
-        .route("/api/stats", get(stats))
-        .route("/api/cases/{case}", get(show_case))
-        .route("/api/cases/{case}/bundle.tar", get(case_bundle))
-        .route_layer(middleware::from_fn_with_state(d.clone(), authenticate));
-    api.route("/metrics", get(metrics))
+    let (authenticated, open, doc) = api_routes();
+    let doc = Arc::new(doc);
+    let api = authenticated.route_layer(middleware::from_fn_with_state(d.clone(), authenticate));
+    api.merge(open)
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(d.clone())
         .merge(super::console::router(d))
@@ -205,6 +352,13 @@ struct Depth {
     dead: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "daemon",
+    description = "The daemon, its browser pool, runs in flight, the pause state and the queue depth per channel.",
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn status(State(d): D) -> ApiResult {
     let jobs = d.queue_call(|q| q.list(&JobFilter::default())).await?;
     let mut depth: BTreeMap<String, Depth> = BTreeMap::new();
@@ -244,7 +398,7 @@ async fn status(State(d): D) -> ApiResult {
 }
 
 /// `POST /api/runs`: one job per row.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnqueueRuns {
     /// A playbook name (`<data>/playbooks/NAME.yaml` or compiled into clerk) or the SHA-256
@@ -260,7 +414,9 @@ struct EnqueueRuns {
     #[serde(default)]
     user: String,
     case_ref: Option<String>,
+    /// `manual` (default) or `scheduled`; `submit` is only for approved submits.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     priority: Option<Priority>,
     /// Records the runs under this batch id (`clerk run` sends one).
     #[serde(default)]
@@ -307,10 +463,18 @@ pub(super) async fn resolve_playbook(
     .map_err(internal)?
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/runs",
+    tag = "runs",
+    description = "Queues one run per row of inputs. Answers `{\"jobs\": [ids], \"playbook_sha256\": hash}`: the playbook is pinned by its exact text.",
+    request_body = EnqueueRuns,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn enqueue_runs(
     State(d): D,
     Extension(who): Extension<Identity>,
-    Json(mut body): Json<EnqueueRuns>,
+    Body(mut body): Body<EnqueueRuns>,
 ) -> ApiResult {
     body.user = acting_user(&d, &who, &body.user, "run")?;
     if body.priority == Some(Priority::Submit) {
@@ -377,7 +541,15 @@ fn parse_state(s: &str) -> Result<JobState, ApiError> {
     })
 }
 
-async fn list_jobs(State(d): D, Query(q): Query<JobQuery>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "queue",
+    description = "Jobs of the run queue, in id order.",
+    params(("state" = Option<String>, Query, description = "queued, claimed, done, dead or dropped"), ("channel" = Option<String>, Query, description = "Only this channel"), ("limit" = Option<usize>, Query, description = "At most this many")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn list_jobs(State(d): D, Params(q): Params<JobQuery>) -> ApiResult {
     let filter = JobFilter {
         state: q.state.as_deref().map(parse_state).transpose()?,
         channel: q.channel,
@@ -387,7 +559,15 @@ async fn list_jobs(State(d): D, Query(q): Query<JobQuery>) -> ApiResult {
     to_json(&jobs)
 }
 
-async fn show_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "queue",
+    description = "One job: its spec, state, attempts, lease, outcome or dead-letter reason.",
+    params(("id" = u64, Path, description = "Job id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn show_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     match d.queue_call(move |q| q.get(JobId(id))).await? {
         Some(job) => to_json(&job),
         None => Err(ApiError(
@@ -397,25 +577,49 @@ async fn show_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
     }
 }
 
-async fn retry_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    tag = "queue",
+    description = "Queues a dead-lettered job again.",
+    params(("id" = u64, Path, description = "Job id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn retry_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     d.queue_call(move |q| q.retry(JobId(id))).await?;
     d.wake();
     Ok(Json(json!({ "job": id, "state": "queued" })))
 }
 
-async fn drop_job(State(d): D, Path(id): Path<u64>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/drop",
+    tag = "queue",
+    description = "Drops a queued or dead-lettered job.",
+    params(("id" = u64, Path, description = "Job id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn drop_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     d.queue_call(move |q| q.drop_job(JobId(id))).await?;
     Ok(Json(json!({ "job": id, "state": "dropped" })))
 }
 
-async fn resume_channel(State(d): D, Path(channel): Path<String>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/queue/{channel}/resume",
+    tag = "queue",
+    description = "Resumes a channel's queue paused after its session expired.",
+    params(("channel" = String, Path, description = "Channel id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn resume_channel(State(d): D, Route(channel): Route<String>) -> ApiResult {
     let c = channel.clone();
     d.queue_call(move |q| q.resume_channel(&c)).await?;
     d.wake();
     Ok(Json(json!({ "channel": channel, "queue": "resumed" })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Decide {
     #[serde(default)]
@@ -424,11 +628,20 @@ struct Decide {
     note: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/approvals/{id}/decide",
+    tag = "approvals",
+    description = "Approves or rejects as the authenticated reviewer (four eyes, the channel's reviewer list and the reviewer's role apply). An approval queues its submit. Needs the reviewer's own token or console session when users are declared.",
+    request_body = Decide,
+    params(("id" = String, Path, description = "Approval id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn decide(
     State(d): D,
-    Path(id): Path<String>,
+    Route(id): Route<String>,
     Extension(who): Extension<Identity>,
-    Json(body): Json<Decide>,
+    Body(body): Body<Decide>,
 ) -> ApiResult {
     let action = if body.approve { "approve" } else { "reject" };
     if who == Identity::Local && crate::users::declared(&d.engine.data_dir, &d.engine.config) {
@@ -466,7 +679,7 @@ async fn decide(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Submit {
     approval_id: String,
@@ -485,10 +698,18 @@ struct Submit {
 /// Enqueues an approved submit at the highest priority, or answers with the job the
 /// approval already has (`"queued": false`). Every check (approval state, binding, expiry,
 /// four eyes) is the engine's, when the run starts.
+#[utoipa::path(
+    post,
+    path = "/api/submit",
+    tag = "approvals",
+    description = "Queues the submit of an approved draft at the highest priority (or answers with the job it already has, `\"queued\": false`). The approved playbook text is what runs.",
+    request_body = Submit,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn submit(
     State(d): D,
     Extension(who): Extension<Identity>,
-    Json(body): Json<Submit>,
+    Body(body): Body<Submit>,
 ) -> ApiResult {
     let user = acting_user(&d, &who, &body.user, "submit")?;
     let engine = d.engine.clone();
@@ -512,7 +733,15 @@ async fn submit(
 }
 
 /// `GET /api/runs`: the runs page's data (same filters).
-async fn list_runs(State(d): D, Query(f): Query<super::views::RunsFilter>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    tag = "runs",
+    description = "The runs page's data: runs from the index, newest first, filtered like the console's runs page.",
+    params(("channel" = Option<String>, Query, description = "Only this channel"), ("playbook" = Option<String>, Query, description = "Only this playbook name"), ("status" = Option<String>, Query, description = "running, ok, failed, refused, session_expired, interrupted"), ("case" = Option<String>, Query, description = "Only this case reference"), ("since" = Option<String>, Query, description = "RFC 3339 time or YYYY-MM-DD")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn list_runs(State(d): D, Params(f): Params<super::views::RunsFilter>) -> ApiResult {
     let store = d.engine.store.clone();
     let rows = tokio::task::spawn_blocking(move || super::views::runs(&store, &f))
         .await
@@ -522,7 +751,15 @@ async fn list_runs(State(d): D, Query(f): Query<super::views::RunsFilter>) -> Ap
 }
 
 /// `GET /api/runs/{id}`: the run page's data.
-async fn show_run(State(d): D, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}",
+    tag = "runs",
+    description = "One run as the journal tells it: steps, evidence, blocked and allowed requests, approvals, fields.",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn show_run(State(d): D, Route(id): Route<String>) -> ApiResult {
     let store = d.engine.store.clone();
     let wanted = id.clone();
     match tokio::task::spawn_blocking(move || store.run(&wanted))
@@ -536,7 +773,15 @@ async fn show_run(State(d): D, Path(id): Path<String>) -> ApiResult {
 }
 
 /// `GET /api/runs/{id}/report`: the run as `clerk run --json` reports it, from the journal.
-async fn run_report(State(d): D, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}/report",
+    tag = "runs",
+    description = "One run in the shape `clerk run --json` prints for each run (`timings` is null: the journal does not keep them).",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn run_report(State(d): D, Route(id): Route<String>) -> ApiResult {
     let store = d.engine.store.clone();
     let wanted = id.clone();
     match tokio::task::spawn_blocking(move || store.run(&wanted))
@@ -550,7 +795,15 @@ async fn run_report(State(d): D, Path(id): Path<String>) -> ApiResult {
 }
 
 /// `POST /api/runs/{id}/verify`: re-hashes the run's screenshots and records ("verify now").
-async fn verify_run(State(d): D, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/verify",
+    tag = "evidence",
+    description = "Re-hashes one run's screenshots and records (the console's \"verify now\"). Answers `{\"intact\": bool, \"report\": VerifyReport}`.",
+    params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn verify_run(State(d): D, Route(id): Route<String>) -> ApiResult {
     let store = d.engine.store.clone();
     let report = tokio::task::spawn_blocking(move || {
         crate::evidence::verify::verify_store(&store, &crate::evidence::verify::Scope::Run(id))
@@ -563,7 +816,7 @@ async fn verify_run(State(d): D, Path(id): Path<String>) -> ApiResult {
 
 /// `POST /api/verify`: `clerk verify` (all, a run or a case) in the daemon, whose own
 /// index is then compared with the journal too.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
     #[serde(default)]
@@ -572,7 +825,15 @@ struct VerifyBody {
     case: Option<String>,
 }
 
-async fn verify_scope(State(d): D, Json(body): Json<VerifyBody>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/api/verify",
+    tag = "evidence",
+    description = "`clerk verify` in the daemon: the journal chain, the files and the daemon's own index. Answers the verify report.",
+    request_body = VerifyBody,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn verify_scope(State(d): D, Body(body): Body<VerifyBody>) -> ApiResult {
     use crate::evidence::verify::Scope;
     let scope = match (body.run, body.case) {
         (Some(r), None) => Scope::Run(r),
@@ -590,7 +851,15 @@ async fn verify_scope(State(d): D, Json(body): Json<VerifyBody>) -> ApiResult {
 }
 
 /// `GET /api/approvals`: the approvals page's data (same filters, same order).
-async fn list_approvals(State(d): D, Query(f): Query<super::views::ApprovalFilter>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/approvals",
+    tag = "approvals",
+    description = "The approvals page's data: pending first, then oldest first.",
+    params(("channel" = Option<String>, Query, description = "Only this channel"), ("playbook" = Option<String>, Query, description = "Only this playbook name"), ("case" = Option<String>, Query, description = "Only this case reference")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn list_approvals(State(d): D, Params(f): Params<super::views::ApprovalFilter>) -> ApiResult {
     let engine = d.engine.clone();
     let all = tokio::task::spawn_blocking(move || super::views::approvals(&engine, &f))
         .await
@@ -600,7 +869,15 @@ async fn list_approvals(State(d): D, Query(f): Query<super::views::ApprovalFilte
 }
 
 /// `GET /api/approvals/{id}`: one approval, its state and decision.
-async fn show_approval(State(d): D, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/approvals/{id}",
+    tag = "approvals",
+    description = "One approval: its request (held write, values, inputs), state and decision.",
+    params(("id" = String, Path, description = "Approval id")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn show_approval(State(d): D, Route(id): Route<String>) -> ApiResult {
     let engine = d.engine.clone();
     match tokio::task::spawn_blocking(move || crate::approval::load(&engine, &id))
         .await
@@ -612,7 +889,15 @@ async fn show_approval(State(d): D, Path(id): Path<String>) -> ApiResult {
 }
 
 /// `GET /api/cases/{case}`: the case view's data.
-async fn show_case(State(d): D, Path(case): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/cases/{case}",
+    tag = "evidence",
+    description = "The case view's data: the case's runs, screenshots and approvals in journal order.",
+    params(("case" = String, Path, description = "Case reference")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn show_case(State(d): D, Route(case): Route<String>) -> ApiResult {
     let store = d.engine.store.clone();
     let wanted = case.clone();
     match tokio::task::spawn_blocking(move || super::views::case(&store, &wanted))
@@ -629,7 +914,15 @@ async fn show_case(State(d): D, Path(case): Path<String>) -> ApiResult {
 }
 
 /// `GET /api/cases/{case}/bundle.tar`: the case's auditor bundle.
-async fn case_bundle(State(d): D, Path(case): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/cases/{case}/bundle.tar",
+    tag = "evidence",
+    description = "The case's auditor bundle as a tar (manifest, journal excerpt, screenshots, SHA256SUMS).",
+    params(("case" = String, Path, description = "Case reference")),
+    responses((status = 200, description = "application/x-tar", content_type = "application/x-tar"), ApiErrors)
+)]
+async fn case_bundle(State(d): D, Route(case): Route<String>) -> Result<Response, ApiError> {
     let store = d.engine.store.clone();
     let wanted = case.clone();
     match tokio::task::spawn_blocking(move || super::views::case_bundle(&store, &wanted))
@@ -644,6 +937,13 @@ async fn case_bundle(State(d): D, Path(case): Path<String>) -> Result<Response, 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/schedules",
+    tag = "schedules",
+    description = "Every schedule with its next and last firing.",
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn list_schedules(State(d): D) -> ApiResult {
     let store = d.engine.store.clone();
     let now = (d.engine.clock)();
@@ -656,7 +956,7 @@ async fn list_schedules(State(d): D) -> ApiResult {
 }
 
 /// `POST /api/schedules`: as `clerk schedule add` (paths absolute).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddSchedule {
     name: String,
@@ -664,6 +964,7 @@ struct AddSchedule {
     cron: Option<String>,
     tz: Option<String>,
     every: Option<String>,
+    #[schema(value_type = Option<String>)]
     inputs: Option<PathBuf>,
     inputs_from_url: Option<String>,
     case_from: Option<String>,
@@ -677,10 +978,18 @@ fn one() -> usize {
     1
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/schedules",
+    tag = "schedules",
+    description = "Adds a schedule (as `clerk schedule add`).",
+    request_body = AddSchedule,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn add_schedule(
     State(d): D,
     Extension(who): Extension<Identity>,
-    Json(body): Json<AddSchedule>,
+    Body(body): Body<AddSchedule>,
 ) -> ApiResult {
     let user = acting_user(&d, &who, &body.user, "schedule_add")?;
     let trigger = match (body.cron, body.every) {
@@ -719,7 +1028,7 @@ async fn add_schedule(
     to_json(&added.view(now))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScheduleChange {
     #[serde(default)]
@@ -754,34 +1063,61 @@ async fn change_schedule(
     Ok(Json(json!({ "schedule": name, "done": what })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{name}/pause",
+    tag = "schedules",
+    description = "Pauses a schedule.",
+    request_body = ScheduleChange,
+    params(("name" = String, Path, description = "Schedule name")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn pause_schedule(
     State(d): D,
-    Path(name): Path<String>,
+    Route(name): Route<String>,
     Extension(who): Extension<Identity>,
-    Json(body): Json<ScheduleChange>,
+    Body(body): Body<ScheduleChange>,
 ) -> ApiResult {
     change_schedule(d, who, name, body, "pause").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{name}/resume",
+    tag = "schedules",
+    description = "Resumes a schedule.",
+    request_body = ScheduleChange,
+    params(("name" = String, Path, description = "Schedule name")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn resume_schedule(
     State(d): D,
-    Path(name): Path<String>,
+    Route(name): Route<String>,
     Extension(who): Extension<Identity>,
-    Json(body): Json<ScheduleChange>,
+    Body(body): Body<ScheduleChange>,
 ) -> ApiResult {
     change_schedule(d, who, name, body, "resume").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{name}/remove",
+    tag = "schedules",
+    description = "Removes a schedule.",
+    request_body = ScheduleChange,
+    params(("name" = String, Path, description = "Schedule name")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn remove_schedule(
     State(d): D,
-    Path(name): Path<String>,
+    Route(name): Route<String>,
     Extension(who): Extension<Identity>,
-    Json(body): Json<ScheduleChange>,
+    Body(body): Body<ScheduleChange>,
 ) -> ApiResult {
     change_schedule(d, who, name, body, "remove").await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PauseBody {
     #[serde(default)]
@@ -819,18 +1155,34 @@ async fn change_pause(d: Arc<Daemon>, who: Identity, on: bool, mut body: PauseBo
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/pause",
+    tag = "pause",
+    description = "Emergency pause of everything or of one channel: recorded, and every guard fails every write at once.",
+    request_body = PauseBody,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn pause(
     State(d): D,
     Extension(who): Extension<Identity>,
-    Json(body): Json<PauseBody>,
+    Body(body): Body<PauseBody>,
 ) -> ApiResult {
     change_pause(d, who, true, body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/resume",
+    tag = "pause",
+    description = "Ends an emergency pause (everything or one channel).",
+    request_body = PauseBody,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
 async fn resume(
     State(d): D,
     Extension(who): Extension<Identity>,
-    Json(body): Json<PauseBody>,
+    Body(body): Body<PauseBody>,
 ) -> ApiResult {
     change_pause(d, who, false, body).await
 }
@@ -842,7 +1194,15 @@ struct StatsParams {
     channel: Option<String>,
 }
 
-async fn stats(State(d): D, Query(p): Query<StatsParams>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/api/stats",
+    tag = "stats",
+    description = "The weekly numbers (as `clerk stats --json`) for a period and optionally one channel.",
+    params(("since" = Option<String>, Query, description = "RFC 3339 or YYYY-MM-DD; default a week ago"), ("until" = Option<String>, Query, description = "RFC 3339 or YYYY-MM-DD; default now"), ("channel" = Option<String>, Query, description = "Only this channel")),
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn stats(State(d): D, Params(p): Params<StatsParams>) -> ApiResult {
     let now = (d.engine.clock)();
     let time = |t: Option<String>, default| match t {
         Some(t) => crate::stats::parse_time(&t, now).map_err(|e| bad(e.to_string())),
@@ -862,6 +1222,13 @@ async fn stats(State(d): D, Query(p): Query<StatsParams>) -> ApiResult {
 }
 
 /// `GET /metrics`: counters over all time from the journal, gauges from the daemon.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "daemon",
+    description = "OpenMetrics text: counters from the journal, gauges from the daemon. No token needed.",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(d): D) -> Response {
     match render_metrics(&d).await {
         Ok(text) => (

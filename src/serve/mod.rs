@@ -17,6 +17,8 @@
 //! Chromium is reaped, `serve.json` removed, the lock released.
 
 mod api;
+
+pub use api::{openapi, ApiErrorBody};
 mod console;
 mod executor;
 pub mod scheduler;
