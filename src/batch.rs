@@ -265,6 +265,15 @@ pub fn summarize(batch_id: String, runs: Vec<RunReport>, duration_ms: u64) -> Ba
     }
 }
 
+/// A value on one table line: line breaks and tabs shown as `\n`, `\r`, `\t` (the JSON
+/// output keeps the value as extracted).
+fn one_line(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t")
+}
+
 /// A plain-text results table and summary.
 pub fn render(report: &BatchReport) -> String {
     let mut out = String::new();
@@ -273,11 +282,11 @@ pub fn render(report: &BatchReport) -> String {
         "PLAYBOOK", "INPUTS", "STATUS", "BLOCKED", "FIELDS / SCREENSHOTS"
     ));
     for r in &report.runs {
-        let inputs = r.inputs.values().cloned().collect::<Vec<_>>().join(",");
+        let inputs = one_line(&r.inputs.values().cloned().collect::<Vec<_>>().join(","));
         let fields = r
             .fields
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{k}={}", one_line(v)))
             .collect::<Vec<_>>()
             .join(" ");
         let shots = r
@@ -321,9 +330,37 @@ pub fn render(report: &BatchReport) -> String {
                 r.playbook,
                 r.inputs.values().cloned().collect::<Vec<_>>().join(","),
                 r.run_id.clone().unwrap_or_else(|| "not started".into()),
-                r.error.clone().unwrap_or_default()
+                one_line(&r.error.clone().unwrap_or_default())
             ));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{RunReport, RunStatus};
+
+    #[test]
+    fn a_multi_line_field_stays_on_its_row() {
+        let run = RunReport {
+            run_id: Some("r-1".into()),
+            playbook: "lookup".into(),
+            inputs: [("order_id".to_owned(), "SO-1".to_owned())].into(),
+            status: RunStatus::Ok,
+            error: None,
+            fields: [("address".to_owned(), "Line 1\nLine 2\tx".to_owned())].into(),
+            screenshots: vec![],
+            guard: vec![],
+            approval_id: None,
+            duration_ms: 1,
+            timings: None,
+            transient: false,
+        };
+        let text = render(&summarize("b-1".into(), vec![run], 1));
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("lookup")).collect();
+        assert_eq!(rows.len(), 1, "{text}");
+        assert!(rows[0].contains("address=Line 1\\nLine 2\\tx"), "{text}");
+    }
 }

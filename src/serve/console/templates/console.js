@@ -9,7 +9,11 @@
     var s = Math.floor(ms / 1000);
     var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
     var m = Math.floor(s % 3600 / 60), sec = s % 60;
-    return 'in ' + (d > 0 ? d + ' d ' : '') + (d > 0 || h > 0 ? h + ' h ' : '') + two(m) + ' min ' + two(sec) + ' s';
+    // Seconds only in the last hour: "in 23 h 41 min", "in 1 d 2 h 05 min", "in 12 min 05 s".
+    if (d > 0 || h > 0) {
+      return 'in ' + (d > 0 ? d + ' d ' : '') + h + ' h ' + two(m) + ' min';
+    }
+    return 'in ' + m + ' min ' + two(sec) + ' s';
   }
   function tick() {
     var els = document.querySelectorAll('[data-expires]');
