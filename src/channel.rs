@@ -381,9 +381,22 @@ impl Config {
 
     /// Parses config text; `path` is used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ChannelError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ChannelError::ParseConfig {
-            path: path.to_owned(),
-            message: e.to_string(),
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let raw = e.to_string();
+            // The keys a channel cannot do without, said as what to add.
+            let hint = if raw.contains("missing field `logged_in_check`") {
+                "\nhint: every [[channel]] needs `logged_in_check`: a page that only a logged-in \
+                 user sees and a selector on it, e.g. logged_in_check = { url = \"/account\", \
+                 selector = \"#account-user\" } (or an HTTP probe: { request = \"/api/me\", status = 200 })"
+            } else if raw.contains("approval_ttl_hours") {
+                "\nhint: approval_ttl_hours is a whole number of hours, e.g. approval_ttl_hours = 24"
+            } else {
+                ""
+            };
+            ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message: format!("{raw}{hint}"),
+            }
         })?;
         config.path = path.to_owned();
         let serve = &config.serve;
@@ -702,5 +715,22 @@ impl StorageState {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_without_its_session_check_or_with_fractional_hours_says_what_to_write() {
+        let base = "[[channel]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/\"\nowner = \"o\"\nsession = \"sessions/a.json\"\n";
+        let err = Config::parse(Path::new("clerk.toml"), base).unwrap_err().to_string();
+        assert!(err.contains("logged_in_check = { url"), "{err}");
+        let text = format!(
+            "{base}logged_in_check = {{ url = \"/account\", selector = \"#me\" }}\napproval_ttl_hours = 1.5\n"
+        );
+        let err = Config::parse(Path::new("clerk.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("whole number of hours"), "{err}");
     }
 }

@@ -56,10 +56,14 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Export a self-contained bundle for auditors.
     Export {
+        /// Export one run (its records, screenshots and playbook text).
         #[arg(long, conflicts_with = "case", required_unless_present = "case")]
         run: Option<String>,
+        /// Export every run and approval of one case reference.
         #[arg(long)]
         case: Option<String>,
+        /// A new or empty directory to write the bundle into (manifest.json, journal
+        /// excerpt, screenshots/, SHA256SUMS for `sha256sum -c`).
         #[arg(long)]
         out: PathBuf,
     },
