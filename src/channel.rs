@@ -725,12 +725,16 @@ mod tests {
     #[test]
     fn a_channel_without_its_session_check_or_with_fractional_hours_says_what_to_write() {
         let base = "[[channel]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/\"\nowner = \"o\"\nsession = \"sessions/a.json\"\n";
-        let err = Config::parse(Path::new("clerk.toml"), base).unwrap_err().to_string();
+        let err = Config::parse(Path::new("clerk.toml"), base)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("logged_in_check = { url"), "{err}");
         let text = format!(
             "{base}logged_in_check = {{ url = \"/account\", selector = \"#me\" }}\napproval_ttl_hours = 1.5\n"
         );
-        let err = Config::parse(Path::new("clerk.toml"), &text).unwrap_err().to_string();
+        let err = Config::parse(Path::new("clerk.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("whole number of hours"), "{err}");
     }
 }

@@ -215,11 +215,10 @@ async fn an_approved_submit_runs_the_approved_text_wherever_clerk_starts() {
 async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_center() {
     let world = World::new().await;
     let order = delivered(0);
-    let yaml = format!(
-        "name: probe\nversion: \"1\"\ndescription: probe\nchannel: sample\nmode: read_only\n\
-         inputs:\n  order_id: {{ type: string }}\n  token: {{ type: string, secret: true, required: false }}\n\
-         steps:\n  - goto: /orders/{{{{order_id}}}}\n  - wait_for: {{ selector: \"h1\" }}\n  - {{STEP}}\n"
-    );
+    let yaml = "name: probe\nversion: \"1\"\ndescription: probe\nchannel: sample\nmode: read_only\n\
+         inputs:\n  order_id: { type: string }\n  token: { type: string, secret: true, required: false }\n\
+         steps:\n  - goto: /orders/{{order_id}}\n  - wait_for: { selector: \"h1\" }\n  - {STEP}\n"
+        .to_owned();
     let run = |step: &str, inputs: Vec<(&'static str, String)>| {
         let pb = world.playbook_from("probe", &yaml.replace("{STEP}", step));
         let world = &world;
