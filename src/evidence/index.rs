@@ -243,6 +243,21 @@ pub enum Peek {
     Entries(BTreeMap<Vec<u8>, Vec<u8>>, Option<Meta>),
 }
 
+/// Every entry of an index (without `meta`) and its meta.
+fn entries(db: &sled::Db) -> Result<Peek, StoreError> {
+    let mut map = BTreeMap::new();
+    let mut meta = None;
+    for item in db.iter() {
+        let (k, v) = item.map_err(sled_err("reading the index"))?;
+        if &*k == META {
+            meta = Meta::decode(&v);
+        } else {
+            map.insert(k.to_vec(), v.to_vec());
+        }
+    }
+    Ok(Peek::Entries(map, meta))
+}
+
 fn open_sled(dir: &Path) -> Result<sled::Db, String> {
     let config = sled::Config::new()
         .path(dir)
@@ -313,21 +328,10 @@ impl Index {
         let Some(_lock) = FileLock::try_exclusive(&data_dir.join(INDEX_LOCK))? else {
             return Ok(Peek::InUse);
         };
-        let db = match open_sled(&dir) {
-            Ok(db) => db,
-            Err(e) => return Ok(Peek::Damaged(e)),
-        };
-        let mut map = BTreeMap::new();
-        let mut meta = None;
-        for item in db.iter() {
-            let (k, v) = item.map_err(sled_err("reading the index"))?;
-            if &*k == META {
-                meta = Meta::decode(&v);
-            } else {
-                map.insert(k.to_vec(), v.to_vec());
-            }
+        match open_sled(&dir) {
+            Ok(db) => entries(&db),
+            Err(e) => Ok(Peek::Damaged(e)),
         }
-        Ok(Peek::Entries(map, meta))
     }
 
     /// This open index's entries, as [`Index::peek`] reads a closed one (for verify in the
@@ -336,17 +340,7 @@ impl Index {
         if self.persistent.is_none() {
             return Ok(Peek::InUse);
         }
-        let mut map = BTreeMap::new();
-        let mut meta = None;
-        for item in self.db.iter() {
-            let (k, v) = item.map_err(sled_err("reading the index"))?;
-            if &*k == META {
-                meta = Meta::decode(&v);
-            } else {
-                map.insert(k.to_vec(), v.to_vec());
-            }
-        }
-        Ok(Peek::Entries(map, meta))
+        entries(&self.db)
     }
 
     fn read_meta(db: &sled::Db) -> Result<Meta, StoreError> {

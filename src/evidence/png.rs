@@ -42,22 +42,27 @@ pub fn put(data_dir: &Path, png: &[u8]) -> Result<PngInfo, StoreError> {
         }
         tracing::warn!(path = %path.display(), "stored screenshot no longer matches its name; rewriting it");
     }
+    write_read_only(&dir, &path, png)?;
+    Ok(info)
+}
+
+/// Writes `bytes` durably as the read-only file `path` in `dir`: a temp file, fsync, mode
+/// 0444 (evidence is not edited in place), rename, fsync the directory.
+pub(super) fn write_read_only(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    tmp.write_all(png).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // Read-only: evidence is not edited in place (the rename below replaces the entry).
         let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444));
     }
-    tmp.persist(&path).map_err(|e| io(e.error))?;
-    sync_dir(&dir)?;
-    Ok(info)
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    sync_dir(dir)
 }
 
 fn is_blank(image: &image::DynamicImage) -> bool {

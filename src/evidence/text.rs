@@ -7,11 +7,9 @@
 //! directory or the file on disk says now. Written like a screenshot: temp file, fsync,
 //! rename, fsync the directory, read-only; a file is never replaced by other bytes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::journal::sync_dir;
-use super::png::hash_file;
+use super::png::{hash_file, write_read_only};
 use super::record::sha256_hex;
 use super::StoreError;
 
@@ -40,21 +38,11 @@ pub fn put(data_dir: &Path, text: &[u8]) -> Result<String, StoreError> {
         }
         tracing::warn!(path = %path.display(), "stored playbook text no longer matches its name; rewriting it");
     }
-    let io = |source| StoreError::Io {
-        path: path.clone(),
+    std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        path: dir.clone(),
         source,
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
-    tmp.write_all(text).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444));
-    }
-    tmp.persist(&path).map_err(|e| io(e.error))?;
-    sync_dir(&dir)?;
+    })?;
+    write_read_only(&dir, &path, text)?;
     Ok(sha256)
 }
 
