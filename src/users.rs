@@ -62,11 +62,62 @@ impl UserError {
     }
 }
 
-/// What a role lets a user do in the console (the engine's own checks still apply: a
-/// decision needs the channel's reviewer list and four eyes, a pause an operator or
-/// reviewer of some channel).
+/// What a user asks the daemon to do, through the API or the console alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Look: every GET, verify, the case bundle.
+    Read,
+    /// Queue runs (lookups and drafts).
+    Run,
+    /// Queue the submit of an approved draft.
+    Submit,
+    /// Approve or reject.
+    Decide,
+    /// The emergency pause and its resume.
+    Pause,
+    /// Retry or drop jobs, resume a channel's queue.
+    Queue,
+    /// Add, pause, resume or remove schedules.
+    Schedule,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Run => "queue runs",
+            Permission::Submit => "queue submits",
+            Permission::Decide => "decide approvals",
+            Permission::Pause => "pause or resume",
+            Permission::Queue => "change the queue",
+            Permission::Schedule => "change schedules",
+        }
+    }
+}
+
+/// Who may do what: the one table behind the API and the console (README, "Roles"). A role
+/// only narrows: the engine's own checks still apply (a decision needs the channel's
+/// reviewer list and four eyes, a run an operator of the channel).
+///
+/// | | operator | reviewer | auditor | admin |
+/// | --- | --- | --- | --- | --- |
+/// | read, verify, export | yes | yes | yes | yes |
+/// | run, submit, queue, schedules | yes | no | no | yes |
+/// | decide | no | yes | no | yes |
+/// | pause, resume | yes | yes | no | yes |
+pub fn permits(role: Role, p: Permission) -> bool {
+    use Permission::*;
+    match p {
+        Read => true,
+        Run | Submit | Queue | Schedule => matches!(role, Role::Operator | Role::Admin),
+        Decide => matches!(role, Role::Reviewer | Role::Admin),
+        Pause => matches!(role, Role::Operator | Role::Reviewer | Role::Admin),
+    }
+}
+
+/// Whether a role may decide approvals ([`permits`]).
 pub fn may_decide(role: Role) -> bool {
-    matches!(role, Role::Reviewer | Role::Admin)
+    permits(role, Permission::Decide)
 }
 
 /// True when this installation has named users (`[[user]]` in the config, or users added
@@ -76,9 +127,9 @@ pub fn declared(data_dir: &Path, config: &Config) -> bool {
     !config.users.is_empty() || load(data_dir).map(|u| !u.is_empty()).unwrap_or(false)
 }
 
-/// Whether a role may pause and resume.
+/// Whether a role may pause and resume ([`permits`]).
 pub fn may_pause(role: Role) -> bool {
-    matches!(role, Role::Operator | Role::Reviewer | Role::Admin)
+    permits(role, Permission::Pause)
 }
 
 /// `<data>/users/passwords.json`.
@@ -328,16 +379,56 @@ pub fn create_token(
     Ok(token)
 }
 
-/// Removes every token of `name`; returns how many there were.
+/// Removes every token of `name` and ends their console sessions (a revocation is the
+/// answer to a leaked credential); returns how many tokens there were.
 pub fn revoke_tokens(data_dir: &Path, name: &str) -> Result<usize, UserError> {
     let mut all = load_tokens(data_dir)?;
     let before = all.len();
     all.retain(|t| t.user != name);
     save_tokens(data_dir, &all)?;
+    end_sessions(data_dir, name)?;
     Ok(before - all.len())
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// `<data>/users/generations.json`: per user, a counter every "log out everywhere" raises.
+pub fn generations_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("users").join("generations.json")
+}
+
+fn load_generations(data_dir: &Path) -> BTreeMap<String, u64> {
+    std::fs::read(generations_path(data_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Ends every console session of `name`, wherever it was opened ("log out everywhere"):
+/// their credential stamp changes, so no session made before is accepted again.
+pub fn end_sessions(data_dir: &Path, name: &str) -> Result<(), UserError> {
+    let mut g = load_generations(data_dir);
+    *g.entry(name.to_owned()).or_default() += 1;
+    let text = serde_json::to_vec_pretty(&g).map_err(|e| UserError::Read {
+        path: generations_path(data_dir),
+        message: e.to_string(),
+    })?;
+    write_private(data_dir, "generations.json", &text)
+}
+
+/// What a console session is bound to: the SHA-256 of the user's password hash and their
+/// session generation. A new password, a revoked token or "log out everywhere" changes it,
+/// and a removed user has none: every session made before then is refused.
+pub fn credential_stamp(data_dir: &Path, config: &Config, name: &str) -> Option<String> {
+    role_of(data_dir, config, name)?;
+    let hash = load(data_dir).ok()?.get(name)?.clone();
+    let generation = load_generations(data_dir).get(name).copied().unwrap_or(0);
+    use sha2::Digest as _;
+    Some(hex::encode(sha2::Sha256::digest(
+        format!("{hash}\n{generation}").as_bytes(),
+    )))
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -377,7 +468,7 @@ impl TokenBook {
         let user = cache
             .1
             .iter()
-            .find(|t| same(t.sha256.as_bytes(), want.as_bytes()))?
+            .find(|t| constant_eq(t.sha256.as_bytes(), want.as_bytes()))?
             .user
             .clone();
         let role = role_of(&self.data_dir, config, &user)?;

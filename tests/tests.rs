@@ -6,6 +6,7 @@
 mod common;
 
 mod approval;
+mod authz;
 mod cli;
 mod console;
 mod console_browser;

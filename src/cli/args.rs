@@ -132,6 +132,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
+    /// End every console session of a user, in every browser ("log out everywhere"); their
+    /// API tokens stay (`clerk user token NAME --revoke` removes those, and ends the
+    /// sessions too).
+    Logout { name: String },
     /// Set a user's console password (asked on the terminal without echo, or read from
     /// standard input when it is not a terminal; never an argument), and their role when
     /// the config does not name one.

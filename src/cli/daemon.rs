@@ -313,7 +313,8 @@ pub async fn queue(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode
                 Some(d) => {
                     d.announce();
                     let path = format!("/api/jobs/{job}/{}", if retry { "retry" } else { "drop" });
-                    daemon_call(d, move |d| d.post(&path, json!({}))).await?;
+                    let body = json!({ "user": d.claimed_user(cli) });
+                    daemon_call(d, move |d| d.post(&path, body)).await?;
                 }
                 None => {
                     let q = open_queue(cli)?;
@@ -323,6 +324,12 @@ pub async fn queue(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode
                         q.drop_job(JobId(*job))
                     };
                     r.map_err(|e| exit(2, e.to_string()))?;
+                    record_queue_change(
+                        cli,
+                        if retry { "retry" } else { "drop" },
+                        vec![*job],
+                        None,
+                    )?;
                 }
             }
             println!(
@@ -336,16 +343,39 @@ pub async fn queue(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode
                 Some(d) => {
                     d.announce();
                     let path = format!("/api/queue/{channel}/resume");
-                    daemon_call(d, move |d| d.post(&path, json!({}))).await?;
+                    let body = json!({ "user": d.claimed_user(cli) });
+                    daemon_call(d, move |d| d.post(&path, body)).await?;
                 }
-                None => open_queue(cli)?
-                    .resume_channel(channel)
-                    .map_err(|e| exit(2, e.to_string()))?,
+                None => {
+                    open_queue(cli)?
+                        .resume_channel(channel)
+                        .map_err(|e| exit(2, e.to_string()))?;
+                    record_queue_change(cli, "resume_channel", vec![], Some(channel.clone()))?;
+                }
             }
             println!("queue of channel {channel} resumed");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Records a queue change made without a daemon, under the acting user.
+fn record_queue_change(
+    cli: &Cli,
+    action: &str,
+    jobs: Vec<u64>,
+    channel: Option<String>,
+) -> anyhow::Result<()> {
+    let store =
+        crate::evidence::Store::open(&cli.data_dir).context("opening the evidence store")?;
+    store.append(crate::evidence::Event::QueueChanged {
+        action: action.to_owned(),
+        jobs,
+        channel,
+        user: current_user(cli),
+        at: crate::evidence::timestamp(chrono::Utc::now()),
+    })?;
+    Ok(())
 }
 
 /// A blocking call on the daemon, off the runtime.

@@ -11,12 +11,18 @@ use super::common::{exit, load_config};
 /// Runs `clerk user ...`.
 pub fn run(cli: &Cli, command: &UserCommand) -> anyhow::Result<ExitCode> {
     match command {
+        UserCommand::Logout { name } => {
+            crate::users::end_sessions(&cli.data_dir, name)
+                .map_err(|e| exit(e.exit_code(), e.to_string()))?;
+            println!("every console session of {name} is ended");
+            Ok(ExitCode::SUCCESS)
+        }
         UserCommand::Token { name, revoke } => {
             let config = load_config(cli)?;
             let fail = |e: crate::users::UserError| exit(e.exit_code(), e.to_string());
             if *revoke {
                 let n = crate::users::revoke_tokens(&cli.data_dir, name).map_err(fail)?;
-                println!("revoked {n} token(s) of {name}");
+                println!("revoked {n} token(s) of {name}; their console sessions are ended");
                 return Ok(ExitCode::SUCCESS);
             }
             let now = crate::evidence::timestamp(chrono::Utc::now());

@@ -265,6 +265,15 @@ pub enum Event {
         reason: String,
         at: String,
     },
+    /// Someone changed the daemon's queue: `action` is `enqueue`, `retry`, `drop` or
+    /// `resume_channel`; `jobs` the jobs it touched (for a channel resume, none).
+    QueueChanged {
+        action: String,
+        jobs: Vec<u64>,
+        channel: Option<String>,
+        user: String,
+        at: String,
+    },
 }
 
 impl Event {
@@ -294,6 +303,7 @@ impl Event {
             Event::ScheduleMissed { .. } => "schedule_missed",
             Event::JobRetried { .. } => "job_retried",
             Event::JobDeadLettered { .. } => "job_dead_lettered",
+            Event::QueueChanged { .. } => "queue_changed",
         }
     }
 

@@ -181,8 +181,9 @@ pub(super) enum Identity {
     /// The instance token from `serve.json`: whoever can read the daemon's 0600 file owns
     /// the data directory anyway, so the `user` a body names is taken as given (a claim).
     Local,
-    /// A per-user API token or a console session: the daemon acts as this user.
-    User(String),
+    /// A per-user API token or a console session: the daemon acts as this user, with the
+    /// role they have now (read again on every request).
+    User(String, crate::users::Role),
 }
 
 /// Authenticates every API call: `Authorization: Bearer <token>` (a `clerk user token`),
@@ -197,14 +198,14 @@ async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "));
     let identity = if let Some(token) = bearer {
         match d.tokens.user_of(&d.engine.config, token.trim()) {
-            Some((user, _)) => Identity::User(user),
+            Some((user, role)) => Identity::User(user, role),
             None => return unauthorized("unknown or revoked API token"),
         }
     } else if let Some(given) = headers
         .get(crate::instance::TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        if given != d.instance().token.as_str() {
+        if !crate::users::constant_eq(given.as_bytes(), d.instance().token.as_bytes()) {
             return unauthorized(&format!(
                 "wrong {} header (the token is in the data directory's serve.json)",
                 crate::instance::TOKEN_HEADER
@@ -214,7 +215,9 @@ async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
     } else if let Some(session) = super::console::session_of(&d, headers) {
         if req.method() != axum::http::Method::GET {
             let csrf = headers.get("x-clerk-csrf").and_then(|v| v.to_str().ok());
-            if csrf != Some(session.csrf.as_str()) {
+            let ok = csrf
+                .is_some_and(|c| crate::users::constant_eq(c.as_bytes(), session.csrf.as_bytes()));
+            if !ok {
                 return ApiError(
                     StatusCode::FORBIDDEN,
                     "a POST with the console's session needs its CSRF token in x-clerk-csrf".into(),
@@ -222,7 +225,7 @@ async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
                 .into_response();
             }
         }
-        Identity::User(session.user)
+        Identity::User(session.user, session.role)
     } else {
         return unauthorized(&format!(
             "authenticate: Authorization: Bearer <token from `clerk user token NAME`>, the console's session, or the {} header (the instance token is in the data directory's serve.json)",
@@ -233,38 +236,103 @@ async fn authenticate(State(d): D, mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The user an API call acts as. With a user token or session: that user, whatever the
-/// body leaves empty; a body naming someone else is refused (403) and recorded. With the
-/// instance token: the body's user, as claimed.
+/// The user an API call acts as, once it is authorized. With a user token or session: that
+/// user, whatever the body leaves empty; a body naming someone else is refused (403) and
+/// recorded, and so is a role that does not permit `perm` ([`crate::users::permits`], the
+/// same table the console uses). With the instance token: the body's user, as claimed
+/// (the data directory's owner may do anything but decide in someone's name).
 fn acting_user(
     d: &Daemon,
     who: &Identity,
     claimed: &str,
     action: &str,
+    perm: crate::users::Permission,
 ) -> Result<String, ApiError> {
+    let refuse = |user: &str, reason: String, message: String| {
+        let recorded = d.engine.store.append(crate::evidence::Event::Refused {
+            action: action.to_owned(),
+            approval_id: None,
+            run_id: None,
+            user: user.to_owned(),
+            reason,
+            at: crate::evidence::timestamp((d.engine.clock)()),
+        });
+        if let Err(e) = recorded {
+            tracing::error!("cannot record a refusal: {e}");
+        }
+        ApiError(StatusCode::FORBIDDEN, message)
+    };
     match who {
         Identity::Local if claimed.is_empty() => Err(bad("say who acts: `user` is empty")),
         Identity::Local => Ok(claimed.to_owned()),
-        Identity::User(u) if claimed.is_empty() || claimed == u => Ok(u.clone()),
-        Identity::User(u) => {
+        Identity::User(u, _) if !claimed.is_empty() && claimed != u => {
             let reason = format!("authenticated as `{u}`, the request names `{claimed}`");
-            let recorded = d.engine.store.append(crate::evidence::Event::Refused {
-                action: action.to_owned(),
-                approval_id: None,
-                run_id: None,
-                user: u.clone(),
-                reason: reason.clone(),
-                at: crate::evidence::timestamp((d.engine.clock)()),
-            });
-            if let Err(e) = recorded {
-                tracing::error!("cannot record a refusal: {e}");
-            }
-            Err(ApiError(
-                StatusCode::FORBIDDEN,
+            Err(refuse(
+                u,
+                reason.clone(),
                 format!("{reason}: you can only act as yourself (leave --as out)"),
             ))
         }
+        Identity::User(u, role) if !crate::users::permits(*role, perm) => {
+            let reason = format!("role {role} may not {}", perm.as_str());
+            Err(refuse(u, reason.clone(), reason))
+        }
+        Identity::User(u, _) => Ok(u.clone()),
     }
+}
+
+/// Records a change of the queue under the user who made it.
+async fn record_queue_change(
+    d: &Daemon,
+    action: &str,
+    jobs: Vec<u64>,
+    channel: Option<String>,
+    user: &str,
+) -> Result<(), ApiError> {
+    d.engine
+        .record(crate::evidence::Event::QueueChanged {
+            action: action.to_owned(),
+            jobs,
+            channel,
+            user: user.to_owned(),
+            at: crate::evidence::timestamp((d.engine.clock)()),
+        })
+        .await
+        .map_err(internal)
+}
+
+/// An optional JSON body: an empty body is `T::default()`, anything else must parse.
+pub struct OptBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for OptBody<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptBody(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(OptBody).map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("request body: {e}"),
+            )
+        })
+    }
+}
+
+/// Who acts on a queue change (`{"user": ...}`, optional with a personal credential).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct QueueChange {
+    #[serde(default)]
+    user: String,
 }
 
 /// The daemon's API described as OpenAPI 3.1, built from the handlers' own `#[utoipa::path]`
@@ -397,6 +465,11 @@ async fn status(State(d): D) -> ApiResult {
     })))
 }
 
+/// Rows one `POST /api/runs` may queue.
+pub const MAX_ROWS_PER_REQUEST: usize = 5_000;
+/// Jobs one user may have waiting in the queue at once.
+pub const MAX_QUEUED_PER_USER: usize = 20_000;
+
 /// `POST /api/runs`: one job per row.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -476,7 +549,7 @@ async fn enqueue_runs(
     Extension(who): Extension<Identity>,
     Body(mut body): Body<EnqueueRuns>,
 ) -> ApiResult {
-    body.user = acting_user(&d, &who, &body.user, "run")?;
+    body.user = acting_user(&d, &who, &body.user, "run", crate::users::Permission::Run)?;
     if body.priority == Some(Priority::Submit) {
         return Err(bad(
             "priority `submit` is only for approved submits (POST /api/submit queues them)",
@@ -487,6 +560,36 @@ async fn enqueue_runs(
     if playbook.mode == crate::playbook::Mode::Login {
         return Err(bad(
             "a login playbook is not queued: run `clerk login CHANNEL --playbook FILE`",
+        ));
+    }
+    if body.rows.len() > MAX_ROWS_PER_REQUEST {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} rows in one request; at most {MAX_ROWS_PER_REQUEST} (split the batch)",
+                body.rows.len()
+            ),
+        ));
+    }
+    let operator = body.user.clone();
+    let waiting = d
+        .queue_call(move |q| {
+            Ok(q.list(&JobFilter {
+                state: Some(JobState::Queued),
+                ..JobFilter::default()
+            })?
+            .into_iter()
+            .filter(|j| j.spec.operator == operator)
+            .count())
+        })
+        .await?;
+    if waiting + body.rows.len().max(1) > MAX_QUEUED_PER_USER {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "`{}` has {waiting} jobs waiting; at most {MAX_QUEUED_PER_USER} may wait at once",
+                body.user
+            ),
         ));
     }
     let rows = if body.rows.is_empty() {
@@ -514,6 +617,15 @@ async fn enqueue_runs(
         })
         .await?;
     d.wake();
+    let raw: Vec<u64> = ids.iter().map(|j| j.0).collect();
+    record_queue_change(
+        &d,
+        "enqueue",
+        raw,
+        Some(playbook.channel.clone()),
+        &body.user,
+    )
+    .await?;
     Ok(Json(
         json!({ "jobs": ids, "playbook_sha256": playbook.sha256 }),
     ))
@@ -582,12 +694,26 @@ async fn show_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     path = "/api/jobs/{id}/retry",
     tag = "queue",
     description = "Queues a dead-lettered job again.",
+    request_body(content = QueueChange, description = "optional: who acts (with the instance token)"),
     params(("id" = u64, Path, description = "Job id")),
     responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
 )]
-async fn retry_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
+async fn retry_job(
+    State(d): D,
+    Route(id): Route<u64>,
+    Extension(who): Extension<Identity>,
+    OptBody(body): OptBody<QueueChange>,
+) -> ApiResult {
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "queue_retry",
+        crate::users::Permission::Queue,
+    )?;
     d.queue_call(move |q| q.retry(JobId(id))).await?;
     d.wake();
+    record_queue_change(&d, "retry", vec![id], None, &user).await?;
     Ok(Json(json!({ "job": id, "state": "queued" })))
 }
 
@@ -596,11 +722,25 @@ async fn retry_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     path = "/api/jobs/{id}/drop",
     tag = "queue",
     description = "Drops a queued or dead-lettered job.",
+    request_body(content = QueueChange, description = "optional: who acts (with the instance token)"),
     params(("id" = u64, Path, description = "Job id")),
     responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
 )]
-async fn drop_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
+async fn drop_job(
+    State(d): D,
+    Route(id): Route<u64>,
+    Extension(who): Extension<Identity>,
+    OptBody(body): OptBody<QueueChange>,
+) -> ApiResult {
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "queue_drop",
+        crate::users::Permission::Queue,
+    )?;
     d.queue_call(move |q| q.drop_job(JobId(id))).await?;
+    record_queue_change(&d, "drop", vec![id], None, &user).await?;
     Ok(Json(json!({ "job": id, "state": "dropped" })))
 }
 
@@ -609,13 +749,27 @@ async fn drop_job(State(d): D, Route(id): Route<u64>) -> ApiResult {
     path = "/api/queue/{channel}/resume",
     tag = "queue",
     description = "Resumes a channel's queue paused after its session expired.",
+    request_body(content = QueueChange, description = "optional: who acts (with the instance token)"),
     params(("channel" = String, Path, description = "Channel id")),
     responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
 )]
-async fn resume_channel(State(d): D, Route(channel): Route<String>) -> ApiResult {
+async fn resume_channel(
+    State(d): D,
+    Route(channel): Route<String>,
+    Extension(who): Extension<Identity>,
+    OptBody(body): OptBody<QueueChange>,
+) -> ApiResult {
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "queue_resume",
+        crate::users::Permission::Queue,
+    )?;
     let c = channel.clone();
     d.queue_call(move |q| q.resume_channel(&c)).await?;
     d.wake();
+    record_queue_change(&d, "resume_channel", vec![], Some(channel.clone()), &user).await?;
     Ok(Json(json!({ "channel": channel, "queue": "resumed" })))
 }
 
@@ -668,7 +822,13 @@ async fn decide(
         }
         return Err(ApiError(StatusCode::FORBIDDEN, reason));
     }
-    let user = acting_user(&d, &who, &body.user, action)?;
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        action,
+        crate::users::Permission::Decide,
+    )?;
     match d.decide(&id, &user, body.approve, body.note).await {
         Ok((approval, submit)) => Ok(Json(json!({
             "approval": approval,
@@ -711,7 +871,13 @@ async fn submit(
     Extension(who): Extension<Identity>,
     Body(body): Body<Submit>,
 ) -> ApiResult {
-    let user = acting_user(&d, &who, &body.user, "submit")?;
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "submit",
+        crate::users::Permission::Submit,
+    )?;
     let engine = d.engine.clone();
     let id = body.approval_id.clone();
     let approval = tokio::task::spawn_blocking(move || crate::approval::load(&engine, &id))
@@ -991,7 +1157,13 @@ async fn add_schedule(
     Extension(who): Extension<Identity>,
     Body(body): Body<AddSchedule>,
 ) -> ApiResult {
-    let user = acting_user(&d, &who, &body.user, "schedule_add")?;
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "schedule_add",
+        crate::users::Permission::Schedule,
+    )?;
     let trigger = match (body.cron, body.every) {
         (Some(expr), None) => TriggerSpec::Cron { expr, tz: body.tz },
         (None, Some(every)) => TriggerSpec::Every(every),
@@ -1043,7 +1215,13 @@ async fn change_schedule(
     mut body: ScheduleChange,
     what: &'static str,
 ) -> ApiResult {
-    body.user = acting_user(&d, &who, &body.user, &format!("schedule_{what}"))?;
+    body.user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        &format!("schedule_{what}"),
+        crate::users::Permission::Schedule,
+    )?;
     let engine = d.engine.clone();
     let now = (engine.clock)();
     let n = name.clone();
@@ -1127,7 +1305,13 @@ struct PauseBody {
 }
 
 async fn change_pause(d: Arc<Daemon>, who: Identity, on: bool, mut body: PauseBody) -> ApiResult {
-    body.user = acting_user(&d, &who, &body.user, if on { "pause" } else { "resume" })?;
+    body.user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        if on { "pause" } else { "resume" },
+        crate::users::Permission::Pause,
+    )?;
     let scope = crate::pause::PauseScope::from_channel(body.channel.as_deref());
     let now = (d.engine.clock)();
     let board = &d.engine.pause;

@@ -83,6 +83,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/", get(|| async { Redirect::to("/approvals") }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}", get(approval_page))
         .route("/approvals/{id}/decide", post(decide))
@@ -170,7 +171,30 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 /// The live console session a request's cookie names, if any (the API accepts it too).
 pub(super) fn session_of(d: &Daemon, headers: &HeaderMap) -> Option<Session> {
     let id = session_id(headers)?;
-    d.sessions.touch(&id, (d.engine.clock)())
+    live_session(d, &id)
+}
+
+/// The session `id` if it is alive *and* still matches the user as they are now: the user
+/// exists, their credential stamp (password, "log out everywhere", revoked tokens) is the
+/// one the session was made with, and the role is the current one (a role change takes
+/// effect on the next request). Anything else ends the session.
+fn live_session(d: &Daemon, id: &str) -> Option<Session> {
+    let mut s = d.sessions.touch(id, (d.engine.clock)())?;
+    let config = &d.engine.config;
+    let data_dir = &d.engine.data_dir;
+    let now_stamp = users::credential_stamp(data_dir, config, &s.user);
+    let role = users::role_of(data_dir, config, &s.user);
+    match (now_stamp, role) {
+        (Some(stamp), Some(role)) if !s.stamp.is_empty() && stamp == s.stamp => {
+            s.role = role;
+            Some(s)
+        }
+        _ => {
+            tracing::info!(user = %s.user, "console session ended: the user's credentials or existence changed");
+            d.sessions.remove(id);
+            None
+        }
+    }
 }
 
 /// A request of a logged-in user.
@@ -184,8 +208,9 @@ impl FromRequestParts<Arc<Console>> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
         let now = c.now();
+        let _ = now;
         let found = session_id(&parts.headers)
-            .and_then(|id| c.d.sessions.touch(&id, now).map(|s| Authed { id, s }));
+            .and_then(|id| live_session(&c.d, &id).map(|s| Authed { id, s }));
         match found {
             Some(a) => Ok(a),
             None if parts.method == Method::GET
@@ -360,7 +385,7 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let now = c.now();
-    let keys = [format!("user:{}", f.user), format!("addr:{addr}")];
+    let keys = session::login_keys(&f.user, &addr);
     let again = |status, message: String| login_form(&c, status, &f.user, Some(message));
     // Login CSRF: the form must come from a login page this browser loaded. Refused
     // before the password is looked at, and not counted as a failed login.
@@ -378,12 +403,14 @@ async fn login(
             "This login form has expired or did not come from this console: log in again.".into(),
         );
     }
-    if let Some(until) = c.limiter.blocked_until(&keys, now) {
+    // Reserved before the password is checked: parallel attempts cannot all get through.
+    if let Err(until) = c.limiter.reserve(&keys, now) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "Too many failed logins for this user or from this address ({} in {} minutes). Try again after {} UTC.",
+                "Too many failed logins for this user ({} from one address, {} in all, in {} minutes). Try again after {} UTC.",
                 session::MAX_FAILS,
+                session::MAX_USER_FAILS,
                 session::FAIL_WINDOW.num_minutes(),
                 until.format("%H:%M:%S")
             ),
@@ -397,8 +424,10 @@ async fn login(
     .await;
     match checked {
         Ok(Ok(role)) => {
-            c.limiter.clear(&keys[0]);
-            let id = c.d.sessions.create(&f.user, role, now);
+            c.limiter.succeeded(&keys, now);
+            let stamp = users::credential_stamp(&c.d.engine.data_dir, &c.d.engine.config, &f.user)
+                .unwrap_or_default();
+            let id = c.d.sessions.create(&f.user, role, &stamp, now);
             let secure = if c.d.engine.config.serve.cookie_secure {
                 "; Secure"
             } else {
@@ -409,7 +438,6 @@ async fn login(
             ([(header::SET_COOKIE, cookie)], Redirect::to("/approvals")).into_response()
         }
         Ok(Err(users::UserError::BadCredentials)) => {
-            c.limiter.fail(&keys, now);
             tracing::warn!(user = %f.user, addr = %addr, "console login failed");
             again(StatusCode::UNAUTHORIZED, "Wrong user or password.".into())
         }
@@ -422,6 +450,29 @@ async fn login(
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// `POST /logout-everywhere`: ends every session of this user, in every browser.
+async fn logout_everywhere(State(c): C, a: Authed, Form(f): Form<CsrfForm>) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    if let Err(e) = users::end_sessions(&c.d.engine.data_dir, &a.s.user) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+            "/approvals",
+        );
+    }
+    c.d.sessions.remove(&a.id);
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
 }
 
 async fn logout(State(c): C, a: Authed, Form(f): Form<CsrfForm>) -> Response {
@@ -1027,10 +1078,7 @@ struct QueuePage {
 
 /// Whether a role may retry dead-lettered jobs (operators run things; admins may too).
 fn may_retry(role: crate::channel::Role) -> bool {
-    matches!(
-        role,
-        crate::channel::Role::Operator | crate::channel::Role::Admin
-    )
+    users::permits(role, users::Permission::Queue)
 }
 
 /// `GET /queue`: what runs when (schedules), what waits, what runs, and the dead letters
@@ -1152,6 +1200,19 @@ async fn retry_job(
         Ok(()) => {
             tracing::info!(job = id, user = %a.s.user, "dead letter queued again from the console");
             c.d.wake();
+            let recorded =
+                c.d.engine
+                    .record(crate::evidence::Event::QueueChanged {
+                        action: "retry".into(),
+                        jobs: vec![id],
+                        channel: None,
+                        user: a.s.user.clone(),
+                        at: crate::evidence::timestamp(c.now()),
+                    })
+                    .await;
+            if let Err(e) = recorded {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/queue");
+            }
             Redirect::to("/queue").into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string(), "/queue"),

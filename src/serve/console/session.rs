@@ -16,8 +16,10 @@ use crate::users::Role;
 pub const IDLE_TIMEOUT: TimeDelta = TimeDelta::minutes(30);
 /// A session ends this long after the login, whatever happens.
 pub const ABSOLUTE_TIMEOUT: TimeDelta = TimeDelta::hours(12);
-/// Failed logins allowed per user and per address within [`FAIL_WINDOW`].
+/// Failed logins allowed per user from one address within [`FAIL_WINDOW`].
 pub const MAX_FAILS: usize = 5;
+/// Failed logins allowed per user from all addresses together within [`FAIL_WINDOW`].
+pub const MAX_USER_FAILS: usize = 20;
 pub const FAIL_WINDOW: TimeDelta = TimeDelta::minutes(15);
 /// A session's last-seen time is written to disk at most this often.
 const SAVE_EVERY: TimeDelta = TimeDelta::minutes(1);
@@ -31,6 +33,11 @@ pub struct Session {
     pub csrf: String,
     pub created: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// The user's credential stamp at login ([`crate::users::credential_stamp`]): checked on
+    /// every request, so a new password, a revoked token, "log out everywhere" or a removed
+    /// user ends the session at once.
+    #[serde(default)]
+    pub stamp: String,
     /// When `last_seen` was last written to disk.
     #[serde(skip)]
     saved: Option<DateTime<Utc>>,
@@ -83,11 +90,12 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id.
-    pub fn create(&self, user: &str, role: Role, now: DateTime<Utc>) -> String {
+    pub fn create(&self, user: &str, role: Role, stamp: &str, now: DateTime<Utc>) -> String {
         let id = crate::users::random_token(32);
         let session = Session {
             user: user.to_owned(),
             role,
+            stamp: stamp.to_owned(),
             csrf: crate::users::random_token(32),
             created: now,
             last_seen: now,
@@ -140,41 +148,84 @@ fn alive(s: &Session, now: DateTime<Utc>) -> bool {
     now - s.last_seen < IDLE_TIMEOUT && now - s.created < ABSOLUTE_TIMEOUT
 }
 
-/// Failed logins by key (`user:NAME`, `addr:IP`).
+/// Failed logins by key: `user:NAME` (at most [`MAX_USER_FAILS`] in the window, whatever
+/// the address) and `user:NAME@addr:IP` (at most [`MAX_FAILS`]): one address's failures
+/// lock out only that user from that address, and many addresses still meet the per-user
+/// limit. An attempt is *reserved* (counted as failed) before its password is checked, so
+/// parallel attempts cannot all pass the check first; a success takes its reservation back.
 #[derive(Default)]
 pub struct Limiter {
     fails: Mutex<HashMap<String, Vec<DateTime<Utc>>>>,
 }
 
+/// The keys and limits of one login attempt.
+pub fn login_keys(user: &str, addr: &str) -> [(String, usize); 2] {
+    [
+        (format!("user:{user}"), MAX_USER_FAILS),
+        (format!("user:{user}@addr:{addr}"), MAX_FAILS),
+    ]
+}
+
 impl Limiter {
-    /// When the first of `keys` that is blocked may try again, if any is.
-    pub fn blocked_until(&self, keys: &[String], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut m = self.fails.lock().ok()?;
-        keys.iter()
-            .filter_map(|k| {
+    /// Reserves an attempt under every key, or says until when one of them is blocked.
+    pub fn reserve(
+        &self,
+        keys: &[(String, usize)],
+        now: DateTime<Utc>,
+    ) -> Result<(), DateTime<Utc>> {
+        let Ok(mut m) = self.fails.lock() else {
+            // Fail closed: a poisoned limiter lets nobody try.
+            return Err(now + FAIL_WINDOW);
+        };
+        let blocked = keys
+            .iter()
+            .filter_map(|(k, max)| {
                 let v = m.get_mut(k)?;
                 v.retain(|t| now - *t < FAIL_WINDOW);
-                (v.len() >= MAX_FAILS).then(|| v[v.len() - MAX_FAILS] + FAIL_WINDOW)
+                (v.len() >= *max).then(|| v[v.len() - max] + FAIL_WINDOW)
             })
-            .max()
+            .max();
+        if let Some(until) = blocked {
+            return Err(until);
+        }
+        for (k, _) in keys {
+            m.entry(k.clone()).or_default().push(now);
+        }
+        Ok(())
     }
 
-    /// Counts a failed login against each key.
-    pub fn fail(&self, keys: &[String], now: DateTime<Utc>) {
+    /// The reserved attempt succeeded: it does not count, and the user's failures from that
+    /// address are forgotten.
+    pub fn succeeded(&self, keys: &[(String, usize)], now: DateTime<Utc>) {
         if let Ok(mut m) = self.fails.lock() {
-            for k in keys {
-                let v = m.entry(k.clone()).or_default();
-                v.retain(|t| now - *t < FAIL_WINDOW);
-                v.push(now);
+            if let Some((user_key, _)) = keys.first() {
+                if let Some(v) = m.get_mut(user_key) {
+                    if let Some(i) = v.iter().rposition(|t| *t == now) {
+                        v.remove(i);
+                    }
+                }
+            }
+            for (k, _) in keys.iter().skip(1) {
+                m.remove(k);
             }
         }
     }
 
-    /// Forgets the failures of one key (a user who logged in).
-    pub fn clear(&self, key: &str) {
-        if let Ok(mut m) = self.fails.lock() {
-            m.remove(key);
-        }
+    /// When the first of `keys` that is blocked may try again, if any is.
+    #[cfg(test)]
+    pub fn blocked_until(
+        &self,
+        keys: &[(String, usize)],
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut m = self.fails.lock().ok()?;
+        keys.iter()
+            .filter_map(|(k, max)| {
+                let v = m.get_mut(k)?;
+                v.retain(|t| now - *t < FAIL_WINDOW);
+                (v.len() >= *max).then(|| v[v.len() - max] + FAIL_WINDOW)
+            })
+            .max()
     }
 }
 
@@ -192,8 +243,8 @@ mod tests {
     fn sessions_survive_reopening_by_hash_and_logouts_too() {
         let dir = tempfile::tempdir().unwrap();
         let s = Sessions::open(dir.path(), t0());
-        let id = s.create("carol", Role::Reviewer, t0());
-        let gone = s.create("dave", Role::Auditor, t0());
+        let id = s.create("carol", Role::Reviewer, "stamp", t0());
+        let gone = s.create("dave", Role::Auditor, "stamp", t0());
         s.remove(&gone);
         let text = std::fs::read_to_string(dir.path().join("users/sessions.json")).unwrap();
         assert!(!text.contains(&id), "a session id stored in clear");
@@ -211,7 +262,7 @@ mod tests {
     #[test]
     fn idle_and_absolute_timeouts() {
         let s = Sessions::default();
-        let id = s.create("carol", Role::Reviewer, t0());
+        let id = s.create("carol", Role::Reviewer, "stamp", t0());
         assert!(s.touch("nope", t0()).is_none());
         // Active every 29 minutes: alive until the absolute limit.
         let mut t = t0();
@@ -221,7 +272,7 @@ mod tests {
         }
         assert!(s.touch(&id, t0() + ABSOLUTE_TIMEOUT).is_none());
         assert!(s.touch(&id, t0()).is_none(), "an ended session stays ended");
-        let id = s.create("carol", Role::Reviewer, t0());
+        let id = s.create("carol", Role::Reviewer, "stamp", t0());
         assert!(s.touch(&id, t0() + TimeDelta::minutes(29)).is_some());
         assert!(s.touch(&id, t0() + TimeDelta::minutes(59)).is_none());
     }
@@ -229,17 +280,33 @@ mod tests {
     #[test]
     fn five_failures_block_for_the_window() {
         let l = Limiter::default();
-        let keys = vec!["user:carol".to_owned(), "addr:127.0.0.1".to_owned()];
+        let keys = login_keys("carol", "127.0.0.1");
         for i in 0..MAX_FAILS {
-            assert_eq!(l.blocked_until(&keys, t0()), None, "after {i}");
-            l.fail(&keys, t0() + TimeDelta::minutes(i as i64));
+            assert!(
+                l.reserve(&keys, t0() + TimeDelta::minutes(i as i64))
+                    .is_ok(),
+                "after {i}"
+            );
         }
         let now = t0() + TimeDelta::minutes(5);
-        assert_eq!(l.blocked_until(&keys, now), Some(t0() + FAIL_WINDOW));
-        assert!(l
-            .blocked_until(&["addr:127.0.0.1".to_owned()], now)
-            .is_some());
-        assert_eq!(l.blocked_until(&["user:dave".to_owned()], now), None);
+        assert_eq!(l.reserve(&keys, now), Err(t0() + FAIL_WINDOW));
+        // Another user from the same address, and carol from another address, may try.
+        assert!(l.reserve(&login_keys("dave", "127.0.0.1"), now).is_ok());
+        assert!(l.reserve(&login_keys("carol", "127.0.0.2"), now).is_ok());
         assert_eq!(l.blocked_until(&keys, t0() + FAIL_WINDOW), None);
+        // Many addresses still meet the per-user limit.
+        let l = Limiter::default();
+        for i in 0..MAX_USER_FAILS {
+            assert!(l
+                .reserve(&login_keys("erin", &format!("10.0.0.{i}")), t0())
+                .is_ok());
+        }
+        assert!(l.reserve(&login_keys("erin", "10.0.1.1"), t0()).is_err());
+        // A success takes its reservation back.
+        let l = Limiter::default();
+        let k = login_keys("fay", "127.0.0.1");
+        l.reserve(&k, t0()).unwrap();
+        l.succeeded(&k, t0());
+        assert_eq!(l.blocked_until(&k, t0()), None);
     }
 }
