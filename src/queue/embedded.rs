@@ -384,7 +384,7 @@ impl RunQueue for EmbeddedQueue {
         Ok(changes
             .iter()
             .filter_map(|c| match c {
-                Change::LeaseExpired { job, .. } => Some(*job),
+                Change::Abandoned { job, .. } => Some(*job),
                 _ => None,
             })
             .collect())

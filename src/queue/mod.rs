@@ -70,6 +70,9 @@ pub enum Priority {
     Submit,
 }
 
+/// Claims a job may lose to daemons that died mid-run before it is dead-lettered.
+pub const MAX_CRASHES: u32 = 5;
+
 /// What to run. Stored verbatim in the queue log (so: no secret values in `inputs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -256,6 +259,10 @@ pub struct Job {
     /// The run of the last failed attempt that started one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_id: Option<String>,
+    /// Claims lost because the daemon holding them died mid-run (not attempts: a crash is
+    /// not the job's fault; capped by [`MAX_CRASHES`]).
+    #[serde(default)]
+    pub crashes: u32,
     /// When it became done, dead or dropped.
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -519,8 +526,10 @@ pub trait RunQueue: Send + Sync {
     ) -> Result<(), QueueError>;
 
     /// Ends at once the leases of the workers whose name starts with `worker_prefix`, known
-    /// to be dead (a daemon restarting after a crash abandons its predecessor's claims): as
-    /// if they had expired, the attempt counts. Returns the jobs.
+    /// to be dead (a daemon restarting after a crash abandons its predecessor's claims): the
+    /// jobs are queued again without counting the attempt (a crash is not the job's fault),
+    /// but each such loss counts as a crash, and after [`MAX_CRASHES`] the job is
+    /// dead-lettered saying so. Returns the jobs.
     fn abandon(
         &self,
         worker_prefix: &str,

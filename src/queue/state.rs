@@ -73,6 +73,16 @@ pub(super) enum Change {
         reason: String,
         not_before: Option<DateTime<Utc>>,
     },
+    /// Its worker's daemon died mid-run (found at the next start): given back without
+    /// counting an attempt, but counted as a crash; after [`MAX_CRASHES`] it is
+    /// dead-lettered (`dead`), so a crash loop cannot run a job forever.
+    Abandoned {
+        job: JobId,
+        token: String,
+        at: DateTime<Utc>,
+        reason: String,
+        dead: Option<String>,
+    },
     Retried {
         job: JobId,
         at: DateTime<Utc>,
@@ -237,12 +247,35 @@ impl State {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Vec<Change> {
-        self.plan_lease_ends(now, |lease, n| {
-            lease
-                .worker
-                .starts_with(worker_prefix)
-                .then(|| format!("attempt {n} by worker {} abandoned: {reason}", lease.worker))
-        })
+        let mut out = Vec::new();
+        for id in &self.claimed {
+            let Some(e) = self.jobs.get(&id.0) else {
+                continue;
+            };
+            let (Some(lease), Some(token)) = (&e.job.lease, &e.token) else {
+                continue;
+            };
+            if !lease.worker.starts_with(worker_prefix) {
+                continue;
+            }
+            let crashes = e.job.crashes + 1;
+            let why = format!(
+                "attempt {} by worker {} abandoned: {reason}",
+                e.job.attempts, lease.worker
+            );
+            out.push(Change::Abandoned {
+                job: *id,
+                token: token.clone(),
+                at: now,
+                dead: (crashes >= super::MAX_CRASHES).then(|| {
+                    format!(
+                        "abandoned {crashes} times by a clerk serve that stopped mid-run (a crash loop?); last: {why}"
+                    )
+                }),
+                reason: why,
+            });
+        }
+        out
     }
 
     /// Ends the leases `ended` gives a reason for.
@@ -569,6 +602,7 @@ impl State {
                         dead_reason: None,
                         outcome: None,
                         last_run_id: None,
+                        crashes: 0,
                         finished_at: None,
                     },
                     token: None,
@@ -662,6 +696,34 @@ impl State {
                         e.job.state = JobState::Dead;
                         e.job.dead_reason = Some(reason.clone());
                         e.job.finished_at = Some(*at);
+                    }
+                }
+                self.claimed.remove(job);
+            }
+            Change::Abandoned {
+                job,
+                token,
+                at,
+                reason,
+                dead,
+            } => {
+                let e = self.leased(*job, token, "abandoned")?;
+                e.job.attempts = e.job.attempts.saturating_sub(1);
+                e.job.crashes += 1;
+                e.job.last_error = Some(reason.clone());
+                e.job.lease = None;
+                e.token = None;
+                let priority = e.job.spec.priority;
+                match dead {
+                    Some(why) => {
+                        e.job.state = JobState::Dead;
+                        e.job.dead_reason = Some(why.clone());
+                        e.job.finished_at = Some(*at);
+                    }
+                    None => {
+                        e.job.state = JobState::Queued;
+                        e.job.not_before = None;
+                        self.queued.insert((Reverse(priority), *job));
                     }
                 }
                 self.claimed.remove(job);

@@ -816,7 +816,11 @@ fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
     let gone = q.abandon("hostA/", "the daemon restarted", at(1)).unwrap();
     assert_eq!(gone, vec![a]);
     let ja = job(&q, a);
-    assert_eq!((ja.state, ja.attempts), (JobState::Queued, 1));
+    // A crash is not the job's fault: no attempt is spent, a crash is counted.
+    assert_eq!(
+        (ja.state, ja.attempts, ja.crashes),
+        (JobState::Queued, 0, 1)
+    );
     assert!(ja.last_error.unwrap().contains("the daemon restarted"));
     assert_eq!(job(&q, b).state, JobState::Claimed);
     assert!(matches!(
@@ -824,4 +828,45 @@ fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
         Err(QueueError::LeaseLost { .. })
     ));
     q.complete(&cb, ok()).unwrap();
+}
+
+/// A job in flight while its daemon is killed again and again (a crash loop under a
+/// service manager) is not dead-lettered by the first few crashes, even with one attempt
+/// allowed; after MAX_CRASHES it is, saying why, and that survives reopening the queue.
+#[test]
+fn crash_abandoned_claims_spend_no_attempt_and_a_crash_loop_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()).unwrap();
+    let mut s = spec("shop", Priority::Submit, "approved submit");
+    s.max_attempts = 1;
+    let id = q.enqueue(s).unwrap();
+    for n in 1..crate::queue::MAX_CRASHES {
+        let c = claim(&q, &format!("host/serve-{n}/w1"), at(n as i64)).unwrap();
+        assert_eq!(c.job, id);
+        q.abandon(
+            &format!("host/serve-{n}/"),
+            "clerk serve stopped before the run finished",
+            at(n as i64),
+        )
+        .unwrap();
+        let j = job(&q, id);
+        assert_eq!(
+            (j.state, j.attempts, j.crashes),
+            (JobState::Queued, 0, n),
+            "after {n} crashes"
+        );
+    }
+    let n = crate::queue::MAX_CRASHES;
+    claim(&q, "host/serve-last/w1", at(100)).unwrap();
+    q.abandon(
+        "host/serve-last/",
+        "clerk serve stopped before the run finished",
+        at(100),
+    )
+    .unwrap();
+    drop(q);
+    let q = EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()).unwrap();
+    let j = job(&q, id);
+    assert_eq!((j.state, j.crashes), (JobState::Dead, n));
+    assert!(j.dead_reason.unwrap().contains("crash loop"));
 }

@@ -899,6 +899,7 @@ fn jobs_enqueued_for_an_unrecorded_slot_are_found() {
         dead_reason: None,
         outcome: None,
         last_run_id: None,
+        crashes: 0,
         finished_at: None,
     };
     let jobs = vec![
