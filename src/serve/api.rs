@@ -281,6 +281,15 @@ fn acting_user(
     }
 }
 
+/// A queue change made with the instance token that names nobody is recorded as the data
+/// directory's owner's (the instance token's holder), never as nobody.
+fn owner_if_unnamed(who: &Identity, user: &str) -> String {
+    match who {
+        Identity::Local if user.is_empty() => "(instance token: the data directory's owner)".into(),
+        _ => user.to_owned(),
+    }
+}
+
 /// Records a change of the queue under the user who made it.
 async fn record_queue_change(
     d: &Daemon,
@@ -707,7 +716,7 @@ async fn retry_job(
     let user = acting_user(
         &d,
         &who,
-        &body.user,
+        &owner_if_unnamed(&who, &body.user),
         "queue_retry",
         crate::users::Permission::Queue,
     )?;
@@ -735,7 +744,7 @@ async fn drop_job(
     let user = acting_user(
         &d,
         &who,
-        &body.user,
+        &owner_if_unnamed(&who, &body.user),
         "queue_drop",
         crate::users::Permission::Queue,
     )?;
@@ -762,7 +771,7 @@ async fn resume_channel(
     let user = acting_user(
         &d,
         &who,
-        &body.user,
+        &owner_if_unnamed(&who, &body.user),
         "queue_resume",
         crate::users::Permission::Queue,
     )?;
