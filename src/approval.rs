@@ -154,6 +154,8 @@ pub enum ApprovalError {
     AlreadyDecided { id: String, state: &'static str },
     #[error("a rejection needs a note saying why")]
     NoteRequired,
+    #[error("the note has {0} characters; at most {MAX_NOTE_CHARS}")]
+    NoteTooLong(usize),
     #[error("channel `{0}` no longer permits submit")]
     SubmitNotPermitted(String),
     #[error("playbook {path} is not the version approval {id} was drafted with: its SHA-256 is {now}, the approved text's is {then} (stored as playbook-texts/{then}.yaml). Submit without --playbook to send exactly what was approved, or draft again with this version (`clerk run {path} ...`) and have the new draft reviewed")]
@@ -707,6 +709,9 @@ fn refusal(ledger: &impl Ledger, action: &str, id: &str, user: &str, reason: &st
     }
 }
 
+/// The longest decision note clerk keeps (checked here, whatever front end sent it).
+pub const MAX_NOTE_CHARS: usize = 2000;
+
 /// Records a reviewer's decision. Refusals are recorded too.
 pub fn decide(
     ledger: &impl Ledger,
@@ -744,6 +749,11 @@ pub fn decide(
         }
         if !approve && note.as_deref().map(str::trim).unwrap_or("").is_empty() {
             return Err(ApprovalError::NoteRequired);
+        }
+        if let Some(n) = note.as_deref().map(|n| n.chars().count()) {
+            if n > MAX_NOTE_CHARS {
+                return Err(ApprovalError::NoteTooLong(n));
+            }
         }
         ledger
             .store()

@@ -421,6 +421,15 @@ impl Config {
         }
         let mut names = std::collections::BTreeSet::new();
         for user in &config.users {
+            if !crate::display::is_safe_name(&user.name) {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!(
+                        "[[user]] `{}`: a user name is 1 to 64 ASCII letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit (nothing invisible, nothing that looks like another name)",
+                        crate::display::visible(&user.name)
+                    ),
+                });
+            }
             if user.name.trim().is_empty() || !names.insert(user.name.clone()) {
                 return Err(ChannelError::ParseConfig {
                     path: path.to_owned(),

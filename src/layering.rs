@@ -30,6 +30,7 @@ const ENGINE: &[&str] = &[
     "pause",
     "instance",
     "users",
+    "display",
 ];
 
 /// Front ends: each depends on the engine only.

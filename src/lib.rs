@@ -15,6 +15,7 @@
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
 //!   journal, and their Prometheus/OpenMetrics text.
+//! - [`display`]: hidden characters (bidi controls, zero-width) made visible for reviewers.
 //! - [`users`]: named users of the reviewer console, roles, argon2id password hashes.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
 //! - [`cli`]: the command-line front end (the engine never imports a front end; see
@@ -25,6 +26,7 @@ pub mod batch;
 pub mod browser;
 pub mod channel;
 pub mod cli;
+pub mod display;
 pub mod evidence;
 pub mod instance;
 pub mod pause;

@@ -173,6 +173,9 @@ impl PauseState {
     }
 }
 
+/// The longest pause or resume reason clerk keeps (checked here, for every front end).
+pub const MAX_REASON_CHARS: usize = 1000;
+
 /// Why a pause or resume was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum PauseError {
@@ -186,6 +189,8 @@ pub enum PauseError {
     UnknownChannel { channel: String, known: String },
     #[error("a reason is required to {0}")]
     NoReason(&'static str),
+    #[error("the reason has {0} characters; at most {MAX_REASON_CHARS}")]
+    ReasonTooLong(usize),
     #[error("{0} is not paused")]
     NotPaused(PauseScope),
     #[error(transparent)]
@@ -199,7 +204,9 @@ impl PauseError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PauseError::Unauthorized { .. } => 3,
-            PauseError::UnknownChannel { .. } | PauseError::NoReason(_) => 2,
+            PauseError::UnknownChannel { .. }
+            | PauseError::NoReason(_)
+            | PauseError::ReasonTooLong(_) => 2,
             PauseError::NotPaused(_) => 1,
             PauseError::Store(_) | PauseError::Task(_) => 1,
         }
@@ -421,6 +428,10 @@ impl PauseBoard {
         }
         if reason.trim().is_empty() {
             return Err(PauseError::NoReason(action));
+        }
+        let n = reason.chars().count();
+        if n > MAX_REASON_CHARS {
+            return Err(PauseError::ReasonTooLong(n));
         }
         if let PauseScope::Channel(c) = &scope {
             if let Err(e) = self.inner.config.channel(c) {

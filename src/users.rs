@@ -23,6 +23,8 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 /// Errors about users and their passwords.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    #[error("user name `{0}` is not allowed: 1 to 64 ASCII letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit")]
+    BadName(String),
     #[error("`{0}` has no role: give one (`clerk user add {0} --role reviewer`) or add `[[user]] name = \"{0}\" role = \"reviewer\"` to clerk.toml")]
     NotInConfig(String),
     #[error("the config makes `{name}` {config}; remove the `[[user]]` entry or leave --role out (not {given})")]
@@ -31,8 +33,6 @@ pub enum UserError {
         config: Role,
         given: Role,
     },
-    #[error("`{0}` is not a user name (no spaces or control characters)")]
-    BadName(String),
     #[error("a password needs at least {MIN_PASSWORD_LEN} characters")]
     TooShort,
     #[error("wrong user or password")]
@@ -220,6 +220,11 @@ pub fn add_user(
     password: &str,
     role: Option<Role>,
 ) -> Result<Role, UserError> {
+    if !crate::display::is_safe_name(name) {
+        return Err(UserError::BadName(
+            crate::display::visible(name).into_owned(),
+        ));
+    }
     let role = match (config.role_of(name), role) {
         (Some(c), Some(r)) if c != r => {
             return Err(UserError::RoleConflict {

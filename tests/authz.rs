@@ -354,3 +354,139 @@ async fn a_role_change_or_a_new_password_ends_the_old_sessions_powers_at_once() 
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// A reviewer is shown what is sent, not what it looks like: a held value with a bidi
+/// override and its note are shown with the hidden characters written out; a user name
+/// with a zero-width space is refused; free text is bounded on the server; a GET of a
+/// bundle records nothing and a POST records who exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothing() {
+    let world = world("").await;
+    add_users(&world);
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 300)
+        .unwrap();
+    let spoof = "\u{202e}00.0001 :tnuoma";
+    let r = world
+        .run_as(
+            &crate::common::playbook("refund-draft"),
+            &[
+                ("order_id", order.id.as_str()),
+                ("amount", "1.00"),
+                ("reason", "wrong_item"),
+                ("note", spoof),
+                ("supervisor_pin", "73914628"),
+            ],
+            "ops",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, clerk::runner::RunStatus::Drafted, "{:?}", r.error);
+    let id = r.approval_id.unwrap();
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let carol = login(port, "carol").await;
+    let page = get(port, &format!("/approvals/{}", id), Some(&carol)).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains('\u{202e}'),
+        "a raw bidi override reached the page"
+    );
+    assert!(
+        page.body.contains("⟨U+202E⟩00.0001 :tnuoma"),
+        "{}",
+        page.body
+    );
+    // `clerk approvals show` too.
+    let out = std::process::Command::new(crate::common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["approvals", "show", &id])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("⟨U+202E⟩") && !shown.contains('\u{202e}'),
+        "{shown}"
+    );
+
+    // A name that looks like carol's.
+    let err = clerk::users::add_user(
+        world.data_dir(),
+        &world.engine.config,
+        "car\u{200b}ol",
+        "a-long-password",
+        Some(Role::Reviewer),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("car⟨U+200B⟩ol"), "{err}");
+
+    // 1.5 MiB of pause reason: refused, nothing paused or recorded as a pause.
+    let ops = token(&world, "ops");
+    let huge = "x".repeat(1_500_000);
+    let r = call(port, &ops, "POST", "/api/pause", json!({ "reason": huge })).await;
+    assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(200)]);
+    assert!(running.daemon.engine.pause.state().global.is_none());
+    let long_note = "n".repeat(5000);
+    let r = call(
+        port,
+        &token(&world, "carol"),
+        "POST",
+        &format!("/api/approvals/{id}/decide"),
+        json!({ "approve": true, "note": long_note }),
+    )
+    .await;
+    assert!(
+        r.body.contains("at most 2000"),
+        "{}",
+        &r.body[..r.body.len().min(200)]
+    );
+
+    // A bundle download writes nothing; an export by POST is recorded under its user.
+    let case = "CASE-42";
+    let r = world
+        .engine
+        .run(clerk::runner::RunRequest {
+            playbook: crate::common::playbook("order-lookup"),
+            inputs: crate::common::inputs(&[("order_id", order.id.as_str())]),
+            operator: "ops".into(),
+            case_ref: Some(case.into()),
+            batch_id: None,
+            approval: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, clerk::runner::RunStatus::Ok, "{:?}", r.error);
+    let before = records(&world).len();
+    let auditor = token(&world, "audrey");
+    let r = call(
+        port,
+        &auditor,
+        "GET",
+        &format!("/api/cases/{case}/bundle.tar"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = get(port, &format!("/cases/{case}/bundle.tar"), Some(&carol)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(records(&world).len(), before, "a GET changed the journal");
+    let r = call(
+        port,
+        &auditor,
+        "POST",
+        &format!("/api/cases/{case}/bundle.tar"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let new = records(&world).split_off(before);
+    assert!(
+        matches!(new.as_slice(), [Event::CheckpointExported { by: Some(by), .. }] if by == "audrey"),
+        "{new:#?}"
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+}

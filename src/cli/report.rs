@@ -109,7 +109,7 @@ pub fn export(
         (_, Some(c)) => Scope::Case(c),
         _ => return Err(exit(2, "say what to export: --run RUN or --case REF")),
     };
-    let report = evidence::export::export(&store, &scope, out)?;
+    let report = evidence::export::export_by(&store, &scope, out, Some(&current_user(cli)))?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)
 }
@@ -297,7 +297,10 @@ pub fn approvals(cli: &Cli, command: &ApprovalsCommand) -> anyhow::Result<ExitCo
             if *json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
-                print!("{}", render_approval(&a, &engine.store));
+                print!(
+                    "{}",
+                    crate::display::visible(&render_approval(&a, &engine.store))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

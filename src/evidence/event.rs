@@ -159,6 +159,9 @@ pub enum Event {
         hash: String,
         out: String,
         at: String,
+        /// Who exported (absent in records made before clerk recorded it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The store found and set aside a torn, unacknowledged tail of the journal.
     JournalRepaired {

@@ -45,8 +45,8 @@ pub struct ExportReport {
     pub files: Vec<String>,
     /// Chain head the bundle covers.
     pub head: Appended,
-    /// The CheckpointExported record appended for it.
-    pub checkpoint: Appended,
+    /// The CheckpointExported record appended for it (none for a read-only copy).
+    pub checkpoint: Option<Appended>,
 }
 
 impl std::fmt::Display for ExportReport {
@@ -64,11 +64,10 @@ impl std::fmt::Display for ExportReport {
             "chain head at export: seq {} hash {}",
             self.head.seq, self.head.hash
         )?;
-        writeln!(
-            f,
-            "checkpoint record: seq {} hash {}",
-            self.checkpoint.seq, self.checkpoint.hash
-        )?;
+        match &self.checkpoint {
+            Some(c) => writeln!(f, "checkpoint record: seq {} hash {}", c.seq, c.hash)?,
+            None => writeln!(f, "no checkpoint recorded (a read-only copy)")?,
+        }
         writeln!(f, "check it with: cd {} && sha256sum -c SHA256SUMS && python3 verify_journal.py journal.jsonl --excerpt", self.out.display())
     }
 }
@@ -233,6 +232,18 @@ verify_journal.py:
 /// Refuses to export evidence that does not verify (an edited record or a PNG whose bytes
 /// changed): a bundle must never launder tampering.
 pub fn export(store: &Store, scope: &Scope, out: &Path) -> Result<ExportReport, StoreError> {
+    export_by(store, scope, out, Some(""))
+}
+
+/// [`export`] recording who exported (`by`; `Some("")` records nobody in particular), or,
+/// with `by = None`, a read-only copy that records nothing (what a plain download gives:
+/// a GET must not change the store).
+pub fn export_by(
+    store: &Store,
+    scope: &Scope,
+    out: &Path,
+    by: Option<&str>,
+) -> Result<ExportReport, StoreError> {
     if out.exists() {
         let mut entries = std::fs::read_dir(out).map_err(|source| StoreError::Io {
             path: out.to_owned(),
@@ -365,12 +376,41 @@ pub fn export(store: &Store, scope: &Scope, out: &Path) -> Result<ExportReport, 
     journal::sync_dir(out)?;
 
     let out_abs = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_owned());
+    let checkpoint = match by {
+        Some(by) => Some(record_checkpoint(store, &head, &out_abs, by)?),
+        None => None,
+    };
+
+    let mut files: Vec<String> = sums.into_iter().map(|(_, p)| p).collect();
+    files.push("SHA256SUMS".into());
+    files.sort();
+    Ok(ExportReport {
+        out: out_abs,
+        runs,
+        records: records.len(),
+        screenshots: copied.len(),
+        files,
+        head,
+        checkpoint,
+    })
+}
+
+/// Appends the CheckpointExported record of an export (naming who exported) and remembers
+/// it in `checkpoints.jsonl`.
+fn record_checkpoint(
+    store: &Store,
+    head: &Appended,
+    out_abs: &Path,
+    by: &str,
+) -> Result<Appended, StoreError> {
+    let data_dir = store.data_dir();
     let at = timestamp(chrono::Utc::now());
     let checkpoint = store.append(Event::CheckpointExported {
         seq: head.seq,
         hash: head.hash.clone(),
         out: out_abs.display().to_string(),
         at: at.clone(),
+        by: (!by.is_empty()).then(|| by.to_owned()),
     })?;
     let cp = Checkpoint {
         seq: head.seq,
@@ -394,18 +434,7 @@ pub fn export(store: &Store, scope: &Scope, out: &Path) -> Result<ExportReport, 
     f.write_all(line.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
 
-    let mut files: Vec<String> = sums.into_iter().map(|(_, p)| p).collect();
-    files.push("SHA256SUMS".into());
-    files.sort();
-    Ok(ExportReport {
-        out: out_abs,
-        runs,
-        records: records.len(),
-        screenshots: copied.len(),
-        files,
-        head,
-        checkpoint,
-    })
+    Ok(checkpoint)
 }
 
 /// The bundle directory `dir` as a POSIX (ustar) tar archive whose entries sit under the

@@ -389,7 +389,7 @@ fn api_routes() -> (
         .routes(routes!(resume))
         .routes(routes!(stats))
         .routes(routes!(show_case))
-        .routes(routes!(case_bundle))
+        .routes(routes!(case_bundle, export_case_bundle))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(metrics))
@@ -1088,21 +1088,52 @@ async fn show_case(State(d): D, Route(case): Route<String>) -> ApiResult {
     }
 }
 
-/// `GET /api/cases/{case}/bundle.tar`: the case's auditor bundle.
+/// `GET /api/cases/{case}/bundle.tar`: the case's auditor bundle, a read-only copy.
 #[utoipa::path(
     get,
     path = "/api/cases/{case}/bundle.tar",
     tag = "evidence",
-    description = "The case's auditor bundle as a tar (manifest, journal excerpt, screenshots, SHA256SUMS).",
+    description = "The case's auditor bundle as a tar (manifest, journal excerpt, screenshots, SHA256SUMS): a read-only copy; nothing is recorded.",
     params(("case" = String, Path, description = "Case reference")),
     responses((status = 200, description = "application/x-tar", content_type = "application/x-tar"), ApiErrors)
 )]
 async fn case_bundle(State(d): D, Route(case): Route<String>) -> Result<Response, ApiError> {
+    send_bundle(&d, case, None).await
+}
+
+/// `POST /api/cases/{case}/bundle.tar`: the bundle, the export recorded under the caller.
+#[utoipa::path(
+    post,
+    path = "/api/cases/{case}/bundle.tar",
+    tag = "evidence",
+    description = "The same bundle, the export recorded as a checkpoint naming who exported (as clerk export does).",
+    params(("case" = String, Path, description = "Case reference")),
+    responses((status = 200, description = "application/x-tar", content_type = "application/x-tar"), ApiErrors)
+)]
+async fn export_case_bundle(
+    State(d): D,
+    Route(case): Route<String>,
+    Extension(who): Extension<Identity>,
+    OptBody(body): OptBody<QueueChange>,
+) -> Result<Response, ApiError> {
+    let user = acting_user(
+        &d,
+        &who,
+        &owner_if_unnamed(&who, &body.user),
+        "export",
+        crate::users::Permission::Read,
+    )?;
+    send_bundle(&d, case, Some(user)).await
+}
+
+async fn send_bundle(d: &Daemon, case: String, by: Option<String>) -> Result<Response, ApiError> {
     let store = d.engine.store.clone();
     let wanted = case.clone();
-    match tokio::task::spawn_blocking(move || super::views::case_bundle(&store, &wanted))
-        .await
-        .map_err(internal)?
+    match tokio::task::spawn_blocking(move || {
+        super::views::case_bundle(&store, &wanted, by.as_deref())
+    })
+    .await
+    .map_err(internal)?
     {
         Ok(tar) => Ok(super::console::tar_response(&case, tar)),
         Err(e) => Err(ApiError(

@@ -176,8 +176,9 @@ fn case_event(r: &Record) -> Option<CaseEvent> {
 }
 
 /// The case's auditor bundle (as `clerk export --case` writes it) as a tar archive under
-/// the folder `case-<ref>/`, and the record of the export (a checkpoint) appended.
-pub fn case_bundle(store: &Store, case_ref: &str) -> Result<Vec<u8>, StoreError> {
+/// the folder `case-<ref>/`. With `by`, the export is recorded (a checkpoint naming who
+/// exported); without, it is a read-only copy that changes nothing (a GET).
+pub fn case_bundle(store: &Store, case_ref: &str, by: Option<&str>) -> Result<Vec<u8>, StoreError> {
     let tmp = tempfile::Builder::new()
         .prefix("clerk-bundle-")
         .tempdir()
@@ -186,10 +187,11 @@ pub fn case_bundle(store: &Store, case_ref: &str) -> Result<Vec<u8>, StoreError>
             source,
         })?;
     let dir = tmp.path().join("bundle");
-    crate::evidence::export::export(
+    crate::evidence::export::export_by(
         store,
         &crate::evidence::verify::Scope::Case(case_ref.to_owned()),
         &dir,
+        by,
     )?;
     crate::evidence::export::tar_bundle(
         &dir,

@@ -44,16 +44,36 @@ pub(super) async fn case_page(
     }
 }
 
-/// `GET /cases/{case}/bundle.tar`: the auditor bundle of the case (every role may export;
-/// the export is recorded as a checkpoint, as `clerk export` does).
+/// `GET /cases/{case}/bundle.tar`: the auditor bundle of the case, as a read-only copy (a
+/// GET changes nothing: no checkpoint is recorded).
 pub(super) async fn bundle(
     axum::extract::State(c): C,
     _a: Authed,
     Path(case): Path<String>,
 ) -> Response {
+    send_bundle(&c, case, None).await
+}
+
+/// `POST /cases/{case}/bundle.tar`: the same bundle, the export recorded as a checkpoint
+/// naming who exported (as `clerk export` does). Every role may export.
+pub(super) async fn bundle_recorded(
+    axum::extract::State(c): C,
+    a: Authed,
+    Path(case): Path<String>,
+    axum::Form(f): axum::Form<super::CsrfForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return super::forbidden("missing or wrong CSRF token");
+    }
+    send_bundle(&c, case, Some(a.s.user.clone())).await
+}
+
+async fn send_bundle(c: &super::Console, case: String, by: Option<String>) -> Response {
     let store = c.d.engine.store.clone();
     let wanted = case.clone();
-    match tokio::task::spawn_blocking(move || views::case_bundle(&store, &wanted)).await {
+    match tokio::task::spawn_blocking(move || views::case_bundle(&store, &wanted, by.as_deref()))
+        .await
+    {
         Ok(Ok(tar)) => tar_response(&case, tar),
         Ok(Err(e)) => error(
             StatusCode::NOT_FOUND,

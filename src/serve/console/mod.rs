@@ -91,7 +91,10 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/verify", post(verify_run))
         .route("/cases/{case}", get(case::case_page))
-        .route("/cases/{case}/bundle.tar", get(case::bundle))
+        .route(
+            "/cases/{case}/bundle.tar",
+            get(case::bundle).post(case::bundle_recorded),
+        )
         .route("/stats", get(stats::stats_page))
         .route("/queue", get(queue_page))
         .route("/queue/{id}/retry", post(retry_job))
@@ -127,10 +130,13 @@ async fn security_headers(mut r: Response) -> Response {
 /// A page as a response (a template that fails to render is a 500).
 fn page(status: StatusCode, t: &impl Template) -> Response {
     match t.render() {
+        // Every value a page shows (held values, inputs, notes, names, reasons) with its
+        // invisible and text-reordering characters written out: the console's own templates
+        // use none, so this touches only what came from outside.
         Ok(html) => (
             status,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html,
+            crate::display::visible(&html).into_owned(),
         )
             .into_response(),
         Err(e) => (
@@ -230,14 +236,7 @@ impl FromRequestParts<Arc<Console>> for Authed {
 impl Authed {
     /// The request's CSRF token is this session's.
     fn csrf_ok(&self, given: &str) -> bool {
-        let want = self.s.csrf.as_bytes();
-        let given = given.as_bytes();
-        want.len() == given.len()
-            && want
-                .iter()
-                .zip(given)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        users::constant_eq(self.s.csrf.as_bytes(), given.as_bytes())
     }
 }
 
@@ -447,9 +446,9 @@ async fn login(
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(super) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 /// `POST /logout-everywhere`: ends every session of this user, in every browser.
@@ -1231,7 +1230,7 @@ async fn screenshot(State(c): C, _a: Authed, Path(file): Path<String>) -> Respon
         Ok(bytes) => (
             [
                 (header::CONTENT_TYPE, "image/png"),
-                (header::CACHE_CONTROL, "private, max-age=3600"),
+                (header::CACHE_CONTROL, "private, no-store"),
             ],
             bytes,
         )
