@@ -271,6 +271,10 @@ pub struct ServeSettings {
     /// Queue the submit of an approval decided "approve" through the daemon (console or API)
     /// at once, run as the requester. Off: submits are asked for with `clerk submit`.
     pub submit_on_approve: bool,
+    /// URL prefixes schedules may fetch inputs from even though they are on this host or a
+    /// private network (loopback, private, link-local and unspecified addresses are refused
+    /// otherwise: the daemon must not become a way to read internal services).
+    pub inputs_url_allow: Vec<String>,
 }
 
 impl Default for ServeSettings {
@@ -286,6 +290,7 @@ impl Default for ServeSettings {
             shutdown_deadline: "30s".into(),
             cookie_secure: false,
             submit_on_approve: true,
+            inputs_url_allow: Vec::new(),
         }
     }
 }

@@ -490,3 +490,58 @@ async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothi
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// A schedule cannot make the daemon read an internal service: inputs URLs on this host or
+/// a private network are refused unless `[serve] inputs_url_allow` lists them, and the
+/// internal server sees no request at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_inputs_url_is_refused_and_never_fetched() {
+    let world = world("").await;
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_port = internal.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((_s, _)) = internal.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let token = running.daemon.instance().token.clone();
+    for url in [
+        format!("http://127.0.0.1:{internal_port}/db-password.csv"),
+        format!("http://localhost:{internal_port}/db-password.csv"),
+        format!("http://[::1]:{internal_port}/x.csv"),
+        "http://10.1.2.3/x.csv".to_owned(),
+        "http://169.254.169.254/latest/meta-data.csv".to_owned(),
+    ] {
+        let body = json!({
+            "name": "leak", "playbook": "order-lookup", "every": "1h",
+            "inputs_from_url": url, "user": "ops"
+        })
+        .to_string();
+        let r = http(
+            port,
+            "POST",
+            "/api/schedules",
+            &[
+                (clerk::instance::TOKEN_HEADER, token.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{url}: {}", r.body);
+        assert!(r.body.contains("inputs_url_allow"), "{url}: {}", r.body);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!records(&world)
+        .iter()
+        .any(|e| matches!(e, Event::ScheduleAdded { .. })));
+    server.abort();
+    running.shutdown();
+    running.wait().await.unwrap();
+}

@@ -776,6 +776,8 @@ pub fn prepare(
                         .to_owned(),
                 ));
             }
+            check_inputs_url(&url, &config.serve.inputs_url_allow)
+                .map_err(ScheduleError::Inputs)?;
             InputSource::Url(url.to_string())
         }
     };
@@ -932,4 +934,67 @@ pub fn unrecorded_jobs(schedule: &str, slot: DateTime<Utc>, jobs: &[Job]) -> Vec
         .filter(|j| j.spec.schedule.as_deref() == Some(schedule) && j.spec.slot == Some(slot))
         .map(|j| j.id)
         .collect()
+}
+
+/// Whether a schedule may fetch its inputs from `url`: a URL that starts with one of the
+/// `allow` prefixes (`[serve] inputs_url_allow`) may; any other may only if its host is a
+/// name or address that resolves to public addresses only (never loopback, private,
+/// link-local, unique-local or unspecified). Checked when the schedule is added and again
+/// before every fetch (a name may resolve elsewhere later).
+pub fn check_inputs_url(url: &url::Url, allow: &[String]) -> Result<(), String> {
+    let text = url.as_str();
+    if allow
+        .iter()
+        .any(|p| !p.is_empty() && text.starts_with(p.as_str()))
+    {
+        return Ok(());
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("`{text}` has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    // A name that does not resolve now cannot be fetched now either; it is checked again
+    // before each fetch.
+    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return Err(format!(
+            "`{text}` points at this host; schedules fetch inputs from there only when \
+             [serve] inputs_url_allow lists the URL's prefix"
+        ));
+    }
+    if let Some(ip) = addrs.iter().find(|ip| is_internal(**ip)) {
+        return Err(format!(
+            "`{text}` points at {ip}, an address on this host or a private network; schedules \
+             fetch inputs from there only when [serve] inputs_url_allow lists the URL's prefix"
+        ));
+    }
+    Ok(())
+}
+
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+        }
+    }
 }

@@ -151,7 +151,12 @@ impl Ticker<'_> {
         match &s.inputs {
             InputSource::None => Ok(vec![BTreeMap::new()]),
             InputSource::File(path) => crate::batch::read_rows(path).map_err(|e| e.to_string()),
-            InputSource::Url(url) => (self.fetch)(url),
+            InputSource::Url(url) => {
+                // Checked again before every fetch: a name may resolve elsewhere by now.
+                let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+                crate::schedule::check_inputs_url(&parsed, &self.config.serve.inputs_url_allow)?;
+                (self.fetch)(url)
+            }
         }
     }
 
