@@ -359,6 +359,48 @@ fn save_tokens(data_dir: &Path, all: &[TokenEntry]) -> Result<(), UserError> {
     write_private(data_dir, "tokens.json", &text)
 }
 
+/// The daemon's proof that it knows a token (it stores the token's SHA-256, which only
+/// the data directory's owner can read): HMAC-SHA-256 keyed by that hash over the nonce.
+/// A CLI that must find the daemon at a configured port checks it before sending the token
+/// itself, so a listener that took the port cannot collect tokens.
+pub fn token_proof(stored_sha256: &str, nonce: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(stored_sha256.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"clerk serve proof\n");
+    mac.update(nonce.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// How a CLI names its token to the daemon without revealing it: the SHA-256 of the
+/// token's stored hash.
+pub fn token_id(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token_hash(token).as_bytes()))
+}
+
+/// The stored hash of `token`, as the daemon keeps it.
+pub fn stored_hash(token: &str) -> String {
+    token_hash(token)
+}
+
+impl TokenBook {
+    /// The proof for the stored token whose id ([`token_id`]) is `id`, if there is one.
+    pub fn prove(&self, id: &str, nonce: &str) -> Option<String> {
+        let tokens = load_tokens(&self.data_dir).ok()?;
+        use sha2::Digest as _;
+        tokens
+            .iter()
+            .find(|t| {
+                constant_eq(
+                    hex::encode(sha2::Sha256::digest(t.sha256.as_bytes())).as_bytes(),
+                    id.as_bytes(),
+                )
+            })
+            .map(|t| token_proof(&t.sha256, nonce))
+    }
+}
+
 fn token_hash(token: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))

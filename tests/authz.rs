@@ -545,3 +545,97 @@ async fn an_internal_inputs_url_is_refused_and_never_fetched() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// A CLI that cannot read the data directory looks for the daemon at the configured port,
+/// and whatever listens there must prove it holds the caller's token before the token is
+/// sent: a fake listener on the port never receives it; the real daemon proves itself.
+/// (The CLI runs as `nobody`, who cannot read the root-owned data directory.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_listener_on_the_daemons_port_never_receives_a_token() {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = world("").await;
+    add_users(&world);
+    let token = token(&world, "carol");
+    // The daemon's data directory, as the README sets it up: its owner's alone.
+    std::fs::set_permissions(world.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A listener that took the port: it records what it is sent and answers `{}`.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in fake.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 8192];
+            let n = c.read(&mut buf).unwrap_or(0);
+            log.lock().unwrap().extend_from_slice(&buf[..n]);
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"proof\":\"no\"}",
+            );
+        }
+    });
+    // A config the CLI's user can read, naming that port.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cfg_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = std::fs::read_to_string(world.data_dir().join("clerk.toml")).unwrap();
+    let write_cfg = |port: u16| {
+        let path = cfg_dir.path().join("clerk.toml");
+        std::fs::write(&path, format!("{base}\n[serve]\nport = {port}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    };
+    // The binary where `nobody` may run it, wherever the checkout is.
+    let bin = cfg_dir.path().join("clerk");
+    std::fs::copy(crate::common::clerk_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |cfg: &std::path::Path, args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "env"])
+            .arg(format!("CLERK_TOKEN={token}"))
+            .arg("HOME=/tmp")
+            .arg(&bin)
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let cfg = write_cfg(fake_port);
+    let out = tokio::task::block_in_place(|| as_nobody(&cfg, &["status"]));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("did not prove"), "{said}");
+    let got = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(
+        got.contains("/api/hello"),
+        "the CLI asked for a proof: {got}"
+    );
+    assert!(
+        !got.contains(&token),
+        "the token reached the fake listener: {got}"
+    );
+    assert!(!got.to_lowercase().contains("authorization"), "{got}");
+
+    // The real daemon proves itself, and the CLI then works through it.
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let cfg = write_cfg(running.addr.port());
+    let out = tokio::task::block_in_place(|| as_nobody(&cfg, &["status"]));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("daemon: running"), "{said}");
+    running.shutdown();
+    running.wait().await.unwrap();
+}

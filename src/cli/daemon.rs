@@ -24,6 +24,30 @@ pub struct Daemon {
     user_token: Option<String>,
 }
 
+/// Asks the listener at `addr` to prove it holds `token` (without sending the token).
+fn prove_daemon(addr: &std::net::SocketAddr, token: &str) -> Result<(), String> {
+    let nonce = crate::users::random_token(24);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .redirects(0)
+        .build();
+    let url = format!(
+        "http://{addr}/api/hello?id={}&nonce={nonce}",
+        crate::users::token_id(token)
+    );
+    let answer: Value = agent
+        .get(&url)
+        .call()
+        .map_err(|e| e.to_string())?
+        .into_json()
+        .map_err(|e| e.to_string())?;
+    let want = crate::users::token_proof(&crate::users::stored_hash(token), &nonce);
+    match answer.get("proof").and_then(Value::as_str) {
+        Some(p) if crate::users::constant_eq(p.as_bytes(), want.as_bytes()) => Ok(()),
+        _ => Err("no valid proof".into()),
+    }
+}
+
 impl Daemon {
     /// The daemon serving `cli`'s data directory, if one runs. With an API token of the
     /// caller's own and a data directory the caller cannot read (the daemon owns it as its
@@ -36,11 +60,26 @@ impl Daemon {
             // Only when the caller cannot see the data directory (the daemon owns it as its
             // own user) is the daemon looked for at the configured port.
             instance::Presence::Hidden => {
-                user_token.as_ref()?;
-                let config = load_config(cli).ok()?;
+                let token = user_token.as_ref()?;
+                let config = match load_config(cli) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("warning: no daemon found: cannot read the config to find its port: {e:#}");
+                        return None;
+                    }
+                };
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.serve.port));
+                // Whatever listens there must prove it holds this token before it gets it.
+                if let Err(why) = prove_daemon(&addr, token) {
+                    eprintln!(
+                        "warning: the listener at http://{addr} did not prove it is clerk serve ({why}); \
+                         your token was not sent to it"
+                    );
+                    return None;
+                }
                 Instance {
                     pid: 0,
-                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], config.serve.port)),
+                    addr,
                     started_at: String::new(),
                     token: String::new(),
                     version: String::new(),

@@ -393,6 +393,7 @@ fn api_routes() -> (
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(metrics))
+        .routes(routes!(hello))
         .split_for_parts();
     let mut doc = doc;
     doc.merge(open_doc);
@@ -419,6 +420,32 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(d.clone())
         .merge(super::console::router(d))
+}
+
+#[derive(Debug, Deserialize)]
+struct HelloQuery {
+    id: String,
+    nonce: String,
+}
+
+/// `GET /api/hello?id=&nonce=` (no token): proves to a CLI that this daemon holds the
+/// CLI's token (see [`crate::users::token_proof`]) before the CLI sends it.
+#[utoipa::path(
+    get,
+    path = "/api/hello",
+    tag = "daemon",
+    description = "No token: the daemon proves it holds a caller's token (HMAC-SHA-256 keyed by the token's stored hash over the nonce) before the caller sends it.",
+    params(("id" = String, Query, description = "SHA-256 of the token's stored hash"), ("nonce" = String, Query, description = "32 to 128 random characters")),
+    responses((status = 200, description = "JSON `{proof}`", body = serde_json::Value), ApiErrors)
+)]
+async fn hello(State(d): D, Params(q): Params<HelloQuery>) -> ApiResult {
+    if q.nonce.len() < 32 || q.nonce.len() > 128 {
+        return Err(bad("the nonce must be 32 to 128 characters"));
+    }
+    match d.tokens.prove(&q.id, &q.nonce) {
+        Some(proof) => Ok(Json(json!({ "proof": proof }))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "no such token".into())),
+    }
 }
 
 /// Queue depth of one channel.
