@@ -344,12 +344,13 @@ impl Event {
     }
 }
 
-/// A new run id: time plus randomness from the OS.
+/// A new run id: time plus randomness from the OS. There is no fallback: without the OS's
+/// random source clerk stops (fails closed) rather than make guessable ids.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
-    let mut buf = [0u8; 4];
-    let random = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map(|_| u32::from_be_bytes(buf))
-        .unwrap_or_else(|_| now.timestamp_subsec_nanos() ^ std::process::id());
-    format!("r-{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), random)
+    use argon2::password_hash::rand_core::{OsRng, RngCore as _};
+    format!(
+        "r-{}-{:08x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        OsRng.next_u32()
+    )
 }
