@@ -239,8 +239,19 @@ impl State {
         })
     }
 
-    /// The leases of workers whose name starts with `worker_prefix`, ended now as if they
-    /// had expired (the attempt counts).
+    /// Every claimed job with its lease and the lease's token.
+    fn leases(&self) -> impl Iterator<Item = (JobId, &Job, &Lease, &String)> + '_ {
+        self.claimed.iter().filter_map(|id| {
+            let e = self.jobs.get(&id.0)?;
+            match (&e.job.lease, &e.token) {
+                (Some(lease), Some(token)) => Some((*id, &e.job, lease, token)),
+                _ => None,
+            }
+        })
+    }
+
+    /// The leases of workers whose name starts with `worker_prefix` (a daemon that died),
+    /// given back without spending the attempt but counted as a crash ([`Change::Abandoned`]).
     pub(super) fn plan_abandon(
         &self,
         worker_prefix: &str,
@@ -248,23 +259,17 @@ impl State {
         now: DateTime<Utc>,
     ) -> Vec<Change> {
         let mut out = Vec::new();
-        for id in &self.claimed {
-            let Some(e) = self.jobs.get(&id.0) else {
-                continue;
-            };
-            let (Some(lease), Some(token)) = (&e.job.lease, &e.token) else {
-                continue;
-            };
+        for (id, job, lease, token) in self.leases() {
             if !lease.worker.starts_with(worker_prefix) {
                 continue;
             }
-            let crashes = e.job.crashes + 1;
+            let crashes = job.crashes + 1;
             let why = format!(
                 "attempt {} by worker {} abandoned: {reason}",
-                e.job.attempts, lease.worker
+                job.attempts, lease.worker
             );
             out.push(Change::Abandoned {
-                job: *id,
+                job: id,
                 token: token.clone(),
                 at: now,
                 dead: (crashes >= super::MAX_CRASHES).then(|| {
@@ -285,14 +290,8 @@ impl State {
         ended: impl Fn(&Lease, u32) -> Option<String>,
     ) -> Vec<Change> {
         let mut out = Vec::new();
-        for id in &self.claimed {
-            let Some(e) = self.jobs.get(&id.0) else {
-                continue;
-            };
-            let (Some(lease), Some(token)) = (&e.job.lease, &e.token) else {
-                continue;
-            };
-            let (n, max) = (e.job.attempts, e.job.spec.max_attempts);
+        for (id, job, lease, token) in self.leases() {
+            let (n, max) = (job.attempts, job.spec.max_attempts);
             let Some(reason) = ended(lease, n) else {
                 continue;
             };
@@ -304,7 +303,7 @@ impl State {
                 Disposition::Retry { not_before: None }
             };
             out.push(Change::LeaseExpired {
-                job: *id,
+                job: id,
                 token: token.clone(),
                 at: now,
                 reason,

@@ -213,8 +213,6 @@ impl FromRequestParts<Arc<Console>> for Authed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
-        let now = c.now();
-        let _ = now;
         let found = session_id(&parts.headers)
             .and_then(|id| live_session(&c.d, &id).map(|s| Authed { id, s }));
         match found {
