@@ -275,6 +275,9 @@ pub struct ServeSettings {
     /// private network (loopback, private, link-local and unspecified addresses are refused
     /// otherwise: the daemon must not become a way to read internal services).
     pub inputs_url_allow: Vec<String>,
+    /// How long a client may take to send a request's headers before the connection is
+    /// closed (slow-header connections must not hold the daemon's sockets), e.g. `"10s"`.
+    pub header_timeout: String,
 }
 
 impl Default for ServeSettings {
@@ -291,6 +294,7 @@ impl Default for ServeSettings {
             cookie_secure: false,
             submit_on_approve: true,
             inputs_url_allow: Vec::new(),
+            header_timeout: "10s".into(),
         }
     }
 }
@@ -410,6 +414,7 @@ impl Config {
             ("retry_max", &serve.retry_max),
             ("schedule_grace", &serve.schedule_grace),
             ("shutdown_deadline", &serve.shutdown_deadline),
+            ("header_timeout", &serve.header_timeout),
         ] {
             if let Err(e) = parse_duration(value) {
                 return Err(ChannelError::ParseConfig {

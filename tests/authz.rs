@@ -203,6 +203,83 @@ steps:
             }
         }
     }
+    // The console: the same table over its state-changing routes, logged in as each role.
+    clerk::users::set_password(
+        world.data_dir(),
+        &world.engine.config,
+        "otto",
+        &password("otto"),
+    )
+    .unwrap();
+    // (path, form fields, roles allowed)
+    type ConsoleRoute<'a> = (String, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let console_routes: Vec<ConsoleRoute> = vec![
+        (
+            "/approvals/a-none/decide".into(),
+            vec![("decision", "approve")],
+            &["reviewer"],
+        ),
+        (format!("/queue/{other}/retry"), vec![], &["operator"]),
+        (
+            "/pause".into(),
+            vec![("reason", "drill"), ("channel", "sample")],
+            &["operator", "reviewer"],
+        ),
+        (
+            "/resume".into(),
+            vec![("reason", "drill over"), ("channel", "sample")],
+            &["operator", "reviewer"],
+        ),
+        (
+            "/runs/r-none/verify".into(),
+            vec![],
+            &["operator", "reviewer", "auditor"],
+        ),
+        (
+            "/cases/none/bundle.tar".into(),
+            vec![],
+            &["operator", "reviewer", "auditor"],
+        ),
+    ];
+    for (who, role) in [
+        ("audrey", "auditor"),
+        ("carol", "reviewer"),
+        ("otto", "operator"),
+    ] {
+        let cookie = login(port, who).await;
+        let page = get(port, "/queue", Some(&cookie)).await;
+        let token = crate::console::csrf(&page.body);
+        for (path, form, allowed) in &console_routes {
+            let before = records(&world).len();
+            let mut form = form.clone();
+            form.push(("csrf", token.as_str()));
+            let r = post(port, path, Some(&cookie), &form).await;
+            let new: Vec<Event> = records(&world).split_off(before);
+            let by_role = format!("role {role} may not");
+            if allowed.contains(&role) {
+                assert!(
+                    r.status != 403 || !r.body.contains(&by_role),
+                    "console {role} {path}: {} {}",
+                    r.status,
+                    r.body
+                );
+                assert!(
+                    !new.iter().any(
+                        |e| matches!(e, Event::Refused { reason, .. } if reason.contains(&by_role))
+                    ),
+                    "console {role} {path}: {new:#?}"
+                );
+            } else {
+                assert_eq!(r.status, 403, "console {role} {path}: {}", r.body);
+                assert!(
+                    new.iter()
+                        .any(|e| matches!(e, Event::Refused { user, reason, .. }
+                        if user == who && reason.contains(&by_role))),
+                    "console {role} {path}: no refusal recorded: {new:#?}"
+                );
+            }
+        }
+    }
     // Each queue change the operator made is in the journal under their name.
     let changes: Vec<(String, String)> = records(&world)
         .into_iter()
@@ -636,6 +713,184 @@ async fn a_fake_listener_on_the_daemons_port_never_receives_a_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("daemon: running"), "{said}");
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// `POST /api/schedules` opens no file a request names: a path as the playbook (absolute,
+/// relative escape, `/etc/shadow`) or as the inputs is refused without echoing a byte of
+/// it. `clerk schedule add FILE --inputs FILE` through the daemon reads both files itself,
+/// as the caller, and sends the text and the rows; the schedule pins the text by hash and
+/// keeps the rows, and its firing queues exactly those rows with exactly that text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_through_the_api_name_no_file_and_the_cli_sends_contents() {
+    let world = world("").await;
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let token = running.daemon.instance().token.clone();
+    let secret = world.dir.path().join("secret.csv");
+    std::fs::write(&secret, "order_id\nTOP-SECRET-ROW\n").unwrap();
+    let post = |body: Value| {
+        let text = body.to_string();
+        let token = token.clone();
+        async move {
+            http(
+                port,
+                "POST",
+                "/api/schedules",
+                &[
+                    (clerk::instance::TOKEN_HEADER, token.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(&text),
+            )
+            .await
+        }
+    };
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    for playbook in [
+        "/etc/shadow".to_owned(),
+        "/etc/passwd".to_owned(),
+        "../../../../etc/passwd".to_owned(),
+        secret.display().to_string(),
+        shipped.join("order-lookup.yaml").display().to_string(),
+    ] {
+        let r = post(json!({
+            "name": "leak", "playbook": playbook, "every": "1h", "user": "ops"
+        }))
+        .await;
+        assert_eq!(r.status, 400, "{playbook}: {}", r.body);
+        assert!(r.body.contains("refused"), "{playbook}: {}", r.body);
+        for leaked in ["root:", "TOP-SECRET", "steps:"] {
+            assert!(!r.body.contains(leaked), "{playbook}: {}", r.body);
+        }
+    }
+    let r = post(json!({
+        "name": "leak", "playbook": "order-lookup", "every": "1h",
+        "inputs": secret.display().to_string(), "user": "ops"
+    }))
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("inputs_rows"), "{}", r.body);
+    assert!(!r.body.contains("TOP-SECRET"), "{}", r.body);
+    assert!(!records(&world)
+        .iter()
+        .any(|e| matches!(e, Event::ScheduleAdded { .. })));
+
+    // The CLI, through the daemon, with a playbook file of its own and an inputs file.
+    let mine = world.dir.path().join("my-lookup.yaml");
+    let text = std::fs::read_to_string(shipped.join("order-lookup.yaml"))
+        .unwrap()
+        .replace("name: order-lookup", "name: my-lookup");
+    std::fs::write(&mine, &text).unwrap();
+    let rows = world.dir.path().join("rows.csv");
+    std::fs::write(&rows, "order_id\nSO-100001\nSO-100002\n").unwrap();
+    let out = std::process::Command::new(crate::common::clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["schedule", "add", "mine", "--playbook"])
+        .arg(&mine)
+        .args(["--every", "1h", "--inputs"])
+        .arg(&rows)
+        .args(["--as", "ops"])
+        .env_remove("CLERK_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 rows of"), "{stderr}");
+    let views = http(
+        port,
+        "GET",
+        "/api/schedules",
+        &[(clerk::instance::TOKEN_HEADER, token.as_str())],
+        None,
+    )
+    .await
+    .json();
+    let view = &views[0];
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(view["playbook"], sha.as_str(), "{views}");
+    assert_eq!(view["playbook_sha256"], sha.as_str(), "{views}");
+    assert!(view["playbook_file"].is_null(), "{views}");
+    assert_eq!(
+        view["inputs"],
+        json!({"kind": "rows", "rows": 2}),
+        "{views}"
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+
+    // The file changes afterwards; the firing runs the rows and the text that were sent.
+    std::fs::write(&mine, text.replace("SO-", "XX-")).unwrap();
+    std::fs::write(&rows, "order_id\nSO-999999\n").unwrap();
+    let queue = clerk::queue::EmbeddedQueue::open(
+        world.data_dir(),
+        clerk::queue::limits_for(&world.engine.config, 1),
+        clerk::queue::Backoff::default(),
+    )
+    .unwrap();
+    let no_urls =
+        |_: &str| -> Result<clerk::serve::scheduler::Rows, String> { Err("no URLs here".into()) };
+    let report = clerk::serve::scheduler::Ticker {
+        store: &world.engine.store,
+        queue: &queue,
+        config: &world.engine.config,
+        max_attempts: 1,
+        grace: std::time::Duration::from_secs(900),
+        fetch: &no_urls,
+    }
+    .tick(chrono::Utc::now() + chrono::TimeDelta::hours(1))
+    .unwrap();
+    assert_eq!(report.fired.len(), 1, "{report:?}");
+    use clerk::queue::RunQueue as _;
+    let jobs = queue.list(&clerk::queue::JobFilter::default()).unwrap();
+    let mut orders: Vec<String> = jobs
+        .iter()
+        .map(|j| j.spec.inputs["order_id"].clone())
+        .collect();
+    orders.sort();
+    assert_eq!(orders, ["SO-100001", "SO-100002"]);
+    assert!(jobs
+        .iter()
+        .all(|j| j.spec.playbook_sha256.as_deref() == Some(sha.as_str())));
+}
+
+/// A client that starts a request and never finishes its headers is cut off after
+/// `[serve] header_timeout`, while other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let world = world("\n[serve]\nheader_timeout = \"1s\"\n").await;
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Served while the slow ones hang.
+    let r = get(port, "/login", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let started = std::time::Instant::now();
+    for mut s in slow {
+        let mut buf = Vec::new();
+        // Without a header timeout this read never ends (the test fails at 15 s).
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow-header connection is still open");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
     running.shutdown();
     running.wait().await.unwrap();
 }

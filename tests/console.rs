@@ -626,6 +626,7 @@ steps:
             inputs: clerk::schedule::InputsSpec::File(orders),
             case_from: None,
             jobs: 1,
+            files_allowed: true,
         },
         "ops",
         Utc::now(),

@@ -574,3 +574,83 @@ async fn rejection_four_eyes_auditor_and_csrf_in_chromium() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// What the reviewer's browser renders, not only what the server sends: a held value with
+/// a right-to-left override and a zero-width space shows both written out (`⟨U+202E⟩`,
+/// `⟨U+200B⟩`) and laid out in stored order (the mark left of the digits that follow it);
+/// no raw control reaches the page; a 900-character pause reason without a space wraps in
+/// the status bar, and nothing scrolls sideways at a phone's width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_characters_are_written_out_in_the_reviewers_browser() {
+    let world = world("").await;
+    add_users(&world);
+    let order = big_orders()[0].id.clone();
+    let note = "\u{202E}00.0001 :tnuoma by car\u{200B}ol";
+    let r = world
+        .run_as(
+            &playbook("spa-refund"),
+            &[
+                ("order_id", order.as_str()),
+                ("amount", "1.00"),
+                ("reason", "Item damaged"),
+                ("method", "store_credit"),
+                ("note", note),
+            ],
+            "ops",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, RunStatus::Drafted, "{:?}", r.error);
+    let id = r.approval_id.expect("an approval request");
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let b = Reviewer::launch(running.addr.port()).await;
+    b.login("carol").await;
+    // A long unbroken pause reason, paused from the console.
+    let csrf = b.csrf().await;
+    let reason = "x".repeat(900);
+    let status = b
+        .forge(
+            "/pause",
+            &[("csrf", &csrf), ("reason", &reason), ("channel", "sample")],
+        )
+        .await;
+    assert!(status == 303 || status == 0 || status == 200, "{status}");
+    b.open(&format!("/approvals/{id}")).await;
+    let text = b.text().await;
+    assert!(
+        text.contains("⟨U+202E⟩00.0001 :tnuoma by car⟨U+200B⟩ol"),
+        "{text}"
+    );
+    assert!(text.contains(&reason[..100]), "the pause reason is shown");
+    let raw: bool = b
+        .js("/[\\u202a-\\u202e\\u2066-\\u2069\\u200b-\\u200f\\ufeff]/.test(document.documentElement.outerHTML)")
+        .await;
+    assert!(!raw, "a raw format character reached the page");
+    // Laid out in stored order: the written-out mark is left of the digits after it.
+    let order_ok: bool = b
+        .js(r#"(() => {
+            const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            let n;
+            while ((n = w.nextNode())) {
+                const i = n.data.indexOf('⟨U+202E⟩00.0001');
+                if (i < 0) continue;
+                const at = (k) => { const r = document.createRange(); r.setStart(n, k); r.setEnd(n, k + 1); return r.getBoundingClientRect(); };
+                const mark = at(i), digit = at(i + 8);
+                return mark.top === digit.top ? mark.left < digit.left : mark.top < digit.top;
+            }
+            return false;
+        })()"#)
+        .await;
+    assert!(order_ok, "the value is not laid out in stored order");
+    for (w, h) in [(1280, 800), (390, 844)] {
+        let shot = b.snapshot("hidden-characters", w, h).await;
+        assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+        let overflow: i64 = b
+            .js("document.documentElement.scrollWidth - window.innerWidth")
+            .await;
+        assert!(overflow <= 0, "{overflow} px sideways at {w} px wide");
+    }
+    running.shutdown();
+    running.wait().await.unwrap();
+}

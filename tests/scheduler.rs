@@ -108,6 +108,7 @@ fn every_slot_of_a_simulated_day_is_fired_once_across_restarts_crashes_and_overl
                 inputs: InputsSpec::File(inputs.clone()),
                 case_from: Some("order_id".into()),
                 jobs: 1,
+                files_allowed: true,
             },
             "ops",
             created,

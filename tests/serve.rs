@@ -690,6 +690,92 @@ async fn sigkill_and_sigterm_mid_batch_lose_nothing_and_the_work_completes() {
     let _ = JobState::Done;
 }
 
+/// One job in flight through three SIGKILLs of `clerk serve` (one attempt allowed): each
+/// crash marks its run interrupted and gives the claim back without spending the attempt,
+/// and the fourth daemon finishes the job once, with evidence that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_flight_through_three_sigkills_completes_after_the_restarts() {
+    let world = World::with_config(serve_config("", "pages = 1\nmax_attempts = 1")).await;
+    world.playbook_from("slow-lookup", SLOW);
+    let playbook = world.data_dir().join("slow-lookup.yaml");
+    let dir = world.data_dir().to_owned();
+    let started = |world: &World| {
+        journal_events(world)
+            .iter()
+            .filter(|e| matches!(e, Event::RunStarted { .. }))
+            .count()
+    };
+    let mut job = None;
+    for kill in 1..=3 {
+        let daemon = Daemon::spawn(&dir);
+        let (port, token) = daemon.ready(&dir).await;
+        if job.is_none() {
+            let v = call(
+                port,
+                &token,
+                "POST",
+                "/api/runs",
+                Some(json!({
+                    "playbook_yaml": std::fs::read_to_string(&playbook).expect("the playbook"),
+                    "rows": [{ "order_id": orders(1)[0] }],
+                    "user": "ops"
+                })),
+            )
+            .await;
+            job = v["jobs"][0].as_u64();
+        }
+        // In flight: its run started (the slow step takes 1.5 s), then the daemon dies.
+        wait_for_runs(&world, kill).await;
+        daemon.signal(libc::SIGKILL);
+        daemon.wait();
+        assert_eq!(started(&world), kill, "one run per daemon");
+    }
+    let job = job.expect("a job id");
+    let daemon = Daemon::spawn(&dir);
+    let (port, token) = daemon.ready(&dir).await;
+    let t = Instant::now();
+    let done = loop {
+        let j = call(port, &token, "GET", &format!("/api/jobs/{job}"), None).await;
+        if j["state"] == "done" || j["state"] == "dead" {
+            break j;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["outcome"]["status"], "ok", "{done}");
+    assert_eq!(done["crashes"], 3, "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    let events = journal_events(&world);
+    let interrupted = events
+        .iter()
+        .filter(|e| matches!(e, Event::RunInterrupted { .. }))
+        .count();
+    assert_eq!(interrupted, 3, "each killed run marked interrupted");
+    let finished_ok = events
+        .iter()
+        .filter(|e| matches!(e, Event::RunFinished { status, .. } if status == "ok"))
+        .count();
+    assert_eq!(finished_ok, 1, "the lookup ran to the end exactly once");
+    let verify = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["verify", "--all", "--no-index"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(
+        crate::common::processes_with(&dir.display().to_string()).is_empty(),
+        "no Chromium or daemon left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_through_the_daemon_stops_claims_and_runs_and_resume_finishes_the_batch() {
     let world = World::with_config(serve_config("max_pages = 2", "pages = 2")).await;

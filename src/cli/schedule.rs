@@ -93,26 +93,39 @@ fn via_daemon(
 ) -> anyhow::Result<Option<ExitCode>> {
     use serde_json::json;
     let user = d.claimed_user(cli);
-    let absolute = |p: &std::path::Path| {
-        std::path::absolute(p)
-            .map(|a| a.display().to_string())
-            .with_context(|| format!("resolving {}", p.display()))
-    };
     match command {
         ScheduleCommand::Add(args) => {
             d.announce();
-            // Paths are the caller's: the daemon runs elsewhere.
-            let playbook = if std::path::Path::new(&args.playbook).is_file() {
-                absolute(std::path::Path::new(&args.playbook))?
+            // The daemon opens no file a request names: the playbook file's text and the
+            // inputs file's rows are read here, as the caller, and sent.
+            let path = std::path::Path::new(&args.playbook);
+            let playbook_yaml = if path.is_file() {
+                Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                )
             } else {
-                args.playbook.clone()
+                None
             };
-            let inputs = args.inputs.as_deref().map(absolute).transpose()?;
+            let inputs_rows = match args.inputs.as_deref() {
+                Some(file) => {
+                    let rows = crate::batch::read_rows(file).map_err(|e| exit(2, e.to_string()))?;
+                    eprintln!(
+                        "clerk: {} rows of {} kept in the schedule (the daemon reads no file; \
+                         add the schedule again to change them)",
+                        rows.len(),
+                        file.display()
+                    );
+                    Some(rows)
+                }
+                None => None,
+            };
             let v = d.post(
                 "/api/schedules",
                 json!({
-                    "name": args.name, "playbook": playbook, "cron": args.cron, "tz": args.tz,
-                    "every": args.every, "inputs": inputs,
+                    "name": args.name, "playbook": args.playbook, "playbook_yaml": playbook_yaml,
+                    "cron": args.cron, "tz": args.tz,
+                    "every": args.every, "inputs_rows": inputs_rows,
                     "inputs_from_url": args.inputs_from_url, "case_from": args.case_from,
                     "jobs": args.jobs, "user": user,
                 }),
@@ -186,6 +199,7 @@ fn add(cli: &Cli, args: &ScheduleAddArgs) -> anyhow::Result<ExitCode> {
         inputs,
         case_from: args.case_from.clone(),
         jobs: args.jobs,
+        files_allowed: true,
     };
     let config = load_config(cli)?;
     let store = open_store(cli)?;
@@ -297,6 +311,7 @@ pub fn detail(s: &Schedule, v: &ScheduleView) -> String {
         InputsView::None => "none (one run per firing)".to_owned(),
         InputsView::File { path } => format!("file {path} (one run per row)"),
         InputsView::Url { url } => format!("url {url} (one run per row)"),
+        InputsView::Rows { rows } => format!("{rows} rows kept in the schedule (one run each)"),
     };
     let _ = writeln!(out, "inputs     {inputs}");
     if let Some(c) = &v.case_from {

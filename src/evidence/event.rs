@@ -190,6 +190,9 @@ pub enum Event {
         /// Where each firing reads its input rows: a file (absolute path), a URL, or neither.
         inputs_file: Option<String>,
         inputs_url: Option<String>,
+        /// Or rows given when the schedule was added (through the daemon's API).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inputs_rows: Option<Vec<std::collections::BTreeMap<String, String>>>,
         /// Input whose value becomes each run's case reference.
         case_from: Option<String>,
         /// Runs of one firing at once.

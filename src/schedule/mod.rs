@@ -115,6 +115,9 @@ pub enum InputSource {
     File(PathBuf),
     /// A URL answering such a file, fetched at every firing.
     Url(String),
+    /// Rows given when the schedule was added (through the daemon's API, which opens no
+    /// file a request names), kept in the `schedule_added` record.
+    Rows(Vec<BTreeMap<String, String>>),
 }
 
 /// Who paused a schedule, when and why.
@@ -200,10 +203,11 @@ impl Schedule {
             ),
             Trigger::Every(d) => (None, None, Some(d.as_secs())),
         };
-        let (inputs_file, inputs_url) = match &self.inputs {
-            InputSource::None => (None, None),
-            InputSource::File(p) => (Some(p.display().to_string()), None),
-            InputSource::Url(u) => (None, Some(u.clone())),
+        let (inputs_file, inputs_url, inputs_rows) = match &self.inputs {
+            InputSource::None => (None, None, None),
+            InputSource::File(p) => (Some(p.display().to_string()), None, None),
+            InputSource::Url(u) => (None, Some(u.clone()), None),
+            InputSource::Rows(rows) => (None, None, Some(rows.clone())),
         };
         Event::ScheduleAdded {
             name: self.name.clone(),
@@ -218,6 +222,7 @@ impl Schedule {
             every_secs,
             inputs_file,
             inputs_url,
+            inputs_rows,
             case_from: self.case_from.clone(),
             jobs: self.jobs as u64,
             by: self.created_by.clone(),
@@ -240,6 +245,7 @@ impl Schedule {
             every_secs,
             inputs_file,
             inputs_url,
+            inputs_rows,
             case_from,
             jobs,
             by,
@@ -259,11 +265,12 @@ impl Schedule {
             (None, Some(secs)) if *secs > 0 => Trigger::Every(Duration::from_secs(*secs)),
             _ => return Err("neither a cron expression nor an interval".into()),
         };
-        let inputs = match (inputs_file, inputs_url) {
-            (None, None) => InputSource::None,
-            (Some(f), None) => InputSource::File(PathBuf::from(f)),
-            (None, Some(u)) => InputSource::Url(u.clone()),
-            _ => return Err("both an inputs file and an inputs URL".into()),
+        let inputs = match (inputs_file, inputs_url, inputs_rows) {
+            (None, None, None) => InputSource::None,
+            (Some(f), None, None) => InputSource::File(PathBuf::from(f)),
+            (None, Some(u), None) => InputSource::Url(u.clone()),
+            (None, None, Some(rows)) => InputSource::Rows(rows.clone()),
+            _ => return Err("more than one of inputs file, URL and rows".into()),
         };
         let created_at = parse_time(at).ok_or_else(|| format!("bad time `{at}`"))?;
         Ok(Schedule {
@@ -299,6 +306,9 @@ impl Schedule {
     ) -> Result<Playbook, ScheduleError> {
         let result = match &self.playbook_file {
             Some(file) => crate::playbook::load(file, config),
+            None if crate::evidence::text::is_sha256(&self.playbook) => {
+                stored_playbook(data_dir, &self.playbook, config)
+            }
             None => crate::playbook::embedded::find_playbook(data_dir, &self.playbook, config),
         };
         result.map_err(|d| ScheduleError::Playbook {
@@ -366,6 +376,7 @@ impl Schedule {
                     path: p.display().to_string(),
                 },
                 InputSource::Url(u) => InputsView::Url { url: u.clone() },
+                InputSource::Rows(rows) => InputsView::Rows { rows: rows.len() },
             },
             case_from: self.case_from.clone(),
             jobs: self.jobs,
@@ -431,8 +442,16 @@ pub enum TriggerView {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InputsView {
     None,
-    File { path: String },
-    Url { url: String },
+    File {
+        path: String,
+    },
+    Url {
+        url: String,
+    },
+    /// Rows kept in the schedule (how many).
+    Rows {
+        rows: usize,
+    },
 }
 
 /// The current schedules: the fold of the journal's schedule records.
@@ -612,6 +631,25 @@ pub enum InputsSpec {
     None,
     File(PathBuf),
     Url(String),
+    Rows(Vec<BTreeMap<String, String>>),
+}
+
+/// Every row binds to the playbook's inputs (else the first bad row, numbered from 1).
+fn check_rows(
+    playbook: &Playbook,
+    source: &str,
+    rows: &[BTreeMap<String, String>],
+) -> Result<(), ScheduleError> {
+    for (i, row) in rows.iter().enumerate() {
+        if let Err(problems) = playbook.bind_inputs(row) {
+            return Err(ScheduleError::Inputs(format!(
+                "{source}: row {}: {}",
+                i + 1,
+                problems.join("; ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A `schedule add` request.
@@ -624,6 +662,10 @@ pub struct AddRequest {
     pub inputs: InputsSpec,
     pub case_from: Option<String>,
     pub jobs: usize,
+    /// Whether the request may name files (the CLI run by the data directory's owner). A
+    /// request through the daemon's API may not: its playbook is a name or the hash of a
+    /// stored text, its inputs rows or a URL, and no path it names is ever opened.
+    pub files_allowed: bool,
 }
 
 /// Validates a request into a schedule (nothing recorded). `by` must be an operator of the
@@ -653,10 +695,28 @@ pub fn prepare(
     }
     // The playbook: a file if one exists at that path, else a playbook name.
     let given = Path::new(&request.playbook);
+    let by_hash = crate::evidence::text::is_sha256(&request.playbook);
     let looks_like_path = request.playbook.contains('/')
         || request.playbook.ends_with(".yaml")
         || request.playbook.ends_with(".yml");
-    let playbook_file = if given.is_file() {
+    if !request.files_allowed {
+        if !by_hash && !crate::playbook::embedded::is_playbook_name(&request.playbook) {
+            return Err(ScheduleError::Playbook {
+                playbook: crate::display::visible(&request.playbook).into_owned(),
+                message: "refused: give a playbook name or the SHA-256 of a stored playbook                           text; the daemon opens no file a request names"
+                    .to_owned(),
+            });
+        }
+        if matches!(request.inputs, InputsSpec::File(_)) {
+            return Err(ScheduleError::Inputs(
+                "refused: the daemon opens no inputs file a request names; send the rows                  (`inputs_rows`) or an inputs URL"
+                    .to_owned(),
+            ));
+        }
+    }
+    let playbook_file = if by_hash || !request.files_allowed {
+        None
+    } else if given.is_file() {
         Some(
             std::fs::canonicalize(given).map_err(|e| ScheduleError::Playbook {
                 playbook: request.playbook.clone(),
@@ -673,6 +733,7 @@ pub fn prepare(
     };
     let loaded = match &playbook_file {
         Some(file) => crate::playbook::load(file, Some(config)),
+        None if by_hash => stored_playbook(data_dir, &request.playbook, Some(config)),
         None => crate::playbook::embedded::find_playbook(data_dir, &request.playbook, Some(config)),
     }
     .map_err(|d| ScheduleError::Playbook {
@@ -743,19 +804,14 @@ pub fn prepare(
             }
             InputSource::None
         }
+        InputsSpec::Rows(rows) => {
+            check_rows(&loaded, "inputs_rows", rows)?;
+            InputSource::Rows(rows.clone())
+        }
         InputsSpec::File(path) => {
             let rows =
                 crate::batch::read_rows(path).map_err(|e| ScheduleError::Inputs(e.to_string()))?;
-            for (i, row) in rows.iter().enumerate() {
-                if let Err(problems) = loaded.bind_inputs(row) {
-                    return Err(ScheduleError::Inputs(format!(
-                        "{}: row {}: {}",
-                        path.display(),
-                        i + 1,
-                        problems.join("; ")
-                    )));
-                }
-            }
+            check_rows(&loaded, &path.display().to_string(), &rows)?;
             let abs = std::fs::canonicalize(path)
                 .map_err(|e| ScheduleError::Inputs(format!("{}: {e}", path.display())))?;
             InputSource::File(abs)
@@ -805,6 +861,20 @@ pub fn prepare(
         last_skipped: None,
         last_missed: None,
     })
+}
+
+/// The playbook whose exact text is stored under `sha256` in the data directory's
+/// playbook texts (re-hashed on read).
+fn stored_playbook(
+    data_dir: &Path,
+    sha256: &str,
+    config: Option<&Config>,
+) -> Result<Playbook, crate::playbook::Diagnostics> {
+    let path = crate::evidence::text::path_for(data_dir, sha256);
+    let bytes = crate::evidence::text::get(data_dir, sha256).map_err(|e| {
+        crate::playbook::Diagnostics::io(&path, &std::io::Error::other(e.to_string()))
+    })?;
+    crate::playbook::parse(&path, &bytes, config)
 }
 
 /// `schedule add`: validates the request and records `schedule_added`. A refusal (the user

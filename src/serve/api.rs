@@ -7,7 +7,6 @@
 //! recorded under the user the request names.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -1188,17 +1187,24 @@ async fn list_schedules(State(d): D) -> ApiResult {
     to_json(&views)
 }
 
-/// `POST /api/schedules`: as `clerk schedule add` (paths absolute).
+/// `POST /api/schedules`: as `clerk schedule add`, without files: the playbook by name,
+/// hash or text, the inputs as rows or a URL.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddSchedule {
     name: String,
-    playbook: String,
+    /// A playbook name or the SHA-256 of a stored playbook text (never a path).
+    playbook: Option<String>,
+    /// Or the playbook's text, stored content-addressed and pinned by its hash.
+    playbook_yaml: Option<String>,
     cron: Option<String>,
     tz: Option<String>,
     every: Option<String>,
+    /// Refused: the daemon opens no file a request names (present only to say so).
     #[schema(value_type = Option<String>)]
-    inputs: Option<PathBuf>,
+    inputs: Option<Value>,
+    /// Input rows kept in the schedule (one run per row at every firing).
+    inputs_rows: Option<Vec<BTreeMap<String, String>>>,
     inputs_from_url: Option<String>,
     case_from: Option<String>,
     #[serde(default = "one")]
@@ -1236,19 +1242,52 @@ async fn add_schedule(
         (None, Some(every)) => TriggerSpec::Every(every),
         _ => return Err(bad("give exactly one of cron and every")),
     };
-    let inputs = match (body.inputs, body.inputs_from_url) {
+    if body.inputs.is_some() {
+        return Err(bad(
+            "refused: `inputs` would name a file, and the daemon opens no file a request \
+             names; send the rows as `inputs_rows` (as `clerk schedule add --inputs FILE` \
+             does) or give `inputs_from_url`",
+        ));
+    }
+    let inputs = match (body.inputs_rows, body.inputs_from_url) {
         (None, None) => InputsSpec::None,
-        (Some(f), None) => InputsSpec::File(f),
+        (Some(rows), None) => {
+            if rows.len() > MAX_ROWS_PER_REQUEST {
+                return Err(ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "{} rows in one schedule; at most {MAX_ROWS_PER_REQUEST}",
+                        rows.len()
+                    ),
+                ));
+            }
+            InputsSpec::Rows(rows)
+        }
         (None, Some(u)) => InputsSpec::Url(u),
-        _ => return Err(bad("give at most one of inputs and inputs_from_url")),
+        _ => return Err(bad("give at most one of inputs_rows and inputs_from_url")),
+    };
+    // A name or hash as given (a named schedule follows its playbook's updates); a text is
+    // stored and pinned by its hash. Paths are refused, and nothing is read for them.
+    let playbook = match (&body.playbook, &body.playbook_yaml) {
+        (_, Some(_)) => {
+            let pb = resolve_playbook(&d, body.playbook.as_deref(), body.playbook_yaml.as_deref())
+                .await?;
+            pb.sha256
+        }
+        (Some(p), None) => {
+            resolve_playbook(&d, Some(p), None).await?;
+            p.clone()
+        }
+        (None, None) => return Err(bad("give `playbook` (a name or hash) or `playbook_yaml`")),
     };
     let request = AddRequest {
         name: body.name,
-        playbook: body.playbook,
+        playbook,
         trigger,
         inputs,
         case_from: body.case_from,
         jobs: body.jobs,
+        files_allowed: false,
     };
     let engine = d.engine.clone();
     let now = (engine.clock)();

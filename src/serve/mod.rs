@@ -21,6 +21,7 @@ mod api;
 pub use api::{openapi, ApiErrorBody};
 mod console;
 mod executor;
+mod listener;
 pub mod scheduler;
 pub mod views;
 
@@ -371,15 +372,16 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
     let task = tokio::spawn(async move {
         let api = {
             let d = d.clone();
-            let mut stopping = d.stopping.subscribe();
-            let app = api::router(d.clone()).into_make_service_with_connect_info::<SocketAddr>();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopping.wait_for(|s| *s).await;
-                    })
-                    .await
-            })
+            let stopping = d.stopping.subscribe();
+            let header_timeout = parse_duration(&d.engine.config.serve.header_timeout)
+                .unwrap_or(Duration::from_secs(10));
+            tokio::spawn(listener::serve(
+                listener,
+                api::router(d.clone()),
+                header_timeout,
+                stopping,
+                d.opts.shutdown_deadline,
+            ))
         };
         let mut workers = tokio::task::JoinSet::new();
         for n in 0..d.opts.pages {

@@ -151,6 +151,7 @@ impl Ticker<'_> {
         match &s.inputs {
             InputSource::None => Ok(vec![BTreeMap::new()]),
             InputSource::File(path) => crate::batch::read_rows(path).map_err(|e| e.to_string()),
+            InputSource::Rows(rows) => Ok(rows.clone()),
             InputSource::Url(url) => {
                 // Checked again before every fetch: a name may resolve elsewhere by now.
                 let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
