@@ -30,6 +30,8 @@ pub mod export;
 pub(crate) mod index;
 mod journal;
 pub(crate) mod lock;
+pub mod merkle;
+pub mod note;
 mod png;
 mod query;
 pub mod record;
