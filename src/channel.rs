@@ -353,6 +353,34 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// The transparency log's settings (`[log]` in the config; every key optional).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// The log's private key file; must be outside the data directory. Default: beside it,
+    /// `<data dir>.log-key`. Created (mode 0600) at first start.
+    pub key_file: Option<PathBuf>,
+    /// The log's name in its checkpoints, set when the key is created. Default
+    /// `clerk.<host name>/<data dir name>`.
+    pub origin: Option<String>,
+    /// The daemon signs a checkpoint at most this often when records were appended, e.g.
+    /// `"60s"` (and at every export).
+    pub checkpoint_every: String,
+    /// ... or as soon as this many records were appended since the last checkpoint.
+    pub checkpoint_records: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            key_file: None,
+            origin: None,
+            checkpoint_every: "60s".into(),
+            checkpoint_records: 1000,
+        }
+    }
+}
+
 /// A named user (`[[user]]` in the config); the password hash is in `<data>/users/`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -373,6 +401,9 @@ pub struct Config {
     /// The daemon's settings.
     #[serde(default)]
     pub serve: ServeSettings,
+    /// The transparency log's settings.
+    #[serde(default)]
+    pub log: LogSettings,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -422,6 +453,18 @@ impl Config {
                     message: format!("[serve] {key} {e}"),
                 });
             }
+        }
+        if let Err(e) = parse_duration(&config.log.checkpoint_every) {
+            return Err(ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message: format!("[log] checkpoint_every {e}"),
+            });
+        }
+        if config.log.checkpoint_records == 0 {
+            return Err(ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message: "[log] checkpoint_records must be at least 1".into(),
+            });
         }
         if serve.pages == 0 || serve.browsers == 0 || serve.max_attempts == 0 {
             return Err(ChannelError::ParseConfig {

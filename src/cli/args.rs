@@ -69,6 +69,16 @@ pub enum Command {
     },
     /// Rebuild the index from the journal and the screenshot files.
     Reindex,
+    /// The transparency log's signing key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Sign a checkpoint of the journal now (after checking it extends the last one).
+    Checkpoint {
+        #[arg(long)]
+        json: bool,
+    },
     /// Approval requests created by drafts.
     Approvals {
         #[command(subcommand)]
@@ -347,12 +357,43 @@ pub struct VerifyArgs {
     /// Verify an exported bundle offline.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// Check C2SP tlog-proof files (a bundle's `proofs/*.tlog-proof`) offline: the record
+    /// is intact and in a checkpoint signed by `--key` (and cosigned by `--quorum` of the
+    /// `--witness` keys).
+    #[arg(long, num_args = 1.., conflicts_with_all = ["run", "case", "all", "bundle", "consistency"])]
+    pub proof: Vec<PathBuf>,
+    /// Check that checkpoint NEW extends checkpoint OLD (signed-note files), with a
+    /// consistency proof from this data directory's journal.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["run", "case", "all", "bundle"])]
+    pub consistency: Vec<PathBuf>,
+    /// The log's public key (`clerk key show`), repeatable for rotated keys. Default for
+    /// --consistency: this data directory's `tlog/keys`.
+    #[arg(long)]
+    pub key: Vec<String>,
+    /// A witness's public key (repeatable).
+    #[arg(long)]
+    pub witness: Vec<String>,
+    /// How many of the --witness keys must have cosigned.
+    #[arg(long, default_value_t = 0)]
+    pub quorum: usize,
+    /// With --proof: the file (a screenshot) the record must name by its SHA-256.
+    #[arg(long, requires = "proof")]
+    pub file: Option<PathBuf>,
     /// Check the journal and the files only, leaving the index out on purpose (while a
     /// process other than `clerk serve` holds it open). Said in the report.
     #[arg(long, conflicts_with = "bundle")]
     pub no_index: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the log's public key (creating the key at first use) and where the key is.
+    Show,
+    /// Replace the log key with a new one; old checkpoints keep verifying with the old
+    /// public key, which stays in `tlog/keys`. Give witnesses and auditors the new key.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,10 +69,55 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Config::load(&config_path(cli)).map_err(|e| exit(2, e.to_string()))
 }
 
+/// The log key of this data directory (created at first start), per `[log]` of `config`.
+pub fn log_key(
+    data_dir: &Path,
+    settings: &crate::channel::LogSettings,
+) -> anyhow::Result<(
+    crate::evidence::tlog::LogKey,
+    crate::evidence::tlog::KeyOpened,
+)> {
+    use crate::evidence::tlog;
+    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let path = settings
+        .key_file
+        .clone()
+        .unwrap_or_else(|| tlog::default_key_path(&data_dir));
+    let origin = settings
+        .origin
+        .clone()
+        .unwrap_or_else(|| tlog::default_origin(&data_dir));
+    tlog::LogKey::open(&path, &data_dir, &origin).map_err(|e| exit(2, e.to_string()))
+}
+
+/// Attaches the log key to `store`, so that exports sign a checkpoint and carry proofs.
+pub fn attach_log_key(store: &Store, settings: &crate::channel::LogSettings) -> anyhow::Result<()> {
+    let (key, opened) = log_key(store.data_dir(), settings)?;
+    if opened == crate::evidence::tlog::KeyOpened::Created {
+        eprintln!(
+            "created the log key {} (mode 0600; keep it out of backups of the data directory)\n  public key: {}",
+            key.path().display(),
+            key.verifier_key()
+        );
+    }
+    store.set_log_key(key);
+    Ok(())
+}
+
+/// The `[log]` settings of the config, or the defaults when there is no config file.
+pub fn log_settings(cli: &Cli) -> anyhow::Result<crate::channel::LogSettings> {
+    if config_path(cli).exists() {
+        Ok(load_config(cli)?.log)
+    } else {
+        Ok(crate::channel::LogSettings::default())
+    }
+}
+
 /// Opens the store and the engine for commands that run browsers or decide approvals.
 pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     let config = load_config(cli)?;
     let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    attach_log_key(&store, &config.log)?;
     let launch = LaunchOptions::detect().map_err(|e| exit(2, e.to_string()))?;
     Ok(Engine::new(cli.data_dir.clone(), config, store, launch))
 }

@@ -22,6 +22,7 @@ pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod tlog;
 pub mod user;
 
 pub use args::{
@@ -131,6 +132,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => report::verify(&cli, args).await,
         Command::Export { run, case, out } => report::export(&cli, run.clone(), case.clone(), out),
         Command::Reindex => report::reindex(&cli),
+        Command::Key { command } => tlog::key(&cli, command),
+        Command::Checkpoint { json } => tlog::checkpoint(&cli, *json),
         Command::Approvals { command } => report::approvals(&cli, command),
         Command::Approve { id, note } if daemon::Daemon::find(&cli).is_some() => {
             daemon::decide_via(&cli, id, true, note.clone()).await

@@ -63,6 +63,12 @@ pub fn runs(cli: &Cli, command: &RunsCommand) -> anyhow::Result<ExitCode> {
 
 /// `clerk verify`.
 pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if !args.proof.is_empty() {
+        return crate::cli::tlog::verify_proofs(args);
+    }
+    if !args.consistency.is_empty() {
+        return crate::cli::tlog::verify_consistency(cli, args);
+    }
     let report = if let Some(dir) = &args.bundle {
         evidence::verify::verify_bundle(dir)?
     } else {
@@ -109,6 +115,7 @@ pub fn export(
         (_, Some(c)) => Scope::Case(c),
         _ => return Err(exit(2, "say what to export: --run RUN or --case REF")),
     };
+    crate::cli::common::attach_log_key(&store, &crate::cli::common::log_settings(cli)?)?;
     let report = evidence::export::export_by(&store, &scope, out, Some(&current_user(cli)))?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)

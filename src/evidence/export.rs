@@ -25,14 +25,23 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::journal::{self, lines};
+use super::merkle::{self, Tree};
 use super::png::hash_file;
 use super::query::{approvals_mentioned, build_detail, timestamp};
 use super::record::sha256_hex;
+use super::tlog::{self, Proof, SignedCheckpoint, TlogError};
 use super::verify::{parse_parallel, select_scope, Checkpoint, Scope, CHECKPOINTS};
 use super::{Appended, Event, Record, Store, StoreError};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
 /// The Python checker shipped in every bundle (also `tests/verify_python.py`).
 pub const VERIFY_PY: &str = include_str!("../../tests/verify_python.py");
+
+/// The Python checker of `.tlog-proof` files shipped in every bundle with proofs (standard
+/// library plus the `openssl` command for Ed25519).
+pub const VERIFY_PROOF_PY: &str = include_str!("../../tests/verify_proof.py");
 
 /// What `export` wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -173,7 +182,38 @@ fn write_file(out: &Path, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
     f.sync_all().map_err(io)
 }
 
-fn verify_md(head: &Appended, scope: &Scope, runs: &[String]) -> String {
+fn verify_md(
+    head: &Appended,
+    scope: &Scope,
+    runs: &[String],
+    checkpoint: Option<&SignedCheckpoint>,
+) -> String {
+    let proofs = match checkpoint {
+        None => String::new(),
+        Some(cp) => format!(
+            r#"
+5. Each record is in the log the clerk instance signed, without its journal: `proofs/`
+   holds one C2SP tlog-proof (https://c2sp.org/tlog-proof) per record of this bundle,
+   against the checkpoint in `checkpoint` (log `{origin}`, {size} records). Get the
+   log's public key from the clerk instance's operator or a witness, NOT from this
+   bundle (`log.pub` is a copy for convenience; a forger would replace it too), then:
+
+       python3 verify_proof.py --key 'LOG-PUBLIC-KEY' proofs/*.tlog-proof
+
+   and for a screenshot, that its record names exactly that file:
+
+       python3 verify_proof.py --key 'LOG-PUBLIC-KEY' proofs/SEQ.tlog-proof --file screenshots/SHA.png
+
+   Add `--witness 'WITNESS-KEY'` (repeatable) and `--quorum K` to require witness
+   cosignatures. The script recomputes each record's hash from its line (the `extra`
+   line), its leaf `SHA-256(0x00 || hash)`, the audit path up to the root (RFC 6962), and
+   checks the Ed25519 signatures with `openssl pkeyutl -verify -rawin` (OpenSSL 3). With
+   clerk: `clerk verify --proof proofs/SEQ.tlog-proof --key 'LOG-PUBLIC-KEY'`.
+"#,
+            origin = cp.checkpoint.origin,
+            size = cp.checkpoint.size,
+        ),
+    };
     format!(
         r#"# Verifying this evidence bundle
 
@@ -209,11 +249,13 @@ Everything below uses standard tools only.
    above was also written into the store's journal as a `checkpoint_exported` record,
    so a later truncation of the store's journal is detected by `clerk verify`.
 
+{proofs}
 verify_journal.py:
 
 ```python
 {script}```
 "#,
+        proofs = proofs,
         scope = scope,
         runs = if runs.is_empty() {
             "none".to_owned()
@@ -254,6 +296,8 @@ pub fn export_by(
         }
     }
     let data_dir = store.data_dir();
+    // Sign first, snapshot after: the snapshot then holds every record the checkpoint covers.
+    let mut signed = store.checkpoint_now().map_err(tlog_err)?;
     let snapshot = journal::snapshot(data_dir)?;
     let (all_lines, _) = lines(&snapshot);
     let parsed = parse_parallel(&all_lines);
@@ -272,6 +316,18 @@ pub fn export_by(
         .ok_or_else(|| StoreError::BadInput("the journal is empty: nothing to export".into()))?;
     let refs: Vec<&Record> = entries.iter().map(|(_, p)| &p.record).collect();
     let chosen = select_scope(&refs, scope)?;
+    let newest = chosen.iter().map(|&i| refs[i].seq).max().unwrap_or(0);
+    if signed
+        .as_ref()
+        .is_some_and(|s| s.checkpoint.checkpoint.size < newest)
+    {
+        // Records of the scope were appended between signing and the snapshot.
+        signed = store.checkpoint_now().map_err(tlog_err)?;
+    }
+    let tree = match &signed {
+        Some(s) => Some(proof_tree(&refs, &s.checkpoint)?),
+        None => None,
+    };
     let mut excerpt = Vec::new();
     let mut records = Vec::new();
     for &i in &chosen {
@@ -317,6 +373,47 @@ pub fn export_by(
             sums.push((actual, rel));
         }
     }
+    let mut proof_paths = serde_json::Map::new();
+    if let (Some(signed), Some(tree)) = (&signed, &tree) {
+        let cp = &signed.checkpoint;
+        let dir = out.join("proofs");
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for &i in &chosen {
+            let (raw, p) = &entries[i];
+            let index = p.record.seq - 1;
+            let path = tree
+                .inclusion_proof(index, cp.checkpoint.size)
+                .map_err(|e| {
+                    StoreError::Other(format!("proof of record seq {}: {e}", p.record.seq))
+                })?;
+            let proof = Proof {
+                extra: Some(raw.to_vec()),
+                index,
+                path,
+                checkpoint: cp.clone(),
+            };
+            let rel = format!("proofs/{}.tlog-proof", p.record.seq);
+            let text = proof.to_text();
+            write_file(out, &rel, text.as_bytes())?;
+            sums.push((sha256_hex(text.as_bytes()), rel.clone()));
+            proof_paths.insert(p.record.seq.to_string(), json!(rel));
+        }
+        journal::sync_dir(&dir)?;
+        let keys = tlog::read_keys(data_dir).map_err(tlog_err)?;
+        let pub_text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+        let cp_text = cp.to_text();
+        for (rel, bytes) in [
+            ("log.pub", pub_text.as_bytes()),
+            ("checkpoint", cp_text.as_bytes()),
+            ("verify_proof.py", VERIFY_PROOF_PY.as_bytes()),
+        ] {
+            write_file(out, rel, bytes)?;
+            sums.push((sha256_hex(bytes), rel.to_owned()));
+        }
+    }
     let runs: Vec<String> = records
         .iter()
         .filter_map(|r| match &r.event {
@@ -337,6 +434,20 @@ pub fn export_by(
             serde_json::to_value(&head).unwrap_or(Value::Null),
         );
         m.insert("journal_excerpt".into(), json!("journal.jsonl"));
+        if let Some(signed) = &signed {
+            let c = &signed.checkpoint.checkpoint;
+            m.insert(
+                "tlog".into(),
+                json!({
+                    "origin": c.origin,
+                    "size": c.size,
+                    "root": B64.encode(c.root),
+                    "checkpoint": "checkpoint",
+                    "log_keys": "log.pub",
+                    "proofs": proof_paths,
+                }),
+            );
+        }
         m.insert(
             "excerpt_note".into(),
             json!(
@@ -346,7 +457,7 @@ pub fn export_by(
     }
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Other(e.to_string()))?;
-    let md = verify_md(&head, scope, &runs);
+    let md = verify_md(&head, scope, &runs, signed.as_ref().map(|s| &s.checkpoint));
     for (rel, bytes) in [
         ("manifest.json", manifest_bytes.as_slice()),
         ("journal.jsonl", excerpt.as_slice()),
@@ -393,6 +504,39 @@ pub fn export_by(
         head,
         checkpoint,
     })
+}
+
+fn tlog_err(e: TlogError) -> StoreError {
+    match e {
+        TlogError::Store(s) => s,
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// The Merkle tree of the snapshot's records, checked to have the signed checkpoint's root
+/// at its size (the snapshot must extend what was just signed).
+fn proof_tree(records: &[&Record], cp: &SignedCheckpoint) -> Result<Tree, StoreError> {
+    let size = cp.checkpoint.size;
+    let mut tree = Tree::new();
+    for (i, r) in records.iter().enumerate() {
+        if r.seq != i as u64 + 1 {
+            return Err(StoreError::Other(format!(
+                "the journal is not contiguous at record seq {} (run `clerk verify`)",
+                r.seq
+            )));
+        }
+        let leaf = merkle::record_leaf(&r.hash).ok_or_else(|| {
+            StoreError::Other(format!("record seq {} has a malformed hash", r.seq))
+        })?;
+        tree.push(leaf);
+    }
+    match tree.root(size) {
+        Ok(root) if root == cp.checkpoint.root => Ok(tree),
+        Ok(_) => Err(StoreError::Other(format!(
+            "the journal's first {size} records no longer have the root just signed; run `clerk verify`"
+        ))),
+        Err(e) => Err(StoreError::Other(format!("checkpoint size {size}: {e}"))),
+    }
 }
 
 /// Appends the CheckpointExported record of an export (naming who exported) and remembers

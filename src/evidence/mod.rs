@@ -13,6 +13,7 @@
 //! journal.lock          flock: exclusive to append, shared to snapshot
 //! journal.torn-<ts>     torn tails set aside at open (never acknowledged records)
 //! checkpoints.jsonl     one line per export: the chain head the bundle covered
+//! tlog/                 the Merkle log's public keys and signed checkpoints (see [`tlog`])
 //! screenshots/<sha256>.png
 //! index/                sled (cache; rebuilt from the journal at will)
 //! locks/index.lock      held by the store that owns index/
@@ -36,6 +37,7 @@ mod png;
 mod query;
 pub mod record;
 pub mod text;
+pub mod tlog;
 pub mod verify;
 
 #[doc(hidden)]
@@ -190,6 +192,10 @@ struct Inner {
     /// Read handle for index catch-up and the chain head (positional reads only).
     reader: File,
     index: Mutex<Index>,
+    /// The Merkle tree's right edge over the journal (see [`tlog`]).
+    tree: Mutex<tlog::TreeCache>,
+    /// The key that signs checkpoints, once attached (see [`Store::set_log_key`]).
+    log_key: Mutex<Option<tlog::LogKey>>,
 }
 
 impl Drop for Inner {
@@ -258,6 +264,8 @@ impl Store {
                 commit: Committer::default(),
                 reader,
                 index: Mutex::new(index),
+                tree: Mutex::new(tlog::TreeCache::default()),
+                log_key: Mutex::new(None),
             }),
         };
         store.recover()?;

@@ -140,6 +140,11 @@ pub enum Problem {
         path: String,
         detail: String,
     },
+    /// The journal does not extend a checkpoint the log signed (see `tlog`).
+    SignedCheckpoint {
+        size: u64,
+        detail: String,
+    },
     Manifest {
         detail: String,
     },
@@ -211,6 +216,9 @@ impl fmt::Display for Problem {
             Problem::IndexNotChecked { reason } => write!(f, "index not checked: {reason}"),
             Problem::BundleFile { path, detail } => write!(f, "bundle file {path}: {detail}"),
             Problem::Manifest { detail } => write!(f, "manifest.json: {detail}"),
+            Problem::SignedCheckpoint { size, detail } => {
+                write!(f, "signed checkpoint of size {size}: {detail}")
+            }
         }
     }
 }
@@ -620,6 +628,13 @@ fn verify_with(
         }
     }
 
+    // Signed checkpoints: the journal must extend every one the log signed.
+    let leaves: Vec<&str> = entries
+        .iter()
+        .map(|e| e.parsed.record.hash.as_str())
+        .collect();
+    signed_checkpoint_problems(data_dir, &leaves, &mut report);
+
     // The scope's PNGs.
     let records: Vec<&Record> = entries.iter().map(|e| &e.parsed.record).collect();
     let chosen = select_scope(&records, scope)?;
@@ -635,6 +650,82 @@ fn verify_with(
 
     check_index(data_dir, &snapshot, &mut report, index)?;
     Ok(report)
+}
+
+/// Checks every signed checkpoint of `tlog/` against the journal's records (their hashes in
+/// journal order): each is signed by one of the log's keys, covers no more records than the
+/// journal holds, and has the root of the journal's first `size` records.
+fn signed_checkpoint_problems(data_dir: &Path, hashes: &[&str], report: &mut VerifyReport) {
+    use super::tlog;
+    let mut push = |size: u64, detail: String| {
+        report
+            .problems
+            .push(Problem::SignedCheckpoint { size, detail })
+    };
+    let keys = match tlog::verifiers(data_dir) {
+        Ok(k) => k,
+        Err(e) => return push(0, e.to_string()),
+    };
+    let mut all = match tlog::history(data_dir) {
+        Ok(h) => h,
+        Err(e) => return push(0, e.to_string()),
+    };
+    match tlog::latest(data_dir) {
+        Ok(Some(l)) => all.push(l),
+        Ok(None) => {}
+        Err(e) => push(0, e.to_string()),
+    }
+    if all.is_empty() {
+        return;
+    }
+    let mut tree = super::merkle::Tree::new();
+    for h in hashes {
+        match super::merkle::record_leaf(h) {
+            Some(leaf) => tree.push(leaf),
+            None => return push(0, "a record hash is malformed".into()),
+        }
+    }
+    let mut checked = BTreeSet::new();
+    for cp in all {
+        let c = &cp.checkpoint;
+        if !checked.insert((c.size, c.root)) {
+            continue;
+        }
+        if cp.signed_by(&keys).is_none() {
+            push(
+                c.size,
+                format!(
+                    "not signed by any key in {} (forged or re-signed?)",
+                    tlog::KEYS
+                ),
+            );
+            continue;
+        }
+        if c.size > tree.size() {
+            push(
+                c.size,
+                format!(
+                    "the journal has {} records; records seq {}..{} were removed after the log signed them",
+                    tree.size(),
+                    tree.size() + 1,
+                    c.size
+                ),
+            );
+            continue;
+        }
+        match tree.root(c.size) {
+            Ok(root) if root == c.root => {}
+            _ => push(
+                c.size,
+                format!(
+                    "the journal's first {} records no longer have the root the log signed (`{}`): a record at or before seq {} was changed, removed or reordered and the chain recomputed",
+                    c.size,
+                    c.origin,
+                    c.size
+                ),
+            ),
+        }
+    }
 }
 
 fn describe_key(k: &[u8]) -> String {

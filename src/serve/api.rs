@@ -389,6 +389,8 @@ fn api_routes() -> (
         .routes(routes!(stats))
         .routes(routes!(show_case))
         .routes(routes!(case_bundle, export_case_bundle))
+        .routes(routes!(tlog_checkpoint))
+        .routes(routes!(tlog_consistency))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(metrics))
@@ -497,6 +499,7 @@ async fn status(State(d): D) -> ApiResult {
         "pause": d.engine.pause.state(),
         "queue": depth,
         "paused_channels": paused,
+        "tlog_alarm": d.tlog_alarm.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     })))
 }
 
@@ -1509,6 +1512,79 @@ async fn stats(State(d): D, Params(p): Params<StatsParams>) -> ApiResult {
         .map_err(internal)?
         .map_err(|e| bad(e.to_string()))?;
     to_json(&stats)
+}
+
+/// `GET /api/tlog/checkpoint`: the latest signed checkpoint (what witnesses cosign).
+#[utoipa::path(
+    get,
+    path = "/api/tlog/checkpoint",
+    tag = "evidence",
+    description = "The transparency log's latest signed checkpoint (C2SP signed note in `note`), signing one first if the journal grew since. Witnesses fetch it with a consistency proof from the checkpoint they cosigned last.",
+    responses((status = 200, description = "JSON `{origin, size, root, note}`", body = serde_json::Value), ApiErrors)
+)]
+async fn tlog_checkpoint(State(d): D) -> ApiResult {
+    super::checkpointer::sign(&d).await;
+    let dir = d.engine.store.data_dir().to_owned();
+    let latest = tokio::task::spawn_blocking(move || crate::evidence::tlog::latest(&dir))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let alarm = d
+        .tlog_alarm
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match latest {
+        Some(l) => Ok(Json(json!({
+            "origin": l.checkpoint.origin,
+            "size": l.checkpoint.size,
+            "root": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, l.checkpoint.root),
+            "note": l.to_text(),
+            "alarm": alarm,
+        }))),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            alarm.unwrap_or_else(|| "no checkpoint has been signed yet".into()),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyParams {
+    old: u64,
+    new: u64,
+}
+
+/// `GET /api/tlog/consistency?old=M&new=N`: the RFC 6962 consistency proof between sizes.
+#[utoipa::path(
+    get,
+    path = "/api/tlog/consistency",
+    tag = "evidence",
+    description = "The consistency proof (base64 hashes, RFC 6962 2.1.2) from tree size `old` to tree size `new` of the journal's Merkle log.",
+    params(("old" = u64, Query, description = "Old tree size"), ("new" = u64, Query, description = "New tree size")),
+    responses((status = 200, description = "JSON `{old, new, proof}`", body = serde_json::Value), ApiErrors)
+)]
+async fn tlog_consistency(State(d): D, Params(p): Params<ConsistencyParams>) -> ApiResult {
+    let dir = d.engine.store.data_dir().to_owned();
+    let (old, new) = (p.old, p.new);
+    let proof = tokio::task::spawn_blocking(move || {
+        let tree =
+            crate::evidence::tlog::journal_tree(&dir).map_err(|e| internal(e.to_string()))?;
+        if old == 0 || old == new {
+            return Ok(Vec::new());
+        }
+        tree.consistency_proof(old, new)
+            .map_err(|e| bad(e.to_string()))
+    })
+    .await
+    .map_err(internal)??;
+    let b64 = |h: &[u8; 32]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h);
+    Ok(Json(json!({
+        "old": old,
+        "new": new,
+        "proof": proof.iter().map(b64).collect::<Vec<_>>(),
+    })))
 }
 
 /// `GET /metrics`: counters over all time from the journal, gauges from the daemon.

@@ -17,6 +17,7 @@
 //! Chromium is reaped, `serve.json` removed, the lock released.
 
 mod api;
+mod checkpointer;
 
 pub use api::{openapi, ApiErrorBody};
 mod console;
@@ -143,6 +144,8 @@ pub struct Daemon {
     sessions: console::session::Sessions,
     /// The per-user API tokens (`clerk user token`).
     tokens: crate::users::TokenBook,
+    /// Why the last checkpoint could not be signed (the tamper alarm), until one is.
+    tlog_alarm: Mutex<Option<String>>,
 }
 
 /// Why a decision through the daemon failed.
@@ -366,6 +369,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         submit_lock: tokio::sync::Mutex::new(()),
         sessions: console::session::Sessions::open(&data_dir, started_at),
         tokens: crate::users::TokenBook::new(&data_dir),
+        tlog_alarm: Mutex::new(None),
     });
     let (stop, mut stop_rx) = watch::channel(false);
     let d = daemon.clone();
@@ -389,6 +393,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             workers.spawn(executor::worker(d, n));
         }
         let pause_sync = tokio::spawn(executor::sync_pauses(d.clone()));
+        let checkpoints = tokio::spawn(checkpointer::run(d.clone()));
         let scheduler = d
             .opts
             .run_scheduler
@@ -402,6 +407,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             s.abort();
         }
         pause_sync.abort();
+        let _ = checkpoints.await;
         let deadline = tokio::time::sleep(d.opts.shutdown_deadline);
         tokio::pin!(deadline);
         loop {
@@ -418,6 +424,8 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             interrupted: executor::interrupt_left_over(&d).await,
             abandoned_at_start: abandoned,
         };
+        // The last records (interruptions included) go under a signed checkpoint.
+        checkpointer::sign(&d).await;
         d.engine.shutdown().await;
         let _ = api.await;
         drop(claimed);
