@@ -106,7 +106,7 @@ fn finished(run: &str, status: &str) -> Event {
 
 /// Three runs: r-a (shop-a, CASE-1, ok, 2 screenshots, a blocked request), r-b (shop-b,
 /// CASE-2, failed, approval requested and decided), r-c (shop-a, running, owned by `store`).
-fn populate(store: &Store) {
+pub(crate) fn populate(store: &Store) {
     let events = vec![
         run_started(store, "r-a", "shop-a", Some("CASE-1"), None),
         step("r-a", 1, "ok", &[("status", "shipped")]),
@@ -160,7 +160,7 @@ fn journal(dir: &Path) -> PathBuf {
     dir.join("journal.jsonl")
 }
 
-fn journal_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn journal_lines(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(journal(dir))
         .unwrap()
         .lines()
@@ -168,7 +168,7 @@ fn journal_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn write_lines(dir: &Path, lines: &[String]) {
+pub(crate) fn write_lines(dir: &Path, lines: &[String]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(journal(dir), text).unwrap();
 }
@@ -186,7 +186,7 @@ fn make_writable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-fn problems_text(report: &VerifyReport) -> String {
+pub(crate) fn problems_text(report: &VerifyReport) -> String {
     report.problems.iter().map(|p| format!("{p}\n")).collect()
 }
 
@@ -366,7 +366,7 @@ fn scoped_verify_still_checks_the_whole_chain_but_only_scope_files() {
 
 // ---------------------------------------------------------------- export
 
-fn sha256sum_check(dir: &Path) -> bool {
+pub(crate) fn sha256sum_check(dir: &Path) -> bool {
     Command::new("sha256sum")
         .args(["--quiet", "-c", "SHA256SUMS"])
         .current_dir(dir)

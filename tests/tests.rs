@@ -29,3 +29,4 @@ mod scheduler;
 mod serve;
 mod spa;
 mod stats;
+mod tlog;

@@ -1,0 +1,764 @@
+//! The transparency log over the journal: signed checkpoints, the tamper alarm, offline
+//! proofs (checked by clerk and by the bundle's Python script), key handling and rotation,
+//! consistency between checkpoints, and the daemon's endpoints for witnesses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use clerk::evidence::export::export;
+use clerk::evidence::merkle;
+use clerk::evidence::note::{Note, NoteSigner, NoteVerifier};
+use clerk::evidence::record::{parse_line, seal};
+use clerk::evidence::tlog::{self, LogKey, Proof, SignedCheckpoint, TlogError};
+use clerk::evidence::verify::{verify, verify_store, Problem, Scope};
+use clerk::evidence::{Event, Store};
+
+use crate::evidence_store::{journal_lines, populate, problems_text, sha256sum_check, write_lines};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A data directory `<tmp>/data` with its key beside it, as a first start makes them.
+struct Log {
+    tmp: tempfile::TempDir,
+    store: Store,
+    key: LogKey,
+}
+
+impl Log {
+    fn new() -> Log {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let store = Store::open(&dir).unwrap();
+        let (key, opened) = LogKey::open(
+            &tlog::default_key_path(store.data_dir()),
+            store.data_dir(),
+            "clerk.test/shop",
+        )
+        .unwrap();
+        assert_eq!(opened, tlog::KeyOpened::Created);
+        store.set_log_key(key.clone());
+        Log { tmp, store, key }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.store.data_dir().to_owned()
+    }
+
+    fn key_text(&self) -> String {
+        self.key.verifier_key()
+    }
+}
+
+fn clerk(args: &[&str], dir: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(crate::common::clerk_bin());
+    if let Some(d) = dir {
+        cmd.arg("--data-dir").arg(d);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn python(bundle: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("verify_proof.py")
+        .args(args)
+        .current_dir(bundle)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn proofs_in(bundle: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(bundle.join("proofs"))
+        .unwrap()
+        .map(|e| format!("proofs/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// An export carries one proof per record, the checkpoint and the keys, all in SHA256SUMS;
+/// clerk and the bundle's own Python script (stdlib + openssl) accept every proof with only
+/// the log's public key; a screenshot is tied to its record; and every kind of change to a
+/// proof, its record, its path, its checkpoint or the key makes both refuse.
+#[test]
+fn every_exported_record_has_a_proof_that_clerk_and_python_check_offline() {
+    let log = Log::new();
+    populate(&log.store);
+    let out = log.tmp.path().join("bundle");
+    let report = export(&log.store, &Scope::Run("r-a".into()), &out).unwrap();
+    let proofs = proofs_in(&out);
+    assert_eq!(proofs.len(), report.records, "{proofs:?}");
+    for f in ["checkpoint", "log.pub", "verify_proof.py"] {
+        assert!(
+            report.files.iter().any(|x| x == f),
+            "{f} in {:?}",
+            report.files
+        );
+    }
+    assert!(sha256sum_check(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let size = manifest["tlog"]["size"].as_u64().unwrap();
+    assert_eq!(size, report.head.seq, "the checkpoint covers the snapshot");
+    assert_eq!(manifest["tlog"]["origin"], "clerk.test/shop");
+
+    // Python, with only the public key.
+    let key = log.key_text();
+    let mut args = vec!["--key", key.as_str()];
+    args.extend(proofs.iter().map(String::as_str));
+    let (ok, text) = python(&out, &args);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "OK: {} of {} proofs hold",
+            proofs.len(),
+            proofs.len()
+        )),
+        "{text}"
+    );
+    // clerk, the same.
+    let mut cargs = vec!["verify", "--key", key.as_str(), "--proof"];
+    let abs: Vec<String> = proofs
+        .iter()
+        .map(|p| out.join(p).display().to_string())
+        .collect();
+    cargs.extend(abs.iter().map(String::as_str));
+    let (ok, text) = clerk(&cargs, None);
+    assert!(ok, "{text}");
+
+    // A screenshot and its record's proof; another screenshot with it fails.
+    let d = log.store.run("r-a").unwrap().unwrap();
+    let shots: Vec<(u64, String)> = d
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::EvidenceCaptured { sha256, .. } => Some((r.seq, sha256.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shots.len(), 2);
+    let (seq, sha) = &shots[0];
+    let proof = format!("proofs/{seq}.tlog-proof");
+    let png = format!("screenshots/{sha}.png");
+    let other = format!("screenshots/{}.png", shots[1].1);
+    assert!(python(&out, &["--key", &key, "--file", &png, &proof]).0);
+    let (ok, text) = python(&out, &["--key", &key, "--file", &other, &proof]);
+    assert!(!ok && text.contains("does not name a file"), "{text}");
+    let (ok, text) = clerk(
+        &[
+            "verify",
+            "--key",
+            &key,
+            "--file",
+            &out.join(&other).display().to_string(),
+            "--proof",
+            &out.join(&proof).display().to_string(),
+        ],
+        None,
+    );
+    assert!(!ok && text.contains("does not name a file"), "{text}");
+
+    // Every change is refused by both checkers, with a reason naming what failed.
+    let original = std::fs::read_to_string(out.join(&proof)).unwrap();
+    let parsed = Proof::parse(&original).unwrap();
+    let edit_record = {
+        let mut p = parsed.clone();
+        let line = String::from_utf8(p.extra.clone().unwrap()).unwrap();
+        p.extra = Some(line.replacen("\"step\":1", "\"step\":2", 1).into_bytes());
+        assert_ne!(p.extra, parsed.extra);
+        p.to_text()
+    };
+    let other_index = {
+        let mut p = parsed.clone();
+        p.index += 1;
+        p.to_text()
+    };
+    let bad_path = {
+        let mut p = parsed.clone();
+        p.path[0][0] ^= 1;
+        p.to_text()
+    };
+    let short_path = {
+        let mut p = parsed.clone();
+        p.path.pop();
+        p.to_text()
+    };
+    let other_root = original.replacen(
+        &B64.encode(parsed.checkpoint.checkpoint.root),
+        &B64.encode([7u8; 32]),
+        1,
+    );
+    let bigger_tree = original.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
+    let cases = [
+        ("record edited", edit_record, "edited"),
+        ("index changed", other_index, "index"),
+        (
+            "audit path hash changed",
+            bad_path,
+            "not in the checkpointed tree",
+        ),
+        (
+            "audit path shortened",
+            short_path,
+            "not in the checkpointed tree",
+        ),
+        ("checkpoint root changed", other_root, "not signed"),
+        ("checkpoint size changed", bigger_tree, "not signed"),
+    ];
+    for (name, text, why) in cases {
+        assert_ne!(text, original, "{name}");
+        let path = out.join("proofs/tampered.tlog-proof");
+        std::fs::write(&path, &text).unwrap();
+        let (ok, py) = python(&out, &["--key", &key, "proofs/tampered.tlog-proof"]);
+        assert!(
+            !ok && py.contains("FAILED") && py.contains(why),
+            "{name}: python said {py}"
+        );
+        let (ok, rs) = clerk(
+            &[
+                "verify",
+                "--key",
+                &key,
+                "--proof",
+                &path.display().to_string(),
+            ],
+            None,
+        );
+        assert!(!ok && rs.contains("FAILED"), "{name}: clerk said {rs}");
+        std::fs::remove_file(&path).unwrap();
+    }
+    // Another log's key, and a witness quorum nobody met.
+    let stranger = NoteSigner::generate("clerk.test/shop", false)
+        .unwrap()
+        .verifier_key();
+    let (ok, py) = python(&out, &["--key", &stranger, &proof]);
+    assert!(!ok && py.contains("not signed by the log key"), "{py}");
+    let w = NoteSigner::generate("witness.test", true)
+        .unwrap()
+        .verifier_key();
+    let (ok, py) = python(
+        &out,
+        &["--key", &key, "--witness", &w, "--quorum", "1", &proof],
+    );
+    assert!(!ok && py.contains("0 of 1 witness"), "{py}");
+    let (ok, rs) = clerk(
+        &[
+            "verify",
+            "--key",
+            &key,
+            "--witness",
+            &w,
+            "--quorum",
+            "1",
+            "--proof",
+            &out.join(&proof).display().to_string(),
+        ],
+        None,
+    );
+    assert!(!ok && rs.contains("0 of the 1 witness"), "{rs}");
+
+    // The private key is nowhere in the data directory or the bundle.
+    let secret = std::fs::read_to_string(log.key.path()).unwrap();
+    let seed_b64 = secret.trim().rsplit('+').next().unwrap().to_owned();
+    for root in [log.dir(), out.clone()] {
+        for file in walk(&root) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&seed_b64),
+                "private key in {}",
+                file.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The roots clerk signs agree with an independent implementation (the bundle's Python
+/// script computes RFC 6962's recursive definition) at every size of a growing journal, and
+/// checkpoints are signed incrementally with each one extending the last.
+#[test]
+fn signed_roots_agree_with_the_python_implementation_at_every_size() {
+    let log = Log::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_proof.py");
+    let mut previous: Option<SignedCheckpoint> = None;
+    for round in 0..9u32 {
+        for i in 0..(round * 3 + 1) {
+            log.store
+                .append(Event::Pause {
+                    on: i % 2 == 0,
+                    user: format!("u{round}"),
+                    reason: format!("r{i}"),
+                    at: "2026-05-01T09:00:00.000Z".into(),
+                    channel: None,
+                })
+                .unwrap();
+        }
+        let signed = log.store.sign_checkpoint(&log.key).unwrap();
+        assert!(signed.new);
+        let cp = signed.checkpoint;
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg("--tree-root")
+            .arg(log.dir().join("journal.jsonl"))
+            .arg(cp.checkpoint.size.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            B64.encode(cp.checkpoint.root),
+            "size {}",
+            cp.checkpoint.size
+        );
+        if let Some(prev) = previous {
+            let tree = tlog::journal_tree(&log.dir()).unwrap();
+            let proof = tree
+                .consistency_proof(prev.checkpoint.size, cp.checkpoint.size)
+                .unwrap();
+            tlog::check_consistency(&prev, &cp, &proof, &[log.key.verifier()]).unwrap();
+        }
+        previous = Some(cp);
+    }
+    // Nothing appended: the latest checkpoint stands, nothing new is signed.
+    assert!(!log.store.sign_checkpoint(&log.key).unwrap().new);
+    assert_eq!(tlog::history(&log.dir()).unwrap().len(), 9);
+}
+
+/// What a host administrator can do to the journal (rewrite a record and recompute the whole
+/// chain and the export checkpoints, reorder, drop the last records, edit one byte) passes
+/// the hash-chain checks, or not; every one is caught by the signed checkpoint: clerk refuses
+/// to sign on (recorded, with the checkpoint named) and `clerk verify` names the checkpoint.
+#[test]
+fn a_journal_rewritten_on_the_host_is_refused_by_the_signer_and_named_by_verify() {
+    type Tamper = fn(&Path);
+    let rows: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "a record rewritten and the chain recomputed",
+            |dir| {
+                let lines = journal_lines(dir);
+                let mut out = Vec::new();
+                let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
+                for l in &lines {
+                    let mut r = parse_line(l.as_bytes()).unwrap().record;
+                    if r.seq == 2 {
+                        if let Event::StepFinished { fields, .. } = &mut r.event {
+                            fields.insert("status".into(), "returned".into());
+                        }
+                    }
+                    let (sealed, line) = seal(r.seq, r.ts, prev.clone(), r.event).unwrap();
+                    prev = sealed.hash;
+                    out.push(line);
+                }
+                write_lines(dir, &out);
+            },
+            "no longer have the root",
+        ),
+        (
+            "the last records dropped",
+            |dir| {
+                let lines = journal_lines(dir);
+                write_lines(dir, &lines[..lines.len() - 3]);
+            },
+            "were removed",
+        ),
+        (
+            "two records swapped and the chain recomputed",
+            |dir| {
+                let mut records: Vec<_> = journal_lines(dir)
+                    .iter()
+                    .map(|l| parse_line(l.as_bytes()).unwrap().record)
+                    .collect();
+                records.swap(3, 4);
+                let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
+                let mut out = Vec::new();
+                for (i, r) in records.into_iter().enumerate() {
+                    let (sealed, line) = seal(i as u64 + 1, r.ts, prev.clone(), r.event).unwrap();
+                    prev = sealed.hash;
+                    out.push(line);
+                }
+                write_lines(dir, &out);
+            },
+            "no longer have the root",
+        ),
+    ];
+    for (name, tamper, why) in rows {
+        let log = Log::new();
+        populate(&log.store);
+        let signed = log.store.sign_checkpoint(&log.key).unwrap();
+        let size = signed.checkpoint.checkpoint.size;
+        let before = verify_store(&log.store, &Scope::All).unwrap();
+        assert!(before.ok(), "{before}");
+        let dir = log.dir();
+        let key = log.key.clone();
+        let Log { tmp, store, .. } = log;
+        drop(store);
+        // The administrator covers the tracks the chain alone would leave.
+        tamper(&dir);
+        let _ = std::fs::remove_dir_all(dir.join("index"));
+        let _ = std::fs::remove_file(dir.join("checkpoints.jsonl"));
+
+        let report = verify(&dir, &Scope::All).unwrap();
+        let text = problems_text(&report);
+        assert!(
+            report.problems.iter().all(|p| matches!(p, Problem::SignedCheckpoint { .. })),
+            "{name}: the chain checks alone pass such a rewrite, only the signed checkpoint should speak:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("signed checkpoint of size {size}")) && text.contains(why),
+            "{name}: {text}"
+        );
+
+        let store = Store::open(&dir).unwrap();
+        let err = store.sign_checkpoint(&key).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlogError::Inconsistent { .. } | TlogError::Truncated { .. }
+            ),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("TAMPER ALARM"), "{err}");
+        let refused = store
+            .records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| matches!(&r.event, Event::Refused { action, .. } if action == "sign_checkpoint"))
+            .count();
+        assert_eq!(refused, 1, "{name}: the refusal is recorded");
+        // Still refused later: nothing was signed over the rewritten journal.
+        assert!(store.sign_checkpoint(&key).is_err());
+        assert_eq!(tlog::latest(&dir).unwrap().unwrap().checkpoint.size, size);
+        drop(tmp);
+    }
+}
+
+/// A byte flipped in the middle of the journal: the chain names the record, and the signer
+/// refuses too.
+#[test]
+fn a_flipped_byte_is_named_by_the_chain_and_stops_the_signer() {
+    let log = Log::new();
+    populate(&log.store);
+    log.store.sign_checkpoint(&log.key).unwrap();
+    let mut lines = journal_lines(&log.dir());
+    lines[4] = lines[4].replacen("\"ok\"", "\"OK\"", 1);
+    write_lines(&log.dir(), &lines);
+    let report = verify(&log.dir(), &Scope::All).unwrap();
+    assert!(problems_text(&report).contains("record seq 5"), "{report}");
+    // A fresh process reads the journal from the start and meets the change.
+    let dir = log.dir();
+    let key = log.key.clone();
+    drop(log.store);
+    let store = Store::open(&dir).unwrap();
+    let err = store.sign_checkpoint(&key).unwrap_err();
+    assert!(err.to_string().contains("TAMPER ALARM"), "{err}");
+}
+
+/// Key handling: created 0600 outside the data directory; refused inside it, readable by
+/// others, missing on a log that has signed, or not one of the log's keys; rotation keeps
+/// old checkpoints verifiable with the old public key and signs on with the new one.
+#[test]
+fn the_log_key_is_guarded_and_rotation_keeps_old_checkpoints_verifiable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let log = Log::new();
+    let dir = log.dir();
+    let path = log.key.path().to_owned();
+    assert!(!path.starts_with(&dir), "{}", path.display());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    populate(&log.store);
+    let first = log.store.sign_checkpoint(&log.key).unwrap().checkpoint;
+
+    // Inside the data directory.
+    let inside = dir.join("keys/log.key");
+    let err = LogKey::open(&inside, &dir, "x").unwrap_err().to_string();
+    assert!(err.contains("inside the data directory"), "{err}");
+    assert!(!inside.exists());
+    // Readable by others.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = LogKey::open(&path, &dir, "x").unwrap_err().to_string();
+    assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Missing, on a log that has signed: not silently replaced by a new key.
+    let elsewhere = log.tmp.path().join("moved.key");
+    std::fs::rename(&path, &elsewhere).unwrap();
+    let err = LogKey::open(&path, &dir, "x").unwrap_err().to_string();
+    assert!(
+        err.contains("is missing") && err.contains(&log.key_text()),
+        "{err}"
+    );
+    assert!(!path.exists());
+    std::fs::rename(&elsewhere, &path).unwrap();
+    // Another key that is not this log's.
+    let stranger = log.tmp.path().join("stranger.key");
+    let s = NoteSigner::generate("clerk.test/shop", false).unwrap();
+    std::fs::write(&stranger, s.private_text()).unwrap();
+    std::fs::set_permissions(&stranger, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = LogKey::open(&stranger, &dir, "x").unwrap_err().to_string();
+    assert!(err.contains("not one of this log's keys"), "{err}");
+    // Garbage in the key file.
+    std::fs::write(&stranger, "not a key").unwrap();
+    let err = LogKey::open(&stranger, &dir, "x").unwrap_err().to_string();
+    assert!(
+        err.contains("stranger.key") && err.contains("PRIVATE+KEY"),
+        "{err}"
+    );
+
+    // Rotation.
+    let new = LogKey::rotate(&path, &dir, "x").unwrap();
+    assert_eq!(new.origin(), "clerk.test/shop");
+    assert_ne!(new.verifier_key(), log.key_text());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    log.store
+        .append(Event::Pause {
+            on: true,
+            user: "ops".into(),
+            reason: "after rotation".into(),
+            at: "2026-05-01T10:00:00.000Z".into(),
+            channel: None,
+        })
+        .unwrap();
+    let second = log.store.sign_checkpoint(&new).unwrap().checkpoint;
+    let old_v = NoteVerifier::parse(&log.key_text()).unwrap();
+    let new_v = new.verifier();
+    assert!(first.note.verified_by(&old_v).is_some());
+    assert!(first.note.verified_by(&new_v).is_none());
+    assert!(second.note.verified_by(&new_v).is_some());
+    assert!(second.note.verified_by(&old_v).is_none());
+    assert_eq!(
+        tlog::read_keys(&dir).unwrap(),
+        vec![log.key_text(), new.verifier_key()]
+    );
+    // The old key is gone for signing; both keys verify their checkpoints in `verify`.
+    let err = LogKey::open(&path, &dir, "x")
+        .map(|(k, _)| k.verifier_key())
+        .unwrap();
+    assert_eq!(err, new.verifier_key());
+    let report = verify_store(&log.store, &Scope::All).unwrap();
+    assert!(report.ok(), "{report}");
+    // A bundle exported now carries both public keys; its proofs check with the new one,
+    // and the consistency between the two checkpoints holds with both keys given.
+    log.store.set_log_key(new.clone());
+    let out = log.tmp.path().join("bundle");
+    export(&log.store, &Scope::Run("r-b".into()), &out).unwrap();
+    let pubs = std::fs::read_to_string(out.join("log.pub")).unwrap();
+    assert!(pubs.contains(&log.key_text()) && pubs.contains(&new.verifier_key()));
+    let proofs = proofs_in(&out);
+    let nk = new.verifier_key();
+    let mut args = vec!["--key", nk.as_str()];
+    args.extend(proofs.iter().map(String::as_str));
+    let (ok, text) = python(&out, &args);
+    assert!(ok, "{text}");
+    let tree = tlog::journal_tree(&dir).unwrap();
+    let proof = tree
+        .consistency_proof(first.checkpoint.size, second.checkpoint.size)
+        .unwrap();
+    tlog::check_consistency(&first, &second, &proof, &[old_v.clone(), new_v.clone()]).unwrap();
+    assert!(tlog::check_consistency(&first, &second, &proof, &[new_v]).is_err());
+}
+
+/// `clerk verify --consistency OLD NEW`: two checkpoints of this log pass; a forged
+/// checkpoint of the same size with another root (a fork, signed with the log's own key as
+/// a host admin could) is reported as a fork; and `clerk key show` / `clerk checkpoint`
+/// work from the command line.
+#[test]
+fn consistency_between_checkpoints_and_a_fork_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, shown) = clerk(&["key", "show"], Some(&dir));
+    assert!(ok, "{shown}");
+    let vkey = shown.lines().next().unwrap().to_owned();
+    assert!(NoteVerifier::parse(&vkey).is_ok(), "{shown}");
+    assert!(tmp.path().join("data.log-key").exists());
+    {
+        let store = Store::open(&dir).unwrap();
+        populate(&store);
+    }
+    let (ok, first) = clerk(&["checkpoint"], Some(&dir));
+    assert!(ok, "{first}");
+    let old = tmp.path().join("old.cp");
+    std::fs::write(&old, std::fs::read(dir.join("tlog/checkpoint")).unwrap()).unwrap();
+    {
+        let store = Store::open(&dir).unwrap();
+        populate(&store);
+    }
+    let (ok, _) = clerk(&["checkpoint"], Some(&dir));
+    assert!(ok);
+    let new = dir.join("tlog/checkpoint");
+    let (ok, text) = clerk(
+        &[
+            "verify",
+            "--consistency",
+            &old.display().to_string(),
+            &new.display().to_string(),
+        ],
+        Some(&dir),
+    );
+    assert!(ok && text.contains("extends"), "{text}");
+    // The same with the public key given explicitly.
+    let (ok, text) = clerk(
+        &[
+            "verify",
+            "--key",
+            &vkey,
+            "--consistency",
+            &old.display().to_string(),
+            &new.display().to_string(),
+        ],
+        Some(&dir),
+    );
+    assert!(ok, "{text}");
+
+    // A fork: the log's own key signs another root for the old size.
+    let secret = std::fs::read_to_string(tmp.path().join("data.log-key")).unwrap();
+    let signer = NoteSigner::parse(&secret).unwrap();
+    let old_cp = SignedCheckpoint::parse(&std::fs::read_to_string(&old).unwrap()).unwrap();
+    let mut forged = old_cp.checkpoint.clone();
+    forged.root[0] ^= 1;
+    let forged_path = tmp.path().join("forged.cp");
+    std::fs::write(&forged_path, Note::sign(&forged.text(), &signer).to_text()).unwrap();
+    let (ok, text) = clerk(
+        &[
+            "verify",
+            "--consistency",
+            &old.display().to_string(),
+            &forged_path.display().to_string(),
+        ],
+        Some(&dir),
+    );
+    assert!(!ok && text.contains("FORK"), "{text}");
+    let (ok, text) = clerk(
+        &[
+            "verify",
+            "--consistency",
+            &forged_path.display().to_string(),
+            &new.display().to_string(),
+        ],
+        Some(&dir),
+    );
+    assert!(!ok && text.contains("FORK"), "{text}");
+}
+
+/// The daemon signs a checkpoint at start and serves it with consistency proofs (the
+/// witness's view); both check out against the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_its_checkpoint_and_consistency_proofs() {
+    use crate::common::http::http;
+    use crate::console::{start, world, TestClock};
+    let world = world("\n[log]\ncheckpoint_every = \"1s\"\ncheckpoint_records = 5\n").await;
+    let data_dir = world.data_dir().to_owned();
+    let (key, _) = LogKey::open(
+        &tlog::default_key_path(&data_dir),
+        &data_dir,
+        "clerk.test/daemon",
+    )
+    .unwrap();
+    world.engine.store.set_log_key(key.clone());
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let token = running.daemon.instance().token.clone();
+    let get = |path: String| {
+        let token = token.clone();
+        async move {
+            http(
+                port,
+                "GET",
+                &path,
+                &[(clerk::instance::TOKEN_HEADER, token.as_str())],
+                None,
+            )
+            .await
+        }
+    };
+    let r = get("/api/tlog/checkpoint".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = SignedCheckpoint::parse(r.json()["note"].as_str().unwrap()).unwrap();
+    assert!(first.note.verified_by(&key.verifier()).is_some());
+    // Records appended: the daemon's signer catches up on its own.
+    for i in 0..7 {
+        world
+            .engine
+            .store
+            .append(Event::Pause {
+                on: i % 2 == 0,
+                user: "ops".into(),
+                reason: format!("drill {i}"),
+                at: "2026-05-01T09:00:00.000Z".into(),
+                channel: None,
+            })
+            .unwrap();
+    }
+    let head = world.engine.store.head().unwrap().unwrap().seq;
+    let mut latest = None;
+    for _ in 0..100 {
+        if let Some(l) = tlog::latest(&data_dir).unwrap() {
+            if l.checkpoint.size >= head {
+                latest = Some(l);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let second = latest.expect("the daemon signed a checkpoint covering the new records");
+    let r = get(format!(
+        "/api/tlog/consistency?old={}&new={}",
+        first.checkpoint.size, second.checkpoint.size
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let proof: Vec<merkle::Hash> = r.json()["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    tlog::check_consistency(&first, &second, &proof, &[key.verifier()]).unwrap();
+    // A consistency proof past the log's size is a clear 400.
+    let r = get(format!("/api/tlog/consistency?old=1&new={}", head + 100)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Without credentials, nothing.
+    let r = http(port, "GET", "/api/tlog/checkpoint", &[], None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    running.shutdown();
+    running.wait().await.unwrap();
+    // At shutdown the last records went under a checkpoint too.
+    let head = world.engine.store.head().unwrap().unwrap().seq;
+    assert_eq!(
+        tlog::latest(&data_dir).unwrap().unwrap().checkpoint.size,
+        head
+    );
+}
