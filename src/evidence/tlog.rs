@@ -12,6 +12,7 @@
 //! tlog/checkpoint         the latest signed checkpoint (a C2SP signed note), replaced atomically
 //! tlog/checkpoints.jsonl  every checkpoint signed, one JSON line {"size","root","note"} each
 //! tlog/sign.lock          flock held while a checkpoint is checked and signed
+//! tlog/cosignatures.jsonl witness cosignatures received {"size","root","witness","note"}
 //! ```
 //!
 //! The private key lives in its own file outside the data directory (`[log] key_file`,
@@ -46,6 +47,8 @@ pub const LATEST: &str = "tlog/checkpoint";
 /// Every signed checkpoint.
 pub const HISTORY: &str = "tlog/checkpoints.jsonl";
 const SIGN_LOCK: &str = "tlog/sign.lock";
+/// Witness cosignatures received, one JSON line `{"size","root","witness","note"}` each.
+pub const COSIGNATURES: &str = "tlog/cosignatures.jsonl";
 /// First line of a proof file (c2sp.org/tlog-proof).
 pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
 
@@ -182,7 +185,10 @@ impl LogKey {
                 });
             }
             let signer = NoteSigner::generate(origin, false)?;
-            write_private(path, &signer, false)?;
+            if !write_private(path, &signer, false)? {
+                // Another process created it a moment ago (two first starts at once).
+                return LogKey::open(path, data_dir, origin);
+            }
             add_key(data_dir, &signer.verifier_key())?;
             tracing::info!(key = %signer.verifier_key(), file = %path.display(), "created the log key");
             return Ok((
@@ -245,6 +251,7 @@ impl LogKey {
         };
         let signer = NoteSigner::generate(&name, false)?;
         write_private(path, &signer, true)?;
+        // `create_new` above plus the rename keep the mode 0600 of the new file.
         add_key(data_dir, &signer.verifier_key())?;
         tracing::warn!(key = %signer.verifier_key(), file = %path.display(), "rotated the log key");
         Ok(LogKey {
@@ -312,26 +319,24 @@ fn check_outside(path: &Path, data_dir: &Path) -> Result<(), TlogError> {
     Ok(())
 }
 
-fn write_private(path: &Path, signer: &NoteSigner, replace: bool) -> Result<(), TlogError> {
+/// Writes the key file whole before it appears under `path` (a temporary file, then a
+/// rename to replace or a hard link to create, which fails if another process created it
+/// first: then `Ok(false)`).
+fn write_private(path: &Path, signer: &NoteSigner, replace: bool) -> Result<bool, TlogError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let target = if replace {
-        parent.join(format!(
-            ".{}.new",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ))
-    } else {
-        path.to_owned()
-    };
-    if replace {
-        let _ = std::fs::remove_file(&target);
-    }
+    let target = parent.join(format!(
+        ".{}.{}.new",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&target);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -341,12 +346,27 @@ fn write_private(path: &Path, signer: &NoteSigner, replace: bool) -> Result<(), 
     f.write_all(format!("{}\n", signer.private_text()).as_bytes())
         .map_err(io(&target))?;
     f.sync_all().map_err(io(&target))?;
-    if replace {
+    let placed = if replace {
         std::fs::rename(&target, path).map_err(io(path))?;
-    }
+        true
+    } else {
+        let linked = std::fs::hard_link(&target, path);
+        let _ = std::fs::remove_file(&target);
+        match linked {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(source) => {
+                return Err(TlogError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+    };
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(io(parent))
+        .map_err(io(parent))?;
+    Ok(placed)
 }
 
 /// The log's verifier keys (`tlog/keys`), oldest first.
@@ -622,6 +642,15 @@ impl Store {
     /// proofs only when a key is attached).
     pub fn set_log_key(&self, key: LogKey) {
         *lock_recover(&self.inner.log_key) = Some(key);
+    }
+
+    /// The witnesses whose cosignatures count, and how many an export needs to be final.
+    pub fn set_witnesses(&self, witnesses: Vec<NoteVerifier>, quorum: usize) {
+        *lock_recover(&self.inner.witnesses) = (witnesses, quorum);
+    }
+
+    pub fn witnesses(&self) -> (Vec<NoteVerifier>, usize) {
+        lock_recover(&self.inner.witnesses).clone()
     }
 
     /// The attached log key.
@@ -979,4 +1008,119 @@ pub fn check_consistency(
             n.size, o.size
         ))
     })
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CosignLine {
+    size: u64,
+    root: String,
+    witness: String,
+    note: String,
+}
+
+/// Stores the cosignatures of `witnesses` found on `note_text`, a checkpoint this log
+/// signed (it must be in its history). Returns the names of the witnesses whose
+/// cosignature was new. Anything else on the note is ignored.
+pub fn add_cosignatures(
+    data_dir: &Path,
+    note_text: &str,
+    witnesses: &[NoteVerifier],
+) -> Result<Vec<String>, TlogError> {
+    let offered = SignedCheckpoint::parse(note_text)?;
+    let c = &offered.checkpoint;
+    if offered.signed_by(&verifiers(data_dir)?).is_none() {
+        return Err(TlogError::Proof(format!(
+            "the checkpoint (size {}) is not signed by this log's key",
+            c.size
+        )));
+    }
+    if !history(data_dir)?.iter().any(|h| h.checkpoint == *c) {
+        return Err(TlogError::Proof(format!(
+            "this log never signed a checkpoint of size {} with that root",
+            c.size
+        )));
+    }
+    let have = cosignatures_for(data_dir, c, witnesses)?;
+    let mut added = Vec::new();
+    let path = data_dir.join(COSIGNATURES);
+    for w in witnesses.iter().filter(|w| w.is_cosigner()) {
+        if offered.note.verified_by(w).is_none() || have.note.verified_by(w).is_some() {
+            continue;
+        }
+        let line = serde_json::to_string(&CosignLine {
+            size: c.size,
+            root: B64.encode(c.root),
+            witness: w.key_text(),
+            note: offered.to_text(),
+        })
+        .map_err(|e| TlogError::Proof(e.to_string()))?;
+        append_synced(&path, format!("{line}\n").as_bytes())?;
+        added.push(w.name().to_owned());
+    }
+    Ok(added)
+}
+
+/// `cp` with every stored cosignature of `witnesses` on it added (the log's own signature
+/// first).
+pub fn cosignatures_for(
+    data_dir: &Path,
+    cp: &Checkpoint,
+    witnesses: &[NoteVerifier],
+) -> Result<SignedCheckpoint, TlogError> {
+    let mut base: Option<SignedCheckpoint> = history(data_dir)?
+        .into_iter()
+        .rev()
+        .find(|h| h.checkpoint == *cp);
+    let path = data_dir.join(COSIGNATURES);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(TlogError::Io { path, source }),
+    };
+    let root = B64.encode(cp.root);
+    for line in text.lines() {
+        let Ok(l) = serde_json::from_str::<CosignLine>(line) else {
+            continue;
+        };
+        if l.size != cp.size || l.root != root {
+            continue;
+        }
+        let Ok(n) = SignedCheckpoint::parse(&l.note) else {
+            continue;
+        };
+        // Keep only signatures that check: the log's and the configured witnesses'.
+        let mut keep = n.clone();
+        keep.note.signatures.retain(|s| {
+            witnesses.iter().any(|w| {
+                w.name() == s.name
+                    && Note {
+                        text: n.note.text.clone(),
+                        signatures: vec![s.clone()],
+                    }
+                    .verified_by(w)
+                    .is_some()
+            })
+        });
+        match &mut base {
+            Some(b) => {
+                b.note.merge(&keep.note);
+            }
+            None => base = Some(n),
+        }
+    }
+    base.ok_or_else(|| {
+        TlogError::Proof(format!(
+            "this log never signed a checkpoint of size {}",
+            cp.size
+        ))
+    })
+}
+
+/// How many of `witnesses` cosigned `cp`.
+pub fn cosigners(cp: &SignedCheckpoint, witnesses: &[NoteVerifier]) -> Vec<String> {
+    witnesses
+        .iter()
+        .filter(|w| w.is_cosigner() && cp.note.verified_by(w).is_some())
+        .map(|w| w.name().to_owned())
+        .collect()
 }
