@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clerk needs on a Debian machine that has the Rust toolchain: Chromium (from
 # Debian's `chromium` package; clerk never downloads a browser build), a font set for
-# readable screenshots, and python3 (used by the auditor-verification test). Idempotent.
+# readable screenshots, python3 and openssl (the
+# auditors' stdlib checkers of journals and proofs, run by the tests). Idempotent.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,10 @@ if [ ! -d /usr/share/fonts/truetype/dejavu ]; then
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3)
+fi
+# openssl 3 checks the Ed25519 signatures of tlog proofs in verify_proof.py.
+if ! command -v openssl >/dev/null 2>&1; then
+  need+=(openssl)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -368,6 +368,12 @@ pub struct LogSettings {
     pub checkpoint_every: String,
     /// ... or as soon as this many records were appended since the last checkpoint.
     pub checkpoint_records: u64,
+    /// Public keys of the witnesses whose cosignatures count (`clerk witness init` prints
+    /// one), e.g. `["audit.example/w1+1a2b3c4d+BK..."]`.
+    pub witnesses: Vec<String>,
+    /// How many of `witnesses` must have cosigned a checkpoint before an export against it
+    /// is called final.
+    pub witness_quorum: usize,
 }
 
 impl Default for LogSettings {
@@ -377,6 +383,8 @@ impl Default for LogSettings {
             origin: None,
             checkpoint_every: "60s".into(),
             checkpoint_records: 1000,
+            witnesses: Vec::new(),
+            witness_quorum: 0,
         }
     }
 }
@@ -458,6 +466,33 @@ impl Config {
             return Err(ChannelError::ParseConfig {
                 path: path.to_owned(),
                 message: format!("[log] checkpoint_every {e}"),
+            });
+        }
+        for w in &config.log.witnesses {
+            match crate::evidence::note::NoteVerifier::parse(w) {
+                Ok(v) if v.is_cosigner() => {}
+                Ok(_) => {
+                    return Err(ChannelError::ParseConfig {
+                        path: path.to_owned(),
+                        message: format!("[log] witnesses: `{w}` is a log key, not a witness's cosigning key (`clerk witness init` prints one)"),
+                    })
+                }
+                Err(e) => {
+                    return Err(ChannelError::ParseConfig {
+                        path: path.to_owned(),
+                        message: format!("[log] witnesses: `{w}`: {e}"),
+                    })
+                }
+            }
+        }
+        if config.log.witness_quorum > config.log.witnesses.len() {
+            return Err(ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message: format!(
+                    "[log] witness_quorum = {} but only {} witnesses are listed",
+                    config.log.witness_quorum,
+                    config.log.witnesses.len()
+                ),
             });
         }
         if config.log.checkpoint_records == 0 {

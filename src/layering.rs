@@ -31,6 +31,7 @@ const ENGINE: &[&str] = &[
     "instance",
     "users",
     "display",
+    "witness",
 ];
 
 /// Front ends: each depends on the engine only.

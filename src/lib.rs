@@ -15,6 +15,8 @@
 //! - [`schedule`]: schedules stored as journal records, and the rules that fire them.
 //! - [`stats`]: the weekly numbers (runs, evidence, approvals, blocked requests) from the
 //!   journal, and their Prometheus/OpenMetrics text.
+//! - [`witness`]: a witness of a clerk log, run elsewhere: cosigns checkpoints that extend
+//!   the last one it cosigned, keeps both sides of a fork (its own state directory only).
 //! - [`display`]: hidden characters (bidi controls, zero-width) made visible for reviewers.
 //! - [`users`]: named users of the reviewer console, roles, argon2id password hashes.
 //! - [`sample`]: the sample seller center used by the demo and the tests.
@@ -39,6 +41,7 @@ pub mod serve;
 pub mod stats;
 pub mod url_pattern;
 pub mod users;
+pub mod witness;
 pub mod write;
 
 #[cfg(test)]

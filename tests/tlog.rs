@@ -762,3 +762,354 @@ async fn the_daemon_serves_its_checkpoint_and_consistency_proofs() {
         head
     );
 }
+
+fn witness(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(crate::common::clerk_bin())
+        .arg("witness")
+        .args(args)
+        .env_remove("CLERK_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn rewrite_record_2(dir: &Path) {
+    let mut out = Vec::new();
+    let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
+    for l in journal_lines(dir) {
+        let mut r = parse_line(l.as_bytes()).unwrap().record;
+        if r.seq == 2 {
+            if let Event::StepFinished { fields, .. } = &mut r.event {
+                fields.insert("status".into(), "returned".into());
+            }
+        }
+        let (sealed, line) = seal(r.seq, r.ts, prev.clone(), r.event).unwrap();
+        prev = sealed.hash;
+        out.push(line);
+    }
+    write_lines(dir, &out);
+}
+
+/// A witness on another machine (here: a copy of the data directory, the air-gapped mode)
+/// cosigns each checkpoint that extends the last it cosigned; the cosignature carried back
+/// makes the next export final and its proofs check with the witness's key. When the host
+/// administrator rewrites the journal and re-signs it with the log's own key (the attack a
+/// log key alone cannot stop), the witness refuses with exit 3, names the fork, keeps both
+/// checkpoints and counts it, for a same-size fork and for a larger one alike.
+#[test]
+fn a_witness_cosigns_consistent_checkpoints_and_refuses_a_rewritten_log() {
+    let log = Log::new();
+    populate(&log.store);
+    log.store.sign_checkpoint(&log.key).unwrap();
+    let wdir = log.tmp.path().join("witness");
+    let (code, out) = witness(&[
+        "init",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--name",
+        "audit.test/w1",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let wkey = out.lines().next().unwrap().to_owned();
+    assert!(NoteVerifier::parse(&wkey).unwrap().is_cosigner());
+    // The log's config lists the witness, quorum 1.
+    let dir = log.dir();
+    std::fs::write(
+        dir.join("clerk.toml"),
+        format!("[log]\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n"),
+    )
+    .unwrap();
+    let lk = log.key_text();
+    let run = |out_file: &Path| {
+        witness(&[
+            "run",
+            "--dir",
+            wdir.to_str().unwrap(),
+            "--log-key",
+            &lk,
+            "--from",
+            dir.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+        ])
+    };
+    let carried = log.tmp.path().join("cosigned.note");
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("cosigned checkpoint size") && out.contains("first sight"),
+        "{out}"
+    );
+    let (ok, text) = clerk(
+        &["checkpoint", "--add-cosigned", carried.to_str().unwrap()],
+        Some(&dir),
+    );
+    assert!(ok && text.contains("audit.test/w1"), "{text}");
+
+    // More records, a new checkpoint: consistent, cosigned; then nothing new: the same.
+    populate(&log.store);
+    log.store.sign_checkpoint(&log.key).unwrap();
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("cosigned checkpoint size"), "{out}");
+    let (ok, text) = clerk(
+        &["checkpoint", "--add-cosigned", carried.to_str().unwrap()],
+        Some(&dir),
+    );
+    assert!(ok, "{text}");
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("already cosigned"), "{out}");
+
+    // An export now is final: its proofs carry the cosignature and pass with quorum 1.
+    let wv = NoteVerifier::parse(&wkey).unwrap();
+    log.store.set_witnesses(vec![wv.clone()], 1);
+    let bundle = log.tmp.path().join("bundle");
+    let report = export(&log.store, &Scope::Run("r-a".into()), &bundle).unwrap();
+    let s = report.signed.clone().unwrap();
+    assert!(s.final_ && s.witnesses == ["audit.test/w1"], "{report}");
+    let proofs = proofs_in(&bundle);
+    let mut args = vec![
+        "--key",
+        lk.as_str(),
+        "--witness",
+        wkey.as_str(),
+        "--quorum",
+        "1",
+    ];
+    args.extend(proofs.iter().map(String::as_str));
+    let (ok, text) = python(&bundle, &args);
+    assert!(ok, "{text}");
+
+    // A same-size fork: the log's own key signs another root for the size the witness holds.
+    let size_before = tlog::latest(&dir).unwrap().unwrap().checkpoint.size;
+    let honest = std::fs::read_to_string(dir.join(tlog::LATEST)).unwrap();
+    let signer = NoteSigner::parse(&std::fs::read_to_string(log.key.path()).unwrap()).unwrap();
+    let mut other = SignedCheckpoint::parse(&honest).unwrap().checkpoint;
+    other.root[5] ^= 0x40;
+    std::fs::write(
+        dir.join(tlog::LATEST),
+        Note::sign(&other.text(), &signer).to_text(),
+    )
+    .unwrap();
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("FORK") && out.contains(&format!("two checkpoints of size {size_before}")),
+        "{out}"
+    );
+    std::fs::write(dir.join(tlog::LATEST), &honest).unwrap();
+
+    // The host admin rewrites record 2, recomputes the chain, throws away tlog/ and signs
+    // the rewritten journal with the log's own key: a valid signature over another history.
+    let key = log.key.clone();
+    let Log { tmp, store, .. } = log;
+    drop(store);
+    let mut lines = journal_lines(&dir);
+    lines.truncate(size_before as usize);
+    write_lines(&dir, &lines);
+    rewrite_record_2(&dir);
+    std::fs::remove_dir_all(dir.join("tlog")).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("index"));
+    let (key, _) = LogKey::open(key.path(), &dir, "ignored").unwrap();
+    let store = Store::open(&dir).unwrap();
+    store
+        .append(Event::Pause {
+            on: false,
+            user: "admin".into(),
+            reason: "cover".into(),
+            at: "2026-05-01T11:00:00.000Z".into(),
+            channel: None,
+        })
+        .unwrap();
+    let forged = store.sign_checkpoint(&key).unwrap().checkpoint;
+    assert!(forged.checkpoint.size > size_before);
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("FORK") && out.contains("not an extension"),
+        "{out}"
+    );
+    let forks: Vec<_> = walk(&wdir.join("logs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/forks/"))
+        .collect();
+    assert_eq!(forks.len(), 4, "both sides of both forks: {forks:?}");
+    let prom = std::fs::read_to_string(wdir.join("witness.prom")).unwrap();
+    assert!(prom.contains("clerk_witness_forks_total 2"), "{prom}");
+    // What it holds is still the honest checkpoint, cosigned.
+    let held = std::fs::read_to_string(
+        walk(&wdir.join("logs"))
+            .into_iter()
+            .find(|p| p.ends_with("latest"))
+            .unwrap(),
+    )
+    .unwrap();
+    let held = SignedCheckpoint::parse(&held).unwrap();
+    assert_eq!(held.checkpoint.size, size_before);
+    assert_ne!(held.checkpoint.root, other.root);
+    assert!(held.note.verified_by(&wv).is_some());
+    let seen = std::fs::read_to_string(
+        walk(&wdir.join("logs"))
+            .into_iter()
+            .find(|p| p.ends_with("seen.jsonl"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seen.matches("\"verdict\":\"fork\"").count(), 2, "{seen}");
+
+    // A checkpoint signed by some other key is refused as unsigned (exit 3 too).
+    let (code, out) = witness(&[
+        "run",
+        "--dir",
+        wdir.to_str().unwrap(),
+        "--log-key",
+        &NoteSigner::generate(key.origin(), false)
+            .unwrap()
+            .verifier_key(),
+        "--from",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("not signed by the log key"), "{out}");
+    drop(tmp);
+}
+
+/// Over HTTP: the witness fetches the daemon's checkpoint and consistency proof with an
+/// auditor's token, cosigns, and hands the cosignature back; the daemon keeps it (only for
+/// configured witnesses) and serves the cosigned checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
+    use crate::common::http::http;
+    use crate::console::{start, world, TestClock};
+    let wtmp = tempfile::tempdir().unwrap();
+    let wdir = wtmp.path().join("w");
+    let w = clerk::witness::Witness::init(&wdir, "audit.test/http").unwrap();
+    let wkey = w.verifier_key();
+    let world = world(&format!(
+        "\n[log]\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n"
+    ))
+    .await;
+    let data_dir = world.data_dir().to_owned();
+    let (key, _) = LogKey::open(
+        &tlog::default_key_path(&data_dir),
+        &data_dir,
+        "clerk.test/http",
+    )
+    .unwrap();
+    world.engine.store.set_log_key(key.clone());
+    world.engine.store.set_witnesses(vec![w.verifier()], 1);
+    let token = clerk::users::create_token(
+        &data_dir,
+        &world.engine.config,
+        "audrey",
+        "2026-01-01T00:00:00.000Z",
+    )
+    .unwrap();
+    let clock = TestClock::default();
+    let running = start(&world, &clock).await;
+    let port = running.addr.port();
+    let url = format!("http://127.0.0.1:{port}");
+    let lk = key.verifier_key();
+    let wd = wdir.to_str().unwrap().to_owned();
+    let run = {
+        let (url, lk, wd, token) = (url.clone(), lk.clone(), wd.clone(), token.clone());
+        move || {
+            let out = Command::new(crate::common::clerk_bin())
+                .args([
+                    "witness",
+                    "run",
+                    "--dir",
+                    &wd,
+                    "--log-key",
+                    &lk,
+                    "--url",
+                    &url,
+                ])
+                .env("CLERK_TOKEN", &token)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        }
+    };
+    let r1 = run.clone();
+    let (code, out) = tokio::task::spawn_blocking(r1).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("handed back"), "{out}");
+    for i in 0..4 {
+        world
+            .engine
+            .store
+            .append(Event::Pause {
+                on: i % 2 == 0,
+                user: "ops".into(),
+                reason: format!("drill {i}"),
+                at: "2026-05-01T09:00:00.000Z".into(),
+                channel: None,
+            })
+            .unwrap();
+    }
+    let (code, out) = tokio::task::spawn_blocking(run).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("cosigned checkpoint size") && out.contains("handed back"),
+        "{out}"
+    );
+    let r = http(
+        port,
+        "GET",
+        "/api/tlog/checkpoint",
+        &[("Authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["witnesses"],
+        serde_json::json!(["audit.test/http"]),
+        "{v}"
+    );
+    let served = SignedCheckpoint::parse(v["note"].as_str().unwrap()).unwrap();
+    assert!(served.note.verified_by(&w.verifier()).is_some());
+    // A cosignature by a witness the log does not list is not kept.
+    let stranger = clerk::witness::Witness::init(&wtmp.path().join("s"), "stranger.test").unwrap();
+    let mut proof = |_: u64, _: u64| -> Result<Vec<merkle::Hash>, String> { Ok(Vec::new()) };
+    let seen = stranger
+        .observe(
+            &key.verifier(),
+            v["note"].as_str().unwrap(),
+            1_765_000_000,
+            &mut proof,
+        )
+        .unwrap();
+    let r = http(
+        port,
+        "POST",
+        "/api/tlog/cosignature",
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Type", "application/json"),
+        ],
+        Some(&serde_json::json!({"note": seen.held.to_text()}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["added"], serde_json::json!([]), "{}", r.body);
+    running.shutdown();
+    running.wait().await.unwrap();
+}

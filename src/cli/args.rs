@@ -78,6 +78,16 @@ pub enum Command {
     Checkpoint {
         #[arg(long)]
         json: bool,
+        /// Instead: keep the witness cosignatures on this cosigned checkpoint (a witness's
+        /// `--out` file carried back from an air-gapped witness).
+        #[arg(long)]
+        add_cosigned: Option<PathBuf>,
+    },
+    /// Witness a clerk log from elsewhere: cosign its checkpoints only after checking each
+    /// extends the last one cosigned; refuse and alarm on a fork.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
     },
     /// Approval requests created by drafts.
     Approvals {
@@ -385,6 +395,52 @@ pub struct VerifyArgs {
     pub no_index: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Create the witness's key and state directory; prints its public key (put it in the
+    /// log's `[log] witnesses` and give it to auditors).
+    Init {
+        /// The witness's state directory (its key, what it cosigned, forks it saw).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The witness's name, e.g. `audit.example.com/w1` (no spaces or `+`).
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the witness's public key.
+    Key {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Fetch the log's latest checkpoint and a consistency proof, check, cosign and hand the
+    /// cosignature back. Exit 0: cosigned or nothing new; 3: FORK or a checkpoint the log
+    /// did not sign (both kept under the state directory); 1: the log could not be reached.
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The log's public key (`clerk key show` on the clerk host), repeatable after a
+        /// rotation.
+        #[arg(long = "log-key", required = true)]
+        log_key: Vec<String>,
+        /// The clerk daemon, e.g. `http://127.0.0.1:7878` (token from --token or CLERK_TOKEN).
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        url: Option<String>,
+        #[arg(long, env = "CLERK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Air-gapped: a copy of the clerk data directory (its `tlog/checkpoint` and
+        /// journal) instead of the daemon.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// With --from: where to write the cosigned checkpoint to carry back
+        /// (`clerk checkpoint --add-cosigned FILE` on the clerk host).
+        #[arg(long, requires = "from")]
+        out: Option<PathBuf>,
+        /// Keep running, checking this often (e.g. `60s`); default: once.
+        #[arg(long)]
+        every: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -101,6 +101,12 @@ pub fn attach_log_key(store: &Store, settings: &crate::channel::LogSettings) -> 
         );
     }
     store.set_log_key(key);
+    let witnesses = settings
+        .witnesses
+        .iter()
+        .filter_map(|w| crate::evidence::note::NoteVerifier::parse(w).ok())
+        .collect();
+    store.set_witnesses(witnesses, settings.witness_quorum);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod stats;
 pub mod tlog;
 pub mod user;
+pub mod witness;
 
 pub use args::{
     ApprovalsCommand, Cli, Command, DemoArgs, PoolArgs, QueueCommand, RunArgs, RunsCommand,
@@ -133,7 +134,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { run, case, out } => report::export(&cli, run.clone(), case.clone(), out),
         Command::Reindex => report::reindex(&cli),
         Command::Key { command } => tlog::key(&cli, command),
-        Command::Checkpoint { json } => tlog::checkpoint(&cli, *json),
+        Command::Checkpoint {
+            json,
+            add_cosigned: None,
+        } => tlog::checkpoint(&cli, *json),
+        Command::Checkpoint {
+            add_cosigned: Some(file),
+            ..
+        } => tlog::add_cosigned(&cli, file),
+        Command::Witness { command } => witness::run(command).await,
         Command::Approvals { command } => report::approvals(&cli, command),
         Command::Approve { id, note } if daemon::Daemon::find(&cli).is_some() => {
             daemon::decide_via(&cli, id, true, note.clone()).await

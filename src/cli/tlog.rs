@@ -246,3 +246,29 @@ pub fn verify_consistency(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCo
         }
     }
 }
+
+/// `clerk checkpoint --add-cosigned FILE`: keeps the configured witnesses' cosignatures on
+/// a checkpoint this log signed.
+pub fn add_cosigned(cli: &Cli, file: &Path) -> anyhow::Result<ExitCode> {
+    let settings = log_settings(cli)?;
+    let witnesses = parse_keys(&settings.witnesses, "[log] witnesses")?;
+    if witnesses.is_empty() {
+        return Err(exit(
+            2,
+            "no witnesses are configured ([log] witnesses in the config): nothing to keep",
+        ));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| exit(2, format!("cannot read {}: {e}", file.display())))?;
+    let added = tlog::add_cosignatures(&cli.data_dir, &text, &witnesses)
+        .map_err(|e| exit(1, format!("{}: {e}", file.display())))?;
+    if added.is_empty() {
+        println!(
+            "no new cosignature of a configured witness on {}",
+            file.display()
+        );
+    } else {
+        println!("kept the cosignatures of {}", added.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -56,6 +56,20 @@ pub struct ExportReport {
     pub head: Appended,
     /// The CheckpointExported record appended for it (none for a read-only copy).
     pub checkpoint: Option<Appended>,
+    /// The signed checkpoint the bundle's proofs go against (none without a log key).
+    pub signed: Option<SignedSummary>,
+}
+
+/// The signed checkpoint of a bundle, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedSummary {
+    pub origin: String,
+    pub size: u64,
+    /// Witnesses that cosigned it.
+    pub witnesses: Vec<String>,
+    pub quorum: usize,
+    /// At least `quorum` witnesses cosigned.
+    pub final_: bool,
 }
 
 impl std::fmt::Display for ExportReport {
@@ -76,6 +90,28 @@ impl std::fmt::Display for ExportReport {
         match &self.checkpoint {
             Some(c) => writeln!(f, "checkpoint record: seq {} hash {}", c.seq, c.hash)?,
             None => writeln!(f, "no checkpoint recorded (a read-only copy)")?,
+        }
+        match &self.signed {
+            Some(s) if s.final_ => writeln!(
+                f,
+                "proofs against signed checkpoint size {} of {}{}: final",
+                s.size,
+                s.origin,
+                if s.witnesses.is_empty() {
+                    String::new()
+                } else {
+                    format!(", cosigned by {}", s.witnesses.join(", "))
+                }
+            )?,
+            Some(s) => writeln!(
+                f,
+                "proofs against signed checkpoint size {} of {}: NOT FINAL, {} of the {} witness cosignatures required; export again once the witnesses have cosigned",
+                s.size,
+                s.origin,
+                s.witnesses.len(),
+                s.quorum
+            )?,
+            None => writeln!(f, "no proofs: no log key is attached")?,
         }
         writeln!(f, "check it with: cd {} && sha256sum -c SHA256SUMS && python3 verify_journal.py journal.jsonl --excerpt", self.out.display())
     }
@@ -324,10 +360,37 @@ pub fn export_by(
         // Records of the scope were appended between signing and the snapshot.
         signed = store.checkpoint_now().map_err(tlog_err)?;
     }
-    let tree = match &signed {
-        Some(s) => Some(proof_tree(&refs, &s.checkpoint)?),
+    // The checkpoint the proofs go against: the newest one the witness quorum already
+    // cosigned that covers the scope, else the one just signed (with what cosignatures
+    // it has): then the bundle says it is not final.
+    let (witnesses, quorum) = store.witnesses();
+    let mut chosen_cp: Option<SignedCheckpoint> = None;
+    if let Some(s) = &signed {
+        let own = tlog::cosignatures_for(data_dir, &s.checkpoint.checkpoint, &witnesses)
+            .unwrap_or_else(|_| s.checkpoint.clone());
+        if quorum > 0 && tlog::cosigners(&own, &witnesses).len() < quorum {
+            for h in tlog::history(data_dir).map_err(tlog_err)?.iter().rev() {
+                if h.checkpoint.size < newest {
+                    break;
+                }
+                let c = tlog::cosignatures_for(data_dir, &h.checkpoint, &witnesses)
+                    .map_err(tlog_err)?;
+                if tlog::cosigners(&c, &witnesses).len() >= quorum {
+                    chosen_cp = Some(c);
+                    break;
+                }
+            }
+        }
+        chosen_cp = chosen_cp.or(Some(own));
+    }
+    let tree = match &chosen_cp {
+        Some(cp) => Some(proof_tree(&refs, cp)?),
         None => None,
     };
+    let witnessed = chosen_cp
+        .as_ref()
+        .map(|cp| tlog::cosigners(cp, &witnesses))
+        .unwrap_or_default();
     let mut excerpt = Vec::new();
     let mut records = Vec::new();
     for &i in &chosen {
@@ -374,8 +437,7 @@ pub fn export_by(
         }
     }
     let mut proof_paths = serde_json::Map::new();
-    if let (Some(signed), Some(tree)) = (&signed, &tree) {
-        let cp = &signed.checkpoint;
+    if let (Some(cp), Some(tree)) = (&chosen_cp, &tree) {
         let dir = out.join("proofs");
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
             path: dir.clone(),
@@ -434,8 +496,8 @@ pub fn export_by(
             serde_json::to_value(&head).unwrap_or(Value::Null),
         );
         m.insert("journal_excerpt".into(), json!("journal.jsonl"));
-        if let Some(signed) = &signed {
-            let c = &signed.checkpoint.checkpoint;
+        if let Some(cp) = &chosen_cp {
+            let c = &cp.checkpoint;
             m.insert(
                 "tlog".into(),
                 json!({
@@ -445,6 +507,9 @@ pub fn export_by(
                     "checkpoint": "checkpoint",
                     "log_keys": "log.pub",
                     "proofs": proof_paths,
+                    "witnesses": witnessed,
+                    "quorum": quorum,
+                    "final": witnessed.len() >= quorum,
                 }),
             );
         }
@@ -457,7 +522,7 @@ pub fn export_by(
     }
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Other(e.to_string()))?;
-    let md = verify_md(&head, scope, &runs, signed.as_ref().map(|s| &s.checkpoint));
+    let md = verify_md(&head, scope, &runs, chosen_cp.as_ref());
     for (rel, bytes) in [
         ("manifest.json", manifest_bytes.as_slice()),
         ("journal.jsonl", excerpt.as_slice()),
@@ -503,6 +568,13 @@ pub fn export_by(
         files,
         head,
         checkpoint,
+        signed: chosen_cp.as_ref().map(|cp| SignedSummary {
+            origin: cp.checkpoint.origin.clone(),
+            size: cp.checkpoint.size,
+            final_: witnessed.len() >= quorum,
+            witnesses: witnessed.clone(),
+            quorum,
+        }),
     })
 }
 

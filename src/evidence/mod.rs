@@ -196,6 +196,8 @@ struct Inner {
     tree: Mutex<tlog::TreeCache>,
     /// The key that signs checkpoints, once attached (see [`Store::set_log_key`]).
     log_key: Mutex<Option<tlog::LogKey>>,
+    /// Witnesses whose cosignatures count, and how many an export needs to be final.
+    witnesses: Mutex<(Vec<note::NoteVerifier>, usize)>,
 }
 
 impl Drop for Inner {
@@ -266,6 +268,7 @@ impl Store {
                 index: Mutex::new(index),
                 tree: Mutex::new(tlog::TreeCache::default()),
                 log_key: Mutex::new(None),
+                witnesses: Mutex::new((Vec::new(), 0)),
             }),
         };
         store.recover()?;

@@ -385,6 +385,19 @@ impl Note {
         }
     }
 
+    /// Adds the signature lines of `other` (a note of the same text) that this one lacks.
+    pub fn merge(&mut self, other: &Note) -> bool {
+        if other.text != self.text {
+            return false;
+        }
+        for s in &other.signatures {
+            if !self.signatures.contains(s) && self.signatures.len() < MAX_SIGNATURES {
+                self.signatures.push(s.clone());
+            }
+        }
+        true
+    }
+
     /// Whether `verifier` signed (or cosigned) this note; for a cosignature, its time.
     pub fn verified_by(&self, verifier: &NoteVerifier) -> Option<u64> {
         self.signatures

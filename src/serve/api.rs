@@ -391,6 +391,7 @@ fn api_routes() -> (
         .routes(routes!(case_bundle, export_case_bundle))
         .routes(routes!(tlog_checkpoint))
         .routes(routes!(tlog_consistency))
+        .routes(routes!(tlog_cosignature))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(metrics))
@@ -1534,8 +1535,18 @@ async fn tlog_checkpoint(State(d): D) -> ApiResult {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let (witnesses, quorum) = d.engine.store.witnesses();
+    let dir = d.engine.store.data_dir().to_owned();
+    let latest = match latest {
+        Some(l) => Some(
+            crate::evidence::tlog::cosignatures_for(&dir, &l.checkpoint, &witnesses).unwrap_or(l),
+        ),
+        None => None,
+    };
     match latest {
         Some(l) => Ok(Json(json!({
+            "witnesses": crate::evidence::tlog::cosigners(&l, &witnesses),
+            "quorum": quorum,
             "origin": l.checkpoint.origin,
             "size": l.checkpoint.size,
             "root": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, l.checkpoint.root),
@@ -1547,6 +1558,62 @@ async fn tlog_checkpoint(State(d): D) -> ApiResult {
             alarm.unwrap_or_else(|| "no checkpoint has been signed yet".into()),
         )),
     }
+}
+
+/// `POST /api/tlog/cosignature`: a witness hands back a checkpoint it cosigned.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Cosigned {
+    /// The checkpoint as a signed note, with the witness's cosignature line.
+    note: String,
+    #[serde(default)]
+    user: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/tlog/cosignature",
+    tag = "evidence",
+    description = "A witness returns a checkpoint of this log with its cosignature. Only cosignatures of the keys in `[log] witnesses` that check are kept; the checkpoint must be one this log signed.",
+    request_body = Cosigned,
+    responses((status = 200, description = "JSON `{added, witnesses, quorum}`", body = serde_json::Value), ApiErrors)
+)]
+async fn tlog_cosignature(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Body(body): Body<Cosigned>,
+) -> ApiResult {
+    acting_user(
+        &d,
+        &who,
+        &owner_if_unnamed(&who, &body.user),
+        "cosign",
+        crate::users::Permission::Read,
+    )?;
+    let (witnesses, quorum) = d.engine.store.witnesses();
+    if witnesses.is_empty() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "no witnesses are configured ([log] witnesses): cosignatures are not kept".into(),
+        ));
+    }
+    let dir = d.engine.store.data_dir().to_owned();
+    let note = body.note;
+    let (added, cp) = tokio::task::spawn_blocking(move || {
+        let added = crate::evidence::tlog::add_cosignatures(&dir, &note, &witnesses)?;
+        let cp = crate::evidence::tlog::SignedCheckpoint::parse(&note)?;
+        let merged = crate::evidence::tlog::cosignatures_for(&dir, &cp.checkpoint, &witnesses)?;
+        Ok::<_, crate::evidence::tlog::TlogError>((
+            added,
+            crate::evidence::tlog::cosigners(&merged, &witnesses),
+        ))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(Json(
+        json!({ "added": added, "witnesses": cp, "quorum": quorum }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
