@@ -265,7 +265,18 @@ impl Witness {
             }
             let (small, big) = if c.size < o.size { (c, o) } else { (o, c) };
             if small.size > 0 {
-                let hashes = proof(small.size, big.size).map_err(WitnessError::Source)?;
+                let hashes = match proof(small.size, big.size) {
+                    Ok(h) => h,
+                    // A log whose latest checkpoint is older than one it signed before, and
+                    // that cannot prove the two consistent, has rolled back.
+                    Err(e) if c.size < o.size => {
+                        return fork(format!(
+                            "the log's latest checkpoint has size {} but it signed size {} before, and cannot prove them consistent ({e}): records were removed",
+                            c.size, o.size
+                        ))
+                    }
+                    Err(e) => return Err(WitnessError::Source(e)),
+                };
                 if let Err(e) = merkle::verify_consistency(
                     small.size,
                     big.size,

@@ -375,7 +375,7 @@ pub(crate) fn sha256sum_check(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -1113,3 +1113,326 @@ async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+/// Appends `n` sealed `pause` records to a closed store's journal (fast: no fsync each).
+fn extend_journal(dir: &Path, n: usize) {
+    let mut lines = journal_lines(dir);
+    let last = parse_line(lines.last().unwrap().as_bytes()).unwrap().record;
+    let (mut seq, mut prev) = (last.seq, last.hash);
+    for i in 0..n {
+        seq += 1;
+        let (r, line) = seal(
+            seq,
+            "2026-05-01T12:00:00.000Z".into(),
+            prev.clone(),
+            Event::Pause {
+                on: i % 2 == 0,
+                user: format!("ops-{}", i % 7),
+                reason: format!("drill {i}"),
+                at: "2026-05-01T12:00:00.000Z".into(),
+                channel: None,
+            },
+        )
+        .unwrap();
+        prev = r.hash;
+        lines.push(line);
+    }
+    write_lines(dir, &lines);
+}
+
+/// The journal, the screenshots and the log's public files of `from` (no index: the
+/// administrator rebuilds it anyway) in a fresh directory.
+fn copy_evidence(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["journal.jsonl", "checkpoints.jsonl"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    crate::evidence_store::copy_dir(&from.join("screenshots"), &to.join("screenshots"));
+    crate::evidence_store::copy_dir(&from.join("tlog"), &to.join("tlog"));
+}
+
+fn resealed(records: Vec<clerk::evidence::Record>) -> Vec<String> {
+    let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
+    let mut out = Vec::new();
+    for (i, r) in records.into_iter().enumerate() {
+        let (sealed, line) = seal(i as u64 + 1, r.ts, prev.clone(), r.event).unwrap();
+        prev = sealed.hash;
+        out.push(line);
+    }
+    out
+}
+
+/// The tamper suite of issue 17 on a journal of more than 10,000 records whose checkpoint a
+/// witness has cosigned and of which a bundle was exported: a flipped byte, a deleted record
+/// and two swapped records at ten places each, the last records truncated after the export
+/// with the index rebuilt and the export checkpoints removed, a record rewritten with the
+/// whole chain, the export checkpoints and the log's files recomputed and re-signed with the
+/// log's own key, and a fork served to the witness. Every case is caught (by `verify`, by
+/// the witness, or by a proof failing the witness quorum) and the message names the record
+/// or the checkpoint.
+#[test]
+fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
+    let log = Log::new();
+    populate(&log.store);
+    let dir = log.dir();
+    let key = log.key.clone();
+    let Log { tmp, store, .. } = log;
+    drop(store);
+    extend_journal(&dir, 10_000);
+    let store = Store::open(&dir).unwrap();
+    store.set_log_key(key.clone());
+    let total = store.head().unwrap().unwrap().seq;
+    assert!(total > 10_000);
+    // The witness cosigns; the daemon keeps its cosignature; the export is final.
+    let wdir = tmp.path().join("witness");
+    let w = clerk::witness::Witness::init(&wdir, "audit.test/tamper").unwrap();
+    let signed = store.sign_checkpoint(&key).unwrap().checkpoint;
+    let proof_from = |d: PathBuf| {
+        move |o: u64, n: u64| -> Result<Vec<merkle::Hash>, String> {
+            tlog::journal_tree(&d)
+                .map_err(|e| e.to_string())?
+                .consistency_proof(o, n)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut honest = proof_from(dir.clone());
+    let seen = w
+        .observe(
+            &key.verifier(),
+            &signed.to_text(),
+            1_765_000_000,
+            &mut honest,
+        )
+        .unwrap();
+    tlog::add_cosignatures(&dir, &seen.held.to_text(), &[w.verifier()]).unwrap();
+    store.set_witnesses(vec![w.verifier()], 1);
+    let bundle = tmp.path().join("bundle");
+    let report = export(&store, &Scope::Run("r-b".into()), &bundle).unwrap();
+    assert!(report.signed.as_ref().unwrap().final_, "{report}");
+    // The export's own record went under a new checkpoint; the witness cosigns that too.
+    let after = tlog::latest(&dir).unwrap().unwrap();
+    assert_eq!(after.checkpoint.size, store.head().unwrap().unwrap().seq);
+    let seen = w
+        .observe(
+            &key.verifier(),
+            &after.to_text(),
+            1_765_000_050,
+            &mut honest,
+        )
+        .unwrap();
+    assert_eq!(seen.verdict, clerk::witness::Verdict::Cosigned);
+    let held_size = after.checkpoint.size;
+    drop(store);
+    let pristine = tmp.path().join("pristine");
+    copy_evidence(&dir, &pristine);
+    let lines = journal_lines(&pristine);
+    let n = lines.len();
+    let signed_size = signed.checkpoint.size;
+    let places: Vec<usize> = (0..10).map(|k| 20 + k * (n - 40) / 9).collect();
+    let mut cases = 0;
+    let mut caught = 0;
+    let mut check = |name: String, ok: bool, text: &str| {
+        cases += 1;
+        if ok {
+            caught += 1;
+        } else {
+            eprintln!("NOT CAUGHT: {name}: {text}");
+        }
+    };
+    let fresh = |tag: &str| -> PathBuf {
+        let d = tmp.path().join(format!("case-{tag}"));
+        copy_evidence(&pristine, &d);
+        d
+    };
+    let verify_text = |d: &Path| {
+        let r = clerk::evidence::verify::verify_without_index(d, &Scope::All).unwrap();
+        (r.ok(), problems_text(&r))
+    };
+
+    for &at in &places {
+        let seq = at + 1;
+        // A flipped byte inside the record's event.
+        let d = fresh(&format!("flip-{at}"));
+        let mut l = journal_lines(&d);
+        let pos = l[at].find("\"event\":{").unwrap() + 12;
+        let mut bytes = l[at].clone().into_bytes();
+        bytes[pos] ^= 0x01;
+        l[at] = String::from_utf8_lossy(&bytes).into_owned();
+        write_lines(&d, &l);
+        let (ok, text) = verify_text(&d);
+        check(
+            format!("flip at seq {seq}"),
+            !ok && (text.contains(&format!("record seq {seq} "))
+                || text.contains(&format!("journal line {seq} "))),
+            &text,
+        );
+        // A deleted record.
+        let d = fresh(&format!("del-{at}"));
+        let mut l = journal_lines(&d);
+        l.remove(at);
+        write_lines(&d, &l);
+        let (ok, text) = verify_text(&d);
+        check(
+            format!("delete seq {seq}"),
+            !ok && text.contains(&format!("record seq {seq} is missing")),
+            &text,
+        );
+        // Two records swapped.
+        let d = fresh(&format!("swap-{at}"));
+        let mut l = journal_lines(&d);
+        l.swap(at, at + 1);
+        write_lines(&d, &l);
+        let (ok, text) = verify_text(&d);
+        check(
+            format!("swap seq {seq}/{}", seq + 1),
+            !ok && text.contains(&format!("seq {}", seq + 1)),
+            &text,
+        );
+    }
+    // Truncated after the export, index rebuilt, the export checkpoints removed: `verify`
+    // names the signed checkpoint; and if the administrator also re-signs the shortened
+    // journal, the witness refuses the rollback.
+    for cut in [1usize, 2, 50, 5_000, n - 17] {
+        let d = fresh(&format!("cut-{cut}"));
+        let mut l = journal_lines(&d);
+        l.truncate(n - cut);
+        write_lines(&d, &l);
+        std::fs::remove_file(d.join("checkpoints.jsonl")).ok();
+        Store::open(&d).unwrap().reindex().unwrap();
+        let (ok, text) = verify_text(&d);
+        check(
+            format!("truncate {cut} (verify)"),
+            !ok && text.contains(&format!("signed checkpoint of size {held_size}"))
+                && text.contains("were removed"),
+            &text,
+        );
+        std::fs::remove_dir_all(d.join("tlog")).unwrap();
+        let (k2, _) = LogKey::open(key.path(), &d, "x").unwrap();
+        let resigned = Store::open(&d).unwrap().sign_checkpoint(&k2).unwrap();
+        let ws = tmp.path().join(format!("w-cut-{cut}"));
+        crate::evidence_store::copy_dir(&wdir, &ws);
+        let wc = clerk::witness::Witness::open(&ws).unwrap();
+        let mut p = proof_from(d.clone());
+        let r = wc.observe(
+            &key.verifier(),
+            &resigned.checkpoint.to_text(),
+            1_765_000_100,
+            &mut p,
+        );
+        let text = r
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "cosigned".into());
+        check(
+            format!("truncate {cut} (witness)"),
+            text.contains("FORK") && text.contains(&format!("size {held_size}")),
+            &text,
+        );
+    }
+    // Rewritten and re-signed by the host's administrator, who holds the log key.
+    for &at in places.iter().take(5) {
+        let seq = at + 1;
+        let d = fresh(&format!("rewrite-{at}"));
+        let mut records: Vec<_> = journal_lines(&d)
+            .iter()
+            .map(|l| parse_line(l.as_bytes()).unwrap().record)
+            .collect();
+        records[at].ts = "2026-05-01T12:00:00.001Z".into();
+        write_lines(&d, &resealed(records));
+        std::fs::remove_file(d.join("checkpoints.jsonl")).ok();
+        std::fs::remove_dir_all(d.join("tlog")).unwrap();
+        let (k2, _) = LogKey::open(key.path(), &d, "x").unwrap();
+        let st = Store::open(&d).unwrap();
+        let forged = st.sign_checkpoint(&k2).unwrap().checkpoint;
+        // The host's own verify cannot tell: everything was recomputed and re-signed.
+        // The witness can.
+        let ws = tmp.path().join(format!("w-rewrite-{at}"));
+        crate::evidence_store::copy_dir(&wdir, &ws);
+        let wc = clerk::witness::Witness::open(&ws).unwrap();
+        let mut p = proof_from(d.clone());
+        let verdict = wc.observe(&key.verifier(), &forged.to_text(), 1_765_000_200, &mut p);
+        let text = match &verdict {
+            Err(e) => e.to_string(),
+            Ok(_) => "cosigned".into(),
+        };
+        check(
+            format!("rewrite seq {seq} (witness)"),
+            text.contains("FORK") && text.contains(&format!("size {held_size}")),
+            &text,
+        );
+        // And a proof the rewritten host now hands out for that record fails the quorum.
+        st.set_log_key(k2.clone());
+        st.set_witnesses(vec![w.verifier()], 1);
+        let re = tmp.path().join(format!("bundle-rewrite-{at}"));
+        let rep = export(&st, &Scope::Run("r-b".into()), &re).unwrap();
+        let s = rep.signed.unwrap();
+        check(
+            format!("rewrite seq {seq} (bundle not final)"),
+            !s.final_,
+            "final",
+        );
+        let some = proofs_in(&re)[0].clone();
+        let proof = Proof::parse(&std::fs::read_to_string(re.join(&some)).unwrap()).unwrap();
+        let r = tlog::check_proof(&proof, &[key.verifier()], &[w.verifier()], 1, None);
+        let text = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        check(
+            format!("rewrite seq {seq} (offline proof)"),
+            r.is_err() && text.contains("0 of the 1 witness"),
+            &text,
+        );
+    }
+    // A fork served straight to the witness: the log's key signs another root at its size.
+    let signer = NoteSigner::parse(&std::fs::read_to_string(key.path()).unwrap()).unwrap();
+    let mut other = signed.checkpoint.clone();
+    other.root[31] ^= 0x80;
+    let mut p = proof_from(pristine.clone());
+    let r = w.observe(
+        &key.verifier(),
+        &Note::sign(&other.text(), &signer).to_text(),
+        1_765_000_300,
+        &mut p,
+    );
+    let text = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+    check(
+        "fork served".into(),
+        text.contains("FORK") && text.contains(&format!("size {signed_size}")),
+        &text,
+    );
+    // And one of the held size: two roots for one size.
+    let mut same = after.checkpoint.clone();
+    same.root[0] ^= 0x01;
+    let r = w.observe(
+        &key.verifier(),
+        &Note::sign(&same.text(), &signer).to_text(),
+        1_765_000_400,
+        &mut p,
+    );
+    let text = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+    check(
+        "same-size fork served".into(),
+        text.contains(&format!("two checkpoints of size {held_size}")),
+        &text,
+    );
+
+    assert_eq!(caught, cases, "{caught} of {cases} tamperings caught");
+    assert!(cases >= 50, "{cases}");
+    // The untouched copy still verifies, and the bundle's proofs pass with the quorum.
+    assert!(verify_text(&pristine).0);
+    let kt = key.verifier_key();
+    let wk = w.verifier_key();
+    let proofs = proofs_in(&bundle);
+    let mut args = vec![
+        "--key",
+        kt.as_str(),
+        "--witness",
+        wk.as_str(),
+        "--quorum",
+        "1",
+    ];
+    args.extend(proofs.iter().map(String::as_str));
+    let (ok, text) = python(&bundle, &args);
+    assert!(ok, "{text}");
+}

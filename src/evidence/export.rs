@@ -649,6 +649,9 @@ fn record_checkpoint(
         .map_err(io)?;
     f.write_all(line.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
+    // The export's own record goes under a signed checkpoint at once: dropping it later
+    // (truncating "after the export") contradicts a signature, not only checkpoints.jsonl.
+    store.checkpoint_now().map_err(tlog_err)?;
 
     Ok(checkpoint)
 }
