@@ -888,6 +888,11 @@ fn a_witness_cosigns_consistent_checkpoints_and_refuses_a_rewritten_log() {
     let (ok, text) = python(&bundle, &args);
     assert!(ok, "{text}");
 
+    // The export signed a checkpoint over its own record: the witness cosigns it too.
+    let (code, out) = run(&carried);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("cosigned checkpoint size"), "{out}");
+
     // A same-size fork: the log's own key signs another root for the size the witness holds.
     let size_before = tlog::latest(&dir).unwrap().unwrap().checkpoint.size;
     let honest = std::fs::read_to_string(dir.join(tlog::LATEST)).unwrap();
