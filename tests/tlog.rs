@@ -349,7 +349,30 @@ fn signed_roots_agree_with_the_python_implementation_at_every_size() {
     }
     // Nothing appended: the latest checkpoint stands, nothing new is signed.
     assert!(!log.store.sign_checkpoint(&log.key).unwrap().new);
-    assert_eq!(tlog::history(&log.dir()).unwrap().len(), 9);
+    // Incremental: nine checkpoints, one read of the journal from its start (the bug the
+    // benchmark found re-read it before every checkpoint after the first).
+    assert_eq!(log.store.tree_cold_reads(), 1);
+    // Another process signs at a size this cache has not reached yet: checked on the way.
+    let other = Store::open(&log.dir()).unwrap();
+    let pause = || Event::Pause {
+        on: true,
+        user: "x".into(),
+        reason: "y".into(),
+        at: "2026-05-01T09:00:00.000Z".into(),
+        channel: None,
+    };
+    log.store.append(pause()).unwrap();
+    other.sign_checkpoint(&log.key).unwrap();
+    log.store.sign_checkpoint(&log.key).unwrap();
+    assert_eq!(log.store.tree_cold_reads(), 1);
+    // ... at a size this cache has already passed: one re-read, to check that root.
+    log.store.append(pause()).unwrap();
+    other.sign_checkpoint(&log.key).unwrap();
+    log.store.append(pause()).unwrap();
+    log.store.tree_head().unwrap();
+    log.store.sign_checkpoint(&log.key).unwrap();
+    assert_eq!(log.store.tree_cold_reads(), 2);
+    assert_eq!(tlog::history(&log.dir()).unwrap().len(), 12);
 }
 
 /// What a host administrator can do to the journal (rewrite a record and recompute the whole
@@ -704,7 +727,15 @@ async fn the_daemon_serves_its_checkpoint_and_consistency_proofs() {
             .await
         }
     };
-    let r = get("/api/tlog/checkpoint".into()).await;
+    // The daemon signs one at start (a GET signs nothing itself).
+    let mut r = get("/api/tlog/checkpoint".into()).await;
+    for _ in 0..100 {
+        if r.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = get("/api/tlog/checkpoint".into()).await;
+    }
     assert_eq!(r.status, 200, "{}", r.body);
     let first = SignedCheckpoint::parse(r.json()["note"].as_str().unwrap()).unwrap();
     assert!(first.note.verified_by(&key.verifier()).is_some());
@@ -999,7 +1030,7 @@ async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
     let w = clerk::witness::Witness::init(&wdir, "audit.test/http").unwrap();
     let wkey = w.verifier_key();
     let world = world(&format!(
-        "\n[log]\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n"
+        "\n[log]\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\ncheckpoint_every = \"1s\"\n"
     ))
     .await;
     let data_dir = world.data_dir().to_owned();
@@ -1051,6 +1082,12 @@ async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
             )
         }
     };
+    for _ in 0..100 {
+        if tlog::latest(&data_dir).unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let r1 = run.clone();
     let (code, out) = tokio::task::spawn_blocking(r1).await.unwrap();
     assert_eq!(code, Some(0), "{out}");
@@ -1067,6 +1104,17 @@ async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
                 channel: None,
             })
             .unwrap();
+    }
+    // The daemon's signer covers them within its cadence (1 s here).
+    let head = world.engine.store.head().unwrap().unwrap().seq;
+    for _ in 0..100 {
+        if tlog::latest(&data_dir)
+            .unwrap()
+            .is_some_and(|l| l.checkpoint.size >= head)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let (code, out) = tokio::task::spawn_blocking(run).await.unwrap();
     assert_eq!(code, Some(0), "{out}");
@@ -1439,5 +1487,75 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
     ];
     args.extend(proofs.iter().map(String::as_str));
     let (ok, text) = python(&bundle, &args);
+    assert!(ok, "{text}");
+}
+
+/// A read-only copy (what a GET download makes) signs nothing and appends nothing: its
+/// proofs go against the latest signed checkpoint, and records newer than it are listed as
+/// unproven, the bundle not final.
+#[test]
+fn a_read_only_copy_signs_nothing_and_lists_what_it_cannot_prove() {
+    let log = Log::new();
+    populate(&log.store);
+    log.store.sign_checkpoint(&log.key).unwrap();
+    let signed = tlog::latest(&log.dir()).unwrap().unwrap().checkpoint.size;
+    // A new run after the checkpoint.
+    log.store
+        .append(Event::StepFinished {
+            run_id: "r-a".into(),
+            step: 3,
+            name: "late".into(),
+            kind: "extract".into(),
+            outcome: "ok".into(),
+            error: None,
+            started_at: "2026-05-01T09:00:09.000Z".into(),
+            duration_ms: 5,
+            fields: Default::default(),
+        })
+        .unwrap();
+    let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = walk(&d.join("tlog"))
+            .into_iter()
+            .filter(|p| !p.ends_with("sign.lock"))
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.push((
+            d.join("journal.jsonl"),
+            std::fs::read(d.join("journal.jsonl")).unwrap(),
+        ));
+        v.sort();
+        v
+    };
+    let before = snapshot(&log.dir());
+    let out = log.tmp.path().join("copy");
+    let report =
+        clerk::evidence::export::export_by(&log.store, &Scope::Run("r-a".into()), &out, None)
+            .unwrap();
+    assert_eq!(
+        snapshot(&log.dir()),
+        before,
+        "a read-only copy wrote to the data directory"
+    );
+    let s = report.signed.unwrap();
+    assert_eq!(s.size, signed);
+    assert!(!s.final_);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let late = signed + 1;
+    assert_eq!(
+        manifest["tlog"]["unproven"],
+        serde_json::json!([late]),
+        "{manifest}"
+    );
+    assert!(!out.join(format!("proofs/{late}.tlog-proof")).exists());
+    let proofs = proofs_in(&out);
+    assert_eq!(proofs.len(), report.records - 1);
+    let key = log.key_text();
+    let mut args = vec!["--key", key.as_str()];
+    args.extend(proofs.iter().map(String::as_str));
+    let (ok, text) = python(&out, &args);
     assert!(ok, "{text}");
 }

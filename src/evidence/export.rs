@@ -333,7 +333,21 @@ pub fn export_by(
     }
     let data_dir = store.data_dir();
     // Sign first, snapshot after: the snapshot then holds every record the checkpoint covers.
-    let mut signed = store.checkpoint_now().map_err(tlog_err)?;
+    // A read-only copy (a GET) signs nothing: it proves what the latest checkpoint covers.
+    let writes = by.is_some();
+    let sign_now = || -> Result<Option<SignedCheckpoint>, StoreError> {
+        if writes {
+            Ok(store
+                .checkpoint_now()
+                .map_err(tlog_err)?
+                .map(|s| s.checkpoint))
+        } else if store.log_key().is_some() {
+            tlog::latest(data_dir).map_err(tlog_err)
+        } else {
+            Ok(None)
+        }
+    };
+    let mut signed = sign_now()?;
     let snapshot = journal::snapshot(data_dir)?;
     let (all_lines, _) = lines(&snapshot);
     let parsed = parse_parallel(&all_lines);
@@ -353,12 +367,9 @@ pub fn export_by(
     let refs: Vec<&Record> = entries.iter().map(|(_, p)| &p.record).collect();
     let chosen = select_scope(&refs, scope)?;
     let newest = chosen.iter().map(|&i| refs[i].seq).max().unwrap_or(0);
-    if signed
-        .as_ref()
-        .is_some_and(|s| s.checkpoint.checkpoint.size < newest)
-    {
+    if writes && signed.as_ref().is_some_and(|s| s.checkpoint.size < newest) {
         // Records of the scope were appended between signing and the snapshot.
-        signed = store.checkpoint_now().map_err(tlog_err)?;
+        signed = sign_now()?;
     }
     // The checkpoint the proofs go against: the newest one the witness quorum already
     // cosigned that covers the scope, else the one just signed (with what cosignatures
@@ -366,8 +377,8 @@ pub fn export_by(
     let (witnesses, quorum) = store.witnesses();
     let mut chosen_cp: Option<SignedCheckpoint> = None;
     if let Some(s) = &signed {
-        let own = tlog::cosignatures_for(data_dir, &s.checkpoint.checkpoint, &witnesses)
-            .unwrap_or_else(|_| s.checkpoint.clone());
+        let own = tlog::cosignatures_for(data_dir, &s.checkpoint, &witnesses)
+            .unwrap_or_else(|_| s.clone());
         if quorum > 0 && tlog::cosigners(&own, &witnesses).len() < quorum {
             for h in tlog::history(data_dir).map_err(tlog_err)?.iter().rev() {
                 if h.checkpoint.size < newest {
@@ -437,6 +448,7 @@ pub fn export_by(
         }
     }
     let mut proof_paths = serde_json::Map::new();
+    let mut unproven: Vec<u64> = Vec::new();
     if let (Some(cp), Some(tree)) = (&chosen_cp, &tree) {
         let dir = out.join("proofs");
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
@@ -445,6 +457,11 @@ pub fn export_by(
         })?;
         for &i in &chosen {
             let (raw, p) = &entries[i];
+            if p.record.seq > cp.checkpoint.size {
+                // Only in a read-only copy: newer than the latest signed checkpoint.
+                unproven.push(p.record.seq);
+                continue;
+            }
             let index = p.record.seq - 1;
             let path = tree
                 .inclusion_proof(index, cp.checkpoint.size)
@@ -509,7 +526,8 @@ pub fn export_by(
                     "proofs": proof_paths,
                     "witnesses": witnessed,
                     "quorum": quorum,
-                    "final": witnessed.len() >= quorum,
+                    "final": witnessed.len() >= quorum && unproven.is_empty(),
+                    "unproven": unproven,
                 }),
             );
         }
@@ -571,7 +589,7 @@ pub fn export_by(
         signed: chosen_cp.as_ref().map(|cp| SignedSummary {
             origin: cp.checkpoint.origin.clone(),
             size: cp.checkpoint.size,
-            final_: witnessed.len() >= quorum,
+            final_: witnessed.len() >= quorum && unproven.is_empty(),
             witnesses: witnessed.clone(),
             quorum,
         }),

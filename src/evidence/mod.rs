@@ -194,6 +194,8 @@ struct Inner {
     index: Mutex<Index>,
     /// The Merkle tree's right edge over the journal (see [`tlog`]).
     tree: Mutex<tlog::TreeCache>,
+    /// Times the tree was read from the journal's start (for tests and benchmarks).
+    tree_cold_reads: std::sync::atomic::AtomicU64,
     /// The key that signs checkpoints, once attached (see [`Store::set_log_key`]).
     log_key: Mutex<Option<tlog::LogKey>>,
     /// Witnesses whose cosignatures count, and how many an export needs to be final.
@@ -267,6 +269,7 @@ impl Store {
                 reader,
                 index: Mutex::new(index),
                 tree: Mutex::new(tlog::TreeCache::default()),
+                tree_cold_reads: std::sync::atomic::AtomicU64::new(0),
                 log_key: Mutex::new(None),
                 witnesses: Mutex::new((Vec::new(), 0)),
             }),

@@ -9,8 +9,10 @@
 //!
 //! ```text
 //! tlog/keys               the log's verifier keys, one per line, oldest first
-//! tlog/checkpoint         the latest signed checkpoint (a C2SP signed note), replaced atomically
 //! tlog/checkpoints.jsonl  every checkpoint signed, one JSON line {"size","root","note"} each
+//!                         (fsync'd: the durable record; its last line is the latest)
+//! tlog/checkpoint         a copy of the latest signed checkpoint (a C2SP signed note), for
+//!                         readers of files; replaced atomically
 //! tlog/sign.lock          flock held while a checkpoint is checked and signed
 //! tlog/cosignatures.jsonl witness cosignatures received {"size","root","witness","note"}
 //! ```
@@ -405,7 +407,7 @@ fn append_synced(path: &Path, bytes: &[u8]) -> Result<(), TlogError> {
         .open(path)
         .map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    f.sync_data().map_err(io(path))
 }
 
 fn add_key(data_dir: &Path, vkey: &str) -> Result<(), TlogError> {
@@ -454,11 +456,19 @@ struct HistoryLine {
 
 /// The latest signed checkpoint, checked against the log's keys.
 pub fn latest(data_dir: &Path) -> Result<Option<SignedCheckpoint>, TlogError> {
-    let path = data_dir.join(LATEST);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(TlogError::Io { path, source }),
+    // The history is the durable record (fsync'd per checkpoint); `tlog/checkpoint` is a
+    // copy for readers of files (written without an fsync of its own).
+    let path = data_dir.join(HISTORY);
+    let text = match last_history_line(&path)? {
+        Some(line) => {
+            let parsed: HistoryLine =
+                serde_json::from_str(&line).map_err(|e| TlogError::Stored {
+                    path: path.clone(),
+                    detail: format!("last line: {e}"),
+                })?;
+            parsed.note
+        }
+        None => return Ok(None),
     };
     let signed = SignedCheckpoint::parse(&text).map_err(|e| TlogError::Stored {
         path: path.clone(),
@@ -467,10 +477,49 @@ pub fn latest(data_dir: &Path) -> Result<Option<SignedCheckpoint>, TlogError> {
     if signed.signed_by(&verifiers(data_dir)?).is_none() {
         return Err(TlogError::Stored {
             path,
-            detail: "is not signed by any key in tlog/keys (was it replaced?)".into(),
+            detail: "its last checkpoint is not signed by any key in tlog/keys (was it replaced?)"
+                .into(),
         });
     }
     Ok(Some(signed))
+}
+
+/// The last complete line of the history file, read from its end.
+fn last_history_line(path: &Path) -> Result<Option<String>, TlogError> {
+    use std::os::unix::fs::FileExt as _;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(TlogError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let len = file.metadata().map_err(io(path))?.len();
+    let mut chunk: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(chunk);
+        let mut buf = vec![0u8; (len - start) as usize];
+        file.read_exact_at(&mut buf, start).map_err(io(path))?;
+        // Only complete lines count: a torn last line was never a checkpoint.
+        let end = match buf.iter().rposition(|&b| b == b'\n') {
+            Some(e) => e,
+            None if start == 0 => return Ok(None),
+            None => {
+                chunk = chunk.saturating_mul(4);
+                continue;
+            }
+        };
+        match buf[..end].iter().rposition(|&b| b == b'\n') {
+            Some(s) => return Ok(Some(String::from_utf8_lossy(&buf[s + 1..end]).into_owned())),
+            None if start == 0 => {
+                return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()))
+            }
+            None => chunk = chunk.saturating_mul(4),
+        }
+    }
 }
 
 /// Every checkpoint this log signed, oldest first.
@@ -549,6 +598,18 @@ impl TreeCache {
                 ),
             });
         }
+        // A cold read (a fresh process, or a re-read) also re-hashes every record's content:
+        // the journal may have been edited while no clerk watched. Lines appended while this
+        // process watches are chained to the last one it checked; re-hashing them would
+        // catch nothing an attacker who can write the file could not avoid, and would cost
+        // every append a second parse.
+        let cold = self.offset == 0;
+        if cold {
+            store
+                .inner
+                .tree_cold_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let bytes = journal::read_complete_from(&store.inner.reader, &path, self.offset)?;
         let (lines, _) = journal::lines(&bytes);
         for (at, line) in lines {
@@ -579,18 +640,16 @@ impl TreeCache {
                 detail: format!("record seq {} has a malformed hash", link.seq),
             })?;
             // Never sign over a record whose content no longer matches its hash.
-            match super::record::parse_line(line) {
-                Ok(p) if p.intact() => {}
-                _ => {
-                    return Err(TlogError::Inconsistent {
-                        size: self.frontier.size(),
-                        detail: format!(
-                            "record seq {} (at byte {}) does not match its hash: it was edited",
-                            link.seq,
-                            self.offset + at
-                        ),
-                    })
-                }
+            let intact = !cold || super::record::parse_line(line).is_ok_and(|p| p.intact());
+            if !intact {
+                return Err(TlogError::Inconsistent {
+                    size: self.frontier.size(),
+                    detail: format!(
+                        "record seq {} (at byte {}) does not match its hash: it was edited",
+                        link.seq,
+                        self.offset + at
+                    ),
+                });
             }
             self.frontier.push(leaf);
             self.last_hash = link.hash;
@@ -666,6 +725,15 @@ impl Store {
         }
     }
 
+    /// How many times the Merkle tree was rebuilt from the journal's start in this process
+    /// (once at first use; again only when another process signed a checkpoint).
+    #[doc(hidden)]
+    pub fn tree_cold_reads(&self) -> u64 {
+        self.inner
+            .tree_cold_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The tree's current size and root (reads only what was appended since last time).
     pub fn tree_head(&self) -> Result<(u64, Hash), TlogError> {
         let mut cache = lock_recover(&self.inner.tree);
@@ -687,9 +755,13 @@ impl Store {
             .map(|l| (l.checkpoint.size, l.checkpoint.root));
         let head = {
             let mut cache = lock_recover(&self.inner.tree);
-            cache
-                .catch_up(self, expect)
-                .map(|()| (cache.frontier.size(), cache.frontier.root()))
+            cache.catch_up(self, expect).map(|()| {
+                let head = (cache.frontier.size(), cache.frontier.root());
+                // What is about to be signed is, by construction, what this cache holds: the
+                // next signing checks against it without re-reading the journal.
+                cache.checked = Some(head);
+                head
+            })
         };
         let (size, root) = match head {
             Ok(h) => h,
@@ -728,16 +800,18 @@ impl Store {
             note: text.clone(),
         })
         .map_err(|e| TlogError::Proof(e.to_string()))?;
-        append_synced(&data_dir.join(HISTORY), format!("{line}\n").as_bytes())?;
-        let tmp = data_dir.join(format!("{LATEST}.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+        // One fsync per checkpoint: the history line is the durable record.
+        let history_path = data_dir.join(HISTORY);
+        let created = !history_path.exists();
+        append_synced(&history_path, format!("{line}\n").as_bytes())?;
+        if created {
+            journal::sync_dir(&dir)?;
         }
+        // The copy for file readers (a witness reading a copied data directory).
+        let tmp = data_dir.join(format!("{LATEST}.tmp"));
+        std::fs::write(&tmp, text.as_bytes()).map_err(io(&tmp))?;
         let latest_path = data_dir.join(LATEST);
         std::fs::rename(&tmp, &latest_path).map_err(io(&latest_path))?;
-        journal::sync_dir(&dir)?;
         Ok(Signed {
             checkpoint: signed,
             new: true,

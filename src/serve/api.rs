@@ -1520,11 +1520,11 @@ async fn stats(State(d): D, Params(p): Params<StatsParams>) -> ApiResult {
     get,
     path = "/api/tlog/checkpoint",
     tag = "evidence",
-    description = "The transparency log's latest signed checkpoint (C2SP signed note in `note`), signing one first if the journal grew since. Witnesses fetch it with a consistency proof from the checkpoint they cosigned last.",
+    description = "The transparency log's latest signed checkpoint (C2SP signed note in `note`) with the witness cosignatures kept for it (the daemon signs one at start, every `[log] checkpoint_every` or `checkpoint_records`, and at shutdown). Witnesses fetch it with a consistency proof from the checkpoint they cosigned last.",
     responses((status = 200, description = "JSON `{origin, size, root, note}`", body = serde_json::Value), ApiErrors)
 )]
 async fn tlog_checkpoint(State(d): D) -> ApiResult {
-    super::checkpointer::sign(&d).await;
+    // A GET signs nothing: the daemon's signer keeps the checkpoint fresh.
     let dir = d.engine.store.data_dir().to_owned();
     let latest = tokio::task::spawn_blocking(move || crate::evidence::tlog::latest(&dir))
         .await
