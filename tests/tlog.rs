@@ -83,6 +83,18 @@ fn python(bundle: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `python3 verify_proof.py` over every proof of `bundle`, with the log's key and, when
+/// given, a witness key at quorum 1.
+fn python_all_proofs(bundle: &Path, key: &str, witness: Option<&str>) -> (bool, String) {
+    let proofs = proofs_in(bundle);
+    let mut args = vec!["--key", key];
+    if let Some(w) = witness {
+        args.extend(["--witness", w, "--quorum", "1"]);
+    }
+    args.extend(proofs.iter().map(String::as_str));
+    python(bundle, &args)
+}
+
 fn proofs_in(bundle: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(bundle.join("proofs"))
         .unwrap()
@@ -288,6 +300,30 @@ fn every_exported_record_has_a_proof_that_clerk_and_python_check_offline() {
     }
 }
 
+/// A `pause` record of a drill, the `i`th.
+fn drill(i: u64) -> Event {
+    Event::Pause {
+        on: i % 2 == 0,
+        user: "ops".into(),
+        reason: format!("drill {i}"),
+        at: "2026-05-01T09:00:00.000Z".into(),
+        channel: None,
+    }
+}
+
+/// Waits (up to 10 s) until the daemon's signer has signed a checkpoint of `size` or more.
+async fn wait_covered(data_dir: &Path, size: u64) -> Option<SignedCheckpoint> {
+    for _ in 0..100 {
+        if let Some(l) = tlog::latest(data_dir).unwrap() {
+            if l.checkpoint.size >= size {
+                return Some(l);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -385,23 +421,7 @@ fn a_journal_rewritten_on_the_host_is_refused_by_the_signer_and_named_by_verify(
     let rows: Vec<(&str, Tamper, &str)> = vec![
         (
             "a record rewritten and the chain recomputed",
-            |dir| {
-                let lines = journal_lines(dir);
-                let mut out = Vec::new();
-                let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
-                for l in &lines {
-                    let mut r = parse_line(l.as_bytes()).unwrap().record;
-                    if r.seq == 2 {
-                        if let Event::StepFinished { fields, .. } = &mut r.event {
-                            fields.insert("status".into(), "returned".into());
-                        }
-                    }
-                    let (sealed, line) = seal(r.seq, r.ts, prev.clone(), r.event).unwrap();
-                    prev = sealed.hash;
-                    out.push(line);
-                }
-                write_lines(dir, &out);
-            },
+            rewrite_record_2,
             "no longer have the root",
         ),
         (
@@ -420,14 +440,7 @@ fn a_journal_rewritten_on_the_host_is_refused_by_the_signer_and_named_by_verify(
                     .map(|l| parse_line(l.as_bytes()).unwrap().record)
                     .collect();
                 records.swap(3, 4);
-                let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
-                let mut out = Vec::new();
-                for (i, r) in records.into_iter().enumerate() {
-                    let (sealed, line) = seal(i as u64 + 1, r.ts, prev.clone(), r.event).unwrap();
-                    prev = sealed.hash;
-                    out.push(line);
-                }
-                write_lines(dir, &out);
+                write_lines(dir, &resealed(records));
             },
             "no longer have the root",
         ),
@@ -598,11 +611,7 @@ fn the_log_key_is_guarded_and_rotation_keeps_old_checkpoints_verifiable() {
     export(&log.store, &Scope::Run("r-b".into()), &out).unwrap();
     let pubs = std::fs::read_to_string(out.join("log.pub")).unwrap();
     assert!(pubs.contains(&log.key_text()) && pubs.contains(&new.verifier_key()));
-    let proofs = proofs_in(&out);
-    let nk = new.verifier_key();
-    let mut args = vec!["--key", nk.as_str()];
-    args.extend(proofs.iter().map(String::as_str));
-    let (ok, text) = python(&out, &args);
+    let (ok, text) = python_all_proofs(&out, &new.verifier_key(), None);
     assert!(ok, "{text}");
     let tree = tlog::journal_tree(&dir).unwrap();
     let proof = tree
@@ -673,26 +682,18 @@ fn consistency_between_checkpoints_and_a_fork_from_the_command_line() {
     forged.root[0] ^= 1;
     let forged_path = tmp.path().join("forged.cp");
     std::fs::write(&forged_path, Note::sign(&forged.text(), &signer).to_text()).unwrap();
-    let (ok, text) = clerk(
-        &[
-            "verify",
-            "--consistency",
-            &old.display().to_string(),
-            &forged_path.display().to_string(),
-        ],
-        Some(&dir),
-    );
-    assert!(!ok && text.contains("FORK"), "{text}");
-    let (ok, text) = clerk(
-        &[
-            "verify",
-            "--consistency",
-            &forged_path.display().to_string(),
-            &new.display().to_string(),
-        ],
-        Some(&dir),
-    );
-    assert!(!ok && text.contains("FORK"), "{text}");
+    for (a, b) in [(&old, &forged_path), (&forged_path, &new)] {
+        let (ok, text) = clerk(
+            &[
+                "verify",
+                "--consistency",
+                &a.display().to_string(),
+                &b.display().to_string(),
+            ],
+            Some(&dir),
+        );
+        assert!(!ok && text.contains("FORK"), "{text}");
+    }
 }
 
 /// The daemon signs a checkpoint at start and serves it with consistency proofs (the
@@ -741,30 +742,12 @@ async fn the_daemon_serves_its_checkpoint_and_consistency_proofs() {
     assert!(first.note.verified_by(&key.verifier()).is_some());
     // Records appended: the daemon's signer catches up on its own.
     for i in 0..7 {
-        world
-            .engine
-            .store
-            .append(Event::Pause {
-                on: i % 2 == 0,
-                user: "ops".into(),
-                reason: format!("drill {i}"),
-                at: "2026-05-01T09:00:00.000Z".into(),
-                channel: None,
-            })
-            .unwrap();
+        world.engine.store.append(drill(i)).unwrap();
     }
     let head = world.engine.store.head().unwrap().unwrap().seq;
-    let mut latest = None;
-    for _ in 0..100 {
-        if let Some(l) = tlog::latest(&data_dir).unwrap() {
-            if l.checkpoint.size >= head {
-                latest = Some(l);
-                break;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let second = latest.expect("the daemon signed a checkpoint covering the new records");
+    let second = wait_covered(&data_dir, head)
+        .await
+        .expect("the daemon signed a checkpoint covering the new records");
     let r = get(format!(
         "/api/tlog/consistency?old={}&new={}",
         first.checkpoint.size, second.checkpoint.size
@@ -811,21 +794,17 @@ fn witness(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// What a host administrator does: record seq 2 says something else, and every hash after
+/// it is recomputed so that the chain holds.
 fn rewrite_record_2(dir: &Path) {
-    let mut out = Vec::new();
-    let mut prev = clerk::evidence::record::GENESIS_PREV.to_owned();
-    for l in journal_lines(dir) {
-        let mut r = parse_line(l.as_bytes()).unwrap().record;
-        if r.seq == 2 {
-            if let Event::StepFinished { fields, .. } = &mut r.event {
-                fields.insert("status".into(), "returned".into());
-            }
-        }
-        let (sealed, line) = seal(r.seq, r.ts, prev.clone(), r.event).unwrap();
-        prev = sealed.hash;
-        out.push(line);
+    let mut records: Vec<_> = journal_lines(dir)
+        .iter()
+        .map(|l| parse_line(l.as_bytes()).unwrap().record)
+        .collect();
+    if let Event::StepFinished { fields, .. } = &mut records[1].event {
+        fields.insert("status".into(), "returned".into());
     }
-    write_lines(dir, &out);
+    write_lines(dir, &resealed(records));
 }
 
 /// A witness on another machine (here: a copy of the data directory, the air-gapped mode)
@@ -906,17 +885,7 @@ fn a_witness_cosigns_consistent_checkpoints_and_refuses_a_rewritten_log() {
     let report = export(&log.store, &Scope::Run("r-a".into()), &bundle).unwrap();
     let s = report.signed.clone().unwrap();
     assert!(s.final_ && s.witnesses == ["audit.test/w1"], "{report}");
-    let proofs = proofs_in(&bundle);
-    let mut args = vec![
-        "--key",
-        lk.as_str(),
-        "--witness",
-        wkey.as_str(),
-        "--quorum",
-        "1",
-    ];
-    args.extend(proofs.iter().map(String::as_str));
-    let (ok, text) = python(&bundle, &args);
+    let (ok, text) = python_all_proofs(&bundle, &lk, Some(&wkey));
     assert!(ok, "{text}");
 
     // The export signed a checkpoint over its own record: the witness cosigns it too.
@@ -1082,40 +1051,16 @@ async fn a_witness_over_http_hands_its_cosignature_back_to_the_daemon() {
             )
         }
     };
-    for _ in 0..100 {
-        if tlog::latest(&data_dir).unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_covered(&data_dir, 0).await;
     let r1 = run.clone();
     let (code, out) = tokio::task::spawn_blocking(r1).await.unwrap();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("handed back"), "{out}");
     for i in 0..4 {
-        world
-            .engine
-            .store
-            .append(Event::Pause {
-                on: i % 2 == 0,
-                user: "ops".into(),
-                reason: format!("drill {i}"),
-                at: "2026-05-01T09:00:00.000Z".into(),
-                channel: None,
-            })
-            .unwrap();
+        world.engine.store.append(drill(i)).unwrap();
     }
     // The daemon's signer covers them within its cadence (1 s here).
-    let head = world.engine.store.head().unwrap().unwrap().seq;
-    for _ in 0..100 {
-        if tlog::latest(&data_dir)
-            .unwrap()
-            .is_some_and(|l| l.checkpoint.size >= head)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_covered(&data_dir, world.engine.store.head().unwrap().unwrap().seq).await;
     let (code, out) = tokio::task::spawn_blocking(run).await.unwrap();
     assert_eq!(code, Some(0), "{out}");
     assert!(
@@ -1476,17 +1421,7 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
     assert!(verify_text(&pristine).0);
     let kt = key.verifier_key();
     let wk = w.verifier_key();
-    let proofs = proofs_in(&bundle);
-    let mut args = vec![
-        "--key",
-        kt.as_str(),
-        "--witness",
-        wk.as_str(),
-        "--quorum",
-        "1",
-    ];
-    args.extend(proofs.iter().map(String::as_str));
-    let (ok, text) = python(&bundle, &args);
+    let (ok, text) = python_all_proofs(&bundle, &kt, Some(&wk));
     assert!(ok, "{text}");
 }
 
@@ -1553,9 +1488,6 @@ fn a_read_only_copy_signs_nothing_and_lists_what_it_cannot_prove() {
     assert!(!out.join(format!("proofs/{late}.tlog-proof")).exists());
     let proofs = proofs_in(&out);
     assert_eq!(proofs.len(), report.records - 1);
-    let key = log.key_text();
-    let mut args = vec!["--key", key.as_str()];
-    args.extend(proofs.iter().map(String::as_str));
-    let (ok, text) = python(&out, &args);
+    let (ok, text) = python_all_proofs(&out, &log.key_text(), None);
     assert!(ok, "{text}");
 }

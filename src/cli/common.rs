@@ -77,6 +77,17 @@ pub fn log_key(
     crate::evidence::tlog::LogKey,
     crate::evidence::tlog::KeyOpened,
 )> {
+    let (data_dir, path, origin) = key_location(data_dir, settings);
+    crate::evidence::tlog::LogKey::open(&path, &data_dir, &origin)
+        .map_err(|e| exit(2, e.to_string()))
+}
+
+/// The canonical data directory, the log key's file and the origin a new key gets, per
+/// `[log]` (defaults: `<data dir>.log-key` beside it, `clerk.<host>/<dir name>`).
+pub fn key_location(
+    data_dir: &Path,
+    settings: &crate::channel::LogSettings,
+) -> (PathBuf, PathBuf, String) {
     use crate::evidence::tlog;
     let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
     let path = settings
@@ -87,7 +98,7 @@ pub fn log_key(
         .origin
         .clone()
         .unwrap_or_else(|| tlog::default_origin(&data_dir));
-    tlog::LogKey::open(&path, &data_dir, &origin).map_err(|e| exit(2, e.to_string()))
+    (data_dir, path, origin)
 }
 
 /// Attaches the log key to `store`, so that exports sign a checkpoint and carry proofs.

@@ -25,15 +25,7 @@ pub fn key(cli: &Cli, command: &KeyCommand) -> anyhow::Result<ExitCode> {
             key
         }
         KeyCommand::Rotate => {
-            let data_dir = std::fs::canonicalize(&cli.data_dir)?;
-            let path = settings
-                .key_file
-                .clone()
-                .unwrap_or_else(|| tlog::default_key_path(&data_dir));
-            let origin = settings
-                .origin
-                .clone()
-                .unwrap_or_else(|| tlog::default_origin(&data_dir));
+            let (data_dir, path, origin) = super::common::key_location(&cli.data_dir, &settings);
             let old = tlog::read_keys(&data_dir)?;
             let key =
                 LogKey::rotate(&path, &data_dir, &origin).map_err(|e| exit(2, e.to_string()))?;
