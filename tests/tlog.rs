@@ -124,6 +124,10 @@ fn every_exported_record_has_a_proof_that_clerk_and_python_check_offline() {
         );
     }
     assert!(sha256sum_check(&out));
+    assert!(
+        report.to_string().contains("python3 verify_proof.py"),
+        "{report}"
+    );
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let size = manifest["tlog"]["size"].as_u64().unwrap();

@@ -113,7 +113,14 @@ impl std::fmt::Display for ExportReport {
             )?,
             None => writeln!(f, "no proofs: no log key is attached")?,
         }
-        writeln!(f, "check it with: cd {} && sha256sum -c SHA256SUMS && python3 verify_journal.py journal.jsonl --excerpt", self.out.display())
+        writeln!(f, "check it with: cd {} && sha256sum -c SHA256SUMS && python3 verify_journal.py journal.jsonl --excerpt", self.out.display())?;
+        if self.signed.is_some() {
+            writeln!(
+                f,
+                "and each record offline, with the log's public key from `clerk key show` (not from the bundle): python3 verify_proof.py --key 'KEY' proofs/*.tlog-proof"
+            )?;
+        }
+        Ok(())
     }
 }
 
