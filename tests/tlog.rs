@@ -1248,6 +1248,17 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
         copy_evidence(&pristine, &d);
         d
     };
+    // What a copy of the witness (its state as it is now) says to `note`, the log being `d`.
+    let witness_says = |tag: &str, note: &str, d: &Path| -> String {
+        let ws = tmp.path().join(format!("w-{tag}"));
+        crate::evidence_store::copy_dir(&wdir, &ws);
+        let wc = clerk::witness::Witness::open(&ws).unwrap();
+        let mut p = proof_from(d.to_owned());
+        match wc.observe(&key.verifier(), note, 1_765_000_100, &mut p) {
+            Err(e) => e.to_string(),
+            Ok(_) => "cosigned".into(),
+        }
+    };
     let verify_text = |d: &Path| {
         let r = clerk::evidence::verify::verify_without_index(d, &Scope::All).unwrap();
         (r.ok(), problems_text(&r))
@@ -1313,21 +1324,7 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
         std::fs::remove_dir_all(d.join("tlog")).unwrap();
         let (k2, _) = LogKey::open(key.path(), &d, "x").unwrap();
         let resigned = Store::open(&d).unwrap().sign_checkpoint(&k2).unwrap();
-        let ws = tmp.path().join(format!("w-cut-{cut}"));
-        crate::evidence_store::copy_dir(&wdir, &ws);
-        let wc = clerk::witness::Witness::open(&ws).unwrap();
-        let mut p = proof_from(d.clone());
-        let r = wc.observe(
-            &key.verifier(),
-            &resigned.checkpoint.to_text(),
-            1_765_000_100,
-            &mut p,
-        );
-        let text = r
-            .as_ref()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "cosigned".into());
+        let text = witness_says(&format!("cut-{cut}"), &resigned.checkpoint.to_text(), &d);
         check(
             format!("truncate {cut} (witness)"),
             text.contains("FORK") && text.contains(&format!("size {held_size}")),
@@ -1351,15 +1348,7 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
         let forged = st.sign_checkpoint(&k2).unwrap().checkpoint;
         // The host's own verify cannot tell: everything was recomputed and re-signed.
         // The witness can.
-        let ws = tmp.path().join(format!("w-rewrite-{at}"));
-        crate::evidence_store::copy_dir(&wdir, &ws);
-        let wc = clerk::witness::Witness::open(&ws).unwrap();
-        let mut p = proof_from(d.clone());
-        let verdict = wc.observe(&key.verifier(), &forged.to_text(), 1_765_000_200, &mut p);
-        let text = match &verdict {
-            Err(e) => e.to_string(),
-            Ok(_) => "cosigned".into(),
-        };
+        let text = witness_says(&format!("rewrite-{at}"), &forged.to_text(), &d);
         check(
             format!("rewrite seq {seq} (witness)"),
             text.contains("FORK") && text.contains(&format!("size {held_size}")),
@@ -1391,13 +1380,12 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
     let mut other = signed.checkpoint.clone();
     other.root[31] ^= 0x80;
     let mut p = proof_from(pristine.clone());
-    let r = w.observe(
-        &key.verifier(),
-        &Note::sign(&other.text(), &signer).to_text(),
-        1_765_000_300,
-        &mut p,
-    );
-    let text = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+    let mut serve_fork = |cp: &clerk::evidence::note::Checkpoint| {
+        let note = Note::sign(&cp.text(), &signer).to_text();
+        let r = w.observe(&key.verifier(), &note, 1_765_000_300, &mut p);
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let text = serve_fork(&other);
     check(
         "fork served".into(),
         text.contains("FORK") && text.contains(&format!("size {signed_size}")),
@@ -1406,13 +1394,7 @@ fn the_tamper_suite_on_ten_thousand_records_catches_every_case() {
     // And one of the held size: two roots for one size.
     let mut same = after.checkpoint.clone();
     same.root[0] ^= 0x01;
-    let r = w.observe(
-        &key.verifier(),
-        &Note::sign(&same.text(), &signer).to_text(),
-        1_765_000_400,
-        &mut p,
-    );
-    let text = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+    let text = serve_fork(&same);
     check(
         "same-size fork served".into(),
         text.contains(&format!("two checkpoints of size {held_size}")),

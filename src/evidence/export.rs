@@ -384,15 +384,15 @@ pub fn export_by(
     let (witnesses, quorum) = store.witnesses();
     let mut chosen_cp: Option<SignedCheckpoint> = None;
     if let Some(s) = &signed {
-        let own = tlog::cosignatures_for(data_dir, &s.checkpoint, &witnesses)
-            .unwrap_or_else(|_| s.clone());
+        let own =
+            tlog::with_cosignatures(data_dir, s.clone(), &witnesses).unwrap_or_else(|_| s.clone());
         if quorum > 0 && tlog::cosigners(&own, &witnesses).len() < quorum {
             for h in tlog::history(data_dir).map_err(tlog_err)?.iter().rev() {
                 if h.checkpoint.size < newest {
                     break;
                 }
-                let c = tlog::cosignatures_for(data_dir, &h.checkpoint, &witnesses)
-                    .map_err(tlog_err)?;
+                let c =
+                    tlog::with_cosignatures(data_dir, h.clone(), &witnesses).map_err(tlog_err)?;
                 if tlog::cosigners(&c, &witnesses).len() >= quorum {
                     chosen_cp = Some(c);
                     break;

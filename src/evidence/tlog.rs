@@ -1134,60 +1134,65 @@ pub fn add_cosignatures(
     Ok(added)
 }
 
-/// `cp` with every stored cosignature of `witnesses` on it added (the log's own signature
-/// first).
+/// The checkpoint of `cp` this log signed (from its history), with every stored
+/// cosignature of `witnesses` on it.
 pub fn cosignatures_for(
     data_dir: &Path,
     cp: &Checkpoint,
     witnesses: &[NoteVerifier],
 ) -> Result<SignedCheckpoint, TlogError> {
-    let mut base: Option<SignedCheckpoint> = history(data_dir)?
+    let base = history(data_dir)?
         .into_iter()
         .rev()
-        .find(|h| h.checkpoint == *cp);
+        .find(|h| h.checkpoint == *cp)
+        .ok_or_else(|| {
+            TlogError::Proof(format!(
+                "this log never signed a checkpoint of size {}",
+                cp.size
+            ))
+        })?;
+    with_cosignatures(data_dir, base, witnesses)
+}
+
+/// `signed` with every stored cosignature of `witnesses` for its checkpoint added (only
+/// signature lines that check against one of them; the log's own signature first).
+pub fn with_cosignatures(
+    data_dir: &Path,
+    mut signed: SignedCheckpoint,
+    witnesses: &[NoteVerifier],
+) -> Result<SignedCheckpoint, TlogError> {
     let path = data_dir.join(COSIGNATURES);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(signed),
         Err(source) => return Err(TlogError::Io { path, source }),
     };
-    let root = B64.encode(cp.root);
+    let root = B64.encode(signed.checkpoint.root);
     for line in text.lines() {
         let Ok(l) = serde_json::from_str::<CosignLine>(line) else {
             continue;
         };
-        if l.size != cp.size || l.root != root {
+        if l.size != signed.checkpoint.size || l.root != root {
             continue;
         }
         let Ok(n) = SignedCheckpoint::parse(&l.note) else {
             continue;
         };
-        // Keep only signatures that check: the log's and the configured witnesses'.
-        let mut keep = n.clone();
-        keep.note.signatures.retain(|s| {
+        let mut keep = n.note.clone();
+        keep.signatures.retain(|sig| {
             witnesses.iter().any(|w| {
-                w.name() == s.name
+                w.name() == sig.name
                     && Note {
                         text: n.note.text.clone(),
-                        signatures: vec![s.clone()],
+                        signatures: vec![sig.clone()],
                     }
                     .verified_by(w)
                     .is_some()
             })
         });
-        match &mut base {
-            Some(b) => {
-                b.note.merge(&keep.note);
-            }
-            None => base = Some(n),
-        }
+        signed.note.merge(&keep);
     }
-    base.ok_or_else(|| {
-        TlogError::Proof(format!(
-            "this log never signed a checkpoint of size {}",
-            cp.size
-        ))
-    })
+    Ok(signed)
 }
 
 /// How many of `witnesses` cosigned `cp`.

@@ -1537,12 +1537,9 @@ async fn tlog_checkpoint(State(d): D) -> ApiResult {
         .clone();
     let (witnesses, quorum) = d.engine.store.witnesses();
     let dir = d.engine.store.data_dir().to_owned();
-    let latest = match latest {
-        Some(l) => Some(
-            crate::evidence::tlog::cosignatures_for(&dir, &l.checkpoint, &witnesses).unwrap_or(l),
-        ),
-        None => None,
-    };
+    let latest = latest.map(|l| {
+        crate::evidence::tlog::with_cosignatures(&dir, l.clone(), &witnesses).unwrap_or(l)
+    });
     match latest {
         Some(l) => Ok(Json(json!({
             "witnesses": crate::evidence::tlog::cosigners(&l, &witnesses),
