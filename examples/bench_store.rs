@@ -137,6 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             captured_at: "2026-01-01T00:00:00.000Z".into(),
             fields: fields(),
             masks: Vec::new(),
+            responses: Vec::new(),
         })?;
         written += info.bytes;
         if n % 50 == 0 {

@@ -184,6 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             started_at: "2026-12-06T00:00:00.000Z".into(),
             duration_ms: 1,
             fields: Default::default(),
+            responses: Vec::new(),
         })?;
     }
     store.append(Event::RunFinished {

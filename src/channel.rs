@@ -201,6 +201,18 @@ pub struct Channel {
     /// the seller center). Default 1.
     #[serde(default = "default_max_pages")]
     pub max_pages: usize,
+    /// The channel's data endpoints (URL globs, like `login_url`): the responses to these
+    /// requests are kept as WARC records beside the screenshots, in every mode but login
+    /// (a playbook's `record:` adds its own). While any is named, the documents a run
+    /// navigates to are kept too, unless `record_documents = false`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_responses: Vec<String>,
+    #[serde(default = "default_true")]
+    pub record_documents: bool,
+    /// Largest body kept per recorded response, in bytes (the rest is cut and the record
+    /// says `WARC-Truncated: length`). Default 2 MiB.
+    #[serde(default = "default_record_max_bytes")]
+    pub record_max_bytes: u64,
     /// Under `clerk serve`: the least time between the starts of two runs on this channel,
     /// e.g. `"2s"`, `"500ms"`, `"1m"`. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +230,17 @@ impl Channel {
 }
 
 /// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"`: a whole number and a unit.
+fn default_true() -> bool {
+    true
+}
+
+/// 2 MiB.
+pub const DEFAULT_RECORD_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
+fn default_record_max_bytes() -> u64 {
+    DEFAULT_RECORD_MAX_BYTES
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -574,13 +597,27 @@ impl Config {
                     message: format!("channel `{}`: min_interval {e}", channel.id),
                 });
             }
-            for g in &channel.login_url {
-                if let Err(e) = crate::url_pattern::glob(g, &channel.base_url) {
-                    return Err(ChannelError::ParseConfig {
-                        path: path.to_owned(),
-                        message: format!("channel `{}`: login_url: {e}", channel.id),
-                    });
+            for (key, globs) in [
+                ("login_url", &channel.login_url),
+                ("record_responses", &channel.record_responses),
+            ] {
+                for g in globs {
+                    if let Err(e) = crate::url_pattern::glob(g, &channel.base_url) {
+                        return Err(ChannelError::ParseConfig {
+                            path: path.to_owned(),
+                            message: format!("channel `{}`: {key}: {e}", channel.id),
+                        });
+                    }
                 }
+            }
+            if channel.record_max_bytes == 0 {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!(
+                        "channel `{}`: record_max_bytes must be at least 1 (name no record_responses to record nothing)",
+                        channel.id
+                    ),
+                });
             }
         }
         Ok(config)

@@ -445,6 +445,10 @@ struct RunState<'a> {
     /// The run failed for a reason outside the page (browser crash or hang, unreachable
     /// seller center): trying again later may succeed.
     transient: bool,
+    /// The run's guard, once it has a browser (its recorded responses are taken from it).
+    guard: Option<crate::browser::Guard>,
+    /// Recorded responses live now: `METHOD URL` → WARC record id of the latest.
+    live: BTreeMap<String, String>,
 }
 
 impl Engine {
@@ -770,6 +774,8 @@ impl Engine {
             screenshots: vec![],
             guard_log: vec![],
             secret_fields: vec![],
+            guard: None,
+            live: BTreeMap::new(),
             filled: vec![],
             gate,
             approval_id: None,
@@ -839,7 +845,12 @@ impl<'a> RunState<'a> {
         if let Some(stop) = self.paused_before("its browser") {
             return Ok(stop);
         }
+        let record = match self.record_policy() {
+            Ok(r) => r,
+            Err(e) => return Ok((RunStatus::Failed, Some(e))),
+        };
         let policy = Policy {
+            record,
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
             websocket_allow: self.channel.websocket_allow.clone(),
@@ -882,12 +893,17 @@ impl<'a> RunState<'a> {
                 .filter_map(|g| crate::url_pattern::glob(g, &self.channel.base_url).ok())
                 .collect()
         });
+        self.guard = Some(browser.guard().clone());
         let result = self.execute_in(&mut browser, &tab).await;
         // Whatever happened, record what the guard saw, then give the context back.
         let late = browser.settle_events().await;
         let late = self.classify(&browser, &tab, late).await;
         let t_record = Instant::now();
-        let flushed = self.record_guard(late).await;
+        let flushed = match self.flush_responses().await {
+            Ok(_) => self.record_guard(late).await,
+            Err(e) => Err(e),
+        };
+        self.guard = None;
         self.spent.journal += t_record.elapsed();
         let ok = matches!(result, Ok((RunStatus::Ok, _)));
         // A browser that crashed or stopped answering fails the run with that reason; the
@@ -1031,6 +1047,7 @@ impl<'a> RunState<'a> {
             let events = browser.drain_events();
             let events = self.classify(browser, tab, events).await;
             let t_record = Instant::now();
+            let live = self.flush_responses().await?;
             self.record_guard(events).await?;
             self.spent.journal += t_record.elapsed();
             let new_fields: BTreeMap<String, String> = self
@@ -1039,6 +1056,11 @@ impl<'a> RunState<'a> {
                 .filter(|(k, v)| before.get(*k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            let responses = if new_fields.is_empty() {
+                Vec::new()
+            } else {
+                live
+            };
             let (outcome_name, error) = match &outcome {
                 Ok(()) | Err(StepStop::Drafted) => ("ok", None),
                 Err(StepStop::Failed(m) | StepStop::Transient(m)) => {
@@ -1059,6 +1081,7 @@ impl<'a> RunState<'a> {
                     started_at,
                     duration_ms: t0.elapsed().as_millis() as u64,
                     fields: new_fields,
+                    responses,
                 })
                 .await?;
             self.spent.journal += t_record.elapsed();
@@ -1661,6 +1684,93 @@ impl<'a> RunState<'a> {
         }
     }
 
+    /// What the guard records for this run: the channel's `record_responses` and the
+    /// playbook's `record:` globs (none in login mode: its responses carry credentials).
+    fn record_policy(&self) -> Result<crate::browser::RecordPolicy, String> {
+        let mut responses = Vec::new();
+        if self.playbook.mode != Mode::Login {
+            for g in self
+                .channel
+                .record_responses
+                .iter()
+                .chain(&self.playbook.record)
+            {
+                responses.push(
+                    crate::url_pattern::glob(g, &self.channel.base_url)
+                        .map_err(|e| format!("record glob of the playbook or channel: {e}"))?,
+                );
+            }
+        }
+        Ok(crate::browser::RecordPolicy {
+            responses,
+            documents: self.channel.record_documents,
+            max_bytes: self.channel.record_max_bytes,
+        })
+    }
+
+    /// Stores the responses the guard recorded since the last call (one WARC file and one
+    /// `response_recorded` record each, in arrival order) and returns the record ids of
+    /// the responses live now (the latest per method and URL).
+    async fn flush_responses(&mut self) -> Result<Vec<String>, EngineError> {
+        let Some(guard) = &self.guard else {
+            return Ok(Vec::new());
+        };
+        for mut ex in guard.take_recorded() {
+            // Secret inputs never reach a record: not in the URL, the request's headers or
+            // its body (what clerk sent). The response is the server's, kept as sent.
+            ex.url = self.scrub(&ex.url);
+            for (_, v) in ex.request_headers.iter_mut() {
+                *v = self.scrub(v);
+            }
+            if !self.secrets.is_empty() {
+                if let Ok(text) = std::str::from_utf8(&ex.request_body) {
+                    ex.request_body = self.scrub(text).into_bytes();
+                }
+            }
+            let store = self.engine.store.clone();
+            let exchange = ex.clone();
+            let stored = tokio::task::spawn_blocking(move || store.put_warc(&exchange))
+                .await
+                .map_err(|e| {
+                    EngineError::Store(StoreError::Io {
+                        path: self
+                            .engine
+                            .store
+                            .data_dir()
+                            .join(crate::evidence::warc::WARC_DIR),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })??;
+            self.engine
+                .record(Event::ResponseRecorded {
+                    run_id: self.run_id.clone(),
+                    step: u64::try_from(ex.step).ok(),
+                    method: ex.method.clone(),
+                    url: ex.url.clone(),
+                    status: u64::from(ex.status),
+                    mime: ex.mime(),
+                    resource_type: ex.resource_type.clone(),
+                    record_id: stored.record_id.clone(),
+                    request_record_id: stored.request_record_id.clone(),
+                    warc_sha256: stored.sha256.clone(),
+                    warc_bytes: stored.bytes,
+                    response_length: stored.response_length,
+                    payload_digest: stored.payload_digest.clone(),
+                    payload_bytes: stored.payload_bytes,
+                    full_bytes: ex.full_bytes,
+                    truncated: ex.truncated(),
+                    cap: ex.cap,
+                    received_at: ex
+                        .received_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                })
+                .await?;
+            self.live
+                .insert(format!("{} {}", ex.method, ex.url), stored.record_id);
+        }
+        Ok(self.live.values().cloned().collect())
+    }
+
     async fn screenshot(
         &mut self,
         tab: &Tab,
@@ -1732,6 +1842,10 @@ impl<'a> RunState<'a> {
             .map(|(k, v)| (k.clone(), self.scrub(v)))
             .collect();
         let t_record = Instant::now();
+        let responses = self
+            .flush_responses()
+            .await
+            .map_err(|e| StepStop::Failed(e.to_string()))?;
         let recorded = self
             .engine
             .record(Event::EvidenceCaptured {
@@ -1748,6 +1862,7 @@ impl<'a> RunState<'a> {
                 captured_at: self.engine.now(),
                 fields,
                 masks,
+                responses,
             })
             .await;
         self.spent.journal += t_record.elapsed();

@@ -72,6 +72,7 @@ fn step(run: &str, n: u64, outcome: &str, fields: &[(&str, &str)]) -> Event {
         started_at: "2026-05-01T09:00:00.000Z".into(),
         duration_ms: 120 + n,
         fields: map(fields),
+        responses: vec![],
     }
 }
 
@@ -91,6 +92,7 @@ fn evidence(store: &Store, run: &str, n: u64, seed: u32) -> Event {
         captured_at: "2026-05-01T09:00:01.000Z".into(),
         fields: map(&[("status", "shipped")]),
         masks: vec!["0,0,10,10".into()],
+        responses: vec![],
     }
 }
 
@@ -1216,6 +1218,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     started_at: "s".into(),
                     duration_ms,
                     fields,
+                    responses: vec![],
                 }
             }),
         (
@@ -1241,6 +1244,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     captured_at: "c".into(),
                     fields,
                     masks,
+                    responses: vec![],
                 }
             }),
         (

@@ -1432,6 +1432,7 @@ fn a_read_only_copy_signs_nothing_and_lists_what_it_cannot_prove() {
             started_at: "2026-05-01T09:00:09.000Z".into(),
             duration_ms: 5,
             fields: Default::default(),
+            responses: vec![],
         })
         .unwrap();
     let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>)> {

@@ -47,8 +47,9 @@ use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     ContinueRequestParams, ContinueResponseParams, EnableParams, EventRequestPaused,
     FailRequestParams, FulfillRequestParams, GetResponseBodyParams, HeaderEntry, RequestPattern,
-    RequestStage,
+    RequestStage, TakeResponseBodyAsStreamParams,
 };
+use chromiumoxide::cdp::browser_protocol::io::{CloseParams, ReadParams};
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -57,6 +58,7 @@ use url::Url;
 use super::containment::{self, REPORT_PATH};
 use super::{cdp, BrowserError, Targets};
 use crate::channel::ReadOnlyException;
+use crate::evidence::warc::Exchange;
 
 /// The emergency pause as the guard sees it: two lock-free flags owned by the pause board
 /// (`crate::pause::PauseBoard`), one for everything and one for the context's channel. The
@@ -167,7 +169,33 @@ pub struct Policy {
     /// The emergency pause: while on, every write (any method but GET and HEAD, the armed
     /// or judged submit write and held draft writes included) is failed.
     pub pause: PauseSwitch,
+    /// Which responses are kept as WARC records.
+    pub record: RecordPolicy,
 }
+
+/// Which responses the guard keeps (see `evidence::warc`): those of requests whose URL one
+/// of `responses` matches and, while any is named and `documents` is set, every document.
+#[derive(Debug, Clone, Default)]
+pub struct RecordPolicy {
+    /// Anchored regexes over full URLs (compiled `url_pattern` globs).
+    pub responses: Vec<regex::Regex>,
+    pub documents: bool,
+    /// Largest body kept per record; the rest is cut (`WARC-Truncated: length`).
+    pub max_bytes: u64,
+}
+
+impl RecordPolicy {
+    fn wants(&self, url: &str, document: bool) -> bool {
+        if self.responses.is_empty() {
+            return false;
+        }
+        (document && self.documents) || self.responses.iter().any(|r| r.is_match(url))
+    }
+}
+
+/// A body larger than this is failed rather than buffered (a recorded response is held
+/// whole until it is handed to the page).
+const MAX_BUFFERED_BODY: usize = 256 * 1024 * 1024;
 
 /// The one write a submit step may cause (exact method and URL).
 #[derive(Debug, Clone)]
@@ -260,6 +288,8 @@ struct Shared {
     /// Target id → type, to tell main frames from subframes.
     targets: Targets,
     events: mpsc::UnboundedSender<GuardEvent>,
+    /// Responses recorded and not yet taken by the run.
+    recorded: Mutex<Vec<Exchange>>,
 }
 
 impl Shared {
@@ -286,6 +316,7 @@ impl Shared {
             epoch: Instant::now(),
             targets,
             events,
+            recorded: Mutex::new(Vec::new()),
         }
     }
 }
@@ -610,6 +641,9 @@ impl Guard {
             )
             .pattern(response_stage(ResourceType::Document))
             .pattern(response_stage(ResourceType::Other))
+            // Data endpoints a channel records (others are continued untouched).
+            .pattern(response_stage(ResourceType::Xhr))
+            .pattern(response_stage(ResourceType::Fetch))
             .build();
         cdp(timeout, "Fetch.enable on the browser target", async {
             browser.execute(enable).await
@@ -757,6 +791,23 @@ impl Guard {
         s.approved_sent.store(false, Ordering::SeqCst);
         s.approved_withheld.store(false, Ordering::SeqCst);
         s.step.store(-1, Ordering::SeqCst);
+        if let Ok(mut r) = s.recorded.lock() {
+            r.clear();
+        }
+    }
+
+    /// The responses recorded since the last call, in arrival order.
+    pub fn take_recorded(&self) -> Vec<Exchange> {
+        self.shared
+            .recorded
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+
+    /// Whether this run records responses at all.
+    pub fn records(&self) -> bool {
+        !self.shared.policy.record.responses.is_empty()
     }
 
     /// Records which step is running, so events can be attributed to it.
@@ -1311,6 +1362,13 @@ async fn answer_response(
             Some(url) if ev.resource_type == ResourceType::Document => {
                 fulfill_document(browser, shared, ev, &url, status, headers, timeout).await
             }
+            Some(_) if matches!(ev.resource_type, ResourceType::Xhr | ResourceType::Fetch) => {
+                if shared.policy.record.wants(&ev.request.url, false) {
+                    fulfill_recorded(browser, shared, ev, status, headers, timeout).await
+                } else {
+                    plain_continue(browser, ev, timeout).await
+                }
+            }
             Some(url) => {
                 let mut headers = headers;
                 headers.push(HeaderEntry::new(
@@ -1351,8 +1409,207 @@ async fn plain_continue(
     .map(|_| ())
 }
 
-/// Re-delivers a document with the guard's headers. If its body cannot be read, the document
-/// is failed rather than let in without them.
+/// Reads a paused response's whole body through `Fetch.takeResponseBodyAsStream` and
+/// `IO.read` (after which the request must be fulfilled or failed, never continued).
+async fn take_body(
+    browser: &chromiumoxide::Browser,
+    ev: &EventRequestPaused,
+    timeout: Duration,
+) -> Result<Vec<u8>, BrowserError> {
+    let stream = cdp(
+        timeout,
+        "Fetch.takeResponseBodyAsStream",
+        browser.execute(TakeResponseBodyAsStreamParams::new(ev.request_id.clone())),
+    )
+    .await?
+    .result
+    .stream;
+    let mut out = Vec::new();
+    let read = async {
+        loop {
+            let mut params = ReadParams::new(stream.clone());
+            params.size = Some(1 << 20);
+            let chunk = cdp(timeout, "IO.read", browser.execute(params))
+                .await?
+                .result
+                .clone();
+            if chunk.base64_encoded == Some(true) {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(chunk.data.as_bytes())
+                    .map_err(|e| BrowserError::Page(format!("IO.read returned bad base64: {e}")))?;
+                out.extend_from_slice(&bytes);
+            } else {
+                out.extend_from_slice(chunk.data.as_bytes());
+            }
+            if out.len() > MAX_BUFFERED_BODY {
+                return Err(BrowserError::Page(format!(
+                    "the body is larger than {MAX_BUFFERED_BODY} bytes"
+                )));
+            }
+            if chunk.eof {
+                return Ok(());
+            }
+        }
+    };
+    let result = read.await;
+    let _ = cdp(
+        timeout,
+        "IO.close",
+        browser.execute(CloseParams::new(stream)),
+    )
+    .await;
+    result.map(|()| out)
+}
+
+/// A paused response's body in one `Fetch.getResponseBody` (documents nobody records).
+async fn get_body(
+    browser: &chromiumoxide::Browser,
+    ev: &EventRequestPaused,
+    timeout: Duration,
+) -> Result<Vec<u8>, BrowserError> {
+    let body = cdp(
+        timeout,
+        "Fetch.getResponseBody",
+        browser.execute(GetResponseBodyParams::new(ev.request_id.clone())),
+    )
+    .await?;
+    if body.result.base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(body.result.body.as_bytes())
+            .map_err(|e| {
+                BrowserError::Page(format!("Fetch.getResponseBody returned bad base64: {e}"))
+            })
+    } else {
+        Ok(body.result.body.clone().into_bytes())
+    }
+}
+
+/// Keeps the exchange for the run (the body cut at the channel's cap).
+fn keep(
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    status: i64,
+    headers: &[HeaderEntry],
+    body: &[u8],
+) {
+    let cap = shared.policy.record.max_bytes.max(1);
+    let kept = &body[..body.len().min(cap as usize)];
+    let request_headers = ev
+        .request
+        .headers
+        .inner()
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let exchange = Exchange {
+        method: ev.request.method.to_ascii_uppercase(),
+        url: ev.request.url.clone(),
+        request_headers,
+        request_body: body_of(ev).0.unwrap_or_default(),
+        status: u16::try_from(status).unwrap_or(0),
+        status_text: ev.response_status_text.clone().unwrap_or_default(),
+        response_headers: headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        body: kept.to_vec(),
+        full_bytes: body.len() as u64,
+        cap,
+        resource_type: resource_type_name(&ev.resource_type),
+        received_at: chrono::Utc::now(),
+        step: shared.step.load(Ordering::SeqCst),
+    };
+    if let Ok(mut r) = shared.recorded.lock() {
+        r.push(exchange);
+    }
+}
+
+/// Fails a response whose body could not be read, recording why.
+async fn fail_unread(
+    browser: &chromiumoxide::Browser,
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    why: String,
+    navigation: bool,
+    timeout: Duration,
+) -> Result<(), BrowserError> {
+    let _ = shared.events.send(GuardEvent {
+        blocked: true,
+        method: ev.request.method.to_ascii_uppercase(),
+        url: ev.request.url.clone(),
+        resource_type: resource_type_name(&ev.resource_type),
+        frame: ev.frame_id.inner().clone(),
+        reason: why,
+        step: shared.step.load(Ordering::SeqCst),
+        navigation,
+        off_origin: false,
+    });
+    cdp(
+        timeout,
+        "Fetch.failRequest",
+        browser.execute(FailRequestParams::new(
+            ev.request_id.clone(),
+            fail_reason(shared, ev),
+        )),
+    )
+    .await
+    .map(|_| ())
+}
+
+fn fulfill_params(
+    ev: &EventRequestPaused,
+    status: i64,
+    headers: Vec<HeaderEntry>,
+    body: &[u8],
+) -> FulfillRequestParams {
+    let mut params = FulfillRequestParams::new(ev.request_id.clone(), status);
+    params.response_headers = Some(headers);
+    params.body = Some(
+        base64::engine::general_purpose::STANDARD
+            .encode(body)
+            .into(),
+    );
+    params.response_phrase = ev.response_status_text.clone().filter(|s| !s.is_empty());
+    params
+}
+
+/// Records a data endpoint's response and hands the same bytes to the page.
+async fn fulfill_recorded(
+    browser: &chromiumoxide::Browser,
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    status: i64,
+    headers: Vec<HeaderEntry>,
+    timeout: Duration,
+) -> Result<(), BrowserError> {
+    let body = match take_body(browser, ev, timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("response not let in: clerk could not read it to record it ({e})");
+            return fail_unread(browser, shared, ev, why, false, timeout).await;
+        }
+    };
+    keep(shared, ev, status, &headers, &body);
+    let out: Vec<HeaderEntry> = headers
+        .into_iter()
+        .filter(|h| !containment::dropped_on_fulfill(&h.name))
+        .collect();
+    cdp(
+        timeout,
+        "Fetch.fulfillRequest",
+        browser.execute(fulfill_params(ev, status, out, &body)),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Re-delivers a document with the guard's headers (recording it when the channel records
+/// documents). If its body cannot be read, the document is failed rather than let in
+/// without them.
 async fn fulfill_document(
     browser: &chromiumoxide::Browser,
     shared: &Shared,
@@ -1362,42 +1619,24 @@ async fn fulfill_document(
     headers: Vec<HeaderEntry>,
     timeout: Duration,
 ) -> Result<(), BrowserError> {
-    let id = ev.request_id.clone();
-    let body = cdp(
-        timeout,
-        "Fetch.getResponseBody",
-        browser.execute(GetResponseBodyParams::new(id.clone())),
-    )
-    .await;
+    let record = shared.policy.record.wants(&ev.request.url, true);
+    let body = if record {
+        take_body(browser, ev, timeout).await
+    } else {
+        get_body(browser, ev, timeout).await
+    };
     let body = match body {
-        Ok(b) => b.result.clone(),
+        Ok(b) => b,
         Err(e) => {
-            let reason = fail_reason(shared, ev);
-            let _ = shared.events.send(GuardEvent {
-                blocked: true,
-                method: ev.request.method.to_ascii_uppercase(),
-                url: ev.request.url.clone(),
-                resource_type: resource_type_name(&ev.resource_type),
-                frame: ev.frame_id.inner().clone(),
-                reason: format!("document not let in: the guard could not add its connection policy to it ({e})"),
-                step: shared.step.load(Ordering::SeqCst),
-                navigation: true,
-                off_origin: false,
-            });
-            return cdp(
-                timeout,
-                "Fetch.failRequest",
-                browser.execute(FailRequestParams::new(id, reason)),
-            )
-            .await
-            .map(|_| ());
+            let why = format!(
+                "document not let in: the guard could not add its connection policy to it ({e})"
+            );
+            return fail_unread(browser, shared, ev, why, true, timeout).await;
         }
     };
-    let body = if body.base64_encoded {
-        body.body
-    } else {
-        base64::engine::general_purpose::STANDARD.encode(body.body.as_bytes())
-    };
+    if record {
+        keep(shared, ev, status, &headers, &body);
+    }
     let mut out: Vec<HeaderEntry> = headers
         .into_iter()
         .filter(|h| !containment::dropped_on_fulfill(&h.name))
@@ -1410,13 +1649,13 @@ async fn fulfill_document(
         "Connection-Allowlist",
         containment::CONNECTION_ALLOWLIST,
     ));
-    let mut params = FulfillRequestParams::new(id, status);
-    params.response_headers = Some(out);
-    params.body = Some(body.into());
-    params.response_phrase = ev.response_status_text.clone().filter(|s| !s.is_empty());
-    cdp(timeout, "Fetch.fulfillRequest", browser.execute(params))
-        .await
-        .map(|_| ())
+    cdp(
+        timeout,
+        "Fetch.fulfillRequest",
+        browser.execute(fulfill_params(ev, status, out, &body)),
+    )
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

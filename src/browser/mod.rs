@@ -22,7 +22,7 @@ mod targets;
 
 pub use guard::writes_settled;
 pub use guard::{
-    ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy,
+    ArmedWrite, Guard, GuardEvent, HeldWrite, Judge, Judgement, PauseSwitch, Policy, RecordPolicy,
     APPROVED_SUBMIT, JUDGED_HOLD, PAUSED,
 };
 pub use pool::{Isolation, Pool, PoolConfig, PoolStats};

@@ -49,6 +49,10 @@ pub enum Event {
         duration_ms: u64,
         /// Fields extracted by this step.
         fields: BTreeMap<String, String>,
+        /// Record ids (`urn:uuid:…`) of the recorded responses live when the step ended
+        /// (the latest per method and URL): what the extracted fields were read over.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        responses: Vec<String>,
     },
     /// A screenshot was stored under `screenshots/<sha256>.png`.
     EvidenceCaptured {
@@ -68,6 +72,38 @@ pub enum Event {
         fields: BTreeMap<String, String>,
         /// Regions painted over before hashing (secret fields): `x,y,w,h` in image pixels.
         masks: Vec<String>,
+        /// Record ids (`urn:uuid:…`) of the recorded responses live when it was taken (the
+        /// latest per method and URL).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        responses: Vec<String>,
+    },
+    /// A response the guard recorded (with its request), stored as
+    /// `warc/<warc_sha256>.warc.gz`: the response record at offset 0 (`response_length`
+    /// bytes), then the request record (see `evidence::warc`).
+    ResponseRecorded {
+        run_id: RunId,
+        step: Option<u64>,
+        method: String,
+        url: String,
+        status: u64,
+        /// Media type of the response, without parameters.
+        mime: String,
+        /// `Document`, `Xhr` or `Fetch` (Chromium's resource type).
+        resource_type: String,
+        record_id: String,
+        request_record_id: String,
+        warc_sha256: String,
+        warc_bytes: u64,
+        response_length: u64,
+        /// `sha256:<hex>` of the recorded body.
+        payload_digest: String,
+        payload_bytes: u64,
+        /// Bytes the server sent (decoded); more than `payload_bytes` when the cap cut it.
+        full_bytes: u64,
+        truncated: bool,
+        /// The channel's cap on a recorded body, in bytes.
+        cap: u64,
+        received_at: String,
     },
     /// The network guard failed a request.
     RequestBlocked {
@@ -289,6 +325,7 @@ impl Event {
             Event::RunStarted { .. } => "run_started",
             Event::StepFinished { .. } => "step_finished",
             Event::EvidenceCaptured { .. } => "evidence_captured",
+            Event::ResponseRecorded { .. } => "response_recorded",
             Event::RequestBlocked { .. } => "request_blocked",
             Event::RequestAllowed { .. } => "request_allowed",
             Event::RunFinished { .. } => "run_finished",
@@ -333,6 +370,7 @@ impl Event {
             Event::RunStarted { run_id, .. }
             | Event::StepFinished { run_id, .. }
             | Event::EvidenceCaptured { run_id, .. }
+            | Event::ResponseRecorded { run_id, .. }
             | Event::RequestBlocked { run_id, .. }
             | Event::RequestAllowed { run_id, .. }
             | Event::RunFinished { run_id, .. }

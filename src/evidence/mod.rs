@@ -36,9 +36,12 @@ pub mod note;
 mod png;
 mod query;
 pub mod record;
+pub mod server_match;
 pub mod text;
 pub mod tlog;
 pub mod verify;
+pub mod wacz;
+pub mod warc;
 
 #[doc(hidden)]
 pub use commit::{AppendTrace, CommitStats};
@@ -333,6 +336,16 @@ impl Store {
     /// Stores a PNG under its SHA-256 (idempotent), after decoding it with `image`.
     pub fn put_png(&self, png: &[u8]) -> Result<PngInfo, StoreError> {
         png::put(&self.inner.data_dir, png)
+    }
+
+    /// Stores one recorded HTTP exchange as `warc/<sha256>.warc.gz` (see [`warc`]).
+    pub fn put_warc(&self, exchange: &warc::Exchange) -> Result<warc::Stored, StoreError> {
+        warc::put(&self.inner.data_dir, exchange)
+    }
+
+    /// Where the WARC file with this hash is stored.
+    pub fn warc_path(&self, sha256: &str) -> PathBuf {
+        warc::path_for(&self.inner.data_dir, sha256)
     }
 
     /// Stores a playbook's exact text under its SHA-256 (idempotent). Returns the hash.

@@ -148,6 +148,13 @@ pub enum Problem {
     Manifest {
         detail: String,
     },
+    /// A recorded response's WARC file does not hold what its journal record says.
+    Warc {
+        seq: u64,
+        url: String,
+        path: String,
+        detail: String,
+    },
 }
 
 fn seqs_text(seqs: &[u64]) -> String {
@@ -219,6 +226,10 @@ impl fmt::Display for Problem {
             Problem::SignedCheckpoint { size, detail } => {
                 write!(f, "signed checkpoint of size {size}: {detail}")
             }
+            Problem::Warc { seq, url, path, detail } => write!(
+                f,
+                "recorded response {url} (record seq {seq}, {path}): {detail}"
+            ),
         }
     }
 }
@@ -530,6 +541,56 @@ fn file_checks<'a>(
     by_sha.into_values().collect()
 }
 
+/// Checks the WARC file of every `response_recorded` record: its SHA-256, both records'
+/// digests, the response record's id, payload digest and member length.
+fn warc_checks<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    path_of: &dyn Fn(&str) -> (PathBuf, String),
+) -> (Vec<Problem>, u64, u64) {
+    let mut problems = Vec::new();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for r in records {
+        let Event::ResponseRecorded {
+            url,
+            record_id,
+            warc_sha256,
+            payload_digest,
+            response_length,
+            ..
+        } = &r.event
+        else {
+            continue;
+        };
+        let (path, shown) = path_of(warc_sha256);
+        let problem = |detail: String| Problem::Warc {
+            seq: r.seq,
+            url: url.clone(),
+            path: shown.clone(),
+            detail,
+        };
+        files += 1;
+        match std::fs::read(&path) {
+            Ok(data) => {
+                bytes += data.len() as u64;
+                if let Err(e) = super::warc::check(
+                    &data,
+                    warc_sha256,
+                    record_id,
+                    payload_digest,
+                    *response_length,
+                ) {
+                    problems.push(problem(e.to_string()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(problem("the WARC file is missing".into()))
+            }
+            Err(e) => problems.push(problem(format!("the WARC file cannot be read: {e}"))),
+        }
+    }
+    (problems, files, bytes)
+}
+
 /// Reads `checkpoints.jsonl` (missing file: no checkpoints).
 pub(crate) fn read_checkpoints(data_dir: &Path) -> Result<Vec<Checkpoint>, StoreError> {
     let path = data_dir.join(CHECKPOINTS);
@@ -647,6 +708,14 @@ fn verify_with(
     report.problems.extend(file_problems);
     report.files_checked = files;
     report.bytes_hashed = bytes;
+    let (warc_problems, files, bytes) = warc_checks(chosen.iter().map(|&i| records[i]), &|sha| {
+        let p = super::warc::path_for(data_dir, sha);
+        let shown = p.display().to_string();
+        (p, shown)
+    });
+    report.problems.extend(warc_problems);
+    report.files_checked += files;
+    report.bytes_hashed += bytes;
 
     check_index(data_dir, &snapshot, &mut report, index)?;
     Ok(report)
@@ -997,6 +1066,14 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, StoreError> {
         (dir.join(&rel), rel)
     });
     let (problems, files, bytes) = hash_files(&checks);
+    report.problems.extend(problems);
+    report.files_checked += files;
+    report.bytes_hashed += bytes;
+    // 5. The recorded responses (WARC files) the records reference.
+    let (problems, files, bytes) = warc_checks(records.iter(), &|sha| {
+        let rel = format!("{}/{sha}.warc.gz", super::warc::WARC_DIR);
+        (dir.join(&rel), rel)
+    });
     report.problems.extend(problems);
     report.files_checked += files;
     report.bytes_hashed += bytes;

@@ -61,6 +61,9 @@ pub struct Playbook {
     /// way at once (e.g. a login page's "Invalid username or password") instead of letting
     /// it wait out its timeout.
     pub failure_texts: Vec<String>,
+    /// `record:` URL globs of data endpoints whose responses the run keeps as WARC records,
+    /// besides the channel's `record_responses`.
+    pub record: Vec<String>,
     /// Where it was loaded from (or `<embedded>/NAME.yaml`).
     pub source: PathBuf,
     /// SHA-256 (lowercase hex) of the exact file bytes.

@@ -96,6 +96,7 @@ pub(crate) struct RawPlaybook {
     pub inputs: Option<Spanned<RawInputs>>,
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
     pub failure_text: Option<Spanned<Vec<Spanned<String>>>>,
+    pub record: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Top-level keys, for hints.
@@ -108,6 +109,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "inputs",
     "steps",
     "failure_text",
+    "record",
 ];
 
 /// `inputs:` in file order (a `BTreeMap` would sort them, and the order is what `clerk run`

@@ -789,6 +789,25 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let mut record = Vec::new();
+        for (i, t) in raw.record.iter().flat_map(|l| l.value.iter()).enumerate() {
+            let field = format!("record[{i}]");
+            if !self.untemplated(t, &field) {
+                continue;
+            }
+            let g = t.value.trim();
+            if !(g.starts_with('/') || g.starts_with("http://") || g.starts_with("https://")) {
+                self.err_hint(
+                    pos(t),
+                    field,
+                    "a record glob must be a path on the channel or a full http(s) URL",
+                    "name the data endpoints whose responses to keep, e.g. `/api/orders/**`",
+                );
+            } else {
+                record.push(g.to_owned());
+            }
+        }
+
         let mut steps = Vec::new();
         match raw.steps {
             None => self.err_hint(
@@ -851,6 +870,7 @@ impl<'a> Validator<'a> {
             inputs,
             steps,
             failure_texts,
+            record,
             source: self.path.to_owned(),
             sha256: hex::encode(Sha256::digest(bytes)),
             text: super::Text(std::sync::Arc::from(bytes)),

@@ -424,6 +424,7 @@ fn evidence_is_complete_only_with_every_screenshot_step_captured_and_verified() 
                 started_at: "x".into(),
                 duration_ms: 1,
                 fields: BTreeMap::new(),
+                responses: vec![],
             },
         );
         if let Some(sha) = sha {
@@ -443,6 +444,7 @@ fn evidence_is_complete_only_with_every_screenshot_step_captured_and_verified() 
                     captured_at: "x".into(),
                     fields: BTreeMap::new(),
                     masks: vec![],
+                    responses: vec![],
                 },
             );
         }

@@ -118,6 +118,7 @@ impl World {
             websocket_allow: vec![],
             service_workers: false,
             pause: self.engine.pause.switch("sample"),
+            record: Default::default(),
         };
         let session = channel.load_session(self.data_dir()).unwrap();
         let (browser, tab) =
