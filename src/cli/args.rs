@@ -66,6 +66,10 @@ pub enum Command {
         /// excerpt, screenshots/, SHA256SUMS for `sha256sum -c`).
         #[arg(long)]
         out: PathBuf,
+        /// Also write `archive.wacz`: the recorded server responses as a WACZ 1.2 web
+        /// archive (opens in ReplayWeb.page; `wacz validate` checks it).
+        #[arg(long)]
+        wacz: bool,
     },
     /// Rebuild the index from the journal and the screenshot files.
     Reindex,
@@ -393,6 +397,10 @@ pub struct VerifyArgs {
     /// process other than `clerk serve` holds it open). Said in the report.
     #[arg(long, conflicts_with = "bundle")]
     pub no_index: bool,
+    /// Check that every field run RUN extracted appears in the server responses it
+    /// recorded (the channel's `record_responses`); names each one that does not.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["run", "case", "all", "bundle", "proof", "consistency"])]
+    pub server_match: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -131,7 +131,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { command } => report::runs(&cli, command),
         Command::Verify(args) => report::verify(&cli, args).await,
-        Command::Export { run, case, out } => report::export(&cli, run.clone(), case.clone(), out),
+        Command::Export {
+            run,
+            case,
+            out,
+            wacz,
+        } => report::export(&cli, run.clone(), case.clone(), out, *wacz),
         Command::Reindex => report::reindex(&cli),
         Command::Key { command } => tlog::key(&cli, command),
         Command::Checkpoint {

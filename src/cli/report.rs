@@ -69,6 +69,21 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if !args.consistency.is_empty() {
         return crate::cli::tlog::verify_consistency(cli, args);
     }
+    if let Some(run) = &args.server_match {
+        let store = open_store(cli)?;
+        let report = evidence::server_match::server_match(&store, run)
+            .map_err(|e| exit(2, e.to_string()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        return Ok(if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let report = if let Some(dir) = &args.bundle {
         evidence::verify::verify_bundle(dir)?
     } else {
@@ -108,6 +123,7 @@ pub fn export(
     run: Option<String>,
     case: Option<String>,
     out: &Path,
+    wacz: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(cli)?;
     let scope = match (run, case) {
@@ -116,7 +132,8 @@ pub fn export(
         _ => return Err(exit(2, "say what to export: --run RUN or --case REF")),
     };
     crate::cli::common::attach_log_key(&store, &crate::cli::common::log_settings(cli)?)?;
-    let report = evidence::export::export_by(&store, &scope, out, Some(&current_user(cli)))?;
+    let report =
+        evidence::export::export_with(&store, &scope, out, Some(&current_user(cli)), wacz)?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,8 @@
 //!                        playbook hashes, channels, operators, chain head at export time
 //! journal.jsonl          the exact original journal lines of the scope, in journal order
 //! screenshots/<sha256>.png
+//! warc/<sha256>.warc.gz  the recorded server responses (see `warc`)
+//! archive.wacz           with `--wacz`: the same responses as a WACZ package (`wacz`)
 //! VERIFY.md              how to check the bundle with sha256sum and python3 only
 //! verify_journal.py      the ~30-line checker VERIFY.md describes
 //! ```
@@ -50,6 +52,8 @@ pub struct ExportReport {
     pub runs: Vec<String>,
     pub records: usize,
     pub screenshots: usize,
+    /// Recorded responses (WARC files) in the bundle.
+    pub responses: usize,
     /// Every file of the bundle, relative.
     pub files: Vec<String>,
     /// Chain head the bundle covers.
@@ -76,10 +80,11 @@ impl std::fmt::Display for ExportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "exported {} run(s), {} records, {} screenshots to {}",
+            "exported {} run(s), {} records, {} screenshots, {} recorded responses to {}",
             self.runs.len(),
             self.records,
             self.screenshots,
+            self.responses,
             self.out.display()
         )?;
         writeln!(
@@ -132,6 +137,17 @@ pub fn manifest_body(records: &[Record]) -> Value {
     let mut playbooks: Vec<Value> = Vec::new();
     let mut channels = std::collections::BTreeSet::new();
     let mut operators = std::collections::BTreeSet::new();
+    let mut responses = Vec::new();
+    let mut field_sources = Vec::new();
+    // A screenshot or a step names the responses live at the time by WARC record id; the
+    // manifest turns them into the record seqs (`responses[].record_seq`).
+    let response_seq: std::collections::BTreeMap<&str, u64> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::ResponseRecorded { record_id, .. } => Some((record_id.as_str(), r.seq)),
+            _ => None,
+        })
+        .collect();
     for r in records {
         match &r.event {
             Event::RunStarted {
@@ -189,12 +205,51 @@ pub fn manifest_body(records: &[Record]) -> Value {
                 width,
                 height,
                 blank,
+                responses: live,
                 ..
             } => {
                 evidence.push(json!({
                     "sha256": sha256, "path": format!("screenshots/{sha256}.png"), "bytes": bytes,
                     "width": width, "height": height, "blank": blank, "run_id": run_id, "step": step,
                     "name": name, "record_seq": r.seq, "record_hash": r.hash,
+                    "responses": live.iter().map(|id| response_seq.get(id.as_str()).copied()).collect::<Vec<_>>(),
+                }));
+            }
+            Event::StepFinished {
+                run_id,
+                step,
+                fields,
+                responses: live,
+                ..
+            } if !fields.is_empty() => {
+                field_sources.push(json!({
+                    "run_id": run_id, "step": step, "record_seq": r.seq,
+                    "fields": fields.keys().collect::<Vec<_>>(),
+                    "responses": live.iter().map(|id| response_seq.get(id.as_str()).copied()).collect::<Vec<_>>(),
+                }));
+            }
+            Event::ResponseRecorded {
+                run_id,
+                step,
+                method,
+                url,
+                status,
+                mime,
+                record_id,
+                warc_sha256,
+                payload_digest,
+                payload_bytes,
+                truncated,
+                cap,
+                ..
+            } => {
+                responses.push(json!({
+                    "record_seq": r.seq, "record_hash": r.hash, "run_id": run_id, "step": step,
+                    "method": method, "url": url, "status": status, "mime": mime,
+                    "warc_record_id": record_id,
+                    "path": format!("{}/{warc_sha256}.warc.gz", super::warc::WARC_DIR),
+                    "sha256": warc_sha256, "payload_digest": payload_digest,
+                    "payload_bytes": payload_bytes, "truncated": truncated, "cap": cap,
                 }));
             }
             _ => {}
@@ -208,6 +263,8 @@ pub fn manifest_body(records: &[Record]) -> Value {
         "runs": runs,
         "records": recs,
         "evidence": evidence,
+        "responses": responses,
+        "field_sources": field_sources,
         "playbooks": playbooks,
         "channels": channels,
         "operators": operators,
@@ -230,7 +287,26 @@ fn verify_md(
     scope: &Scope,
     runs: &[String],
     checkpoint: Option<&SignedCheckpoint>,
+    responses: usize,
 ) -> String {
+    let warc = if responses == 0 {
+        String::new()
+    } else {
+        format!(
+            r#"
+6. The {responses} server responses the runs recorded are WARC 1.1 files in `warc/`, each
+   named by its SHA-256 (checked by step 1) and named by a `response_recorded` record
+   (`warc_sha256`, `record_id`, `payload_digest`), so each is in the proofs too. Each file
+   is the response record then its request record, gzip members; `warcio check
+   warc/*.warc.gz` (PyPI's warcio) recomputes every `WARC-Payload-Digest` and
+   `WARC-Block-Digest` (`sha256:` + hex). `manifest.json` links each screenshot
+   (`evidence[].responses`) and each step's extracted fields (`field_sources[]`) to the
+   record seqs of the responses live at the time. What the records hold is what clerk's
+   browser received: client-attested, not proof that the server sent it (TLS gives
+   none). With clerk: `clerk verify --server-match RUN` on the data directory.
+"#
+        )
+    };
     let proofs = match checkpoint {
         None => String::new(),
         Some(cp) => format!(
@@ -292,13 +368,14 @@ Everything below uses standard tools only.
    above was also written into the store's journal as a `checkpoint_exported` record,
    so a later truncation of the store's journal is detected by `clerk verify`.
 
-{proofs}
+{proofs}{warc}
 verify_journal.py:
 
 ```python
 {script}```
 "#,
         proofs = proofs,
+        warc = warc,
         scope = scope,
         runs = if runs.is_empty() {
             "none".to_owned()
@@ -328,6 +405,18 @@ pub fn export_by(
     scope: &Scope,
     out: &Path,
     by: Option<&str>,
+) -> Result<ExportReport, StoreError> {
+    export_with(store, scope, out, by, false)
+}
+
+/// [`export_by`], adding `archive.wacz` (the recorded responses as a WACZ package, see
+/// [`super::wacz`]) when `wacz` is set.
+pub fn export_with(
+    store: &Store,
+    scope: &Scope,
+    out: &Path,
+    by: Option<&str>,
+    wacz: bool,
 ) -> Result<ExportReport, StoreError> {
     if out.exists() {
         let mut entries = std::fs::read_dir(out).map_err(|source| StoreError::Io {
@@ -454,6 +543,50 @@ pub fn export_by(
             sums.push((actual, rel));
         }
     }
+    // The recorded responses: their WARC files, re-hashed against the records.
+    let mut warcs = 0usize;
+    for r in &records {
+        if let Event::ResponseRecorded { warc_sha256, .. } = &r.event {
+            if !copied.insert(warc_sha256.clone()) {
+                continue;
+            }
+            let src = store.warc_path(warc_sha256);
+            let bytes = std::fs::read(&src).map_err(|source| StoreError::Io {
+                path: src.clone(),
+                source,
+            })?;
+            let actual = sha256_hex(&bytes);
+            if &actual != warc_sha256 {
+                return Err(StoreError::Other(format!(
+                    "recorded response {} no longer matches its hash (record seq {}); run `clerk verify`",
+                    src.display(),
+                    r.seq
+                )));
+            }
+            if warcs == 0 {
+                let dir = out.join(super::warc::WARC_DIR);
+                std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            warcs += 1;
+            let rel = format!("{}/{warc_sha256}.warc.gz", super::warc::WARC_DIR);
+            write_file(out, &rel, &bytes)?;
+            sums.push((actual, rel));
+        }
+    }
+    let mut wacz_summary = None;
+    if wacz {
+        let path = out.join("archive.wacz");
+        let title = format!("clerk evidence: {scope}");
+        wacz_summary = Some(super::wacz::write(store, &records, &path, &title)?);
+        let (h, _) = hash_file(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        sums.push((h, "archive.wacz".into()));
+    }
     let mut proof_paths = serde_json::Map::new();
     let mut unproven: Vec<u64> = Vec::new();
     if let (Some(cp), Some(tree)) = (&chosen_cp, &tree) {
@@ -520,6 +653,12 @@ pub fn export_by(
             serde_json::to_value(&head).unwrap_or(Value::Null),
         );
         m.insert("journal_excerpt".into(), json!("journal.jsonl"));
+        if let Some(w) = &wacz_summary {
+            m.insert(
+                "wacz".into(),
+                json!({"path": "archive.wacz", "responses": w.responses, "pages": w.pages}),
+            );
+        }
         if let Some(cp) = &chosen_cp {
             let c = &cp.checkpoint;
             m.insert(
@@ -547,7 +686,7 @@ pub fn export_by(
     }
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Other(e.to_string()))?;
-    let md = verify_md(&head, scope, &runs, chosen_cp.as_ref());
+    let md = verify_md(&head, scope, &runs, chosen_cp.as_ref(), warcs);
     for (rel, bytes) in [
         ("manifest.json", manifest_bytes.as_slice()),
         ("journal.jsonl", excerpt.as_slice()),
@@ -589,7 +728,8 @@ pub fn export_by(
         out: out_abs,
         runs,
         records: records.len(),
-        screenshots: copied.len(),
+        screenshots: copied.len() - warcs,
+        responses: warcs,
         files,
         head,
         checkpoint,
