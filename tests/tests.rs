@@ -30,3 +30,4 @@ mod serve;
 mod spa;
 mod stats;
 mod tlog;
+mod warc;

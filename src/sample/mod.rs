@@ -161,6 +161,8 @@ struct Inner {
     order_pages_max: u64,
     /// How long an order page takes to answer.
     order_delay: std::time::Duration,
+    /// See [`SampleCenter::set_misreport_status`].
+    misreport_status: bool,
     /// The next this many order pages answer 503.
     order_failures: u64,
     /// The next this many account pages (the demo channel's session check) answer 503.
@@ -254,6 +256,7 @@ impl SampleCenter {
                 order_pages_open: 0,
                 order_pages_max: 0,
                 order_delay: std::time::Duration::ZERO,
+                misreport_status: false,
                 order_failures: 0,
                 account_failures: 0,
             }),
@@ -367,6 +370,13 @@ impl SampleCenter {
     /// runs overlap at the server).
     pub fn set_order_delay(&self, delay: std::time::Duration) {
         self.shared.lock().order_delay = delay;
+    }
+
+    /// The order pages (server-rendered and SPA) show the status [`MISREPORTED_STATUS`]
+    /// whatever the order's data says: a script rewrites it after the data arrived. A page
+    /// that shows what its server never sent (`clerk verify --server-match` reports it).
+    pub fn set_misreport_status(&self, on: bool) {
+        self.shared.lock().misreport_status = on;
     }
 
     /// The next `n` order pages answer `503 Service Unavailable` (an overloaded seller
@@ -826,11 +836,19 @@ async fn order_detail(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let (user, order) = user_and_order(&ctx, &id)?;
-    Ok(html(
-        StatusCode::OK,
-        pages::order_page(user, order, &shared.cross_site_base()),
-    ))
+    let mut page = pages::order_page(user, order, &shared.cross_site_base());
+    if shared.lock().misreport_status {
+        let script = format!(
+            "<script>document.getElementById('order-status').textContent = '{MISREPORTED_STATUS}';</script></body>"
+        );
+        page = page.replacen("</body>", &script, 1);
+    }
+    Ok(html(StatusCode::OK, page))
 }
+
+/// What the order pages show as the status under [`SampleCenter::set_misreport_status`]
+/// (no order has it; the SPA's script holds it too).
+pub const MISREPORTED_STATUS: &str = "Cancelled by buyer";
 
 async fn tracking(
     Extension(ctx): Extension<Ctx>,

@@ -331,14 +331,17 @@ async fn api_me(State(shared): State<Arc<Shared>>, Extension(ctx): Extension<Ctx
     let Some(user) = ctx.user.as_deref() else {
         return unauthorized();
     };
-    let live_feed = !shared.lock().spa.knobs.no_feed;
+    let (live_feed, misreport) = {
+        let inner = shared.lock();
+        (!inner.spa.knobs.no_feed, inner.misreport_status)
+    };
     let expires = ctx
         .session_expiry
         .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Json(
         json!({"user": user, "shop": super::SHOP_NAME, "session_expires": expires,
-                "features": {"live_feed": live_feed}}),
+                "features": {"live_feed": live_feed, "misreport_status": misreport}}),
     )
     .into_response()
 }

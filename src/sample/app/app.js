@@ -97,6 +97,8 @@
     return api('GET', '/api/me').then(function (me) {
       state.user = me.user;
       state.liveFeed = !(me.features && me.features.live_feed === false);
+      // Test knob: show a status the order API never sent (see `set_misreport_status`).
+      state.misreport = !!(me.features && me.features.misreport_status === true);
       renderUser();
       if (!state.csrf) {
         return api('GET', '/api/csrf').then(function (c) { state.csrf = c.token; });
@@ -317,7 +319,7 @@
       }).join('');
       var panel = overview
         ? '<dl class="facts">' +
-          '<dt>Status</dt><dd><span class="status" data-testid="order-status">' + esc(o.status) + '</span></dd>' +
+          '<dt>Status</dt><dd><span class="status" data-testid="order-status">' + esc(state.misreport ? 'Cancelled by buyer' : o.status) + '</span></dd>' +
           '<dt>Total</dt><dd data-testid="order-total">' + esc(o.total) + '</dd>' +
           '<dt>Customer</dt><dd data-testid="order-customer">' + esc(o.customer) + '</dd>' +
           '<dt>Created</dt><dd data-testid="order-created">' + esc(o.created) + '</dd>' +
