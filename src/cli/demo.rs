@@ -205,8 +205,29 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             report.blocked_requests + spa_report.blocked_requests,
             writes_received
         );
+        // The server's own words: what the recorded responses say of the extracted fields.
+        let (mut responses, mut fields, mut said, mut example) = (0, 0, 0, None);
+        for run in report.runs.iter().chain(spa_report.runs.iter()) {
+            let Some(id) = run.run_id.as_deref() else {
+                continue;
+            };
+            if let Ok(m) = crate::evidence::server_match::server_match(&engine.store, id) {
+                responses += m.responses;
+                fields += m.fields.len();
+                said += m.fields.len() - m.unmatched().len();
+                example.get_or_insert_with(|| id.to_owned());
+            }
+        }
+        println!(
+            "server responses recorded (warc/): {responses}; extracted fields found in them: {said} of {fields} (the others are texts the page itself renders, e.g. \"Not shipped yet\")"
+        );
         println!();
         let clerk = invocation(&data_dir);
+        if let Some(id) = &example {
+            println!(
+                "what the server said of one run's fields: {clerk} verify --server-match {id}"
+            );
+        }
         match (&draft.status, &draft.approval_id) {
             (RunStatus::Drafted, Some(id)) => {
                 println!(
