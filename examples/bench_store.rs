@@ -150,6 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         error: None,
         fields: fields(),
         finished_at: "2026-01-01T00:00:01.000Z".into(),
+        browser: None,
     })?;
     drop(store);
     println!(

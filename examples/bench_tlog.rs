@@ -193,6 +193,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         error: None,
         fields: Default::default(),
         finished_at: "2026-12-06T00:00:01.000Z".into(),
+        browser: None,
     })?;
     let out = tmp.path().join("bundle");
     let report = export(&store, &Scope::Run(run), &out)?;

@@ -230,6 +230,29 @@ impl Channel {
 }
 
 /// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"`: a whole number and a unit.
+/// One remote browser: `endpoint = "http://HOST:PORT"` (its `/json/version` names the
+/// WebSocket) or `"ws://HOST:PORT/devtools/browser/ID"` (a query, e.g. a token, is sent but
+/// never recorded). Each endpoint serves one clerk node: two CDP clients intercepting the
+/// same browser would fail each other's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserEndpoint {
+    pub endpoint: String,
+}
+
+/// What may be recorded of a CDP endpoint: scheme, host and port only (never a path, a
+/// query or credentials, where tokens live).
+pub fn endpoint_identity(endpoint: &str) -> String {
+    match Url::parse(endpoint) {
+        Ok(u) => match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => "<not a URL>".to_owned(),
+        },
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -435,6 +458,10 @@ pub struct Config {
     /// The transparency log's settings.
     #[serde(default)]
     pub log: LogSettings,
+    /// Remote browsers (`[[browser]]`): Chromiums started elsewhere with remote debugging,
+    /// reached over their CDP WebSocket instead of launched here.
+    #[serde(default, rename = "browser", skip_serializing_if = "Vec::is_empty")]
+    pub browsers: Vec<BrowserEndpoint>,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -482,6 +509,22 @@ impl Config {
                 return Err(ChannelError::ParseConfig {
                     path: path.to_owned(),
                     message: format!("[serve] {key} {e}"),
+                });
+            }
+        }
+        for b in &config.browsers {
+            let ok = Url::parse(&b.endpoint)
+                .map(|u| {
+                    matches!(u.scheme(), "ws" | "wss" | "http" | "https") && u.host().is_some()
+                })
+                .unwrap_or(false);
+            if !ok {
+                return Err(ChannelError::ParseConfig {
+                    path: path.to_owned(),
+                    message: format!(
+                        "[[browser]] endpoint `{}` is not a CDP endpoint: give `http://HOST:PORT` (a Chromium started with --remote-debugging-port) or its `ws://HOST:PORT/devtools/browser/…` URL",
+                        endpoint_identity(&b.endpoint)
+                    ),
                 });
             }
         }

@@ -449,6 +449,8 @@ struct RunState<'a> {
     guard: Option<crate::browser::Guard>,
     /// Recorded responses live now: `METHOD URL` → WARC record id of the latest.
     live: BTreeMap<String, String>,
+    /// The browser the run got (recorded in `run_finished`).
+    browser_identity: Option<crate::evidence::BrowserIdentity>,
 }
 
 impl Engine {
@@ -456,6 +458,10 @@ impl Engine {
     /// The pause state is folded from the journal (`<data>/pause.json` is rebuilt from it);
     /// if it cannot be read, the engine starts paused.
     pub fn new(data_dir: PathBuf, config: Config, store: Store, launch: LaunchOptions) -> Engine {
+        let mut launch = launch;
+        if launch.remote.is_empty() {
+            launch.remote = config.browsers.iter().map(|b| b.endpoint.clone()).collect();
+        }
         let config = Arc::new(config);
         let pause = PauseBoard::open(&store, config.clone(), &data_dir).unwrap_or_else(|e| {
             tracing::error!("cannot read the pause state: {e}; everything is paused");
@@ -776,6 +782,7 @@ impl Engine {
             secret_fields: vec![],
             guard: None,
             live: BTreeMap::new(),
+            browser_identity: None,
             filled: vec![],
             gate,
             approval_id: None,
@@ -806,6 +813,7 @@ impl Engine {
             error: error.clone(),
             fields: state.fields.clone(),
             finished_at: self.now(),
+            browser: state.browser_identity.clone(),
         })
         .await?;
         state.spent.journal += t_record.elapsed();
@@ -894,6 +902,7 @@ impl<'a> RunState<'a> {
                 .collect()
         });
         self.guard = Some(browser.guard().clone());
+        self.browser_identity = Some(browser.chromium().identity().clone());
         let result = self.execute_in(&mut browser, &tab).await;
         // Whatever happened, record what the guard saw, then give the context back.
         let late = browser.settle_events().await;

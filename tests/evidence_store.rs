@@ -103,6 +103,7 @@ fn finished(run: &str, status: &str) -> Event {
         error: (status != "ok").then(|| "step 2 failed".into()),
         fields: map(&[("status", "shipped"), ("carrier", "DHL")]),
         finished_at: "2026-05-01T09:00:05.000Z".into(),
+        browser: None,
     }
 }
 

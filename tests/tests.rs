@@ -22,6 +22,7 @@ mod playbook_check;
 mod pool;
 mod queue;
 mod readonly;
+mod remote;
 mod sample_center;
 mod sample_spa;
 mod schedule;

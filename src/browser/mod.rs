@@ -94,6 +94,9 @@ pub struct LaunchOptions {
     /// Timeout of every single CDP call.
     pub cdp_timeout: Duration,
     pub launch_timeout: Duration,
+    /// Remote browsers (CDP endpoints) to connect to instead of launching `executable`:
+    /// one Chromium per endpoint (see `channel::BrowserEndpoint`).
+    pub remote: Vec<String>,
 }
 
 impl LaunchOptions {
@@ -105,7 +108,28 @@ impl LaunchOptions {
             height: 800,
             cdp_timeout: Duration::from_secs(15),
             launch_timeout: Duration::from_secs(30),
+            remote: Vec::new(),
         })
+    }
+
+    /// Options for `remote` endpoints: no local Chromium is needed (the executable is
+    /// detected if there is one, for runs that launch).
+    pub fn for_remote(remote: Vec<String>) -> Result<LaunchOptions, BrowserError> {
+        let mut opts = LaunchOptions::detect().unwrap_or(LaunchOptions {
+            executable: PathBuf::new(),
+            width: 1280,
+            height: 800,
+            cdp_timeout: Duration::from_secs(15),
+            launch_timeout: Duration::from_secs(30),
+            remote: Vec::new(),
+        });
+        if remote.is_empty() && opts.executable.as_os_str().is_empty() {
+            return Err(find_chromium().err().unwrap_or(BrowserError::Launch(
+                "no Chromium found and no [[browser]] endpoint configured".into(),
+            )));
+        }
+        opts.remote = remote;
+        Ok(opts)
     }
 
     /// The command-line switches clerk launches Chromium with (the user-data-dir aside).
@@ -178,8 +202,14 @@ pub struct Chromium {
     id: u64,
     cdp: Arc<chromiumoxide::Browser>,
     handler: tokio::task::JoinHandle<()>,
-    process: Mutex<ChromiumProcess>,
+    /// The local process (none for a remote browser).
+    process: Mutex<Option<ChromiumProcess>>,
+    /// Its pid (0 for a remote browser).
     pid: i32,
+    /// Which browser this is, as recorded with every run.
+    identity: BrowserIdentity,
+    /// The endpoint as configured (remote browsers; empty for a local one).
+    endpoint_url: String,
     registry: Registry,
     targets: Targets,
     /// Records WebSocket traffic on the sockets a channel allows, per run.
@@ -196,8 +226,50 @@ pub struct Chromium {
 
 static NEXT_CHROMIUM: AtomicU64 = AtomicU64::new(1);
 
+pub use crate::evidence::BrowserIdentity;
+
+/// The browser WebSocket of a CDP endpoint: a `ws://`/`wss://` URL as is; for
+/// `http(s)://HOST:PORT`, the `webSocketDebuggerUrl` of its `/json/version`, with the
+/// endpoint's host and port (Chromium names its own address, which a proxy or a container
+/// hides) and the endpoint's query kept.
+async fn websocket_url(endpoint: &str, timeout: Duration) -> Result<String, BrowserError> {
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| BrowserError::Launch(format!("bad endpoint: {e}")))?;
+    if matches!(url.scheme(), "ws" | "wss") {
+        return Ok(endpoint.to_owned());
+    }
+    let mut version = url.clone();
+    version.set_path("/json/version");
+    let fetched = tokio::task::spawn_blocking(move || {
+        ureq::get(version.as_str())
+            .timeout(timeout)
+            .call()
+            .map_err(|e| e.to_string())?
+            .into_json::<serde_json::Value>()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| BrowserError::Launch(e.to_string()))?
+    .map_err(|e| BrowserError::Launch(format!("GET /json/version: {e}")))?;
+    let ws = fetched["webSocketDebuggerUrl"].as_str().ok_or_else(|| {
+        BrowserError::Launch("/json/version names no webSocketDebuggerUrl".into())
+    })?;
+    let mut ws = url::Url::parse(ws)
+        .map_err(|e| BrowserError::Launch(format!("bad webSocketDebuggerUrl: {e}")))?;
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    ws.set_scheme(scheme)
+        .map_err(|_| BrowserError::Launch("cannot set the WebSocket scheme".into()))?;
+    ws.set_host(url.host_str())
+        .map_err(|e| BrowserError::Launch(format!("bad host: {e}")))?;
+    ws.set_port(url.port_or_known_default())
+        .map_err(|_| BrowserError::Launch("cannot set the WebSocket port".into()))?;
+    ws.set_query(url.query());
+    Ok(ws.to_string())
+}
+
 impl Chromium {
-    /// Launches Chromium and installs the guard on its browser target.
+    /// Launches Chromium (or, with remote endpoints in `opts`, connects to `endpoint`) and
+    /// installs the guard on its browser target.
     pub async fn launch(opts: &LaunchOptions) -> Result<Arc<Chromium>, BrowserError> {
         let (process, ws) = {
             let exe = opts.executable.clone();
@@ -207,6 +279,56 @@ impl Chromium {
                 .await
                 .map_err(|e| BrowserError::Launch(e.to_string()))??
         };
+        let pid = process.pid();
+        let chromium = Chromium::attach(opts, ws, Some(process), "local".to_owned(), None).await?;
+        tracing::debug!(pid, "chromium launched");
+        Ok(chromium)
+    }
+
+    /// Connects to a remote browser's CDP endpoint (`http://HOST:PORT`, whose
+    /// `/json/version` names the WebSocket, or the `ws://` URL itself), with bounded tries
+    /// and backoff, and installs the guard on its browser target as for a local one.
+    pub async fn connect(
+        opts: &LaunchOptions,
+        endpoint: &str,
+    ) -> Result<Arc<Chromium>, BrowserError> {
+        let identity = crate::channel::endpoint_identity(endpoint);
+        let deadline = tokio::time::Instant::now() + opts.launch_timeout;
+        let mut wait = Duration::from_millis(200);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = async {
+                let ws = websocket_url(endpoint, opts.cdp_timeout).await?;
+                Chromium::attach(opts, ws, None, identity.clone(), Some(endpoint.to_owned())).await
+            };
+            match attempt.await {
+                Ok(c) => {
+                    tracing::debug!(endpoint = %identity, tries, "remote chromium connected");
+                    return Ok(c);
+                }
+                Err(e) if tries < 5 && tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(endpoint = %identity, "cannot reach the remote browser ({e}); trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    return Err(BrowserError::Launch(format!(
+                        "the remote browser {identity} cannot be reached after {tries} tries: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Connects to `ws` and sets everything up; `process` is the local process, if any.
+    async fn attach(
+        opts: &LaunchOptions,
+        ws: String,
+        process: Option<ChromiumProcess>,
+        endpoint: String,
+        endpoint_url: Option<String>,
+    ) -> Result<Arc<Chromium>, BrowserError> {
         let config = HandlerConfig {
             viewport: Some(Viewport {
                 width: opts.width,
@@ -228,10 +350,10 @@ impl Chromium {
         {
             Ok(v) => v,
             Err(e) => {
-                return Err(BrowserError::Launch(format!(
-                    "{e}; chromium stderr:\n{}",
-                    process.stderr_tail()
-                )))
+                return Err(BrowserError::Launch(match &process {
+                    Some(p) => format!("{e}; chromium stderr:\n{}", p.stderr_tail()),
+                    None => format!("{e} (remote browser {endpoint})"),
+                }))
             }
         };
         // The handler must be polled for the browser's whole life. It yields an error only
@@ -251,9 +373,23 @@ impl Chromium {
                 gone.store(true, Ordering::SeqCst);
             }
         });
-        let pid = process.pid();
-        watch_exit(pid, gone.clone(), handler.abort_handle());
+        let pid = process.as_ref().map(|p| p.pid()).unwrap_or(0);
+        if process.is_some() {
+            watch_exit(pid, gone.clone(), handler.abort_handle());
+        }
         let cdp_browser = Arc::new(cdp_browser);
+        let version = cdp(
+            opts.cdp_timeout,
+            "Browser.getVersion",
+            cdp_browser.execute(
+                chromiumoxide::cdp::browser_protocol::browser::GetVersionParams::default(),
+            ),
+        )
+        .await;
+        let (product, protocol) = match &version {
+            Ok(v) => (v.result.product.clone(), v.result.protocol_version.clone()),
+            Err(_) => (String::new(), String::new()),
+        };
         let targets: Targets = Arc::new(Mutex::new(HashMap::new()));
         let registry = Registry::new(targets.clone());
         let sockets = SocketRecorder::new(registry.clone());
@@ -263,6 +399,12 @@ impl Chromium {
             handler,
             process: Mutex::new(process),
             pid,
+            identity: BrowserIdentity {
+                endpoint,
+                product,
+                protocol,
+            },
+            endpoint_url: endpoint_url.unwrap_or_default(),
             registry: registry.clone(),
             targets: targets.clone(),
             sockets: sockets.clone(),
@@ -271,13 +413,14 @@ impl Chromium {
             gone,
             opts: opts.clone(),
         });
-        // Dropping `chromium` on an error below kills the process.
+        // Dropping `chromium` on an error below kills a local process (and drops the
+        // connection to a remote one).
+        version?;
         let t = opts.cdp_timeout;
         let sessions = targets::Sessions::default();
         targets::track(&cdp_browser, &targets, &sessions, t).await?;
         Guard::install(cdp_browser.clone(), registry, t).await?;
         targets::record_child_sockets(&cdp_browser, &sockets, &sessions, t).await?;
-        tracing::debug!(pid, "chromium launched");
         Ok(chromium)
     }
 
@@ -295,7 +438,12 @@ impl Chromium {
         let created = cdp(
             t,
             "Target.createBrowserContext",
-            self.cdp.execute(CreateBrowserContextParams::default()),
+            // Disposed by Chromium if the connection drops: a page must never go on running
+            // without the guard (which lives in this connection).
+            self.cdp.execute(CreateBrowserContextParams {
+                dispose_on_detach: Some(true),
+                ..Default::default()
+            }),
         )
         .await
         .inspect_err(|_| self.check_health())?;
@@ -398,7 +546,7 @@ impl Chromium {
         let exited = self
             .process
             .lock()
-            .map(|mut p| p.exit_status().is_some())
+            .map(|mut p| p.as_mut().is_some_and(|p| p.exit_status().is_some()))
             .unwrap_or(true);
         !exited
     }
@@ -412,7 +560,20 @@ impl Chromium {
 
     /// Why the process is gone, if it is: its exit status and the end of its stderr.
     pub fn crash_report(&self) -> Option<String> {
-        let status = self.process.lock().ok()?.exit_status();
+        if self.is_remote() {
+            return self.gone.load(Ordering::SeqCst).then(|| {
+                format!(
+                    "the remote browser {} stopped answering (its DevTools connection closed; the run's browser context is disposed with it)",
+                    self.identity.endpoint
+                )
+            });
+        }
+        let status = self
+            .process
+            .lock()
+            .ok()?
+            .as_mut()
+            .and_then(|p| p.exit_status());
         let gone = status.is_some() || self.gone.load(Ordering::SeqCst);
         if !gone {
             return None;
@@ -420,7 +581,7 @@ impl Chromium {
         let tail = self
             .process
             .lock()
-            .map(|p| p.stderr_tail())
+            .map(|p| p.as_ref().map(|p| p.stderr_tail()).unwrap_or_default())
             .unwrap_or_default();
         let last = tail.lines().last().unwrap_or("").trim().to_owned();
         Some(format!(
@@ -443,9 +604,24 @@ impl Chromium {
         self.broken.store(true, Ordering::SeqCst);
     }
 
-    /// The browser process id (also its process group id).
+    /// The browser process id (also its process group id); 0 for a remote browser.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Which browser this is (recorded with every run).
+    pub fn identity(&self) -> &BrowserIdentity {
+        &self.identity
+    }
+
+    /// The remote endpoint as configured (empty for a local browser).
+    pub fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    /// Reached over a CDP endpoint rather than launched here.
+    pub fn is_remote(&self) -> bool {
+        self.identity.endpoint != "local"
     }
 
     /// A number unique to this process in this clerk (pids can be reused).
@@ -485,8 +661,12 @@ impl Chromium {
     pub fn kill(&self) {
         self.broken.store(true, Ordering::SeqCst);
         if let Ok(mut p) = self.process.lock() {
-            p.kill();
+            if let Some(p) = p.as_mut() {
+                p.kill();
+            }
         }
+        // For a remote browser this closes the connection: its contexts are disposed on
+        // detach (`disposeOnDetach`), so no page of ours outlives the guard.
         self.handler.abort();
     }
 }

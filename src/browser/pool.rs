@@ -270,7 +270,13 @@ impl Pool {
     async fn pick(&self) -> Result<Arc<Chromium>, BrowserError> {
         let _one_at_a_time = self.inner.launching.lock().await;
         self.forget_dead();
-        let max = self.inner.config.browsers.max(1);
+        // Remote browsers: one Chromium per endpoint, whatever `browsers` says.
+        let remote = &self.inner.opts.remote;
+        let max = if remote.is_empty() {
+            self.inner.config.browsers.max(1)
+        } else {
+            remote.len()
+        };
         let recycle = self.inner.config.recycle_after.max(1);
         let best = self.with_state(|s| {
             let usable: Vec<&Arc<Chromium>> = s
@@ -289,7 +295,24 @@ impl Pool {
         }
         // Make room: a spent process with no run left goes first.
         self.retire_spent();
-        let chromium = Chromium::launch(&self.inner.opts).await?;
+        let chromium = if remote.is_empty() {
+            Chromium::launch(&self.inner.opts).await?
+        } else {
+            // An endpoint no live connection of this pool holds (a dropped one is
+            // reconnected here, with the guard installed afresh before any run).
+            let held: Vec<String> = self.with_state(|s| {
+                s.browsers
+                    .iter()
+                    .map(|b| b.endpoint_url().to_owned())
+                    .collect()
+            });
+            let Some(endpoint) = remote.iter().find(|e| !held.contains(e)).cloned() else {
+                return Err(BrowserError::Launch(
+                    "every remote browser endpoint is in use".into(),
+                ));
+            };
+            Chromium::connect(&self.inner.opts, &endpoint).await?
+        };
         self.with_state(|s| {
             s.browsers.push(chromium.clone());
             s.stats.launched += 1;

@@ -9,6 +9,19 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Which browser a run used, as its `run_finished` record says: `local`, or a remote
+/// endpoint's scheme, host and port (never its path or query, where tokens live), and what
+/// `Browser.getVersion` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserIdentity {
+    pub endpoint: String,
+    /// e.g. `HeadlessChrome/156.0.8078.129`.
+    pub product: String,
+    /// CDP version, e.g. `1.3`.
+    pub protocol: String,
+}
+
 /// Identifies one run (`r-YYYYMMDDTHHMMSSZ-xxxxxxxx`).
 pub type RunId = String;
 
@@ -136,6 +149,9 @@ pub enum Event {
         error: Option<String>,
         fields: BTreeMap<String, String>,
         finished_at: String,
+        /// The browser the run used (none if it never got one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        browser: Option<BrowserIdentity>,
     },
     /// A run was found unfinished after its process died.
     RunInterrupted { run_id: RunId, reason: String },

@@ -45,7 +45,7 @@ pub mod warc;
 
 #[doc(hidden)]
 pub use commit::{AppendTrace, CommitStats};
-pub use event::{new_run_id, Event, RunId};
+pub use event::{new_run_id, BrowserIdentity, Event, RunId};
 pub use query::{
     parse_since, timestamp, AllowedView, BlockedView, EvidenceView, RunDetail, RunFilter,
     RunSummary, RunTable, StepView,

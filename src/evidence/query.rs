@@ -142,6 +142,9 @@ pub struct RunDetail {
     pub error: Option<String>,
     /// Extracted fields: the final set if the run finished, else what the steps extracted.
     pub fields: BTreeMap<String, String>,
+    /// The browser the run used (from `run_finished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<super::BrowserIdentity>,
 }
 
 /// Approval ids a run's records mention.
@@ -248,6 +251,7 @@ pub fn build_detail(
         approvals,
         error: None,
         fields: BTreeMap::new(),
+        browser: None,
     };
     let mut final_fields = None;
     for r in &records {
@@ -354,8 +358,10 @@ pub fn build_detail(
                 error,
                 fields,
                 finished_at,
+                browser,
                 ..
             } => {
+                d.browser = browser.clone();
                 d.summary.status = status.clone();
                 d.summary.finished_at = Some(finished_at.clone());
                 d.error = error.clone();
@@ -458,6 +464,13 @@ impl fmt::Display for RunDetail {
         )?;
         if let Some(b) = &self.batch_id {
             writeln!(f, "  batch {b}")?;
+        }
+        if let Some(b) = &self.browser {
+            writeln!(
+                f,
+                "  browser {} ({}, CDP {})",
+                b.endpoint, b.product, b.protocol
+            )?;
         }
         if let Some(a) = &self.approval_id {
             writeln!(f, "  executes approval {a}")?;

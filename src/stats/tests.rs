@@ -57,6 +57,7 @@ impl Journal {
                 error: None,
                 fields: BTreeMap::new(),
                 finished_at: evidence::timestamp(at),
+                browser: None,
             },
         )
     }

@@ -16,7 +16,13 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on a free port of 127.0.0.1 and forwards every connection to `target`.
     pub async fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on(0, target).await
+    }
+
+    /// Listens on `port` of 127.0.0.1 (0: a free one; a cut proxy's port to restore it) and
+    /// forwards every connection to `target`.
+    pub async fn start_on(port: u16, target: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let conns = tasks.clone();
