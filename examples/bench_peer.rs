@@ -206,10 +206,11 @@ async fn clerk_run(
     std::fs::create_dir_all(out)?;
     let dir = tempfile::tempdir()?;
     let config_path = dir.path().join("clerk.toml");
-    std::fs::write(
-        &config_path,
-        clerk::sample::demo_config(center.port(), "ops"),
-    )?;
+    let mut config_text = clerk::sample::demo_config(center.port(), "ops");
+    if !setup.record {
+        config_text = config_text.replace("record_responses = [\"/api/orders/**\"]", "");
+    }
+    std::fs::write(&config_path, config_text)?;
     let config = Config::load(&config_path)?;
     center
         .storage_state("ops", Duration::from_secs(3600))
@@ -358,23 +359,35 @@ struct Setup {
     isolation: Isolation,
     /// Chromium processes at most (never more than pages).
     browsers: usize,
+    /// Keep the server's responses as WARC records (the demo channel's `record_responses`).
+    record: bool,
 }
 
-const SETUPS: [Setup; 3] = [
+const SETUPS: [Setup; 4] = [
     Setup {
         name: "batch",
         isolation: Isolation::Batch,
         browsers: 1,
+        record: true,
     },
     Setup {
         name: "run",
         isolation: Isolation::Run,
         browsers: 1,
+        record: true,
     },
     Setup {
         name: "batch, N procs",
         isolation: Isolation::Batch,
         browsers: 2,
+        record: true,
+    },
+    // The same batch without the server's responses recorded: what the WARC records cost.
+    Setup {
+        name: "batch, no WARC",
+        isolation: Isolation::Batch,
+        browsers: 1,
+        record: false,
     },
 ];
 
@@ -487,6 +500,9 @@ async fn main() -> anyhow::Result<()> {
                 );
                 for setup in &SETUPS {
                     if setup.browsers > 1 && (pages == 1 || n > 20) {
+                        continue;
+                    }
+                    if !setup.record && n > 20 {
                         continue;
                     }
                     let ck_out = work.path().join(format!(

@@ -280,19 +280,36 @@ async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_cen
     let pb = Arc::new(
         clerk::playbook::load(&path, Some(&engine.config)).unwrap_or_else(|d| panic!("{d}")),
     );
-    let cut = proxy.cut_after(Duration::from_millis(1500));
-    let r = engine
-        .run(clerk::runner::RunRequest {
+    // Cut once the order page came through the proxy (a fixed delay would race the
+    // browser's launch and the session check on a loaded machine).
+    let through_proxy = format!("127.0.0.1:{}", proxy.port());
+    let order_path = format!("/orders/{order}");
+    let cutter = async {
+        let t0 = std::time::Instant::now();
+        while !world
+            .center
+            .requests()
+            .iter()
+            .any(|q| q.host == through_proxy && q.path == order_path)
+            && t0.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.cut_after(Duration::ZERO).await.unwrap();
+    };
+    let (r, ()) = tokio::join!(
+        engine.run(clerk::runner::RunRequest {
             playbook: pb,
             inputs: crate::common::inputs(&[("order_id", &order)]),
             operator: "ops".into(),
             case_ref: None,
             batch_id: None,
             approval: None,
-        })
-        .await
-        .unwrap();
-    cut.await.unwrap();
+        }),
+        cutter
+    );
+    let r = r.unwrap();
     engine.shutdown().await;
     let err = r.error.clone().unwrap_or_default();
     assert_eq!(r.status, RunStatus::Failed, "{err}");
