@@ -52,15 +52,8 @@ async fn a_remote_browser_is_guarded_and_recorded_without_its_token() {
     let (_chromium, _port, proxy) = remote_chromium().await;
     let world = world_on(proxy.port()).await;
     let o = &clerk::sample::orders()[0];
-    let r = world
-        .run(
-            &crate::common::playbook("order-lookup"),
-            &[("order_id", &o.id)],
-        )
-        .await;
-    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    let (r, run_id) = world.run_ok("order-lookup", &o.id).await;
     assert_eq!(r.fields["status"], o.status);
-    let run_id = r.run_id.clone().unwrap();
     let b = browser_of(&world, &run_id).expect("the run names its browser");
     assert_eq!(b.endpoint, format!("http://127.0.0.1:{}", proxy.port()));
     assert!(b.product.contains("Chrome"), "{b:?}");
@@ -178,13 +171,7 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
     // The endpoint comes back: the next run reconnects, guarded again.
     let _proxy = Proxy::start_on(proxy_port, real_port).await;
     let o = &clerk::sample::orders()[0];
-    let r = world
-        .run(
-            &crate::common::playbook("order-lookup"),
-            &[("order_id", &o.id)],
-        )
-        .await;
-    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    let (r, _) = world.run_ok("order-lookup", &o.id).await;
     assert!(r.blocked() > 0);
     assert!(world.center.writes().is_empty());
     assert!(world.engine.pool.stats().launched >= 2, "it reconnected");

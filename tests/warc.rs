@@ -191,14 +191,7 @@ fn check_recorded_with_warcio(world: &World, run_id: &str) -> Vec<Recorded> {
 async fn a_server_rendered_lookup_keeps_the_servers_words_and_every_field_matches() {
     let world = World::new().await;
     let o = tracked_order();
-    let r = world
-        .run(
-            &crate::common::playbook("order-lookup"),
-            &[("order_id", &o.id)],
-        )
-        .await;
-    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
-    let run_id = r.run_id.clone().unwrap();
+    let (r, run_id) = world.run_ok("order-lookup", &o.id).await;
     assert_eq!(r.fields["status"], o.status);
     let rec = check_recorded_with_warcio(&world, &run_id);
     let doc = rec
@@ -311,14 +304,7 @@ async fn a_page_showing_what_the_server_never_sent_is_reported() {
 async fn spa_lookup_exports_a_valid_wacz_and_a_flipped_warc_byte_is_caught() {
     let world = World::new().await;
     let o = tracked_order();
-    let r = world
-        .run(
-            &crate::common::playbook("spa-order-lookup"),
-            &[("order_id", &o.id)],
-        )
-        .await;
-    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
-    let run_id = r.run_id.clone().unwrap();
+    let (_, run_id) = world.run_ok("spa-order-lookup", &o.id).await;
     let rec = check_recorded_with_warcio(&world, &run_id);
     let order_json = rec
         .iter()
@@ -344,16 +330,7 @@ async fn spa_lookup_exports_a_valid_wacz_and_a_flipped_warc_byte_is_caught() {
         ],
     );
     assert_eq!(code, 0, "{text}");
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--quiet", "SHA256SUMS"])
-        .current_dir(&out)
-        .output()
-        .unwrap();
-    assert!(
-        sums.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sums.stdout)
-    );
+    assert!(crate::evidence_store::sha256sum_check(&out));
     let listed = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for x in &rec {
         assert!(listed.contains(&format!("warc/{}.warc.gz", x.warc_sha256)));
@@ -488,14 +465,7 @@ async fn a_body_over_the_cap_is_cut_in_the_record_only() {
     })
     .await;
     let o = tracked_order();
-    let r = world
-        .run(
-            &crate::common::playbook("spa-order-lookup"),
-            &[("order_id", &o.id)],
-        )
-        .await;
-    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
-    let run_id = r.run_id.clone().unwrap();
+    let (r, run_id) = world.run_ok("spa-order-lookup", &o.id).await;
     assert_eq!(r.fields["status"], o.status, "the page got the whole body");
     let rec = check_recorded_with_warcio(&world, &run_id);
     let files: Vec<PathBuf> = rec

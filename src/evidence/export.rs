@@ -271,6 +271,28 @@ pub fn manifest_body(records: &[Record]) -> Value {
     })
 }
 
+/// The bytes of a content-addressed file and their SHA-256, refused when they no longer
+/// match the name its record (seq) gives: a bundle must never launder tampering.
+fn read_checked(
+    src: &Path,
+    sha256: &str,
+    what: &str,
+    seq: u64,
+) -> Result<(Vec<u8>, String), StoreError> {
+    let bytes = std::fs::read(src).map_err(|source| StoreError::Io {
+        path: src.to_owned(),
+        source,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if actual != sha256 {
+        return Err(StoreError::Other(format!(
+            "{what} {} no longer matches its hash (record seq {seq}); run `clerk verify`",
+            src.display()
+        )));
+    }
+    Ok((bytes, actual))
+}
+
 fn write_file(out: &Path, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let path = out.join(rel);
     let io = |source| StoreError::Io {
@@ -525,19 +547,8 @@ pub fn export_with(
             if !copied.insert(sha256.clone()) {
                 continue;
             }
-            let src = store.screenshot_path(sha256);
-            let bytes = std::fs::read(&src).map_err(|source| StoreError::Io {
-                path: src.clone(),
-                source,
-            })?;
-            let actual = sha256_hex(&bytes);
-            if &actual != sha256 {
-                return Err(StoreError::Other(format!(
-                    "screenshot {} no longer matches its hash (record seq {}); run `clerk verify`",
-                    src.display(),
-                    r.seq
-                )));
-            }
+            let (bytes, actual) =
+                read_checked(&store.screenshot_path(sha256), sha256, "screenshot", r.seq)?;
             let rel = format!("screenshots/{sha256}.png");
             write_file(out, &rel, &bytes)?;
             sums.push((actual, rel));
@@ -550,19 +561,12 @@ pub fn export_with(
             if !copied.insert(warc_sha256.clone()) {
                 continue;
             }
-            let src = store.warc_path(warc_sha256);
-            let bytes = std::fs::read(&src).map_err(|source| StoreError::Io {
-                path: src.clone(),
-                source,
-            })?;
-            let actual = sha256_hex(&bytes);
-            if &actual != warc_sha256 {
-                return Err(StoreError::Other(format!(
-                    "recorded response {} no longer matches its hash (record seq {}); run `clerk verify`",
-                    src.display(),
-                    r.seq
-                )));
-            }
+            let (bytes, actual) = read_checked(
+                &store.warc_path(warc_sha256),
+                warc_sha256,
+                "recorded response",
+                r.seq,
+            )?;
             if warcs == 0 {
                 let dir = out.join(super::warc::WARC_DIR);
                 std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {

@@ -92,6 +92,20 @@ impl World {
             .expect("engine runs")
     }
 
+    /// Runs the shipped playbook `name` for one order as `ops`, requires it to end ok, and
+    /// returns its report and run id.
+    pub async fn run_ok(&self, name: &str, order_id: &str) -> (RunReport, String) {
+        let r = self.run(&playbook(name), &[("order_id", order_id)]).await;
+        assert_eq!(
+            r.status,
+            clerk::runner::RunStatus::Ok,
+            "{name} {order_id}: {:?}",
+            r.error
+        );
+        let run_id = r.run_id.clone().expect("a run id");
+        (r, run_id)
+    }
+
     /// All records of a run.
     pub fn records(&self, run_id: &str) -> Vec<Record> {
         self.engine.store.run_records(run_id).expect("records")
