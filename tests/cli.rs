@@ -690,3 +690,64 @@ fn non_operator_is_refused_with_exit_3_and_a_record() {
         "a refused run must not start"
     );
 }
+
+/// `clerk run NAME` finds a playbook by name from any directory (the data directory's
+/// `playbooks/`, else the copy compiled into clerk), as the API and schedules do; a name
+/// found nowhere is exit 2 with every place searched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_playbook_is_found_by_name_from_any_directory() {
+    let world = common::World::new().await;
+    let order = &clerk::sample::orders()[1].id;
+    let run = |name: &str| {
+        std::process::Command::new(common::clerk_bin())
+            .current_dir("/")
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .args(["--as", "ops", "run", name, "-i"])
+            .arg(format!("order_id={order}"))
+            .output()
+            .unwrap()
+    };
+    // Compiled into clerk.
+    let out = run("order-lookup");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 ok"), "{text}");
+    // In the data directory's playbooks/.
+    let own = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/order-lookup.yaml"),
+    )
+    .unwrap()
+    .replace("name: order-lookup", "name: my-lookup");
+    std::fs::create_dir_all(world.data_dir().join("playbooks")).unwrap();
+    std::fs::write(world.data_dir().join("playbooks/my-lookup.yaml"), own).unwrap();
+    let out = run("my-lookup");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("my-lookup"), "{text}");
+    // Nowhere.
+    let out = run("no-such-playbook");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no file `no-such-playbook` in /"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}",
+            world
+                .data_dir()
+                .join("playbooks/no-such-playbook.yaml")
+                .display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("order-lookup"), "{text}");
+}

@@ -140,10 +140,44 @@ pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     Ok(Engine::new(cli.data_dir.clone(), config, store, launch))
 }
 
-pub fn load_playbook(path: &Path, config: Option<&Config>) -> anyhow::Result<Arc<Playbook>> {
-    playbook::load(path, config)
-        .map(Arc::new)
-        .map_err(|d| exit(2, d.to_string()))
+/// Loads the playbook a command names: a file, or, when no such file exists and the
+/// argument is a plain name (`order-lookup`), `DATA/playbooks/NAME.yaml`, else the copy
+/// compiled into clerk (as the API and schedules resolve names). The error says every
+/// place that was searched.
+pub fn load_playbook(
+    cli: &Cli,
+    path: &Path,
+    config: Option<&Config>,
+) -> anyhow::Result<Arc<Playbook>> {
+    let name = path.to_str().filter(|n| {
+        playbook::embedded::is_playbook_name(n) && !n.ends_with(".yaml") && !n.ends_with(".yml")
+    });
+    match name {
+        Some(name) if !path.exists() => {
+            playbook::embedded::find_playbook(&cli.data_dir, name, config)
+                .map(Arc::new)
+                .map_err(|d| {
+                    let cwd = std::env::current_dir()
+                        .map(|c| c.display().to_string())
+                        .unwrap_or_else(|_| "the current directory".into());
+                    exit(
+                        2,
+                        format!(
+                            "playbook `{name}`: no file `{name}` in {cwd}, no {} and no playbook of that name compiled into clerk ({}): {d}",
+                            cli.data_dir.join("playbooks").join(format!("{name}.yaml")).display(),
+                            playbook::embedded::EMBEDDED
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })
+        }
+        _ => playbook::load(path, config)
+            .map(Arc::new)
+            .map_err(|d| exit(2, d.to_string())),
+    }
 }
 
 /// Parses `NAME=VALUE` pairs.

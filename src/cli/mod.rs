@@ -59,7 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let playbooks = args
                 .playbooks
                 .iter()
-                .map(|p| load_playbook(p, Some(&engine.config)))
+                .map(|p| load_playbook(&cli, p, Some(&engine.config)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let rows = input_rows(args)?;
             let opts = BatchOptions {
@@ -87,7 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             playbook: path,
         } => {
             let engine = engine(&cli)?;
-            let pb = load_playbook(path, Some(&engine.config))?;
+            let pb = load_playbook(&cli, path, Some(&engine.config))?;
             if pb.mode != crate::playbook::Mode::Login {
                 bail!(exit(
                     2,
@@ -180,7 +180,7 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
     let config = common::load_config(cli)?;
     let mut playbooks = Vec::new();
     for p in &args.playbooks {
-        let pb = load_playbook(p, Some(&config))?;
+        let pb = load_playbook(cli, p, Some(&config))?;
         if let Some(name) = pb.secret_inputs().next() {
             bail!(exit(
                 2,
