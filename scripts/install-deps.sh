@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clerk needs on a Debian machine that has the Rust toolchain: Chromium (from
 # Debian's `chromium` package; clerk never downloads a browser build), a font set for
-# readable screenshots, python3 and openssl (the
+# readable screenshots, PostgreSQL's server binaries (for the cluster tests), python3 and
+# openssl (the
 # auditors' stdlib checkers of journals and proofs, run by the tests), and the `wacz` and
 # `warcio` web-archive checkers in `.audit-venv/`. Idempotent.
 set -euo pipefail
@@ -19,6 +20,12 @@ fi
 # openssl 3 checks the Ed25519 signatures of tlog proofs in verify_proof.py.
 if ! command -v openssl >/dev/null 2>&1; then
   need+=(openssl)
+fi
+
+# PostgreSQL server binaries (initdb, pg_ctl, postgres): the tests of the cluster mode start
+# throwaway servers of their own; clerk itself needs none unless [cluster] is configured.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -28,6 +28,37 @@ use crate::evidence::{timestamp, Event, Record, Store, StoreError};
 use crate::playbook::{Action, Inputs, Mode, Playbook, Step, SECRET};
 use crate::write::{Scrub, Write};
 
+/// A check made right before an irreversible step (the daemon's queue fencing check before
+/// an approval is spent); `Err(why)` refuses the step.
+#[derive(Clone)]
+pub struct Fence(
+    std::sync::Arc<
+        dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+    >,
+);
+
+impl Fence {
+    pub fn new(
+        check: impl Fn() -> futures::future::BoxFuture<'static, Result<(), String>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Fence {
+        Fence(std::sync::Arc::new(check))
+    }
+
+    /// Runs the check.
+    pub async fn check(&self) -> Result<(), String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fence")
+    }
+}
+
 /// What a draft run knows when it reaches its submit step.
 #[derive(Debug, Clone)]
 pub struct DraftContext {
@@ -41,6 +72,8 @@ pub struct DraftContext {
     pub operator: String,
     pub case_ref: Option<String>,
     pub draft_screenshot: Option<String>,
+    /// The front end's fencing check, made before the approval is spent.
+    pub fence: Option<Fence>,
 }
 
 /// The content the draft hash covers.
@@ -913,6 +946,14 @@ pub async fn submit_with_gate(
                 diffs.join("; ")
             }
         )));
+    }
+    // The claimant still holds the job (a node that lost its lease must not act: another
+    // attempt may be running), checked before the approval is spent.
+    if let Some(fence) = &ctx.fence {
+        fence
+            .check()
+            .await
+            .map_err(|why| refuse(format!("fencing check failed: {why}")))?;
     }
     // Last check against the store, then mark used *before* the click: a crash after the
     // click can never allow a second use.

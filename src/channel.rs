@@ -290,6 +290,83 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Settings of a cluster installation (`[cluster]` in the config): several `clerk serve`
+/// nodes sharing one PostgreSQL database. Absent: the embedded default (the queue, journal
+/// and index in the data directory).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// `postgres://USER@HOST:PORT/DATABASE`; the password comes from the environment
+    /// (`PGPASSWORD`), never from this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// This node's name, unique in the installation (the `CLERK_NODE` environment variable
+    /// overrides it; default: the host name). A node restarting under the same name takes
+    /// back what its predecessor held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl ClusterSettings {
+    /// The database URL when the installation is a cluster.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref().filter(|d| !d.trim().is_empty())
+    }
+
+    /// This node's name: `CLERK_NODE`, else `node`, else the host name.
+    pub fn node_name(&self) -> String {
+        std::env::var("CLERK_NODE")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| self.node.clone().filter(|n| !n.trim().is_empty()))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into())
+            })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(db) = self.database() {
+            let url = Url::parse(db).map_err(|e| {
+                format!("[cluster] database: not a URL ({e}); e.g. postgres://clerk@db:5432/clerk")
+            })?;
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err(format!(
+                    "[cluster] database: scheme `{}` is not postgres:// (PostgreSQL is the \
+                     only cluster database)",
+                    url.scheme()
+                ));
+            }
+            if url.password().is_some() {
+                return Err(
+                    "[cluster] database: the URL holds a password; remove it and set \
+                            PGPASSWORD in the environment of each node instead (the config \
+                            file is not a place for secrets)"
+                        .into(),
+                );
+            }
+            if url.query_pairs().any(|(k, _)| k == "password") {
+                return Err(
+                    "[cluster] database: `password=` in the URL; set PGPASSWORD in \
+                            the environment instead"
+                        .into(),
+                );
+            }
+        }
+        if let Some(n) = &self.node {
+            if n.contains('/') || n.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "[cluster] node `{n}`: no `/` or spaces in a node name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Settings of the `clerk serve` daemon (`[serve]` in the config; every key optional).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -462,6 +539,9 @@ pub struct Config {
     /// reached over their CDP WebSocket instead of launched here.
     #[serde(default, rename = "browser", skip_serializing_if = "Vec::is_empty")]
     pub browsers: Vec<BrowserEndpoint>,
+    /// Several nodes sharing one PostgreSQL database (`[cluster]`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cluster: ClusterSettings,
     /// Where the file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -512,6 +592,13 @@ impl Config {
                 });
             }
         }
+        config
+            .cluster
+            .check()
+            .map_err(|message| ChannelError::ParseConfig {
+                path: path.to_owned(),
+                message,
+            })?;
         for b in &config.browsers {
             let ok = Url::parse(&b.endpoint)
                 .map(|u| {
@@ -914,4 +1001,8 @@ mod tests {
             .to_string();
         assert!(err.contains("whole number of hours"), "{err}");
     }
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }

@@ -19,6 +19,7 @@ const ENGINE: &[&str] = &[
     "batch",
     "browser",
     "channel",
+    "db",
     "evidence",
     "playbook",
     "queue",

@@ -28,6 +28,7 @@ pub mod batch;
 pub mod browser;
 pub mod channel;
 pub mod cli;
+pub mod db;
 pub mod display;
 pub mod evidence;
 pub mod instance;

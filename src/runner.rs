@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use url::Url;
 
+pub use crate::approval::Fence;
 use crate::approval::{self, SubmitGate};
 use crate::browser::{
     Browser, BrowserError, ElementRect, Find, GuardEvent, LaunchOptions, Policy, Pool, PoolConfig,
@@ -442,6 +443,8 @@ struct RunState<'a> {
     operator: String,
     case_ref: Option<String>,
     spent: Spent,
+    /// The front end's fencing check before an approval is spent ([`Engine::run_fenced`]).
+    fence: Option<Fence>,
     /// The run failed for a reason outside the page (browser crash or hang, unreachable
     /// seller center): trying again later may succeed.
     transient: bool,
@@ -629,6 +632,19 @@ impl Engine {
         req: RunRequest,
         run_id: Option<String>,
     ) -> Result<RunReport, EngineError> {
+        self.run_fenced(req, run_id, None).await
+    }
+
+    /// [`Engine::run_as`] with a fencing check: `fence` is awaited right before the run's
+    /// approval is spent (before anything of a submit reaches the seller center); an `Err`
+    /// refuses the submit, recorded with its reason. The daemon passes its queue's check, so
+    /// a node that lost its job's lease (paused past it, cut off) never submits.
+    pub async fn run_fenced(
+        &self,
+        req: RunRequest,
+        run_id: Option<String>,
+        fence: Option<Fence>,
+    ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
         let playbook = req.playbook.clone();
         let channel = match self.config.channel(&playbook.channel) {
@@ -790,6 +806,7 @@ impl Engine {
             case_ref: req.case_ref.clone(),
             spent: Spent::default(),
             transient: false,
+            fence,
         };
         state.spent.journal += started_record;
         let (status, error) =
@@ -1174,6 +1191,7 @@ impl<'a> RunState<'a> {
             operator: self.operator.clone(),
             case_ref: self.case_ref.clone(),
             draft_screenshot: self.screenshots.last().map(|s| s.sha256.clone()),
+            fence: self.fence.clone(),
         }
     }
 

@@ -73,6 +73,11 @@ pub enum Command {
     },
     /// Rebuild the index from the journal and the screenshot files.
     Reindex,
+    /// The cluster database named by `[cluster] database` (PostgreSQL).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// The transparency log's signing key.
     Key {
         #[command(subcommand)]
@@ -403,6 +408,16 @@ pub struct VerifyArgs {
     pub server_match: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations this clerk needs (once per upgrade, from any node; nodes
+    /// migrating at once take turns). The password comes from PGPASSWORD.
+    Migrate,
+    /// Print the database's schema version and the one this clerk needs (exit 1 if they
+    /// differ).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

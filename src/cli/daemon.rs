@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::args::{Cli, QueueCommand};
 use super::common::{current_user, exit, load_config, status_code, Exit};
 use crate::instance::{self, Instance};
-use crate::queue::{EmbeddedQueue, JobFilter, JobId, JobState, RunQueue};
+use crate::queue::{JobFilter, JobId, JobState, RunQueue};
 use crate::runner::{RunReport, RunStatus};
 
 /// A running daemon, reached through its API.
@@ -212,10 +212,11 @@ pub async fn blocking<T: Send + 'static>(
         .context("client task failed")?
 }
 
-fn open_queue(cli: &Cli) -> anyhow::Result<EmbeddedQueue> {
+/// The installation's queue, when no daemon is running here (embedded: the data directory's;
+/// cluster: the shared database).
+fn open_queue(cli: &Cli) -> anyhow::Result<Box<dyn RunQueue>> {
     let config = load_config(cli)?;
-    let limits = crate::queue::limits_for(&config, config.serve.pages);
-    EmbeddedQueue::open(&cli.data_dir, limits, crate::queue::backoff_for(&config))
+    crate::queue::open(&config, &cli.data_dir, config.serve.pages)
         .map_err(|e| exit(1, e.to_string()))
 }
 

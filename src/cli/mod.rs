@@ -17,6 +17,7 @@ use crate::runner::{RunRequest, RunStatus};
 pub mod args;
 pub mod common;
 pub mod daemon;
+pub mod db;
 pub mod demo;
 pub mod pause;
 pub mod report;
@@ -138,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wacz,
         } => report::export(&cli, run.clone(), case.clone(), out, *wacz),
         Command::Reindex => report::reindex(&cli),
+        Command::Db { command } => db::run(&cli, command).map(|()| ExitCode::SUCCESS),
         Command::Key { command } => tlog::key(&cli, command),
         Command::Checkpoint {
             json,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::log::{self, io};
-use super::state::{Change, State, MAX_DURATION};
+use super::state::{Change, State};
 use super::{
     Backoff, ChannelPause, Claim, Disposition, Failure, Job, JobFilter, JobId, JobSpec, Outcome,
     QueueError, QueueLimits, RunQueue,
@@ -76,7 +76,7 @@ fn poisoned<T>(_: T) -> QueueError {
 
 /// 64 bits nobody can predict in advance (tokens, jitter): SHA-256 of the process id, the
 /// time and a counter.
-fn random_u64() -> u64 {
+pub(super) fn random_u64() -> u64 {
     random_bytes()
         .first_chunk::<8>()
         .map(|b| u64::from_le_bytes(*b))
@@ -97,7 +97,7 @@ fn random_bytes() -> [u8; 32] {
     h.finalize().into()
 }
 
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     hex::encode(&random_bytes()[..16])
 }
 
@@ -119,13 +119,7 @@ impl EmbeddedQueue {
         backoff: Backoff,
     ) -> Result<(EmbeddedQueue, OpenReport), QueueError> {
         limits.check()?;
-        if backoff.jitter_percent > 100 || backoff.max > MAX_DURATION || backoff.base.is_zero() {
-            return Err(QueueError::BadInput(format!(
-                "backoff: base must be above 0, max at most {} days, jitter_percent at most 100 \
-                 (got {backoff:?})",
-                MAX_DURATION.as_secs() / 86_400
-            )));
-        }
+        backoff.check()?;
         let dir = data_dir.join(QUEUE_DIR);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -335,6 +329,10 @@ impl RunQueue for EmbeddedQueue {
         let (until, change) = inner.state.plan_heartbeat(claim, now)?;
         self.commit(&mut inner, &[change])?;
         Ok(until)
+    }
+
+    fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.lock()?.state.check_fence(claim, now)
     }
 
     fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<(), QueueError> {

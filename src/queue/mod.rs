@@ -25,12 +25,14 @@
 
 mod embedded;
 mod log;
+mod postgres;
 mod state;
 
 #[cfg(test)]
 mod tests;
 
 pub use embedded::{EmbeddedQueue, OpenReport, QUEUE_DIR};
+pub use postgres::PgQueue;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -84,6 +86,11 @@ pub struct JobSpec {
     /// Absent only in jobs queued by older versions, which are resolved by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playbook_sha256: Option<String>,
+    /// The text itself, in cluster installations: the node that claims the job may not have
+    /// it in its evidence store. A node stores it there only if its SHA-256 is
+    /// `playbook_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook_text: Option<String>,
     /// The batch the run is recorded under (`clerk run` through the daemon names one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
@@ -113,6 +120,7 @@ impl JobSpec {
         JobSpec {
             playbook: playbook.to_owned(),
             playbook_sha256: None,
+            playbook_text: None,
             batch_id: None,
             channel: channel.to_owned(),
             inputs: BTreeMap::new(),
@@ -394,6 +402,19 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    fn check(&self) -> Result<(), QueueError> {
+        if self.jitter_percent > 100 || self.max > state::MAX_DURATION || self.base.is_zero() {
+            return Err(QueueError::BadInput(format!(
+                "backoff: base must be above 0, max at most {} days, jitter_percent at most 100 \
+                 (got {self:?})",
+                state::MAX_DURATION.as_secs() / 86_400
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -418,6 +439,27 @@ pub fn limits_for(config: &Config, pages: usize) -> QueueLimits {
             })
             .collect(),
     }
+}
+
+/// The installation's queue: in PostgreSQL when `[cluster] database` is set (as node
+/// [`crate::channel::ClusterSettings::node_name`]), else in `data_dir`. `pages` is this
+/// process's global limit.
+pub fn open(
+    config: &Config,
+    data_dir: &std::path::Path,
+    pages: usize,
+) -> Result<Box<dyn RunQueue>, QueueError> {
+    let limits = limits_for(config, pages);
+    let backoff = backoff_for(config);
+    Ok(match config.cluster.database() {
+        Some(url) => Box::new(PgQueue::open(
+            url,
+            &config.cluster.node_name(),
+            limits,
+            backoff,
+        )?),
+        None => Box::new(EmbeddedQueue::open(data_dir, limits, backoff)?),
+    })
 }
 
 /// The retry backoff the config asks for.
@@ -461,6 +503,14 @@ pub enum QueueError {
     Locked(PathBuf),
     #[error("{0}")]
     BadInput(String),
+    /// The cluster queue's database failed or could not be reached (the operation did not
+    /// happen, unless it says its outcome is unknown).
+    #[error("queue database: {0}")]
+    Database(String),
+    /// The connection to the cluster queue's database broke (server restarted, backend
+    /// terminated, network cut); nothing was committed. The next call reconnects.
+    #[error("queue database connection lost: {0}")]
+    ConnectionLost(String),
     #[error("the queue stopped after a failed write it could not undo ({0}); reopen it")]
     Broken(String),
 }
@@ -501,6 +551,14 @@ pub trait RunQueue: Send + Sync {
 
     /// Extends the lease to `now + claim.lease`; returns the new end.
     fn heartbeat(&self, claim: &Claim, now: DateTime<Utc>) -> Result<DateTime<Utc>, QueueError>;
+
+    /// The fencing check, made right before an irreversible step (spending an approval,
+    /// letting a submit's write through): `Ok` only while `claim` still holds its job's lease
+    /// at `now` — the job was not claimed again (its token, and so its attempt number, is
+    /// still the job's latest) and the lease has not ended. A worker that lost its lease
+    /// (paused past it, cut off from the database) gets [`QueueError::LeaseLost`] and must
+    /// not act: another attempt may be running.
+    fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError>;
 
     /// The run ended (whatever its status): the job is done.
     fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<(), QueueError>;

@@ -147,7 +147,7 @@ pub(super) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// `t + d`; `d` is at most [`MAX_DURATION`] (checked by callers), so this cannot overflow for
 /// any time chrono can print.
-fn plus(t: DateTime<Utc>, d: Duration) -> Result<DateTime<Utc>, QueueError> {
+pub(super) fn plus(t: DateTime<Utc>, d: Duration) -> Result<DateTime<Utc>, QueueError> {
     TimeDelta::from_std(d)
         .ok()
         .and_then(|d| t.checked_add_signed(d))
@@ -204,22 +204,7 @@ impl State {
         spec: JobSpec,
         at: DateTime<Utc>,
     ) -> Result<(JobId, Change), QueueError> {
-        for (field, value) in [
-            ("playbook", &spec.playbook),
-            ("channel", &spec.channel),
-            ("operator", &spec.operator),
-        ] {
-            if value.trim().is_empty() {
-                return Err(QueueError::BadInput(format!(
-                    "cannot enqueue a job without a {field}"
-                )));
-            }
-        }
-        if spec.max_attempts == 0 {
-            return Err(QueueError::BadInput(
-                "cannot enqueue a job with max_attempts 0 (it could never run)".into(),
-            ));
-        }
+        check_spec(&spec)?;
         let job = JobId(self.next_id);
         Ok((job, Change::Enqueued { job, at, spec }))
     }
@@ -414,6 +399,27 @@ impl State {
             )),
             (state, _) => lost(format!("the job is {state} now")),
         })
+    }
+
+    /// `Ok` while `claim` holds its job's lease at `now` ([`super::RunQueue::fence`]).
+    pub(super) fn check_fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let e = self.held(claim)?;
+        match &e.job.lease {
+            Some(lease) if lease.until > now => Ok(()),
+            Some(lease) => Err(QueueError::LeaseLost {
+                job: claim.job,
+                reason: format!(
+                    "the lease ended at {}, before {} (fencing check of attempt {})",
+                    lease.until.to_rfc3339(),
+                    now.to_rfc3339(),
+                    claim.attempt
+                ),
+            }),
+            None => Err(QueueError::LeaseLost {
+                job: claim.job,
+                reason: "the job holds no lease".into(),
+            }),
+        }
     }
 
     pub(super) fn plan_heartbeat(
@@ -807,4 +813,25 @@ impl State {
         }
         Ok(e)
     }
+}
+
+/// Refuses a job that could never run (no playbook, channel or operator; no attempts).
+pub(super) fn check_spec(spec: &JobSpec) -> Result<(), QueueError> {
+    for (field, value) in [
+        ("playbook", &spec.playbook),
+        ("channel", &spec.channel),
+        ("operator", &spec.operator),
+    ] {
+        if value.trim().is_empty() {
+            return Err(QueueError::BadInput(format!(
+                "cannot enqueue a job without a {field}"
+            )));
+        }
+    }
+    if spec.max_attempts == 0 {
+        return Err(QueueError::BadInput(
+            "cannot enqueue a job with max_attempts 0 (it could never run)".into(),
+        ));
+    }
+    Ok(())
 }

@@ -33,14 +33,136 @@ fn roomy() -> QueueLimits {
     }
 }
 
-fn open_with(limits: QueueLimits, backoff: Backoff) -> (tempfile::TempDir, EmbeddedQueue) {
+fn open_embedded_with(limits: QueueLimits, backoff: Backoff) -> (tempfile::TempDir, EmbeddedQueue) {
     let dir = tempfile::tempdir().unwrap();
     let q = EmbeddedQueue::open(dir.path(), limits, backoff).unwrap();
     (dir, q)
 }
 
-fn open(limits: QueueLimits) -> (tempfile::TempDir, EmbeddedQueue) {
+fn open_embedded(limits: QueueLimits) -> (tempfile::TempDir, EmbeddedQueue) {
+    open_embedded_with(limits, Backoff::default())
+}
+
+/// Which implementation the rules run against: `on_both!` runs each test twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Embedded) };
+}
+
+fn with_backend(backend: Backend, body: impl FnOnce()) {
+    BACKEND.with(|b| b.set(backend));
+    body()
+}
+
+/// Keeps a test queue's storage alive (a directory, or a database on the shared server).
+#[allow(dead_code)]
+enum Keep {
+    Dir(tempfile::TempDir),
+    Db(String),
+}
+
+/// A fresh, migrated database on the process's shared PostgreSQL.
+pub(super) fn pg_database() -> String {
+    let pg = crate::sample::postgres::Postgres::shared().expect("PostgreSQL for the queue tests");
+    let url = pg.fresh_database("queue").unwrap();
+    crate::db::migrate(&url).unwrap();
+    url
+}
+
+/// A fresh queue of the current backend.
+fn open_with(limits: QueueLimits, backoff: Backoff) -> (Keep, Box<dyn RunQueue>) {
+    match BACKEND.with(|b| b.get()) {
+        Backend::Embedded => {
+            let (dir, q) = open_embedded_with(limits, backoff);
+            (Keep::Dir(dir), Box::new(q))
+        }
+        Backend::Postgres => {
+            let url = pg_database();
+            let q = PgQueue::open(&url, "node-a", limits, backoff).unwrap();
+            (Keep::Db(url), Box::new(q))
+        }
+    }
+}
+
+fn open(limits: QueueLimits) -> (Keep, Box<dyn RunQueue>) {
     open_with(limits, Backoff::default())
+}
+
+/// Defines a test as a module with one test per backend (`…::embedded`, `…::postgres`).
+macro_rules! on_both {
+    ($(#[doc = $doc:literal])* fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            use super::*;
+            #[test]
+            fn embedded() {
+                with_backend(Backend::Embedded, || $body)
+            }
+            #[test]
+            fn postgres() {
+                with_backend(Backend::Postgres, || $body)
+            }
+        }
+    };
+}
+
+impl<T: RunQueue + ?Sized> RunQueue for Box<T> {
+    fn enqueue(&self, spec: JobSpec) -> Result<JobId, QueueError> {
+        (**self).enqueue(spec)
+    }
+    fn claim(&self, w: &str, l: Duration, now: DateTime<Utc>) -> Result<Option<Claim>, QueueError> {
+        (**self).claim(w, l, now)
+    }
+    fn fence(&self, c: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+        (**self).fence(c, now)
+    }
+    fn heartbeat(&self, c: &Claim, now: DateTime<Utc>) -> Result<DateTime<Utc>, QueueError> {
+        (**self).heartbeat(c, now)
+    }
+    fn complete(&self, c: &Claim, o: Outcome) -> Result<(), QueueError> {
+        (**self).complete(c, o)
+    }
+    fn fail(&self, c: &Claim, f: Failure, now: DateTime<Utc>) -> Result<Disposition, QueueError> {
+        (**self).fail(c, f, now)
+    }
+    fn release(
+        &self,
+        c: &Claim,
+        r: &str,
+        nb: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        (**self).release(c, r, nb, now)
+    }
+    fn abandon(&self, p: &str, r: &str, now: DateTime<Utc>) -> Result<Vec<JobId>, QueueError> {
+        (**self).abandon(p, r, now)
+    }
+    fn retry(&self, j: JobId) -> Result<(), QueueError> {
+        (**self).retry(j)
+    }
+    fn drop_job(&self, j: JobId) -> Result<(), QueueError> {
+        (**self).drop_job(j)
+    }
+    fn pause_channel(&self, c: &str, r: &str) -> Result<(), QueueError> {
+        (**self).pause_channel(c, r)
+    }
+    fn resume_channel(&self, c: &str) -> Result<(), QueueError> {
+        (**self).resume_channel(c)
+    }
+    fn paused_channels(&self) -> Result<BTreeMap<String, ChannelPause>, QueueError> {
+        (**self).paused_channels()
+    }
+    fn list(&self, f: &JobFilter) -> Result<Vec<Job>, QueueError> {
+        (**self).list(f)
+    }
+    fn get(&self, j: JobId) -> Result<Option<Job>, QueueError> {
+        (**self).get(j)
+    }
 }
 
 fn spec(channel: &str, priority: Priority, tag: &str) -> JobSpec {
@@ -75,7 +197,7 @@ fn job(q: &dyn RunQueue, id: JobId) -> Job {
 
 // ---------------------------------------------------------------- order
 
-#[test]
+on_both! {
 fn claims_by_priority_then_in_enqueue_order() {
     let (_d, q) = open(roomy());
     for (p, t) in [
@@ -101,8 +223,9 @@ fn claims_by_priority_then_in_enqueue_order() {
         ]
     );
 }
+}
 
-#[test]
+on_both! {
 fn ids_increase_and_claims_carry_the_spec() {
     let (_d, q) = open(roomy());
     let a = enqueue(&q, "shop", Priority::Manual, "a");
@@ -116,10 +239,11 @@ fn ids_increase_and_claims_carry_the_spec() {
     assert_eq!(j.state, JobState::Claimed);
     assert_eq!(j.lease.as_ref().map(|l| l.until), Some(at(60)));
 }
+}
 
 // ---------------------------------------------------------------- limits
 
-#[test]
+on_both! {
 fn global_limit_bounds_jobs_claimed_and_not_finished() {
     let mut limits = roomy();
     limits.global = 2;
@@ -136,8 +260,9 @@ fn global_limit_bounds_jobs_claimed_and_not_finished() {
     q.complete(&first, ok()).unwrap();
     assert_eq!(tag(&claim(&q, "w", at(2)).unwrap()), "c");
 }
+}
 
-#[test]
+on_both! {
 fn channel_limit_holds_its_jobs_and_lets_other_channels_pass() {
     let mut limits = roomy();
     limits.channel_default.concurrent = 1;
@@ -168,8 +293,9 @@ fn channel_limit_holds_its_jobs_and_lets_other_channels_pass() {
     q.fail(&got[2], Failure::permanent("gone"), at(2)).unwrap();
     assert_eq!(tag(&claim(&q, "w", at(2)).unwrap()), "big3");
 }
+}
 
-#[test]
+on_both! {
 fn min_interval_spaces_the_starts_of_a_channel() {
     let mut limits = roomy();
     limits.channels.insert(
@@ -197,8 +323,9 @@ fn min_interval_spaces_the_starts_of_a_channel() {
     assert!(claim(&q, "w", at_ms(19_999)).is_none());
     assert_eq!(tag(&claim(&q, "w", at(20)).unwrap()), "s3");
 }
+}
 
-#[test]
+on_both! {
 fn paused_channel_keeps_its_jobs_queued_until_resumed() {
     let (_d, q) = open(roomy());
     let a1 = enqueue(&q, "a", Priority::Submit, "a1");
@@ -234,10 +361,11 @@ fn paused_channel_keeps_its_jobs_queued_until_resumed() {
     assert!(q.paused_channels().unwrap().is_empty());
     assert_eq!(tag(&claim(&q, "w", at(4)).unwrap()), "a2");
 }
+}
 
 // ---------------------------------------------------------------- leases
 
-#[test]
+on_both! {
 fn an_expired_lease_makes_the_job_claimable_again_and_counts_an_attempt() {
     let mut limits = roomy();
     limits.global = 1;
@@ -273,8 +401,9 @@ fn an_expired_lease_makes_the_job_claimable_again_and_counts_an_attempt() {
     q.complete(&second, ok()).unwrap();
     assert_eq!(job(&q, id).state, JobState::Done);
 }
+}
 
-#[test]
+on_both! {
 fn an_expired_last_attempt_is_dead_lettered() {
     let (_d, q) = open(roomy());
     let mut s = spec("shop", Priority::Manual, "x");
@@ -290,8 +419,9 @@ fn an_expired_last_attempt_is_dead_lettered() {
         "{reason}"
     );
 }
+}
 
-#[test]
+on_both! {
 fn heartbeat_extends_the_lease_and_fails_once_it_is_lost() {
     let (_d, q) = open(roomy());
     let id = enqueue(&q, "shop", Priority::Manual, "x");
@@ -326,6 +456,7 @@ fn heartbeat_extends_the_lease_and_fails_once_it_is_lost() {
         q.complete(&c, ok()),
         Err(QueueError::LeaseLost { .. })
     ));
+}
 }
 
 // ---------------------------------------------------------------- failures
@@ -383,7 +514,7 @@ fn backoff_grows_is_capped_and_jitter_stays_within_bounds() {
     assert_eq!(all.delay(3, 0), Duration::from_secs(40));
 }
 
-#[test]
+on_both! {
 fn a_transient_failure_is_retried_after_a_growing_backoff() {
     let backoff = Backoff {
         base: Duration::from_secs(10),
@@ -423,8 +554,9 @@ fn a_transient_failure_is_retried_after_a_growing_backoff() {
     }
     assert_eq!(claim(&q, "w", now).unwrap().attempt, 4);
 }
+}
 
-#[test]
+on_both! {
 fn running_out_of_attempts_dead_letters_with_the_reason() {
     let (_d, q) = open(roomy());
     let mut s = spec("shop", Priority::Manual, "x");
@@ -462,8 +594,9 @@ fn running_out_of_attempts_dead_letters_with_the_reason() {
         1
     );
 }
+}
 
-#[test]
+on_both! {
 fn a_permanent_failure_dead_letters_at_once() {
     let (_d, q) = open(roomy());
     let mut s = spec("shop", Priority::Manual, "x");
@@ -481,10 +614,11 @@ fn a_permanent_failure_dead_letters_at_once() {
     assert_eq!((j.state, j.attempts), (JobState::Dead, 1));
     assert!(claim(&q, "w", at(100_000)).is_none());
 }
+}
 
 // ---------------------------------------------------------------- operator actions
 
-#[test]
+on_both! {
 fn retry_requeues_a_dead_job_and_drop_removes_jobs_for_good() {
     let (_d, q) = open(roomy());
     let dead = enqueue(&q, "shop", Priority::Manual, "dead");
@@ -539,8 +673,9 @@ fn retry_requeues_a_dead_job_and_drop_removes_jobs_for_good() {
     let msg = q.drop_job(nobody).unwrap_err().to_string();
     assert_eq!(msg, "no job 999 in the queue");
 }
+}
 
-#[test]
+on_both! {
 fn list_filters_by_state_and_channel() {
     let (_d, q) = open(roomy());
     let a = enqueue(&q, "a", Priority::Manual, "a1");
@@ -570,12 +705,13 @@ fn list_filters_by_state_and_channel() {
         [a, b]
     );
 }
+}
 
 // ---------------------------------------------------------------- input and I/O errors
 
 #[test]
 fn bad_specs_limits_and_leases_are_refused() {
-    let (dir, q) = open(roomy());
+    let (dir, q) = open_embedded(roomy());
     let mut s = spec("shop", Priority::Manual, "x");
     s.max_attempts = 0;
     assert!(matches!(q.enqueue(s), Err(QueueError::BadInput(_))));
@@ -623,7 +759,7 @@ fn bad_specs_limits_and_leases_are_refused() {
 
 #[test]
 fn a_second_open_of_the_same_queue_is_refused_while_the_first_lives() {
-    let (dir, q) = open(roomy());
+    let (dir, q) = open_embedded(roomy());
     match EmbeddedQueue::open(dir.path(), roomy(), Backoff::default()) {
         Err(QueueError::Locked(path)) => assert_eq!(path, dir.path().join(QUEUE_DIR)),
         Err(e) => panic!("expected Locked, got {e}"),
@@ -635,7 +771,7 @@ fn a_second_open_of_the_same_queue_is_refused_while_the_first_lives() {
 
 #[test]
 fn a_failed_fsync_changes_nothing_and_leaves_no_bytes() {
-    let (_d, q) = open(roomy());
+    let (_d, q) = open_embedded(roomy());
     let first = enqueue(&q, "shop", Priority::Manual, "kept");
     let len = std::fs::metadata(q.log_path()).unwrap().len();
     q.fail_next_sync();
@@ -658,7 +794,7 @@ fn a_failed_fsync_changes_nothing_and_leaves_no_bytes() {
 
 #[test]
 fn every_change_returns_after_its_own_fsync_and_reads_write_nothing() {
-    let (_d, q) = open(roomy());
+    let (_d, q) = open_embedded(roomy());
     let log_len = || std::fs::metadata(q.log_path()).unwrap().len();
     let mut syncs = q.sync_count();
     let mut len = log_len();
@@ -741,7 +877,7 @@ async fn workers_on_tokio_share_an_arc_dyn_queue_and_never_get_the_same_job() {
 
 #[test]
 fn a_well_formed_line_that_cannot_apply_is_corruption_named_by_line() {
-    let (dir, q) = open(roomy());
+    let (dir, q) = open_embedded(roomy());
     let id = enqueue(&q, "shop", Priority::Manual, "a");
     enqueue(&q, "shop", Priority::Manual, "b");
     let path = q.log_path();
@@ -805,7 +941,7 @@ fn a_released_job_is_queued_again_without_spending_an_attempt_and_survives_reope
     assert_eq!((c.job, c.attempt), (id, 1));
 }
 
-#[test]
+on_both! {
 fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
     let (_dir, q) = open(roomy());
     let a = enqueue(&q, "shop", Priority::Bulk, "a");
@@ -828,6 +964,7 @@ fn abandoned_claims_of_a_dead_worker_are_queued_again_and_others_kept() {
         Err(QueueError::LeaseLost { .. })
     ));
     q.complete(&cb, ok()).unwrap();
+}
 }
 
 /// A job in flight while its daemon is killed again and again (a crash loop under a
@@ -869,4 +1006,215 @@ fn crash_abandoned_claims_spend_no_attempt_and_a_crash_loop_is_capped() {
     let j = job(&q, id);
     assert_eq!((j.state, j.crashes), (JobState::Dead, n));
     assert!(j.dead_reason.unwrap().contains("crash loop"));
+}
+
+// ---------------------------------------------------------------- several nodes (PostgreSQL)
+
+fn node(url: &str, name: &str, limits: QueueLimits) -> PgQueue {
+    PgQueue::open(url, name, limits, Backoff::default()).unwrap()
+}
+
+fn sql_count(url: &str, sql: &str) -> i64 {
+    let mut c = crate::db::connect(url).unwrap();
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Two nodes with two workers each drain 60 jobs on three channels: no job is claimed
+/// twice, every job completes once, and a channel's jobs in flight never exceed its limit
+/// counted over both nodes.
+#[test]
+fn two_nodes_never_share_a_job_and_hold_channel_limits_together() {
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let url = pg_database();
+    let mut limits = roomy();
+    for (ch, n) in [("shop", 1), ("mall", 2)] {
+        limits.channels.insert(
+            ch.into(),
+            ChannelLimits {
+                concurrent: n,
+                min_interval: Duration::ZERO,
+            },
+        );
+    }
+    let a = Arc::new(node(&url, "node-a", limits.clone()));
+    let b = Arc::new(node(&url, "node-b", limits.clone()));
+    let mut ids = BTreeSet::new();
+    for i in 0..60 {
+        let ch = ["shop", "mall", "bazaar"][i % 3];
+        ids.insert(enqueue(&*a, ch, Priority::Bulk, &format!("{i}")));
+    }
+    let claimed = Arc::new(Mutex::new(Vec::<JobId>::new()));
+    let live: Arc<HashMap<&str, AtomicUsize>> = Arc::new(
+        ["shop", "mall", "bazaar"]
+            .into_iter()
+            .map(|c| (c, AtomicUsize::new(0)))
+            .collect(),
+    );
+    let peak: Arc<HashMap<&str, AtomicUsize>> = Arc::new(
+        ["shop", "mall", "bazaar"]
+            .into_iter()
+            .map(|c| (c, AtomicUsize::new(0)))
+            .collect(),
+    );
+    let mut threads = Vec::new();
+    for (n, q) in [(0, &a), (1, &a), (2, &b), (3, &b)] {
+        let (q, claimed, live, peak) = (q.clone(), claimed.clone(), live.clone(), peak.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut idle = 0;
+            while idle < 40 {
+                let Some(c) = q.claim(&format!("w{n}"), LEASE, Utc::now()).unwrap() else {
+                    idle += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                idle = 0;
+                let ch = c.spec.channel.clone();
+                let now_live = live[ch.as_str()].fetch_add(1, Ordering::SeqCst) + 1;
+                peak[ch.as_str()].fetch_max(now_live, Ordering::SeqCst);
+                claimed.lock().unwrap().push(c.job);
+                std::thread::sleep(Duration::from_millis(3));
+                live[ch.as_str()].fetch_sub(1, Ordering::SeqCst);
+                q.complete(&c, ok()).unwrap();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let claimed = claimed.lock().unwrap().clone();
+    let unique: BTreeSet<JobId> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), 60, "every job claimed exactly once");
+    assert_eq!(unique, ids);
+    assert!(peak["shop"].load(Ordering::SeqCst) <= 1, "shop limit 1");
+    assert!(peak["mall"].load(Ordering::SeqCst) <= 2, "mall limit 2");
+    let done = a
+        .list(&JobFilter {
+            state: Some(JobState::Done),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(done.len(), 60);
+    // Finished jobs left the hot table.
+    assert_eq!(sql_count(&url, "SELECT count(*) FROM clerk_jobs"), 0);
+    assert_eq!(
+        sql_count(&url, "SELECT count(*) FROM clerk_jobs_finished"),
+        60
+    );
+}
+
+#[test]
+fn min_interval_and_pauses_hold_across_nodes() {
+    let url = pg_database();
+    let mut limits = roomy();
+    limits.channels.insert(
+        "shop".into(),
+        ChannelLimits {
+            concurrent: 5,
+            min_interval: Duration::from_secs(10),
+        },
+    );
+    let a = node(&url, "node-a", limits.clone());
+    let b = node(&url, "node-b", limits);
+    for i in 0..3 {
+        enqueue(&a, "shop", Priority::Bulk, &i.to_string());
+    }
+    assert!(claim(&a, "a/w", at(0)).is_some());
+    assert!(claim(&b, "b/w", at(5)).is_none(), "5 s after a's start");
+    assert!(claim(&b, "b/w", at(10)).is_some());
+    a.pause_channel("shop", "incident 42").unwrap();
+    assert_eq!(b.paused_channels().unwrap()["shop"].reason, "incident 42");
+    assert!(claim(&b, "b/w", at(100)).is_none(), "paused on node a");
+    b.resume_channel("shop").unwrap();
+    assert!(a.paused_channels().unwrap().is_empty());
+    assert!(claim(&a, "a/w", at(100)).is_some());
+}
+
+/// A node paused past its lease (a stopped VM) comes back: its claim fails the fencing
+/// check and cannot complete, while the attempt that rescued the job can.
+#[test]
+fn a_node_that_lost_its_lease_is_fenced_off() {
+    let url = pg_database();
+    let a = node(&url, "node-a", roomy());
+    let b = node(&url, "node-b", roomy());
+    let id = enqueue(&a, "shop", Priority::Submit, "approved");
+    let stale = claim(&a, "node-a/serve/0", at(0)).unwrap();
+    a.fence(&stale, at(30)).unwrap();
+    // The lease ends at 60 s; nobody else has claimed yet, but the lease is over.
+    match a.fence(&stale, at(61)) {
+        Err(QueueError::LeaseLost { reason, .. }) => assert!(reason.contains("lease ended")),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    let fresh = claim(&b, "node-b/serve/0", at(61)).unwrap();
+    assert_eq!((fresh.job, fresh.attempt), (id, 2));
+    for r in [
+        a.fence(&stale, at(62)),
+        a.complete(&stale, ok()),
+        a.heartbeat(&stale, at(62)).map(|_| ()),
+    ] {
+        match r {
+            Err(QueueError::LeaseLost { reason, .. }) => {
+                assert!(reason.contains("claimed again (attempt 2"), "{reason}")
+            }
+            other => panic!("expected LeaseLost, got {other:?}"),
+        }
+    }
+    b.fence(&fresh, at(62)).unwrap();
+    b.complete(&fresh, ok()).unwrap();
+    assert_eq!(job(&a, id).state, JobState::Done);
+    assert_eq!(job(&a, id).outcome, Some(ok()));
+}
+
+/// A database that was never migrated is refused with what to do; migrating twice (or
+/// from two nodes at once) is harmless.
+#[test]
+fn an_old_schema_is_refused_and_migrations_apply_once() {
+    let pg = crate::sample::postgres::Postgres::shared().unwrap();
+    let url = pg.fresh_database("schema").unwrap();
+    match PgQueue::open(&url, "n", roomy(), Backoff::default()) {
+        Err(QueueError::Database(m)) => {
+            assert!(
+                m.contains("version 0") && m.contains("clerk db migrate"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a schema error, got {:?}", other.err()),
+    }
+    let (u1, u2) = (url.clone(), url.clone());
+    let t1 = std::thread::spawn(move || crate::db::migrate(&u1).unwrap());
+    let t2 = std::thread::spawn(move || crate::db::migrate(&u2).unwrap());
+    let (m1, m2) = (t1.join().unwrap(), t2.join().unwrap());
+    let applied = m1.applied.len() + m2.applied.len();
+    assert_eq!(
+        applied,
+        crate::db::schema_version() as usize,
+        "{m1:?} {m2:?}"
+    );
+    assert_eq!(crate::db::migrate(&url).unwrap().applied.len(), 0);
+    PgQueue::open(&url, "n", roomy(), Backoff::default()).unwrap();
+}
+
+/// The queue's connection killed by the server (`pg_terminate_backend`, as an operator or a
+/// failover does): the next call reconnects and works.
+#[test]
+fn a_terminated_connection_is_replaced() {
+    let url = pg_database();
+    let q = node(&url, "node-a", roomy());
+    let id = enqueue(&q, "shop", Priority::Manual, "x");
+    let mut admin = crate::db::connect(&url).unwrap();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'clerk' AND pid <> pg_backend_pid() \
+             AND datname = current_database()) k",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1);
+    let c = claim(&q, "w", at(0)).unwrap();
+    assert_eq!(c.job, id);
+    q.complete(&c, ok()).unwrap();
 }

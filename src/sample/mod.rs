@@ -18,6 +18,7 @@ mod config;
 mod data;
 mod form;
 mod pages;
+pub mod postgres;
 mod probe;
 mod session;
 mod spa;

@@ -64,7 +64,25 @@ pub(super) async fn worker(d: Arc<Daemon>, n: usize) {
 /// directory means nothing.
 fn load_playbook(d: &Daemon, spec: &JobSpec) -> Result<Playbook, String> {
     match &spec.playbook_sha256 {
-        Some(sha) => d.engine.stored_playbook(sha).map_err(|e| e.to_string()),
+        Some(sha) => {
+            // Queued on another node of a cluster: the job carries the text; keep it here
+            // (under its own hash, which must be the one the job is pinned to).
+            if let Some(text) = &spec.playbook_text {
+                if d.engine.store.playbook_text(sha).is_err() {
+                    let got = d
+                        .engine
+                        .store
+                        .put_playbook_text(text.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    if &got != sha {
+                        return Err(format!(
+                            "the job's playbook text hashes to {got}, not to {sha} it is pinned to"
+                        ));
+                    }
+                }
+            }
+            d.engine.stored_playbook(sha).map_err(|e| e.to_string())
+        }
         None => crate::playbook::embedded::find_playbook(
             &d.engine.data_dir,
             &spec.playbook,
@@ -124,7 +142,20 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
             .or_else(|| spec.schedule.as_ref().map(|s| format!("schedule:{s}"))),
         approval: spec.approval_id.clone(),
     };
-    let run = d.engine.run_as(req, Some(run_id.clone()));
+    // A submit spends its approval only while this node still holds the job's lease.
+    let fence = spec.approval_id.as_ref().map(|_| {
+        let (d, c) = (d.clone(), claim.clone());
+        crate::approval::Fence::new(move || {
+            let (d, c) = (d.clone(), c.clone());
+            Box::pin(async move {
+                let now = d.now();
+                d.queue_call(move |q| q.fence(&c, now))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    });
+    let run = d.engine.run_fenced(req, Some(run_id.clone()), fence);
     tokio::pin!(run);
     let beat = claim.lease / 3;
     let result = loop {

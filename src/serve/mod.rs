@@ -272,6 +272,8 @@ impl Daemon {
         spec.priority = Priority::Submit;
         // A submit is never retried on its own: the approval is spent when the click is made.
         spec.max_attempts = 1;
+        carry_text(&self.engine.config, &self.engine.store, &mut spec)
+            .map_err(QueueError::BadInput)?;
         let job = self
             .queue_call(move |q| {
                 let id = q.enqueue(spec)?;
@@ -282,6 +284,27 @@ impl Daemon {
         self.wake();
         Ok((job, true))
     }
+}
+
+/// In a cluster installation a job carries its playbook's text (by the hash it is pinned
+/// to): the node that claims it may not have the text in its evidence store.
+pub(crate) fn carry_text(
+    config: &crate::channel::Config,
+    store: &crate::evidence::Store,
+    spec: &mut JobSpec,
+) -> Result<(), String> {
+    if config.cluster.database().is_none() {
+        return Ok(());
+    }
+    let Some(sha) = &spec.playbook_sha256 else {
+        return Ok(());
+    };
+    let bytes = store
+        .playbook_text(sha)
+        .map_err(|e| format!("cannot read the playbook text {sha}: {e}"))?;
+    spec.playbook_text =
+        Some(String::from_utf8(bytes).map_err(|_| format!("playbook text {sha} is not UTF-8"))?);
+    Ok(())
 }
 
 fn host_name() -> String {
@@ -321,19 +344,33 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
     let started_at = (engine.clock)();
     let mut claimed = instance::claim(&data_dir, crate::evidence::timestamp(started_at))?;
     let limits = crate::queue::limits_for(&engine.config, opts.pages);
-    let queue: Arc<dyn RunQueue> = Arc::new(EmbeddedQueue::open(
-        &data_dir,
-        limits,
-        crate::queue::backoff_for(&engine.config),
-    )?);
-    let worker_prefix = format!("{}/serve/", host_name());
-    // We hold the data directory: claims of any earlier daemon on it are dead.
+    let cluster = engine.config.cluster.database().is_some();
+    let (queue, worker_prefix, abandon_prefix): (Arc<dyn RunQueue>, String, String) = if cluster {
+        let config = engine.config.clone();
+        let node = config.cluster.node_name();
+        let pages = opts.pages;
+        let dir = data_dir.clone();
+        let queue = tokio::task::spawn_blocking(move || crate::queue::open(&config, &dir, pages))
+            .await
+            .map_err(|e| ServeError::Api(e.to_string()))??;
+        let prefix = format!("{node}/serve/");
+        // Claims under this node's name are its predecessor's: dead. Other nodes' are theirs.
+        (Arc::from(queue), prefix.clone(), prefix)
+    } else {
+        let queue = Arc::new(EmbeddedQueue::open(
+            &data_dir,
+            limits,
+            crate::queue::backoff_for(&engine.config),
+        )?);
+        // We hold the data directory: claims of any earlier daemon on it are dead.
+        (queue, format!("{}/serve/", host_name()), String::new())
+    };
     let abandoned = {
         let q = queue.clone();
         let now = started_at;
         tokio::task::spawn_blocking(move || {
             q.abandon(
-                "",
+                &abandon_prefix,
                 "clerk serve stopped before the run finished (found when it started again)",
                 now,
             )

@@ -116,6 +116,11 @@ impl Ticker<'_> {
                                     spec.max_attempts = self.max_attempts;
                                     spec.playbook = name.clone();
                                     spec.playbook_sha256 = Some(sha.clone());
+                                    if let Err(e) =
+                                        super::carry_text(self.config, self.store, &mut spec)
+                                    {
+                                        tracing::error!(error = %e, "scheduled job without its text");
+                                    }
                                     ids.push(self.queue.enqueue(spec)?);
                                 }
                                 ids

@@ -1,0 +1,863 @@
+//! [`PgQueue`]: the run queue in PostgreSQL, shared by every `clerk serve` node of a cluster
+//! installation (`[cluster] database`). Schema: `src/db/migrations/V1__queue.sql`.
+//!
+//! Every method is one transaction (READ COMMITTED), durable when it returns. The rules are
+//! the [`RunQueue`] contract, checked by the same tests as the embedded queue; what changes
+//! with several nodes:
+//!
+//! - **claims** lock the chosen job row with `FOR UPDATE SKIP LOCKED` (two nodes never take
+//!   the same job, and never wait on each other's rows);
+//! - **per-channel limits hold for the installation**: a claim takes the channel's
+//!   transaction-scoped advisory lock (`pg_try_advisory_xact_lock`, skipping a channel
+//!   another node is claiming at this instant), then counts the channel's claimed jobs of
+//!   all nodes and reads its last start (`clerk_channels`) before choosing;
+//! - **the global limit is the node's pages**: claims held by this node (`node` column);
+//! - **expired leases** of any node are rescued by whichever node claims next;
+//! - **fencing**: every change to a claimed job re-reads the row `FOR UPDATE` and compares
+//!   the lease token (new for every claim, so it fences by attempt); [`RunQueue::fence`]
+//!   does the same and also refuses an ended lease;
+//! - finished jobs move to `clerk_jobs_finished` in the transaction that finishes them.
+//!
+//! Decisions are made in Rust on the job read under its row lock, as in the embedded queue;
+//! the whole job is stored as JSON, the indexed columns are derived from it on every write.
+//!
+//! Connection: one per queue, behind a mutex (a node's workers claim a few jobs a minute).
+//! A connection found dead (PostgreSQL restarted, backend terminated) is replaced, and a
+//! transaction that failed because of it before its commit is run once more on the new one;
+//! a failed commit is reported, not retried (its outcome is unknown).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::types::Json;
+use postgres::{Client, Transaction};
+
+use super::embedded::{new_token, random_u64};
+use super::state::{check_spec, plus, MAX_DURATION};
+use super::{
+    Backoff, ChannelPause, Claim, Disposition, Failure, FailureKind, Job, JobFilter, JobId,
+    JobSpec, JobState, Lease, Outcome, QueueError, QueueLimits, RunQueue, MAX_CRASHES,
+};
+
+/// First key of the channels' advisory locks (the second is `hashtext(channel)`).
+const CHANNEL_LOCK_SPACE: i32 = 0x636c_6b01;
+
+/// The run queue of a cluster installation, in PostgreSQL.
+pub struct PgQueue {
+    url: String,
+    node: String,
+    limits: QueueLimits,
+    backoff: Backoff,
+    conn: Mutex<Option<Client>>,
+}
+
+fn db(e: postgres::Error) -> QueueError {
+    // Class 08: connection exception; 57: operator intervention (admin shutdown,
+    // pg_terminate_backend, crash shutdown).
+    let lost = e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+    if lost {
+        QueueError::ConnectionLost(crate::db::describe(&e))
+    } else {
+        QueueError::Database(crate::db::describe(&e))
+    }
+}
+
+fn dberr(e: crate::db::DbError) -> QueueError {
+    QueueError::Database(e.to_string())
+}
+
+fn state_name(s: JobState) -> &'static str {
+    match s {
+        JobState::Queued => "queued",
+        JobState::Claimed => "claimed",
+        JobState::Done => "done",
+        JobState::Dead => "dead",
+        JobState::Dropped => "dropped",
+    }
+}
+
+fn lease_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A hot row read under its row lock.
+struct Hot {
+    job: Job,
+    token: Option<String>,
+    lease_ms: i64,
+}
+
+impl PgQueue {
+    /// Connects to the database at `url` as node `node` (the prefix of its workers' names,
+    /// unique in the installation) and checks the schema is the one this clerk needs.
+    pub fn open(
+        url: &str,
+        node: &str,
+        limits: QueueLimits,
+        backoff: Backoff,
+    ) -> Result<PgQueue, QueueError> {
+        limits.check()?;
+        backoff.check()?;
+        if node.trim().is_empty() {
+            return Err(QueueError::BadInput("a cluster node needs a name".into()));
+        }
+        let mut client = crate::db::connect(url).map_err(dberr)?;
+        crate::db::check_schema(&mut client).map_err(dberr)?;
+        Ok(PgQueue {
+            url: url.to_owned(),
+            node: node.to_owned(),
+            limits,
+            backoff,
+            conn: Mutex::new(Some(client)),
+        })
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The limits `claim` enforces.
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
+    /// Runs `f` in one transaction and commits it. A dead connection is replaced; when `f`
+    /// failed on a connection that turned out dead, it runs once more on a new one.
+    fn tx<T>(
+        &self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let mut slot = self
+            .conn
+            .lock()
+            .map_err(|_| QueueError::Broken("a thread panicked while using the queue".into()))?;
+        for round in 0..2 {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                *slot = Some(crate::db::connect(&self.url).map_err(dberr)?);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            let outcome = run_tx(client, &mut f);
+            let dead = client.is_closed()
+                || matches!(
+                    outcome,
+                    Err(TxError::BeforeCommit(QueueError::ConnectionLost(_)))
+                );
+            if dead {
+                *slot = None;
+            }
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(TxError::BeforeCommit(e)) if dead && round == 0 => {
+                    tracing::warn!(error = %e, "queue database connection lost; retrying once on a new one");
+                }
+                Err(TxError::BeforeCommit(e)) => return Err(e),
+                Err(TxError::Commit(e)) => {
+                    return Err(QueueError::Database(format!(
+                        "commit failed, outcome unknown: {}",
+                        crate::db::describe(&e)
+                    )))
+                }
+            }
+        }
+        Err(QueueError::Database(
+            "the connection died twice in a row".into(),
+        ))
+    }
+}
+
+enum TxError {
+    /// Nothing was committed.
+    BeforeCommit(QueueError),
+    /// The commit itself failed: the outcome is unknown.
+    Commit(postgres::Error),
+}
+
+fn run_tx<T>(
+    client: &mut Client,
+    f: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, QueueError>,
+) -> Result<T, TxError> {
+    let mut tx = client
+        .transaction()
+        .map_err(|e| TxError::BeforeCommit(db(e)))?;
+    match f(&mut tx) {
+        Ok(v) => tx.commit().map(|()| v).map_err(TxError::Commit),
+        Err(e) => {
+            let _ = tx.rollback();
+            Err(TxError::BeforeCommit(e))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- rows
+
+fn load_hot(tx: &mut Transaction<'_>, id: JobId) -> Result<Option<Hot>, QueueError> {
+    let row = tx
+        .query_opt(
+            "SELECT job, token, lease_ms FROM clerk_jobs WHERE id = $1 FOR UPDATE",
+            &[&(id.0 as i64)],
+        )
+        .map_err(db)?;
+    Ok(row.map(|r| Hot {
+        job: r.get::<_, Json<Job>>(0).0,
+        token: r.get(1),
+        lease_ms: r.get(2),
+    }))
+}
+
+fn load_finished(tx: &mut Transaction<'_>, id: JobId) -> Result<Option<Job>, QueueError> {
+    let row = tx
+        .query_opt(
+            "SELECT job FROM clerk_jobs_finished WHERE id = $1 FOR UPDATE",
+            &[&(id.0 as i64)],
+        )
+        .map_err(db)?;
+    Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
+}
+
+/// Writes a queued or claimed job (insert or update).
+fn write_hot(
+    tx: &mut Transaction<'_>,
+    job: &Job,
+    token: Option<&str>,
+    lease_ms: i64,
+    node: Option<&str>,
+) -> Result<(), QueueError> {
+    let worker = job.lease.as_ref().map(|l| l.worker.as_str());
+    let until = job.lease.as_ref().map(|l| l.until);
+    tx.execute(
+        "INSERT INTO clerk_jobs (id, channel, priority, state, not_before, token, worker, node, \
+         lease_until, lease_ms, job) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (id) DO UPDATE SET channel = $2, priority = $3, state = $4, \
+         not_before = $5, token = $6, worker = $7, node = $8, lease_until = $9, \
+         lease_ms = $10, job = $11",
+        &[
+            &(job.id.0 as i64),
+            &job.spec.channel,
+            &(job.spec.priority as i32),
+            &state_name(job.state),
+            &job.not_before,
+            &token,
+            &worker,
+            &node,
+            &until,
+            &lease_ms,
+            &Json(job),
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Moves a finished (done, dead, dropped) job out of the hot table.
+fn write_finished(tx: &mut Transaction<'_>, job: &Job) -> Result<(), QueueError> {
+    let id = job.id.0 as i64;
+    tx.execute("DELETE FROM clerk_jobs WHERE id = $1", &[&id])
+        .map_err(db)?;
+    let at = job.finished_at.unwrap_or_else(Utc::now);
+    tx.execute(
+        "INSERT INTO clerk_jobs_finished (id, channel, state, finished_at, job) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET state = $3, \
+         finished_at = $4, job = $5",
+        &[
+            &id,
+            &job.spec.channel,
+            &state_name(job.state),
+            &at,
+            &Json(job),
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Writes a job wherever its state belongs.
+fn write(tx: &mut Transaction<'_>, job: &Job) -> Result<(), QueueError> {
+    match job.state {
+        JobState::Queued => write_hot(tx, job, None, 0, None),
+        JobState::Claimed => Err(QueueError::Broken(format!(
+            "job {} written as claimed without its lease (a bug)",
+            job.id
+        ))),
+        JobState::Done | JobState::Dead | JobState::Dropped => write_finished(tx, job),
+    }
+}
+
+/// The job `claim` still holds (read under its row lock), or why it lost it.
+fn held(tx: &mut Transaction<'_>, claim: &Claim) -> Result<Hot, QueueError> {
+    let lost = |reason: String| QueueError::LeaseLost {
+        job: claim.job,
+        reason,
+    };
+    let Some(hot) = load_hot(tx, claim.job)? else {
+        return match load_finished(tx, claim.job)? {
+            Some(job) => Err(lost(format!("the job is {} now", job.state))),
+            None => Err(QueueError::UnknownJob(claim.job)),
+        };
+    };
+    if hot.token.as_deref() == Some(claim.token.as_str()) {
+        return Ok(hot);
+    }
+    let job = &hot.job;
+    Err(match (&job.state, &job.lease) {
+        (JobState::Claimed, Some(lease)) => lost(format!(
+            "the job was claimed again (attempt {} by worker {})",
+            job.attempts, lease.worker
+        )),
+        (JobState::Queued, _) if job.attempts >= claim.attempt => lost(format!(
+            "the lease expired and the job was queued again ({})",
+            job.last_error.as_deref().unwrap_or("no reason recorded")
+        )),
+        (state, _) => lost(format!("the job is {state} now")),
+    })
+}
+
+/// Ends a lease: `next` says whether the job is queued again or dead-lettered.
+fn end_lease(job: &mut Job, reason: String, next: &Disposition, at: DateTime<Utc>) {
+    job.last_error = Some(reason);
+    job.lease = None;
+    match next {
+        Disposition::Retry { not_before } => {
+            job.state = JobState::Queued;
+            job.not_before = *not_before;
+        }
+        Disposition::Dead { reason } => {
+            job.state = JobState::Dead;
+            job.dead_reason = Some(reason.clone());
+            job.finished_at = Some(at);
+        }
+    }
+}
+
+/// Expires every lease that ended at or before `now`, of any node.
+fn expire(tx: &mut Transaction<'_>, now: DateTime<Utc>) -> Result<(), QueueError> {
+    let rows = tx
+        .query(
+            "SELECT job FROM clerk_jobs WHERE state = 'claimed' AND lease_until <= $1 \
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )
+        .map_err(db)?;
+    for row in rows {
+        let mut job = row.get::<_, Json<Job>>(0).0;
+        let Some(lease) = job.lease.clone() else {
+            continue;
+        };
+        if lease.until > now {
+            continue; // the column is rounded to microseconds; the job's own time decides
+        }
+        let (n, max) = (job.attempts, job.spec.max_attempts);
+        let reason = format!(
+            "lease of worker {} expired at {} during attempt {n} (the worker stopped \
+             heartbeating: it may have died)",
+            lease.worker,
+            lease.until.to_rfc3339()
+        );
+        tracing::warn!(job = %job.id, %reason, "queue lease expired");
+        let next = if n >= max {
+            Disposition::Dead {
+                reason: format!("gave up after {n} of {max} attempts; last: {reason}"),
+            }
+        } else {
+            Disposition::Retry { not_before: None }
+        };
+        end_lease(&mut job, reason, &next, now);
+        write(tx, &job)?;
+    }
+    Ok(())
+}
+
+impl PgQueue {
+    /// The claim transaction's choice, after expiries.
+    fn choose(
+        &self,
+        tx: &mut Transaction<'_>,
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claim>, QueueError> {
+        let mine: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM clerk_jobs WHERE state = 'claimed' AND node = $1",
+                &[&self.node],
+            )
+            .map_err(db)?
+            .get(0);
+        if mine >= i64::try_from(self.limits.global).unwrap_or(i64::MAX) {
+            return Ok(None);
+        }
+        // The best runnable job of each unpaused channel, best first.
+        let mut candidates: Vec<(i32, i64, String)> = tx
+            .query(
+                "SELECT DISTINCT ON (j.channel) j.priority, j.id, j.channel FROM clerk_jobs j \
+                 WHERE j.state = 'queued' AND (j.not_before IS NULL OR j.not_before <= $1) \
+                 AND NOT EXISTS (SELECT 1 FROM clerk_channels c WHERE c.channel = j.channel \
+                 AND c.paused_reason IS NOT NULL) \
+                 ORDER BY j.channel, j.priority DESC, j.id",
+                &[&now],
+            )
+            .map_err(db)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, _, channel) in candidates {
+            let locked: bool = tx
+                .query_one(
+                    "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                    &[&CHANNEL_LOCK_SPACE, &channel],
+                )
+                .map_err(db)?
+                .get(0);
+            if !locked {
+                continue; // another node is claiming on this channel right now
+            }
+            tx.execute(
+                "INSERT INTO clerk_channels (channel) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&channel],
+            )
+            .map_err(db)?;
+            let row = tx
+                .query_one(
+                    "SELECT last_start, paused_reason IS NOT NULL FROM clerk_channels \
+                     WHERE channel = $1",
+                    &[&channel],
+                )
+                .map_err(db)?;
+            let (last, paused): (Option<DateTime<Utc>>, bool) = (row.get(0), row.get(1));
+            let running: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM clerk_jobs WHERE state = 'claimed' AND channel = $1",
+                    &[&channel],
+                )
+                .map_err(db)?
+                .get(0);
+            let limit = self.limits.channel(&channel);
+            let too_soon = match last {
+                Some(last) => now < plus(last, limit.min_interval)?,
+                None => false,
+            };
+            if paused || running >= i64::try_from(limit.concurrent).unwrap_or(i64::MAX) || too_soon
+            {
+                continue;
+            }
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT job FROM clerk_jobs WHERE channel = $1 AND state = 'queued' \
+                     AND (not_before IS NULL OR not_before <= $2) \
+                     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    &[&channel, &now],
+                )
+                .map_err(db)?
+            else {
+                continue;
+            };
+            let mut job = row.get::<_, Json<Job>>(0).0;
+            let until = plus(now, lease)?;
+            let attempt = job.attempts.saturating_add(1);
+            let token = new_token();
+            job.state = JobState::Claimed;
+            job.attempts = attempt;
+            job.not_before = None;
+            job.lease = Some(Lease {
+                worker: worker.to_owned(),
+                claimed_at: now,
+                until,
+            });
+            write_hot(
+                tx,
+                &job,
+                Some(&token),
+                lease_ms(lease),
+                Some(self.node.as_str()),
+            )?;
+            tx.execute(
+                "UPDATE clerk_channels SET last_start = greatest(coalesce(last_start, $2), $2) \
+                 WHERE channel = $1",
+                &[&channel, &now],
+            )
+            .map_err(db)?;
+            return Ok(Some(Claim {
+                job: job.id,
+                token,
+                worker: worker.to_owned(),
+                attempt,
+                claimed_at: now,
+                lease,
+                lease_until: until,
+                spec: job.spec,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+impl RunQueue for PgQueue {
+    fn enqueue(&self, spec: JobSpec) -> Result<JobId, QueueError> {
+        check_spec(&spec)?;
+        self.tx(|tx| {
+            let id: i64 = tx
+                .query_one("SELECT nextval('clerk_job_ids')", &[])
+                .map_err(db)?
+                .get(0);
+            let job = Job {
+                id: JobId(id as u64),
+                spec: spec.clone(),
+                state: JobState::Queued,
+                enqueued_at: Utc::now(),
+                attempts: 0,
+                not_before: None,
+                lease: None,
+                last_error: None,
+                dead_reason: None,
+                outcome: None,
+                last_run_id: None,
+                crashes: 0,
+                finished_at: None,
+            };
+            write_hot(tx, &job, None, 0, None)?;
+            Ok(job.id)
+        })
+    }
+
+    fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claim>, QueueError> {
+        if worker.trim().is_empty() {
+            return Err(QueueError::BadInput(
+                "a worker needs a name to claim".into(),
+            ));
+        }
+        if lease.is_zero() || lease > MAX_DURATION {
+            return Err(QueueError::BadInput(format!(
+                "a lease must be longer than 0 and at most {} days (got {lease:?})",
+                MAX_DURATION.as_secs() / 86_400
+            )));
+        }
+        self.tx(|tx| {
+            expire(tx, now)?;
+            self.choose(tx, worker, lease, now)
+        })
+    }
+
+    fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let hot = held(tx, claim)?;
+            match &hot.job.lease {
+                Some(lease) if lease.until > now => Ok(()),
+                Some(lease) => Err(QueueError::LeaseLost {
+                    job: claim.job,
+                    reason: format!(
+                        "the lease ended at {}, before {} (fencing check of attempt {})",
+                        lease.until.to_rfc3339(),
+                        now.to_rfc3339(),
+                        claim.attempt
+                    ),
+                }),
+                None => Err(QueueError::LeaseLost {
+                    job: claim.job,
+                    reason: "the job holds no lease".into(),
+                }),
+            }
+        })
+    }
+
+    fn heartbeat(&self, claim: &Claim, now: DateTime<Utc>) -> Result<DateTime<Utc>, QueueError> {
+        self.tx(|tx| {
+            let mut hot = held(tx, claim)?;
+            if let Some(lease) = &hot.job.lease {
+                if lease.until <= now {
+                    return Err(QueueError::LeaseLost {
+                        job: claim.job,
+                        reason: format!(
+                            "the lease ended at {}, before this heartbeat at {}",
+                            lease.until.to_rfc3339(),
+                            now.to_rfc3339()
+                        ),
+                    });
+                }
+            }
+            let until = plus(
+                now,
+                Duration::from_millis(u64::try_from(hot.lease_ms).unwrap_or(0)),
+            )?;
+            if let Some(lease) = &mut hot.job.lease {
+                lease.until = until;
+            }
+            write_hot(
+                tx,
+                &hot.job,
+                hot.token.as_deref(),
+                hot.lease_ms,
+                Some(self.node.as_str()),
+            )?;
+            Ok(until)
+        })
+    }
+
+    fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let mut job = held(tx, claim)?.job;
+            job.state = JobState::Done;
+            job.outcome = Some(outcome.clone());
+            job.finished_at = Some(Utc::now());
+            job.lease = None;
+            write(tx, &job)
+        })
+    }
+
+    fn fail(
+        &self,
+        claim: &Claim,
+        failure: Failure,
+        now: DateTime<Utc>,
+    ) -> Result<Disposition, QueueError> {
+        let random = random_u64();
+        self.tx(|tx| {
+            let mut job = held(tx, claim)?.job;
+            let (n, max) = (job.attempts, job.spec.max_attempts);
+            let next = match failure.kind {
+                FailureKind::Permanent => Disposition::Dead {
+                    reason: format!("permanent failure on attempt {n}: {}", failure.reason),
+                },
+                FailureKind::Transient if n >= max => Disposition::Dead {
+                    reason: format!(
+                        "gave up after {n} of {max} attempts; last: {}",
+                        failure.reason
+                    ),
+                },
+                FailureKind::Transient => Disposition::Retry {
+                    not_before: Some(plus(now, self.backoff.delay(n, random))?),
+                },
+            };
+            end_lease(&mut job, failure.reason.clone(), &next, now);
+            if let Some(run_id) = &failure.run_id {
+                job.last_run_id = Some(run_id.clone());
+            }
+            write(tx, &job)?;
+            Ok(next)
+        })
+    }
+
+    fn release(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        not_before: Option<DateTime<Utc>>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let mut job = held(tx, claim)?.job;
+            job.state = JobState::Queued;
+            job.attempts = job.attempts.saturating_sub(1);
+            job.not_before = not_before;
+            job.last_error = Some(reason.to_owned());
+            job.lease = None;
+            write(tx, &job)
+        })
+    }
+
+    fn abandon(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        self.tx(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT job FROM clerk_jobs WHERE state = 'claimed' \
+                     AND starts_with(worker, $1) ORDER BY id FOR UPDATE",
+                    &[&worker_prefix],
+                )
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let mut job = row.get::<_, Json<Job>>(0).0;
+                let worker = job
+                    .lease
+                    .as_ref()
+                    .map(|l| l.worker.clone())
+                    .unwrap_or_default();
+                let why = format!(
+                    "attempt {} by worker {worker} abandoned: {reason}",
+                    job.attempts
+                );
+                job.attempts = job.attempts.saturating_sub(1);
+                job.crashes += 1;
+                job.last_error = Some(why.clone());
+                job.lease = None;
+                if job.crashes >= MAX_CRASHES {
+                    job.state = JobState::Dead;
+                    job.dead_reason = Some(format!(
+                        "abandoned {} times by a clerk serve that stopped mid-run (a crash \
+                         loop?); last: {why}",
+                        job.crashes
+                    ));
+                    job.finished_at = Some(now);
+                } else {
+                    job.state = JobState::Queued;
+                    job.not_before = None;
+                }
+                write(tx, &job)?;
+                out.push(job.id);
+            }
+            Ok(out)
+        })
+    }
+
+    fn retry(&self, id: JobId) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let Some(mut job) = load_finished(tx, id)? else {
+                return match load_hot(tx, id)? {
+                    Some(hot) => Err(QueueError::InvalidState {
+                        job: id,
+                        state: hot.job.state,
+                        action: "retry (only dead-lettered jobs are retried)",
+                    }),
+                    None => Err(QueueError::UnknownJob(id)),
+                };
+            };
+            if job.state != JobState::Dead {
+                return Err(QueueError::InvalidState {
+                    job: id,
+                    state: job.state,
+                    action: "retry (only dead-lettered jobs are retried)",
+                });
+            }
+            tx.execute(
+                "DELETE FROM clerk_jobs_finished WHERE id = $1",
+                &[&(id.0 as i64)],
+            )
+            .map_err(db)?;
+            job.state = JobState::Queued;
+            job.attempts = 0;
+            job.not_before = None;
+            job.dead_reason = None;
+            job.finished_at = None;
+            write(tx, &job)
+        })
+    }
+
+    fn drop_job(&self, id: JobId) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let mut job = match load_hot(tx, id)? {
+                Some(hot) => hot.job,
+                None => load_finished(tx, id)?.ok_or(QueueError::UnknownJob(id))?,
+            };
+            if !matches!(job.state, JobState::Queued | JobState::Dead) {
+                return Err(QueueError::InvalidState {
+                    job: id,
+                    state: job.state,
+                    action: "drop (only queued and dead-lettered jobs are dropped)",
+                });
+            }
+            job.state = JobState::Dropped;
+            job.not_before = None;
+            job.finished_at = Some(Utc::now());
+            write(tx, &job)
+        })
+    }
+
+    fn pause_channel(&self, channel: &str, reason: &str) -> Result<(), QueueError> {
+        if channel.trim().is_empty() {
+            return Err(QueueError::BadInput("which channel? (empty name)".into()));
+        }
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO clerk_channels (channel, paused_reason, paused_since) \
+                 VALUES ($1, $2, $3) ON CONFLICT (channel) DO UPDATE \
+                 SET paused_reason = $2, paused_since = $3",
+                &[&channel, &reason, &Utc::now()],
+            )
+            .map_err(db)?;
+            tx.execute("SELECT pg_notify('clerk_pause', $1)", &[&channel])
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn resume_channel(&self, channel: &str) -> Result<(), QueueError> {
+        self.tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE clerk_channels SET paused_reason = NULL, paused_since = NULL \
+                     WHERE channel = $1 AND paused_reason IS NOT NULL",
+                    &[&channel],
+                )
+                .map_err(db)?;
+            if n > 0 {
+                tx.execute("SELECT pg_notify('clerk_pause', $1)", &[&channel])
+                    .map_err(db)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn paused_channels(&self) -> Result<BTreeMap<String, ChannelPause>, QueueError> {
+        self.tx(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT channel, paused_reason, paused_since FROM clerk_channels \
+                     WHERE paused_reason IS NOT NULL",
+                    &[],
+                )
+                .map_err(db)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let since: Option<DateTime<Utc>> = r.get(2);
+                    (
+                        r.get::<_, String>(0),
+                        ChannelPause {
+                            reason: r.get(1),
+                            since: since.unwrap_or_else(Utc::now),
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, QueueError> {
+        let state = filter.state.map(state_name);
+        let limit = filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.tx(|tx| {
+            let rows = tx
+                .query(
+                    "SELECT job FROM (SELECT id, channel, state, job FROM clerk_jobs \
+                     UNION ALL SELECT id, channel, state, job FROM clerk_jobs_finished) j \
+                     WHERE ($1::text IS NULL OR state = $1) \
+                     AND ($2::text IS NULL OR channel = $2) ORDER BY id LIMIT $3",
+                    &[&state, &filter.channel, &limit],
+                )
+                .map_err(db)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| r.get::<_, Json<Job>>(0).0)
+                .collect())
+        })
+    }
+
+    fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        self.tx(|tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT job FROM clerk_jobs WHERE id = $1 UNION ALL \
+                     SELECT job FROM clerk_jobs_finished WHERE id = $1",
+                    &[&(id.0 as i64)],
+                )
+                .map_err(db)?;
+            Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
+        })
+    }
+}
