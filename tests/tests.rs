@@ -8,6 +8,7 @@ mod common;
 mod approval;
 mod authz;
 mod cli;
+mod cluster;
 mod console;
 mod console_browser;
 mod crash;

@@ -4,6 +4,11 @@ use super::args::{Cli, DbCommand};
 use super::common::{exit, load_config};
 
 pub fn run(cli: &Cli, command: &DbCommand) -> anyhow::Result<()> {
+    // The driver blocks: never on a thread of the CLI's runtime.
+    crate::db::off_runtime(|| run_blocking(cli, command))
+}
+
+fn run_blocking(cli: &Cli, command: &DbCommand) -> anyhow::Result<()> {
     let config = load_config(cli)?;
     let Some(url) = config.cluster.database() else {
         return Err(exit(

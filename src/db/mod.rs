@@ -97,6 +97,19 @@ pub fn config(url: &str) -> Result<Config, DbError> {
     Ok(config)
 }
 
+/// Runs `f` where the synchronous driver may block: on this thread when it drives no async
+/// runtime, else on a scoped thread of its own (the `postgres` driver runs its own runtime
+/// and must not be called from a task of another).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// Opens one connection.
 pub fn connect(url: &str) -> Result<Client, DbError> {
     config(url)?.connect(NoTls).map_err(|e| DbError::Connect {

@@ -105,8 +105,12 @@ impl PgQueue {
         if node.trim().is_empty() {
             return Err(QueueError::BadInput("a cluster node needs a name".into()));
         }
-        let mut client = crate::db::connect(url).map_err(dberr)?;
-        crate::db::check_schema(&mut client).map_err(dberr)?;
+        let client = crate::db::off_runtime(|| {
+            let mut client = crate::db::connect(url)?;
+            crate::db::check_schema(&mut client)?;
+            Ok(client)
+        })
+        .map_err(dberr)?;
         Ok(PgQueue {
             url: url.to_owned(),
             node: node.to_owned(),
@@ -128,7 +132,14 @@ impl PgQueue {
 
     /// Runs `f` in one transaction and commits it. A dead connection is replaced; when `f`
     /// failed on a connection that turned out dead, it runs once more on a new one.
-    fn tx<T>(
+    fn tx<T: Send>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, QueueError> + Send,
+    ) -> Result<T, QueueError> {
+        crate::db::off_runtime(|| self.tx_here(f))
+    }
+
+    fn tx_here<T>(
         &self,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {

@@ -1,0 +1,231 @@
+//! Cluster mode: several `clerk serve` processes (separate data directories) sharing one
+//! real PostgreSQL (a throwaway cluster started here) and one sample seller center.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::http::http;
+use crate::common::{clerk_bin, Daemon, World};
+use clerk::sample::postgres::Postgres;
+
+const LOOKUP: &str = r##"name: cluster-lookup
+version: "1"
+description: order status and a screenshot
+channel: sample
+mode: read_only
+inputs:
+  order_id: { type: string, pattern: '^SO-\d{6}$' }
+steps:
+  - goto: /orders/{{order_id}}
+  - wait_for: { selector: "#order-status" }
+  - extract: { field: status, selector: "#order-status" }
+  - screenshot: { name: order }
+"##;
+
+/// The demo config with the channel limited to `max_pages` and `[cluster] database = url`.
+fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String {
+    let url = url.to_owned();
+    move |c: String| {
+        let c = c.replacen(
+            "approval_ttl_hours = 24",
+            &format!("approval_ttl_hours = 24\nmax_pages = {max_pages}"),
+            1,
+        );
+        format!("{c}\n[serve]\npages = 2\n\n[cluster]\ndatabase = \"{url}\"\n")
+    }
+}
+
+/// A node's data directory: the world's config and a session of its own.
+fn node_dir(world: &World) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(world.data_dir().join("clerk.toml")).unwrap();
+    std::fs::write(dir.path().join("clerk.toml"), config).unwrap();
+    let cfg = clerk::channel::Config::load(&dir.path().join("clerk.toml")).unwrap();
+    world
+        .center
+        .storage_state("ops", Duration::from_secs(3600))
+        .save(&cfg.channel("sample").unwrap().session_path(dir.path()))
+        .unwrap();
+    dir
+}
+
+fn clerk(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+async fn api(port: u16, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string());
+    let r = http(
+        port,
+        method,
+        path,
+        &[
+            (clerk::instance::TOKEN_HEADER, token),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_deref(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap_or(Value::Null)
+}
+
+fn journal_events(data: &Path) -> Vec<Value> {
+    std::fs::read_to_string(data.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["event"].clone())
+        .collect()
+}
+
+/// Two nodes drain one queue: a node killed mid-batch (SIGKILL) leaves its claims to be
+/// rescued by the other when its lease ends, or taken back by itself when it restarts under
+/// the same node name; every job completes once, the channel's page limit holds across
+/// nodes at the seller center, and both evidence stores verify. Before the schema exists,
+/// `clerk serve` refuses to start and says to run `clerk db migrate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts (scripts/install-deps.sh installs it)");
+    let url = pg.create_database("clerk").unwrap();
+    // The world's own data directory stays unused (its engine holds the store open): both
+    // nodes get directories of their own.
+    let world = World::with_config(cluster_config(&url, 1)).await;
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+
+    // An unmigrated database: serve refuses, saying what to do.
+    let out = clerk(a, &[("CLERK_NODE", "a")], &["serve", "--port", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("clerk db migrate"), "{err}");
+    let out = clerk(a, &[], &["db", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0"));
+    let out = clerk(a, &[], &["db", "migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrated from version 0"));
+    let out = clerk(b, &[], &["db", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a")]);
+    let node_b = Daemon::spawn_in(b, None, &[("CLERK_NODE", "b")]);
+    let (port_a, token_a) = node_a.ready(a).await;
+    let (port_b, token_b) = node_b.ready(b).await;
+
+    let orders: Vec<String> = (0..16)
+        .map(|i| format!("SO-{:06}", 100001 + i))
+        .collect();
+    let rows: Vec<Value> = orders.iter().map(|o| json!({ "order_id": o })).collect();
+    let queued = api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook_yaml": LOOKUP, "rows": rows, "user": "ops" })),
+    )
+    .await;
+    let ids: Vec<u64> = queued["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 16);
+
+    // Node b sees the jobs node a queued (one queue), and runs some.
+    let done_count = |port: u16, token: String| {
+        let ids = ids.clone();
+        async move {
+            let mut done = 0;
+            for id in &ids {
+                let j = api(port, &token, "GET", &format!("/api/jobs/{id}"), None).await;
+                if j["state"] == "done" {
+                    done += 1;
+                }
+            }
+            done
+        }
+    };
+    let t = Instant::now();
+    while done_count(port_b, token_b.clone()).await < 4 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node_a.signal(libc::SIGKILL);
+    let _ = node_a.child.wait();
+    // Restarted under the same name: its predecessor's claims are taken back at once.
+    node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a")]);
+    node_a.ready(a).await;
+    let t = Instant::now();
+    while done_count(port_b, token_b.clone()).await < 16 {
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "jobs did not all complete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    let _ = (node_a.wait(), node_b.wait());
+
+    // Every job done once, with its run in one of the two journals, finished ok.
+    let mut ok_runs = std::collections::BTreeMap::new();
+    for data in [a, b] {
+        for e in journal_events(data) {
+            if e["type"] == "run_finished" && e["status"] == "ok" {
+                ok_runs.insert(e["run_id"].as_str().unwrap().to_owned(), data.to_owned());
+            }
+        }
+    }
+    let (hot, finished) = clerk::db::off_runtime(|| {
+        let mut db = clerk::db::connect(&url).unwrap();
+        let hot: i64 = db
+            .query_one("SELECT count(*) FROM clerk_jobs", &[])
+            .unwrap()
+            .get(0);
+        let finished: Vec<(i64, String, Value)> = db
+            .query("SELECT id, state, job FROM clerk_jobs_finished ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        (hot, finished)
+    });
+    assert_eq!(hot, 0, "no job left queued or claimed");
+    assert_eq!(finished.len(), ids.len());
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for (id, state, job) in &finished {
+        assert_eq!(state, "done", "job {id}: {job}");
+        let run = job["outcome"]["run_id"].as_str().unwrap();
+        let node = ok_runs
+            .get(run)
+            .unwrap_or_else(|| panic!("job {id}'s run {run} finished ok in no journal"));
+        *per_node.entry(node.display().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 2, "both nodes ran jobs: {per_node:?}");
+    // The channel's limit (1 page) held across both nodes, as the seller center saw it.
+    assert_eq!(world.center.max_concurrent_order_pages(), 1);
+    for data in [a, b] {
+        let out = clerk(data, &[], &["verify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    drop(pg);
+}
