@@ -401,6 +401,10 @@ pub struct ServeSettings {
     /// How long a client may take to send a request's headers before the connection is
     /// closed (slow-header connections must not hold the daemon's sockets), e.g. `"10s"`.
     pub header_timeout: String,
+    /// How long a run's claim on its queued job lasts without a heartbeat (heartbeats renew
+    /// it every third of it). A node stopped longer than this loses the job: another attempt
+    /// may start, and the stopped node's submit is refused by the fencing check. E.g. `"2m"`.
+    pub lease: String,
 }
 
 impl Default for ServeSettings {
@@ -418,6 +422,7 @@ impl Default for ServeSettings {
             submit_on_approve: true,
             inputs_url_allow: Vec::new(),
             header_timeout: "10s".into(),
+            lease: "2m".into(),
         }
     }
 }
@@ -584,6 +589,7 @@ impl Config {
             ("schedule_grace", &serve.schedule_grace),
             ("shutdown_deadline", &serve.shutdown_deadline),
             ("header_timeout", &serve.header_timeout),
+            ("lease", &serve.lease),
         ] {
             if let Err(e) = parse_duration(value) {
                 return Err(ChannelError::ParseConfig {

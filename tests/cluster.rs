@@ -116,19 +116,25 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0"));
     let out = clerk(a, &[], &["db", "migrate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrated from version 0"));
     let out = clerk(b, &[], &["db", "status"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a")]);
     let node_b = Daemon::spawn_in(b, None, &[("CLERK_NODE", "b")]);
     let (port_a, token_a) = node_a.ready(a).await;
     let (port_b, token_b) = node_b.ready(b).await;
 
-    let orders: Vec<String> = (0..16)
-        .map(|i| format!("SO-{:06}", 100001 + i))
-        .collect();
+    let orders: Vec<String> = (0..16).map(|i| format!("SO-{:06}", 100001 + i)).collect();
     let rows: Vec<Value> = orders.iter().map(|o| json!({ "order_id": o })).collect();
     let queued = api(
         port_a,
@@ -198,7 +204,10 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
             .unwrap()
             .get(0);
         let finished: Vec<(i64, String, Value)> = db
-            .query("SELECT id, state, job FROM clerk_jobs_finished ORDER BY id", &[])
+            .query(
+                "SELECT id, state, job FROM clerk_jobs_finished ORDER BY id",
+                &[],
+            )
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -227,5 +236,179 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    drop(pg);
+}
+
+const PIN: &str = "73914628";
+
+/// The shipped refund playbook, holding at a gate the test controls before it opens the form.
+fn gated_refund(world: &World) -> std::sync::Arc<clerk::playbook::Playbook> {
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/refund-draft.yaml"),
+    )
+    .unwrap()
+    .replace("name: refund-draft", "name: gated-refund")
+    .replace(
+        "steps:\n",
+        "steps:\n  - goto: /probe/gate?name=hold\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
+    );
+    world.playbook_from("gated-refund", &yaml)
+}
+
+/// A node stopped (SIGSTOP) past its lease while its approved submit waits on the page:
+/// another node's claim expires the lease; when the node continues (SIGCONT), the fencing
+/// check refuses its submit before the approval is spent — zero writes at the seller
+/// center, a `refused` record saying why — and a retry of the job then submits exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_node_cannot_submit() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts");
+    let url = pg.create_database("clerk").unwrap();
+    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let config = cluster_config(&url, 1);
+    let world =
+        World::with_config(move |c| config(c).replace("[serve]\n", "[serve]\nlease = \"3s\"\n"))
+            .await;
+    let pb = gated_refund(&world);
+    world.center.open_gate("hold");
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 300)
+        .unwrap()
+        .id
+        .clone();
+    let r = world
+        .run_as(
+            &pb,
+            &[
+                ("order_id", order.as_str()),
+                ("amount", "1.00"),
+                ("reason", "wrong_item"),
+                ("note", "fencing test"),
+                ("supervisor_pin", PIN),
+            ],
+            "ops",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, clerk::runner::RunStatus::Drafted, "{:?}", r.error);
+    let approval = r.approval_id.clone().expect("an approval was requested");
+    world.center.close_gate("hold");
+
+    let node_a = Daemon::spawn_in(
+        world.data_dir(),
+        None,
+        &[("CLERK_NODE", "a"), ("CLERK_SECRET_SUPERVISOR_PIN", PIN)],
+    );
+    node_a.ready(world.data_dir()).await;
+    let out = clerk(
+        world.data_dir(),
+        &[("HOME", world.data_dir().to_str().unwrap())],
+        &["--as", "carol", "approve", &approval],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("its submit is queued as job"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The submit run is holding at the gate on node a.
+    let t = Instant::now();
+    let at_gate = || {
+        world
+            .center
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/probe/gate"))
+            .count()
+    };
+    let before = at_gate();
+    while at_gate() < before + 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the submit never reached the gate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node_a.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Another node asks for work: the stopped node's lease (3 s) has ended, so it is
+    // expired; a submit has one attempt, so the job is dead-lettered.
+    let (job_id, state) = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            use clerk::queue::RunQueue;
+            let b = clerk::queue::PgQueue::open(
+                &url,
+                "b",
+                clerk::queue::QueueLimits::default(),
+                clerk::queue::Backoff::default(),
+            )
+            .unwrap();
+            assert!(b
+                .claim("b/serve/w0", Duration::from_secs(60), chrono::Utc::now())
+                .unwrap()
+                .is_none());
+            let jobs = b.list(&clerk::queue::JobFilter::default()).unwrap();
+            assert_eq!(jobs.len(), 1);
+            (jobs[0].id, jobs[0].state)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(state, clerk::queue::JobState::Dead);
+    world.center.open_gate("hold");
+    node_a.signal(libc::SIGCONT);
+    // Node a's run reaches its submit step: the fencing check refuses it.
+    let t = Instant::now();
+    let refusal = loop {
+        let found = journal_events(world.data_dir()).into_iter().find(|e| {
+            e["type"] == "refused"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("fencing check failed"))
+        });
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no fencing refusal recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reason = refusal["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("job {job_id}")), "{reason}");
+    assert!(
+        world.center.refunds().is_empty(),
+        "the stale node wrote nothing"
+    );
+    // The approval was not spent: retried, the job submits once.
+    let out = clerk(
+        world.data_dir(),
+        &[],
+        &["queue", "retry", &job_id.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = Instant::now();
+    while world.center.refunds().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the retried submit never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    node_a.signal(libc::SIGTERM);
+    let _ = node_a.wait();
+    let refunds = world.center.refunds();
+    assert_eq!(refunds.len(), 1, "exactly one write");
+    assert!(refunds[0].accepted);
     drop(pg);
 }

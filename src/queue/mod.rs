@@ -91,6 +91,11 @@ pub struct JobSpec {
     /// `playbook_sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playbook_text: Option<String>,
+    /// Only the cluster node of this name may claim the job. Set in cluster installations
+    /// for runs that draft or submit: their approvals live in the journal of the node they
+    /// were queued on (the embedded queue has one node and ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The batch the run is recorded under (`clerk run` through the daemon names one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
@@ -121,6 +126,7 @@ impl JobSpec {
             playbook: playbook.to_owned(),
             playbook_sha256: None,
             playbook_text: None,
+            node: None,
             batch_id: None,
             channel: channel.to_owned(),
             inputs: BTreeMap::new(),

@@ -244,10 +244,11 @@ fn write_hot(
     let until = job.lease.as_ref().map(|l| l.until);
     tx.execute(
         "INSERT INTO clerk_jobs (id, channel, priority, state, not_before, token, worker, node, \
-         lease_until, lease_ms, job) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         lease_until, lease_ms, job, pinned) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET channel = $2, priority = $3, state = $4, \
          not_before = $5, token = $6, worker = $7, node = $8, lease_until = $9, \
-         lease_ms = $10, job = $11",
+         lease_ms = $10, job = $11, pinned = $12",
         &[
             &(job.id.0 as i64),
             &job.spec.channel,
@@ -260,6 +261,7 @@ fn write_hot(
             &until,
             &lease_ms,
             &Json(job),
+            &job.spec.node,
         ],
     )
     .map_err(db)?;
@@ -408,10 +410,11 @@ impl PgQueue {
             .query(
                 "SELECT DISTINCT ON (j.channel) j.priority, j.id, j.channel FROM clerk_jobs j \
                  WHERE j.state = 'queued' AND (j.not_before IS NULL OR j.not_before <= $1) \
+                 AND (j.pinned IS NULL OR j.pinned = $2) \
                  AND NOT EXISTS (SELECT 1 FROM clerk_channels c WHERE c.channel = j.channel \
                  AND c.paused_reason IS NOT NULL) \
                  ORDER BY j.channel, j.priority DESC, j.id",
-                &[&now],
+                &[&now, &self.node],
             )
             .map_err(db)?
             .into_iter()
@@ -462,8 +465,9 @@ impl PgQueue {
                 .query_opt(
                     "SELECT job FROM clerk_jobs WHERE channel = $1 AND state = 'queued' \
                      AND (not_before IS NULL OR not_before <= $2) \
+                     AND (pinned IS NULL OR pinned = $3) \
                      ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    &[&channel, &now],
+                    &[&channel, &now, &self.node],
                 )
                 .map_err(db)?
             else {

@@ -1218,3 +1218,21 @@ fn a_terminated_connection_is_replaced() {
     assert_eq!(c.job, id);
     q.complete(&c, ok()).unwrap();
 }
+
+/// A job pinned to a node (a draft or submit whose approvals live in that node's journal) is
+/// claimed by that node only, even when another node is idle.
+#[test]
+fn a_pinned_job_is_claimed_only_by_its_node() {
+    let url = pg_database();
+    let a = node(&url, "node-a", roomy());
+    let b = node(&url, "node-b", roomy());
+    let mut s = spec("shop", Priority::Submit, "approved refund");
+    s.node = Some("node-a".into());
+    let pinned = a.enqueue(s).unwrap();
+    let free = enqueue(&a, "shop", Priority::Bulk, "lookup");
+    let c = claim(&b, "node-b/serve/w0", at(0)).unwrap();
+    assert_eq!(c.job, free, "node b skips the job pinned to node a");
+    assert!(claim(&b, "node-b/serve/w1", at(1)).is_none());
+    let c = claim(&a, "node-a/serve/w0", at(2)).unwrap();
+    assert_eq!(c.job, pinned);
+}

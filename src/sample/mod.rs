@@ -403,6 +403,11 @@ impl SampleCenter {
         self.shared.lock().gates.insert(name.to_owned());
     }
 
+    /// Closes the gate `name` again: its pages wait until [`SampleCenter::open_gate`].
+    pub fn close_gate(&self, name: &str) {
+        self.shared.lock().gates.remove(name);
+    }
+
     pub fn set_double_write(&self, on: bool) {
         self.shared.lock().double_write = on;
     }

@@ -645,7 +645,13 @@ async fn enqueue_runs(
         spec.case_ref = body.case_ref.clone();
         spec.priority = body.priority.unwrap_or(Priority::Manual);
         spec.max_attempts = d.opts.max_attempts;
-        crate::serve::carry_text(&d.engine.config, &d.engine.store, &mut spec).map_err(internal)?;
+        crate::serve::cluster_job(
+            &d.engine.config,
+            &d.engine.store,
+            &mut spec,
+            playbook.mode != crate::channel::Mode::ReadOnly,
+        )
+        .map_err(internal)?;
         specs.push(spec);
     }
     let ids = d

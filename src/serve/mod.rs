@@ -76,7 +76,7 @@ impl ServeOptions {
         ServeOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(s.port))),
             pages: s.pages.max(1),
-            lease: Duration::from_secs(120),
+            lease: d(&s.lease, 120).max(Duration::from_secs(1)),
             shutdown_deadline: d(&s.shutdown_deadline, 30),
             schedule_grace: d(&s.schedule_grace, 900),
             scheduler_tick: Duration::from_secs(15),
@@ -272,7 +272,7 @@ impl Daemon {
         spec.priority = Priority::Submit;
         // A submit is never retried on its own: the approval is spent when the click is made.
         spec.max_attempts = 1;
-        carry_text(&self.engine.config, &self.engine.store, &mut spec)
+        cluster_job(&self.engine.config, &self.engine.store, &mut spec, true)
             .map_err(QueueError::BadInput)?;
         let job = self
             .queue_call(move |q| {
@@ -286,15 +286,21 @@ impl Daemon {
     }
 }
 
-/// In a cluster installation a job carries its playbook's text (by the hash it is pinned
-/// to): the node that claims it may not have the text in its evidence store.
-pub(crate) fn carry_text(
+/// Readies a job for a cluster installation's shared queue: it carries its playbook's text
+/// (by the hash it is pinned to; the node that claims it may not have the text in its
+/// evidence store), and a run that drafts or submits (`writes`) stays on this node, whose
+/// journal holds its approvals. Nothing changes in the embedded default.
+pub(crate) fn cluster_job(
     config: &crate::channel::Config,
     store: &crate::evidence::Store,
     spec: &mut JobSpec,
+    writes: bool,
 ) -> Result<(), String> {
     if config.cluster.database().is_none() {
         return Ok(());
+    }
+    if writes {
+        spec.node = Some(config.cluster.node_name());
     }
     let Some(sha) = &spec.playbook_sha256 else {
         return Ok(());

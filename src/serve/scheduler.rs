@@ -102,7 +102,13 @@ impl Ticker<'_> {
                             .and_then(|pb| {
                                 self.store
                                     .put_playbook_text(pb.text.bytes())
-                                    .map(|sha| (pb.name.clone(), sha))
+                                    .map(|sha| {
+                                        (
+                                            pb.name.clone(),
+                                            sha,
+                                            pb.mode != crate::channel::Mode::ReadOnly,
+                                        )
+                                    })
                                     .map_err(|e| format!("cannot store the playbook text: {e}"))
                             });
                         match pinned.and_then(|p| {
@@ -110,15 +116,18 @@ impl Ticker<'_> {
                                 .map(|rows| (p, rows))
                                 .map_err(|reason| format!("cannot read the inputs: {reason}"))
                         }) {
-                            Ok(((name, sha), rows)) => {
+                            Ok(((name, sha, writes), rows)) => {
                                 let mut ids = Vec::new();
                                 for mut spec in s.job_specs(*slot, rows) {
                                     spec.max_attempts = self.max_attempts;
                                     spec.playbook = name.clone();
                                     spec.playbook_sha256 = Some(sha.clone());
-                                    if let Err(e) =
-                                        super::carry_text(self.config, self.store, &mut spec)
-                                    {
+                                    if let Err(e) = super::cluster_job(
+                                        self.config,
+                                        self.store,
+                                        &mut spec,
+                                        writes,
+                                    ) {
                                         tracing::error!(error = %e, "scheduled job without its text");
                                     }
                                     ids.push(self.queue.enqueue(spec)?);

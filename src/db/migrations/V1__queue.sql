@@ -14,6 +14,8 @@ CREATE TABLE clerk_jobs (
     priority     integer NOT NULL,
     state        text NOT NULL CHECK (state IN ('queued', 'claimed')),
     not_before   timestamptz,
+    -- Only this node may claim it (runs whose approvals live in that node's journal).
+    pinned       text,
     -- While claimed: the lease, its secret token, its length, and the node holding it.
     token        text,
     worker       text,
