@@ -988,6 +988,10 @@ impl StorageState {
     }
 }
 
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1007,8 +1011,4 @@ mod tests {
             .to_string();
         assert!(err.contains("whole number of hours"), "{err}");
     }
-}
-
-fn is_default<T: Default + PartialEq>(t: &T) -> bool {
-    *t == T::default()
 }

@@ -412,3 +412,174 @@ async fn a_stale_node_cannot_submit() {
     assert!(refunds[0].accepted);
     drop(pg);
 }
+
+async fn in_flight(port: u16, token: &str) -> usize {
+    api(port, token, "GET", "/api/status", None).await["in_flight"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// A pause made on one node reaches the other within moments (through the database's
+/// NOTIFY): its board records it naming the node it came from, and the run it is executing
+/// stops before its next step; a resume made there comes back the same way. `clerk status`
+/// and `/metrics` on any node list every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts");
+    let url = pg.create_database("clerk").unwrap();
+    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let world = World::with_config(cluster_config(&url, 1)).await;
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+    let node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a")]);
+    let node_b = Daemon::spawn_in(b, None, &[("CLERK_NODE", "b")]);
+    let (port_a, token_a) = node_a.ready(a).await;
+    let (port_b, token_b) = node_b.ready(b).await;
+
+    let held = LOOKUP.replace(
+        "steps:\n",
+        "steps:\n  - goto: /probe/gate?name=held\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
+    );
+    let queued = api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(
+            json!({ "playbook_yaml": held, "rows": [{ "order_id": "SO-100001" }], "user": "ops" }),
+        ),
+    )
+    .await;
+    let job = queued["jobs"][0].as_u64().unwrap();
+    // Which node runs it?
+    let t = Instant::now();
+    let (runner, other) = loop {
+        if in_flight(port_a, &token_a).await == 1 {
+            break ((a, port_a, &token_a, "a"), (b, port_b, &token_b, "b"));
+        }
+        if in_flight(port_b, &token_b).await == 1 {
+            break ((b, port_b, &token_b, "b"), (a, port_a, &token_a, "a"));
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Paused on the other node.
+    api(
+        other.1,
+        other.2,
+        "POST",
+        "/api/pause",
+        Some(json!({ "user": "ops", "reason": "incident 7 on the seller center" })),
+    )
+    .await;
+    let t = Instant::now();
+    loop {
+        let s = api(runner.1, runner.2, "GET", "/api/status", None).await;
+        if !s["pause"]["global"].is_null() {
+            let reason = s["pause"]["global"]["reason"].as_str().unwrap_or("");
+            assert!(
+                reason.contains("incident 7") && reason.contains(&format!("from node {}", other.3)),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pause never reached node {}",
+            runner.3
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The held run stops before its next step.
+    world.center.open_gate("held");
+    let t = Instant::now();
+    loop {
+        let paused = journal_events(runner.0)
+            .iter()
+            .any(|e| e["type"] == "run_finished" && e["status"] == "paused");
+        if paused {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the run was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(world
+        .center
+        .requests()
+        .iter()
+        .all(|r| !r.path.starts_with("/orders/SO-100001")));
+
+    // Status and metrics on either node list both nodes.
+    let out = clerk(a, &[], &["status"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("cluster: this node is a"), "{said}");
+    assert!(
+        said.contains("node a: http://") && said.contains("node b: http://"),
+        "{said}"
+    );
+    assert!(said.contains("limit sample: 1 page(s) at once"), "{said}");
+    let m = http(
+        port_b,
+        "GET",
+        "/metrics",
+        &[(clerk::instance::TOKEN_HEADER, token_b.as_str())],
+        None,
+    )
+    .await;
+    assert!(
+        m.body.contains("clerk_cluster_node_busy{node=\"a\"}"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("clerk_channel_max_pages{channel=\"sample\"} 1"),
+        "{}",
+        m.body
+    );
+
+    // Resumed on the node that ran the job: the other node's board follows, and the job
+    // (given back by the pause) completes.
+    api(
+        runner.1,
+        runner.2,
+        "POST",
+        "/api/resume",
+        Some(json!({ "user": "ops", "reason": "incident 7 closed" })),
+    )
+    .await;
+    let t = Instant::now();
+    loop {
+        let s = api(other.1, other.2, "GET", "/api/status", None).await;
+        let j = api(other.1, other.2, "GET", &format!("/api/jobs/{job}"), None).await;
+        if s["pause"]["global"].is_null() && j["state"] == "done" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "resume did not come back: {s} {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = journal_events(other.0).into_iter().any(|e| {
+        e["type"] == "pause"
+            && e["on"] == false
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(&format!("from node {}", runner.3)))
+    });
+    assert!(resumed, "node {} recorded the resume it adopted", other.3);
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    let _ = (node_a.wait(), node_b.wait());
+    drop(pg);
+}

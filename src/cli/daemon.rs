@@ -524,6 +524,45 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if let Some(c) = v.get("cluster").filter(|c| !c.is_null()) {
+        println!(
+            "cluster: this node is {}",
+            c["node"].as_str().unwrap_or("?")
+        );
+        if let Some(e) = c.get("error").and_then(Value::as_str) {
+            println!("  database unreachable: {e}");
+        }
+        for n in c
+            .get("nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  node {}: http://{} pid {}, last heartbeat {:.1} s ago, {} of {} page(s) busy",
+                n["node"].as_str().unwrap_or("?"),
+                n["address"].as_str().unwrap_or("?"),
+                n["pid"].as_u64().unwrap_or(0),
+                n["heartbeat_age_secs"].as_f64().unwrap_or(f64::NAN),
+                n["busy"].as_u64().unwrap_or(0),
+                n["pages"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    if let Some(l) = v.get("limits").and_then(Value::as_object) {
+        let scope = if v.get("cluster").is_some_and(|c| !c.is_null()) {
+            "installation-wide"
+        } else {
+            "this daemon"
+        };
+        for (channel, l) in l {
+            println!(
+                "limit {channel}: {} page(s) at once, {} ms between starts ({scope})",
+                l["max_pages"].as_u64().unwrap_or(0),
+                l["min_interval_ms"].as_u64().unwrap_or(0)
+            );
+        }
+    }
     println!("queue:");
     match v.get("queue").and_then(Value::as_object) {
         Some(q) if !q.is_empty() => {

@@ -4,6 +4,8 @@
 //!
 //! The embedded default (no `[cluster]` section) never touches this module.
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};

@@ -480,6 +480,35 @@ async fn status(State(d): D) -> ApiResult {
     let paused = d.queue_call(|q| q.paused_channels()).await?;
     let pool = d.engine.pool.stats();
     let i = d.instance();
+    let limits: BTreeMap<&str, Value> = d
+        .engine
+        .config
+        .channels
+        .iter()
+        .map(|c| {
+            (
+                c.id.as_str(),
+                json!({ "max_pages": c.max_pages, "min_interval_ms": c.min_interval().as_millis() as u64 }),
+            )
+        })
+        .collect();
+    let cluster = match d.cluster_view().await {
+        None => Value::Null,
+        Some(Ok((nodes, now))) => json!({
+            "node": d.node(),
+            "nodes": nodes.iter().map(|n| json!({
+                "node": n.node,
+                "address": n.address,
+                "pid": n.pid,
+                "started_at": n.started_at,
+                "last_seen": n.last_seen,
+                "heartbeat_age_secs": (now - n.last_seen).num_milliseconds() as f64 / 1000.0,
+                "pages": n.pages,
+                "busy": n.busy,
+            })).collect::<Vec<_>>(),
+        }),
+        Some(Err(e)) => json!({ "node": d.node(), "error": e }),
+    };
     Ok(Json(json!({
         "daemon": {
             "pid": i.pid,
@@ -501,6 +530,8 @@ async fn status(State(d): D) -> ApiResult {
         "queue": depth,
         "paused_channels": paused,
         "tlog_alarm": d.tlog_alarm.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        "limits": limits,
+        "cluster": cluster,
     })))
 }
 
@@ -1433,10 +1464,17 @@ async fn change_pause(d: Arc<Daemon>, who: Identity, on: bool, mut body: PauseBo
     let now = (d.engine.clock)();
     let board = &d.engine.pause;
     let changed = if on {
-        board.pause(scope, &body.user, &body.reason, now).await
+        board
+            .pause(scope.clone(), &body.user, &body.reason, now)
+            .await
     } else {
-        board.resume(scope, &body.user, &body.reason, now).await
+        board
+            .resume(scope.clone(), &body.user, &body.reason, now)
+            .await
     };
+    if changed.is_ok() {
+        d.publish_pause(&scope, on, &body.user, &body.reason);
+    }
     d.pause_changed();
     match changed {
         Ok(c) => Ok(Json(json!({
@@ -1695,6 +1733,17 @@ async fn render_metrics(d: &Arc<Daemon>) -> Result<String, ApiError> {
     let jobs = d.queue_call(|q| q.list(&JobFilter::default())).await?;
     let mut live = crate::stats::metrics::LiveMetrics::default();
     fill_live(d, &jobs, &mut live);
+    if let Some(Ok((nodes, now))) = d.cluster_view().await {
+        live.nodes = nodes
+            .iter()
+            .map(|n| crate::stats::metrics::LiveNode {
+                node: n.node.clone(),
+                heartbeat_age_secs: (now - n.last_seen).num_milliseconds() as f64 / 1000.0,
+                pages: u64::try_from(n.pages).unwrap_or(0),
+                busy: u64::try_from(n.busy).unwrap_or(0),
+            })
+            .collect();
+    }
     crate::stats::metrics::render_metrics(&stats, &live).map_err(internal)
 }
 
@@ -1718,6 +1767,10 @@ fn fill_live(
     }
     let pause = d.engine.pause.state();
     live.paused = pause.global.is_some();
+    for c in &d.engine.config.channels {
+        live.channel_max_pages
+            .insert(c.id.clone(), c.max_pages as u64);
+    }
     for c in &d.engine.config.channels {
         live.channels_paused
             .insert(c.id.clone(), pause.channels.contains_key(&c.id));

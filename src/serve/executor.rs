@@ -370,23 +370,38 @@ pub(super) async fn sync_pauses(d: Arc<Daemon>) {
         }
         let state = d.engine.pause.state();
         let dd = d.clone();
+        // In a cluster, every node mirrors its own board into the shared queue; a node
+        // lifts only the emergency pauses it put there (its tag), so a node whose board has
+        // not yet adopted another node's pause does not undo it.
+        let tag = d.node().map(|n| format!(" [node {n}]"));
         let synced = dd
             .queue_call(move |q| {
                 let queued = q.paused_channels()?;
                 let mut changed = false;
+                let ours = |reason: &str| match &tag {
+                    Some(t) => reason.ends_with(t.as_str()),
+                    None => true,
+                };
                 for (channel, info) in &state.channels {
-                    let reason = format!("{EMERGENCY}{}", info.message());
-                    if queued.get(channel).map(|p| &p.reason) != Some(&reason)
-                        && queued
-                            .get(channel)
-                            .is_none_or(|p| p.reason.starts_with(EMERGENCY))
-                    {
+                    let reason = format!(
+                        "{EMERGENCY}{}{}",
+                        info.message(),
+                        tag.as_deref().unwrap_or("")
+                    );
+                    let current = queued.get(channel);
+                    let stale_own = current
+                        .is_some_and(|p| p.reason.starts_with(EMERGENCY) && ours(&p.reason))
+                        && current.map(|p| &p.reason) != Some(&reason);
+                    if current.is_none() || stale_own {
                         q.pause_channel(channel, &reason)?;
                         changed = true;
                     }
                 }
                 for (channel, p) in &queued {
-                    if p.reason.starts_with(EMERGENCY) && !state.channels.contains_key(channel) {
+                    if p.reason.starts_with(EMERGENCY)
+                        && ours(&p.reason)
+                        && !state.channels.contains_key(channel)
+                    {
                         q.resume_channel(channel)?;
                         changed = true;
                     }

@@ -18,6 +18,7 @@
 
 mod api;
 mod checkpointer;
+mod cluster;
 
 pub use api::{openapi, ApiErrorBody};
 mod console;
@@ -146,6 +147,9 @@ pub struct Daemon {
     tokens: crate::users::TokenBook,
     /// Why the last checkpoint could not be signed (the tamper alarm), until one is.
     tlog_alarm: Mutex<Option<String>>,
+    /// In a cluster installation: the node's link to the shared database (pause mirror,
+    /// heartbeat).
+    cluster: Option<Arc<cluster::ClusterLink>>,
 }
 
 /// Why a decision through the daemon failed.
@@ -169,6 +173,46 @@ impl Daemon {
     pub fn pause_changed(&self) {
         self.pause_changed.notify_waiters();
         self.wake();
+    }
+
+    /// Tells the other nodes of a cluster about a pause or resume made here (no-op in the
+    /// embedded default).
+    pub fn publish_pause(
+        &self,
+        scope: &crate::pause::PauseScope,
+        paused: bool,
+        user: &str,
+        reason: &str,
+    ) {
+        if let Some(link) = &self.cluster {
+            link.publish(scope, paused, user, reason);
+        }
+    }
+
+    /// Cluster mode: every node's heartbeat and the shared queue's depth per channel, read
+    /// from the database (`None` in the embedded default).
+    pub async fn cluster_view(
+        &self,
+    ) -> Option<Result<(Vec<crate::db::cluster::NodeBeat>, chrono::DateTime<Utc>), String>> {
+        let link = self.cluster.clone()?;
+        Some(
+            tokio::task::spawn_blocking(move || {
+                let mut c = crate::db::connect(&link.url).map_err(|e| e.to_string())?;
+                let nodes = crate::db::cluster::nodes(&mut c).map_err(|e| e.to_string())?;
+                let now: chrono::DateTime<Utc> = c
+                    .query_one("SELECT now()", &[])
+                    .map_err(|e| crate::db::describe(&e))?
+                    .get(0);
+                Ok((nodes, now))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        )
+    }
+
+    /// This node's name in a cluster installation.
+    pub fn node(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node.as_str())
     }
 
     /// Wakes idle workers (something may have become claimable).
@@ -350,7 +394,12 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
     let started_at = (engine.clock)();
     let mut claimed = instance::claim(&data_dir, crate::evidence::timestamp(started_at))?;
     let limits = crate::queue::limits_for(&engine.config, opts.pages);
-    let cluster = engine.config.cluster.database().is_some();
+    let engine_cluster = engine
+        .config
+        .cluster
+        .database()
+        .map(|url| (url.to_owned(), engine.config.cluster.node_name()));
+    let cluster = engine_cluster.is_some();
     let (queue, worker_prefix, abandon_prefix): (Arc<dyn RunQueue>, String, String) = if cluster {
         let config = engine.config.clone();
         let node = config.cluster.node_name();
@@ -413,7 +462,19 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         sessions: console::session::Sessions::open(&data_dir, started_at),
         tokens: crate::users::TokenBook::new(&data_dir),
         tlog_alarm: Mutex::new(None),
+        cluster: engine_cluster.map(|(url, node)| {
+            Arc::new(cluster::ClusterLink {
+                url,
+                node,
+                started_at,
+                outbox: Mutex::new(Vec::new()),
+            })
+        }),
     });
+    let cluster_thread = daemon
+        .cluster
+        .clone()
+        .map(|link| cluster::spawn(daemon.clone(), link));
     let (stop, mut stop_rx) = watch::channel(false);
     let d = daemon.clone();
     let task = tokio::spawn(async move {
@@ -467,6 +528,10 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             interrupted: executor::interrupt_left_over(&d).await,
             abandoned_at_start: abandoned,
         };
+        if let Some(t) = cluster_thread {
+            // It sees `stopping` within a second (it publishes what it owes first).
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         // The last records (interruptions included) go under a signed checkpoint.
         checkpointer::sign(&d).await;
         d.engine.shutdown().await;

@@ -20,6 +20,9 @@
 //! | `clerk_channel_paused`                         | gauge     | channel (0/1)   |
 //! | `clerk_pool_browsers`, `clerk_pool_contexts`, `clerk_runs_in_flight` | gauge | |
 //! | `clerk_run_duration_seconds`                   | histogram | channel         |
+//! | `clerk_channel_max_pages`                      | gauge     | channel (installation-wide limit) |
+//! | `clerk_cluster_node_heartbeat_age_seconds`     | gauge     | node (cluster mode) |
+//! | `clerk_cluster_node_pages`, `clerk_cluster_node_busy` | gauge | node (cluster mode) |
 
 use std::collections::BTreeMap;
 
@@ -47,6 +50,19 @@ pub struct LiveMetrics {
     pub pool_contexts: u64,
     /// Runs executing now.
     pub runs_in_flight: u64,
+    /// Each channel's limit of runs at once (for the whole installation in cluster mode).
+    pub channel_max_pages: BTreeMap<String, u64>,
+    /// Cluster mode: every node's last heartbeat age, pages and runs in flight.
+    pub nodes: Vec<LiveNode>,
+}
+
+/// One cluster node as `/metrics` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LiveNode {
+    pub node: String,
+    pub heartbeat_age_secs: f64,
+    pub pages: u64,
+    pub busy: u64,
 }
 
 /// Errors of [`render_metrics`].
@@ -225,6 +241,43 @@ impl Collector for Snapshot {
             "Queue jobs by channel and state.",
             rows,
         )?;
+        Self::gauge(
+            e,
+            "clerk_channel_max_pages",
+            "Runs of a channel at once (max_pages; installation-wide in cluster mode).",
+            self.live
+                .channel_max_pages
+                .iter()
+                .map(|(c, n)| (vec![("channel", c.as_str())], *n as f64))
+                .collect(),
+        )?;
+        if !self.live.nodes.is_empty() {
+            let rows = |f: fn(&LiveNode) -> f64| {
+                self.live
+                    .nodes
+                    .iter()
+                    .map(|n| (vec![("node", n.node.as_str())], f(n)))
+                    .collect::<Vec<_>>()
+            };
+            Self::gauge(
+                e,
+                "clerk_cluster_node_heartbeat_age_seconds",
+                "Seconds since a cluster node's last heartbeat in the database.",
+                rows(|n| n.heartbeat_age_secs),
+            )?;
+            Self::gauge(
+                e,
+                "clerk_cluster_node_pages",
+                "Runs at once a cluster node may execute.",
+                rows(|n| n.pages as f64),
+            )?;
+            Self::gauge(
+                e,
+                "clerk_cluster_node_busy",
+                "Runs a cluster node executes now.",
+                rows(|n| n.busy as f64),
+            )?;
+        }
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         Self::gauge(
             e,

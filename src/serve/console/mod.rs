@@ -1015,10 +1015,13 @@ async fn change_pause(c: &Console, a: &Authed, on: bool, f: PauseForm) -> Respon
     let now = c.now();
     let board = &c.d.engine.pause;
     let changed = if on {
-        board.pause(scope, &a.s.user, &f.reason, now).await
+        board.pause(scope.clone(), &a.s.user, &f.reason, now).await
     } else {
-        board.resume(scope, &a.s.user, &f.reason, now).await
+        board.resume(scope.clone(), &a.s.user, &f.reason, now).await
     };
+    if changed.is_ok() {
+        c.d.publish_pause(&scope, on, &a.s.user, &f.reason);
+    }
     c.d.pause_changed();
     match changed {
         Ok(_) => Redirect::to("/approvals").into_response(),

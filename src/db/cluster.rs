@@ -1,0 +1,139 @@
+//! The cluster's shared state besides the queue: the pause state every node mirrors, and the
+//! nodes' heartbeats (schema: `migrations/V2__cluster.sql`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use postgres::Client;
+use serde::Serialize;
+
+use super::DbError;
+
+/// The NOTIFY channel of pause changes.
+pub const PAUSE_CHANNEL: &str = "clerk_pause";
+
+/// The scope key of a global pause.
+pub const GLOBAL: &str = "*";
+
+/// One scope's shared pause state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedPause {
+    pub paused: bool,
+    pub user: String,
+    pub reason: String,
+    /// The node that changed it last.
+    pub node: String,
+    pub changed: DateTime<Utc>,
+}
+
+/// Every scope's shared pause state (`*` = global).
+pub fn pauses(client: &mut Client) -> Result<BTreeMap<String, SharedPause>, DbError> {
+    let rows = client.query(
+        "SELECT scope, paused, username, reason, node, changed FROM clerk_pause_state",
+        &[],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                SharedPause {
+                    paused: r.get(1),
+                    user: r.get(2),
+                    reason: r.get(3),
+                    node: r.get(4),
+                    changed: r.get(5),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Records a pause or resume of `scope` made on `node`, and tells every node (NOTIFY).
+pub fn set_pause(
+    client: &mut Client,
+    scope: &str,
+    paused: bool,
+    user: &str,
+    reason: &str,
+    node: &str,
+) -> Result<(), DbError> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "INSERT INTO clerk_pause_state (scope, paused, username, reason, node, changed) \
+         VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (scope) DO UPDATE SET \
+         paused = $2, username = $3, reason = $4, node = $5, changed = now(), \
+         version = clerk_pause_state.version + 1",
+        &[&scope, &paused, &user, &reason, &node],
+    )?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&PAUSE_CHANNEL, &scope])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A node's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeBeat {
+    pub node: String,
+    /// The node's API address.
+    pub address: String,
+    pub pid: i32,
+    pub started_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Pages (runs at once) of the node.
+    pub pages: i32,
+    /// Runs in flight on it.
+    pub busy: i32,
+}
+
+/// Records `beat` (its `last_seen` is the database's clock).
+pub fn beat(client: &mut Client, beat: &NodeBeat) -> Result<(), DbError> {
+    client.execute(
+        "INSERT INTO clerk_nodes (node, address, pid, started_at, last_seen, pages, busy) \
+         VALUES ($1, $2, $3, $4, now(), $5, $6) ON CONFLICT (node) DO UPDATE SET \
+         address = $2, pid = $3, started_at = $4, last_seen = now(), pages = $5, busy = $6",
+        &[
+            &beat.node,
+            &beat.address,
+            &beat.pid,
+            &beat.started_at,
+            &beat.pages,
+            &beat.busy,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every node that ever beat, by name.
+pub fn nodes(client: &mut Client) -> Result<Vec<NodeBeat>, DbError> {
+    let rows = client.query(
+        "SELECT node, address, pid, started_at, last_seen, pages, busy FROM clerk_nodes \
+         ORDER BY node",
+        &[],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| NodeBeat {
+            node: r.get(0),
+            address: r.get(1),
+            pid: r.get(2),
+            started_at: r.get(3),
+            last_seen: r.get(4),
+            pages: r.get(5),
+            busy: r.get(6),
+        })
+        .collect())
+}
+
+/// Jobs queued (claimable or waiting) and claimed, per channel.
+pub fn depth(client: &mut Client) -> Result<BTreeMap<String, (i64, i64)>, DbError> {
+    let rows = client.query(
+        "SELECT channel, count(*) FILTER (WHERE state = 'queued'), \
+         count(*) FILTER (WHERE state = 'claimed') FROM clerk_jobs GROUP BY channel",
+        &[],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
+        .collect())
+}
