@@ -175,7 +175,7 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
     let _ = node_a.child.wait();
     // Restarted under the same name: its predecessor's claims are taken back at once.
     node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a")]);
-    node_a.ready(a).await;
+    let (port_a, token_a) = node_a.ready(a).await;
     let t = Instant::now();
     while done_count(port_b, token_b.clone()).await < 16 {
         assert!(
@@ -183,6 +183,16 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
             "jobs did not all complete"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Either node reports every job's run, whichever node ran it (`clerk run` through a
+    // daemon prints these).
+    for id in &ids {
+        let j = api(port_b, &token_b, "GET", &format!("/api/jobs/{id}"), None).await;
+        let run = j["outcome"]["run_id"].as_str().unwrap().to_owned();
+        for (port, token) in [(port_a, &token_a), (port_b, &token_b)] {
+            let r = api(port, token, "GET", &format!("/api/runs/{run}/report"), None).await;
+            assert_eq!(r["status"], "ok", "{r}");
+        }
     }
     node_a.signal(libc::SIGTERM);
     node_b.signal(libc::SIGTERM);

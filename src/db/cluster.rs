@@ -137,3 +137,31 @@ pub fn depth(client: &mut Client) -> Result<BTreeMap<String, (i64, i64)>, DbErro
         .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
         .collect())
 }
+
+/// Keeps a finished run's report for clients of other nodes.
+pub fn put_report(
+    client: &mut Client,
+    run_id: &str,
+    node: &str,
+    report: &serde_json::Value,
+) -> Result<(), DbError> {
+    client.execute(
+        "INSERT INTO clerk_run_reports (run_id, node, report) VALUES ($1, $2, $3) \
+         ON CONFLICT (run_id) DO NOTHING",
+        &[&run_id, &node, report],
+    )?;
+    Ok(())
+}
+
+/// A run's report and the node that ran it.
+pub fn report(
+    client: &mut Client,
+    run_id: &str,
+) -> Result<Option<(String, serde_json::Value)>, DbError> {
+    Ok(client
+        .query_opt(
+            "SELECT node, report FROM clerk_run_reports WHERE run_id = $1",
+            &[&run_id],
+        )?
+        .map(|r| (r.get(0), r.get(1))))
+}

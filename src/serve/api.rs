@@ -1032,7 +1032,11 @@ async fn run_report(State(d): D, Route(id): Route<String>) -> ApiResult {
         .map_err(internal)?
     {
         Ok(Some(run)) => to_json(&crate::runner::RunReport::from_detail(&run)),
-        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id}"))),
+        Ok(None) => match d.shared_report(&id).await {
+            // Ran on another node of the cluster: its report from the database.
+            Some(report) => Ok(Json(report)),
+            None => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id}"))),
+        },
         Err(e) => Err(internal(e)),
     }
 }

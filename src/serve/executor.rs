@@ -179,6 +179,9 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
             "the evidence store failed: {e}"
         ))),
     };
+    if let Ok(report) = &result {
+        d.share_report(&run_id, report).await;
+    }
     if let (Ok(report), Verdict::SessionExpired) = (&result, &verdict) {
         pause_for_session(d, &spec.channel, report).await;
     }

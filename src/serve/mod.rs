@@ -210,6 +210,49 @@ impl Daemon {
         )
     }
 
+    /// Cluster mode: keeps a finished run's report in the database, so a client of any node
+    /// can read the outcome of a job this node ran.
+    pub async fn share_report(&self, run_id: &str, report: &crate::runner::RunReport) {
+        let Some(link) = self.cluster.clone() else {
+            return;
+        };
+        let Ok(value) = serde_json::to_value(report) else {
+            return;
+        };
+        let run_id = run_id.to_owned();
+        let shared = tokio::task::spawn_blocking(move || {
+            let mut c = crate::db::connect(&link.url)?;
+            crate::db::cluster::put_report(&mut c, &run_id, &link.node, &value)
+        })
+        .await;
+        match shared {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot share the run's report with the cluster")
+            }
+            Err(e) => tracing::error!(error = %e, "report task failed"),
+        }
+    }
+
+    /// Cluster mode: a run another node ran, as its report (`None`: embedded, or unknown).
+    pub async fn shared_report(&self, run_id: &str) -> Option<serde_json::Value> {
+        let link = self.cluster.clone()?;
+        let run_id = run_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut c = crate::db::connect(&link.url).ok()?;
+            crate::db::cluster::report(&mut c, &run_id).ok().flatten()
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|(node, mut report)| {
+            if let Some(o) = report.as_object_mut() {
+                o.insert("node".into(), serde_json::Value::String(node));
+            }
+            report
+        })
+    }
+
     /// This node's name in a cluster installation.
     pub fn node(&self) -> Option<&str> {
         self.cluster.as_ref().map(|c| c.node.as_str())

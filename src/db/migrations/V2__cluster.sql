@@ -24,3 +24,13 @@ CREATE TABLE clerk_nodes (
     pages       integer NOT NULL,
     busy        integer NOT NULL
 );
+
+-- Each finished run's report (what `clerk run` prints per row), so a client of any node can
+-- read the outcome of a job another node ran. The evidence itself stays in the journal of
+-- the node that ran it (`node`).
+CREATE TABLE clerk_run_reports (
+    run_id    text PRIMARY KEY,
+    node      text NOT NULL,
+    finished  timestamptz NOT NULL DEFAULT now(),
+    report    jsonb NOT NULL
+);
