@@ -32,7 +32,7 @@ mod state;
 mod tests;
 
 pub use embedded::{EmbeddedQueue, OpenReport, QUEUE_DIR};
-pub use postgres::PgQueue;
+pub use postgres::{PgQueue, JOBS_CHANNEL};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -206,6 +206,17 @@ fn run_tx<T>(
     }
 }
 
+impl Drop for PgQueue {
+    fn drop(&mut self) {
+        // The driver's client blocks on its own runtime when dropped: never on an async
+        // thread (a daemon drops its queue at the end of its async shutdown).
+        let client = self.conn.get_mut().ok().and_then(Option::take);
+        if let Some(client) = client {
+            crate::db::off_runtime(move || drop(client));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- rows
 
 fn load_hot(tx: &mut Transaction<'_>, id: JobId) -> Result<Option<Hot>, QueueError> {
@@ -287,6 +298,16 @@ fn write_finished(tx: &mut Transaction<'_>, job: &Job) -> Result<(), QueueError>
         ],
     )
     .map_err(db)?;
+    Ok(())
+}
+
+/// The NOTIFY channel that wakes idle workers of every node: a job became claimable (or a
+/// claim ended, freeing a channel's slot).
+pub const JOBS_CHANNEL: &str = "clerk_jobs";
+
+fn notify(tx: &mut Transaction<'_>, channel: &str) -> Result<(), QueueError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&JOBS_CHANNEL, &channel])
+        .map_err(db)?;
     Ok(())
 }
 
@@ -537,6 +558,7 @@ impl RunQueue for PgQueue {
                 finished_at: None,
             };
             write_hot(tx, &job, None, 0, None)?;
+            notify(tx, &job.spec.channel)?;
             Ok(job.id)
         })
     }
@@ -626,7 +648,8 @@ impl RunQueue for PgQueue {
             job.outcome = Some(outcome.clone());
             job.finished_at = Some(Utc::now());
             job.lease = None;
-            write(tx, &job)
+            write(tx, &job)?;
+            notify(tx, &job.spec.channel)
         })
     }
 
@@ -659,6 +682,7 @@ impl RunQueue for PgQueue {
                 job.last_run_id = Some(run_id.clone());
             }
             write(tx, &job)?;
+            notify(tx, &job.spec.channel)?;
             Ok(next)
         })
     }
@@ -677,7 +701,8 @@ impl RunQueue for PgQueue {
             job.not_before = not_before;
             job.last_error = Some(reason.to_owned());
             job.lease = None;
-            write(tx, &job)
+            write(tx, &job)?;
+            notify(tx, &job.spec.channel)
         })
     }
 
@@ -759,7 +784,8 @@ impl RunQueue for PgQueue {
             job.not_before = None;
             job.dead_reason = None;
             job.finished_at = None;
-            write(tx, &job)
+            write(tx, &job)?;
+            notify(tx, &job.spec.channel)
         })
     }
 
@@ -795,8 +821,6 @@ impl RunQueue for PgQueue {
                 &[&channel, &reason, &Utc::now()],
             )
             .map_err(db)?;
-            tx.execute("SELECT pg_notify('clerk_pause', $1)", &[&channel])
-                .map_err(db)?;
             Ok(())
         })
     }
@@ -811,8 +835,7 @@ impl RunQueue for PgQueue {
                 )
                 .map_err(db)?;
             if n > 0 {
-                tx.execute("SELECT pg_notify('clerk_pause', $1)", &[&channel])
-                    .map_err(db)?;
+                notify(tx, channel)?;
             }
             Ok(())
         })

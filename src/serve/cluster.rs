@@ -10,6 +10,9 @@
 //! each node keeps its own board (a pause made here still stops this node at once) and
 //! publishes what it owes when the database is back.
 //!
+//! The same thread LISTENs for the queue's job NOTIFYs and wakes this node's idle workers,
+//! so a job queued or a slot freed on any node is claimed without waiting for a poll.
+//!
 //! All database calls run on this module's own thread (the driver blocks).
 
 use std::collections::BTreeMap;
@@ -97,7 +100,10 @@ pub(super) fn spawn(d: Arc<Daemon>, link: Arc<ClusterLink>) -> std::thread::Join
 
 fn connect(url: &str) -> Result<Client, DbError> {
     let mut c = crate::db::connect(url)?;
-    c.batch_execute(&format!("LISTEN {PAUSE_CHANNEL}"))?;
+    c.batch_execute(&format!(
+        "LISTEN {PAUSE_CHANNEL}; LISTEN {}",
+        crate::queue::JOBS_CHANNEL
+    ))?;
     Ok(c)
 }
 
@@ -136,12 +142,24 @@ fn run(d: &Arc<Daemon>, link: &ClusterLink, rt: &tokio::runtime::Handle) {
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        // Sleep until a NOTIFY (another node changed a pause) or a second passes.
-        let woke = c
-            .notifications()
-            .timeout_iter(Duration::from_secs(1))
-            .next();
-        if woke.is_err() {
+        // Sleep until a NOTIFY or a second passes. A job NOTIFY (queued, finished, released
+        // on any node) wakes this node's idle workers at once; a pause NOTIFY ends the wait
+        // so the next round mirrors it.
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        let broken = loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            let mut notes = c.notifications();
+            let next = notes.timeout_iter(left).next();
+            match next {
+                Ok(Some(n)) if n.channel() == crate::queue::JOBS_CHANNEL => d.wake(),
+                Ok(Some(_)) | Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        if broken {
             client = None;
         }
     }
