@@ -597,3 +597,192 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
     let _ = (node_a.wait(), node_b.wait());
     drop(pg);
 }
+
+/// Jobs done, read from the database (None while it is unreachable).
+fn done_in_db(url: &str) -> Option<i64> {
+    clerk::db::off_runtime(|| {
+        let mut c = clerk::db::connect(url).ok()?;
+        c.query_one(
+            "SELECT count(*) FROM clerk_jobs_finished WHERE state = 'done'",
+            &[],
+        )
+        .ok()
+        .map(|r| r.get(0))
+    })
+}
+
+async fn wait_db_done(url: &str, n: i64, what: &str) {
+    let t = Instant::now();
+    while done_in_db(url).unwrap_or(0) < n {
+        assert!(t.elapsed() < Duration::from_secs(240), "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Chaos, lookups only: two nodes drain 60 queued lookups on three channels (one page each,
+/// four pages in all) while each node is SIGKILLed and restarted, PostgreSQL is restarted,
+/// and the nodes' database connections are terminated. Every job completes exactly once,
+/// with an ok run in one node's journal; the seller center never saw more order pages at
+/// once than the channels' limits allow together; both evidence stores verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_every_lookup_completes_once() {
+    let mut pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts");
+    let url = pg.create_database("clerk").unwrap();
+    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let base = cluster_config(&url, 1);
+    let world = World::with_config(move |c| {
+        let c = base(c);
+        // Two more channels on the same seller center, one page each.
+        let sample = c
+            .split("[[channel]]")
+            .nth(1)
+            .and_then(|t| t.split("\n[").next())
+            .unwrap()
+            .to_owned();
+        let mut extra = String::new();
+        for n in [2, 3] {
+            extra.push_str(&format!(
+                "\n[[channel]]{}\n",
+                sample
+                    .replace("id = \"sample\"", &format!("id = \"sample{n}\""))
+                    .replace("sessions/sample.json", &format!("sessions/sample{n}.json"))
+            ));
+        }
+        c.replacen("\n[serve]", &format!("{extra}\n[serve]"), 1)
+    })
+    .await;
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+    for dir in [a, b] {
+        for n in [2, 3] {
+            world
+                .center
+                .storage_state("ops", Duration::from_secs(3600))
+                .save(&dir.join(format!("sessions/sample{n}.json")))
+                .unwrap();
+        }
+    }
+    let env_a = [("CLERK_NODE", "a")];
+    let env_b = [("CLERK_NODE", "b")];
+    let mut node_a = Daemon::spawn_in(a, None, &env_a);
+    let mut node_b = Daemon::spawn_in(b, None, &env_b);
+    let (port_a, token_a) = node_a.ready(a).await;
+    node_b.ready(b).await;
+    let mut ids = Vec::new();
+    for channel in ["sample", "sample2", "sample3"] {
+        let rows: Vec<Value> = (0..20)
+            .map(|i| json!({ "order_id": format!("SO-{:06}", 100001 + i) }))
+            .collect();
+        let yaml = LOOKUP
+            .replace("channel: sample", &format!("channel: {channel}"))
+            .replace("name: cluster-lookup", &format!("name: lookup-{channel}"));
+        let queued = api(
+            port_a,
+            &token_a,
+            "POST",
+            "/api/runs",
+            Some(json!({ "playbook_yaml": yaml, "rows": rows, "user": "ops" })),
+        )
+        .await;
+        ids.extend(
+            queued["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_u64().unwrap()),
+        );
+    }
+    assert_eq!(ids.len(), 60);
+
+    wait_db_done(&url, 6, "no progress").await;
+    node_a.signal(libc::SIGKILL);
+    let _ = node_a.child.wait();
+    node_a = Daemon::spawn_in(a, None, &env_a);
+    node_a.ready(a).await;
+
+    wait_db_done(&url, 15, "no progress after killing node a").await;
+    tokio::task::block_in_place(|| {
+        pg.stop().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        pg.start_server().unwrap();
+    });
+
+    wait_db_done(&url, 25, "no progress after restarting PostgreSQL").await;
+    let killed = clerk::db::off_runtime(|| {
+        let mut c = clerk::db::connect(&url).unwrap();
+        c.query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'clerk' AND pid <> pg_backend_pid()) k",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+    });
+    assert!(
+        killed >= 2,
+        "the nodes' connections were terminated ({killed})"
+    );
+
+    wait_db_done(&url, 35, "no progress after terminating the backends").await;
+    node_b.signal(libc::SIGKILL);
+    let _ = node_b.child.wait();
+    node_b = Daemon::spawn_in(b, None, &env_b);
+    node_b.ready(b).await;
+
+    wait_db_done(&url, 60, "not every job completed").await;
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    assert!(node_a.wait().success());
+    assert!(node_b.wait().success());
+
+    let mut ok_runs = std::collections::BTreeSet::new();
+    for data in [a, b] {
+        for e in journal_events(data) {
+            if e["type"] == "run_finished" && e["status"] == "ok" {
+                ok_runs.insert(e["run_id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let (hot, finished) = clerk::db::off_runtime(|| {
+        let mut db = clerk::db::connect(&url).unwrap();
+        let hot: i64 = db
+            .query_one("SELECT count(*) FROM clerk_jobs", &[])
+            .unwrap()
+            .get(0);
+        let finished: Vec<(String, Value)> = db
+            .query("SELECT state, job FROM clerk_jobs_finished", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        (hot, finished)
+    });
+    assert_eq!(hot, 0);
+    assert_eq!(finished.len(), 60, "each job finished once");
+    for (state, job) in &finished {
+        assert_eq!(state, "done", "{job}");
+        let run = job["outcome"]["run_id"].as_str().unwrap();
+        assert!(
+            ok_runs.contains(run),
+            "job {}'s run {run} is in no journal",
+            job["id"]
+        );
+    }
+    let peak = world.center.max_concurrent_order_pages();
+    assert!(
+        peak <= 3,
+        "at most 3 order pages at once (1 per channel), saw {peak}"
+    );
+    for data in [a, b] {
+        let out = clerk(data, &[], &["verify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    drop(pg);
+}
