@@ -167,8 +167,10 @@ async fn served(
 }
 
 fn roomy() -> QueueLimits {
-    let mut l = QueueLimits::default();
-    l.global = 64;
+    let mut l = QueueLimits {
+        global: 64,
+        ..Default::default()
+    };
     l.channel_default.concurrent = 64;
     l
 }

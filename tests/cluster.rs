@@ -163,14 +163,11 @@ async fn two_nodes_share_one_queue_and_survive_a_killed_node() {
             done
         }
     };
-    let wait_done = |port: u16, token: String, n: usize, what: &'static str| {
-        let done_count = done_count.clone();
-        async move {
-            let t = Instant::now();
-            while done_count(port, token.clone()).await < n {
-                assert!(t.elapsed() < Duration::from_secs(180), "{what}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    let wait_done = |port: u16, token: String, n: usize, what: &'static str| async move {
+        let t = Instant::now();
+        while done_count(port, token.clone()).await < n {
+            assert!(t.elapsed() < Duration::from_secs(180), "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     wait_done(port_a, token_a.clone(), 4, "node a made no progress").await;

@@ -35,10 +35,13 @@ use postgres::types::Json;
 use postgres::{Client, Transaction};
 
 use super::embedded::{new_token, random_u64};
-use super::state::{check_spec, plus, MAX_DURATION};
+use super::state::{
+    after_failure, after_lease_end, check_spec, expiry_reason, fence_check, lease_lost, plus,
+    MAX_DURATION,
+};
 use super::{
-    Backoff, ChannelPause, Claim, Disposition, Failure, FailureKind, Job, JobFilter, JobId,
-    JobSpec, JobState, Lease, Outcome, QueueError, QueueLimits, RunQueue, MAX_CRASHES,
+    Backoff, ChannelPause, Claim, Disposition, Failure, Job, JobFilter, JobId, JobSpec, JobState,
+    Lease, Outcome, QueueError, QueueLimits, RunQueue, MAX_CRASHES,
 };
 
 /// First key of the channels' advisory locks (the second is `hashtext(channel)`).
@@ -325,31 +328,16 @@ fn write(tx: &mut Transaction<'_>, job: &Job) -> Result<(), QueueError> {
 
 /// The job `claim` still holds (read under its row lock), or why it lost it.
 fn held(tx: &mut Transaction<'_>, claim: &Claim) -> Result<Hot, QueueError> {
-    let lost = |reason: String| QueueError::LeaseLost {
-        job: claim.job,
-        reason,
-    };
     let Some(hot) = load_hot(tx, claim.job)? else {
         return match load_finished(tx, claim.job)? {
-            Some(job) => Err(lost(format!("the job is {} now", job.state))),
+            Some(job) => Err(lease_lost(&job, claim)),
             None => Err(QueueError::UnknownJob(claim.job)),
         };
     };
     if hot.token.as_deref() == Some(claim.token.as_str()) {
         return Ok(hot);
     }
-    let job = &hot.job;
-    Err(match (&job.state, &job.lease) {
-        (JobState::Claimed, Some(lease)) => lost(format!(
-            "the job was claimed again (attempt {} by worker {})",
-            job.attempts, lease.worker
-        )),
-        (JobState::Queued, _) if job.attempts >= claim.attempt => lost(format!(
-            "the lease expired and the job was queued again ({})",
-            job.last_error.as_deref().unwrap_or("no reason recorded")
-        )),
-        (state, _) => lost(format!("the job is {state} now")),
-    })
+    Err(lease_lost(&hot.job, claim))
 }
 
 /// Ends a lease: `next` says whether the job is queued again or dead-lettered.
@@ -386,21 +374,9 @@ fn expire(tx: &mut Transaction<'_>, now: DateTime<Utc>) -> Result<(), QueueError
         if lease.until > now {
             continue; // the column is rounded to microseconds; the job's own time decides
         }
-        let (n, max) = (job.attempts, job.spec.max_attempts);
-        let reason = format!(
-            "lease of worker {} expired at {} during attempt {n} (the worker stopped \
-             heartbeating: it may have died)",
-            lease.worker,
-            lease.until.to_rfc3339()
-        );
+        let reason = expiry_reason(&lease, job.attempts);
         tracing::warn!(job = %job.id, %reason, "queue lease expired");
-        let next = if n >= max {
-            Disposition::Dead {
-                reason: format!("gave up after {n} of {max} attempts; last: {reason}"),
-            }
-        } else {
-            Disposition::Retry { not_before: None }
-        };
+        let next = after_lease_end(job.attempts, job.spec.max_attempts, &reason);
         end_lease(&mut job, reason, &next, now);
         write(tx, &job)?;
     }
@@ -587,25 +563,7 @@ impl RunQueue for PgQueue {
     }
 
     fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.tx(|tx| {
-            let hot = held(tx, claim)?;
-            match &hot.job.lease {
-                Some(lease) if lease.until > now => Ok(()),
-                Some(lease) => Err(QueueError::LeaseLost {
-                    job: claim.job,
-                    reason: format!(
-                        "the lease ended at {}, before {} (fencing check of attempt {})",
-                        lease.until.to_rfc3339(),
-                        now.to_rfc3339(),
-                        claim.attempt
-                    ),
-                }),
-                None => Err(QueueError::LeaseLost {
-                    job: claim.job,
-                    reason: "the job holds no lease".into(),
-                }),
-            }
-        })
+        self.tx(|tx| fence_check(&held(tx, claim)?.job, claim, now))
     }
 
     fn heartbeat(&self, claim: &Claim, now: DateTime<Utc>) -> Result<DateTime<Utc>, QueueError> {
@@ -662,21 +620,7 @@ impl RunQueue for PgQueue {
         let random = random_u64();
         self.tx(|tx| {
             let mut job = held(tx, claim)?.job;
-            let (n, max) = (job.attempts, job.spec.max_attempts);
-            let next = match failure.kind {
-                FailureKind::Permanent => Disposition::Dead {
-                    reason: format!("permanent failure on attempt {n}: {}", failure.reason),
-                },
-                FailureKind::Transient if n >= max => Disposition::Dead {
-                    reason: format!(
-                        "gave up after {n} of {max} attempts; last: {}",
-                        failure.reason
-                    ),
-                },
-                FailureKind::Transient => Disposition::Retry {
-                    not_before: Some(plus(now, self.backoff.delay(n, random))?),
-                },
-            };
+            let next = after_failure(&job, &failure, now, &self.backoff, random)?;
             end_lease(&mut job, failure.reason.clone(), &next, now);
             if let Some(run_id) = &failure.run_id {
                 job.last_run_id = Some(run_id.clone());

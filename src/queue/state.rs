@@ -213,14 +213,7 @@ impl State {
     /// dead-lettered when that was the job's last attempt.
     pub(super) fn plan_expiries(&self, now: DateTime<Utc>) -> Vec<Change> {
         self.plan_lease_ends(now, |lease, n| {
-            (lease.until <= now).then(|| {
-                format!(
-                    "lease of worker {} expired at {} during attempt {n} (the worker stopped \
-                     heartbeating: it may have died)",
-                    lease.worker,
-                    lease.until.to_rfc3339()
-                )
-            })
+            (lease.until <= now).then(|| expiry_reason(lease, n))
         })
     }
 
@@ -280,13 +273,7 @@ impl State {
             let Some(reason) = ended(lease, n) else {
                 continue;
             };
-            let next = if n >= max {
-                Disposition::Dead {
-                    reason: format!("gave up after {n} of {max} attempts; last: {reason}"),
-                }
-            } else {
-                Disposition::Retry { not_before: None }
-            };
+            let next = after_lease_end(n, max, &reason);
             out.push(Change::LeaseExpired {
                 job: id,
                 token: token.clone(),
@@ -381,45 +368,15 @@ impl State {
             .jobs
             .get(&claim.job.0)
             .ok_or(QueueError::UnknownJob(claim.job))?;
-        let lost = |reason: String| QueueError::LeaseLost {
-            job: claim.job,
-            reason,
-        };
         if e.token.as_deref() == Some(claim.token.as_str()) {
             return Ok(e);
         }
-        Err(match (&e.job.state, &e.job.lease) {
-            (JobState::Claimed, Some(lease)) => lost(format!(
-                "the job was claimed again (attempt {} by worker {})",
-                e.job.attempts, lease.worker
-            )),
-            (JobState::Queued, _) if e.job.attempts >= claim.attempt => lost(format!(
-                "the lease expired and the job was queued again ({})",
-                e.job.last_error.as_deref().unwrap_or("no reason recorded")
-            )),
-            (state, _) => lost(format!("the job is {state} now")),
-        })
+        Err(lease_lost(&e.job, claim))
     }
 
     /// `Ok` while `claim` holds its job's lease at `now` ([`super::RunQueue::fence`]).
     pub(super) fn check_fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
-        let e = self.held(claim)?;
-        match &e.job.lease {
-            Some(lease) if lease.until > now => Ok(()),
-            Some(lease) => Err(QueueError::LeaseLost {
-                job: claim.job,
-                reason: format!(
-                    "the lease ended at {}, before {} (fencing check of attempt {})",
-                    lease.until.to_rfc3339(),
-                    now.to_rfc3339(),
-                    claim.attempt
-                ),
-            }),
-            None => Err(QueueError::LeaseLost {
-                job: claim.job,
-                reason: "the job holds no lease".into(),
-            }),
-        }
+        fence_check(&self.held(claim)?.job, claim, now)
     }
 
     pub(super) fn plan_heartbeat(
@@ -477,21 +434,7 @@ impl State {
         random: u64,
     ) -> Result<(Disposition, Change), QueueError> {
         let e = self.held(claim)?;
-        let (n, max) = (e.job.attempts, e.job.spec.max_attempts);
-        let next = match failure.kind {
-            FailureKind::Permanent => Disposition::Dead {
-                reason: format!("permanent failure on attempt {n}: {}", failure.reason),
-            },
-            FailureKind::Transient if n >= max => Disposition::Dead {
-                reason: format!(
-                    "gave up after {n} of {max} attempts; last: {}",
-                    failure.reason
-                ),
-            },
-            FailureKind::Transient => Disposition::Retry {
-                not_before: Some(plus(now, backoff.delay(n, random))?),
-            },
-        };
+        let next = after_failure(&e.job, &failure, now, backoff, random)?;
         let change = Change::Failed {
             job: claim.job,
             token: claim.token.clone(),
@@ -834,4 +777,89 @@ pub(super) fn check_spec(spec: &JobSpec) -> Result<(), QueueError> {
         ));
     }
     Ok(())
+}
+
+/// Why `claim` no longer holds `job` (its token is not the job's).
+pub(super) fn lease_lost(job: &Job, claim: &Claim) -> QueueError {
+    let lost = |reason: String| QueueError::LeaseLost {
+        job: claim.job,
+        reason,
+    };
+    match (&job.state, &job.lease) {
+        (JobState::Claimed, Some(lease)) => lost(format!(
+            "the job was claimed again (attempt {} by worker {})",
+            job.attempts, lease.worker
+        )),
+        (JobState::Queued, _) if job.attempts >= claim.attempt => lost(format!(
+            "the lease expired and the job was queued again ({})",
+            job.last_error.as_deref().unwrap_or("no reason recorded")
+        )),
+        (state, _) => lost(format!("the job is {state} now")),
+    }
+}
+
+/// The fencing rule on a job `claim` holds: its lease must not have ended at `now`.
+pub(super) fn fence_check(job: &Job, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
+    match &job.lease {
+        Some(lease) if lease.until > now => Ok(()),
+        Some(lease) => Err(QueueError::LeaseLost {
+            job: claim.job,
+            reason: format!(
+                "the lease ended at {}, before {} (fencing check of attempt {})",
+                lease.until.to_rfc3339(),
+                now.to_rfc3339(),
+                claim.attempt
+            ),
+        }),
+        None => Err(QueueError::LeaseLost {
+            job: claim.job,
+            reason: "the job holds no lease".into(),
+        }),
+    }
+}
+
+/// What a failed attempt does to `job`: dead-lettered, or queued again after the backoff.
+pub(super) fn after_failure(
+    job: &Job,
+    failure: &Failure,
+    now: DateTime<Utc>,
+    backoff: &Backoff,
+    random: u64,
+) -> Result<Disposition, QueueError> {
+    let (n, max) = (job.attempts, job.spec.max_attempts);
+    Ok(match failure.kind {
+        FailureKind::Permanent => Disposition::Dead {
+            reason: format!("permanent failure on attempt {n}: {}", failure.reason),
+        },
+        FailureKind::Transient if n >= max => Disposition::Dead {
+            reason: format!(
+                "gave up after {n} of {max} attempts; last: {}",
+                failure.reason
+            ),
+        },
+        FailureKind::Transient => Disposition::Retry {
+            not_before: Some(plus(now, backoff.delay(n, random))?),
+        },
+    })
+}
+
+/// Why an expired lease ended (attempt `n`).
+pub(super) fn expiry_reason(lease: &Lease, n: u32) -> String {
+    format!(
+        "lease of worker {} expired at {} during attempt {n} (the worker stopped \
+         heartbeating: it may have died)",
+        lease.worker,
+        lease.until.to_rfc3339()
+    )
+}
+
+/// What an ended lease does: queued again at once, or dead-lettered after the last attempt.
+pub(super) fn after_lease_end(n: u32, max: u32, reason: &str) -> Disposition {
+    if n >= max {
+        Disposition::Dead {
+            reason: format!("gave up after {n} of {max} attempts; last: {reason}"),
+        }
+    } else {
+        Disposition::Retry { not_before: None }
+    }
 }
