@@ -357,6 +357,7 @@ mod tests {
             duration_ms: 1,
             timings: None,
             transient: false,
+            browser_lost: false,
         };
         let text = render(&summarize("b-1".into(), vec![run], 1));
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("lookup")).collect();

@@ -197,6 +197,11 @@ pub struct RunReport {
     /// A failure outside the page (browser crash or hang, a browser call timing out, the
     /// seller center unreachable): a queue retries such runs.
     pub transient: bool,
+    /// The connection to the run's remote browser dropped mid-run: the run failed closed
+    /// (Chromium disposed its context with the connection) and says nothing about the job,
+    /// so a queue gives the job back without spending an attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub browser_lost: bool,
 }
 
 /// Where a run's time went, in milliseconds. The parts add up to about `duration_ms`.
@@ -340,6 +345,7 @@ impl RunReport {
             duration_ms,
             timings: None,
             transient: false,
+            browser_lost: false,
         }
     }
 }
@@ -445,6 +451,8 @@ struct RunState<'a> {
     spent: Spent,
     /// The front end's fencing check before an approval is spent ([`Engine::run_fenced`]).
     fence: Option<Fence>,
+    /// The remote browser's connection dropped during the run.
+    browser_lost: bool,
     /// The run failed for a reason outside the page (browser crash or hang, unreachable
     /// seller center): trying again later may succeed.
     transient: bool,
@@ -616,6 +624,7 @@ impl Engine {
             approval_id: None,
             duration_ms: 0,
             transient: false,
+            browser_lost: false,
         })
     }
 
@@ -807,6 +816,7 @@ impl Engine {
             spent: Spent::default(),
             transient: false,
             fence,
+            browser_lost: false,
         };
         state.spent.journal += started_record;
         let (status, error) =
@@ -848,6 +858,7 @@ impl Engine {
             duration_ms: started.elapsed().as_millis() as u64,
             timings: Some(state.spent.timings()),
             transient: status == RunStatus::Failed && state.transient,
+            browser_lost: status == RunStatus::Failed && state.browser_lost,
         })
     }
 }
@@ -935,6 +946,7 @@ impl<'a> RunState<'a> {
         // A browser that crashed or stopped answering fails the run with that reason; the
         // pool replaces it before the next run.
         let crashed = browser.crash_report();
+        let remote = browser.chromium().is_remote();
         let t_browser = Instant::now();
         engine
             .pool
@@ -943,6 +955,7 @@ impl<'a> RunState<'a> {
         self.spent.browser += t_browser.elapsed();
         if crashed.is_some() {
             self.transient = true;
+            self.browser_lost = remote;
         }
         let outcome = match (result?, crashed) {
             ((RunStatus::Failed, error), Some(crash)) => (

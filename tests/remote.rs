@@ -151,6 +151,7 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
     );
     let error = report.error.clone().unwrap_or_default();
     assert!(error.contains("remote browser"), "{error}");
+    assert!(report.browser_lost, "a queue gives such a job back");
     // The page would post every 200 ms if it still ran anywhere without the guard.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(
@@ -193,4 +194,107 @@ fn a_bad_endpoint_is_refused_without_echoing_its_token() {
         "{err}"
     );
     assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+/// Through `clerk serve`: the connection to the remote browser is cut while a run holds at a
+/// gate; the run fails closed and its job is released (queued again, no attempt spent), and
+/// once the endpoint answers again the job runs and completes, guarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_connection_releases_the_daemons_job() {
+    let (_chromium, real_port, proxy) = remote_chromium().await;
+    let proxy_port = proxy.port();
+    let world = world_on(proxy_port).await;
+    let engine = clerk::runner::Engine::new(
+        world.data_dir().to_owned(),
+        (*world.engine.config).clone(),
+        world.engine.store.clone(),
+        world.engine.launch.clone(),
+    );
+    let mut opts = clerk::serve::ServeOptions::from_config(&engine.config, Some(0));
+    opts.run_scheduler = false;
+    opts.idle_wait = Duration::from_millis(100);
+    let running = clerk::serve::start(engine, opts)
+        .await
+        .expect("daemon starts");
+    let pb = world.playbook_from(
+        "held",
+        concat!(
+            "name: held\nversion: \"1\"\ndescription: holds at a gate\n",
+            "channel: sample\nmode: read_only\nsteps:\n",
+            "  - goto: /probe/gate?name=remote\n",
+            "  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
+            "  - screenshot: { name: gate }\n",
+        ),
+    );
+    world.engine.store_playbook(&pb).unwrap();
+    let mut spec = clerk::queue::JobSpec::new("held", "sample", "ops");
+    spec.playbook_sha256 = Some(pb.sha256.clone());
+    let q = running.daemon.queue.clone();
+    let job = tokio::task::spawn_blocking(move || q.enqueue(spec))
+        .await
+        .unwrap()
+        .unwrap();
+    running.daemon.wake();
+    let get = |running: &clerk::serve::Running| {
+        let q = running.daemon.queue.clone();
+        async move {
+            tokio::task::spawn_blocking(move || q.get(job))
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // Holding at the gate in the remote browser.
+    let t = std::time::Instant::now();
+    loop {
+        let pages: serde_json::Value =
+            ureq::get(&format!("http://127.0.0.1:{real_port}/json/list"))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+        if pages.to_string().contains("/probe/gate") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the run never reached the gate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.cut_after(Duration::ZERO).await.unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let j = get(&running).await;
+        if j.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("released"))
+        {
+            assert_eq!(j.attempts, 0, "a release spends no attempt: {j:?}");
+            assert!(j.last_error.unwrap().contains("remote browser"));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not released: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The endpoint answers again: the job runs to the end.
+    let _proxy = Proxy::start_on(proxy_port, real_port).await;
+    world.center.open_gate("remote");
+    let t = std::time::Instant::now();
+    loop {
+        let j = get(&running).await;
+        if j.state == clerk::queue::JobState::Done {
+            assert_eq!(j.outcome.unwrap().status, "ok");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "never completed: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(world.center.writes().is_empty());
+    running.shutdown();
+    running.wait().await.unwrap();
 }

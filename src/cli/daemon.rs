@@ -704,6 +704,7 @@ impl Daemon {
             duration_ms: 0,
             timings: None,
             transient: false,
+            browser_lost: false,
         })
     }
 }

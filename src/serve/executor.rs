@@ -9,6 +9,8 @@
 //! | refused           | fail (permanent)                                               |
 //! | session_expired   | the channel's queue is paused (re-authorize, then resume); the |
 //! |                   | job is given back without spending an attempt                  |
+//! | failed, remote    | the remote browser's connection dropped mid-run (failed        |
+//! | browser lost      | closed): released, without spending an attempt                 |
 //!
 //! Transient: the browser crashed or stopped answering, a browser call timed out, the seller
 //! center could not be reached or answered 5xx ([`RunReport::transient`]).
@@ -204,6 +206,12 @@ fn verdict_of(report: &RunReport) -> Verdict {
         RunStatus::Ok | RunStatus::Drafted => Verdict::Complete(report.status.as_str().into()),
         RunStatus::SessionExpired => Verdict::SessionExpired,
         RunStatus::Paused => Verdict::Paused(error()),
+        // A remote browser's connection dropped: the run failed closed; nothing is known
+        // about the job, which is given back (a few seconds later) without an attempt.
+        RunStatus::Failed if report.browser_lost => Verdict::Paused(format!(
+            "released: {} (the run failed closed; the job is queued again)",
+            error()
+        )),
         RunStatus::Refused => Verdict::Fail(Failure::permanent(format!("refused: {}", error()))),
         RunStatus::Failed if report.transient => Verdict::Fail(Failure::transient(error())),
         RunStatus::Failed => Verdict::Fail(Failure::permanent(error())),
