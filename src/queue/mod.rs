@@ -281,6 +281,27 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl Job {
+    /// A job just enqueued: queued, no attempt yet.
+    pub fn queued(id: JobId, spec: JobSpec, enqueued_at: DateTime<Utc>) -> Job {
+        Job {
+            id,
+            spec,
+            state: JobState::Queued,
+            enqueued_at,
+            attempts: 0,
+            not_before: None,
+            lease: None,
+            last_error: None,
+            dead_reason: None,
+            outcome: None,
+            last_run_id: None,
+            crashes: 0,
+            finished_at: None,
+        }
+    }
+}
+
 /// Which jobs [`RunQueue::list`] returns (all by default), in id order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {

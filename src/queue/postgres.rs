@@ -36,8 +36,8 @@ use postgres::{Client, Transaction};
 
 use super::embedded::{new_token, random_u64};
 use super::state::{
-    after_failure, after_lease_end, check_spec, expiry_reason, fence_check, lease_lost, plus,
-    MAX_DURATION,
+    after_failure, after_lease_end, check_claim, check_spec, expiry_reason, fence_check,
+    lease_lost, plus,
 };
 use super::{
     Backoff, ChannelPause, Claim, Disposition, Failure, Job, JobFilter, JobId, JobSpec, JobState,
@@ -518,21 +518,7 @@ impl RunQueue for PgQueue {
                 .query_one("SELECT nextval('clerk_job_ids')", &[])
                 .map_err(db)?
                 .get(0);
-            let job = Job {
-                id: JobId(id as u64),
-                spec: spec.clone(),
-                state: JobState::Queued,
-                enqueued_at: Utc::now(),
-                attempts: 0,
-                not_before: None,
-                lease: None,
-                last_error: None,
-                dead_reason: None,
-                outcome: None,
-                last_run_id: None,
-                crashes: 0,
-                finished_at: None,
-            };
+            let job = Job::queued(JobId(id as u64), spec.clone(), Utc::now());
             write_hot(tx, &job, None, 0, None)?;
             notify(tx, &job.spec.channel)?;
             Ok(job.id)
@@ -545,17 +531,7 @@ impl RunQueue for PgQueue {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<Claim>, QueueError> {
-        if worker.trim().is_empty() {
-            return Err(QueueError::BadInput(
-                "a worker needs a name to claim".into(),
-            ));
-        }
-        if lease.is_zero() || lease > MAX_DURATION {
-            return Err(QueueError::BadInput(format!(
-                "a lease must be longer than 0 and at most {} days (got {lease:?})",
-                MAX_DURATION.as_secs() / 86_400
-            )));
-        }
+        check_claim(worker, lease)?;
         self.tx(|tx| {
             expire(tx, now)?;
             self.choose(tx, worker, lease, now)

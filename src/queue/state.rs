@@ -295,17 +295,7 @@ impl State {
         limits: &QueueLimits,
         token: String,
     ) -> Result<Option<(Claim, Change)>, QueueError> {
-        if worker.trim().is_empty() {
-            return Err(QueueError::BadInput(
-                "a worker needs a name to claim".into(),
-            ));
-        }
-        if lease.is_zero() || lease > MAX_DURATION {
-            return Err(QueueError::BadInput(format!(
-                "a lease must be longer than 0 and at most {} days (got {lease:?})",
-                MAX_DURATION.as_secs() / 86_400
-            )));
-        }
+        check_claim(worker, lease)?;
         if self.claimed.len() >= limits.global {
             return Ok(None);
         }
@@ -538,21 +528,7 @@ impl State {
                     return Err(format!("job {job} enqueued twice"));
                 }
                 let entry = Entry {
-                    job: Job {
-                        id: *job,
-                        spec: spec.clone(),
-                        state: JobState::Queued,
-                        enqueued_at: *at,
-                        attempts: 0,
-                        not_before: None,
-                        lease: None,
-                        last_error: None,
-                        dead_reason: None,
-                        outcome: None,
-                        last_run_id: None,
-                        crashes: 0,
-                        finished_at: None,
-                    },
+                    job: Job::queued(*job, spec.clone(), *at),
                     token: None,
                     lease_ms: 0,
                 };
@@ -862,4 +838,20 @@ pub(super) fn after_lease_end(n: u32, max: u32, reason: &str) -> Disposition {
     } else {
         Disposition::Retry { not_before: None }
     }
+}
+
+/// Refuses a claim without a worker name or with a lease out of range.
+pub(super) fn check_claim(worker: &str, lease: Duration) -> Result<(), QueueError> {
+    if worker.trim().is_empty() {
+        return Err(QueueError::BadInput(
+            "a worker needs a name to claim".into(),
+        ));
+    }
+    if lease.is_zero() || lease > MAX_DURATION {
+        return Err(QueueError::BadInput(format!(
+            "a lease must be longer than 0 and at most {} days (got {lease:?})",
+            MAX_DURATION.as_secs() / 86_400
+        )));
+    }
+    Ok(())
 }
