@@ -234,10 +234,31 @@ impl Channel {
 /// WebSocket) or `"ws://HOST:PORT/devtools/browser/ID"` (a query, e.g. a token, is sent but
 /// never recorded). Each endpoint serves one clerk node: two CDP clients intercepting the
 /// same browser would fail each other's requests.
+///
+/// Every run context in a remote browser sends its traffic through the node's dead-man
+/// relay (`browser::relay`), which the browser must be able to dial: by default this
+/// machine's address on the route to the browser's host, on a port the kernel picks.
+/// `relay = "HOST:PORT"` says what the browser dials instead (behind NAT or a tunnel), and
+/// `relay_listen = "IP:PORT"` where to listen when that is not an address of this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrowserEndpoint {
     pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_listen: Option<String>,
+}
+
+impl BrowserEndpoint {
+    /// An endpoint with the default relay.
+    pub fn new(endpoint: impl Into<String>) -> BrowserEndpoint {
+        BrowserEndpoint {
+            endpoint: endpoint.into(),
+            relay: None,
+            relay_listen: None,
+        }
+    }
 }
 
 /// What may be recorded of a CDP endpoint: scheme, host and port only (never a path, a

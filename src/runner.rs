@@ -471,7 +471,7 @@ impl Engine {
     pub fn new(data_dir: PathBuf, config: Config, store: Store, launch: LaunchOptions) -> Engine {
         let mut launch = launch;
         if launch.remote.is_empty() {
-            launch.remote = config.browsers.iter().map(|b| b.endpoint.clone()).collect();
+            launch.remote = config.browsers.clone();
         }
         let config = Arc::new(config);
         let pause = PauseBoard::open(&store, config.clone(), &data_dir).unwrap_or_else(|e| {

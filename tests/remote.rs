@@ -298,3 +298,70 @@ async fn a_cut_connection_releases_the_daemons_job() {
     running.shutdown();
     running.wait().await.unwrap();
 }
+
+const FLOOD: &str = r#"name: flood
+version: "1"
+description: a page that never stops writing, and a wait that never ends
+channel: sample
+mode: read_only
+steps:
+  - goto: /probe/flood
+  - wait_for: { text: "this text never appears" }
+    timeout: 60s
+"#;
+
+/// The clerk process itself is SIGKILLed (three times) while its run's page in a remote
+/// browser keeps eight writes in flight: Chromium lets the requests the guard held go, and
+/// runs the page unintercepted until it disposes the context, but the context's only way out
+/// is the dead process's relay, so not one write reaches the seller center; the page is
+/// gone afterwards. (Without the relay this leaked writes: the test fails when
+/// `proxyServer` is left out of the context.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_clerk_lets_no_write_out_of_a_remote_browser() {
+    use std::process::{Command, Stdio};
+    let (_chromium, real_port, _proxy) = remote_chromium().await;
+    let world = world_on(real_port).await;
+    let playbook = world.data_dir().join("flood.yaml");
+    std::fs::write(&playbook, FLOOD).unwrap();
+    let list = || -> String {
+        ureq::get(&format!("http://127.0.0.1:{real_port}/json/list"))
+            .call()
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    for round in 0..3 {
+        let mut child = Command::new(crate::common::clerk_bin())
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .args(["--as", "ops", "run"])
+            .arg(&playbook)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let open = std::time::Instant::now();
+        while !list().contains("/probe/flood") {
+            assert!(
+                open.elapsed() < Duration::from_secs(30),
+                "round {round}: the flood page never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Flooding under the guard for a while, then the process dies at once.
+        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            world.center.writes().is_empty(),
+            "round {round}: {} writes got out of the remote browser after clerk died: {:?}",
+            world.center.writes().len(),
+            world.center.writes().first()
+        );
+        let pages = list();
+        assert!(
+            !pages.contains("/probe/flood"),
+            "round {round}: the run's page outlived clerk: {pages}"
+        );
+    }
+}

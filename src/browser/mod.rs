@@ -17,6 +17,7 @@ mod containment;
 mod guard;
 mod pool;
 mod process;
+pub mod relay;
 mod tab;
 mod targets;
 
@@ -96,7 +97,7 @@ pub struct LaunchOptions {
     pub launch_timeout: Duration,
     /// Remote browsers (CDP endpoints) to connect to instead of launching `executable`:
     /// one Chromium per endpoint (see `channel::BrowserEndpoint`).
-    pub remote: Vec<String>,
+    pub remote: Vec<crate::channel::BrowserEndpoint>,
 }
 
 impl LaunchOptions {
@@ -114,7 +115,9 @@ impl LaunchOptions {
 
     /// Options for `remote` endpoints: no local Chromium is needed (the executable is
     /// detected if there is one, for runs that launch).
-    pub fn for_remote(remote: Vec<String>) -> Result<LaunchOptions, BrowserError> {
+    pub fn for_remote(
+        remote: Vec<crate::channel::BrowserEndpoint>,
+    ) -> Result<LaunchOptions, BrowserError> {
         let mut opts = LaunchOptions::detect().unwrap_or(LaunchOptions {
             executable: PathBuf::new(),
             width: 1280,
@@ -210,6 +213,9 @@ pub struct Chromium {
     identity: BrowserIdentity,
     /// The endpoint as configured (remote browsers; empty for a local one).
     endpoint_url: String,
+    /// The dead-man relay every run context of a remote browser sends its traffic through
+    /// (none for a local one, which dies with clerk).
+    relay: Option<Arc<relay::Relay>>,
     registry: Registry,
     targets: Targets,
     /// Records WebSocket traffic on the sockets a channel allows, per run.
@@ -290,9 +296,15 @@ impl Chromium {
     /// and backoff, and installs the guard on its browser target as for a local one.
     pub async fn connect(
         opts: &LaunchOptions,
-        endpoint: &str,
+        remote: &crate::channel::BrowserEndpoint,
     ) -> Result<Arc<Chromium>, BrowserError> {
+        let endpoint = remote.endpoint.as_str();
         let identity = crate::channel::endpoint_identity(endpoint);
+        let plan = relay::RelayPlan::for_endpoint(
+            endpoint,
+            remote.relay.as_deref(),
+            remote.relay_listen.as_deref(),
+        )?;
         let deadline = tokio::time::Instant::now() + opts.launch_timeout;
         let mut wait = Duration::from_millis(200);
         let mut tries = 0;
@@ -300,7 +312,15 @@ impl Chromium {
             tries += 1;
             let attempt = async {
                 let ws = websocket_url(endpoint, opts.cdp_timeout).await?;
-                Chromium::attach(opts, ws, None, identity.clone(), Some(endpoint.to_owned())).await
+                let relay = Arc::new(relay::Relay::start(plan.clone()).await?);
+                Chromium::attach(
+                    opts,
+                    ws,
+                    None,
+                    identity.clone(),
+                    Some((endpoint.to_owned(), relay)),
+                )
+                .await
             };
             match attempt.await {
                 Ok(c) => {
@@ -327,8 +347,12 @@ impl Chromium {
         ws: String,
         process: Option<ChromiumProcess>,
         endpoint: String,
-        endpoint_url: Option<String>,
+        remote: Option<(String, Arc<relay::Relay>)>,
     ) -> Result<Arc<Chromium>, BrowserError> {
+        let (endpoint_url, relay) = match remote {
+            Some((url, relay)) => (Some(url), Some(relay)),
+            None => (None, None),
+        };
         let config = HandlerConfig {
             viewport: Some(Viewport {
                 width: opts.width,
@@ -363,6 +387,7 @@ impl Chromium {
         let gone = Arc::new(AtomicBool::new(false));
         let handler = tokio::spawn({
             let gone = gone.clone();
+            let relay = relay.clone();
             async move {
                 while let Some(event) = handler.next().await {
                     if let Err(e) = event {
@@ -371,6 +396,10 @@ impl Chromium {
                     }
                 }
                 gone.store(true, Ordering::SeqCst);
+                // Whatever Chromium releases now goes nowhere.
+                if let Some(r) = relay {
+                    r.shut();
+                }
             }
         });
         let pid = process.as_ref().map(|p| p.pid()).unwrap_or(0);
@@ -405,6 +434,7 @@ impl Chromium {
                 protocol,
             },
             endpoint_url: endpoint_url.unwrap_or_default(),
+            relay,
             registry: registry.clone(),
             targets: targets.clone(),
             sockets: sockets.clone(),
@@ -440,8 +470,12 @@ impl Chromium {
             "Target.createBrowserContext",
             // Disposed by Chromium if the connection drops: a page must never go on running
             // without the guard (which lives in this connection).
+            // A remote browser's context goes out only through this node's relay (to
+            // loopback too), which dies with this process: see `relay`.
             self.cdp.execute(CreateBrowserContextParams {
                 dispose_on_detach: Some(true),
+                proxy_server: self.relay.as_ref().map(|r| r.proxy_server()),
+                proxy_bypass_list: self.relay.as_ref().map(|_| "<-loopback>".to_owned()),
                 ..Default::default()
             }),
         )
@@ -666,7 +700,11 @@ impl Chromium {
             }
         }
         // For a remote browser this closes the connection: its contexts are disposed on
-        // detach (`disposeOnDetach`), so no page of ours outlives the guard.
+        // detach (`disposeOnDetach`), so no page of ours outlives the guard, and the relay
+        // is shut first, so nothing Chromium releases meanwhile gets out.
+        if let Some(r) = &self.relay {
+            r.shut();
+        }
         self.handler.abort();
     }
 }

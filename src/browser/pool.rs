@@ -306,7 +306,8 @@ impl Pool {
                     .map(|b| b.endpoint_url().to_owned())
                     .collect()
             });
-            let Some(endpoint) = remote.iter().find(|e| !held.contains(e)).cloned() else {
+            let Some(endpoint) = remote.iter().find(|e| !held.contains(&e.endpoint)).cloned()
+            else {
                 return Err(BrowserError::Launch(
                     "every remote browser endpoint is in use".into(),
                 ));

@@ -135,8 +135,8 @@ pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     let config = load_config(cli)?;
     let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
     attach_log_key(&store, &config.log)?;
-    let remote: Vec<String> = config.browsers.iter().map(|b| b.endpoint.clone()).collect();
-    let launch = LaunchOptions::for_remote(remote).map_err(|e| exit(2, e.to_string()))?;
+    let launch =
+        LaunchOptions::for_remote(config.browsers.clone()).map_err(|e| exit(2, e.to_string()))?;
     Ok(Engine::new(cli.data_dir.clone(), config, store, launch))
 }
 

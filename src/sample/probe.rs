@@ -5,7 +5,9 @@
 //! `probe_mark` localStorage item the page found, then sets both to `M`. It loads
 //! `/probe/cached.js`, which is cacheable for an hour: the server's request log says how
 //! often a browser actually fetched it. `GET /probe/writer` POSTs to `/probe/beacon` as soon
-//! as it loads and every 200 ms after.
+//! as it loads and every 200 ms after. `GET /probe/flood` keeps eight POSTs to
+//! `/probe/beacon` in flight at all times (each one failed is sent again 5 ms later), so a
+//! browser whose guard goes away at any instant has a write to let out.
 //!
 //! `GET /probe/gate?name=K` is late content the test controls: the page asks
 //! `/probe/gate-state?name=K` every 100 ms and shows `#open` once
@@ -35,6 +37,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/probe/isolation", get(isolation))
         .route("/probe/cached.js", get(cached_js))
         .route("/probe/writer", get(writer))
+        .route("/probe/flood", get(flood))
         .route("/probe/beacon", post(|| async { StatusCode::NO_CONTENT }))
         .route("/probe/gate", get(gate))
         .route("/probe/gate-state", get(gate_state))
@@ -160,6 +163,18 @@ async fn cached_js() -> Response {
         "window.probeCached = true;\n",
     )
         .into_response()
+}
+
+async fn flood() -> Response {
+    let body = r#"<!doctype html><html><head><meta charset="utf-8"><title>flood</title></head>
+<body><h1 id="flood">This page never stops writing</h1>
+<script>
+  let n = 0;
+  const one = () => fetch('/probe/beacon', { method: 'POST', body: 'n=' + (++n) })
+    .then(() => setTimeout(one, 5), () => setTimeout(one, 5));
+  for (let i = 0; i < 8; i++) one();
+</script></body></html>"#;
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
 async fn writer() -> Response {
