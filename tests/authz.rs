@@ -828,22 +828,13 @@ async fn schedules_through_the_api_name_no_file_and_the_cli_sends_contents() {
     // The file changes afterwards; the firing runs the rows and the text that were sent.
     std::fs::write(&mine, text.replace("SO-", "XX-")).unwrap();
     std::fs::write(&rows, "order_id\nSO-999999\n").unwrap();
-    // The stopped daemon's last tasks may hold the queue for a moment after `wait`.
-    let t = std::time::Instant::now();
-    let queue = loop {
-        match clerk::queue::EmbeddedQueue::open(
-            world.data_dir(),
-            clerk::queue::limits_for(&world.engine.config, 1),
-            clerk::queue::Backoff::default(),
-        ) {
-            Err(clerk::queue::QueueError::Locked(_))
-                if t.elapsed() < std::time::Duration::from_secs(10) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
-            }
-            other => break other.unwrap(),
-        }
-    };
+    // `wait` returns once the stopped daemon let go of the queue.
+    let queue = clerk::queue::EmbeddedQueue::open(
+        world.data_dir(),
+        clerk::queue::limits_for(&world.engine.config, 1),
+        clerk::queue::Backoff::default(),
+    )
+    .expect("the stopped daemon let go of the queue");
     let no_urls =
         |_: &str| -> Result<clerk::serve::scheduler::Rows, String> { Err("no URLs here".into()) };
     let report = clerk::serve::scheduler::Ticker {

@@ -422,11 +422,47 @@ impl Running {
         let _ = self.stop.send(true);
     }
 
-    /// Waits until the daemon stopped.
+    /// Waits until the daemon stopped and its last tasks let go of the queue (whose lock a
+    /// next daemon, or a command, on the same data directory needs at once); at most 10 s
+    /// for those after the daemon's own task ended.
     pub async fn wait(self) -> Result<ServeSummary, ServeError> {
-        self.task
+        let Running { daemon, task, .. } = self;
+        let queue = Arc::downgrade(&daemon.queue);
+        drop(daemon);
+        let summary = task
             .await
-            .map_err(|e| ServeError::Api(format!("daemon task failed: {e}")))?
+            .map_err(|e| ServeError::Api(format!("daemon task failed: {e}")))?;
+        let since = std::time::Instant::now();
+        while queue.strong_count() > 0 {
+            if since.elapsed() > std::time::Duration::from_secs(10) {
+                tracing::warn!("the stopped daemon's queue is still held after 10 s");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        summary
+    }
+}
+
+/// Copies evidence blobs no run copied (storage down, a crash before the copy) to object
+/// storage: at start, then every minute.
+async fn copy_evidence(d: Arc<Daemon>, blobs: Arc<dyn crate::evidence::blob::BlobStore>) {
+    let mut stopping = d.stopping.subscribe();
+    loop {
+        match crate::evidence::blob::copy_all(&d.engine.store, blobs.as_ref()).await {
+            Ok(r) if r.copied > 0 || !r.failed.is_empty() => tracing::info!(
+                copied = r.copied,
+                failed = r.failed.len(),
+                "evidence left over copied to {}",
+                blobs.describe()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("copying evidence to {}: {e}", blobs.describe()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -541,6 +577,10 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
         }
         let pause_sync = tokio::spawn(executor::sync_pauses(d.clone()));
         let checkpoints = tokio::spawn(checkpointer::run(d.clone()));
+        let copies = d.engine.blobs.clone().map(|blobs| {
+            let d = d.clone();
+            tokio::spawn(async move { copy_evidence(d, blobs).await })
+        });
         let scheduler = d
             .opts
             .run_scheduler
@@ -554,6 +594,9 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
             s.abort();
         }
         pause_sync.abort();
+        if let Some(c) = copies {
+            c.abort();
+        }
         let _ = checkpoints.await;
         let deadline = tokio::time::sleep(d.opts.shutdown_deadline);
         tokio::pin!(deadline);
