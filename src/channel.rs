@@ -326,9 +326,27 @@ pub struct ClusterSettings {
     /// back what its predecessor held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `s3://BUCKET/PREFIX`: every evidence blob (screenshot, WARC record, playbook text) is
+    /// also stored there under its SHA-256, create-only and re-verified by the storage
+    /// (`evidence::blob`). Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`), never from this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// The S3 endpoint for a storage other than AWS (`http://minio:9000`): path-style
+    /// requests are used then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_endpoint: Option<String>,
+    /// The bucket's region (default `us-east-1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_region: Option<String>,
 }
 
 impl ClusterSettings {
+    /// The object storage evidence blobs are copied to, if any.
+    pub fn evidence_target(&self) -> Option<&str> {
+        self.evidence.as_deref().filter(|e| !e.trim().is_empty())
+    }
+
     /// The database URL when the installation is a cluster.
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref().filter(|d| !d.trim().is_empty())
@@ -375,6 +393,34 @@ impl ClusterSettings {
                             the environment instead"
                         .into(),
                 );
+            }
+        }
+        if let Some(e) = self.evidence_target() {
+            let url = Url::parse(e).map_err(|err| {
+                format!("[cluster] evidence: not a URL ({err}); e.g. s3://clerk-evidence/prod")
+            })?;
+            if url.scheme() != "s3" || url.host_str().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "[cluster] evidence `{e}`: give s3://BUCKET or s3://BUCKET/PREFIX"
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                return Err(
+                    "[cluster] evidence: the URL holds credentials or a query; set \
+                            AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment \
+                            of each node instead"
+                        .into(),
+                );
+            }
+        }
+        if let Some(ep) = &self.evidence_endpoint {
+            let ok = Url::parse(ep)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.password().is_none())
+                .unwrap_or(false);
+            if !ok {
+                return Err(format!(
+                    "[cluster] evidence_endpoint `{ep}`: give http(s)://HOST:PORT, without credentials"
+                ));
             }
         }
         if let Some(n) = &self.node {

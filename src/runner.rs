@@ -85,6 +85,9 @@ pub struct Engine {
     verified_sessions: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, String)>>>,
     /// Playbook texts this engine has already put in the store (saves a re-hash per run).
     stored_texts: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Object storage every run's evidence blobs are copied to when it ends
+    /// (`[cluster] evidence`; `evidence::blob`).
+    pub blobs: Option<Arc<dyn crate::evidence::blob::BlobStore>>,
 }
 
 /// Why a playbook named by its hash cannot be run.
@@ -478,7 +481,14 @@ impl Engine {
             tracing::error!("cannot read the pause state: {e}; everything is paused");
             PauseBoard::failed_closed(&store, config.clone(), &data_dir, e.to_string())
         });
+        // A front end checks this first and refuses to start with the reason; here a bad
+        // setting is logged and nothing is copied (the local files stay the ground truth).
+        let blobs = crate::evidence::blob::from_settings(&config.cluster).unwrap_or_else(|e| {
+            tracing::error!("evidence blobs are not copied: {e}");
+            None
+        });
         Engine {
+            blobs,
             data_dir,
             config,
             pause,
@@ -649,6 +659,39 @@ impl Engine {
     /// refuses the submit, recorded with its reason. The daemon passes its queue's check, so
     /// a node that lost its job's lease (paused past it, cut off) never submits.
     pub async fn run_fenced(
+        &self,
+        req: RunRequest,
+        run_id: Option<String>,
+        fence: Option<Fence>,
+    ) -> Result<RunReport, EngineError> {
+        let report = self.execute(req, run_id, fence).await?;
+        self.copy_evidence(&report).await;
+        Ok(report)
+    }
+
+    /// Copies a finished run's evidence blobs to object storage (`[cluster] evidence`) and
+    /// records each copy. A failure leaves them for the daemon's next pass
+    /// (`evidence::blob::copy_all`); the run's own outcome does not change.
+    async fn copy_evidence(&self, report: &RunReport) {
+        let (Some(blobs), Some(run_id)) = (&self.blobs, &report.run_id) else {
+            return;
+        };
+        match crate::evidence::blob::copy_run(&self.store, blobs.as_ref(), run_id).await {
+            Ok(r) if r.failed.is_empty() => {
+                tracing::debug!(run = %run_id, copied = r.copied, "evidence copied to {}", blobs.describe())
+            }
+            Ok(r) => tracing::warn!(
+                run = %run_id,
+                "{} of the run's evidence blobs were not copied to {} (tried again later): {}",
+                r.failed.len(),
+                blobs.describe(),
+                r.failed.join("; ")
+            ),
+            Err(e) => tracing::warn!(run = %run_id, "evidence copy failed: {e}"),
+        }
+    }
+
+    async fn execute(
         &self,
         req: RunRequest,
         run_id: Option<String>,

@@ -17,6 +17,7 @@ mod evidence_store;
 mod guard;
 mod identity;
 mod locators;
+mod object_storage;
 mod order_note;
 mod pause;
 mod playbook_check;

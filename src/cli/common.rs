@@ -135,6 +135,9 @@ pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     let config = load_config(cli)?;
     let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
     attach_log_key(&store, &config.log)?;
+    if let Err(e) = crate::evidence::blob::from_settings(&config.cluster) {
+        return Err(exit(2, e.to_string()));
+    }
     let launch =
         LaunchOptions::for_remote(config.browsers.clone()).map_err(|e| exit(2, e.to_string()))?;
     Ok(Engine::new(cli.data_dir.clone(), config, store, launch))

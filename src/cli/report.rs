@@ -105,12 +105,47 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             None => evidence::verify::verify(&cli.data_dir, &scope)?,
         }
     };
+    // Copies in object storage (`[cluster] evidence`), read back and hashed.
+    let copies = match (&args.bundle, crate::cli::common::config_path(cli).exists()) {
+        (None, true) => {
+            let config = crate::cli::common::load_config(cli)?;
+            match evidence::blob::from_settings(&config.cluster)
+                .map_err(|e| exit(2, e.to_string()))?
+            {
+                Some(blobs) => {
+                    let scope = match (&args.run, &args.case) {
+                        (Some(r), _) => Scope::Run(r.clone()),
+                        (_, Some(c)) => Scope::Case(c.clone()),
+                        _ => Scope::All,
+                    };
+                    let records = evidence::verify::records_in_scope(&cli.data_dir, &scope)?;
+                    Some(
+                        evidence::blob::check_copies(blobs.as_ref(), &records, &cli.data_dir)
+                            .await
+                            .map_err(|e| exit(1, e.to_string()))?,
+                    )
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        match &copies {
+            Some(c) => {
+                let mut v = serde_json::to_value(&report)?;
+                v["object_storage"] = serde_json::to_value(c)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            None => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
     } else {
         print!("{report}");
+        if let Some(c) = &copies {
+            print!("{c}");
+        }
     }
-    Ok(if report.ok() {
+    Ok(if report.ok() && copies.as_ref().is_none_or(|c| c.ok()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -323,6 +323,21 @@ pub enum Event {
         reason: String,
         at: String,
     },
+    /// An evidence blob was copied to object storage (`[cluster] evidence`) and the storage
+    /// acknowledged it: create-only, its SHA-256 re-verified by the storage.
+    BlobStored {
+        /// The run whose record named the blob.
+        run_id: Option<RunId>,
+        kind: super::blob::BlobKind,
+        sha256: String,
+        /// `s3://bucket/key`.
+        location: String,
+        /// The object version, when the bucket keeps versions.
+        version_id: Option<String>,
+        /// Object Lock retention, when the bucket has Object Lock.
+        retention: Option<super::blob::Retention>,
+        at: String,
+    },
     /// Someone changed the daemon's queue: `action` is `enqueue`, `retry`, `drop` or
     /// `resume_channel`; `jobs` the jobs it touched (for a channel resume, none).
     QueueChanged {
@@ -363,6 +378,7 @@ impl Event {
             Event::JobRetried { .. } => "job_retried",
             Event::JobDeadLettered { .. } => "job_dead_lettered",
             Event::QueueChanged { .. } => "queue_changed",
+            Event::BlobStored { .. } => "blob_stored",
         }
     }
 
@@ -395,7 +411,8 @@ impl Event {
             | Event::ApprovalUsed { run_id, .. } => Some(run_id),
             Event::Refused { run_id, .. }
             | Event::JobRetried { run_id, .. }
-            | Event::JobDeadLettered { run_id, .. } => run_id.as_deref(),
+            | Event::JobDeadLettered { run_id, .. }
+            | Event::BlobStored { run_id, .. } => run_id.as_deref(),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@
 //! exclusive flock on `journal.lock`, under which the chain head is read from the file's
 //! tail (never from memory or the index), so no two records can claim the same seq.
 
+pub mod blob;
 mod commit;
 mod event;
 pub mod export;

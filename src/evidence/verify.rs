@@ -616,6 +616,21 @@ pub fn verify_without_index(data_dir: &Path, scope: &Scope) -> Result<VerifyRepo
     verify_with(data_dir, scope, Some(Peek::Skipped))
 }
 
+/// The journal's records in `scope`, read from the file (no index, no lock): what the
+/// object-storage check (`evidence::blob::check_copies`) reads back. Lines that do not parse
+/// are left out (`verify` itself reports them).
+pub fn records_in_scope(data_dir: &Path, scope: &Scope) -> Result<Vec<Record>, StoreError> {
+    let snapshot = journal::snapshot(data_dir)?;
+    let (lines, _) = lines(&snapshot);
+    let parsed: Vec<Record> = parse_parallel(&lines)
+        .into_iter()
+        .filter_map(|p| p.ok().map(|p| p.record))
+        .collect();
+    let refs: Vec<&Record> = parsed.iter().collect();
+    let keep = select_scope(&refs, scope)?;
+    Ok(keep.into_iter().map(|i| parsed[i].clone()).collect())
+}
+
 /// [`verify`] from the process that owns the store (the daemon): its open index is compared
 /// with the journal instead of being skipped as "in use".
 pub fn verify_store(store: &super::Store, scope: &Scope) -> Result<VerifyReport, StoreError> {

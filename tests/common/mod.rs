@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
