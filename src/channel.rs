@@ -347,6 +347,16 @@ impl ClusterSettings {
         self.evidence.as_deref().filter(|e| !e.trim().is_empty())
     }
 
+    /// [`ClusterSettings::evidence_target`] with its endpoint and region.
+    pub fn evidence_store(&self) -> Option<crate::evidence::blob::S3Target<'_>> {
+        self.evidence_target()
+            .map(|url| crate::evidence::blob::S3Target {
+                url,
+                endpoint: self.evidence_endpoint.as_deref(),
+                region: self.evidence_region.as_deref(),
+            })
+    }
+
     /// The database URL when the installation is a cluster.
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref().filter(|d| !d.trim().is_empty())

@@ -483,10 +483,11 @@ impl Engine {
         });
         // A front end checks this first and refuses to start with the reason; here a bad
         // setting is logged and nothing is copied (the local files stay the ground truth).
-        let blobs = crate::evidence::blob::from_settings(&config.cluster).unwrap_or_else(|e| {
-            tracing::error!("evidence blobs are not copied: {e}");
-            None
-        });
+        let blobs =
+            crate::evidence::blob::open(config.cluster.evidence_store()).unwrap_or_else(|e| {
+                tracing::error!("evidence blobs are not copied: {e}");
+                None
+            });
         Engine {
             blobs,
             data_dir,

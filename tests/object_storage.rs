@@ -21,18 +21,15 @@ const PREFIX: &str = "shop-1";
 /// Where a store keeps the blob with this relative name, as a file the test can touch.
 type FileOf = Box<dyn Fn(&str) -> std::path::PathBuf>;
 
-fn settings(server: &S3Server) -> clerk::channel::ClusterSettings {
-    clerk::channel::ClusterSettings {
-        evidence: Some(format!("s3://{BUCKET}/{PREFIX}")),
-        evidence_endpoint: Some(server.endpoint()),
-        ..Default::default()
-    }
-}
-
 fn s3(server: &S3Server) -> S3Blobs {
-    S3Blobs::with_credentials(&settings(server), ACCESS_KEY, SECRET_KEY, None)
-        .unwrap()
-        .unwrap()
+    let url = format!("s3://{BUCKET}/{PREFIX}");
+    let endpoint = server.endpoint();
+    let target = clerk::evidence::blob::S3Target {
+        url: &url,
+        endpoint: Some(&endpoint),
+        region: None,
+    };
+    S3Blobs::with_credentials(&target, ACCESS_KEY, SECRET_KEY, None).unwrap()
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -135,7 +135,7 @@ pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     let config = load_config(cli)?;
     let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
     attach_log_key(&store, &config.log)?;
-    if let Err(e) = crate::evidence::blob::from_settings(&config.cluster) {
+    if let Err(e) = crate::evidence::blob::open(config.cluster.evidence_store()) {
         return Err(exit(2, e.to_string()));
     }
     let launch =

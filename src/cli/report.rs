@@ -109,7 +109,7 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let copies = match (&args.bundle, crate::cli::common::config_path(cli).exists()) {
         (None, true) => {
             let config = crate::cli::common::load_config(cli)?;
-            match evidence::blob::from_settings(&config.cluster)
+            match evidence::blob::open(config.cluster.evidence_store())
                 .map_err(|e| exit(2, e.to_string()))?
             {
                 Some(blobs) => {

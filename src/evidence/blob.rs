@@ -225,37 +225,31 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     /// The store `[cluster] evidence` names, with credentials from the environment.
-    pub fn from_settings(
-        settings: &crate::channel::ClusterSettings,
-    ) -> Result<Option<S3Blobs>, BlobError> {
-        let Some(target) = settings.evidence_target() else {
-            return Ok(None);
-        };
+    pub fn from_target(target: &S3Target) -> Result<S3Blobs, BlobError> {
+        let url = target.url;
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let (Some(access), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
         else {
             return Err(BlobError::Config(format!(
-                "evidence goes to {target}, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set in this process's environment (they are never read from clerk.toml)"
+                "evidence goes to {url}, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set in this process's environment (they are never read from clerk.toml)"
             )));
         };
-        S3Blobs::with_credentials(settings, &access, &secret, var("AWS_SESSION_TOKEN"))
+        S3Blobs::with_credentials(target, &access, &secret, var("AWS_SESSION_TOKEN"))
     }
 
-    /// [`S3Blobs::from_settings`] with the credentials given.
+    /// [`S3Blobs::from_target`] with the credentials given.
     pub fn with_credentials(
-        settings: &crate::channel::ClusterSettings,
+        target: &S3Target,
         access: &str,
         secret: &str,
         session_token: Option<String>,
-    ) -> Result<Option<S3Blobs>, BlobError> {
-        let Some(target) = settings.evidence_target() else {
-            return Ok(None);
-        };
-        let url = url::Url::parse(target).map_err(|e| BlobError::Config(e.to_string()))?;
+    ) -> Result<S3Blobs, BlobError> {
+        let target_url = target.url;
+        let url = url::Url::parse(target_url).map_err(|e| BlobError::Config(e.to_string()))?;
         let bucket = url
             .host_str()
             .filter(|b| !b.is_empty())
-            .ok_or_else(|| BlobError::Config(format!("`{target}` names no bucket")))?
+            .ok_or_else(|| BlobError::Config(format!("`{target_url}` names no bucket")))?
             .to_owned();
         let prefix = url.path().trim_matches('/').to_owned();
         let credentials = aws_sdk_s3::config::Credentials::new(
@@ -271,11 +265,11 @@ impl S3Blobs {
                 tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let region = settings
-            .evidence_region
-            .clone()
+        let region = target
+            .region
             .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "us-east-1".into());
+            .unwrap_or("us-east-1")
+            .to_owned();
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(region))
@@ -296,14 +290,14 @@ impl S3Blobs {
                     .build(),
             )
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
-        if let Some(endpoint) = settings.evidence_endpoint.as_deref() {
+        if let Some(endpoint) = target.endpoint {
             config = config.endpoint_url(endpoint).force_path_style(true);
         }
-        Ok(Some(S3Blobs {
+        Ok(S3Blobs {
             client: aws_sdk_s3::Client::from_conf(config.build()),
             bucket,
             prefix,
-        }))
+        })
     }
 
     fn key(&self, kind: BlobKind, sha256: &str) -> String {
@@ -485,11 +479,22 @@ impl BlobStore for S3Blobs {
     }
 }
 
-/// The blob store `[cluster] evidence` names, if any.
-pub fn from_settings(
-    settings: &crate::channel::ClusterSettings,
-) -> Result<Option<Arc<dyn BlobStore>>, BlobError> {
-    Ok(S3Blobs::from_settings(settings)?.map(|s| Arc::new(s) as Arc<dyn BlobStore>))
+/// Where `[cluster] evidence` points (see `channel::ClusterSettings::evidence_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Target<'a> {
+    /// `s3://BUCKET/PREFIX`.
+    pub url: &'a str,
+    /// A storage other than AWS (path-style requests).
+    pub endpoint: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+/// The blob store `target` names, if any, with credentials from the environment.
+pub fn open(target: Option<S3Target<'_>>) -> Result<Option<Arc<dyn BlobStore>>, BlobError> {
+    match target {
+        Some(t) => Ok(Some(Arc::new(S3Blobs::from_target(&t)?))),
+        None => Ok(None),
+    }
 }
 
 /// A blob a record names: its kind, its hash and the run whose record named it.
