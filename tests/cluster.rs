@@ -839,3 +839,210 @@ async fn chaos_every_lookup_completes_once() {
     }
     drop(pg);
 }
+
+/// Finished jobs by state, read from the database.
+fn finished_in_db(url: &str) -> Option<(i64, i64)> {
+    clerk::db::off_runtime(|| {
+        let mut c = clerk::db::connect(url).ok()?;
+        let row = c
+            .query_one(
+                "SELECT count(*), (SELECT count(*) FROM clerk_jobs) FROM clerk_jobs_finished",
+                &[],
+            )
+            .ok()?;
+        Some((row.get(0), row.get(1)))
+    })
+}
+
+/// Chaos with writes: node a (its own remote Chromium) drafts ten refunds queued through
+/// its API, a reviewer approves all ten (each approval queues its submit, pinned to node a,
+/// where the approvals are), and node a is SIGKILLed twice while the submits run, with
+/// lookups going on on both nodes. No order is ever refunded twice and no approval is used
+/// twice: a submit cut off before its approval was spent runs again and submits once; one
+/// cut off after is refused ("already used") rather than sent again. Every job ends, the
+/// journals verify, and every refund at the seller center belongs to an approval node a
+/// recorded as used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_approved_submits_never_happen_twice() {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts");
+    let url = pg.create_database("clerk").unwrap();
+    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let world = World::with_config(cluster_config(&url, 2)).await;
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+    let (_chrome_a, cdp_a) = remote_chromium_on(0);
+    let (_chrome_b, cdp_b) = remote_chromium_on(0);
+    use_remote_browser(a, cdp_a);
+    use_remote_browser(b, cdp_b);
+    let env_a = [("CLERK_NODE", "a"), ("CLERK_SECRET_SUPERVISOR_PIN", PIN)];
+    let env_b = [("CLERK_NODE", "b")];
+    let mut node_a = Daemon::spawn_in(a, None, &env_a);
+    let node_b = Daemon::spawn_in(b, None, &env_b);
+    let (mut port_a, mut token_a) = node_a.ready(a).await;
+    node_b.ready(b).await;
+
+    let orders: Vec<String> = clerk::sample::orders()
+        .iter()
+        .filter(|o| o.status == "delivered" && o.total_cents >= 300)
+        .take(10)
+        .map(|o| o.id.clone())
+        .collect();
+    assert_eq!(orders.len(), 10);
+    let refund_yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/refund-draft.yaml"),
+    )
+    .unwrap();
+    let rows: Vec<Value> = orders
+        .iter()
+        .map(|o| json!({ "order_id": o, "amount": "1.00", "reason": "damaged", "note": "chaos" }))
+        .collect();
+    api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook_yaml": refund_yaml, "rows": rows, "user": "ops" })),
+    )
+    .await;
+    let lookups: Vec<Value> = (0..20)
+        .map(|i| json!({ "order_id": format!("SO-{:06}", 100001 + i) }))
+        .collect();
+    api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook_yaml": LOOKUP, "rows": lookups, "user": "ops" })),
+    )
+    .await;
+
+    // Ten drafts, each asking for approval in node a's journal.
+    let t = Instant::now();
+    let approvals = loop {
+        let ids: Vec<String> = journal_events(a)
+            .into_iter()
+            .filter(|e| e["type"] == "approval_requested")
+            .map(|e| e["approval_id"].as_str().unwrap().to_owned())
+            .collect();
+        if ids.len() == 10 {
+            break ids;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "only {} drafts asked for approval",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(world.center.refunds().is_empty(), "a draft sent its write");
+    for id in &approvals {
+        let decided = api(
+            port_a,
+            &token_a,
+            "POST",
+            &format!("/api/approvals/{id}/decide"),
+            Some(json!({ "user": "carol", "approve": true })),
+        )
+        .await;
+        assert!(decided["submit_job"]["id"].is_u64(), "{decided}");
+    }
+
+    // Node a dies as soon as the first refund arrives, and again at the fifth.
+    for at in [1, 5] {
+        let t = Instant::now();
+        while world.center.refunds().len() < at {
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "{} refunds so far, waiting for {at}",
+                world.center.refunds().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node_a.signal(libc::SIGKILL);
+        let _ = node_a.child.wait();
+        node_a = Daemon::spawn_in(a, None, &env_a);
+        (port_a, token_a) = node_a.ready(a).await;
+    }
+    let _ = (port_a, token_a);
+
+    // Every job ends (done, or dead when its approval was spent by a killed attempt).
+    let t = Instant::now();
+    loop {
+        if let Some((finished, hot)) = finished_in_db(&url) {
+            if finished == 40 && hot == 0 {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "jobs never all ended: {:?}",
+            finished_in_db(&url)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    assert!(node_a.wait().success());
+    assert!(node_b.wait().success());
+
+    let refunds = world.center.refunds();
+    let mut per_order = std::collections::BTreeMap::<String, usize>::new();
+    for r in &refunds {
+        *per_order.entry(r.order_id.clone()).or_default() += 1;
+    }
+    assert!(
+        per_order.values().all(|n| *n == 1),
+        "an order was refunded twice: {per_order:?}"
+    );
+    let events = journal_events(a);
+    let mut used = std::collections::BTreeMap::<String, usize>::new();
+    for e in events.iter().filter(|e| e["type"] == "approval_used") {
+        *used
+            .entry(e["approval_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        used.values().all(|n| *n == 1),
+        "an approval was used twice: {used:?}"
+    );
+    assert!(
+        refunds.len() <= used.len(),
+        "{} refunds but only {} approvals used",
+        refunds.len(),
+        used.len()
+    );
+    assert!(refunds.len() >= 5, "only {} refunds", refunds.len());
+    // Whatever was not submitted says why in the journal.
+    for id in &approvals {
+        if used.contains_key(id) {
+            continue;
+        }
+        panic!("approval {id} was neither used nor refused");
+    }
+    let refused: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "refused")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    let interrupted = events
+        .iter()
+        .filter(|e| e["type"] == "run_interrupted")
+        .count();
+    eprintln!(
+        "chaos with writes: {} refunds for 10 approvals, {} approvals used, {interrupted} runs interrupted by the kills, refusals: {refused:?}",
+        refunds.len(),
+        used.len()
+    );
+    for data in [a, b] {
+        let out = clerk(data, &[], &["verify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    drop(pg);
+}
