@@ -365,3 +365,52 @@ async fn a_killed_clerk_lets_no_write_out_of_a_remote_browser() {
         );
     }
 }
+
+/// Everything a run context of a remote browser sends goes through the relay, so the relay
+/// must carry what real pages do: the single-page app (hash routing, `fetch`, shadow DOM)
+/// reads every field, and a channel's allowed WebSocket feed opens and its frames reach
+/// the server; nothing else is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_carries_an_spa_and_an_allowed_websocket() {
+    let (_chromium, port, _proxy) = remote_chromium().await;
+    let world = World::with_config(|c| {
+        let center = c
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap()
+            .to_owned();
+        format!(
+            "{}\n[[browser]]\nendpoint = \"http://127.0.0.1:{port}\"\n",
+            c.replace(
+                "approval_ttl_hours = 24",
+                &format!(
+                    "websocket_allow = [\"ws://127.0.0.1:{center}/api/feed\"]\napproval_ttl_hours = 24"
+                ),
+            )
+        )
+    })
+    .await;
+    let pb = crate::common::playbook("spa-order-lookup");
+    let o = &clerk::sample::orders()[2];
+    let r = world.run(&pb, &[("order_id", &o.id)]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    assert_eq!(r.fields["status"], o.status);
+    assert_eq!(r.fields["summary_total"], o.total_display());
+    assert!(world.engine.pool.browsers()[0].is_remote());
+    let visit = world.playbook_from(
+        "visit",
+        "name: visit\nversion: \"1\"\ndescription: the live feed\nchannel: sample\nmode: read_only\nsteps:\n  - goto: /app/hostile/ws.html\n  - wait_for: { text: \"ws open\" }\n    timeout: 30s\n",
+    );
+    let r = world.run(&visit, &[]).await;
+    assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+    assert!(
+        !world.center.ws_frames().is_empty(),
+        "the allowed feed's frames did not come through the relay"
+    );
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
+}
