@@ -652,7 +652,7 @@ async fn wait_db_done(url: &str, n: i64, what: &str) {
     }
 }
 
-/// Chaos, lookups only: two nodes, each driving a remote Chromium of its own, drain 60
+/// Chaos, lookups only: two nodes, each driving a remote Chromium of its own, drain 300
 /// queued lookups on three channels (one page each, four pages in all) while each node is
 /// SIGKILLed and restarted, PostgreSQL is restarted, the nodes' database connections are
 /// terminated, and node a's Chromium is killed and started again. Every job completes
@@ -713,7 +713,7 @@ async fn chaos_every_lookup_completes_once() {
     node_b.ready(b).await;
     let mut ids = Vec::new();
     for channel in ["sample", "sample2", "sample3"] {
-        let rows: Vec<Value> = (0..20)
+        let rows: Vec<Value> = (0..100)
             .map(|i| json!({ "order_id": format!("SO-{:06}", 100001 + i) }))
             .collect();
         let yaml = LOOKUP
@@ -735,22 +735,22 @@ async fn chaos_every_lookup_completes_once() {
                 .map(|j| j.as_u64().unwrap()),
         );
     }
-    assert_eq!(ids.len(), 60);
+    assert_eq!(ids.len(), 300);
 
-    wait_db_done(&url, 6, "no progress").await;
+    wait_db_done(&url, 30, "no progress").await;
     node_a.signal(libc::SIGKILL);
     let _ = node_a.child.wait();
     node_a = Daemon::spawn_in(a, None, &env_a);
     node_a.ready(a).await;
 
-    wait_db_done(&url, 15, "no progress after killing node a").await;
+    wait_db_done(&url, 75, "no progress after killing node a").await;
     tokio::task::block_in_place(|| {
         pg.stop().unwrap();
         std::thread::sleep(Duration::from_secs(1));
         pg.start_server().unwrap();
     });
 
-    wait_db_done(&url, 25, "no progress after restarting PostgreSQL").await;
+    wait_db_done(&url, 125, "no progress after restarting PostgreSQL").await;
     let killed = clerk::db::off_runtime(|| {
         let mut c = clerk::db::connect(&url).unwrap();
         c.query_one(
@@ -766,7 +766,7 @@ async fn chaos_every_lookup_completes_once() {
         "the nodes' connections were terminated ({killed})"
     );
 
-    wait_db_done(&url, 30, "no progress after terminating the backends").await;
+    wait_db_done(&url, 150, "no progress after terminating the backends").await;
     // Node a's browser dies mid-batch and comes back on the same port: the run it was in
     // fails closed, its job is given back, and node a reconnects with the guard afresh.
     chrome_a.kill();
@@ -774,13 +774,13 @@ async fn chaos_every_lookup_completes_once() {
     let (chrome_a_again, _) = remote_chromium_on(cdp_a);
     let _chrome_a = chrome_a_again;
 
-    wait_db_done(&url, 40, "no progress after restarting node a's browser").await;
+    wait_db_done(&url, 200, "no progress after restarting node a's browser").await;
     node_b.signal(libc::SIGKILL);
     let _ = node_b.child.wait();
     node_b = Daemon::spawn_in(b, None, &env_b);
     node_b.ready(b).await;
 
-    wait_db_done(&url, 60, "not every job completed").await;
+    wait_db_done(&url, 300, "not every job completed").await;
     node_a.signal(libc::SIGTERM);
     node_b.signal(libc::SIGTERM);
     assert!(node_a.wait().success());
@@ -809,7 +809,7 @@ async fn chaos_every_lookup_completes_once() {
         (hot, finished)
     });
     assert_eq!(hot, 0);
-    assert_eq!(finished.len(), 60, "each job finished once");
+    assert_eq!(finished.len(), 300, "each job finished once");
     for (state, job) in &finished {
         assert_eq!(state, "done", "{job}");
         let run = job["outcome"]["run_id"].as_str().unwrap();
