@@ -677,7 +677,18 @@ impl Engine {
         let (Some(blobs), Some(run_id)) = (&self.blobs, &report.run_id) else {
             return;
         };
-        match crate::evidence::blob::copy_run(&self.store, blobs.as_ref(), run_id).await {
+        // A slow or hanging storage must not hold the run (or a daemon's worker) for long:
+        // what is not copied in time is left to the next pass.
+        let copied = tokio::time::timeout(
+            Duration::from_secs(15),
+            crate::evidence::blob::copy_run(&self.store, blobs.as_ref(), run_id),
+        )
+        .await;
+        let Ok(copied) = copied else {
+            tracing::warn!(run = %run_id, "copying the run's evidence to {} took over 15 s; the rest is left to the next pass", blobs.describe());
+            return;
+        };
+        match copied {
             Ok(r) if r.failed.is_empty() => {
                 tracing::debug!(run = %run_id, copied = r.copied, "evidence copied to {}", blobs.describe())
             }

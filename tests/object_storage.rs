@@ -305,3 +305,136 @@ async fn blobs_left_behind_while_the_storage_was_down_are_copied_later() {
         "{out}"
     );
 }
+
+/// Waits until `clerk verify` finds every blob copied and intact.
+async fn all_copied(data: &Path) {
+    let t = std::time::Instant::now();
+    loop {
+        let (ok, out) = verify(data, &[]);
+        if ok && out.contains(", 0 missing, 0 differ, 0 not copied yet") {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "not every blob was copied:\n{out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+fn blob_stored_count(data: &Path) -> usize {
+    std::fs::read_to_string(data.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"type\":\"blob_stored\""))
+        .count()
+}
+
+/// Through `clerk serve` started from `/` with the credentials in its environment: a
+/// queued lookup's evidence is copied when the run ends; one that ended while the storage
+/// was down is copied when the daemon next starts; a daemon without credentials refuses to
+/// start and names the variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_copies_evidence_and_catches_up_after_an_outage() {
+    use crate::common::Daemon;
+    let server = S3Server::start(BUCKET).await;
+    let world = world_on(&server).await;
+    let data = world.data_dir().to_owned();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    // No credentials: refused at start, exit 2, naming what to set.
+    let out = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--port", "0"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+
+    let queue_one = |port: u16, token: String, order: String| async move {
+        let r = crate::common::http::http(
+            port,
+            "POST",
+            "/api/runs",
+            &[
+                (clerk::instance::TOKEN_HEADER, token.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(
+                &serde_json::json!({
+                    "playbook": "order-lookup",
+                    "rows": [{ "order_id": order }],
+                    "user": "ops"
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let wait_for = |what: &'static str, n: usize, data: std::path::PathBuf| async move {
+        let t = std::time::Instant::now();
+        while blob_stored_count(&data) < n {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(90),
+                "{what}: {} blob_stored records",
+                blob_stored_count(&data)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let daemon = Daemon::spawn_in(&data, Some(Path::new("/")), &env);
+    let (port, token) = daemon.ready(&data).await;
+    queue_one(port, token.clone(), clerk::sample::orders()[3].id.clone()).await;
+    wait_for("the first run's evidence was not copied", 3, data.clone()).await;
+    all_copied(&data).await;
+    let first = blob_stored_count(&data);
+
+    // The storage goes away; a second lookup ends with nothing copied.
+    let root = server.root().to_owned();
+    let s3_port = server.port;
+    server.stop();
+    let runs_before = std::fs::read_to_string(data.join("journal.jsonl"))
+        .unwrap()
+        .matches("\"type\":\"run_finished\"")
+        .count();
+    queue_one(port, token, clerk::sample::orders()[4].id.clone()).await;
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(data.join("journal.jsonl"))
+        .unwrap()
+        .matches("\"type\":\"run_finished\"")
+        .count()
+        == runs_before
+    {
+        assert!(t.elapsed() < std::time::Duration::from_secs(90));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+    assert_eq!(
+        blob_stored_count(&data),
+        first,
+        "copied while the storage was down?"
+    );
+
+    // Back: the next daemon copies what was left at start.
+    let _back = S3Server::serve(&root, s3_port).await;
+    let daemon = Daemon::spawn_in(&data, Some(Path::new("/")), &env);
+    daemon.ready(&data).await;
+    wait_for(
+        "left-overs were not copied at start",
+        first + 2,
+        data.clone(),
+    )
+    .await;
+    all_copied(&data).await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+}
