@@ -309,12 +309,7 @@ fn gated_refund(world: &World) -> std::sync::Arc<clerk::playbook::Playbook> {
 /// center, a `refused` record saying why — and a retry of the job then submits exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_node_cannot_submit() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL starts");
-    let url = pg.create_database("clerk").unwrap();
-    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let (pg, url) = migrated_database().await;
     let config = cluster_config(&url, 1);
     let world =
         World::with_config(move |c| config(c).replace("lease = \"5s\"", "lease = \"3s\"")).await;
@@ -472,12 +467,7 @@ async fn in_flight(port: u16, token: &str) -> usize {
 /// and `/metrics` on any node list every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL starts");
-    let url = pg.create_database("clerk").unwrap();
-    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let (pg, url) = migrated_database().await;
     let world = World::with_config(cluster_config(&url, 1)).await;
     let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
     let (a, b) = (a_dir.path(), b_dir.path());
@@ -631,6 +621,17 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
     drop(pg);
 }
 
+/// A throwaway PostgreSQL with a `clerk` database at the current schema.
+async fn migrated_database() -> (Postgres, String) {
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL starts");
+    let url = pg.create_database("clerk").unwrap();
+    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    (pg, url)
+}
+
 /// Jobs done, read from the database (None while it is unreachable).
 fn done_in_db(url: &str) -> Option<i64> {
     clerk::db::off_runtime(|| {
@@ -662,12 +663,7 @@ async fn wait_db_done(url: &str, n: i64, what: &str) {
 /// remote browser); both evidence stores verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_every_lookup_completes_once() {
-    let mut pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL starts");
-    let url = pg.create_database("clerk").unwrap();
-    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let (mut pg, url) = migrated_database().await;
     let base = cluster_config(&url, 1);
     let world = World::with_config(move |c| {
         let c = base(c);
@@ -864,12 +860,7 @@ fn finished_in_db(url: &str) -> Option<(i64, i64)> {
 /// recorded as used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_approved_submits_never_happen_twice() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL starts");
-    let url = pg.create_database("clerk").unwrap();
-    clerk::db::off_runtime(|| clerk::db::migrate(&url)).unwrap();
+    let (pg, url) = migrated_database().await;
     let world = World::with_config(cluster_config(&url, 2)).await;
     let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
     let (a, b) = (a_dir.path(), b_dir.path());
