@@ -438,3 +438,71 @@ async fn the_daemon_copies_evidence_and_catches_up_after_an_outage() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait().success());
 }
+
+/// The node's disk loses a screenshot and a WARC file is damaged: `clerk export` puts both
+/// back from their recorded copies in the bucket (checked against their hashes), says so,
+/// and the bundle passes `sha256sum -c` and `clerk verify --bundle`.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_restores_lost_evidence_from_the_bucket() {
+    let server = S3Server::start(BUCKET).await;
+    let world = world_on(&server).await;
+    let o = &clerk::sample::orders()[5];
+    let (report, run_id) = world.run_ok("order-lookup", &o.id).await;
+    let shot = report.screenshots[0].sha256.clone();
+    let warc = world
+        .records(&run_id)
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::ResponseRecorded { warc_sha256, .. } => Some(warc_sha256.clone()),
+            _ => None,
+        })
+        .expect("a recorded response");
+    let shot_file = world
+        .data_dir()
+        .join(BlobKind::Screenshot.relative_path(&shot));
+    let warc_file = world.data_dir().join(BlobKind::Warc.relative_path(&warc));
+    std::fs::remove_file(&shot_file).unwrap();
+    let mut perms = std::fs::metadata(&warc_file).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&warc_file, perms).unwrap();
+    std::fs::write(&warc_file, b"damaged").unwrap();
+
+    let bundle = world.data_dir().join("bundle");
+    let out = Command::new(clerk_bin())
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .args(["export", "--run", &run_id, "--out"])
+        .arg(&bundle)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "restored screenshots/{shot}.png from s3://{BUCKET}/{PREFIX}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("restored warc/{warc}.warc.gz")),
+        "{err}"
+    );
+    assert_eq!(sha(&std::fs::read(&shot_file).unwrap()), shot);
+    assert_eq!(sha(&std::fs::read(&warc_file).unwrap()), warc);
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    assert!(bundle.join(format!("screenshots/{shot}.png")).exists());
+    let (ok, out) = verify(world.data_dir(), &["--run", &run_id]);
+    assert!(ok, "{out}");
+}

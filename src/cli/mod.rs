@@ -137,7 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             case,
             out,
             wacz,
-        } => report::export(&cli, run.clone(), case.clone(), out, *wacz),
+        } => report::export(&cli, run.clone(), case.clone(), out, *wacz).await,
         Command::Reindex => report::reindex(&cli),
         Command::Db { command } => db::run(&cli, command).map(|()| ExitCode::SUCCESS),
         Command::Key { command } => tlog::key(&cli, command),

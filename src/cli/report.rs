@@ -152,8 +152,9 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `clerk export`.
-pub fn export(
+/// `clerk export`. With `[cluster] evidence`, a blob whose local file is gone or damaged is
+/// first restored from its recorded copy in object storage (checked against its hash).
+pub async fn export(
     cli: &Cli,
     run: Option<String>,
     case: Option<String>,
@@ -166,6 +167,21 @@ pub fn export(
         (_, Some(c)) => Scope::Case(c),
         _ => return Err(exit(2, "say what to export: --run RUN or --case REF")),
     };
+    if crate::cli::common::config_path(cli).exists() {
+        let config = crate::cli::common::load_config(cli)?;
+        if let Some(blobs) = evidence::blob::open(config.cluster.evidence_store())
+            .map_err(|e| exit(2, e.to_string()))?
+        {
+            let records = evidence::verify::records_in_scope(&cli.data_dir, &scope)?;
+            let restored =
+                evidence::blob::restore_missing(store.data_dir(), blobs.as_ref(), &records)
+                    .await
+                    .map_err(|e| exit(1, e.to_string()))?;
+            for r in &restored {
+                eprintln!("restored {r} from {}", blobs.describe());
+            }
+        }
+    }
     crate::cli::common::attach_log_key(&store, &crate::cli::common::log_settings(cli)?)?;
     let report =
         evidence::export::export_with(&store, &scope, out, Some(&current_user(cli)), wacz)?;

@@ -609,6 +609,63 @@ pub async fn copy_all(store: &Store, blobs: &dyn BlobStore) -> Result<CopyReport
     copy_missing(store, blobs, &records).await
 }
 
+/// Puts back, from their recorded copies, the blobs of `records` whose file in `data_dir` is
+/// missing or no longer hashes to its name (a lost or damaged disk), each checked against
+/// its hash before it is written. Returns the relative paths restored; a copy that is
+/// missing or differs in the storage is an error naming it.
+pub async fn restore_missing(
+    data_dir: &Path,
+    blobs: &dyn BlobStore,
+    records: &[Record],
+) -> Result<Vec<String>, BlobError> {
+    let mut restored = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in records {
+        let Event::BlobStored {
+            kind,
+            sha256,
+            location,
+            ..
+        } = &r.event
+        else {
+            continue;
+        };
+        if !seen.insert((*kind, sha256.clone())) {
+            continue;
+        }
+        let rel = kind.relative_path(sha256);
+        let path = data_dir.join(&rel);
+        let intact = super::png::hash_file(&path)
+            .map(|(h, _)| &h == sha256)
+            .unwrap_or(false);
+        if intact {
+            continue;
+        }
+        let bytes = blobs
+            .get(*kind, sha256)
+            .await?
+            .ok_or_else(|| BlobError::Storage {
+                target: blobs.describe(),
+                detail: format!("{location} is gone, and so is {}", path.display()),
+            })?;
+        let found = sha256_hex(&bytes);
+        if &found != sha256 {
+            return Err(BlobError::Differs {
+                location: location.clone(),
+                found,
+            });
+        }
+        let dir = path.parent().unwrap_or(data_dir).to_owned();
+        std::fs::create_dir_all(&dir).map_err(|source| BlobError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        super::png::write_read_only(&dir, &path, &bytes)?;
+        restored.push(rel);
+    }
+    Ok(restored)
+}
+
 /// What `clerk verify` found of the copies in object storage.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct CopyCheck {
