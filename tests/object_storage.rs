@@ -306,6 +306,36 @@ async fn blobs_left_behind_while_the_storage_was_down_are_copied_later() {
     );
 }
 
+/// Waits until the daemon's `clerk_evidence_not_copied` satisfies `ok`; returns it.
+async fn wait_metric(port: u16, token: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let t = std::time::Instant::now();
+    loop {
+        let r = crate::common::http::http(
+            port,
+            "GET",
+            "/metrics",
+            &[(clerk::instance::TOKEN_HEADER, token)],
+            None,
+        )
+        .await;
+        let value = r
+            .body
+            .lines()
+            .find(|l| l.starts_with("clerk_evidence_not_copied"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "clerk_evidence_not_copied never got there: {value:?}\n{}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until `clerk verify` finds every blob copied and intact.
 async fn all_copied(data: &Path) {
     let t = std::time::Instant::now();
@@ -424,10 +454,19 @@ async fn the_daemon_copies_evidence_and_catches_up_after_an_outage() {
         "copied while the storage was down?"
     );
 
+    // A daemon started while the storage is still down: its first pass copies nothing,
+    // and /metrics says how many blobs wait.
+    let daemon = Daemon::spawn_in(&data, Some(Path::new("/")), &env);
+    let (port, token) = daemon.ready(&data).await;
+    let waiting = wait_metric(port, &token, |n| n > 0.0).await;
+    assert!(waiting >= 2.0, "{waiting}");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
+
     // Back: the next daemon copies what was left at start.
     let _back = S3Server::serve(&root, s3_port).await;
     let daemon = Daemon::spawn_in(&data, Some(Path::new("/")), &env);
-    daemon.ready(&data).await;
+    let (port, token) = daemon.ready(&data).await;
     wait_for(
         "left-overs were not copied at start",
         first + 2,
@@ -435,6 +474,7 @@ async fn the_daemon_copies_evidence_and_catches_up_after_an_outage() {
     )
     .await;
     all_copied(&data).await;
+    assert_eq!(wait_metric(port, &token, |n| n == 0.0).await, 0.0);
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait().success());
 }

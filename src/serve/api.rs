@@ -1788,4 +1788,5 @@ fn fill_live(
         .map(|b| b.contexts_open() as u64)
         .sum();
     live.runs_in_flight = d.in_flight().len() as u64;
+    live.evidence_not_copied = d.evidence_backlog();
 }

@@ -150,6 +150,9 @@ pub struct Daemon {
     /// In a cluster installation: the node's link to the shared database (pause mirror,
     /// heartbeat).
     cluster: Option<Arc<cluster::ClusterLink>>,
+    /// Evidence blobs the last copy pass could not copy to object storage (`-1`: no
+    /// `[cluster] evidence`, or no pass yet).
+    evidence_backlog: std::sync::atomic::AtomicI64,
 }
 
 /// Why a decision through the daemon failed.
@@ -164,6 +167,16 @@ pub enum DecideError {
 }
 
 impl Daemon {
+    /// Evidence blobs the last copy pass could not copy (`None`: no object storage, or no
+    /// pass yet).
+    pub fn evidence_backlog(&self) -> Option<u64> {
+        u64::try_from(
+            self.evidence_backlog
+                .load(std::sync::atomic::Ordering::SeqCst),
+        )
+        .ok()
+    }
+
     /// True once shutdown began.
     pub fn stopping(&self) -> bool {
         *self.stopping.borrow()
@@ -450,13 +463,18 @@ async fn copy_evidence(d: Arc<Daemon>, blobs: Arc<dyn crate::evidence::blob::Blo
     let mut stopping = d.stopping.subscribe();
     loop {
         match crate::evidence::blob::copy_all(&d.engine.store, blobs.as_ref()).await {
-            Ok(r) if r.copied > 0 || !r.failed.is_empty() => tracing::info!(
-                copied = r.copied,
-                failed = r.failed.len(),
-                "evidence left over copied to {}",
-                blobs.describe()
-            ),
-            Ok(_) => {}
+            Ok(r) => {
+                d.evidence_backlog
+                    .store(r.failed.len() as i64, std::sync::atomic::Ordering::SeqCst);
+                if r.copied > 0 || !r.failed.is_empty() {
+                    tracing::info!(
+                        copied = r.copied,
+                        failed = r.failed.len(),
+                        "evidence left over copied to {}",
+                        blobs.describe()
+                    )
+                }
+            }
             Err(e) => tracing::warn!("copying evidence to {}: {e}", blobs.describe()),
         }
         tokio::select! {
@@ -549,6 +567,7 @@ pub async fn start(engine: Engine, opts: ServeOptions) -> Result<Running, ServeE
                 outbox: Mutex::new(Vec::new()),
             })
         }),
+        evidence_backlog: std::sync::atomic::AtomicI64::new(-1),
     });
     let cluster_thread = daemon
         .cluster

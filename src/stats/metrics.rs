@@ -23,6 +23,7 @@
 //! | `clerk_channel_max_pages`                      | gauge     | channel (installation-wide limit) |
 //! | `clerk_cluster_node_heartbeat_age_seconds`     | gauge     | node (cluster mode) |
 //! | `clerk_cluster_node_pages`, `clerk_cluster_node_busy` | gauge | node (cluster mode) |
+//! | `clerk_evidence_not_copied`                    | gauge     | (with `[cluster] evidence`) |
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,8 @@ pub struct LiveMetrics {
     pub channel_max_pages: BTreeMap<String, u64>,
     /// Cluster mode: every node's last heartbeat age, pages and runs in flight.
     pub nodes: Vec<LiveNode>,
+    /// With `[cluster] evidence`: blobs the last copy pass could not copy.
+    pub evidence_not_copied: Option<u64>,
 }
 
 /// One cluster node as `/metrics` shows it.
@@ -251,6 +254,14 @@ impl Collector for Snapshot {
                 .map(|(c, n)| (vec![("channel", c.as_str())], *n as f64))
                 .collect(),
         )?;
+        if let Some(n) = self.live.evidence_not_copied {
+            Self::gauge(
+                e,
+                "clerk_evidence_not_copied",
+                "Evidence blobs the last copy pass could not copy to object storage.",
+                vec![(Vec::new(), n as f64)],
+            )?;
+        }
         if !self.live.nodes.is_empty() {
             let rows = |f: fn(&LiveNode) -> f64| {
                 self.live
