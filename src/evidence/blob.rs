@@ -173,7 +173,7 @@ impl BlobStore for LocalBlobs {
                 });
             }
             let copy = |existed| BlobCopy {
-                location: location.clone(),
+                location: location.to_owned(),
                 version_id: None,
                 retention: None,
                 existed,
@@ -401,7 +401,7 @@ impl BlobStore for S3Blobs {
                 .ok()
                 .filter(|d| d.len() == 32)
                 .ok_or_else(|| BlobError::ChecksumRefused {
-                    location: location.clone(),
+                    location: location.to_owned(),
                     sha256: sha256.to_owned(),
                     detail: "not a SHA-256".into(),
                 })?;
@@ -609,6 +609,37 @@ pub async fn copy_all(store: &Store, blobs: &dyn BlobStore) -> Result<CopyReport
     copy_missing(store, blobs, &records).await
 }
 
+/// One `blob_stored` record, as the read-back and the restore use it.
+struct RecordedCopy<'a> {
+    kind: BlobKind,
+    sha256: &'a str,
+    location: &'a str,
+    retained: bool,
+}
+
+/// The copies `records` record, each blob once (the first record of it).
+fn recorded_copies(records: &[Record]) -> Vec<RecordedCopy<'_>> {
+    let mut seen = BTreeSet::new();
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::BlobStored {
+                kind,
+                sha256,
+                location,
+                retention,
+                ..
+            } if seen.insert((*kind, sha256.as_str())) => Some(RecordedCopy {
+                kind: *kind,
+                sha256,
+                location,
+                retained: retention.is_some(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Puts back, from their recorded copies, the blobs of `records` whose file in `data_dir` is
 /// missing or no longer hashes to its name (a lost or damaged disk), each checked against
 /// its hash before it is written. Returns the relative paths restored; a copy that is
@@ -619,39 +650,32 @@ pub async fn restore_missing(
     records: &[Record],
 ) -> Result<Vec<String>, BlobError> {
     let mut restored = Vec::new();
-    let mut seen = BTreeSet::new();
-    for r in records {
-        let Event::BlobStored {
-            kind,
-            sha256,
-            location,
-            ..
-        } = &r.event
-        else {
-            continue;
-        };
-        if !seen.insert((*kind, sha256.clone())) {
-            continue;
-        }
+    for RecordedCopy {
+        kind,
+        sha256,
+        location,
+        ..
+    } in recorded_copies(records)
+    {
         let rel = kind.relative_path(sha256);
         let path = data_dir.join(&rel);
         let intact = super::png::hash_file(&path)
-            .map(|(h, _)| &h == sha256)
+            .map(|(h, _)| h == sha256)
             .unwrap_or(false);
         if intact {
             continue;
         }
         let bytes = blobs
-            .get(*kind, sha256)
+            .get(kind, sha256)
             .await?
             .ok_or_else(|| BlobError::Storage {
                 target: blobs.describe(),
                 detail: format!("{location} is gone, and so is {}", path.display()),
             })?;
         let found = sha256_hex(&bytes);
-        if &found != sha256 {
+        if found != sha256 {
             return Err(BlobError::Differs {
-                location: location.clone(),
+                location: location.to_owned(),
                 found,
             });
         }
@@ -725,28 +749,22 @@ pub async fn check_copies(
         ..CopyCheck::default()
     };
     let (wanted, _) = wanted_and_copied(records);
-    let mut checked = BTreeSet::new();
-    for r in records {
-        let Event::BlobStored {
-            kind,
-            sha256,
-            location,
-            retention,
-            ..
-        } = &r.event
-        else {
-            continue;
-        };
-        if !checked.insert((*kind, sha256.clone())) {
-            continue;
-        }
-        match blobs.get(*kind, sha256).await? {
-            None => check.missing.push(location.clone()),
+    let copies = recorded_copies(records);
+    let checked: BTreeSet<(BlobKind, &str)> = copies.iter().map(|c| (c.kind, c.sha256)).collect();
+    for RecordedCopy {
+        kind,
+        sha256,
+        location,
+        retained,
+    } in copies
+    {
+        match blobs.get(kind, sha256).await? {
+            None => check.missing.push(location.to_owned()),
             Some(bytes) => {
                 let found = sha256_hex(&bytes);
-                if &found == sha256 {
+                if found == sha256 {
                     check.intact += 1;
-                    if retention.is_some() {
+                    if retained {
                         check.retained += 1;
                     }
                 } else {
@@ -758,7 +776,7 @@ pub async fn check_copies(
         }
     }
     for (kind, sha, _) in wanted {
-        if !checked.contains(&(kind, sha.clone()))
+        if !checked.contains(&(kind, sha.as_str()))
             && data_dir.join(kind.relative_path(&sha)).exists()
         {
             check.not_copied.push(format!("{} {sha}", kind.name()));
