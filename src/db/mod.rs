@@ -5,6 +5,7 @@
 //! The embedded default (no `[cluster]` section) never touches this module.
 
 pub mod cluster;
+pub mod journal;
 
 use std::time::Duration;
 

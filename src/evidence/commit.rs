@@ -25,6 +25,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use super::journal::{self, Tail};
 use super::lock::FileLock;
 use super::record::{self, Prepared};
+use super::shared::{JobFence, Pending, Refusal};
 use super::{lock_recover, now, Appended, Event, Store, StoreError, JOURNAL_LOCK};
 
 /// What the threads of one process share to commit together.
@@ -48,7 +49,7 @@ pub(super) struct Committer {
 struct State {
     next_ticket: u64,
     /// Appends waiting for the next round, in arrival order.
-    queue: Vec<(u64, Prepared)>,
+    queue: Vec<(u64, Pending)>,
     /// A round is under way (its leader may still be waiting for the flock).
     leading: bool,
     /// Outcomes published by finished rounds, taken by their callers.
@@ -105,7 +106,7 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    fn take_queue(&mut self) -> Vec<Prepared> {
+    fn take_queue(&mut self) -> Vec<Pending> {
         let mut state = lock_recover(&self.commit.state);
         let (tickets, batch) = state.queue.drain(..).unzip();
         self.tickets = tickets;
@@ -148,7 +149,29 @@ impl Store {
     /// [`Store::append`], also telling how the record was committed.
     #[doc(hidden)]
     pub fn append_traced(&self, event: Event) -> Result<(Appended, AppendTrace), StoreError> {
-        let prepared = Prepared::new(event)?;
+        self.append_pending(event, None)
+    }
+
+    /// [`Store::append`] of a record that must only be appended while `fence` holds: with a
+    /// shared journal the claim is checked in the appending transaction (see [`super::shared`]).
+    /// A refusal (fence lost, approval used already) is [`StoreError::Refused`].
+    pub fn append_fenced(
+        &self,
+        event: Event,
+        fence: Option<JobFence>,
+    ) -> Result<Appended, StoreError> {
+        self.append_pending(event, fence).map(|(a, _)| a)
+    }
+
+    fn append_pending(
+        &self,
+        event: Event,
+        fence: Option<JobFence>,
+    ) -> Result<(Appended, AppendTrace), StoreError> {
+        let prepared = Pending {
+            prepared: Prepared::new(event)?,
+            fence,
+        };
         let commit = &self.inner.commit;
         let mut state = lock_recover(&commit.state);
         let ticket = state.next_ticket;
@@ -192,23 +215,41 @@ impl Store {
     }
 
     fn run_round(&self, round: &mut Round<'_>) -> Vec<Written> {
+        if let Some(shared) = self.inner.shared.clone() {
+            return self.run_shared_round(round, &*shared);
+        }
         let mut file = lock_recover(&self.inner.journal);
         let flock = FileLock::exclusive(&self.inner.data_dir.join(JOURNAL_LOCK));
         // Taken after the flock: whoever queued while we waited for it rides along.
         let batch = round.take_queue();
-        let result = flock.and_then(|_flock| self.write_batch_locked(&mut file, batch));
+        let result = flock.and_then(|_flock| {
+            let refused = self.refusals_locked(&batch)?;
+            let accepted = batch
+                .into_iter()
+                .zip(&refused)
+                .filter(|(_, r)| r.is_none())
+                .map(|(p, _)| p.prepared)
+                .collect();
+            let (written, fsyncs) = self.write_batch_locked(&mut file, accepted)?;
+            Ok((written, fsyncs, refused))
+        });
         drop(file);
         match result {
-            Ok((written, fsyncs_before_write)) => {
+            Ok((written, fsyncs_before_write, refused)) => {
                 let n = written.len();
-                round.outcomes = written
-                    .iter()
-                    .map(|w| {
-                        Ok(Acked {
-                            appended: w.appended.clone(),
-                            fsyncs_before_write,
-                            batch: n,
-                        })
+                let mut acked = written.iter();
+                round.outcomes = refused
+                    .into_iter()
+                    .map(|r| match r {
+                        Some(why) => Err(StoreError::Refused(why.to_string())),
+                        None => acked
+                            .next()
+                            .map(|w| Acked {
+                                appended: w.appended.clone(),
+                                fsyncs_before_write,
+                                batch: n,
+                            })
+                            .ok_or_else(|| StoreError::Other("append round lost a record".into())),
                     })
                     .collect();
                 written
@@ -220,8 +261,100 @@ impl Store {
         }
     }
 
+    /// The journal's rule, checked under the flock with the index caught up: an approval is
+    /// used once. `None` for each record that may be appended.
+    fn refusals_locked(&self, batch: &[Pending]) -> Result<Vec<Option<Refusal>>, StoreError> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut used_here: std::collections::HashMap<String, String> = Default::default();
+        let mut index = None;
+        for p in batch {
+            let Event::ApprovalUsed {
+                approval_id,
+                run_id,
+                ..
+            } = p.prepared.event()
+            else {
+                out.push(None);
+                continue;
+            };
+            if index.is_none() {
+                let mut i = lock_recover(&self.inner.index);
+                i.sync(&self.inner.reader, &self.journal_path())?;
+                index = Some(i);
+            }
+            let mut by = used_here.get(approval_id).cloned();
+            if by.is_none() {
+                if let Some(i) = &index {
+                    by = i
+                        .approval_records(approval_id)?
+                        .into_iter()
+                        .find_map(|r| match r.event {
+                            Event::ApprovalUsed { run_id, .. } => Some(run_id),
+                            _ => None,
+                        });
+                }
+            }
+            match by {
+                Some(by_run) => out.push(Some(Refusal::AlreadyUsed {
+                    approval_id: approval_id.clone(),
+                    by_run,
+                })),
+                None => {
+                    used_here.insert(approval_id.clone(), run_id.clone());
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A round on a shared journal: one transaction there (which acknowledges), then this
+    /// node's copy catches up with it (every node's records, in seq order).
+    fn run_shared_round(
+        &self,
+        round: &mut Round<'_>,
+        shared: &dyn super::shared::SharedJournal,
+    ) -> Vec<Written> {
+        let mut file = lock_recover(&self.inner.journal);
+        let batch = round.take_queue();
+        let fsyncs_before_write = self.inner.commit.fsyncs.load(Ordering::SeqCst);
+        match shared.append(batch) {
+            Ok(results) => {
+                let n = results.iter().filter(|r| r.is_ok()).count();
+                round.outcomes = results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(s) => Ok(Acked {
+                            appended: Appended {
+                                seq: s.seq,
+                                hash: s.hash,
+                            },
+                            fsyncs_before_write,
+                            batch: n,
+                        }),
+                        Err(why) => Err(StoreError::Refused(why.to_string())),
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                let e = StoreError::Shared(e);
+                round.outcomes = round.tickets.iter().map(|_| Err(e.duplicate())).collect();
+                return Vec::new();
+            }
+        }
+        // Durable in the shared journal already: a failed catch-up only delays the copy (the
+        // next query or append retries it).
+        match self.catch_up_with_file(&mut file) {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::warn!(error = %e, "records are committed to the shared journal but this node's copy could not catch up");
+                Vec::new()
+            }
+        }
+    }
+
     /// One sled transaction for a round's records (or a catch-up if the index is elsewhere).
-    fn index_written(&self, written: &[Written]) {
+    pub(super) fn index_written(&self, written: &[Written]) {
         let Some(first) = written.first() else {
             return;
         };

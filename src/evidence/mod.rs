@@ -37,7 +37,9 @@ pub mod note;
 mod png;
 mod query;
 pub mod record;
+mod replica;
 pub mod server_match;
+pub mod shared;
 pub mod text;
 pub mod tlog;
 pub mod verify;
@@ -52,6 +54,7 @@ pub use query::{
     RunSummary, RunTable, StepView,
 };
 pub use record::RecordError;
+pub use replica::compare_copy;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -92,6 +95,14 @@ pub enum StoreError {
     OutputNotEmpty(PathBuf),
     #[error("evidence store: {0}")]
     Other(String),
+    /// A journal rule refused the record (nothing was appended for it).
+    #[error("the journal refused the record: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Shared(#[from] shared::SharedError),
+    /// This node's copy of the shared journal disagrees with it.
+    #[error("{0}")]
+    Diverged(String),
 }
 
 impl StoreError {
@@ -113,6 +124,9 @@ impl StoreError {
             StoreError::UnknownCase(s) => StoreError::UnknownCase(s.clone()),
             StoreError::OutputNotEmpty(p) => StoreError::OutputNotEmpty(p.clone()),
             StoreError::Other(s) => StoreError::Other(s.clone()),
+            StoreError::Refused(s) => StoreError::Refused(s.clone()),
+            StoreError::Shared(e) => StoreError::Shared(e.clone()),
+            StoreError::Diverged(s) => StoreError::Diverged(s.clone()),
         }
     }
 }
@@ -204,6 +218,9 @@ struct Inner {
     log_key: Mutex<Option<tlog::LogKey>>,
     /// Witnesses whose cosignatures count, and how many an export needs to be final.
     witnesses: Mutex<(Vec<note::NoteVerifier>, usize)>,
+    /// The installation's shared journal (cluster mode): `journal.jsonl` is then this node's
+    /// verified copy of it (see [`shared`]).
+    shared: Option<Arc<dyn shared::SharedJournal>>,
 }
 
 impl Drop for Inner {
@@ -211,8 +228,22 @@ impl Drop for Inner {
         // Remove our liveness file before releasing it: anyone checking afterwards finds it
         // missing or unlocked, and either way treats our unfinished runs as interrupted,
         // which is right, since nothing can finish them any more.
+        // With a shared journal a missing lock file means "another node's owner", so the
+        // file stays while this owner has runs open: this node's next store interrupts them.
         if let Some(lock) = self.owner_lock.take() {
-            let _ = std::fs::remove_file(lock.path());
+            let keep = self.shared.is_some()
+                && self
+                    .index
+                    .lock()
+                    .map(|i| {
+                        i.open_runs()
+                            .map(|runs| runs.iter().any(|(_, o)| *o == self.owner))
+                    })
+                    .unwrap_or(Ok(true))
+                    .unwrap_or(true);
+            if !keep {
+                let _ = std::fs::remove_file(lock.path());
+            }
             drop(lock);
         }
     }
@@ -246,6 +277,15 @@ impl Store {
     /// brings the index up to date (rebuilding it if missing or damaged), and marks runs
     /// whose process is gone as interrupted.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, None)
+    }
+
+    /// [`Store::open`] with the installation's shared journal (cluster mode), if any: the
+    /// data directory's journal becomes this node's copy of it, caught up before it opens.
+    pub fn open_with(
+        data_dir: &Path,
+        shared: Option<Arc<dyn shared::SharedJournal>>,
+    ) -> Result<Store, StoreError> {
         for dir in [
             data_dir.to_path_buf(),
             data_dir.join(png::SCREENSHOTS),
@@ -259,6 +299,7 @@ impl Store {
         let owner_lock = FileLock::try_exclusive(&owner_path)?.ok_or_else(|| {
             StoreError::Other(format!("owner lock {} is taken", owner_path.display()))
         })?;
+        replica::check_marker(&data_dir, shared.as_deref())?;
         let journal_file = journal::open(&data_dir)?;
         let journal_path = data_dir.join(journal::JOURNAL);
         let reader = File::open(&journal_path).map_err(io_err(&journal_path))?;
@@ -276,6 +317,7 @@ impl Store {
                 tree_cold_reads: std::sync::atomic::AtomicU64::new(0),
                 log_key: Mutex::new(None),
                 witnesses: Mutex::new((Vec::new(), 0)),
+                shared,
             }),
         };
         store.recover()?;
@@ -284,6 +326,9 @@ impl Store {
 
     /// Under the journal lock: repair a torn tail, catch the index up, interrupt orphan runs.
     fn recover(&self) -> Result<(), StoreError> {
+        if self.inner.shared.is_some() {
+            return self.recover_shared();
+        }
         let mut file = lock_recover(&self.inner.journal);
         let _flock = FileLock::exclusive(&self.inner.data_dir.join(JOURNAL_LOCK))?;
         self.repair_tail(&mut file)?;
@@ -393,6 +438,7 @@ impl Store {
 
     /// The index, caught up with the journal.
     fn synced(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
+        self.catch_up()?;
         let mut index = lock_recover(&self.inner.index);
         index.sync(&self.inner.reader, &self.journal_path())?;
         Ok(index)
@@ -474,6 +520,7 @@ impl Store {
     /// (complete lines only; not the index). Reads the whole file: meant for reports such as
     /// `clerk stats`, not for hot paths.
     pub fn records(&self) -> Result<Vec<Record>, StoreError> {
+        self.catch_up()?;
         let path = self.journal_path();
         let bytes = journal::read_complete_from(&self.inner.reader, &path, 0)?;
         let (lines, _) = journal::lines(&bytes);
@@ -526,6 +573,7 @@ impl Store {
 
     /// The chain head: the last complete record in the journal (`None` when empty).
     pub fn head(&self) -> Result<Option<Appended>, StoreError> {
+        self.catch_up()?;
         let path = self.journal_path();
         let mut tail = journal::tail(&self.inner.reader, &path)?;
         loop {

@@ -159,6 +159,11 @@ impl Prepared {
         let canonical = canonical(&value)?;
         Ok(Prepared { event, canonical })
     }
+
+    /// The event it will record.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
 }
 
 /// Builds a record (computing its hash) and its journal line (without the trailing `\n`).

@@ -634,6 +634,7 @@ pub fn records_in_scope(data_dir: &Path, scope: &Scope) -> Result<Vec<Record>, S
 /// [`verify`] from the process that owns the store (the daemon): its open index is compared
 /// with the journal instead of being skipped as "in use".
 pub fn verify_store(store: &super::Store, scope: &Scope) -> Result<VerifyReport, StoreError> {
+    store.catch_up()?;
     let peek = store.index_peek()?;
     verify_with(store.data_dir(), scope, Some(peek))
 }

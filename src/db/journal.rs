@@ -1,0 +1,327 @@
+//! The shared journal on PostgreSQL (`evidence::shared::SharedJournal`): the table
+//! `clerk_journal` (migration V3), appended by every node.
+//!
+//! One append is one transaction: take the advisory transaction lock [`JOURNAL_LOCK`] (so
+//! appenders take turns and the chain stays linear), read the head, check the batch's rules
+//! (an approval is used once: `clerk_approval_uses`; a fenced record's claim is still the
+//! current one in `clerk_jobs`), chain the accepted records onto the head, insert them with
+//! one statement, commit. Each node's store already batches its appends (group commit), so
+//! one transaction carries every record its threads queued meanwhile.
+//!
+//! A commit whose outcome is unknown (the connection broke during COMMIT) is resolved by
+//! reading back the batch's first seq on a new connection: if the row there has our hash,
+//! the batch committed.
+
+use std::sync::Mutex;
+
+use postgres::{Client, Transaction};
+
+use crate::evidence::record::{self, GENESIS_PREV};
+use crate::evidence::shared::{Pending, Refusal, Sealed, SharedError, SharedJournal};
+use crate::evidence::Event;
+
+/// The advisory lock key appends take (`pg_advisory_xact_lock`).
+pub const JOURNAL_LOCK: i64 = 0x636c_6572_6b00_0002;
+
+/// The PostgreSQL shared journal of one node.
+pub struct PgJournal {
+    url: String,
+    node: String,
+    conn: Mutex<Option<Client>>,
+}
+
+impl Drop for PgJournal {
+    fn drop(&mut self) {
+        // Never drop the driver's client on an async thread (see `open`).
+        let client = self.conn.get_mut().ok().and_then(Option::take);
+        if let Some(client) = client {
+            super::off_runtime(move || drop(client));
+        }
+    }
+}
+
+enum Failure {
+    /// Nothing was committed.
+    Before(postgres::Error),
+    /// COMMIT failed: maybe committed.
+    Commit(postgres::Error),
+    Other(String),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Self {
+        Failure::Before(e)
+    }
+}
+
+impl PgJournal {
+    /// Connects (and checks the schema is current).
+    pub fn open(url: &str, node: &str) -> Result<PgJournal, super::DbError> {
+        // The driver's client blocks on its own runtime when dropped (also on an error
+        // here): connect and check off any async thread.
+        let client = super::off_runtime(|| {
+            let mut client = super::connect(url)?;
+            super::check_schema(&mut client)?;
+            Ok::<_, super::DbError>(client)
+        })?;
+        Ok(PgJournal {
+            url: url.to_owned(),
+            node: node.to_owned(),
+            conn: Mutex::new(Some(client)),
+        })
+    }
+
+    fn unavailable(&self, reason: String) -> SharedError {
+        SharedError::Unavailable {
+            target: super::target(&self.url),
+            reason,
+        }
+    }
+
+    /// Runs `f` on a live connection (reconnecting once when the connection was lost).
+    fn with_client<T: Send>(
+        &self,
+        f: impl Fn(&mut Client) -> Result<T, Failure> + Send + Sync,
+    ) -> Result<T, SharedError> {
+        super::off_runtime(|| {
+            let mut slot = self
+                .conn
+                .lock()
+                .map_err(|_| self.unavailable("a thread panicked while appending".into()))?;
+            let mut last = String::new();
+            for _ in 0..2 {
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                    *slot = Some(
+                        super::connect(&self.url).map_err(|e| self.unavailable(e.to_string()))?,
+                    );
+                }
+                let Some(client) = slot.as_mut() else {
+                    continue;
+                };
+                match f(client) {
+                    Ok(v) => return Ok(v),
+                    Err(Failure::Before(e)) => {
+                        last = super::describe(&e);
+                        if !(e.is_closed() || client.is_closed() || lost(&e)) {
+                            return Err(self.unavailable(last));
+                        }
+                        *slot = None;
+                        tracing::warn!(error = %last, "journal database connection lost; retrying once on a new one");
+                    }
+                    Err(Failure::Commit(e)) => {
+                        *slot = None;
+                        return Err(SharedError::Unknown {
+                            target: super::target(&self.url),
+                            reason: super::describe(&e),
+                        });
+                    }
+                    Err(Failure::Other(s)) => return Err(self.unavailable(s)),
+                }
+            }
+            Err(self.unavailable(last))
+        })
+    }
+
+    fn append_tx(
+        &self,
+        tx: &mut Transaction<'_>,
+        batch: &[Pending],
+    ) -> Result<(Vec<Result<Sealed, Refusal>>, usize), Failure> {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
+        let head = tx.query_opt(
+            "SELECT seq, hash FROM clerk_journal ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?;
+        let (mut seq, mut prev) = match head {
+            Some(row) => (to_u64(row.get::<_, i64>(0))? + 1, row.get::<_, String>(1)),
+            None => (1, GENESIS_PREV.to_owned()),
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut uses = Vec::new();
+        let mut used_here: Vec<(String, String)> = Vec::new();
+        for p in batch {
+            if let Some(fence) = &p.fence {
+                if let Some(why) = fence_refusal(tx, fence)? {
+                    out.push(Err(Refusal::Fenced(why)));
+                    continue;
+                }
+            }
+            if let Event::ApprovalUsed {
+                approval_id,
+                run_id,
+                ..
+            } = p.prepared.event()
+            {
+                let earlier = match used_here.iter().find(|(a, _)| a == approval_id) {
+                    Some((_, by)) => Some(by.clone()),
+                    None => tx
+                        .query_opt(
+                            "SELECT run_id FROM clerk_approval_uses WHERE approval_id = $1",
+                            &[approval_id],
+                        )?
+                        .map(|r| r.get::<_, String>(0)),
+                };
+                if let Some(by_run) = earlier {
+                    out.push(Err(Refusal::AlreadyUsed {
+                        approval_id: approval_id.clone(),
+                        by_run,
+                    }));
+                    continue;
+                }
+                used_here.push((approval_id.clone(), run_id.clone()));
+                uses.push((approval_id.clone(), run_id.clone(), seq));
+            }
+            let (rec, line) = record::seal_prepared(
+                seq,
+                crate::evidence::timestamp(chrono::Utc::now()),
+                prev,
+                p.prepared.clone(),
+            );
+            prev = rec.hash.clone();
+            out.push(Ok(Sealed {
+                seq,
+                hash: rec.hash,
+                line,
+            }));
+            seq += 1;
+        }
+        let sealed: Vec<&Sealed> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if !sealed.is_empty() {
+            let seqs: Vec<i64> = sealed
+                .iter()
+                .map(|s| i64::try_from(s.seq).map_err(|_| Failure::Other("seq overflow".into())))
+                .collect::<Result<_, _>>()?;
+            let hashes: Vec<&str> = sealed.iter().map(|s| s.hash.as_str()).collect();
+            let lines: Vec<&str> = sealed.iter().map(|s| s.line.as_str()).collect();
+            tx.execute(
+                "INSERT INTO clerk_journal (seq, hash, line, node) \
+                 SELECT s, h, l, $4 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(s, h, l)",
+                &[&seqs, &hashes, &lines, &self.node],
+            )?;
+        }
+        for (approval, run, seq) in &uses {
+            let seq = i64::try_from(*seq).map_err(|_| Failure::Other("seq overflow".into()))?;
+            tx.execute(
+                "INSERT INTO clerk_approval_uses (approval_id, run_id, seq) VALUES ($1, $2, $3)",
+                &[approval, run, &seq],
+            )?;
+        }
+        Ok((out, uses.len()))
+    }
+}
+
+fn lost(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+}
+
+fn to_u64(v: i64) -> Result<u64, Failure> {
+    u64::try_from(v).map_err(|_| Failure::Other(format!("negative seq {v} in clerk_journal")))
+}
+
+/// `Some(reason)` when the fenced claim is no longer the job's current one.
+fn fence_refusal(
+    tx: &mut Transaction<'_>,
+    fence: &crate::evidence::shared::JobFence,
+) -> Result<Option<String>, Failure> {
+    let id = i64::try_from(fence.job).map_err(|_| Failure::Other("job id overflow".into()))?;
+    let row = tx.query_opt(
+        "SELECT state, token, lease_until FROM clerk_jobs WHERE id = $1 FOR SHARE",
+        &[&id],
+    )?;
+    let Some(row) = row else {
+        return Ok(Some(format!(
+            "job {} is not claimed any more (finished or gone)",
+            fence.job
+        )));
+    };
+    let state: String = row.get(0);
+    let token: Option<String> = row.get(1);
+    let until: Option<chrono::DateTime<chrono::Utc>> = row.get(2);
+    if state != "claimed" || token.as_deref() != Some(fence.token.as_str()) {
+        return Ok(Some(format!(
+            "job {} was claimed again since (this node's claim is stale)",
+            fence.job
+        )));
+    }
+    match until {
+        Some(u) if u > fence.now => Ok(None),
+        Some(u) => Ok(Some(format!(
+            "the lease on job {} ended at {}",
+            fence.job,
+            u.to_rfc3339()
+        ))),
+        None => Ok(Some(format!("job {} has no lease", fence.job))),
+    }
+}
+
+impl SharedJournal for PgJournal {
+    fn describe(&self) -> String {
+        super::target(&self.url)
+    }
+
+    fn append(&self, batch: Vec<Pending>) -> Result<Vec<Result<Sealed, Refusal>>, SharedError> {
+        let attempted: Mutex<Option<Vec<Result<Sealed, Refusal>>>> = Mutex::new(None);
+        let result = self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let (out, _) = self.append_tx(&mut tx, &batch)?;
+            if let Ok(mut a) = attempted.lock() {
+                *a = Some(out.clone());
+            }
+            tx.commit().map_err(Failure::Commit)?;
+            Ok(out)
+        });
+        let Err(SharedError::Unknown { target, reason }) = result else {
+            return result;
+        };
+        // Did it commit? Its first record's seq holds our hash only if it did (a hash covers
+        // the time and the previous hash, so no other append can produce it).
+        let out = attempted.lock().ok().and_then(|mut a| a.take());
+        let first = out
+            .as_ref()
+            .and_then(|o| o.iter().find_map(|r| r.as_ref().ok()).cloned());
+        let Some(first) = first else {
+            return Ok(out.unwrap_or_default());
+        };
+        tracing::warn!(%reason, seq = first.seq, "journal commit outcome unknown; reading it back");
+        match self.read_after(first.seq - 1, 1) {
+            Ok(rows) if rows.first().is_some_and(|r| r.hash == first.hash) => {
+                Ok(out.unwrap_or_default())
+            }
+            Ok(_) => Err(self.unavailable(format!(
+                "the commit failed ({reason}) and the records are not in the journal"
+            ))),
+            Err(_) => Err(SharedError::Unknown { target, reason }),
+        }
+    }
+
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>, SharedError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_client(|client| {
+            let rows = client.query(
+                "SELECT seq, hash, line FROM clerk_journal WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Sealed {
+                        seq: to_u64(r.get(0))?,
+                        hash: r.get(1),
+                        line: r.get(2),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn head(&self) -> Result<Option<(u64, String)>, SharedError> {
+        self.with_client(|client| {
+            let row = client.query_opt(
+                "SELECT seq, hash FROM clerk_journal ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?;
+            row.map(|r| Ok((to_u64(r.get(0))?, r.get(1)))).transpose()
+        })
+    }
+}
