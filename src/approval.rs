@@ -31,11 +31,14 @@ use crate::write::{Scrub, Write};
 /// A check made right before an irreversible step (the daemon's queue fencing check before
 /// an approval is spent); `Err(why)` refuses the step.
 #[derive(Clone)]
-pub struct Fence(
-    std::sync::Arc<
+pub struct Fence {
+    check: std::sync::Arc<
         dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
     >,
-);
+    /// The claim itself (job id and token), checked again by a shared journal in the
+    /// transaction that records the approval as used.
+    job: Option<(u64, String)>,
+}
 
 impl Fence {
     pub fn new(
@@ -44,12 +47,32 @@ impl Fence {
             + Sync
             + 'static,
     ) -> Fence {
-        Fence(std::sync::Arc::new(check))
+        Fence {
+            check: std::sync::Arc::new(check),
+            job: None,
+        }
+    }
+
+    /// The queue claim this fence stands for.
+    pub fn for_claim(mut self, job: u64, token: String) -> Fence {
+        self.job = Some((job, token));
+        self
     }
 
     /// Runs the check.
     pub async fn check(&self) -> Result<(), String> {
-        (self.0)().await
+        (self.check)().await
+    }
+
+    /// The claim as the journal checks it, at `now`.
+    pub fn job_fence(&self, now: DateTime<Utc>) -> Option<crate::evidence::shared::JobFence> {
+        self.job
+            .as_ref()
+            .map(|(job, token)| crate::evidence::shared::JobFence {
+                job: *job,
+                token: token.clone(),
+                now,
+            })
     }
 }
 
@@ -964,16 +987,21 @@ pub async fn submit_with_gate(
             current.state.as_str()
         )));
     }
-    record(
-        ledger,
-        Event::ApprovalUsed {
-            approval_id: id.clone(),
-            run_id: ctx.run_id.clone(),
-            used_at: timestamp(ledger.now()),
-        },
-    )
-    .await
-    .map_err(|e| SubmitFailure::Failed(e.to_string()))?;
+    // The journal refuses a second use (and, with a shared journal, a lost claim) in the
+    // same transaction that records this one.
+    let job_fence = ctx.fence.as_ref().and_then(|f| f.job_fence(ledger.now()));
+    let used = Event::ApprovalUsed {
+        approval_id: id.clone(),
+        run_id: ctx.run_id.clone(),
+        used_at: timestamp(ledger.now()),
+    };
+    let store = ledger.store().clone();
+    match tokio::task::spawn_blocking(move || store.append_fenced(used, job_fence)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(StoreError::Refused(why))) => return Err(refuse(why)),
+        Ok(Err(e)) => return Err(SubmitFailure::Failed(e.to_string())),
+        Err(e) => return Err(SubmitFailure::Failed(format!("append task failed: {e}"))),
+    }
     let Some(approved) = approved_request else {
         let url = Url::parse(&write.url).map_err(|e| SubmitFailure::Failed(e.to_string()))?;
         return submit_armed(

@@ -339,6 +339,11 @@ pub struct ClusterSettings {
     /// The bucket's region (default `us-east-1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence_region: Option<String>,
+    /// Where the journal lives: `"node"` (default: each node's `journal.jsonl`) or
+    /// `"database"` (one chain in `[cluster] database`, appended by every node; each node's
+    /// `journal.jsonl` becomes its verified copy, see `evidence::shared`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
 }
 
 impl ClusterSettings {
@@ -360,6 +365,14 @@ impl ClusterSettings {
     /// The database URL when the installation is a cluster.
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref().filter(|d| !d.trim().is_empty())
+    }
+
+    /// The database URL when the journal is kept there (`journal = "database"`).
+    pub fn shared_journal(&self) -> Option<&str> {
+        match self.journal.as_deref().map(str::trim) {
+            Some("database") => self.database(),
+            _ => None,
+        }
     }
 
     /// This node's name: `CLERK_NODE`, else `node`, else the host name.
@@ -431,6 +444,21 @@ impl ClusterSettings {
                 return Err(format!(
                     "[cluster] evidence_endpoint `{ep}`: give http(s)://HOST:PORT, without credentials"
                 ));
+            }
+        }
+        match self.journal.as_deref().map(str::trim) {
+            None | Some("node") => {}
+            Some("database") if self.database().is_none() => {
+                return Err(
+                    "[cluster] journal = \"database\" needs [cluster] database = \"postgres://…\""
+                        .into(),
+                )
+            }
+            Some("database") => {}
+            Some(other) => {
+                return Err(format!(
+                    "[cluster] journal `{other}`: give \"node\" (each node's journal.jsonl) or \"database\" (one chain in [cluster] database)"
+                ))
             }
         }
         if let Some(n) = &self.node {

@@ -130,10 +130,34 @@ pub fn log_settings(cli: &Cli) -> anyhow::Result<crate::channel::LogSettings> {
     }
 }
 
+/// Opens the evidence store of the data directory: with `[cluster] journal = "database"`,
+/// as this node's copy of the shared journal in the cluster database.
+pub fn open_store(cli: &Cli) -> anyhow::Result<Store> {
+    let config = if config_path(cli).exists() {
+        Some(load_config(cli)?)
+    } else {
+        None
+    };
+    open_store_with(cli, config.as_ref())
+}
+
+/// [`open_store`] with the configuration already loaded.
+pub fn open_store_with(cli: &Cli, config: Option<&Config>) -> anyhow::Result<Store> {
+    let shared: Option<Arc<dyn crate::evidence::shared::SharedJournal>> =
+        match config.and_then(|c| c.cluster.shared_journal().map(|url| (c, url))) {
+            Some((c, url)) => Some(Arc::new(
+                crate::db::journal::PgJournal::open(url, &c.cluster.node_name())
+                    .map_err(|e| exit(2, format!("the shared journal: {e}")))?,
+            )),
+            None => None,
+        };
+    Store::open_with(&cli.data_dir, shared).context("opening the evidence store")
+}
+
 /// Opens the store and the engine for commands that run browsers or decide approvals.
 pub fn engine(cli: &Cli) -> anyhow::Result<Engine> {
     let config = load_config(cli)?;
-    let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let store = open_store_with(cli, Some(&config))?;
     attach_log_key(&store, &config.log)?;
     if let Err(e) = crate::evidence::blob::open(config.cluster.evidence_store()) {
         return Err(exit(2, e.to_string()));

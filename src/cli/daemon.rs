@@ -406,8 +406,7 @@ fn record_queue_change(
     jobs: Vec<u64>,
     channel: Option<String>,
 ) -> anyhow::Result<()> {
-    let store =
-        crate::evidence::Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let store = crate::cli::common::open_store(cli)?;
     store.append(crate::evidence::Event::QueueChanged {
         action: action.to_owned(),
         jobs,
@@ -451,8 +450,7 @@ pub async fn status(cli: &Cli, json_out: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             let config = std::sync::Arc::new(load_config(cli)?);
-            let store = crate::evidence::Store::open(&cli.data_dir)
-                .context("opening the evidence store")?;
+            let store = crate::cli::common::open_store_with(cli, Some(&config))?;
             let pause = crate::pause::PauseBoard::open(&store, config, &cli.data_dir)
                 .context("reading the pause state")?
                 .state();

@@ -9,7 +9,6 @@ use chrono::Utc;
 
 use super::args::{Cli, Command};
 use super::common::{current_user, exit, load_config};
-use crate::evidence::Store;
 use crate::pause::{PauseBoard, PauseScope, PauseState};
 
 /// Arguments of `clerk pause` and `clerk resume` (the user is the global `--as`).
@@ -33,7 +32,7 @@ pub async fn run(cli: &Cli, args: &PauseArgs) -> anyhow::Result<ExitCode> {
         return via_daemon(cli, &d, args, on).await;
     }
     let config = Arc::new(load_config(cli)?);
-    let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let store = crate::cli::common::open_store(cli)?;
     let board = PauseBoard::open(&store, config, &cli.data_dir)
         .context("reading the pause state from the journal")?;
     let user = current_user(cli);

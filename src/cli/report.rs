@@ -15,7 +15,7 @@ use crate::playbook;
 use crate::runner::RunRequest;
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
-    Store::open(&cli.data_dir).context("opening the evidence store")
+    crate::cli::common::open_store(cli)
 }
 
 /// `clerk runs list|show`.
@@ -84,6 +84,51 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
+    // With a shared journal: this node's copy is caught up, compared line by line with the
+    // shared journal, and blobs of other nodes' runs are fetched from their recorded copies.
+    let shared = match (&args.bundle, crate::cli::common::config_path(cli).exists()) {
+        (None, true) => {
+            let config = crate::cli::common::load_config(cli)?;
+            if let Some(url) = config.cluster.shared_journal() {
+                let journal = crate::db::journal::PgJournal::open(url, &config.cluster.node_name())
+                    .map_err(|e| exit(2, format!("the shared journal: {e}")))?;
+                // First as it is (a copy that no longer agrees is not opened, only reported),
+                // then caught up.
+                let first = evidence::compare_copy(&cli.data_dir, &journal)
+                    .map_err(|e| exit(1, e.to_string()))?;
+                if first.first_difference.is_some() {
+                    Some(first)
+                } else {
+                    let store = crate::cli::common::open_store_with(cli, Some(&config))?;
+                    let cmp = store.compare_shared().map_err(|e| exit(1, e.to_string()))?;
+                    if let Some(blobs) = evidence::blob::open(config.cluster.evidence_store())
+                        .map_err(|e| exit(2, e.to_string()))?
+                    {
+                        let records =
+                            evidence::verify::records_in_scope(&cli.data_dir, &scope_of(args))?;
+                        let restored = evidence::blob::restore_missing(
+                            store.data_dir(),
+                            blobs.as_ref(),
+                            &records,
+                        )
+                        .await
+                        .map_err(|e| exit(1, e.to_string()))?;
+                        if !restored.is_empty() {
+                            eprintln!(
+                                "fetched {} blob(s) of other nodes' runs from {}",
+                                restored.len(),
+                                blobs.describe()
+                            );
+                        }
+                    }
+                    cmp
+                }
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
     let report = if let Some(dir) = &args.bundle {
         evidence::verify::verify_bundle(dir)?
     } else {
@@ -131,25 +176,50 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     if args.json {
-        match &copies {
-            Some(c) => {
-                let mut v = serde_json::to_value(&report)?;
-                v["object_storage"] = serde_json::to_value(c)?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            }
-            None => println!("{}", serde_json::to_string_pretty(&report)?),
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(c) = &copies {
+            v["object_storage"] = serde_json::to_value(c)?;
         }
+        if let Some(c) = &shared {
+            v["shared_journal"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{report}");
         if let Some(c) = &copies {
             print!("{c}");
         }
+        if let Some(c) = &shared {
+            match &c.first_difference {
+                None => println!(
+                    "shared journal {}: {} records; this node's copy agrees line by line",
+                    c.journal, c.shared_records
+                ),
+                Some(d) => println!(
+                    "shared journal {}: DIFFERS at seq {}: {} ({} records there, {} in this node's copy)",
+                    c.journal, d.seq, d.what, c.shared_records, c.local_records
+                ),
+            }
+        }
     }
-    Ok(if report.ok() && copies.as_ref().is_none_or(|c| c.ok()) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if report.ok()
+            && copies.as_ref().is_none_or(|c| c.ok())
+            && shared.as_ref().is_none_or(|c| c.ok())
+        {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
+}
+
+fn scope_of(args: &VerifyArgs) -> Scope {
+    match (&args.run, &args.case) {
+        (Some(r), _) => Scope::Run(r.clone()),
+        (_, Some(c)) => Scope::Case(c.clone()),
+        _ => Scope::All,
+    }
 }
 
 /// `clerk export`. With `[cluster] evidence`, a blob whose local file is gone or damaged is

@@ -16,7 +16,7 @@ use crate::schedule::{
 };
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
-    Store::open(&cli.data_dir).context("opening the evidence store")
+    crate::cli::common::open_store(cli)
 }
 
 fn fail(e: ScheduleError) -> anyhow::Error {

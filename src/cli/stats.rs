@@ -3,13 +3,11 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use chrono::Utc;
 use clap::Args;
 
 use super::args::Cli;
 use super::common::exit;
-use crate::evidence::Store;
 use crate::stats::{self, Latency, Numbers, Stats, StatsQuery};
 
 #[derive(Debug, Args)]
@@ -41,7 +39,7 @@ pub fn run(cli: &Cli, args: &StatsArgs) -> anyhow::Result<ExitCode> {
         until,
         channel: args.channel.clone(),
     };
-    let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let store = crate::cli::common::open_store(cli)?;
     let s = stats::compute(&store, &q, now).map_err(|e| match e {
         stats::StatsError::EmptyPeriod { .. } => exit(2, e.to_string()),
         other => anyhow::Error::new(other),

@@ -9,7 +9,6 @@ use super::args::{Cli, KeyCommand, VerifyArgs};
 use super::common::{exit, log_key, log_settings};
 use crate::evidence::note::NoteVerifier;
 use crate::evidence::tlog::{self, LogKey, Proof, SignedCheckpoint};
-use crate::evidence::Store;
 
 /// `clerk key show | rotate`.
 pub fn key(cli: &Cli, command: &KeyCommand) -> anyhow::Result<ExitCode> {
@@ -37,7 +36,7 @@ pub fn key(cli: &Cli, command: &KeyCommand) -> anyhow::Result<ExitCode> {
                 old.len()
             );
             // The first checkpoint under the new key, so the rotation is witnessed soon.
-            let store = Store::open(&data_dir).context("opening the evidence store")?;
+            let store = crate::cli::common::open_store(cli)?;
             let signed = store
                 .sign_checkpoint(&key)
                 .map_err(|e| exit(1, e.to_string()))?;
@@ -61,7 +60,7 @@ pub fn key(cli: &Cli, command: &KeyCommand) -> anyhow::Result<ExitCode> {
 /// `clerk checkpoint`.
 pub fn checkpoint(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let settings = log_settings(cli)?;
-    let store = Store::open(&cli.data_dir).context("opening the evidence store")?;
+    let store = crate::cli::common::open_store(cli)?;
     let (key, _) = log_key(store.data_dir(), &settings)?;
     let signed = store
         .sign_checkpoint(&key)

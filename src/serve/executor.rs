@@ -156,6 +156,7 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
                     .map_err(|e| e.to_string())
             })
         })
+        .for_claim(claim.job.0, claim.token.clone())
     });
     let run = d.engine.run_fenced(req, Some(run_id.clone()), fence);
     tokio::pin!(run);
