@@ -73,6 +73,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = value_of("--rounds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    if args.iter().any(|a| a == "--shared-journal") {
+        println!(
+            "reproduce: cargo run --release --example bench_store -- --shared-journal \
+             --records {records} --rounds {rounds}"
+        );
+        return bench_shared(records, rounds);
+    }
     if args.iter().any(|a| a == "--appends-only") {
         println!(
             "reproduce: cargo run --release --example bench_store -- --appends-only \
@@ -284,6 +291,85 @@ fn bench_appends(records: u64, rounds: usize) -> Result<(), Box<dyn std::error::
     println!(
         "append medians: 1 writer {one:.0} records/s, 4 writers {four:.0} records/s, ratio {:.2}x",
         four / one
+    );
+    Ok(())
+}
+
+/// 4 writers on 2 nodes (2 stores per node directory, each with its own connection, as a
+/// daemon and a CLI command would be) appending into one shared journal in PostgreSQL.
+fn shared_appends(url: &str, records: u64) -> Result<f64, Box<dyn std::error::Error>> {
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let open = |dir: &Path, node: &str| -> Result<Store, Box<dyn std::error::Error>> {
+        let journal = clerk::db::journal::PgJournal::open(url, node)?;
+        Ok(Store::open_with(dir, Some(std::sync::Arc::new(journal)))?)
+    };
+    let stores = [
+        open(a.path(), "a")?,
+        open(a.path(), "a")?,
+        open(b.path(), "b")?,
+        open(b.path(), "b")?,
+    ];
+    let per = records / 4;
+    let t = Instant::now();
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(w, store)| {
+                s.spawn(move || {
+                    for i in 0..per {
+                        store.append(Event::Pause {
+                            on: i % 2 == 0,
+                            user: format!("bench-{w}"),
+                            reason: format!("#{i}"),
+                            at: "t".into(),
+                            channel: None,
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Other("writer panicked".into())))
+            })
+            .collect()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    for r in results {
+        r?;
+    }
+    let head = stores[0].head()?.map(|h| h.seq).unwrap_or(0);
+    if head != per * 4 {
+        return Err(format!("the shared journal holds {head} records, not {}", per * 4).into());
+    }
+    Ok((per * 4) as f64 / secs)
+}
+
+/// The file journal (4 writers, one store) against the shared journal in PostgreSQL (4
+/// writers on 2 nodes), alternating, a fresh journal each round.
+fn bench_shared(records: u64, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let pg = clerk::sample::postgres::Postgres::start()?;
+    let (mut file, mut shared) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        let (rate, _) = appends(4, records)?;
+        println!("round {round}: file journal, 4 writers: {rate:.0} acknowledged records/s");
+        file.push(rate);
+        let url = pg.create_database(&format!("bench{round}"))?;
+        clerk::db::migrate(&url)?;
+        let rate = shared_appends(&url, records)?;
+        println!(
+            "round {round}: PostgreSQL journal, 4 writers on 2 nodes: {rate:.0} acknowledged records/s"
+        );
+        shared.push(rate);
+    }
+    let (file, shared) = (median(file), median(shared));
+    println!(
+        "medians: file journal {file:.0} records/s, PostgreSQL journal {shared:.0} records/s, ratio {:.2}",
+        shared / file
     );
     Ok(())
 }

@@ -26,7 +26,7 @@ steps:
 "##;
 
 /// The demo config with the channel limited to `max_pages` and `[cluster] database = url`.
-fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String {
+pub(crate) fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String {
     let url = url.to_owned();
     move |c: String| {
         let c = c.replacen(
@@ -39,7 +39,7 @@ fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String 
 }
 
 /// A node's data directory: the world's config and a session of its own.
-fn node_dir(world: &World) -> tempfile::TempDir {
+pub(crate) fn node_dir(world: &World) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(world.data_dir().join("clerk.toml")).unwrap();
     std::fs::write(dir.path().join("clerk.toml"), config).unwrap();
@@ -88,7 +88,7 @@ fn use_remote_browser(dir: &Path, port: u16) {
     .unwrap();
 }
 
-fn clerk(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+pub(crate) fn clerk(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     Command::new(clerk_bin())
         .arg("--data-dir")
         .arg(data)
@@ -116,7 +116,7 @@ async fn api(port: u16, token: &str, method: &str, path: &str, body: Option<Valu
     serde_json::from_str(&r.body).unwrap_or(Value::Null)
 }
 
-fn journal_events(data: &Path) -> Vec<Value> {
+pub(crate) fn journal_events(data: &Path) -> Vec<Value> {
     std::fs::read_to_string(data.join("journal.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -622,7 +622,7 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
 }
 
 /// A throwaway PostgreSQL with a `clerk` database at the current schema.
-async fn migrated_database() -> (Postgres, String) {
+pub(crate) async fn migrated_database() -> (Postgres, String) {
     let pg = tokio::task::spawn_blocking(Postgres::start)
         .await
         .unwrap()

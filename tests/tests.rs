@@ -30,6 +30,7 @@ mod sample_spa;
 mod schedule;
 mod scheduler;
 mod serve;
+mod shared_journal;
 mod spa;
 mod stats;
 mod tlog;

@@ -1,0 +1,379 @@
+//! The journal in PostgreSQL (`[cluster] journal = "database"`): one hash chain appended by
+//! several nodes at once, each node's `journal.jsonl` a verified copy of it, `clerk verify`
+//! comparing the two, an approval used once across nodes, and a lost claim refused in the
+//! appending transaction. Real PostgreSQL (a throwaway cluster started here), real stores.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clerk::evidence::{Event, Store, StoreError};
+
+use crate::cluster::{clerk, cluster_config, migrated_database, node_dir};
+use crate::common::World;
+
+/// The demo config with `[cluster] database = url` and `journal = "database"`.
+async fn shared_world(url: &str) -> World {
+    let config = cluster_config(url, 2);
+    World::with_config(move |c| format!("{}journal = \"database\"\n", config(c))).await
+}
+
+fn shared_store(dir: &Path, url: &str, node: &str) -> Store {
+    let journal = clerk::db::journal::PgJournal::open(url, node).expect("the journal opens");
+    Store::open_with(dir, Some(Arc::new(journal))).expect("the store opens")
+}
+
+fn marker(i: u64) -> Event {
+    Event::QueueChanged {
+        action: format!("test-{i}"),
+        jobs: vec![i],
+        channel: None,
+        user: "tester".into(),
+        at: clerk::evidence::timestamp(chrono::Utc::now()),
+    }
+}
+
+fn used(approval: &str, run: &str) -> Event {
+    Event::ApprovalUsed {
+        approval_id: approval.into(),
+        run_id: run.into(),
+        used_at: clerk::evidence::timestamp(chrono::Utc::now()),
+    }
+}
+
+fn sql(url: &str, statement: &str) -> Result<u64, String> {
+    let (url, statement) = (url.to_owned(), statement.to_owned());
+    clerk::db::off_runtime(move || {
+        let mut c = clerk::db::connect(&url).map_err(|e| e.to_string())?;
+        c.batch_execute(&statement)
+            .map(|()| 0)
+            .map_err(|e| clerk::db::describe(&e))
+    })
+}
+
+fn count(url: &str, query: &str) -> i64 {
+    let (url, query) = (url.to_owned(), query.to_owned());
+    clerk::db::off_runtime(move || {
+        let mut c = clerk::db::connect(&url).unwrap();
+        c.query_one(&query, &[]).unwrap().get(0)
+    })
+}
+
+/// Four writers on two nodes (two stores per node, as a daemon and a CLI command would
+/// have) append 150 records each at once: the shared journal holds one gapless, linear
+/// chain of 600 records; both nodes' copies are byte-identical to it and `clerk verify`
+/// passes on both. Then each side is altered in turn and `clerk verify` names the seq:
+/// a line edited in the database (the append-only trigger refuses the plain UPDATE, so the
+/// test disables it as a superuser could), and a node's copy rewritten with a chain
+/// recomputed so the copy verifies on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_nodes_append_one_chain_and_verify_finds_either_side_altered() {
+    let (pg, url) = migrated_database().await;
+    let world = shared_world(&url).await;
+    let (a, b) = (node_dir(&world), node_dir(&world));
+    let (a_path, b_path) = (a.path().to_owned(), b.path().to_owned());
+    let u = url.clone();
+    let (secs, stores) = tokio::task::spawn_blocking(move || {
+        let stores = [
+            shared_store(&a_path, &u, "a"),
+            shared_store(&a_path, &u, "a"),
+            shared_store(&b_path, &u, "b"),
+            shared_store(&b_path, &u, "b"),
+        ];
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for (w, store) in stores.iter().enumerate() {
+                s.spawn(move || {
+                    for i in 0..150u64 {
+                        store.append(marker(w as u64 * 1000 + i)).expect("append");
+                    }
+                });
+            }
+        });
+        (t.elapsed().as_secs_f64(), stores)
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "shared journal: 600 appends from 4 writers on 2 nodes in {secs:.2} s ({:.0} appends/s)",
+        600.0 / secs
+    );
+    assert_eq!(count(&url, "SELECT count(*) FROM clerk_journal"), 600);
+    assert_eq!(count(&url, "SELECT max(seq) FROM clerk_journal"), 600);
+    // Every writer's records are there, once each.
+    for w in 0..4 {
+        let n = count(
+            &url,
+            &format!(
+                "SELECT count(*) FROM clerk_journal WHERE line LIKE '%\"action\":\"test-{}%'",
+                w * 1000
+            ),
+        );
+        assert_eq!(n, 1, "writer {w}'s first record is there once");
+    }
+    let heads = tokio::task::spawn_blocking(move || {
+        let heads: Vec<_> = stores.iter().map(|s| s.head().unwrap()).collect();
+        drop(stores);
+        heads
+    })
+    .await
+    .unwrap();
+    assert!(heads.iter().all(|h| h.as_ref().map(|h| h.seq) == Some(600)));
+    let copy_a = std::fs::read(a.path().join("journal.jsonl")).unwrap();
+    let copy_b = std::fs::read(b.path().join("journal.jsonl")).unwrap();
+    assert_eq!(copy_a, copy_b, "both nodes hold the same chain");
+    for (i, line) in String::from_utf8(copy_a.clone())
+        .unwrap()
+        .lines()
+        .enumerate()
+    {
+        let r = clerk::evidence::record::parse_line(line.as_bytes()).unwrap();
+        assert!(r.intact());
+        assert_eq!(r.record.seq, i as u64 + 1);
+    }
+    for dir in [a.path(), b.path()] {
+        let out = clerk(dir, &[], &["verify"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("600 records; this node's copy agrees line by line"),
+            "{text}"
+        );
+    }
+    // A copy cannot be opened as a node journal (its appends would fork the chain).
+    let err = Store::open(a.path()).err().expect("refused").to_string();
+    assert!(err.contains("copy of the shared journal"), "{err}");
+
+    // The database side: the trigger refuses edits, even a superuser's plain UPDATE.
+    let refused = sql(
+        &url,
+        "UPDATE clerk_journal SET line = replace(line, 'test-100\"', 'test-999\"') WHERE seq = 101",
+    )
+    .expect_err("the journal table is append-only");
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = sql(&url, "DELETE FROM clerk_journal WHERE seq = 600").unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    sql(
+        &url,
+        "ALTER TABLE clerk_journal DISABLE TRIGGER clerk_journal_no_update; \
+         UPDATE clerk_journal SET line = replace(line, '\"user\":\"tester\"', '\"user\":\"mallory\"') WHERE seq = 101; \
+         ALTER TABLE clerk_journal ENABLE TRIGGER clerk_journal_no_update;",
+    )
+    .unwrap();
+    let out = clerk(a.path(), &[], &["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DIFFERS at seq 101"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&clerk(a.path(), &[], &["verify", "--json"]).stdout).unwrap();
+    assert_eq!(json["shared_journal"]["first_difference"]["seq"], 101);
+    // Put it back (a restore from backup), and both verify again.
+    let original = String::from_utf8(copy_b.clone())
+        .unwrap()
+        .lines()
+        .nth(100)
+        .unwrap()
+        .replace('\'', "''");
+    sql(
+        &url,
+        &format!(
+            "ALTER TABLE clerk_journal DISABLE TRIGGER clerk_journal_no_update; \
+             UPDATE clerk_journal SET line = '{original}' WHERE seq = 101; \
+             ALTER TABLE clerk_journal ENABLE TRIGGER clerk_journal_no_update;"
+        ),
+    )
+    .unwrap();
+    assert!(clerk(a.path(), &[], &["verify"]).status.success());
+
+    // The node side: node b's host admin rewrites record 300 of its copy and recomputes
+    // every hash after it, so the copy verifies as a chain on its own.
+    let text = String::from_utf8(copy_b).unwrap();
+    let mut records: Vec<clerk::evidence::Record> = text
+        .lines()
+        .map(|l| {
+            clerk::evidence::record::parse_line(l.as_bytes())
+                .unwrap()
+                .record
+        })
+        .collect();
+    if let Event::QueueChanged { user, .. } = &mut records[299].event {
+        *user = "mallory".into();
+    }
+    let mut prev = records[298].hash.clone();
+    let mut rewritten: Vec<String> = text.lines().take(299).map(str::to_owned).collect();
+    for r in &records[299..] {
+        let (sealed, line) =
+            clerk::evidence::record::seal(r.seq, r.ts.clone(), prev, r.event.clone()).unwrap();
+        prev = sealed.hash;
+        rewritten.push(line);
+    }
+    std::fs::write(b.path().join("journal.jsonl"), rewritten.join("\n") + "\n").unwrap();
+    std::fs::remove_dir_all(b.path().join("index")).unwrap();
+    let out = clerk(b.path(), &[], &["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("DIFFERS at seq 300"), "{text}");
+    // And the altered copy is not used: the node refuses to open it.
+    let u = url.clone();
+    let b_path = b.path().to_owned();
+    let err = tokio::task::spawn_blocking(move || {
+        let journal = clerk::db::journal::PgJournal::open(&u, "b").unwrap();
+        Store::open_with(&b_path, Some(Arc::new(journal)))
+            .err()
+            .map(|e| e.to_string())
+    })
+    .await
+    .unwrap()
+    .expect("the diverged copy is refused");
+    assert!(
+        err.contains("does not agree with the shared journal"),
+        "{err}"
+    );
+    drop(pg);
+}
+
+/// Eight threads on two nodes race to use one approval: exactly one use is recorded, the
+/// other seven are refused naming the run that used it — in the shared journal (the rule is
+/// checked in the appending transaction) and in a node journal (under its lock). And a use
+/// fenced by a queue claim is refused in the appending transaction once that claim is stale
+/// or its lease has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_is_used_once_and_a_lost_claim_cannot_use_it() {
+    let (pg, url) = migrated_database().await;
+    let world = shared_world(&url).await;
+    let (a, b) = (node_dir(&world), node_dir(&world));
+    let local = tempfile::tempdir().unwrap();
+    let (a_path, b_path, local_path) = (
+        a.path().to_owned(),
+        b.path().to_owned(),
+        local.path().to_owned(),
+    );
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let race = |stores: Vec<Store>, approval: &str| -> (usize, Vec<String>) {
+            let results: Vec<Result<_, StoreError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let store = stores[i % stores.len()].clone();
+                        let approval = approval.to_owned();
+                        s.spawn(move || store.append(used(&approval, &format!("run-{i}"))))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            let refused = results
+                .into_iter()
+                .filter_map(|r| match r {
+                    Err(StoreError::Refused(why)) => Some(why),
+                    Err(e) => panic!("not a refusal: {e}"),
+                    Ok(_) => None,
+                })
+                .collect();
+            (ok, refused)
+        };
+        let shared = vec![
+            shared_store(&a_path, &u, "a"),
+            shared_store(&b_path, &u, "b"),
+        ];
+        let (ok, refused) = race(shared.clone(), "ap-shared");
+        assert_eq!(ok, 1, "{refused:?}");
+        assert_eq!(refused.len(), 7);
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.contains("used already (by run run-")),
+            "{refused:?}"
+        );
+        let embedded = vec![
+            Store::open(&local_path).unwrap(),
+            Store::open(&local_path).unwrap(),
+        ];
+        let (ok, refused) = race(embedded.clone(), "ap-local");
+        assert_eq!(ok, 1, "{refused:?}");
+        assert_eq!(refused.len(), 7);
+        let uses = embedded[0]
+            .approval_records("ap-local")
+            .unwrap()
+            .into_iter()
+            .filter(|r| matches!(r.event, Event::ApprovalUsed { .. }))
+            .count();
+        assert_eq!(uses, 1, "one use in the node journal");
+
+        // Fencing in the appending transaction.
+        use clerk::queue::RunQueue;
+        let q = clerk::queue::PgQueue::open(
+            &u,
+            "a",
+            clerk::queue::QueueLimits::default(),
+            clerk::queue::Backoff::default(),
+        )
+        .unwrap();
+        let job = q
+            .enqueue(clerk::queue::JobSpec::new("refund-draft", "sample", "ops"))
+            .unwrap();
+        let first = q
+            .claim("a/w0", Duration::from_millis(500), chrono::Utc::now())
+            .unwrap()
+            .expect("claimed");
+        assert_eq!(first.job, job);
+        std::thread::sleep(Duration::from_millis(700));
+        let second = q
+            .claim("a/w1", Duration::from_secs(60), chrono::Utc::now())
+            .unwrap()
+            .expect("claimed again after the lease ended");
+        assert_ne!(first.token, second.token);
+        let fence = |token: &str, now: chrono::DateTime<chrono::Utc>| {
+            Some(clerk::evidence::shared::JobFence {
+                job: job.0,
+                token: token.to_owned(),
+                now,
+            })
+        };
+        let stale = shared[1]
+            .append_fenced(
+                used("ap-fenced", "run-stale"),
+                fence(&first.token, chrono::Utc::now()),
+            )
+            .expect_err("a stale claim is refused");
+        assert!(stale.to_string().contains("claimed again since"), "{stale}");
+        let late = shared[1]
+            .append_fenced(
+                used("ap-fenced", "run-late"),
+                fence(
+                    &second.token,
+                    chrono::Utc::now() + chrono::Duration::seconds(120),
+                ),
+            )
+            .expect_err("a use after the lease ended is refused");
+        assert!(late.to_string().contains("ended at"), "{late}");
+        shared[0]
+            .append_fenced(
+                used("ap-fenced", "run-current"),
+                fence(&second.token, chrono::Utc::now()),
+            )
+            .expect("the current claim uses it");
+        drop(shared);
+    })
+    .await
+    .unwrap();
+    assert_eq!(count(&url, "SELECT count(*) FROM clerk_approval_uses"), 2);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM clerk_journal WHERE line LIKE '%\"type\":\"approval_used\"%'"
+        ),
+        2,
+        "one use of ap-shared and one of ap-fenced"
+    );
+    drop(pg);
+}
