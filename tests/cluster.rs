@@ -11,7 +11,7 @@ use crate::common::http::http;
 use crate::common::{clerk_bin, Daemon, World};
 use clerk::sample::postgres::Postgres;
 
-const LOOKUP: &str = r##"name: cluster-lookup
+pub(crate) const LOOKUP: &str = r##"name: cluster-lookup
 version: "1"
 description: order status and a screenshot
 channel: sample
@@ -99,7 +99,13 @@ pub(crate) fn clerk(data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::pr
         .unwrap()
 }
 
-async fn api(port: u16, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+pub(crate) async fn api(
+    port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
     let body = body.map(|b| b.to_string());
     let r = http(
         port,

@@ -377,3 +377,187 @@ async fn an_approval_is_used_once_and_a_lost_claim_cannot_use_it() {
     );
     drop(pg);
 }
+
+/// Two `clerk serve` nodes on one shared journal and one bucket, node a SIGKILLed mid-batch
+/// and restarted: every run is in the one chain, either node lists every run whichever node
+/// ran it, the run node a was in when it died is marked interrupted (by node a, which alone
+/// can tell its process is gone), both nodes verify (node b fetching node a's screenshots
+/// from the bucket), and node b exports a run node a ran into a bundle `sha256sum -c`
+/// accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
+    use crate::cluster::{api, journal_events, LOOKUP};
+    use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+    use crate::common::Daemon;
+    use serde_json::{json, Value};
+
+    let s3 = S3Server::start("evidence").await;
+    let (pg, url) = migrated_database().await;
+    let endpoint = s3.endpoint();
+    let config = cluster_config(&url, 1);
+    let world = World::with_config(move |c| {
+        format!(
+            "{}journal = \"database\"\nevidence = \"s3://evidence/shop\"\nevidence_endpoint = \"{endpoint}\"\n",
+            config(c)
+        )
+    })
+    .await;
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let env = |node: &'static str| {
+        let mut e = vec![("CLERK_NODE", node)];
+        e.extend(creds);
+        e
+    };
+    let mut node_a = Daemon::spawn_in(a, None, &env("a"));
+    let (port_a, token_a) = node_a.ready(a).await;
+    let rows: Vec<Value> = (0..8)
+        .map(|i| json!({ "order_id": format!("SO-{:06}", 100001 + i) }))
+        .collect();
+    let queued = api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook_yaml": LOOKUP, "rows": rows, "user": "ops" })),
+    )
+    .await;
+    let ids: Vec<u64> = queued["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_u64().unwrap())
+        .collect();
+    let done = |port: u16, token: String| {
+        let ids = ids.clone();
+        async move {
+            let mut runs = Vec::new();
+            for id in &ids {
+                let j = api(port, &token, "GET", &format!("/api/jobs/{id}"), None).await;
+                if j["state"] == "done" {
+                    runs.push(j["outcome"]["run_id"].as_str().unwrap().to_owned());
+                }
+            }
+            runs
+        }
+    };
+    let t = Instant::now();
+    while done(port_a, token_a.clone()).await.len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "node a made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ran_by_a = done(port_a, token_a.clone()).await;
+    node_a.signal(libc::SIGKILL);
+    let _ = node_a.child.wait();
+    let node_b = Daemon::spawn_in(b, None, &env("b"));
+    let (port_b, token_b) = node_b.ready(b).await;
+    node_a = Daemon::spawn_in(a, None, &env("a"));
+    node_a.ready(a).await;
+    let t = Instant::now();
+    let runs = loop {
+        let runs = done(port_b, token_b.clone()).await;
+        if runs.len() == ids.len() {
+            break runs;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "the jobs did not all complete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    let _ = (node_a.wait(), node_b.wait());
+
+    // Either node lists every run, whichever node ran it.
+    for dir in [a, b] {
+        let out = clerk(dir, &creds, &["runs", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for run in &runs {
+            let r = listed
+                .iter()
+                .find(|r| r["run_id"] == run.as_str())
+                .unwrap_or_else(|| panic!("{} does not list run {run}", dir.display()));
+            assert_eq!(r["status"], "ok", "{r}");
+        }
+    }
+    // One chain: both copies are the same bytes, and every run that started has ended
+    // (the one node a was in when killed is interrupted, by node a on its restart).
+    assert_eq!(
+        std::fs::read(a.join("journal.jsonl")).unwrap(),
+        std::fs::read(b.join("journal.jsonl")).unwrap()
+    );
+    let events = journal_events(b);
+    let started: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "run_started")
+        .map(|e| e["run_id"].as_str().unwrap())
+        .collect();
+    let ended: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "run_finished" || e["type"] == "run_interrupted")
+        .map(|e| e["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(started, ended, "every run in the chain has ended");
+    // Both verify; node b reads node a's screenshots from the bucket (node a copied what it
+    // left behind when it restarted, so allow it a moment).
+    for dir in [a, b] {
+        let t = Instant::now();
+        loop {
+            let out = clerk(dir, &creds, &["verify"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                assert!(
+                    text.contains("this node's copy agrees line by line"),
+                    "{text}"
+                );
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{} does not verify: {text}{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    // Node b exports a run node a ran; the bundle checks with sha256sum alone.
+    let run = &ran_by_a[0];
+    let bundle = tempfile::tempdir().unwrap().keep().join("bundle");
+    let out = clerk(
+        b,
+        &creds,
+        &["export", "--run", run, "--out", bundle.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    assert!(String::from_utf8_lossy(&sums.stdout).contains(".png: OK"));
+    let _ = std::fs::remove_dir_all(bundle.parent().unwrap());
+    drop(pg);
+}
