@@ -193,7 +193,7 @@ fn round(
         let n = outgoing.len().min(o.len());
         o.drain(..n);
     }
-    let mut cluster = shared::pauses(c)?;
+    let cluster = shared::pauses(c)?;
     let mine = local(&d.engine.pause.state());
     match seen.take() {
         None => {
@@ -222,7 +222,10 @@ fn round(
             }
         }
     }
-    cluster = shared::pauses(c)?;
+    // What was read above, not a second read: a change another node makes after that read
+    // must still look changed next round (a second read here would mark it seen unapplied).
+    // This node's own writes of this round differ from it, and are skipped next round as
+    // this node's.
     *seen = Some(cluster);
     Ok(())
 }
