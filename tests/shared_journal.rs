@@ -561,3 +561,115 @@ async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
     let _ = std::fs::remove_dir_all(bundle.parent().unwrap());
     drop(pg);
 }
+
+/// Two nodes' schedulers on one shared journal and one queue tick at the same instants
+/// (threads released together, every simulated five minutes for ten hours of an hourly
+/// schedule): each slot fires once, with one job per input row, not once per node. The
+/// scheduler takes the installation's turn (an advisory lock) and reads the schedules after
+/// taking it, so the node that comes second sees the slot fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_slot_fires_once_across_nodes_on_a_shared_journal() {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use clerk::queue::{Backoff, JobFilter, PgQueue, QueueLimits, RunQueue};
+    use clerk::schedule::{self, AddRequest, InputsSpec, TriggerSpec};
+    use clerk::serve::scheduler::{Rows, Ticker};
+
+    let (pg, url) = migrated_database().await;
+    let world = shared_world(&url).await;
+    let (a, b) = (node_dir(&world), node_dir(&world));
+    let (a_path, b_path) = (a.path().to_owned(), b.path().to_owned());
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let config = clerk::channel::Config::load(&a_path.join("clerk.toml")).unwrap();
+        let nodes: Vec<(Store, PgQueue)> = [(&a_path, "a"), (&b_path, "b")]
+            .into_iter()
+            .map(|(dir, node)| {
+                (
+                    shared_store(dir, &u, node),
+                    PgQueue::open(&u, node, QueueLimits::default(), Backoff::default()).unwrap(),
+                )
+            })
+            .collect();
+        let day: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
+        schedule::add(
+            &nodes[0].0,
+            &config,
+            &a_path,
+            &AddRequest {
+                name: "hourly".into(),
+                playbook: "order-lookup".into(),
+                trigger: TriggerSpec::Cron {
+                    expr: "0 * * * *".into(),
+                    tz: None,
+                },
+                inputs: InputsSpec::Rows(vec![
+                    [("order_id".to_owned(), "SO-100001".to_owned())].into(),
+                    [("order_id".to_owned(), "SO-100002".to_owned())].into(),
+                ]),
+                case_from: Some("order_id".into()),
+                jobs: 1,
+                files_allowed: false,
+            },
+            "ops",
+            day - TimeDelta::minutes(1),
+        )
+        .unwrap();
+        let no_urls = |_: &str| -> Result<Rows, String> { Err("no URLs here".into()) };
+        let barrier = std::sync::Barrier::new(2);
+        for step in 0..(10 * 12) {
+            let now = day + TimeDelta::minutes(5 * step);
+            std::thread::scope(|s| {
+                for (store, queue) in &nodes {
+                    let (barrier, no_urls, config) = (&barrier, &no_urls, &config);
+                    s.spawn(move || {
+                        barrier.wait();
+                        Ticker {
+                            store,
+                            queue,
+                            config,
+                            max_attempts: 3,
+                            grace: Duration::from_secs(15 * 60),
+                            fetch: no_urls,
+                        }
+                        .tick(now)
+                        .unwrap()
+                    });
+                }
+            });
+            // The workers, simulated: every queued job ends.
+            while let Some(c) = nodes[1]
+                .1
+                .claim("b/w", Duration::from_secs(60), now)
+                .unwrap()
+            {
+                nodes[1]
+                    .1
+                    .complete(
+                        &c,
+                        clerk::queue::Outcome {
+                            run_id: None,
+                            status: "ok".into(),
+                        },
+                    )
+                    .unwrap();
+            }
+        }
+        let jobs = nodes[0].1.list(&JobFilter::default()).unwrap();
+        let mut fired = std::collections::BTreeMap::<String, usize>::new();
+        for r in nodes[1].0.schedule_records().unwrap() {
+            if let Event::ScheduleFired { slot, .. } = r.event {
+                *fired.entry(slot).or_default() += 1;
+            }
+        }
+        assert_eq!(fired.len(), 10, "{fired:?}");
+        assert!(
+            fired.values().all(|n| *n == 1),
+            "a slot fired twice: {fired:?}"
+        );
+        assert_eq!(jobs.len(), 20, "one job per row per slot");
+        drop(nodes);
+    })
+    .await
+    .unwrap();
+    drop(pg);
+}

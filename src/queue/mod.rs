@@ -587,6 +587,18 @@ pub trait RunQueue: Send + Sync {
     /// not act: another attempt may be running.
     fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError>;
 
+    /// Takes the installation's scheduler turn: `Ok(false)` while another node's scheduler
+    /// is ticking (this tick is then skipped; the next one comes within seconds). Several
+    /// nodes reading one shared journal would otherwise fire the same slot each. Released
+    /// by [`RunQueue::end_scheduler_turn`]. One process owns the embedded queue: always
+    /// `Ok(true)` there.
+    fn begin_scheduler_turn(&self) -> Result<bool, QueueError> {
+        Ok(true)
+    }
+
+    /// Gives the scheduler turn back.
+    fn end_scheduler_turn(&self) {}
+
     /// The run ended (whatever its status): the job is done.
     fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<(), QueueError>;
 

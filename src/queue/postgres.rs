@@ -48,6 +48,9 @@ use super::{
 const CHANNEL_LOCK_SPACE: i32 = 0x636c_6b01;
 
 /// The run queue of a cluster installation, in PostgreSQL.
+/// The advisory lock of the scheduler's turn (see [`RunQueue::begin_scheduler_turn`]).
+const SCHEDULER_LOCK: i64 = 0x636c_6572_6b00_0003;
+
 pub struct PgQueue {
     url: String,
     node: String,
@@ -135,6 +138,29 @@ impl PgQueue {
 
     /// Runs `f` in one transaction and commits it. A dead connection is replaced; when `f`
     /// failed on a connection that turned out dead, it runs once more on a new one.
+    /// Runs `f` on the connection outside a transaction (session-level statements).
+    fn session<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, QueueError> {
+        crate::db::off_runtime(|| {
+            let mut slot = self.conn.lock().map_err(|_| {
+                QueueError::Broken("a thread panicked while using the queue".into())
+            })?;
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                *slot = Some(crate::db::connect(&self.url).map_err(dberr)?);
+            }
+            let Some(client) = slot.as_mut() else {
+                return Err(QueueError::Broken("no connection".into()));
+            };
+            let result = f(client).map_err(db);
+            if client.is_closed() {
+                *slot = None;
+            }
+            result
+        })
+    }
+
     fn tx<T: Send>(
         &self,
         f: impl FnMut(&mut Transaction<'_>) -> Result<T, QueueError> + Send,
@@ -540,6 +566,24 @@ impl RunQueue for PgQueue {
 
     fn fence(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), QueueError> {
         self.tx(|tx| fence_check(&held(tx, claim)?.job, claim, now))
+    }
+
+    fn begin_scheduler_turn(&self) -> Result<bool, QueueError> {
+        // A session lock on this queue's connection: a node that dies or loses the
+        // connection gives the turn up with it.
+        self.session(|c| {
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK])
+                .map(|r| r.get::<_, bool>(0))
+        })
+    }
+
+    fn end_scheduler_turn(&self) {
+        if let Err(e) = self.session(|c| {
+            c.query_one("SELECT pg_advisory_unlock($1)", &[&SCHEDULER_LOCK])
+                .map(|_| ())
+        }) {
+            tracing::warn!(error = %e, "cannot give the scheduler turn back (it ends with the connection)");
+        }
     }
 
     fn heartbeat(&self, claim: &Claim, now: DateTime<Utc>) -> Result<DateTime<Utc>, QueueError> {

@@ -2,6 +2,10 @@
 //! and carried out — recorded as missed or skipped, or fired by enqueuing one job per input
 //! row and recording `schedule_fired` with the job ids.
 //!
+//! One node at a time: a tick first takes the installation's scheduler turn
+//! ([`RunQueue::begin_scheduler_turn`], an advisory lock with PostgreSQL), so nodes reading one
+//! shared journal do not each fire the same slot.
+//!
 //! Exactly once per slot, across crashes: the high-water mark (the latest recorded slot) is
 //! in the journal, and jobs carry their slot. A crash after enqueuing and before the
 //! `schedule_fired` record leaves jobs the next tick finds ([`schedule::unrecorded_jobs`])
@@ -64,6 +68,18 @@ pub struct Ticker<'a> {
 impl Ticker<'_> {
     /// Decides and carries out every schedule's due slot at `now`.
     pub fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
+        // One node at a time, and the schedules read after taking the turn: a slot another
+        // node fired a moment ago is then in the (shared) journal's high-water mark.
+        if !self.queue.begin_scheduler_turn()? {
+            return Ok(TickReport::default());
+        }
+        struct Turn<'q>(&'q dyn RunQueue);
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                self.0.end_scheduler_turn();
+            }
+        }
+        let _turn = Turn(self.queue);
         let schedules = Schedules::load(self.store)?;
         let mut report = TickReport::default();
         for s in schedules.iter() {
