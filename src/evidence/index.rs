@@ -258,7 +258,24 @@ fn entries(db: &sled::Db) -> Result<Peek, StoreError> {
     Ok(Peek::Entries(map, meta))
 }
 
+/// Opens the sled directory. We hold `locks/index.lock` when we get here, so sled's own
+/// file lock can only be held by a store of this process that has just been dropped: sled
+/// releases it when its background flusher exits, a moment after the last handle is gone.
+/// That case is waited out (up to 3 s) rather than taken for damage.
 fn open_sled(dir: &Path) -> Result<sled::Db, String> {
+    let mut tries = 0;
+    loop {
+        match open_sled_once(dir) {
+            Err(e) if e.contains("could not acquire lock") && tries < 30 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_sled_once(dir: &Path) -> Result<sled::Db, String> {
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(64 * 1024 * 1024);
