@@ -511,7 +511,7 @@ fn export_by_case_and_refusals() {
 
 // ---------------------------------------------------------------- queries and index
 
-fn snapshot_queries(store: &Store) -> String {
+pub(crate) fn snapshot_queries(store: &Store) -> String {
     let all = store.list_runs(&RunFilter::default()).unwrap();
     let shop_a = store
         .list_runs(&RunFilter {

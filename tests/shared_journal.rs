@@ -673,3 +673,94 @@ async fn a_schedule_slot_fires_once_across_nodes_on_a_shared_journal() {
     .unwrap();
     drop(pg);
 }
+
+/// The store's queries answer the same from a node journal and from a shared journal, and
+/// a node that appended nothing answers from its copy exactly as the node that appended
+/// everything. When the appending store goes away with a run open, its node's next store
+/// marks that run interrupted, and the other node sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_answer_the_same_on_a_node_journal_and_on_another_nodes_copy() {
+    use crate::evidence_store::{populate, snapshot_queries};
+    let (pg, url) = migrated_database().await;
+    let (f, a, b) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (f_path, a_path, b_path) = (
+        f.path().to_owned(),
+        a.path().to_owned(),
+        b.path().to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let normal = |store: &Store, text: String| {
+            text.replace(&store.data_dir().display().to_string(), "DATA")
+                .replace(&store.owner(), "OWNER")
+        };
+        let local = Store::open(&f_path).unwrap();
+        populate(&local);
+        let node_a = shared_store(&a_path, &url, "a");
+        populate(&node_a);
+        let node_b = shared_store(&b_path, &url, "b");
+        let from_a = normal(&node_a, snapshot_queries(&node_a));
+        let from_b = snapshot_queries(&node_b)
+            .replace(&node_b.data_dir().display().to_string(), "DATA")
+            .replace(&node_a.owner(), "OWNER");
+        assert_eq!(
+            from_b, from_a,
+            "node b answers from its copy as node a does"
+        );
+        // Between the two journals only the chain fields differ (each record's time, and so
+        // its hash and the next one's `prev`, and a run's start taken from its record).
+        fn without_chain_fields(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for k in ["ts", "hash", "prev", "record_hash", "started_at"] {
+                        m.remove(k);
+                    }
+                    m.values_mut().for_each(without_chain_fields);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(without_chain_fields),
+                _ => {}
+            }
+        }
+        let comparable = |text: String| {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            without_chain_fields(&mut v);
+            v
+        };
+        assert_eq!(
+            comparable(normal(&local, snapshot_queries(&local))),
+            comparable(from_a.clone()),
+            "the shared journal answers as a node journal"
+        );
+        // Node a's store ends with r-c open. A store on node b cannot tell that node a's
+        // process is gone, and leaves the run alone; node a's next store interrupts it.
+        drop(node_a);
+        assert!(a_path.join("locks").read_dir().unwrap().count() > 0);
+        let b2 = shared_store(&b_path, &url, "b");
+        assert_eq!(b2.run("r-c").unwrap().unwrap().summary.status, "running");
+        drop(b2);
+        let again = shared_store(&a_path, &url, "a");
+        assert_eq!(
+            again.run("r-c").unwrap().unwrap().summary.status,
+            "interrupted"
+        );
+        assert_eq!(
+            node_b.run("r-c").unwrap().unwrap().summary.status,
+            "interrupted",
+            "node b sees it"
+        );
+        let a_runs = node_b
+            .records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| matches!(r.event, Event::RunInterrupted { .. }))
+            .count();
+        assert_eq!(a_runs, 1);
+        drop((again, node_b, local));
+    })
+    .await
+    .unwrap();
+    drop(pg);
+}
