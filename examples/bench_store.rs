@@ -224,18 +224,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bench_appends(records, rounds)
 }
 
-/// Appends `records` records from `writers` threads into a fresh store; returns records/s
-/// (all acknowledged) and the fsyncs they took.
-fn appends(writers: u64, records: u64) -> Result<(f64, u64), Box<dyn std::error::Error>> {
-    let fresh = tempfile::tempdir()?;
-    let store = Store::open(fresh.path())?;
-    let per = records / writers;
-    let before = store.commit_stats();
+/// Appends `per` `pause` records from one thread per store, all at once; returns the
+/// seconds until every one was acknowledged.
+fn timed_appends(stores: &[Store], per: u64) -> Result<f64, Box<dyn std::error::Error>> {
     let t = Instant::now();
     let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let store = store.clone();
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(w, store)| {
                 s.spawn(move || {
                     for i in 0..per {
                         store.append(Event::Pause {
@@ -262,6 +259,18 @@ fn appends(writers: u64, records: u64) -> Result<(f64, u64), Box<dyn std::error:
     for r in results {
         r?;
     }
+    Ok(secs)
+}
+
+/// Appends `records` records from `writers` threads into a fresh store; returns records/s
+/// (all acknowledged) and the fsyncs they took.
+fn appends(writers: u64, records: u64) -> Result<(f64, u64), Box<dyn std::error::Error>> {
+    let fresh = tempfile::tempdir()?;
+    let store = Store::open(fresh.path())?;
+    let per = records / writers;
+    let before = store.commit_stats();
+    let stores: Vec<Store> = (0..writers).map(|_| store.clone()).collect();
+    let secs = timed_appends(&stores, per)?;
     let after = store.commit_stats();
     if after.records - before.records != per * writers {
         return Err("not every append was committed".into());
@@ -310,38 +319,7 @@ fn shared_appends(url: &str, records: u64) -> Result<f64, Box<dyn std::error::Er
         open(b.path(), "b")?,
     ];
     let per = records / 4;
-    let t = Instant::now();
-    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = stores
-            .iter()
-            .enumerate()
-            .map(|(w, store)| {
-                s.spawn(move || {
-                    for i in 0..per {
-                        store.append(Event::Pause {
-                            on: i % 2 == 0,
-                            user: format!("bench-{w}"),
-                            reason: format!("#{i}"),
-                            at: "t".into(),
-                            channel: None,
-                        })?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError::Other("writer panicked".into())))
-            })
-            .collect()
-    });
-    let secs = t.elapsed().as_secs_f64();
-    for r in results {
-        r?;
-    }
+    let secs = timed_appends(&stores, per)?;
     let head = stores[0].head()?.map(|h| h.seq).unwrap_or(0);
     if head != per * 4 {
         return Err(format!("the shared journal holds {head} records, not {}", per * 4).into());
