@@ -144,6 +144,15 @@ async fn several_nodes_append_one_chain_and_verify_finds_either_side_altered() {
             "{text}"
         );
     }
+    let out = clerk(a.path(), &[], &["db", "status"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("shared journal: 600 records, head seq 600")
+            && said.contains("node a: 300 records appended")
+            && said.contains("node b: 300 records appended"),
+        "{said}"
+    );
     // A copy cannot be opened as a node journal (its appends would fork the chain).
     let err = Store::open(a.path()).err().expect("refused").to_string();
     assert!(err.contains("copy of the shared journal"), "{err}");

@@ -50,6 +50,11 @@ fn run_blocking(cli: &Cli, command: &DbCommand) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 return Err(exit(1, what));
             }
+            if config.cluster.shared_journal().is_some() {
+                let summary =
+                    crate::db::journal::summary(&mut client).map_err(|e| exit(1, e.to_string()))?;
+                println!("{summary}");
+            }
             Ok(())
         }
     }

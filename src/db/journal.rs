@@ -210,6 +210,64 @@ impl PgJournal {
     }
 }
 
+/// What `clerk db status` says about the shared journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub records: i64,
+    /// `(seq, hash)` of the head.
+    pub head: Option<(i64, String)>,
+    /// Records appended per node, by node name.
+    pub by_node: Vec<(String, i64)>,
+    pub approvals_used: i64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.head {
+            None => write!(f, "shared journal: empty")?,
+            Some((seq, hash)) => write!(
+                f,
+                "shared journal: {} records, head seq {seq} hash {hash}",
+                self.records
+            )?,
+        }
+        for (node, n) in &self.by_node {
+            write!(f, "\n  node {node}: {n} records appended")?;
+        }
+        write!(f, "\n  approvals used: {}", self.approvals_used)
+    }
+}
+
+/// Counts of the shared journal (for operators: `clerk db status`).
+pub fn summary(client: &mut Client) -> Result<Summary, super::DbError> {
+    let records: i64 = client
+        .query_one("SELECT count(*) FROM clerk_journal", &[])?
+        .get(0);
+    let head = client
+        .query_opt(
+            "SELECT seq, hash FROM clerk_journal ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?
+        .map(|r| (r.get(0), r.get(1)));
+    let by_node = client
+        .query(
+            "SELECT node, count(*) FROM clerk_journal GROUP BY node ORDER BY node",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let approvals_used: i64 = client
+        .query_one("SELECT count(*) FROM clerk_approval_uses", &[])?
+        .get(0);
+    Ok(Summary {
+        records,
+        head,
+        by_node,
+        approvals_used,
+    })
+}
+
 fn lost(e: &postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
