@@ -627,6 +627,27 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
     drop(pg);
 }
 
+/// `clerk verify` on `data` until it passes (at most 90 s; returns its output). With a
+/// shared journal a node may need another node's screenshots from the bucket, which that
+/// node copies when each run ends or, for runs cut off by a kill, when it starts again.
+pub(crate) async fn verify_eventually(data: &Path, env: &[(&str, &str)]) -> String {
+    let t = Instant::now();
+    loop {
+        let out = clerk(data, env, &["verify"]);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{} does not verify: {}{}",
+            data.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// A throwaway PostgreSQL with a `clerk` database at the current schema.
 pub(crate) async fn migrated_database() -> (Postgres, String) {
     let pg = tokio::task::spawn_blocking(Postgres::start)
@@ -869,22 +890,7 @@ async fn chaos_lookups(shared: bool) {
         "at most 3 order pages at once (1 per channel), saw {peak}"
     );
     for data in [a, b] {
-        // With a shared journal, node b may need node a's screenshots from the bucket,
-        // copied when each run ended or, for runs cut off by a kill, when it restarted.
-        let t = Instant::now();
-        loop {
-            let out = clerk(data, &creds, &["verify"]);
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        verify_eventually(data, &creds).await;
     }
     drop(pg);
 }
@@ -1125,22 +1131,7 @@ async fn chaos_submits(shared: bool) {
         used.len()
     );
     for data in [a, b] {
-        // Node b may need node a's screenshots from the bucket, which node a copies when a
-        // run ends or, for runs cut off by a kill, when it starts again.
-        let t = Instant::now();
-        loop {
-            let out = clerk(data, &creds, &["verify"]);
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        verify_eventually(data, &creds).await;
     }
     drop(pg);
 }

@@ -523,25 +523,11 @@ async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
     // Both verify; node b reads node a's screenshots from the bucket (node a copied what it
     // left behind when it restarted, so allow it a moment).
     for dir in [a, b] {
-        let t = Instant::now();
-        loop {
-            let out = clerk(dir, &creds, &["verify"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() {
-                assert!(
-                    text.contains("this node's copy agrees line by line"),
-                    "{text}"
-                );
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "{} does not verify: {text}{}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        let said = crate::cluster::verify_eventually(dir, &creds).await;
+        assert!(
+            said.contains("this node's copy agrees line by line"),
+            "{said}"
+        );
     }
     // Node b exports a run node a ran; the bundle checks with sha256sum alone.
     let run = &ran_by_a[0];
