@@ -35,7 +35,7 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn run_started(
+pub(crate) fn run_started(
     store: &Store,
     run: &str,
     channel: &str,
@@ -96,7 +96,7 @@ fn evidence(store: &Store, run: &str, n: u64, seed: u32) -> Event {
     }
 }
 
-fn finished(run: &str, status: &str) -> Event {
+pub(crate) fn finished(run: &str, status: &str) -> Event {
     Event::RunFinished {
         run_id: run.into(),
         status: status.into(),

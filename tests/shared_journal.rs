@@ -703,7 +703,67 @@ async fn queries_answer_the_same_on_a_node_journal_and_on_another_nodes_copy() {
             .replace(&node_a.owner(), "OWNER");
         assert_eq!(
             from_b, from_a,
-            "node b answers from its copy as node a does"
+            "node b answers from the shared journal as node a does"
+        );
+        // The queries read PostgreSQL directly: a run node a starts now is listed by node b
+        // at once, while node b's copy (caught up on its own appends and at verify) has not
+        // been touched by the queries.
+        let copy_len = || {
+            std::fs::metadata(b_path.join("journal.jsonl"))
+                .unwrap()
+                .len()
+        };
+        let before = copy_len();
+        node_a
+            .append(crate::evidence_store::run_started(
+                &node_a,
+                "r-late",
+                "shop-late",
+                Some("CASE-LATE"),
+                None,
+            ))
+            .unwrap();
+        let late = clerk::evidence::RunFilter {
+            channel: Some("shop-late".into()),
+            ..Default::default()
+        };
+        let listed: Vec<String> = node_b
+            .list_runs(&late)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(listed, vec!["r-late".to_owned()]);
+        assert_eq!(copy_len(), before, "the query did not read node b's copy");
+        node_a
+            .append(crate::evidence_store::finished("r-late", "ok"))
+            .unwrap();
+        // The index table is a cache of clerk_journal: rows lost (records appended before
+        // migration V4, or a table emptied by hand) are indexed again by the next node that
+        // opens the journal, and `clerk reindex` rebuilds it; the answers do not change.
+        let records = count(&url, "SELECT count(*) FROM clerk_journal");
+        sql(&url, "DELETE FROM clerk_journal_keys WHERE seq > 3").unwrap();
+        assert_eq!(count(&url, "SELECT count(*) FROM clerk_journal_keys"), 3);
+        let b3 = shared_store(&b_path, &url, "b");
+        assert_eq!(
+            count(&url, "SELECT count(*) FROM clerk_journal_keys"),
+            records
+        );
+        let report = b3.reindex().unwrap();
+        let (_, reindexed) = report
+            .shared
+            .clone()
+            .expect("a shared journal was reindexed");
+        assert_eq!(i64::try_from(reindexed).unwrap(), records);
+        assert!(
+            report.to_string().contains("shared journal's index"),
+            "{report}"
+        );
+        drop(b3);
+        assert_eq!(
+            node_b.list_runs(&late).unwrap().len(),
+            1,
+            "answers from the rebuilt index"
         );
         // Between the two journals only the chain fields differ (each record's time, and so
         // its hash and the next one's `prev`, and a run's start taken from its record).

@@ -16,9 +16,11 @@ use std::sync::Mutex;
 
 use postgres::{Client, Transaction};
 
+use crate::evidence::index::{self, By, Queries};
 use crate::evidence::record::{self, GENESIS_PREV};
 use crate::evidence::shared::{Pending, Refusal, Sealed, SharedError, SharedJournal};
-use crate::evidence::Event;
+use crate::evidence::Record;
+use crate::evidence::{Event, StoreError};
 
 /// The advisory lock key appends take (`pg_advisory_xact_lock`).
 pub const JOURNAL_LOCK: i64 = 0x636c_6572_6b00_0002;
@@ -62,6 +64,7 @@ impl PgJournal {
         let client = super::off_runtime(|| {
             let mut client = super::connect(url)?;
             super::check_schema(&mut client)?;
+            index_missing(&mut client)?;
             Ok::<_, super::DbError>(client)
         })?;
         Ok(PgJournal {
@@ -199,6 +202,8 @@ impl PgJournal {
                 &[&seqs, &hashes, &lines, &self.node],
             )?;
         }
+        let keyed: Vec<(u64, &str)> = sealed.iter().map(|s| (s.seq, s.line.as_str())).collect();
+        insert_keys(tx, &keyed)?;
         for (approval, run, seq) in &uses {
             let seq = i64::try_from(*seq).map_err(|_| Failure::Other("seq overflow".into()))?;
             tx.execute(
@@ -207,6 +212,103 @@ impl PgJournal {
             )?;
         }
         Ok((out, uses.len()))
+    }
+}
+
+/// Inserts the index rows (`clerk_journal_keys`) of `(seq, line)` records: what each one is
+/// filed under, by [`index::keys_of`], the function the sled index uses.
+fn insert_keys(tx: &mut Transaction<'_>, records: &[(u64, &str)]) -> Result<(), Failure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut seq = Vec::new();
+    let mut run_id = Vec::new();
+    let mut approval_id = Vec::new();
+    let mut sha256 = Vec::new();
+    let mut starts_run = Vec::new();
+    let mut channel = Vec::new();
+    let mut case_ref = Vec::new();
+    let mut started = Vec::new();
+    let mut owner = Vec::new();
+    let mut start_approval = Vec::new();
+    let mut ends_run = Vec::new();
+    let mut schedule = Vec::new();
+    let mut pause = Vec::new();
+    for (n, line) in records {
+        let parsed = record::parse_line(line.as_bytes())
+            .map_err(|e| Failure::Other(format!("record {n} is unreadable: {e}")))?;
+        let k = index::keys_of(&parsed.record);
+        seq.push(i64::try_from(*n).map_err(|_| Failure::Other("seq overflow".into()))?);
+        run_id.push(k.run_id);
+        approval_id.push(k.approval_id);
+        sha256.push(k.sha256);
+        starts_run.push(k.start.is_some());
+        channel.push(k.start.as_ref().map(|s| s.channel.clone()));
+        case_ref.push(k.start.as_ref().and_then(|s| s.case_ref.clone()));
+        started.push(k.start.as_ref().map(|s| s.ts.clone()));
+        owner.push(k.start.as_ref().map(|s| s.owner.clone()));
+        start_approval.push(k.start.as_ref().and_then(|s| s.approval_id.clone()));
+        ends_run.push(k.ends_run);
+        schedule.push(k.schedule);
+        pause.push(k.pause);
+    }
+    tx.execute(
+        "INSERT INTO clerk_journal_keys (seq, run_id, approval_id, sha256, starts_run, channel, \
+         case_ref, started, owner, start_approval, ends_run, schedule, pause) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[], \
+         $13::bool[])",
+        &[
+            &seq,
+            &run_id,
+            &approval_id,
+            &sha256,
+            &starts_run,
+            &channel,
+            &case_ref,
+            &started,
+            &owner,
+            &start_approval,
+            &ends_run,
+            &schedule,
+            &pause,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Indexes the records appended before `clerk_journal_keys` existed (or since it was
+/// cleared), under the journal's lock; returns how many. Appends index their own records in
+/// their transaction, so the index is always a prefix of the journal and only the tail can
+/// be missing.
+fn index_missing(client: &mut Client) -> Result<u64, super::DbError> {
+    let mut total = 0;
+    loop {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
+        let rows = tx.query(
+            "SELECT seq, line FROM clerk_journal WHERE seq > \
+             (SELECT coalesce(max(seq), 0) FROM clerk_journal_keys) ORDER BY seq LIMIT 2000",
+            &[],
+        )?;
+        if rows.is_empty() {
+            tx.commit()?;
+            return Ok(total);
+        }
+        let mut records = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.get(0);
+            let seq = u64::try_from(seq)
+                .map_err(|_| super::DbError::Query(format!("negative seq {seq}")))?;
+            records.push((seq, r.get::<_, &str>(1)));
+        }
+        let n = records.len() as u64;
+        insert_keys(&mut tx, &records).map_err(|f| match f {
+            Failure::Before(e) | Failure::Commit(e) => super::DbError::from(e),
+            Failure::Other(s) => super::DbError::Query(s),
+        })?;
+        tx.commit()?;
+        total += n;
     }
 }
 
@@ -373,6 +475,16 @@ impl SharedJournal for PgJournal {
         })
     }
 
+    fn reindex(&self) -> Result<u64, SharedError> {
+        self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
+            tx.execute("DELETE FROM clerk_journal_keys", &[])?;
+            tx.commit()?;
+            index_missing(client).map_err(|e| Failure::Other(e.to_string()))
+        })
+    }
+
     fn head(&self) -> Result<Option<(u64, String)>, SharedError> {
         self.with_client(|client| {
             let row = client.query_opt(
@@ -381,5 +493,127 @@ impl SharedJournal for PgJournal {
             )?;
             row.map(|r| Ok((to_u64(r.get(0))?, r.get(1)))).transpose()
         })
+    }
+}
+
+/// The index's queries, answered from `clerk_journal_keys` and `clerk_journal` (every
+/// node's records, as committed).
+impl PgJournal {
+    fn lines_where(&self, condition: &str, arg: Option<&str>) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT j.seq, j.line FROM clerk_journal_keys k JOIN clerk_journal j USING (seq) \
+             WHERE {condition} ORDER BY j.seq"
+        );
+        let rows = self.with_client(|client| {
+            let rows = match arg {
+                Some(a) => client.query(&sql, &[&a])?,
+                None => client.query(&sql, &[])?,
+            };
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+                .collect::<Vec<_>>())
+        })?;
+        rows.into_iter()
+            .map(|(seq, line)| {
+                record::parse_line(line.as_bytes())
+                    .map(|p| p.record)
+                    .map_err(|e| {
+                        StoreError::Other(format!(
+                            "the shared journal at {} holds an unreadable record at seq {seq}: \
+                             {e} (run `clerk verify`)",
+                            self.describe()
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    fn names(&self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, StoreError> {
+        Ok(self.with_client(|client| {
+            let rows = match arg {
+                Some(a) => client.query(sql, &[&a])?,
+                None => client.query(sql, &[])?,
+            };
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })?)
+    }
+}
+
+impl Queries for PgJournal {
+    fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+        self.lines_where("k.run_id = $1", Some(run_id))
+    }
+
+    fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError> {
+        self.lines_where("k.approval_id = $1", Some(approval_id))
+    }
+
+    fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
+        self.lines_where("k.sha256 = $1", Some(sha256))
+    }
+
+    fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.lines_where("k.schedule", None)
+    }
+
+    fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.lines_where("k.pause", None)
+    }
+
+    fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
+        // Sorted bytewise, as the sled index sorts them.
+        self.names(
+            "SELECT id FROM (SELECT approval_id FROM clerk_journal_keys WHERE approval_id IS NOT NULL \
+             UNION SELECT start_approval FROM clerk_journal_keys WHERE start_approval IS NOT NULL) \
+             AS a(id) ORDER BY id COLLATE \"C\"",
+            None,
+        )
+    }
+
+    fn runs_since(&self, since_ts: Option<&str>) -> Result<Vec<String>, StoreError> {
+        self.names(
+            "SELECT run_id FROM clerk_journal_keys WHERE starts_run AND started COLLATE \"C\" >= $1 \
+             ORDER BY started COLLATE \"C\", run_id COLLATE \"C\"",
+            Some(since_ts.unwrap_or("")),
+        )
+    }
+
+    fn runs_by(&self, by: By, name: &str) -> Result<Vec<String>, StoreError> {
+        let sql = match by {
+            By::Channel => {
+                "SELECT run_id FROM clerk_journal_keys WHERE starts_run AND channel = $1 \
+                 ORDER BY run_id COLLATE \"C\""
+            }
+            By::Case => {
+                "SELECT run_id FROM clerk_journal_keys WHERE starts_run AND case_ref = $1 \
+                 ORDER BY run_id COLLATE \"C\""
+            }
+        };
+        self.names(sql, Some(name))
+    }
+
+    fn open_runs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.with_client(|client| {
+            let rows = client.query(
+                "SELECT s.run_id, s.owner FROM clerk_journal_keys s WHERE s.starts_run \
+                 AND NOT EXISTS (SELECT 1 FROM clerk_journal_keys e \
+                 WHERE e.ends_run AND e.run_id = s.run_id) ORDER BY s.run_id COLLATE \"C\"",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })?)
+    }
+
+    fn run_count(&self) -> Result<usize, StoreError> {
+        let n: i64 = self.with_client(|client| {
+            Ok(client
+                .query_one(
+                    "SELECT count(*) FROM clerk_journal_keys WHERE starts_run",
+                    &[],
+                )?
+                .get(0))
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 }

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
+use super::index::Queries as _;
 use super::journal::{self, Tail};
 use super::lock::FileLock;
 use super::record::{self, Prepared};

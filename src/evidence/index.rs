@@ -69,68 +69,163 @@ fn seq_key(prefix: &str, name: &str, seq: u64) -> Vec<u8> {
     key(prefix, &[name.as_bytes(), &seq.to_be_bytes()])
 }
 
-/// The index entries one record contributes (also used by verify to compute what the index
-/// should contain).
-pub fn ops_for(record: &Record, line: &[u8]) -> Vec<Op> {
-    let seq = record.seq;
-    let mut ops = vec![Op::Put(key("s:", &[&seq.to_be_bytes()]), line.to_vec())];
-    if let Some(run_id) = record.event.run_id() {
-        ops.push(Op::Put(seq_key("run:", run_id, seq), Vec::new()));
-    }
-    match &record.event {
+/// What one record is filed under: the one place that decides which query finds a record,
+/// shared by the sled index ([`ops_for`]) and the shared journal's index in PostgreSQL
+/// (`db::journal`), so both answer every query alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// The run the record belongs to ([`Event::run_id`]).
+    pub run_id: Option<String>,
+    /// The approval an approval record is about ([`approval_of`]).
+    pub approval_id: Option<String>,
+    /// The PNG hash of an evidence record.
+    pub sha256: Option<String>,
+    /// Set on `run_started`.
+    pub start: Option<Start>,
+    /// `run_finished` or `run_interrupted`: the run is no longer open.
+    pub ends_run: bool,
+    /// A schedule record.
+    pub schedule: bool,
+    /// A pause or resume record.
+    pub pause: bool,
+}
+
+/// What a `run_started` record is filed under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Start {
+    pub channel: String,
+    pub case_ref: Option<String>,
+    /// The record's `ts` (runs are listed in start order).
+    pub ts: String,
+    /// The store that runs it (see [`super::Store::owner`]).
+    pub owner: String,
+    /// The approval a submit run uses.
+    pub approval_id: Option<String>,
+}
+
+/// What `record` is filed under.
+pub fn keys_of(record: &Record) -> Keys {
+    let start = match &record.event {
         Event::RunStarted {
-            run_id,
             channel,
             case_ref,
             owner,
             approval_id,
             ..
-        } => {
-            ops.push(Op::Put(
-                key("runs:", &[run_id.as_bytes()]),
-                seq.to_be_bytes().to_vec(),
-            ));
-            ops.push(Op::Put(
-                key("ch:", &[channel.as_bytes(), run_id.as_bytes()]),
-                Vec::new(),
-            ));
-            if let Some(case) = case_ref {
-                ops.push(Op::Put(
-                    key("case:", &[case.as_bytes(), run_id.as_bytes()]),
-                    Vec::new(),
-                ));
-            }
-            ops.push(Op::Put(
-                key("time:", &[record.ts.as_bytes(), run_id.as_bytes()]),
-                Vec::new(),
-            ));
-            ops.push(Op::Put(
-                key("open:", &[run_id.as_bytes()]),
-                owner.as_bytes().to_vec(),
-            ));
-            if let Some(id) = approval_id {
-                ops.push(Op::Put(key("apid:", &[id.as_bytes()]), Vec::new()));
-            }
-        }
-        Event::RunFinished { run_id, .. } | Event::RunInterrupted { run_id, .. } => {
-            ops.push(Op::Del(key("open:", &[run_id.as_bytes()])));
-        }
-        Event::EvidenceCaptured { sha256, .. } => {
-            ops.push(Op::Put(seq_key("ev:", sha256, seq), Vec::new()));
-        }
-        _ => {}
+        } => Some(Start {
+            channel: channel.clone(),
+            case_ref: case_ref.clone(),
+            ts: record.ts.clone(),
+            owner: owner.clone(),
+            approval_id: approval_id.clone(),
+        }),
+        _ => None,
+    };
+    Keys {
+        run_id: record.event.run_id().map(str::to_owned),
+        approval_id: approval_of(&record.event).map(str::to_owned),
+        sha256: match &record.event {
+            Event::EvidenceCaptured { sha256, .. } => Some(sha256.clone()),
+            _ => None,
+        },
+        start,
+        ends_run: matches!(
+            record.event,
+            Event::RunFinished { .. } | Event::RunInterrupted { .. }
+        ),
+        schedule: record.event.schedule_name().is_some(),
+        pause: matches!(record.event, Event::Pause { .. }),
     }
-    if let Some(id) = approval_of(&record.event) {
+}
+
+/// The index entries one record contributes (also used by verify to compute what the index
+/// should contain).
+pub fn ops_for(record: &Record, line: &[u8]) -> Vec<Op> {
+    let seq = record.seq;
+    let k = keys_of(record);
+    let mut ops = vec![Op::Put(key("s:", &[&seq.to_be_bytes()]), line.to_vec())];
+    if let Some(run_id) = &k.run_id {
+        ops.push(Op::Put(seq_key("run:", run_id, seq), Vec::new()));
+    }
+    if let (Some(start), Some(run_id)) = (&k.start, &k.run_id) {
+        ops.push(Op::Put(
+            key("runs:", &[run_id.as_bytes()]),
+            seq.to_be_bytes().to_vec(),
+        ));
+        ops.push(Op::Put(
+            key("ch:", &[start.channel.as_bytes(), run_id.as_bytes()]),
+            Vec::new(),
+        ));
+        if let Some(case) = &start.case_ref {
+            ops.push(Op::Put(
+                key("case:", &[case.as_bytes(), run_id.as_bytes()]),
+                Vec::new(),
+            ));
+        }
+        ops.push(Op::Put(
+            key("time:", &[start.ts.as_bytes(), run_id.as_bytes()]),
+            Vec::new(),
+        ));
+        ops.push(Op::Put(
+            key("open:", &[run_id.as_bytes()]),
+            start.owner.as_bytes().to_vec(),
+        ));
+        if let Some(id) = &start.approval_id {
+            ops.push(Op::Put(key("apid:", &[id.as_bytes()]), Vec::new()));
+        }
+    }
+    if let (true, Some(run_id)) = (k.ends_run, &k.run_id) {
+        ops.push(Op::Del(key("open:", &[run_id.as_bytes()])));
+    }
+    if let Some(sha256) = &k.sha256 {
+        ops.push(Op::Put(seq_key("ev:", sha256, seq), Vec::new()));
+    }
+    if let Some(id) = &k.approval_id {
         ops.push(Op::Put(seq_key("ap:", id, seq), Vec::new()));
         ops.push(Op::Put(key("apid:", &[id.as_bytes()]), Vec::new()));
     }
-    if record.event.schedule_name().is_some() {
+    if k.schedule {
         ops.push(Op::Put(key("sch:", &[&seq.to_be_bytes()]), Vec::new()));
     }
-    if matches!(record.event, Event::Pause { .. }) {
+    if k.pause {
         ops.push(Op::Put(key("pause:", &[&seq.to_be_bytes()]), Vec::new()));
     }
     ops
+}
+
+/// Which runs [`Queries::runs_by`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Channel,
+    Case,
+}
+
+/// The index's queries: what `runs list`, `runs show`, `approvals`, the console and the
+/// schedule and pause folds ask. The sled [`Index`] answers them in the embedded mode; the
+/// shared journal's index in PostgreSQL (`db::journal`) answers them in cluster mode with
+/// `journal = "database"`, straight from the database.
+pub trait Queries {
+    /// Records of a run, in seq order.
+    fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError>;
+    /// Approval records mentioning `approval_id`, in seq order.
+    fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError>;
+    /// Evidence records of a PNG hash, in seq order.
+    fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError>;
+    /// Every schedule record, in seq order.
+    fn schedule_records(&self) -> Result<Vec<Record>, StoreError>;
+    /// Every pause and resume record, in seq order.
+    fn pause_records(&self) -> Result<Vec<Record>, StoreError>;
+    /// Every approval id, sorted.
+    fn approval_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Runs started at or after `since_ts` (same format as record `ts`), in start order
+    /// (ties by run id).
+    fn runs_since(&self, since_ts: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// Run ids of a channel or a case reference, sorted.
+    fn runs_by(&self, by: By, name: &str) -> Result<Vec<String>, StoreError>;
+    /// Runs started and neither finished nor interrupted, with their owners, by run id.
+    fn open_runs(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Number of runs.
+    fn run_count(&self) -> Result<usize, StoreError>;
 }
 
 /// The approval an approval record (requested, decided, used, refused) is about.
@@ -521,9 +616,11 @@ impl Index {
         }
         Ok(out)
     }
+}
 
+impl Queries for Index {
     /// Records of a run, in seq order.
-    pub fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+    fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
         let mut prefix = key("run:", &[run_id.as_bytes()]);
         prefix.push(0);
         let seqs = self.seqs_under(prefix)?;
@@ -531,7 +628,7 @@ impl Index {
     }
 
     /// Approval records mentioning `approval_id`, in seq order.
-    pub fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError> {
+    fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError> {
         let mut prefix = key("ap:", &[approval_id.as_bytes()]);
         prefix.push(0);
         let seqs = self.seqs_under(prefix)?;
@@ -539,7 +636,7 @@ impl Index {
     }
 
     /// Evidence records of a PNG hash.
-    pub fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
+    fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
         let mut prefix = key("ev:", &[sha256.as_bytes()]);
         prefix.push(0);
         let seqs = self.seqs_under(prefix)?;
@@ -548,19 +645,19 @@ impl Index {
 
     /// Every schedule record (added, paused, resumed, removed, fired, skipped, missed), in
     /// seq order.
-    pub fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
+    fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
         let seqs = self.seqs_under(b"sch:".to_vec())?;
         self.records_of(seqs)
     }
 
     /// Every pause and resume record, in seq order.
-    pub fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
+    fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
         let seqs = self.seqs_under(b"pause:".to_vec())?;
         self.records_of(seqs)
     }
 
     /// Every approval id, sorted.
-    pub fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
+    fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .names_under(b"apid:")?
             .into_iter()
@@ -569,7 +666,7 @@ impl Index {
     }
 
     /// Runs started at or after `since_ts` (same format as record `ts`), in start order.
-    pub fn runs_since(&self, since_ts: Option<&str>) -> Result<Vec<String>, StoreError> {
+    fn runs_since(&self, since_ts: Option<&str>) -> Result<Vec<String>, StoreError> {
         let start = key("time:", &[since_ts.unwrap_or("").as_bytes()]);
         let mut out = Vec::new();
         for item in self.db.range(start..) {
@@ -585,14 +682,18 @@ impl Index {
     }
 
     /// Run ids filed under `ch:`/`case:` + `name`.
-    pub fn runs_by(&self, prefix: &str, name: &str) -> Result<Vec<String>, StoreError> {
+    fn runs_by(&self, by: By, name: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = match by {
+            By::Channel => "ch:",
+            By::Case => "case:",
+        };
         let mut p = key(prefix, &[name.as_bytes()]);
         p.push(0);
         Ok(self.names_under(&p)?.into_iter().map(|(n, _)| n).collect())
     }
 
     /// Runs started and neither finished nor interrupted, with their owners.
-    pub fn open_runs(&self) -> Result<Vec<(String, String)>, StoreError> {
+    fn open_runs(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(self
             .names_under(b"open:")?
             .into_iter()
@@ -601,7 +702,7 @@ impl Index {
     }
 
     /// Number of runs indexed.
-    pub fn run_count(&self) -> usize {
-        self.db.scan_prefix(b"runs:").count()
+    fn run_count(&self) -> Result<usize, StoreError> {
+        Ok(self.db.scan_prefix(b"runs:").count())
     }
 }

@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use commit::Committer;
-use index::Index;
+use index::{By, Index, Queries};
 use journal::Tail;
 use lock::FileLock;
 use record::Prepared;
@@ -176,6 +176,9 @@ pub struct ReindexReport {
     pub missing_screenshots: Vec<String>,
     /// False when another process owns `index/` and an ephemeral index was rebuilt instead.
     pub persistent: bool,
+    /// With a shared journal: the records its own index (the one queries read) was rebuilt
+    /// from, and where it is.
+    pub shared: Option<(String, u64)>,
 }
 
 impl std::fmt::Display for ReindexReport {
@@ -192,6 +195,12 @@ impl std::fmt::Display for ReindexReport {
                 " (ephemeral index: another process owns index/)"
             }
         )?;
+        if let Some((journal, n)) = &self.shared {
+            writeln!(
+                f,
+                "reindexed the shared journal's index at {journal}: {n} records"
+            )?;
+        }
         for m in &self.missing_screenshots {
             writeln!(f, "  missing screenshot {m}.png (run `clerk verify`)")?;
         }
@@ -444,50 +453,69 @@ impl Store {
         Ok(index)
     }
 
+    /// Runs `f` on the index that answers queries: the shared journal's own index when the
+    /// journal is shared (every node's records, straight from the database), otherwise the
+    /// sled index caught up with `journal.jsonl`.
+    fn query<T>(
+        &self,
+        f: impl FnOnce(&dyn Queries) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(shared) = &self.inner.shared {
+            let queries: &dyn Queries = &**shared;
+            return f(queries);
+        }
+        let index = self.synced()?;
+        f(&*index)
+    }
+
     /// All records of one run, in sequence order.
     pub fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
-        self.synced()?.run_records(run_id)
+        self.query(|q| q.run_records(run_id))
     }
 
     /// Runs matching `filter`, in start order (oldest first).
     pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        let index = self.synced()?;
-        let since = filter.since.map(query::timestamp);
-        let mut ids = index.runs_since(since.as_deref())?;
-        if let Some(channel) = &filter.channel {
-            let on: std::collections::HashSet<String> =
-                index.runs_by("ch:", channel)?.into_iter().collect();
-            ids.retain(|id| on.contains(id));
-        }
-        if let Some(case) = &filter.case_ref {
-            let on: std::collections::HashSet<String> =
-                index.runs_by("case:", case)?.into_iter().collect();
-            ids.retain(|id| on.contains(id));
-        }
-        let mut out = Vec::new();
-        for id in ids {
-            let records = index.run_records(&id)?;
-            if let Some(detail) = query::build_detail(records, Vec::new(), &|_| String::new()) {
-                if filter
-                    .status
-                    .as_deref()
-                    .is_none_or(|s| s == detail.summary.status)
-                {
-                    out.push(detail.summary);
+        self.query(|index| {
+            let since = filter.since.map(query::timestamp);
+            let mut ids = index.runs_since(since.as_deref())?;
+            if let Some(channel) = &filter.channel {
+                let on: std::collections::HashSet<String> =
+                    index.runs_by(By::Channel, channel)?.into_iter().collect();
+                ids.retain(|id| on.contains(id));
+            }
+            if let Some(case) = &filter.case_ref {
+                let on: std::collections::HashSet<String> =
+                    index.runs_by(By::Case, case)?.into_iter().collect();
+                ids.retain(|id| on.contains(id));
+            }
+            let mut out = Vec::new();
+            for id in ids {
+                let records = index.run_records(&id)?;
+                if let Some(detail) = query::build_detail(records, Vec::new(), &|_| String::new()) {
+                    if filter
+                        .status
+                        .as_deref()
+                        .is_none_or(|s| s == detail.summary.status)
+                    {
+                        out.push(detail.summary);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Everything about one run; `None` if the journal has no such run.
     pub fn run(&self, run_id: &str) -> Result<Option<RunDetail>, StoreError> {
-        let index = self.synced()?;
-        let records = index.run_records(run_id)?;
-        let mut approvals: Vec<Record> = Vec::new();
-        for id in query::approvals_mentioned(&records) {
-            approvals.extend(index.approval_records(&id)?);
-        }
+        let (records, approvals) = self.query(|index| {
+            let records = index.run_records(run_id)?;
+            let mut approvals: Vec<Record> = Vec::new();
+            for id in query::approvals_mentioned(&records) {
+                approvals.extend(index.approval_records(&id)?);
+            }
+            Ok((records, approvals))
+        })?;
+        let mut approvals = approvals;
         approvals.sort_by_key(|r| r.seq);
         approvals.dedup_by_key(|r| r.seq);
         let dir = self.inner.data_dir.clone();
@@ -498,29 +526,31 @@ impl Store {
 
     /// ApprovalRequested / Decided / Used / Refused records mentioning `approval_id`.
     pub fn approval_records(&self, approval_id: &str) -> Result<Vec<Record>, StoreError> {
-        self.synced()?.approval_records(approval_id)
+        self.query(|q| q.approval_records(approval_id))
     }
 
     /// Every schedule record, in sequence order (the `schedule` module folds them).
     pub fn schedule_records(&self) -> Result<Vec<Record>, StoreError> {
-        self.synced()?.schedule_records()
+        self.query(|q| q.schedule_records())
     }
 
     /// Every pause and resume record, in sequence order (the `pause` module folds them).
     pub fn pause_records(&self) -> Result<Vec<Record>, StoreError> {
-        self.synced()?.pause_records()
+        self.query(|q| q.pause_records())
     }
 
     /// Every approval id the journal mentions, sorted.
     pub fn approval_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.synced()?.approval_ids()
+        self.query(|q| q.approval_ids())
     }
 
     /// Every record of the journal in journal (seq) order, read from `journal.jsonl` itself
-    /// (complete lines only; not the index). Reads the whole file: meant for reports such as
+    /// (complete lines only; not the index), or from the shared journal when there is one. Reads the whole file: meant for reports such as
     /// `clerk stats`, not for hot paths.
     pub fn records(&self) -> Result<Vec<Record>, StoreError> {
-        self.catch_up()?;
+        if let Some(shared) = &self.inner.shared {
+            return replica::all_records(&**shared);
+        }
         let path = self.journal_path();
         let bytes = journal::read_complete_from(&self.inner.reader, &path, 0)?;
         let (lines, _) = journal::lines(&bytes);
@@ -538,11 +568,16 @@ impl Store {
 
     /// Evidence records that reference the PNG with this hash.
     pub fn evidence_records(&self, sha256: &str) -> Result<Vec<Record>, StoreError> {
-        self.synced()?.evidence_records(sha256)
+        self.query(|q| q.evidence_records(sha256))
     }
 
     /// Drops the index and rebuilds it from the journal; checks referenced files exist.
     pub fn reindex(&self) -> Result<ReindexReport, StoreError> {
+        self.catch_up()?;
+        let shared = match &self.inner.shared {
+            Some(s) => Some((s.describe(), s.reindex()?)),
+            None => None,
+        };
         let mut index = lock_recover(&self.inner.index);
         index.clear()?;
         index.sync(&self.inner.reader, &self.journal_path())?;
@@ -564,10 +599,11 @@ impl Store {
             .collect();
         Ok(ReindexReport {
             records,
-            runs: index.run_count(),
+            runs: index.run_count()?,
             screenshots: shas.len(),
             missing_screenshots,
             persistent: index.is_persistent(),
+            shared,
         })
     }
 

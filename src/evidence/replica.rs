@@ -12,6 +12,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use super::commit::Written;
+use super::index::Queries as _;
 use super::journal::{self, Tail};
 use super::lock::{self, FileLock};
 use super::record::{self, Prepared};
@@ -59,6 +60,30 @@ pub(super) fn check_marker(
 
 /// Records fetched per query while catching up.
 const PAGE: usize = 2000;
+
+/// Every record of the shared journal, in seq order, read page by page from the database.
+pub(super) fn all_records(shared: &dyn SharedJournal) -> Result<Vec<super::Record>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = shared.read_after(after, PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
+        after = last.seq;
+        for s in page {
+            let parsed = record::parse_line(s.line.as_bytes()).map_err(|e| {
+                StoreError::Other(format!(
+                    "the shared journal at {} holds an unreadable record at seq {}: {e} \
+                     (run `clerk verify`)",
+                    shared.describe(),
+                    s.seq
+                ))
+            })?;
+            out.push(parsed.record);
+        }
+    }
+}
 
 impl Store {
     /// The shared journal, if this store has one.

@@ -24,6 +24,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::index::Queries;
 use super::record::Prepared;
 
 /// A record as the shared journal chained it.
@@ -87,8 +88,9 @@ pub enum SharedError {
     Unknown { target: String, reason: String },
 }
 
-/// What several nodes share: the chain's ground truth.
-pub trait SharedJournal: Send + Sync {
+/// What several nodes share: the chain's ground truth, and the index that answers every
+/// node's queries ([`Queries`], read straight from the shared journal).
+pub trait SharedJournal: Queries + Send + Sync {
     /// Where it is, without credentials (for messages and `clerk verify`).
     fn describe(&self) -> String;
 
@@ -99,6 +101,10 @@ pub trait SharedJournal: Send + Sync {
 
     /// Up to `limit` records with `seq > after`, in seq order: `(seq, hash, line)`.
     fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>, SharedError>;
+
+    /// Rebuilds the index that answers [`Queries`] from the journal's records; returns how
+    /// many records it indexed.
+    fn reindex(&self) -> Result<u64, SharedError>;
 
     /// The head `(seq, hash)`, `None` when empty.
     fn head(&self) -> Result<Option<(u64, String)>, SharedError>;
