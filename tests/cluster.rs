@@ -461,7 +461,7 @@ async fn a_stale_node_cannot_submit() {
     drop(pg);
 }
 
-async fn in_flight(port: u16, token: &str) -> usize {
+pub(crate) async fn in_flight(port: u16, token: &str) -> usize {
     api(port, token, "GET", "/api/status", None).await["in_flight"]
         .as_array()
         .map_or(0, Vec::len)

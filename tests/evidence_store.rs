@@ -61,7 +61,7 @@ pub(crate) fn run_started(
     }
 }
 
-fn step(run: &str, n: u64, outcome: &str, fields: &[(&str, &str)]) -> Event {
+pub(crate) fn step(run: &str, n: u64, outcome: &str, fields: &[(&str, &str)]) -> Event {
     Event::StepFinished {
         run_id: run.into(),
         step: n,

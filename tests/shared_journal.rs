@@ -819,3 +819,238 @@ async fn queries_answer_the_same_on_a_node_journal_and_on_another_nodes_copy() {
     .unwrap();
     drop(pg);
 }
+
+/// Once a run is interrupted in the shared journal, records of its own progress are refused
+/// whichever node appends them (a process taken for gone that comes back cannot continue
+/// behind the interruption), and so is a second interruption (two nodes sweeping at once);
+/// records about the run from outside it (a refusal, a retried job) are still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_takes_no_more_records_of_its_own() {
+    use crate::evidence_store::{finished, run_started, step};
+    let (pg, url) = migrated_database().await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_path, b_path) = (a.path().to_owned(), b.path().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let node_a = shared_store(&a_path, &url, "a");
+        let node_b = shared_store(&b_path, &url, "b");
+        node_a
+            .append(run_started(&node_a, "r-1", "shop-a", None, None))
+            .unwrap();
+        node_a.append(step("r-1", 1, "ok", &[])).unwrap();
+        let interrupt = |by: &str| Event::RunInterrupted {
+            run_id: "r-1".into(),
+            reason: format!("node a went silent; marked by node {by}"),
+        };
+        node_b.append(interrupt("b")).unwrap();
+        for (store, event) in [
+            (&node_a, step("r-1", 2, "ok", &[])),
+            (&node_a, finished("r-1", "ok")),
+            (&node_b, interrupt("b again")),
+        ] {
+            match store.append(event) {
+                Err(StoreError::Refused(why)) => {
+                    assert!(why.contains("run r-1 was marked interrupted"), "{why}")
+                }
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+        node_a
+            .append(Event::JobRetried {
+                job: 7,
+                run_id: Some("r-1".into()),
+                channel: "shop-a".into(),
+                playbook: "lookup".into(),
+                attempt: 1,
+                reason: "its node went silent".into(),
+                not_before: None,
+                at: clerk::evidence::timestamp(chrono::Utc::now()),
+            })
+            .expect("a record about the run from outside it is accepted");
+        let records = node_b.run_records("r-1").unwrap();
+        let kinds: Vec<&str> = records.iter().map(|r| r.event.type_name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "run_started",
+                "step_finished",
+                "run_interrupted",
+                "job_retried"
+            ]
+        );
+        assert_eq!(
+            node_b.run("r-1").unwrap().unwrap().summary.status,
+            "interrupted"
+        );
+    })
+    .await
+    .unwrap();
+    drop(pg);
+}
+
+/// Every record of the shared journal, as JSON.
+fn shared_events(url: &str) -> Vec<serde_json::Value> {
+    let url = url.to_owned();
+    clerk::db::off_runtime(move || {
+        let mut c = clerk::db::connect(&url).unwrap();
+        c.query("SELECT line FROM clerk_journal ORDER BY seq", &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r.get::<_, &str>(0)).unwrap();
+                v["event"].clone()
+            })
+            .collect()
+    })
+}
+
+/// A node that goes silent mid-run (SIGSTOP: its daemon neither beats nor appends) is taken
+/// for gone once it has been silent for twice the lease: the other node marks its run
+/// interrupted, naming it, and runs the job again. When the stopped node continues
+/// (SIGCONT), nothing of its run follows the interruption (it finds its lease lost and
+/// stops; were it to go on, the shared journal refuses the run's own records, see
+/// `an_interrupted_run_takes_no_more_records_of_its_own`), and the job is done once, by
+/// the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_nodes_run_is_interrupted_by_another_node_and_cannot_continue() {
+    use crate::cluster::{api, in_flight, LOOKUP};
+    use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+    use crate::common::Daemon;
+    use serde_json::json;
+
+    let s3 = S3Server::start("evidence").await;
+    let endpoint = s3.endpoint();
+    let (pg, url) = migrated_database().await;
+    let config = cluster_config(&url, 1);
+    let world = World::with_config(move |c| {
+        format!(
+            "{}journal = \"database\"\nevidence = \"s3://evidence/shop\"\nevidence_endpoint = \"{endpoint}\"\n",
+            config(c).replace("lease = \"5s\"", "lease = \"2s\"")
+        )
+    })
+    .await;
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
+    let (a, b) = (a_dir.path(), b_dir.path());
+    let gated = LOOKUP.replace(
+        "steps:\n",
+        "steps:\n  - goto: /probe/gate?name=hold\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
+    );
+    let node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a"), creds[0], creds[1]]);
+    let (port_a, token_a) = node_a.ready(a).await;
+    let queued = api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(
+            json!({ "playbook_yaml": gated, "rows": [{ "order_id": "SO-100007" }], "user": "ops" }),
+        ),
+    )
+    .await;
+    let job = queued["jobs"][0].as_u64().expect("a job was queued");
+    // Node a's run is holding at the gate.
+    let t = Instant::now();
+    let run = loop {
+        let started = shared_events(&url)
+            .into_iter()
+            .find(|e| e["type"] == "run_started")
+            .and_then(|e| e["run_id"].as_str().map(str::to_owned));
+        if let Some(run) = started {
+            break run;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let j = api(port_a, &token_a, "GET", &format!("/api/jobs/{job}"), None).await;
+            panic!("node a never started the run: {queued} {j}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    node_a.signal(libc::SIGSTOP);
+    let node_b = Daemon::spawn_in(b, None, &[("CLERK_NODE", "b"), creds[0], creds[1]]);
+    let (port_b, token_b) = node_b.ready(b).await;
+    let t = Instant::now();
+    let interrupted = loop {
+        let found = shared_events(&url)
+            .into_iter()
+            .find(|e| e["type"] == "run_interrupted" && e["run_id"] == run.as_str());
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "node b never marked node a's run interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reason = interrupted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("node a has not been heard from since") && reason.contains("node b"),
+        "{reason}"
+    );
+    // Node b runs the job again; node a continues and its run tries to go on.
+    world.center.open_gate("hold");
+    let t = Instant::now();
+    let outcome = loop {
+        let j = api(port_b, &token_b, "GET", &format!("/api/jobs/{job}"), None).await;
+        if j["state"] == "done" {
+            break j["outcome"].clone();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "node b did not finish the job: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(outcome["run_id"], run.as_str(), "{outcome}");
+    node_a.signal(libc::SIGCONT);
+    let t = Instant::now();
+    while in_flight(port_a, &token_a).await > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "node a's stale run never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node_a.signal(libc::SIGTERM);
+    node_b.signal(libc::SIGTERM);
+    let _ = (node_a.wait(), node_b.wait());
+
+    let events = shared_events(&url);
+    let of_run: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["run_id"] == run.as_str())
+        .collect();
+    let cut = of_run
+        .iter()
+        .position(|e| e["type"] == "run_interrupted")
+        .unwrap();
+    let after: Vec<&str> = of_run[cut + 1..]
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        after.iter().all(|t| ![
+            "step_finished",
+            "evidence_captured",
+            "run_finished",
+            "run_interrupted"
+        ]
+        .contains(t)),
+        "the stale run went on after its interruption: {after:?}"
+    );
+    let done_runs = events
+        .iter()
+        .filter(|e| e["type"] == "run_finished" && e["status"] == "ok")
+        .count();
+    assert_eq!(done_runs, 1, "the job ran to the end once");
+    for dir in [a, b] {
+        let said = crate::cluster::verify_eventually(dir, &creds).await;
+        assert!(
+            said.contains("this node's copy agrees line by line"),
+            "{said}"
+        );
+    }
+    drop(pg);
+}

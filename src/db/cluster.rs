@@ -2,6 +2,7 @@
 //! nodes' heartbeats (schema: `migrations/V2__cluster.sql`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -86,12 +87,15 @@ pub struct NodeBeat {
     pub busy: i32,
 }
 
-/// Records `beat` (its `last_seen` is the database's clock).
-pub fn beat(client: &mut Client, beat: &NodeBeat) -> Result<(), DbError> {
+/// Records `beat` (its `last_seen` is the database's clock). `owner` is the store owner id
+/// of the node's daemon when its journal is shared (the `owner` of the runs it starts):
+/// [`orphaned_runs`] finds that daemon's runs once the node has gone silent.
+pub fn beat(client: &mut Client, beat: &NodeBeat, owner: Option<&str>) -> Result<(), DbError> {
     client.execute(
-        "INSERT INTO clerk_nodes (node, address, pid, started_at, last_seen, pages, busy) \
-         VALUES ($1, $2, $3, $4, now(), $5, $6) ON CONFLICT (node) DO UPDATE SET \
-         address = $2, pid = $3, started_at = $4, last_seen = now(), pages = $5, busy = $6",
+        "INSERT INTO clerk_nodes (node, address, pid, started_at, last_seen, pages, busy, owner) \
+         VALUES ($1, $2, $3, $4, now(), $5, $6, $7) ON CONFLICT (node) DO UPDATE SET \
+         address = $2, pid = $3, started_at = $4, last_seen = now(), pages = $5, busy = $6, \
+         owner = $7",
         &[
             &beat.node,
             &beat.address,
@@ -99,9 +103,42 @@ pub fn beat(client: &mut Client, beat: &NodeBeat) -> Result<(), DbError> {
             &beat.started_at,
             &beat.pages,
             &beat.busy,
+            &owner,
         ],
     )?;
     Ok(())
+}
+
+/// A run of a node that has gone silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub run_id: String,
+    pub node: String,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Open runs in the shared journal started by the daemon of a node whose last heartbeat is
+/// older than `silent_for` (by the database's clock): that daemon is gone or cut off, and
+/// its runs cannot finish. Runs of other processes (a `clerk run` on that node) are never
+/// listed: only runs whose owner is the one the node's daemon beat with.
+pub fn orphaned_runs(client: &mut Client, silent_for: Duration) -> Result<Vec<Orphan>, DbError> {
+    let secs = silent_for.as_secs_f64();
+    let rows = client.query(
+        "SELECT k.run_id, n.node, n.last_seen FROM clerk_nodes n \
+         JOIN clerk_journal_keys k ON k.starts_run AND k.owner = n.owner \
+         WHERE n.last_seen < now() - make_interval(secs => $1) \
+         AND NOT EXISTS (SELECT 1 FROM clerk_journal_keys e WHERE e.ends_run \
+         AND e.run_id = k.run_id) ORDER BY k.seq",
+        &[&secs],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Orphan {
+            run_id: r.get(0),
+            node: r.get(1),
+            last_seen: r.get(2),
+        })
+        .collect())
 }
 
 /// Every node that ever beat, by name.

@@ -142,7 +142,25 @@ impl PgJournal {
         let mut out = Vec::with_capacity(batch.len());
         let mut uses = Vec::new();
         let mut used_here: Vec<(String, String)> = Vec::new();
+        let mut interrupted_here: Vec<String> = Vec::new();
         for p in batch {
+            let event = p.prepared.event();
+            if let (true, Some(run_id)) = (index::continues_run(event), event.run_id()) {
+                let interrupted = interrupted_here.iter().any(|r| r == run_id)
+                    || tx
+                        .query_opt(
+                            "SELECT 1 FROM clerk_journal_keys WHERE interrupts_run AND run_id = $1",
+                            &[&run_id],
+                        )?
+                        .is_some();
+                if interrupted {
+                    out.push(Err(Refusal::RunEnded(run_id.to_owned())));
+                    continue;
+                }
+            }
+            if let Event::RunInterrupted { run_id, .. } = event {
+                interrupted_here.push(run_id.clone());
+            }
             if let Some(fence) = &p.fence {
                 if let Some(why) = fence_refusal(tx, fence)? {
                     out.push(Err(Refusal::Fenced(why)));
@@ -232,6 +250,7 @@ fn insert_keys(tx: &mut Transaction<'_>, records: &[(u64, &str)]) -> Result<(), 
     let mut owner = Vec::new();
     let mut start_approval = Vec::new();
     let mut ends_run = Vec::new();
+    let mut interrupts_run = Vec::new();
     let mut schedule = Vec::new();
     let mut pause = Vec::new();
     for (n, line) in records {
@@ -249,15 +268,16 @@ fn insert_keys(tx: &mut Transaction<'_>, records: &[(u64, &str)]) -> Result<(), 
         owner.push(k.start.as_ref().map(|s| s.owner.clone()));
         start_approval.push(k.start.as_ref().and_then(|s| s.approval_id.clone()));
         ends_run.push(k.ends_run);
+        interrupts_run.push(k.interrupts_run);
         schedule.push(k.schedule);
         pause.push(k.pause);
     }
     tx.execute(
         "INSERT INTO clerk_journal_keys (seq, run_id, approval_id, sha256, starts_run, channel, \
-         case_ref, started, owner, start_approval, ends_run, schedule, pause) \
+         case_ref, started, owner, start_approval, ends_run, interrupts_run, schedule, pause) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[], \
-         $13::bool[])",
+         $13::bool[], $14::bool[])",
         &[
             &seq,
             &run_id,
@@ -270,6 +290,7 @@ fn insert_keys(tx: &mut Transaction<'_>, records: &[(u64, &str)]) -> Result<(), 
             &owner,
             &start_approval,
             &ends_run,
+            &interrupts_run,
             &schedule,
             &pause,
         ],

@@ -84,6 +84,9 @@ pub struct Keys {
     pub start: Option<Start>,
     /// `run_finished` or `run_interrupted`: the run is no longer open.
     pub ends_run: bool,
+    /// `run_interrupted`: the run was declared over while its process may still live (see
+    /// [`continues_run`]).
+    pub interrupts_run: bool,
     /// A schedule record.
     pub schedule: bool,
     /// A pause or resume record.
@@ -133,9 +136,29 @@ pub fn keys_of(record: &Record) -> Keys {
             record.event,
             Event::RunFinished { .. } | Event::RunInterrupted { .. }
         ),
+        interrupts_run: matches!(record.event, Event::RunInterrupted { .. }),
         schedule: record.event.schedule_name().is_some(),
         pause: matches!(record.event, Event::Pause { .. }),
     }
+}
+
+/// Whether `event` is a step of its run's own progress (what only the process running it
+/// appends): once the run is interrupted, a shared journal refuses these, so a process that
+/// was declared gone (its node stopped heartbeating) and comes back cannot continue the run
+/// behind the interruption. Records about a run from outside it (a blocked request, a
+/// refusal, a retried or dead-lettered job, a stored blob) are still accepted.
+pub fn continues_run(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::StepFinished { .. }
+            | Event::EvidenceCaptured { .. }
+            | Event::ResponseRecorded { .. }
+            | Event::RequestAllowed { .. }
+            | Event::RunFinished { .. }
+            | Event::RunInterrupted { .. }
+            | Event::ApprovalRequested { .. }
+            | Event::ApprovalUsed { .. }
+    )
 }
 
 /// The index entries one record contributes (also used by verify to compute what the index

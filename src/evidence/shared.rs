@@ -60,6 +60,9 @@ pub enum Refusal {
     AlreadyUsed { approval_id: String, by_run: String },
     /// The record's fence no longer holds.
     Fenced(String),
+    /// A record of a run's own progress after the run was interrupted (see
+    /// [`super::index::continues_run`]).
+    RunEnded(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -73,6 +76,11 @@ impl std::fmt::Display for Refusal {
                 "approval {approval_id} is used already (by run {by_run}); an approval is used once"
             ),
             Refusal::Fenced(why) => write!(f, "fencing check failed: {why}"),
+            Refusal::RunEnded(run) => write!(
+                f,
+                "run {run} was marked interrupted in the shared journal (its process was \
+                 taken for gone); it takes no more records of its own"
+            ),
         }
     }
 }

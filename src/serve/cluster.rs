@@ -10,6 +10,14 @@
 //! each node keeps its own board (a pause made here still stops this node at once) and
 //! publishes what it owes when the database is back.
 //!
+//! With a shared journal the same thread sweeps for **orphaned runs**: open runs of a node
+//! whose daemon has not beaten for twice the lease (killed for good, its VM gone, cut off)
+//! are marked interrupted by whichever live node sees it first, naming the node and its last
+//! heartbeat. The shared journal then refuses those runs' own records, so a node that was
+//! only stopped and comes back cannot continue a run behind the interruption (its jobs were
+//! rescued by then, and its submits are fenced anyway). A node restarting under its name
+//! interrupts its predecessor's runs itself, at once (see `evidence::replica`).
+//!
 //! The same thread LISTENs for the queue's job NOTIFYs and wakes this node's idle workers,
 //! so a job queued or a slot freed on any node is claimed without waiting for a poll.
 //!
@@ -112,6 +120,7 @@ fn run(d: &Arc<Daemon>, link: &ClusterLink, rt: &tokio::runtime::Handle) {
     let mut seen: Option<BTreeMap<String, SharedPause>> = None;
     let mut client: Option<Client> = None;
     let mut warned = false;
+    let mut swept = std::time::Instant::now();
     while !d.stopping() {
         if client.is_none() {
             match connect(&link.url) {
@@ -142,6 +151,12 @@ fn run(d: &Arc<Daemon>, link: &ClusterLink, rt: &tokio::runtime::Handle) {
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
+        if swept.elapsed() >= SWEEP_EVERY && d.engine.store.shared_journal().is_some() {
+            swept = std::time::Instant::now();
+            if let Err(e) = sweep_orphans(d, link, c) {
+                tracing::warn!(error = %e, "looking for runs of silent nodes failed");
+            }
+        }
         // Sleep until a NOTIFY or a second passes. A job NOTIFY (queued, finished, released
         // on any node) wakes this node's idle workers at once; a pause NOTIFY ends the wait
         // so the next round mirrors it.
@@ -165,6 +180,46 @@ fn run(d: &Arc<Daemon>, link: &ClusterLink, rt: &tokio::runtime::Handle) {
     }
 }
 
+/// How often this node looks for runs of silent nodes.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Marks interrupted the open runs of nodes silent for more than twice the lease.
+fn sweep_orphans(d: &Arc<Daemon>, link: &ClusterLink, c: &mut Client) -> Result<(), DbError> {
+    let silent_for = d.opts.lease.saturating_mul(2);
+    for o in shared::orphaned_runs(c, silent_for)? {
+        if o.node == link.node {
+            // This node's own earlier daemon: its restart interrupted its runs already, or
+            // will (its owner lock file says whether the process is gone).
+            continue;
+        }
+        let event = crate::evidence::Event::RunInterrupted {
+            run_id: o.run_id.clone(),
+            reason: format!(
+                "node {} has not been heard from since {} (more than twice the lease, {:?}), \
+                 so the run cannot finish there; marked by node {}. Records up to its last \
+                 step are intact; its job was given to another node when its lease ended",
+                o.node,
+                crate::evidence::timestamp(o.last_seen),
+                silent_for,
+                link.node
+            ),
+        };
+        match d.engine.store.append(event) {
+            Ok(_) => {
+                tracing::warn!(run = %o.run_id, node = %o.node, "marked a silent node's run interrupted")
+            }
+            // Another node marked it first.
+            Err(crate::evidence::StoreError::Refused(why)) => {
+                tracing::debug!(run = %o.run_id, %why, "already interrupted");
+            }
+            Err(e) => {
+                tracing::warn!(run = %o.run_id, error = %e, "cannot mark a silent node's run interrupted")
+            }
+        }
+    }
+    Ok(())
+}
+
 fn round(
     d: &Arc<Daemon>,
     link: &ClusterLink,
@@ -183,6 +238,11 @@ fn round(
             pages: i32::try_from(d.opts.pages).unwrap_or(i32::MAX),
             busy: i32::try_from(d.in_flight().len()).unwrap_or(i32::MAX),
         },
+        d.engine
+            .store
+            .shared_journal()
+            .map(|_| d.engine.store.owner())
+            .as_deref(),
     )?;
     // What this node changed: written first (kept in the outbox until it is).
     let outgoing: Vec<Outgoing> = link.outbox.lock().map(|o| o.clone()).unwrap_or_default();

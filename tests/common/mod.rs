@@ -233,6 +233,22 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // CLERK_TEST_SERVE_LOGS=DIR keeps each daemon's log there (for a failing test).
+        if let Some(dir) = std::env::var_os("CLERK_TEST_SERVE_LOGS") {
+            let name = format!(
+                "serve-{}.log",
+                data_dir
+                    .file_name()
+                    .map_or("x".into(), |n| n.to_string_lossy())
+            );
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(&dir).join(name))
+            {
+                cmd.stderr(f);
+            }
+        }
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }

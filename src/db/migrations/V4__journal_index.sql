@@ -21,6 +21,8 @@ CREATE TABLE clerk_journal_keys (
     start_approval text,
     -- run_finished / run_interrupted.
     ends_run       boolean NOT NULL DEFAULT false,
+    -- run_interrupted: the run takes no more records of its own progress.
+    interrupts_run boolean NOT NULL DEFAULT false,
     schedule       boolean NOT NULL DEFAULT false,
     pause          boolean NOT NULL DEFAULT false
 );
@@ -33,5 +35,11 @@ CREATE INDEX clerk_journal_keys_started ON clerk_journal_keys (started, run_id) 
 CREATE INDEX clerk_journal_keys_channel ON clerk_journal_keys (channel, run_id) WHERE starts_run;
 CREATE INDEX clerk_journal_keys_case ON clerk_journal_keys (case_ref, run_id) WHERE starts_run;
 CREATE INDEX clerk_journal_keys_ended ON clerk_journal_keys (run_id) WHERE ends_run;
+CREATE INDEX clerk_journal_keys_interrupted ON clerk_journal_keys (run_id) WHERE interrupts_run;
 CREATE INDEX clerk_journal_keys_schedule ON clerk_journal_keys (seq) WHERE schedule;
 CREATE INDEX clerk_journal_keys_pause ON clerk_journal_keys (seq) WHERE pause;
+
+-- The store owner id of each node's daemon (its runs' `owner`): a node silent for longer
+-- than twice the lease has its daemon's open runs marked interrupted by another node
+-- (src/serve/cluster.rs); from then on the shared journal refuses those runs' own records.
+ALTER TABLE clerk_nodes ADD COLUMN owner text;
