@@ -662,6 +662,45 @@ async fn a_schedule_slot_fires_once_across_nodes_on_a_shared_journal() {
             "a slot fired twice: {fired:?}"
         );
         assert_eq!(jobs.len(), 20, "one job per row per slot");
+        // The turn is an advisory lock on a queue connection: a scheduler whose connection
+        // was replaced mid-tick has lost it without knowing, and another node may tick at
+        // the same time. The queue still enqueues a slot's jobs once: eight racing firings
+        // of one slot on both nodes all get the same two jobs.
+        let slot = day + TimeDelta::hours(30);
+        let specs = || {
+            (1..=2)
+                .map(|n| {
+                    let mut spec = clerk::queue::JobSpec::new("order-lookup", "sample", "ops");
+                    spec.inputs = [("order_id".to_owned(), format!("SO-10000{n}"))].into();
+                    spec.schedule = Some("hourly".into());
+                    spec.slot = Some(slot);
+                    spec
+                })
+                .collect::<Vec<_>>()
+        };
+        let barrier = std::sync::Barrier::new(8);
+        let got: Vec<Vec<clerk::queue::JobId>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (queue, barrier, specs) = (&nodes[i % 2].1, &barrier, &specs);
+                    s.spawn(move || {
+                        barrier.wait();
+                        queue.enqueue_slot("hourly", slot, specs()).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(got[0].len(), 2);
+        assert!(got.iter().all(|ids| *ids == got[0]), "{got:?}");
+        let queued: Vec<_> = nodes[0]
+            .1
+            .list(&JobFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|j| j.spec.slot == Some(slot))
+            .collect();
+        assert_eq!(queued.len(), 2, "the slot's jobs were enqueued once");
         drop(nodes);
     })
     .await

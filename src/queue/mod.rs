@@ -599,6 +599,22 @@ pub trait RunQueue: Send + Sync {
     /// Gives the scheduler turn back.
     fn end_scheduler_turn(&self) {}
 
+    /// Enqueues the jobs of one firing of `schedule` at `slot`, once: a second call for the
+    /// same schedule and slot enqueues nothing and returns the first call's jobs. The
+    /// cluster queue keeps this across nodes in the enqueuing transaction (so a scheduler
+    /// that lost its turn without knowing cannot double a slot); one process owns the
+    /// embedded queue and its one scheduler finds the jobs of a slot it enqueued before
+    /// recording the firing (see `serve::scheduler`), so it enqueues them one by one.
+    fn enqueue_slot(
+        &self,
+        schedule: &str,
+        slot: DateTime<Utc>,
+        specs: Vec<JobSpec>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let _ = (schedule, slot);
+        specs.into_iter().map(|s| self.enqueue(s)).collect()
+    }
+
     /// The run ended (whatever its status): the job is done.
     fn complete(&self, claim: &Claim, outcome: Outcome) -> Result<(), QueueError>;
 

@@ -568,6 +568,56 @@ impl RunQueue for PgQueue {
         self.tx(|tx| fence_check(&held(tx, claim)?.job, claim, now))
     }
 
+    fn enqueue_slot(
+        &self,
+        schedule: &str,
+        slot: DateTime<Utc>,
+        specs: Vec<JobSpec>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        for spec in &specs {
+            check_spec(spec)?;
+        }
+        self.tx(|tx| {
+            let taken = tx
+                .query_opt(
+                    "INSERT INTO clerk_schedule_slots (schedule, slot, jobs, node) \
+                     VALUES ($1, $2, '{}', $3) ON CONFLICT DO NOTHING RETURNING 1",
+                    &[&schedule, &slot, &self.node],
+                )
+                .map_err(db)?
+                .is_none();
+            if taken {
+                // Fired already (by this node or another): the same jobs.
+                let jobs: Vec<i64> = tx
+                    .query_one(
+                        "SELECT jobs FROM clerk_schedule_slots WHERE schedule = $1 AND slot = $2",
+                        &[&schedule, &slot],
+                    )
+                    .map_err(db)?
+                    .get(0);
+                tracing::info!(%schedule, %slot, "this slot's jobs were enqueued already; not again");
+                return Ok(jobs.into_iter().map(|j| JobId(j as u64)).collect());
+            }
+            let mut ids = Vec::with_capacity(specs.len());
+            for spec in &specs {
+                let id: i64 = tx
+                    .query_one("SELECT nextval('clerk_job_ids')", &[])
+                    .map_err(db)?
+                    .get(0);
+                let job = Job::queued(JobId(id as u64), spec.clone(), Utc::now());
+                write_hot(tx, &job, None, 0, None)?;
+                notify(tx, &job.spec.channel)?;
+                ids.push(id);
+            }
+            tx.execute(
+                "UPDATE clerk_schedule_slots SET jobs = $3 WHERE schedule = $1 AND slot = $2",
+                &[&schedule, &slot, &ids],
+            )
+            .map_err(db)?;
+            Ok(ids.into_iter().map(|j| JobId(j as u64)).collect())
+        })
+    }
+
     fn begin_scheduler_turn(&self) -> Result<bool, QueueError> {
         // A session lock on this queue's connection: a node that dies or loses the
         // connection gives the turn up with it.

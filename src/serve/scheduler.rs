@@ -133,7 +133,7 @@ impl Ticker<'_> {
                                 .map_err(|reason| format!("cannot read the inputs: {reason}"))
                         }) {
                             Ok(((name, sha, writes), rows)) => {
-                                let mut ids = Vec::new();
+                                let mut specs = Vec::new();
                                 for mut spec in s.job_specs(*slot, rows) {
                                     spec.max_attempts = self.max_attempts;
                                     spec.playbook = name.clone();
@@ -146,9 +146,9 @@ impl Ticker<'_> {
                                     ) {
                                         tracing::error!(error = %e, "scheduled job without its text");
                                     }
-                                    ids.push(self.queue.enqueue(spec)?);
+                                    specs.push(spec);
                                 }
-                                ids
+                                self.queue.enqueue_slot(&s.name, *slot, specs)?
                             }
                             Err(reason) => {
                                 // Recorded as a skip with the reason: nothing to run.

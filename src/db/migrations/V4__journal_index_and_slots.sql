@@ -43,3 +43,16 @@ CREATE INDEX clerk_journal_keys_pause ON clerk_journal_keys (seq) WHERE pause;
 -- than twice the lease has its daemon's open runs marked interrupted by another node
 -- (src/serve/cluster.rs); from then on the shared journal refuses those runs' own records.
 ALTER TABLE clerk_nodes ADD COLUMN owner text;
+
+-- Each schedule slot's jobs, enqueued once across the installation (src/queue/postgres.rs,
+-- RunQueue::enqueue_slot): the row is inserted in the transaction that enqueues them, so a
+-- second scheduler firing the same slot (its turn lock lost with its connection, say)
+-- finds the row and gets the same jobs back instead of enqueuing more.
+CREATE TABLE clerk_schedule_slots (
+    schedule  text NOT NULL,
+    slot      timestamptz NOT NULL,
+    jobs      bigint[] NOT NULL,
+    node      text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule, slot)
+);
