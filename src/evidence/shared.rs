@@ -6,19 +6,24 @@
 //! linear chain, and it acknowledges a record only once that transaction has committed. The
 //! lines it stores are byte-identical to the lines of `journal.jsonl`.
 //!
-//! Each node keeps `journal.jsonl` as a **verified copy** of that chain: before any query and
-//! after every append the store pulls the lines it lacks (in seq order, each one checked to
-//! chain onto the one before), so the sled index, `clerk verify`, `clerk export` and the
-//! Merkle log read the same file format in both modes. A copy that no longer agrees with the
+//! Each node keeps `journal.jsonl` as a **verified copy** of that chain: at open, after every
+//! append and before verify, export and reindex the store pulls the lines it lacks (in seq
+//! order, each one checked to chain onto the one before), so `clerk verify`, `clerk export`
+//! and the Merkle log read the same file format in both modes. The index's queries
+//! ([`Queries`], a supertrait here) are answered by the shared journal itself, from every
+//! node's committed records. A copy that no longer agrees with the
 //! database is never "repaired" silently: the store refuses to open and `clerk verify`
 //! names the first differing seq (see [`super::Store::compare_shared`]).
 //!
-//! Two rules are the journal's, not the caller's, so they hold across nodes:
+//! Three rules are the journal's, not the caller's, so they hold across nodes:
 //! - an approval is used once: a second `approval_used` for the same approval is refused
 //!   inside the appending transaction;
 //! - a record may carry a [`JobFence`]: it is appended only if the queue still shows that
 //!   claim as current in the same transaction (a node that lost its lease cannot spend an
-//!   approval).
+//!   approval);
+//! - an interrupted run takes no more records of its own progress
+//!   ([`super::index::continues_run`]): a process taken for gone that comes back cannot
+//!   continue behind its run's `run_interrupted`.
 //!
 //! The PostgreSQL implementation is `db::journal`.
 
