@@ -387,8 +387,9 @@ async fn an_approval_is_used_once_and_a_lost_claim_cannot_use_it() {
     drop(pg);
 }
 
-/// Two `clerk serve` nodes on one shared journal and one bucket, node a SIGKILLed mid-batch
-/// and restarted: every run is in the one chain, either node lists every run whichever node
+/// Two `clerk serve` nodes on one shared journal and one bucket (node b started from `/`),
+/// eight server-rendered and two single-page-app lookups, node a SIGKILLed mid-batch and
+/// restarted: every run is in the one chain, either node lists every run whichever node
 /// ran it, the run node a was in when it died is marked interrupted (by node a, which alone
 /// can tell its process is gone), both nodes verify (node b fetching node a's screenshots
 /// from the bucket), and node b exports a run node a ran into a bundle `sha256sum -c`
@@ -435,12 +436,32 @@ async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
         Some(json!({ "playbook_yaml": LOOKUP, "rows": rows, "user": "ops" })),
     )
     .await;
+    // And two lookups in the single-page admin console (hash routes, a JSON API, a
+    // WebSocket feed the guard closes).
+    let spa = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/spa-order-lookup.yaml"),
+    )
+    .unwrap();
+    let queued_spa = api(
+        port_a,
+        &token_a,
+        "POST",
+        "/api/runs",
+        Some(json!({
+            "playbook_yaml": spa,
+            "rows": [{ "order_id": "SO-100011" }, { "order_id": "SO-100012" }],
+            "user": "ops"
+        })),
+    )
+    .await;
     let ids: Vec<u64> = queued["jobs"]
         .as_array()
         .unwrap()
         .iter()
+        .chain(queued_spa["jobs"].as_array().unwrap())
         .map(|j| j.as_u64().unwrap())
         .collect();
+    assert_eq!(ids.len(), 10, "{queued_spa}");
     let done = |port: u16, token: String| {
         let ids = ids.clone();
         async move {
@@ -465,7 +486,8 @@ async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
     let ran_by_a = done(port_a, token_a.clone()).await;
     node_a.signal(libc::SIGKILL);
     let _ = node_a.child.wait();
-    let node_b = Daemon::spawn_in(b, None, &env("b"));
+    // Node b is started from `/`, as a service manager starts it.
+    let node_b = Daemon::spawn_in(b, Some(Path::new("/")), &env("b"));
     let (port_b, token_b) = node_b.ready(b).await;
     node_a = Daemon::spawn_in(a, None, &env("a"));
     node_a.ready(a).await;
@@ -528,6 +550,7 @@ async fn two_serving_nodes_share_one_journal_and_either_exports_any_run() {
             said.contains("this node's copy agrees line by line"),
             "{said}"
         );
+        assert!(said.contains("rows, each what its record says"), "{said}");
     }
     // Node b exports a run node a ran; the bundle checks with sha256sum alone.
     let run = &ran_by_a[0];
@@ -777,6 +800,34 @@ async fn queries_answer_the_same_on_a_node_journal_and_on_another_nodes_copy() {
         node_a
             .append(crate::evidence_store::finished("r-late", "ok"))
             .unwrap();
+        // `clerk verify` recomputes every index row from its record: a row edited so that
+        // a run drops out of the listings is found at its seq.
+        let journal = clerk::db::journal::PgJournal::open(&url, "checker").unwrap();
+        let clean = clerk::evidence::compare_copy(&b_path, &journal).unwrap();
+        assert_eq!(clean.index_difference, None);
+        assert_eq!(
+            i64::try_from(clean.index_rows).unwrap(),
+            count(&url, "SELECT count(*) FROM clerk_journal")
+        );
+        let start_seq = node_b.run_records("r-late").unwrap()[0].seq;
+        sql(
+            &url,
+            "UPDATE clerk_journal_keys SET starts_run = false, channel = NULL, case_ref = NULL, \
+             started = NULL, owner = NULL WHERE run_id = 'r-late' AND starts_run",
+        )
+        .unwrap();
+        assert!(
+            node_b.list_runs(&late).unwrap().is_empty(),
+            "the run is hidden"
+        );
+        let hidden = clerk::evidence::compare_copy(&b_path, &journal).unwrap();
+        let d = hidden
+            .index_difference
+            .clone()
+            .expect("verify finds the edited row");
+        assert_eq!(d.seq, start_seq, "{d:?}");
+        assert!(!hidden.ok());
+        drop(journal);
         // The index table is a cache of clerk_journal: rows lost (records appended before
         // migration V4, or a table emptied by hand) are indexed again by the next node that
         // opens the journal, and `clerk reindex` rebuilds it; the answers do not change.

@@ -190,6 +190,17 @@ pub async fn verify(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             print!("{c}");
         }
         if let Some(c) = &shared {
+            match &c.index_difference {
+                None => println!(
+                    "shared journal's index: {} rows, each what its record says",
+                    c.index_rows
+                ),
+                Some(d) => println!(
+                    "shared journal's index (clerk_journal_keys): DIFFERS at seq {}: {} \
+                     (queries may hide or misfile records; `clerk reindex` rebuilds it)",
+                    d.seq, d.what
+                ),
+            }
             match &c.first_difference {
                 None => println!(
                     "shared journal {}: {} records; this node's copy agrees line by line",

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use postgres::{Client, Transaction};
 
-use crate::evidence::index::{self, By, Queries};
+use crate::evidence::index::{self, By, Keys, Queries};
 use crate::evidence::record::{self, GENESIS_PREV};
 use crate::evidence::shared::{Pending, Refusal, Sealed, SharedError, SharedJournal};
 use crate::evidence::Record;
@@ -474,6 +474,56 @@ impl SharedJournal for PgJournal {
             ))),
             Err(_) => Err(SharedError::Unknown { target, reason }),
         }
+    }
+
+    fn index_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Keys)>, SharedError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_client(|client| {
+            let rows = client.query(
+                "SELECT seq, run_id, approval_id, sha256, starts_run, channel, case_ref, started, \
+                 owner, start_approval, ends_run, interrupts_run, schedule, pause \
+                 FROM clerk_journal_keys WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    let starts_run: bool = r.get(4);
+                    let channel: Option<String> = r.get(5);
+                    let case_ref: Option<String> = r.get(6);
+                    let started: Option<String> = r.get(7);
+                    let owner: Option<String> = r.get(8);
+                    let start_approval: Option<String> = r.get(9);
+                    // Any start column set makes a start (an edited row then differs).
+                    let start = (starts_run
+                        || channel.is_some()
+                        || case_ref.is_some()
+                        || started.is_some()
+                        || owner.is_some()
+                        || start_approval.is_some())
+                    .then(|| index::Start {
+                        channel: channel.unwrap_or_default(),
+                        case_ref,
+                        ts: started.unwrap_or_default(),
+                        owner: owner.unwrap_or_default(),
+                        approval_id: start_approval,
+                    });
+                    Ok((
+                        to_u64(r.get(0))?,
+                        Keys {
+                            run_id: r.get(1),
+                            approval_id: r.get(2),
+                            sha256: r.get(3),
+                            start,
+                            ends_run: r.get(10),
+                            interrupts_run: r.get(11),
+                            schedule: r.get(12),
+                            pause: r.get(13),
+                        },
+                    ))
+                })
+                .collect()
+        })
     }
 
     fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>, SharedError> {

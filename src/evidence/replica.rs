@@ -12,6 +12,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use super::commit::Written;
+use super::index;
 use super::index::Queries as _;
 use super::journal::{self, Tail};
 use super::lock::{self, FileLock};
@@ -293,6 +294,8 @@ pub fn compare_copy(
         shared_records: 0,
         local_records: lines.len() as u64,
         first_difference: None,
+        index_rows: 0,
+        index_difference: None,
     };
     let mut local = lines.iter();
     let mut after = 0u64;
@@ -324,6 +327,7 @@ pub fn compare_copy(
             }
         }
     }
+    check_index(shared, &mut cmp)?;
     if cmp.first_difference.is_none() && cmp.local_records > cmp.shared_records {
         cmp.first_difference = Some(Difference {
             seq: cmp.shared_records + 1,
@@ -331,6 +335,61 @@ pub fn compare_copy(
         });
     }
     Ok(cmp)
+}
+
+/// Recomputes what every record of the shared journal is filed under and compares it with
+/// the shared journal's index row by row: a row deleted, added or edited (a run hidden from
+/// listings, an approval filed elsewhere) is reported at its seq.
+fn check_index(shared: &dyn SharedJournal, cmp: &mut Comparison) -> Result<(), StoreError> {
+    let mut rows = std::collections::BTreeMap::new();
+    let mut after = 0u64;
+    loop {
+        let page = shared.index_after(after, PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = *last;
+        rows.extend(page);
+    }
+    cmp.index_rows = rows.len() as u64;
+    let mut first: Option<Difference> = None;
+    let mut note = |seq: u64, what: String| {
+        if first.as_ref().is_none_or(|d| seq < d.seq) {
+            first = Some(Difference { seq, what });
+        }
+    };
+    let mut after = 0u64;
+    loop {
+        let page = shared.read_after(after, PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for s in page {
+            let want = record::parse_line(s.line.as_bytes())
+                .ok()
+                .map(|p| index::keys_of(&p.record));
+            match (rows.remove(&s.seq), want) {
+                (None, _) => note(s.seq, "the record has no row in the index".into()),
+                (Some(got), Some(want)) if got == want => {}
+                (Some(got), want) => note(
+                    s.seq,
+                    format!(
+                        "the index row says {got:?}, the record says {}",
+                        want.map_or("nothing readable".into(), |w| format!("{w:?}"))
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(seq) = rows.keys().next() {
+        note(
+            *seq,
+            "the index has a row for a record the journal does not have".into(),
+        );
+    }
+    cmp.index_difference = first;
+    Ok(())
 }
 
 fn diverged(shared: &dyn SharedJournal, seq: u64, what: &str) -> StoreError {

@@ -29,7 +29,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::index::Queries;
+use super::index::{Keys, Queries};
 use super::record::Prepared;
 
 /// A record as the shared journal chained it.
@@ -119,6 +119,10 @@ pub trait SharedJournal: Queries + Send + Sync {
     /// many records it indexed.
     fn reindex(&self) -> Result<u64, SharedError>;
 
+    /// Up to `limit` rows of the index that answers [`Queries`] with `seq > after`, in seq
+    /// order: what each record is filed under, as stored (`clerk verify` recomputes them).
+    fn index_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Keys)>, SharedError>;
+
     /// The head `(seq, hash)`, `None` when empty.
     fn head(&self) -> Result<Option<(u64, String)>, SharedError>;
 }
@@ -134,6 +138,11 @@ pub struct Comparison {
     pub local_records: u64,
     /// The first record where the copy and the shared journal differ, if any.
     pub first_difference: Option<Difference>,
+    /// Rows of the shared journal's index (what queries read).
+    pub index_rows: u64,
+    /// The first record whose index row is missing or is not what its line says (a run
+    /// hidden from `runs list` by a deleted or edited row, say), if any.
+    pub index_difference: Option<Difference>,
 }
 
 /// A record that differs between the copy and the shared journal.
@@ -145,6 +154,8 @@ pub struct Difference {
 
 impl Comparison {
     pub fn ok(&self) -> bool {
-        self.first_difference.is_none() && self.shared_records == self.local_records
+        self.first_difference.is_none()
+            && self.shared_records == self.local_records
+            && self.index_difference.is_none()
     }
 }
