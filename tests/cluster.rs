@@ -25,6 +25,18 @@ steps:
   - screenshot: { name: order }
 "##;
 
+/// `yaml` with two first steps that hold the run at the sample center's gate `gate` until
+/// the test opens it.
+pub(crate) fn held_at_gate(yaml: &str, gate: &str) -> String {
+    yaml.replacen(
+        "steps:\n",
+        &format!(
+            "steps:\n  - goto: /probe/gate?name={gate}\n  - wait_for: {{ selector: \"#open\" }}\n    timeout: 60s\n"
+        ),
+        1,
+    )
+}
+
 /// The demo config with the channel limited to `max_pages` and `[cluster] database = url`.
 pub(crate) fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String {
     let url = url.to_owned();
@@ -301,11 +313,8 @@ fn gated_refund(world: &World) -> std::sync::Arc<clerk::playbook::Playbook> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/refund-draft.yaml"),
     )
     .unwrap()
-    .replace("name: refund-draft", "name: gated-refund")
-    .replace(
-        "steps:\n",
-        "steps:\n  - goto: /probe/gate?name=hold\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
-    );
+    .replace("name: refund-draft", "name: gated-refund");
+    let yaml = held_at_gate(&yaml, "hold");
     world.playbook_from("gated-refund", &yaml)
 }
 
@@ -482,10 +491,7 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
     let (port_a, token_a) = node_a.ready(a).await;
     let (port_b, token_b) = node_b.ready(b).await;
 
-    let held = LOOKUP.replace(
-        "steps:\n",
-        "steps:\n  - goto: /probe/gate?name=held\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
-    );
+    let held = held_at_gate(LOOKUP, "held");
     let queued = api(
         port_a,
         &token_a,

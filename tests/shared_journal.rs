@@ -1024,10 +1024,7 @@ async fn a_silent_nodes_run_is_interrupted_by_another_node_and_cannot_continue()
     ];
     let (a_dir, b_dir) = (node_dir(&world), node_dir(&world));
     let (a, b) = (a_dir.path(), b_dir.path());
-    let gated = LOOKUP.replace(
-        "steps:\n",
-        "steps:\n  - goto: /probe/gate?name=hold\n  - wait_for: { selector: \"#open\" }\n    timeout: 60s\n",
-    );
+    let gated = crate::cluster::held_at_gate(LOOKUP, "hold");
     let node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a"), creds[0], creds[1]]);
     let (port_a, token_a) = node_a.ready(a).await;
     let queued = api(

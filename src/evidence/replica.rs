@@ -62,28 +62,40 @@ pub(super) fn check_marker(
 /// Records fetched per query while catching up.
 const PAGE: usize = 2000;
 
-/// Every record of the shared journal, in seq order, read page by page from the database.
-pub(super) fn all_records(shared: &dyn SharedJournal) -> Result<Vec<super::Record>, StoreError> {
-    let mut out = Vec::new();
-    let mut after = 0;
+/// Calls `f` with every record of the shared journal, in seq order, read page by page.
+fn each_record(
+    shared: &dyn SharedJournal,
+    mut f: impl FnMut(super::shared::Sealed) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after = 0u64;
     loop {
         let page = shared.read_after(after, PAGE)?;
         let Some(last) = page.last() else {
-            return Ok(out);
+            return Ok(());
         };
         after = last.seq;
         for s in page {
-            let parsed = record::parse_line(s.line.as_bytes()).map_err(|e| {
-                StoreError::Other(format!(
-                    "the shared journal at {} holds an unreadable record at seq {}: {e} \
-                     (run `clerk verify`)",
-                    shared.describe(),
-                    s.seq
-                ))
-            })?;
-            out.push(parsed.record);
+            f(s)?;
         }
     }
+}
+
+/// Every record of the shared journal, in seq order, read page by page from the database.
+pub(super) fn all_records(shared: &dyn SharedJournal) -> Result<Vec<super::Record>, StoreError> {
+    let mut out = Vec::new();
+    each_record(shared, |s| {
+        let parsed = record::parse_line(s.line.as_bytes()).map_err(|e| {
+            StoreError::Other(format!(
+                "the shared journal at {} holds an unreadable record at seq {}: {e} \
+                 (run `clerk verify`)",
+                shared.describe(),
+                s.seq
+            ))
+        })?;
+        out.push(parsed.record);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 impl Store {
@@ -298,35 +310,28 @@ pub fn compare_copy(
         index_difference: None,
     };
     let mut local = lines.iter();
-    let mut after = 0u64;
-    loop {
-        let page = shared.read_after(after, PAGE)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for s in page {
-            cmp.shared_records += 1;
-            if cmp.first_difference.is_some() {
-                continue;
-            }
-            let what = match local.next() {
-                None => None,
-                Some((offset, line)) if *line != s.line.as_bytes() => Some(format!(
-                    "the line at byte {offset} of this node's journal.jsonl differs from the shared journal's"
-                )),
-                Some(_) if s.seq != cmp.shared_records => Some(format!(
-                    "the shared journal skips from {} to {}",
-                    cmp.shared_records - 1,
-                    s.seq
-                )),
-                Some(_) => None,
-            };
-            if let Some(what) = what {
-                cmp.first_difference = Some(Difference { seq: s.seq, what });
-            }
+    each_record(shared, |s| {
+        cmp.shared_records += 1;
+        if cmp.first_difference.is_some() {
+            return Ok(());
         }
-    }
+        let what = match local.next() {
+            None => None,
+            Some((offset, line)) if *line != s.line.as_bytes() => Some(format!(
+                "the line at byte {offset} of this node's journal.jsonl differs from the shared journal's"
+            )),
+            Some(_) if s.seq != cmp.shared_records => Some(format!(
+                "the shared journal skips from {} to {}",
+                cmp.shared_records - 1,
+                s.seq
+            )),
+            Some(_) => None,
+        };
+        if let Some(what) = what {
+            cmp.first_difference = Some(Difference { seq: s.seq, what });
+        }
+        Ok(())
+    })?;
     check_index(shared, &mut cmp)?;
     if cmp.first_difference.is_none() && cmp.local_records > cmp.shared_records {
         cmp.first_difference = Some(Difference {
@@ -358,30 +363,23 @@ fn check_index(shared: &dyn SharedJournal, cmp: &mut Comparison) -> Result<(), S
             first = Some(Difference { seq, what });
         }
     };
-    let mut after = 0u64;
-    loop {
-        let page = shared.read_after(after, PAGE)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for s in page {
-            let want = record::parse_line(s.line.as_bytes())
-                .ok()
-                .map(|p| index::keys_of(&p.record));
-            match (rows.remove(&s.seq), want) {
-                (None, _) => note(s.seq, "the record has no row in the index".into()),
-                (Some(got), Some(want)) if got == want => {}
-                (Some(got), want) => note(
-                    s.seq,
-                    format!(
-                        "the index row says {got:?}, the record says {}",
-                        want.map_or("nothing readable".into(), |w| format!("{w:?}"))
-                    ),
+    each_record(shared, |s| {
+        let want = record::parse_line(s.line.as_bytes())
+            .ok()
+            .map(|p| index::keys_of(&p.record));
+        match (rows.remove(&s.seq), want) {
+            (None, _) => note(s.seq, "the record has no row in the index".into()),
+            (Some(got), Some(want)) if got == want => {}
+            (Some(got), want) => note(
+                s.seq,
+                format!(
+                    "the index row says {got:?}, the record says {}",
+                    want.map_or("nothing readable".into(), |w| format!("{w:?}"))
                 ),
-            }
+            ),
         }
-    }
+        Ok(())
+    })?;
     if let Some(seq) = rows.keys().next() {
         note(
             *seq,

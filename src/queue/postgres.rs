@@ -536,19 +536,22 @@ impl PgQueue {
     }
 }
 
+/// Inserts a new queued job (and wakes idle workers when the transaction commits).
+fn insert_queued(tx: &mut Transaction<'_>, spec: &JobSpec) -> Result<JobId, QueueError> {
+    let id: i64 = tx
+        .query_one("SELECT nextval('clerk_job_ids')", &[])
+        .map_err(db)?
+        .get(0);
+    let job = Job::queued(JobId(id as u64), spec.clone(), Utc::now());
+    write_hot(tx, &job, None, 0, None)?;
+    notify(tx, &job.spec.channel)?;
+    Ok(job.id)
+}
+
 impl RunQueue for PgQueue {
     fn enqueue(&self, spec: JobSpec) -> Result<JobId, QueueError> {
         check_spec(&spec)?;
-        self.tx(|tx| {
-            let id: i64 = tx
-                .query_one("SELECT nextval('clerk_job_ids')", &[])
-                .map_err(db)?
-                .get(0);
-            let job = Job::queued(JobId(id as u64), spec.clone(), Utc::now());
-            write_hot(tx, &job, None, 0, None)?;
-            notify(tx, &job.spec.channel)?;
-            Ok(job.id)
-        })
+        self.tx(|tx| insert_queued(tx, &spec))
     }
 
     fn claim(
@@ -598,23 +601,17 @@ impl RunQueue for PgQueue {
                 tracing::info!(%schedule, %slot, "this slot's jobs were enqueued already; not again");
                 return Ok(jobs.into_iter().map(|j| JobId(j as u64)).collect());
             }
-            let mut ids = Vec::with_capacity(specs.len());
-            for spec in &specs {
-                let id: i64 = tx
-                    .query_one("SELECT nextval('clerk_job_ids')", &[])
-                    .map_err(db)?
-                    .get(0);
-                let job = Job::queued(JobId(id as u64), spec.clone(), Utc::now());
-                write_hot(tx, &job, None, 0, None)?;
-                notify(tx, &job.spec.channel)?;
-                ids.push(id);
-            }
+            let ids = specs
+                .iter()
+                .map(|spec| insert_queued(tx, spec))
+                .collect::<Result<Vec<JobId>, _>>()?;
+            let raw: Vec<i64> = ids.iter().map(|j| j.0 as i64).collect();
             tx.execute(
                 "UPDATE clerk_schedule_slots SET jobs = $3 WHERE schedule = $1 AND slot = $2",
-                &[&schedule, &slot, &ids],
+                &[&schedule, &slot, &raw],
             )
             .map_err(db)?;
-            Ok(ids.into_iter().map(|j| JobId(j as u64)).collect())
+            Ok(ids)
         })
     }
 
