@@ -37,6 +37,21 @@ pub(crate) fn held_at_gate(yaml: &str, gate: &str) -> String {
     )
 }
 
+/// Queues one lookup of `order` with `yaml` through a node's API, as ops; its job id.
+pub(crate) async fn queue_one(port: u16, token: &str, yaml: &str, order: &str) -> u64 {
+    let queued = api(
+        port,
+        token,
+        "POST",
+        "/api/runs",
+        Some(json!({ "playbook_yaml": yaml, "rows": [{ "order_id": order }], "user": "ops" })),
+    )
+    .await;
+    queued["jobs"][0]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no job queued: {queued}"))
+}
+
 /// The demo config with the channel limited to `max_pages` and `[cluster] database = url`.
 pub(crate) fn cluster_config(url: &str, max_pages: usize) -> impl FnOnce(String) -> String {
     let url = url.to_owned();
@@ -491,18 +506,7 @@ async fn a_pause_on_one_node_stops_the_other_and_status_lists_every_node() {
     let (port_a, token_a) = node_a.ready(a).await;
     let (port_b, token_b) = node_b.ready(b).await;
 
-    let held = held_at_gate(LOOKUP, "held");
-    let queued = api(
-        port_a,
-        &token_a,
-        "POST",
-        "/api/runs",
-        Some(
-            json!({ "playbook_yaml": held, "rows": [{ "order_id": "SO-100001" }], "user": "ops" }),
-        ),
-    )
-    .await;
-    let job = queued["jobs"][0].as_u64().unwrap();
+    let job = queue_one(port_a, &token_a, &held_at_gate(LOOKUP, "held"), "SO-100001").await;
     // Which node runs it?
     let t = Instant::now();
     let (runner, other) = loop {

@@ -1005,7 +1005,6 @@ async fn a_silent_nodes_run_is_interrupted_by_another_node_and_cannot_continue()
     use crate::cluster::{api, in_flight, LOOKUP};
     use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
     use crate::common::Daemon;
-    use serde_json::json;
 
     let s3 = S3Server::start("evidence").await;
     let endpoint = s3.endpoint();
@@ -1027,17 +1026,7 @@ async fn a_silent_nodes_run_is_interrupted_by_another_node_and_cannot_continue()
     let gated = crate::cluster::held_at_gate(LOOKUP, "hold");
     let node_a = Daemon::spawn_in(a, None, &[("CLERK_NODE", "a"), creds[0], creds[1]]);
     let (port_a, token_a) = node_a.ready(a).await;
-    let queued = api(
-        port_a,
-        &token_a,
-        "POST",
-        "/api/runs",
-        Some(
-            json!({ "playbook_yaml": gated, "rows": [{ "order_id": "SO-100007" }], "user": "ops" }),
-        ),
-    )
-    .await;
-    let job = queued["jobs"][0].as_u64().expect("a job was queued");
+    let job = crate::cluster::queue_one(port_a, &token_a, &gated, "SO-100007").await;
     // Node a's run is holding at the gate.
     let t = Instant::now();
     let run = loop {
@@ -1050,7 +1039,7 @@ async fn a_silent_nodes_run_is_interrupted_by_another_node_and_cannot_continue()
         }
         if t.elapsed() > Duration::from_secs(60) {
             let j = api(port_a, &token_a, "GET", &format!("/api/jobs/{job}"), None).await;
-            panic!("node a never started the run: {queued} {j}");
+            panic!("node a never started the run: {j}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
