@@ -34,6 +34,8 @@ CREATE INDEX clerk_journal_keys_sha256 ON clerk_journal_keys (sha256, seq) WHERE
 CREATE INDEX clerk_journal_keys_started ON clerk_journal_keys (started, run_id) WHERE starts_run;
 CREATE INDEX clerk_journal_keys_channel ON clerk_journal_keys (channel, run_id) WHERE starts_run;
 CREATE INDEX clerk_journal_keys_case ON clerk_journal_keys (case_ref, run_id) WHERE starts_run;
+-- A silent node's runs, looked up every few seconds by every node (db::cluster::orphaned_runs).
+CREATE INDEX clerk_journal_keys_owner ON clerk_journal_keys (owner) WHERE starts_run;
 CREATE INDEX clerk_journal_keys_ended ON clerk_journal_keys (run_id) WHERE ends_run;
 CREATE INDEX clerk_journal_keys_interrupted ON clerk_journal_keys (run_id) WHERE interrupts_run;
 CREATE INDEX clerk_journal_keys_schedule ON clerk_journal_keys (seq) WHERE schedule;
