@@ -121,6 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_id: None,
         approval_id: None,
         owner: store.owner(),
+        claims: Default::default(),
     })?;
     let started = Instant::now();
     let mut n = 0u64;

@@ -172,6 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_id: None,
         approval_id: None,
         owner: store.owner(),
+        claims: Default::default(),
     })?;
     for n in 1..proofs.saturating_sub(1) {
         store.append(Event::StepFinished {

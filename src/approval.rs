@@ -97,6 +97,8 @@ pub struct DraftContext {
     pub draft_screenshot: Option<String>,
     /// The front end's fencing check, made before the approval is spent.
     pub fence: Option<Fence>,
+    /// The case's claims (matched against the page before anything was filled).
+    pub claims: BTreeMap<String, String>,
 }
 
 /// The content the draft hash covers.
@@ -114,6 +116,10 @@ pub struct DraftContent {
     /// Absent in approvals requested before clerk held writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Write>,
+    /// The case's claims the draft was matched with: an approval covers them too, and the
+    /// submit runs with them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
 }
 
 /// The write a submit step declares.
@@ -575,6 +581,7 @@ pub async fn request_from_draft(
         values,
         write,
         request: Some(full.comparable(&volatile)),
+        claims: ctx.claims.clone(),
     };
     let now = ledger.now();
     let expires = now + chrono::Duration::hours(ctx.channel.approval_ttl_hours as i64);
@@ -940,6 +947,7 @@ pub async fn submit_with_gate(
         values: values.clone(),
         write: write.clone(),
         request: gate.approval.content.request.clone(),
+        claims: ctx.claims.clone(),
     };
     let hash = draft_hash(&content);
     if hash != gate.approval.draft_hash {

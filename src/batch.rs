@@ -142,6 +142,8 @@ pub struct BatchReport {
     pub drafted: usize,
     /// Not started, or stopped before a step, by the emergency pause.
     pub paused: usize,
+    /// Read-only runs whose case claims the page did not confirm.
+    pub needs_review: usize,
     pub blocked_requests: usize,
     pub duration_ms: u64,
 }
@@ -149,8 +151,34 @@ pub struct BatchReport {
 impl BatchReport {
     /// True when every run ended ok (or as a draft).
     pub fn all_ok(&self) -> bool {
-        self.failed == 0 && self.refused == 0 && self.session_expired == 0
+        self.failed == 0 && self.refused == 0 && self.session_expired == 0 && self.needs_review == 0
     }
+}
+
+/// Prefix of the inputs-file columns (and `--input`-like pairs) that carry case claims:
+/// `claim.customer`, `claim.phone`.
+pub const CLAIM_PREFIX: &str = "claim.";
+
+/// Splits a row into its inputs and its case claims (`claim.NAME` columns).
+pub fn split_claims(
+    row: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut inputs = BTreeMap::new();
+    let mut claims = BTreeMap::new();
+    for (k, v) in row {
+        match k.strip_prefix(CLAIM_PREFIX) {
+            Some(name) => {
+                // An empty cell claims nothing.
+                if !v.trim().is_empty() {
+                    claims.insert(name.to_owned(), v.clone());
+                }
+            }
+            None => {
+                inputs.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (inputs, claims)
 }
 
 /// Runs every row with every playbook, `jobs` at a time, in row order in the report.
@@ -165,13 +193,15 @@ pub async fn run_batch(
     let mut requests = Vec::new();
     for row in &rows {
         for p in playbooks {
+            let (inputs, claims) = split_claims(row);
             requests.push(RunRequest {
                 playbook: p.clone(),
-                inputs: row.clone(),
+                inputs,
                 operator: opts.operator.clone(),
                 case_ref: opts.case_ref.clone(),
                 batch_id: Some(batch_id.clone()),
                 approval: None,
+                claims,
             });
         }
     }
@@ -259,6 +289,7 @@ pub fn summarize(batch_id: String, runs: Vec<RunReport>, duration_ms: u64) -> Ba
         session_expired: count(RunStatus::SessionExpired),
         drafted: count(RunStatus::Drafted),
         paused: count(RunStatus::Paused),
+        needs_review: count(RunStatus::NeedsReview),
         blocked_requests: runs.iter().map(|r| r.blocked()).sum(),
         runs,
         duration_ms,
@@ -317,6 +348,12 @@ pub fn render(report: &BatchReport) -> String {
         report.blocked_requests,
         report.duration_ms as f64 / 1000.0
     ));
+    if report.needs_review > 0 {
+        out.push_str(&format!(
+            "{} run(s) need review: the case's claims do not match the page (see `not ok` below)\n",
+            report.needs_review
+        ));
+    }
     let failing: Vec<&RunReport> = report
         .runs
         .iter()

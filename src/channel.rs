@@ -217,6 +217,10 @@ pub struct Channel {
     /// e.g. `"2s"`, `"500ms"`, `"1m"`. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_interval: Option<String>,
+    /// Every draft and submit playbook of this channel must declare `match:` rules, and a
+    /// run writes only when the case's claims match the page. On unless set to `false`.
+    #[serde(default = "default_true")]
+    pub require_match: bool,
 }
 
 impl Channel {

@@ -17,6 +17,7 @@ const ENGINE: &[&str] = &[
     "runner",
     "approval",
     "batch",
+    "case",
     "browser",
     "channel",
     "db",

@@ -26,6 +26,7 @@
 pub mod approval;
 pub mod batch;
 pub mod browser;
+pub mod case;
 pub mod channel;
 pub mod cli;
 pub mod db;

@@ -114,6 +114,9 @@ pub struct RunRequest {
     pub batch_id: Option<String>,
     /// The approval a submit run executes.
     pub approval: Option<String>,
+    /// The case's claims (the facts the customer gave), compared with the page by the
+    /// playbook's `match:` rules. A submit run takes its draft's (what was approved).
+    pub claims: crate::case::Claims,
 }
 
 /// How a run ended.
@@ -128,6 +131,9 @@ pub enum RunStatus {
     Drafted,
     /// The emergency pause stopped it: not started, or stopped before a step.
     Paused,
+    /// A read-only run whose case claims conflict with the page, or could not be compared
+    /// with it: its evidence is kept, and the case waits for a person.
+    NeedsReview,
 }
 
 impl RunStatus {
@@ -139,6 +145,7 @@ impl RunStatus {
             RunStatus::SessionExpired => "session_expired",
             RunStatus::Drafted => "drafted",
             RunStatus::Paused => "paused",
+            RunStatus::NeedsReview => "needs_review",
         }
     }
 
@@ -152,6 +159,7 @@ impl RunStatus {
             "session_expired" => RunStatus::SessionExpired,
             "drafted" => RunStatus::Drafted,
             "paused" => RunStatus::Paused,
+            "needs_review" => RunStatus::NeedsReview,
             _ => return None,
         })
     }
@@ -465,6 +473,10 @@ struct RunState<'a> {
     live: BTreeMap<String, String>,
     /// The browser the run got (recorded in `run_finished`).
     browser_identity: Option<crate::evidence::BrowserIdentity>,
+    /// The case's claims.
+    claims: crate::case::Claims,
+    /// The case check, once made.
+    case: Option<crate::case::Outcome>,
 }
 
 impl Engine {
@@ -791,6 +803,30 @@ impl Engine {
             }
             None => None,
         };
+        // A submit run's claims are its draft's: what the reviewer saw and approved.
+        let claims = match &gate {
+            Some(g) => {
+                if !req.claims.is_empty() && req.claims != g.approval.content.claims {
+                    return self
+                        .refuse(
+                            &req,
+                            None,
+                            format!(
+                                "the case claims given ({}) differ from those of approval {}'s draft ({}); a submit runs with the claims that were reviewed",
+                                show_claims(&req.claims),
+                                g.approval.approval_id,
+                                show_claims(&g.approval.content.claims)
+                            ),
+                        )
+                        .await;
+                }
+                g.approval.content.claims.clone()
+            }
+            None => req.claims.clone(),
+        };
+        if let Err(reason) = check_claims(&playbook, &channel, effective, &claims) {
+            return self.refuse(&req, None, reason).await;
+        }
         if playbook.mode != Mode::Submit && req.approval.is_some() {
             return self
                 .refuse(
@@ -835,6 +871,7 @@ impl Engine {
             batch_id: req.batch_id.clone(),
             approval_id: req.approval.clone(),
             owner: self.store.owner(),
+            claims: claims.clone(),
         })
         .await?;
         drop(start_gate);
@@ -872,13 +909,19 @@ impl Engine {
             transient: false,
             fence,
             browser_lost: false,
+            claims,
+            case: None,
         };
         state.spent.journal += started_record;
         let (status, error) =
             tracing::Instrument::instrument(state.execute(), span.clone()).await?;
         if !matches!(
             status,
-            RunStatus::Ok | RunStatus::Drafted | RunStatus::Refused | RunStatus::Paused
+            RunStatus::Ok
+                | RunStatus::Drafted
+                | RunStatus::Refused
+                | RunStatus::Paused
+                | RunStatus::NeedsReview
         ) {
             // After any failure or expiry the next run proves the session again.
             self.forget_session(&channel.id);
@@ -1075,6 +1118,41 @@ impl<'a> RunState<'a> {
             {
                 return Ok(stop);
             }
+            // Case matching: nothing is filled or sent on a case whose claims the page does
+            // not confirm.
+            if self.case.is_none() && step.action.writes() && !self.playbook.matching.is_empty() {
+                let outcome = self.check_case(tab, Some(step)).await?;
+                if outcome.verdict != crate::case::Verdict::Matched {
+                    let reason = format!(
+                        "case {}: {}; nothing was filled or sent",
+                        outcome.verdict.as_str(),
+                        self.scrub(&outcome.explain())
+                    );
+                    self.engine
+                        .record(Event::Refused {
+                            action: "draft".into(),
+                            approval_id: None,
+                            run_id: Some(self.run_id.clone()),
+                            user: self.operator.clone(),
+                            reason: format!(
+                                "step {} \"{}\" ({}): {reason}",
+                                step.index + 1,
+                                step.name,
+                                step.action.kind()
+                            ),
+                            at: self.engine.now(),
+                        })
+                        .await?;
+                    return Ok((
+                        RunStatus::Refused,
+                        Some(format!(
+                            "step {} \"{}\" refused: {reason}",
+                            step.index + 1,
+                            step.name
+                        )),
+                    ));
+                }
+            }
             browser.guard().set_step(Some(step.index));
             let started_at = self.engine.now();
             let t0 = Instant::now();
@@ -1224,6 +1302,21 @@ impl<'a> RunState<'a> {
             }
         }
         browser.guard().set_step(None);
+        // A read-only run checks its case at the end: a mismatch keeps the evidence and
+        // hands the case to a person.
+        if self.case.is_none() && !self.playbook.matching.is_empty() {
+            let outcome = self.check_case(tab, None).await?;
+            if outcome.verdict != crate::case::Verdict::Matched {
+                return Ok((
+                    RunStatus::NeedsReview,
+                    Some(format!(
+                        "case {}: {}",
+                        outcome.verdict.as_str(),
+                        self.scrub(&outcome.explain())
+                    )),
+                ));
+            }
+        }
         if self.playbook.mode == Mode::Login {
             let state = browser.storage_state(tab).await?;
             let path = self.channel.session_path(&self.engine.data_dir);
@@ -1247,8 +1340,103 @@ impl<'a> RunState<'a> {
         ))
     }
 
+    /// Reads every `match:` rule's page value, compares it with the claims and records the
+    /// verdict (`case_checked`). `before`: the write step it is made before.
+    async fn check_case(
+        &mut self,
+        tab: &Tab,
+        before: Option<&Step>,
+    ) -> Result<crate::case::Outcome, EngineError> {
+        let rules = self.playbook.matching.clone();
+        // Elements are read as the page shows them now; one whose claim was given may be
+        // late content, and is waited for up to the step timeout.
+        let deadline = Instant::now()
+            + before
+                .map(|s| self.timeout(s))
+                .unwrap_or(self.engine.step_timeout);
+        let mut found = Vec::with_capacity(rules.len());
+        for rule in &rules {
+            let value = match &rule.read {
+                crate::playbook::MatchRead::Field(f) => self
+                    .fields
+                    .get(f)
+                    .cloned()
+                    .ok_or_else(|| format!("field {f} was not extracted")),
+                crate::playbook::MatchRead::Element { locator, value } => {
+                    let claimed =
+                        crate::case::claimed(&rule.claim, &self.claims, &self.inputs).is_some();
+                    self.read_for_match(tab, locator, *value, claimed.then_some(deadline))
+                        .await
+                }
+            };
+            found.push(value.map(|v| self.scrub(&v)));
+        }
+        let evaluated: Vec<crate::case::Rule<'_>> = rules
+            .iter()
+            .zip(found)
+            .map(|(r, found)| crate::case::Rule {
+                claim: &r.claim,
+                field: r.read.describe(),
+                compare: r.compare,
+                required: r.required,
+                found,
+            })
+            .collect();
+        let inputs = crate::playbook::redact(self.playbook, &self.inputs);
+        let outcome = crate::case::evaluate(&evaluated, &self.claims, &inputs);
+        let t_record = Instant::now();
+        self.engine
+            .record(Event::CaseChecked {
+                run_id: self.run_id.clone(),
+                verdict: outcome.verdict.as_str().to_owned(),
+                checks: outcome.checks.clone(),
+                before_step: before.map(|s| s.index as u64),
+                at: self.engine.now(),
+            })
+            .await?;
+        self.spent.journal += t_record.elapsed();
+        tracing::info!(run = %self.run_id, verdict = outcome.verdict.as_str(), "case checked");
+        self.case = Some(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// An element's text (or value) for a match rule; waits for it until `deadline` when
+    /// given.
+    async fn read_for_match(
+        &self,
+        tab: &Tab,
+        locator: &Locator,
+        value: bool,
+        deadline: Option<Instant>,
+    ) -> Result<String, String> {
+        let find = self.find(locator).map_err(|e| match e {
+            StepStop::Failed(m) | StepStop::Transient(m) | StepStop::Refused(m) => m,
+            StepStop::SessionExpired(m) => m,
+            StepStop::Drafted => "cannot render the locator".into(),
+        })?;
+        loop {
+            let read = if value {
+                tab.value(&find).await
+            } else {
+                tab.text(&find).await
+            };
+            match read {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot read {}: {e}", find.display)),
+            }
+            match deadline {
+                Some(d) if Instant::now() < d => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => return Err(format!("element not found: {}", find.display)),
+            }
+        }
+    }
+
     fn draft_context(&self) -> approval::DraftContext {
         approval::DraftContext {
+            claims: self.claims.clone(),
             run_id: self.run_id.clone(),
             playbook: self.playbook.clone(),
             channel: self.channel.clone(),
@@ -1976,4 +2164,53 @@ impl<'a> RunState<'a> {
         });
         Ok(())
     }
+}
+
+/// `a=b, c=d` (or `none`).
+fn show_claims(claims: &crate::case::Claims) -> String {
+    if claims.is_empty() {
+        return "none".into();
+    }
+    claims
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Claims checked before a browser starts: the channel's `require_match` for writes, and
+/// each claim a rule compares must be comparable that way.
+fn check_claims(
+    playbook: &Playbook,
+    channel: &crate::channel::Channel,
+    effective: Mode,
+    claims: &crate::case::Claims,
+) -> Result<(), String> {
+    if matches!(effective, Mode::Draft | Mode::Submit)
+        && channel.require_match
+        && playbook.matching.is_empty()
+    {
+        return Err(format!(
+            "channel {} requires case matching before any write, and playbook {} ({}) declares no `match:` rules; add rules comparing the case's claims with the page (README, \"Case matching\"), or set `require_match = false` on the channel",
+            channel.id,
+            playbook.name,
+            playbook.source.display()
+        ));
+    }
+    for (name, value) in claims {
+        if !crate::playbook::is_claim_name(name) {
+            return Err(format!(
+                "claim name {name:?} is not valid: claim names are lowercase letters, digits and `_`"
+            ));
+        }
+        if let Some(rule) = playbook.matching.iter().find(|r| r.claim == *name) {
+            if let Err(e) = rule.compare.check_claim(value) {
+                return Err(format!(
+                    "claim {name}={value:?} cannot be compared as {} (playbook {} line {}): {e}",
+                    rule.compare, playbook.name, rule.line
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -657,6 +657,7 @@ async fn submit_on(
             case_ref: None,
             batch_id: None,
             approval: Some(id.to_owned()),
+            claims: Default::default(),
         })
         .await
         .expect("engine runs")

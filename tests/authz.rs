@@ -532,6 +532,7 @@ async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothi
             case_ref: Some(case.into()),
             batch_id: None,
             approval: None,
+            claims: Default::default(),
         })
         .await
         .unwrap();

@@ -562,6 +562,7 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
             case_ref: Some("TICKET-77".into()),
             batch_id: None,
             approval: None,
+            claims: Default::default(),
         })
         .await
         .unwrap();

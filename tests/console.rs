@@ -711,6 +711,7 @@ async fn run_for_case(
             case_ref: Some(case.into()),
             batch_id: None,
             approval: None,
+            claims: Default::default(),
         })
         .await
         .expect("engine runs")

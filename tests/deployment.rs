@@ -306,6 +306,7 @@ async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_cen
             case_ref: None,
             batch_id: None,
             approval: None,
+            claims: Default::default(),
         }),
         cutter
     );

@@ -58,6 +58,7 @@ pub(crate) fn run_started(
         batch_id: None,
         approval_id: None,
         owner: owner.map(Into::into).unwrap_or_else(|| store.owner()),
+        claims: Default::default(),
     }
 }
 
@@ -1198,6 +1199,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     batch_id: None,
                     approval_id: submit.then(|| "ap".into()),
                     owner: "o".into(),
+                    claims: Default::default(),
                 }
             ),
         (

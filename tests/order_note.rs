@@ -175,6 +175,7 @@ async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
             case_ref: None,
             batch_id: None,
             approval: Some(id.clone()),
+            claims: Default::default(),
         })
         .await
         .unwrap();

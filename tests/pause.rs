@@ -61,6 +61,7 @@ fn request(pb: &Arc<Playbook>, gate: &str) -> RunRequest {
         case_ref: None,
         batch_id: None,
         approval: None,
+        claims: Default::default(),
     }
 }
 

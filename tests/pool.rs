@@ -300,6 +300,7 @@ steps:
                     case_ref: None,
                     batch_id: None,
                     approval: None,
+                    claims: Default::default(),
                 })
                 .await
         }

@@ -112,6 +112,7 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
                     case_ref: None,
                     batch_id: None,
                     approval: None,
+                    claims: Default::default(),
                 })
                 .await
         })

@@ -7,6 +7,7 @@ mod common;
 
 mod approval;
 mod authz;
+mod case_matching;
 mod cli;
 mod cluster;
 mod console;

@@ -322,9 +322,14 @@ pub struct RunArgs {
     /// An input value, NAME=VALUE (repeatable).
     #[arg(long = "input", short = 'i')]
     pub input: Vec<String>,
-    /// One run per row: .csv with a header row, or .jsonl.
+    /// One run per row: .csv with a header row, or .jsonl. Columns `claim.NAME` are case
+    /// claims.
     #[arg(long)]
     pub inputs: Option<PathBuf>,
+    /// A case claim, NAME=VALUE (repeatable): a fact the customer gave, compared with the
+    /// page by the playbook's `match:` rules before anything is written.
+    #[arg(long = "claim")]
+    pub claim: Vec<String>,
     /// Runs (pages) at once.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,

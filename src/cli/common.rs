@@ -227,6 +227,7 @@ pub fn status_code(status: RunStatus) -> u8 {
         RunStatus::Refused => 3,
         RunStatus::SessionExpired => 4,
         RunStatus::Paused => 5,
+        RunStatus::NeedsReview => 6,
     }
 }
 

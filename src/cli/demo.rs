@@ -164,6 +164,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             case_ref: Some("DEMO-1".into()),
             batch_id: None,
             approval: None,
+            claims: Default::default(),
         })
         .await?;
     let writes_after_draft = center.writes().len();

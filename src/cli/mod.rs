@@ -117,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     case_ref: None,
                     batch_id: None,
                     approval: None,
+                    claims: Default::default(),
                 })
                 .await?;
             match report.status {
@@ -214,7 +215,10 @@ async fn run_via_daemon(cli: &Cli, d: &daemon::Daemon, args: &RunArgs) -> anyhow
 /// The rows of `clerk run`: each row of `--inputs` (or one row), completed by the `-i`
 /// values it does not set.
 fn input_rows(args: &RunArgs) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
-    let base = parse_pairs(&args.input)?;
+    let mut base = parse_pairs(&args.input)?;
+    for (k, v) in parse_pairs(&args.claim)? {
+        base.insert(format!("{}{k}", batch::CLAIM_PREFIX), v);
+    }
     Ok(match &args.inputs {
         Some(path) => batch::read_rows(path)
             .map_err(|e| exit(2, e.to_string()))?

@@ -588,6 +588,7 @@ pub async fn submit(
             case_ref: a.request.case_ref.clone(),
             batch_id: None,
             approval: Some(id.to_owned()),
+            claims: Default::default(),
         })
         .await?;
     crate::cli::common::print_submit(id, &report, json)

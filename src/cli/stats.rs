@@ -141,6 +141,15 @@ pub fn table(s: &Stats) -> String {
     row("retries", &|n| n.retries.to_string());
     row("dead letters", &|n| n.dead_letters.to_string());
     row("session expiries", &|n| n.session_expiries.to_string());
+    row("cases checked", &|n| {
+        format!(
+            "{} ({} matched, {} conflict, {} unverifiable)",
+            n.cases.checked, n.cases.matched, n.cases.conflicts, n.cases.unverifiable
+        )
+    });
+    row("  writes prevented", &|n| {
+        n.cases.writes_prevented.to_string()
+    });
 
     let mut out = String::new();
     let _ = writeln!(

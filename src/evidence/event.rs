@@ -48,6 +48,22 @@ pub enum Event {
         /// Approval this run executes (submit runs).
         approval_id: Option<String>,
         owner: String,
+        /// The case's claims: the facts the customer gave (`--claim NAME=VALUE`), compared
+        /// with the page by the playbook's `match:` rules (absent when none were given).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        claims: BTreeMap<String, String>,
+    },
+    /// The run's case claims were compared with the page (`match:` rules): before the first
+    /// write step of a draft or submit, at the end of a read-only run.
+    CaseChecked {
+        run_id: RunId,
+        /// `matched`, `conflict` or `unverifiable`.
+        verdict: String,
+        /// One per rule, in the playbook's order.
+        checks: Vec<crate::case::Check>,
+        /// The step the check was made before (0-based); `None` at the end of the run.
+        before_step: Option<u64>,
+        at: String,
     },
     /// A step ended (successfully or not).
     StepFinished {
@@ -355,6 +371,7 @@ impl Event {
         match self {
             Event::RunStarted { .. } => "run_started",
             Event::StepFinished { .. } => "step_finished",
+            Event::CaseChecked { .. } => "case_checked",
             Event::EvidenceCaptured { .. } => "evidence_captured",
             Event::ResponseRecorded { .. } => "response_recorded",
             Event::RequestBlocked { .. } => "request_blocked",
@@ -401,6 +418,7 @@ impl Event {
         match self {
             Event::RunStarted { run_id, .. }
             | Event::StepFinished { run_id, .. }
+            | Event::CaseChecked { run_id, .. }
             | Event::EvidenceCaptured { run_id, .. }
             | Event::ResponseRecorded { run_id, .. }
             | Event::RequestBlocked { run_id, .. }

@@ -151,6 +151,7 @@ pub fn continues_run(event: &Event) -> bool {
     matches!(
         event,
         Event::StepFinished { .. }
+            | Event::CaseChecked { .. }
             | Event::EvidenceCaptured { .. }
             | Event::ResponseRecorded { .. }
             | Event::RequestAllowed { .. }

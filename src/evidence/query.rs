@@ -145,6 +145,21 @@ pub struct RunDetail {
     /// The browser the run used (from `run_finished`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<super::BrowserIdentity>,
+    /// The case's claims (`run_started`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+    /// The case check (`case_checked`): its verdict and one check per `match:` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseCheckView>,
+}
+
+/// A run's case check, as pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseCheckView {
+    pub seq: u64,
+    /// `matched`, `conflict` or `unverifiable`.
+    pub verdict: String,
+    pub checks: Vec<crate::case::Check>,
 }
 
 /// Approval ids a run's records mention.
@@ -189,6 +204,7 @@ pub fn build_detail(
             batch_id,
             approval_id,
             owner,
+            claims,
         } => Some((
             r.ts.clone(),
             run_id,
@@ -203,6 +219,7 @@ pub fn build_detail(
             batch_id,
             approval_id,
             owner,
+            claims,
         )),
         _ => None,
     })?;
@@ -220,6 +237,7 @@ pub fn build_detail(
         batch_id,
         approval_id,
         owner,
+        claims,
     ) = start;
     let mut d = RunDetail {
         summary: RunSummary {
@@ -252,6 +270,8 @@ pub fn build_detail(
         error: None,
         fields: BTreeMap::new(),
         browser: None,
+        claims: claims.clone(),
+        case: None,
     };
     let mut final_fields = None;
     for r in &records {
@@ -336,6 +356,15 @@ pub fn build_detail(
                     frame: frame.clone(),
                     target: target.clone(),
                     reason: reason.clone(),
+                });
+            }
+            Event::CaseChecked {
+                verdict, checks, ..
+            } => {
+                d.case = Some(CaseCheckView {
+                    seq: r.seq,
+                    verdict: verdict.clone(),
+                    checks: checks.clone(),
                 });
             }
             Event::RequestAllowed {

@@ -28,6 +28,11 @@ use crate::channel::Config;
 
 pub use crate::channel::Mode;
 
+/// A valid claim (and input) name: `[a-z_][a-z0-9_]*`.
+pub fn is_claim_name(name: &str) -> bool {
+    template::is_input_name(name)
+}
+
 /// Placeholder stored instead of a secret value.
 pub const SECRET: &str = "<secret>";
 
@@ -64,6 +69,9 @@ pub struct Playbook {
     /// `record:` URL globs of data endpoints whose responses the run keeps as WARC records,
     /// besides the channel's `record_responses`.
     pub record: Vec<String>,
+    /// `match:` rules between the run's case claims and what the page shows, in file
+    /// order (see [`crate::case`]).
+    pub matching: Vec<MatchRule>,
     /// Where it was loaded from (or `<embedded>/NAME.yaml`).
     pub source: PathBuf,
     /// SHA-256 (lowercase hex) of the exact file bytes.
@@ -86,6 +94,61 @@ impl Text {
 impl std::fmt::Debug for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Text({} bytes)", self.0.len())
+    }
+}
+
+/// One `match:` rule.
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    /// The claim's name.
+    pub claim: String,
+    pub read: MatchRead,
+    pub compare: crate::case::Compare,
+    /// A required rule needs its claim (or an input of the same name); an optional one is
+    /// compared only when the claim is given.
+    pub required: bool,
+    /// 1-based line of the rule in the file.
+    pub line: usize,
+}
+
+/// Where a match rule's page value comes from.
+#[derive(Debug, Clone)]
+pub enum MatchRead {
+    /// A field an `extract` step read.
+    Field(String),
+    /// An element read when the rule is evaluated (its text, or its value with `from: value`).
+    Element { locator: Locator, value: bool },
+}
+
+impl MatchRead {
+    /// How messages and records name it: `field total`, or the locator.
+    pub fn describe(&self) -> String {
+        match self {
+            MatchRead::Field(f) => format!("field {f}"),
+            MatchRead::Element { locator, value } => {
+                let d = locator.display();
+                if *value {
+                    format!("{d} (value)")
+                } else {
+                    d
+                }
+            }
+        }
+    }
+}
+
+impl Action {
+    /// Steps that change a form or send it: no such step runs in a run whose case does not
+    /// match (`draft` and `submit` playbooks).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Action::Fill { .. }
+                | Action::Select { .. }
+                | Action::Check { .. }
+                | Action::Upload { .. }
+                | Action::Submit { .. }
+        )
     }
 }
 

@@ -97,6 +97,33 @@ pub(crate) struct RawPlaybook {
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
     pub failure_text: Option<Spanned<Vec<Spanned<String>>>>,
     pub record: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(rename = "match")]
+    pub match_: Option<Spanned<RawMatch>>,
+}
+
+/// `match:` in file order: claim name -> rule.
+#[derive(Debug, Default)]
+pub(crate) struct RawMatch(pub Vec<(Spanned<String>, Spanned<RawMatchRule>)>);
+
+impl<'de> Deserialize<'de> for RawMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMatch;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of claim names to match rules")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawMatch, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(RawMatch(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Top-level keys, for hints.
@@ -110,6 +137,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "steps",
     "failure_text",
     "record",
+    "match",
 ];
 
 /// `inputs:` in file order (a `BTreeMap` would sort them, and the order is what `clerk run`
@@ -402,6 +430,18 @@ pub(crate) struct RawWaitFor {
     pub url: Option<Spanned<String>>,
     pub url_matches: Option<Spanned<String>>,
     pub network_idle: Option<Spanned<bool>>,
+}
+
+with_locator_keys! {
+    /// One `match:` rule: a `field` extracted by a step, or a locator (its keys flattened)
+    /// read when the rule is evaluated; `as` says how to compare; `required` (default true).
+    RawMatchRule {
+        field: Option<Spanned<String>>,
+        from: Option<Spanned<String>>,
+        #[serde(rename = "as")]
+        compare: Option<Spanned<String>>,
+        required: Option<Spanned<bool>>,
+    }
 }
 
 with_locator_keys! {

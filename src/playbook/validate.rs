@@ -21,6 +21,7 @@ use super::*;
 
 mod form;
 mod locators;
+mod matching;
 mod navigation;
 mod reads;
 mod submit;
@@ -808,6 +809,7 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let raw_match = raw.match_;
         let mut steps = Vec::new();
         match raw.steps {
             None => self.err_hint(
@@ -861,7 +863,13 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let matching = match raw_match {
+            Some(m) => self.matching(m.value.0, mode, &steps),
+            None => Vec::new(),
+        };
+
         Playbook {
+            matching,
             name: name.map(|n| n.value).unwrap_or_default(),
             version: version.map(|n| n.value).unwrap_or_default(),
             description: description.map(|n| n.value).unwrap_or_default(),

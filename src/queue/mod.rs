@@ -105,6 +105,10 @@ pub struct JobSpec {
     /// Operator the run is recorded under.
     pub operator: String,
     pub case_ref: Option<String>,
+    /// The case's claims (`--claim NAME=VALUE`), compared with the page by the playbook's
+    /// `match:` rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
     /// For an approved submit: the approval it spends.
     pub approval_id: Option<String>,
     pub priority: Priority,
@@ -132,6 +136,7 @@ impl JobSpec {
             inputs: BTreeMap::new(),
             operator: operator.to_owned(),
             case_ref: None,
+            claims: BTreeMap::new(),
             approval_id: None,
             priority: Priority::Manual,
             schedule: None,

@@ -30,6 +30,8 @@ login_url = ["/login**", "/app/#/login**"]
 # The single-page app sends a request id and a client timestamp with every write.
 volatile_fields = ["requestId", "clientTs"]
 approval_ttl_hours = 24
+# Drafts and submits write only when the case's claims match the page (playbook `match:`).
+require_match = true
 # The server's own words: the order API's responses (and the documents a run opens) are
 # kept as WARC records beside the screenshots (`clerk verify --server-match RUN`).
 record_responses = ["/api/orders/**"]

@@ -31,6 +31,8 @@ pub struct Order {
     /// One of [`STATUSES`], exactly as shown in `#order-status`.
     pub status: String,
     pub customer: String,
+    /// The customer's mobile number, masked as seller centers show it: `138****5678`.
+    pub phone: String,
     /// `YYYY-MM-DD HH:MM` (shop local time).
     pub created: String,
     /// 1 to 4 lines.
@@ -254,6 +256,7 @@ fn generate(index: u32) -> Order {
         id: format!("SO-{number}"),
         status: status.to_owned(),
         customer,
+        phone: masked_phone(number),
         created,
         items,
         total_cents,
@@ -261,6 +264,15 @@ fn generate(index: u32) -> Order {
         tracking_no,
         events,
     }
+}
+
+/// A masked mainland mobile number, from its own stream (so the rest of an order does not
+/// change with it): a 3-digit prefix, 4 masked digits, the last 4.
+fn masked_phone(number: u32) -> String {
+    const PREFIXES: [&str; 8] = ["138", "139", "150", "151", "186", "188", "135", "177"];
+    let mut rng = Lcg::new(u64::from(number) ^ 0x5048_4f4e_4500_0000);
+    let prefix = PREFIXES[rng.below(PREFIXES.len() as u64) as usize];
+    format!("{prefix}****{:04}", rng.below(10_000))
 }
 
 /// 2 to 6 scans after `created`, oldest first; delivered (and refunded) parcels end with a

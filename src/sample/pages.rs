@@ -283,6 +283,7 @@ pub fn order_page(user: &str, order: &Order, cross_site_base: &str) -> String {
 <div class="card"><dl class="facts">
 <dt>Status</dt><dd><span id="order-status" class="status status-{status}">{status}</span></dd>
 <dt>Customer</dt><dd id="customer-name">{customer}</dd>
+<dt>Phone</dt><dd id="customer-phone">{phone}</dd>
 <dt>Created</dt><dd id="order-created">{created}</dd>
 <dt>Total</dt><dd id="order-total">{total}</dd>
 {tracking}
@@ -317,6 +318,7 @@ pub fn order_page(user: &str, order: &Order, cross_site_base: &str) -> String {
         tabs = tabs(order, "tab-overview"),
         status = esc(&order.status),
         customer = esc(&order.customer),
+        phone = esc(&order.phone),
         created = esc(&order.created),
         total = esc(&order.total_display()),
         chat_src = esc(&chat_src),
@@ -457,7 +459,7 @@ pub fn refund_page(
 {tabs}
 <div class="card">
 <h2 style="margin-top:0">Request a refund</h2>
-<p class="muted">Order total <span id="order-total">{total}</span>.</p>
+<p class="muted">Customer <span id="customer-name">{customer}</span>, phone <span id="customer-phone">{phone}</span>. Order total <span id="order-total">{total}</span>.</p>
 {error_html}
 <form id="refund-form" method="POST" action="/orders/{id}/refund" data-double-write="{dw}">
 <input type="hidden" name="csrf_token" value="{csrf}">
@@ -491,6 +493,8 @@ pub fn refund_page(
 </script>"#,
         tabs = tabs(order, "tab-aftersales"),
         total = esc(&order.total_display()),
+        customer = esc(&order.customer),
+        phone = esc(&order.phone),
         dw = if double_write { "1" } else { "0" },
         csrf = esc(csrf),
         amount = esc(&d("amount", "")),

@@ -453,6 +453,7 @@ async fn api_order(State(shared): State<Arc<Shared>>, Path(id): Path<String>) ->
         m.insert("items".into(), json!(items));
         m.insert("carrier".into(), json!(o.carrier));
         m.insert("shipping_note".into(), json!(note));
+        m.insert("phone".into(), json!(o.phone));
     }
     Json(v).into_response()
 }

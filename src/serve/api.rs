@@ -672,7 +672,10 @@ async fn enqueue_runs(
         let mut spec = JobSpec::new(&playbook.name, &playbook.channel, &body.user);
         spec.playbook_sha256 = Some(playbook.sha256.clone());
         spec.batch_id = body.batch_id.clone();
+        // `claim.NAME` keys of a row are the case's claims.
+        let (inputs, claims) = crate::batch::split_claims(&inputs);
         spec.inputs = inputs;
+        spec.claims = claims;
         spec.case_ref = body.case_ref.clone();
         spec.priority = body.priority.unwrap_or(Priority::Manual);
         spec.max_attempts = d.opts.max_attempts;

@@ -122,7 +122,9 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
         );
     }
     // Secrets are never queued: the daemon takes them from its environment.
-    let mut inputs = spec.inputs.clone();
+    // Claims come with the job, or as `claim.NAME` keys of its inputs (schedule rows).
+    let (mut inputs, mut claims) = crate::batch::split_claims(&spec.inputs);
+    claims.extend(spec.claims.clone());
     for name in playbook.secret_inputs() {
         let missing = inputs
             .get(name)
@@ -143,6 +145,7 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
             .clone()
             .or_else(|| spec.schedule.as_ref().map(|s| format!("schedule:{s}"))),
         approval: spec.approval_id.clone(),
+        claims,
     };
     // A submit spends its approval only while this node still holds the job's lease.
     let fence = spec.approval_id.as_ref().map(|_| {
@@ -204,7 +207,9 @@ enum Verdict {
 fn verdict_of(report: &RunReport) -> Verdict {
     let error = || report.error.clone().unwrap_or_default();
     match report.status {
-        RunStatus::Ok | RunStatus::Drafted => Verdict::Complete(report.status.as_str().into()),
+        RunStatus::Ok | RunStatus::Drafted | RunStatus::NeedsReview => {
+            Verdict::Complete(report.status.as_str().into())
+        }
         RunStatus::SessionExpired => Verdict::SessionExpired,
         RunStatus::Paused => Verdict::Paused(error()),
         // A remote browser's connection dropped: the run failed closed; nothing is known

@@ -267,3 +267,47 @@ pub fn runs(store: &Store, f: &RunsFilter) -> Result<Vec<RunSummary>, StoreError
     }
     Ok(rows)
 }
+
+/// A case waiting for a person: a run whose case claims the page did not confirm (a lookup
+/// that ended `needs_review`, a draft refused before anything was filled).
+#[derive(Debug, Clone)]
+pub struct ReviewItem {
+    pub run: RunSummary,
+    /// `conflict` or `unverifiable`.
+    pub verdict: String,
+    pub checks: Vec<crate::case::Check>,
+    /// The run's last screenshot (what the page showed), if it took one.
+    pub screenshot: Option<(String, String)>,
+    pub error: Option<String>,
+}
+
+/// Every case to review, newest first.
+pub fn reviews(store: &Store) -> Result<Vec<ReviewItem>, StoreError> {
+    let mut out = Vec::new();
+    for status in ["needs_review", "refused"] {
+        let rows = store.list_runs(&RunFilter {
+            status: Some(status.to_owned()),
+            ..RunFilter::default()
+        })?;
+        for row in rows {
+            let Some(d) = store.run(&row.run_id)? else {
+                continue;
+            };
+            let Some(case) = d.case.filter(|c| c.verdict != "matched") else {
+                continue;
+            };
+            out.push(ReviewItem {
+                screenshot: d
+                    .evidence
+                    .last()
+                    .map(|e| (e.name.clone(), e.sha256.clone())),
+                error: d.error.clone(),
+                run: d.summary,
+                verdict: case.verdict,
+                checks: case.checks,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.run.started_at.cmp(&a.run.started_at));
+    Ok(out)
+}

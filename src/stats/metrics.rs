@@ -13,6 +13,9 @@
 //! | `clerk_job_retries_total`                      | counter   | channel         |
 //! | `clerk_dead_letters_total`                     | counter   | channel         |
 //! | `clerk_session_expiries_total`                 | counter   | channel         |
+//! | `clerk_case_conflicts_total`                   | counter   | channel         |
+//! | `clerk_case_unverifiable_total`                | counter   | channel         |
+//! | `clerk_case_writes_prevented_total`            | counter   | channel         |
 //! | `clerk_approvals_pending`                      | gauge     | channel         |
 //! | `clerk_approval_oldest_pending_age_seconds`    | gauge     | channel         |
 //! | `clerk_queue_depth`                            | gauge     | channel, state  |
@@ -206,6 +209,24 @@ impl Collector for Snapshot {
             "clerk_session_expiries",
             "Runs that found the channel's session expired.",
             self.per_channel(|n| n.session_expiries),
+        )?;
+        self.counter(
+            e,
+            "clerk_case_conflicts",
+            "Runs whose case claims the page contradicted.",
+            self.per_channel(|n| n.cases.conflicts),
+        )?;
+        self.counter(
+            e,
+            "clerk_case_unverifiable",
+            "Runs whose case claims could not be compared with the page.",
+            self.per_channel(|n| n.cases.unverifiable),
+        )?;
+        self.counter(
+            e,
+            "clerk_case_writes_prevented",
+            "Drafts and submits stopped before filling anything because the case did not match.",
+            self.per_channel(|n| n.cases.writes_prevented),
         )?;
         Self::gauge(
             e,

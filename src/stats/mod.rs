@@ -120,11 +120,27 @@ pub struct Numbers {
     pub dead_letters: u64,
     /// Runs finished `session_expired`.
     pub session_expiries: u64,
+    /// Case checks of runs in the period (`match:` rules).
+    pub cases: CaseNumbers,
     /// Durations (first record to `run_finished`) of the period's finished runs.
     pub run_durations: DurationHistogram,
 }
 
 /// Evidence completeness.
+/// How the case checks of a period came out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CaseNumbers {
+    /// Runs whose case claims were compared with the page.
+    pub checked: u64,
+    pub matched: u64,
+    /// The page contradicted a claim (wrong order, wrong customer).
+    pub conflicts: u64,
+    /// A claim could not be compared (not given, not shown, too few digits).
+    pub unverifiable: u64,
+    /// Drafts and submits stopped before anything was filled (wrong send prevented).
+    pub writes_prevented: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EvidenceNumbers {
     /// Ended runs whose playbook has screenshot steps.
@@ -325,6 +341,8 @@ struct RunInfo {
     shot_steps: BTreeMap<u64, bool>,
     /// `(step, sha256)` of every capture.
     captures: Vec<(u64, String)>,
+    /// The case check's verdict (`matched`, `conflict`, `unverifiable`).
+    case: Option<String>,
 }
 
 /// What the journal says about one approval.
@@ -488,6 +506,13 @@ pub fn compute_records(
                         .entry(run.playbook_sha256.clone())
                         .or_default()
                         .insert(*step);
+                }
+            }
+            Event::CaseChecked {
+                run_id, verdict, ..
+            } => {
+                if let Some(run) = runs.get_mut(run_id) {
+                    run.case = Some(verdict.clone());
                 }
             }
             Event::EvidenceCaptured {
@@ -659,6 +684,17 @@ pub fn compute_records(
             }
             if expired {
                 a.n.session_expiries += 1;
+            }
+            if let Some(verdict) = &run.case {
+                a.n.cases.checked += 1;
+                match verdict.as_str() {
+                    "matched" => a.n.cases.matched += 1,
+                    "conflict" => a.n.cases.conflicts += 1,
+                    _ => a.n.cases.unverifiable += 1,
+                }
+                if verdict != "matched" && matches!(run.mode.as_str(), "draft" | "submit") {
+                    a.n.cases.writes_prevented += 1;
+                }
             }
             if let Some(ms) = duration {
                 a.n.run_durations.observe(ms.max(0) as f64 / 1000.0);

@@ -44,6 +44,7 @@ impl Journal {
                 batch_id: None,
                 approval_id: None,
                 owner: "o".into(),
+                claims: Default::default(),
             },
         )
     }

@@ -88,6 +88,35 @@ impl World {
                 case_ref: None,
                 batch_id: None,
                 approval: approval.map(str::to_owned),
+                claims: Default::default(),
+            })
+            .await
+            .expect("engine runs")
+    }
+
+    /// Runs a playbook as `ops` with case claims (and an approval, for a submit).
+    pub async fn run_claims(
+        &self,
+        playbook: &Arc<Playbook>,
+        inputs: &[(&str, &str)],
+        claims: &[(&str, &str)],
+        approval: Option<&str>,
+    ) -> RunReport {
+        self.engine
+            .run(RunRequest {
+                playbook: playbook.clone(),
+                inputs: inputs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                operator: "ops".to_owned(),
+                case_ref: Some("CASE-MATCH".to_owned()),
+                batch_id: None,
+                approval: approval.map(str::to_owned),
+                claims: claims
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
             .await
             .expect("engine runs")

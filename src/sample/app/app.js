@@ -322,6 +322,7 @@
           '<dt>Status</dt><dd><span class="status" data-testid="order-status">' + esc(state.misreport ? 'Cancelled by buyer' : o.status) + '</span></dd>' +
           '<dt>Total</dt><dd data-testid="order-total">' + esc(o.total) + '</dd>' +
           '<dt>Customer</dt><dd data-testid="order-customer">' + esc(o.customer) + '</dd>' +
+          '<dt>Phone</dt><dd data-testid="customer-phone">' + esc(o.phone) + '</dd>' +
           '<dt>Created</dt><dd data-testid="order-created">' + esc(o.created) + '</dd>' +
           // This "Copy" and the one inside <order-summary> share a name on purpose.
           '<dt>Reference</dt><dd><span class="ref">' + esc(o.ref) + '</span> ' +
@@ -336,7 +337,7 @@
           '<h2>Tracking events</h2><ol data-testid="tracking-events" aria-label="Tracking events"></ol>';
       app.innerHTML =
         '<section data-order-id="' + id + '" class="card" aria-labelledby="order-title">' +
-        '<h1 id="order-title">Order ' + id + '</h1>' +
+        '<h1 id="order-title">Order <span data-testid="order-id">' + id + '</span></h1>' +
         '<div role="tablist" aria-label="Order sections">' +
         '<button type="button" role="tab" id="tab-overview" aria-controls="order-panel" aria-selected="' + overview + '"' +
         (overview ? '' : ' tabindex="-1"') + '>Overview</button>' +
@@ -490,8 +491,8 @@
       }).join('');
       app.innerHTML =
         '<section data-order-id="' + id + '" class="card" aria-labelledby="refund-title">' +
-        '<h1 id="refund-title">Refund for order ' + id + '</h1>' +
-        '<p class="muted">Order total <span data-testid="order-total">' + esc(o.total) + '</span>.</p>' +
+        '<h1 id="refund-title">Refund for order <span data-testid="order-id">' + id + '</span></h1>' +
+        '<p class="muted">Customer <span data-testid="order-customer">' + esc(o.customer) + '</span>, phone <span data-testid="customer-phone">' + esc(o.phone) + '</span>. Order total <span data-testid="order-total">' + esc(o.total) + '</span>.</p>' +
         '<form id="refund-form" novalidate>' +
         '<div class="row"><label for="refund-amount">Refund amount</label>' +
         '<input type="text" id="refund-amount" inputmode="decimal" autocomplete="off" aria-describedby="amount-hint">' +

@@ -88,6 +88,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/approvals/{id}", get(approval_page))
         .route("/approvals/{id}/decide", post(decide))
         .route("/runs", get(runs))
+        .route("/reviews", get(reviews))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/verify", post(verify_run))
         .route("/cases/{case}", get(case::case_page))
@@ -848,6 +849,33 @@ async fn decide(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), &back),
     }
+}
+
+#[derive(Template)]
+#[template(path = "reviews.html")]
+struct ReviewsPage {
+    chrome: Chrome,
+    items: Vec<views::ReviewItem>,
+    message: Option<String>,
+}
+
+/// `GET /reviews`: cases whose claims the page did not confirm, claims and page values side
+/// by side, with the screenshot.
+async fn reviews(State(c): C, a: Authed) -> Response {
+    let store = c.d.engine.store.clone();
+    let (items, message) = match tokio::task::spawn_blocking(move || views::reviews(&store)).await {
+        Ok(Ok(items)) => (items, None),
+        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    page(
+        StatusCode::OK,
+        &ReviewsPage {
+            chrome: chrome(&c, &a),
+            items,
+            message,
+        },
+    )
 }
 
 #[derive(Template)]
