@@ -122,6 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         approval_id: None,
         owner: store.owner(),
         claims: Default::default(),
+        replay_of: None,
     })?;
     let started = Instant::now();
     let mut n = 0u64;

@@ -173,6 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         approval_id: None,
         owner: store.owner(),
         claims: Default::default(),
+        replay_of: None,
     })?;
     for n in 1..proofs.saturating_sub(1) {
         store.append(Event::StepFinished {

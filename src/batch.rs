@@ -202,6 +202,7 @@ pub async fn run_batch(
                 batch_id: Some(batch_id.clone()),
                 approval: None,
                 claims,
+                replay_of: None,
             });
         }
     }

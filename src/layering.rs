@@ -24,6 +24,7 @@ const ENGINE: &[&str] = &[
     "evidence",
     "playbook",
     "queue",
+    "replay",
     "schedule",
     "write",
     "url_pattern",

@@ -36,6 +36,7 @@ pub mod instance;
 pub mod pause;
 pub mod playbook;
 pub mod queue;
+pub mod replay;
 pub mod runner;
 pub mod sample;
 pub mod schedule;

@@ -117,6 +117,8 @@ pub struct RunRequest {
     /// The case's claims (the facts the customer gave), compared with the page by the
     /// playbook's `match:` rules. A submit run takes its draft's (what was approved).
     pub claims: crate::case::Claims,
+    /// The recorded run this run replays (`crate::replay`), named in its `run_started`.
+    pub replay_of: Option<String>,
 }
 
 /// How a run ended.
@@ -872,6 +874,7 @@ impl Engine {
             approval_id: req.approval.clone(),
             owner: self.store.owner(),
             claims: claims.clone(),
+            replay_of: req.replay_of.clone(),
         })
         .await?;
         drop(start_gate);

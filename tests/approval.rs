@@ -658,6 +658,7 @@ async fn submit_on(
             batch_id: None,
             approval: Some(id.to_owned()),
             claims: Default::default(),
+            replay_of: None,
         })
         .await
         .expect("engine runs")

@@ -533,6 +533,7 @@ async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothi
             batch_id: None,
             approval: None,
             claims: Default::default(),
+            replay_of: None,
         })
         .await
         .unwrap();

@@ -360,6 +360,30 @@ async fn a_lookup_whose_case_conflicts_ends_needs_review_with_its_evidence() {
     );
     assert!(world.center.writes().is_empty());
 
+    // The weekly numbers count both checks.
+    let stats = Command::new(common::clerk_bin())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["stats", "--json"])
+        .env_remove("CLERK_DATA_DIR")
+        .output()
+        .expect("clerk stats");
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats json");
+    let cases = &s["overall"]["cases"];
+    assert_eq!(
+        (
+            cases["checked"].as_u64(),
+            cases["matched"].as_u64(),
+            cases["conflicts"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{s:#}"
+    );
+    assert_eq!(
+        cases["writes_prevented"], 0,
+        "a lookup writes nothing to prevent"
+    );
+
     // A claim that cannot be compared as the rule says is refused before any browser.
     let out = run(&["total=about twenty"]);
     assert_eq!(out.status.code(), Some(3));
@@ -461,4 +485,101 @@ steps:
         );
     }
     assert!(text.contains("bad-match.yaml"), "{text}");
+}
+
+/// Through `clerk serve`: `--claim` reaches the queued job, the lookup ends `needs_review`
+/// (exit 6), and the console's "Cases to review" shows the claims and the page's values
+/// side by side with the screenshot (and its JSON twin lists the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_claims_reach_the_run_and_the_console_lists_the_case_for_review() {
+    let world = crate::console::world("").await;
+    crate::console::add_users(&world);
+    let daemon = common::Daemon::spawn(world.data_dir());
+    let (port, token) = daemon.ready(world.data_dir()).await;
+    let order = &clerk::sample::orders()[11];
+    let out = tokio::task::block_in_place(|| {
+        Command::new(common::clerk_bin())
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .args([
+                "--as",
+                "ops",
+                "run",
+                "order-lookup",
+                "--json",
+                "--case",
+                "CASE-77",
+            ])
+            .args(["-i", &format!("order_id={}", order.id)])
+            .args(["--claim", "customer=Zed Nobody", "--claim", "phone=0000"])
+            .env_remove("CLERK_DATA_DIR")
+            .env_remove("CLERK_USER")
+            .output()
+            .expect("clerk runs")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["runs"][0]["status"], "needs_review", "{v:#}");
+    let run_id = v["runs"][0]["run_id"].as_str().unwrap().to_owned();
+
+    // The JSON twin, with the instance token.
+    let r = common::http::http(
+        port,
+        "GET",
+        "/api/reviews",
+        &[(clerk::instance::TOKEN_HEADER, token.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let items = r.json();
+    let item = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["run"]["run_id"] == run_id.as_str())
+        .unwrap_or_else(|| panic!("{items:#}"));
+    assert_eq!(item["verdict"], "conflict");
+    let customer = item["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["claim"] == "customer")
+        .unwrap();
+    assert_eq!(customer["claimed"], "Zed Nobody");
+    assert_eq!(customer["found"], order.customer.as_str());
+    let sha = item["screenshot"][1]
+        .as_str()
+        .expect("the screenshot")
+        .to_owned();
+
+    // The page a reviewer opens: both values in one row, the screenshot beside them.
+    let audrey = crate::console::login(port, "audrey").await;
+    let page = crate::console::get(port, "/reviews", Some(&audrey)).await;
+    assert_eq!(page.status, 200);
+    let row_at = page.body.find("Zed Nobody").expect("the claimed name");
+    let row_end = page.body[row_at..].find("</tr>").unwrap() + row_at;
+    assert!(
+        page.body[row_at..row_end].contains(&order.customer),
+        "{}",
+        &page.body[row_at..row_end]
+    );
+    assert!(page.body.contains(&format!("/screenshots/{sha}.png")));
+    assert!(
+        page.body.contains(&order.phone),
+        "the phone as the page shows it"
+    );
+    let run_page = crate::console::get(port, &format!("/runs/{run_id}"), Some(&audrey)).await;
+    assert!(run_page.body.contains("Case check"), "{}", run_page.body);
+    let shot = crate::console::get(port, &format!("/screenshots/{sha}.png"), Some(&audrey)).await;
+    assert_eq!(shot.status, 200);
+    assert!(world.center.writes().is_empty());
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait().success());
 }

@@ -563,6 +563,7 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
             batch_id: None,
             approval: None,
             claims: Default::default(),
+            replay_of: None,
         })
         .await
         .unwrap();

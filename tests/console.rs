@@ -712,6 +712,7 @@ async fn run_for_case(
             batch_id: None,
             approval: None,
             claims: Default::default(),
+            replay_of: None,
         })
         .await
         .expect("engine runs")

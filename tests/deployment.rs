@@ -307,6 +307,7 @@ async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_cen
             batch_id: None,
             approval: None,
             claims: Default::default(),
+            replay_of: None,
         }),
         cutter
     );

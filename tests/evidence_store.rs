@@ -59,6 +59,7 @@ pub(crate) fn run_started(
         approval_id: None,
         owner: owner.map(Into::into).unwrap_or_else(|| store.owner()),
         claims: Default::default(),
+        replay_of: None,
     }
 }
 
@@ -1200,6 +1201,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     approval_id: submit.then(|| "ap".into()),
                     owner: "o".into(),
                     claims: Default::default(),
+                    replay_of: None,
                 }
             ),
         (

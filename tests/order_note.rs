@@ -100,6 +100,8 @@ mode: submit
 inputs:
   order_id: { type: string }
   photo: { type: file }
+match:
+  order_id: { selector: "#order-id" }
 steps:
   - goto: /orders/{{order_id}}/notes
   - fill: { label: "Internal note", value: "photo of the parcel attached" }
@@ -176,6 +178,7 @@ async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
             batch_id: None,
             approval: Some(id.clone()),
             claims: Default::default(),
+            replay_of: None,
         })
         .await
         .unwrap();

@@ -62,6 +62,7 @@ fn request(pb: &Arc<Playbook>, gate: &str) -> RunRequest {
         batch_id: None,
         approval: None,
         claims: Default::default(),
+        replay_of: None,
     }
 }
 

@@ -301,6 +301,7 @@ steps:
                     batch_id: None,
                     approval: None,
                     claims: Default::default(),
+                    replay_of: None,
                 })
                 .await
         }

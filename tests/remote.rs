@@ -113,6 +113,7 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
                     batch_id: None,
                     approval: None,
                     claims: Default::default(),
+                    replay_of: None,
                 })
                 .await
         })

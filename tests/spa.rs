@@ -194,6 +194,8 @@ inputs:
   amount: { type: number }
   reason: { type: string }
   note: { type: string }
+match:
+  order_id: { testid: order-id }
 steps:
   - goto: /app/#/orders/{{order_id}}/refund
   - wait_for: { element: { role: button, name: Submit refund request } }

@@ -26,6 +26,7 @@ mod pool;
 mod queue;
 mod readonly;
 mod remote;
+mod replay;
 mod sample_center;
 mod sample_spa;
 mod schedule;

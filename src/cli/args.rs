@@ -147,6 +147,17 @@ pub enum Command {
     },
     /// The weekly numbers: runs, evidence, approvals, blocked requests (from the journal).
     Stats(super::stats::StatsArgs),
+    /// Re-execute a recorded read-only run (same playbook text, inputs, claims) and report
+    /// what differs: outcome, fields, case verdict, screenshot hashes. Exit 0 the same, 1
+    /// different.
+    Replay {
+        run: String,
+        /// Replay with this version of the run's playbook instead of the recorded text.
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Emergency pause: no new run, in-flight runs stop before their next step, every write
     /// of every open browser is denied (global, or one channel with --channel).
     Pause(super::pause::PauseArgs),

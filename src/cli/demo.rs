@@ -165,6 +165,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             batch_id: None,
             approval: None,
             claims: Default::default(),
+            replay_of: None,
         })
         .await?;
     let writes_after_draft = center.writes().len();

@@ -118,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     batch_id: None,
                     approval: None,
                     claims: Default::default(),
+                    replay_of: None,
                 })
                 .await?;
             match report.status {
@@ -173,6 +174,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => daemon::status(&cli, *json).await,
         Command::Queue { command } => daemon::queue(&cli, command).await,
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Replay {
+            run,
+            playbook,
+            json,
+        } => report::replay(&cli, run, playbook.as_deref(), *json).await,
         Command::Pause(args) | Command::Resume(args) => pause::run(&cli, args).await,
         Command::User { command } => user::run(&cli, command),
     }

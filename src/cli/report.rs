@@ -366,6 +366,18 @@ fn render_approval(a: &Approval, store: &Store) -> String {
         r.expires_at,
         r.draft_hash,
     );
+    if !r.content.claims.is_empty() {
+        let claims: Vec<String> = r
+            .content
+            .claims
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        out.push_str(&format!(
+            "claims     {} (matched the page)\n",
+            claims.join(", ")
+        ));
+    }
     out.push_str(&format!(
         "will submit {} {}\n",
         r.content.write.method, r.content.write.url
@@ -589,7 +601,42 @@ pub async fn submit(
             batch_id: None,
             approval: Some(id.to_owned()),
             claims: Default::default(),
+            replay_of: None,
         })
         .await?;
     crate::cli::common::print_submit(id, &report, json)
+}
+
+/// `clerk replay RUN`: the run again, compared with what was recorded.
+pub async fn replay(
+    cli: &Cli,
+    run: &str,
+    playbook_path: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let engine = engine(cli)?;
+    let pb = match playbook_path {
+        Some(p) => Some(Arc::new(
+            playbook::load(p, Some(&engine.config)).map_err(|d| exit(2, d.to_string()))?,
+        )),
+        None => None,
+    };
+    let report = crate::replay::replay(&engine, run, &current_user(cli), pb)
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
+                anyhow::Error::new(e)
+            }
+            other => exit(2, other.to_string()),
+        })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::replay::render(&report));
+    }
+    Ok(if report.same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

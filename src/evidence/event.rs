@@ -52,6 +52,9 @@ pub enum Event {
         /// with the page by the playbook's `match:` rules (absent when none were given).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         claims: BTreeMap<String, String>,
+        /// The recorded run this run replays (`clerk replay`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay_of: Option<RunId>,
     },
     /// The run's case claims were compared with the page (`match:` rules): before the first
     /// write step of a draft or submit, at the end of a read-only run.

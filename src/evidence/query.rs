@@ -151,6 +151,9 @@ pub struct RunDetail {
     /// The case check (`case_checked`): its verdict and one check per `match:` rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub case: Option<CaseCheckView>,
+    /// The recorded run this run replays (`clerk replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 /// A run's case check, as pages show it.
@@ -205,6 +208,7 @@ pub fn build_detail(
             approval_id,
             owner,
             claims,
+            replay_of,
         } => Some((
             r.ts.clone(),
             run_id,
@@ -219,7 +223,7 @@ pub fn build_detail(
             batch_id,
             approval_id,
             owner,
-            claims,
+            (claims, replay_of),
         )),
         _ => None,
     })?;
@@ -237,7 +241,7 @@ pub fn build_detail(
         batch_id,
         approval_id,
         owner,
-        claims,
+        (claims, replay_of),
     ) = start;
     let mut d = RunDetail {
         summary: RunSummary {
@@ -272,6 +276,7 @@ pub fn build_detail(
         browser: None,
         claims: claims.clone(),
         case: None,
+        replay_of: replay_of.clone(),
     };
     let mut final_fields = None;
     for r in &records {

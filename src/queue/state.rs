@@ -23,7 +23,8 @@ pub(super) enum Change {
     Enqueued {
         job: JobId,
         at: DateTime<Utc>,
-        spec: JobSpec,
+        /// Boxed: a spec is far larger than any other change.
+        spec: Box<JobSpec>,
     },
     Claimed {
         job: JobId,
@@ -206,7 +207,14 @@ impl State {
     ) -> Result<(JobId, Change), QueueError> {
         check_spec(&spec)?;
         let job = JobId(self.next_id);
-        Ok((job, Change::Enqueued { job, at, spec }))
+        Ok((
+            job,
+            Change::Enqueued {
+                job,
+                at,
+                spec: Box::new(spec),
+            },
+        ))
     }
 
     /// Every lease that ended at or before `now`, expired: queued again at once, or
@@ -528,7 +536,7 @@ impl State {
                     return Err(format!("job {job} enqueued twice"));
                 }
                 let entry = Entry {
-                    job: Job::queued(*job, spec.clone(), *at),
+                    job: Job::queued(*job, (**spec).clone(), *at),
                     token: None,
                     lease_ms: 0,
                 };

@@ -368,6 +368,7 @@ fn api_routes() -> (
         .routes(routes!(status))
         .routes(routes!(list_runs, enqueue_runs))
         .routes(routes!(show_run))
+        .routes(routes!(list_reviews))
         .routes(routes!(run_report))
         .routes(routes!(verify_run))
         .routes(routes!(verify_scope))
@@ -994,6 +995,23 @@ async fn list_runs(State(d): D, Params(f): Params<super::views::RunsFilter>) -> 
         .map_err(internal)?
         .map_err(|e| bad(e.to_string()))?;
     to_json(&rows)
+}
+
+/// `GET /api/reviews`: the cases to review (the console's `/reviews`).
+#[utoipa::path(
+    get,
+    path = "/api/reviews",
+    tag = "runs",
+    description = "Runs whose case claims the page did not confirm (lookups that ended needs_review, drafts refused before filling), newest first: claims and page values, verdicts, the last screenshot.",
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn list_reviews(State(d): D) -> ApiResult {
+    let store = d.engine.store.clone();
+    let items = tokio::task::spawn_blocking(move || super::views::reviews(&store))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    to_json(&items)
 }
 
 /// `GET /api/runs/{id}`: the run page's data.

@@ -146,6 +146,7 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
             .or_else(|| spec.schedule.as_ref().map(|s| format!("schedule:{s}"))),
         approval: spec.approval_id.clone(),
         claims,
+        replay_of: None,
     };
     // A submit spends its approval only while this node still holds the job's lease.
     let fence = spec.approval_id.as_ref().map(|_| {

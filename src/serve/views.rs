@@ -270,7 +270,7 @@ pub fn runs(store: &Store, f: &RunsFilter) -> Result<Vec<RunSummary>, StoreError
 
 /// A case waiting for a person: a run whose case claims the page did not confirm (a lookup
 /// that ended `needs_review`, a draft refused before anything was filled).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ReviewItem {
     pub run: RunSummary,
     /// `conflict` or `unverifiable`.

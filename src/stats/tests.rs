@@ -45,6 +45,7 @@ impl Journal {
                 approval_id: None,
                 owner: "o".into(),
                 claims: Default::default(),
+                replay_of: None,
             },
         )
     }

@@ -89,6 +89,7 @@ impl World {
                 batch_id: None,
                 approval: approval.map(str::to_owned),
                 claims: Default::default(),
+                replay_of: None,
             })
             .await
             .expect("engine runs")
@@ -117,6 +118,7 @@ impl World {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                replay_of: None,
             })
             .await
             .expect("engine runs")

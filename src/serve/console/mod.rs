@@ -616,6 +616,8 @@ struct Detail {
     values: Vec<(String, String, bool)>,
     /// The playbook inputs the operator gave (secrets redacted).
     inputs: Vec<(String, String)>,
+    /// The case's claims the draft matched (bound into the draft hash).
+    claims: Vec<(String, String)>,
     declared: String,
     /// Method, URL, content type, decoded body.
     held: Option<(String, String, String, String)>,
@@ -749,6 +751,12 @@ async fn approval_page(State(c): C, a: Authed, Path(id): Path<String>) -> Respon
         inputs: r
             .content
             .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        claims: r
+            .content
+            .claims
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
