@@ -123,6 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         owner: store.owner(),
         claims: Default::default(),
         replay_of: None,
+        rollback_of: None,
     })?;
     let started = Instant::now();
     let mut n = 0u64;

@@ -174,6 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         owner: store.owner(),
         claims: Default::default(),
         replay_of: None,
+        rollback_of: None,
     })?;
     for n in 1..proofs.saturating_sub(1) {
         store.append(Event::StepFinished {

@@ -203,6 +203,7 @@ pub async fn run_batch(
                 approval: None,
                 claims,
                 replay_of: None,
+                rollback_of: None,
             });
         }
     }

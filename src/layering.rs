@@ -25,6 +25,7 @@ const ENGINE: &[&str] = &[
     "playbook",
     "queue",
     "replay",
+    "rollback",
     "schedule",
     "write",
     "url_pattern",

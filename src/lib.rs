@@ -37,6 +37,7 @@ pub mod pause;
 pub mod playbook;
 pub mod queue;
 pub mod replay;
+pub mod rollback;
 pub mod runner;
 pub mod sample;
 pub mod schedule;

@@ -154,6 +154,7 @@ pub async fn replay(
             approval: None,
             claims: recorded.claims.clone(),
             replay_of: Some(run_id.to_owned()),
+            rollback_of: None,
         })
         .await?;
 

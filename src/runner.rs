@@ -119,6 +119,8 @@ pub struct RunRequest {
     pub claims: crate::case::Claims,
     /// The recorded run this run replays (`crate::replay`), named in its `run_started`.
     pub replay_of: Option<String>,
+    /// The submitted run this run compensates (`crate::rollback`).
+    pub rollback_of: Option<String>,
 }
 
 /// How a run ended.
@@ -875,6 +877,7 @@ impl Engine {
             owner: self.store.owner(),
             claims: claims.clone(),
             replay_of: req.replay_of.clone(),
+            rollback_of: req.rollback_of.clone(),
         })
         .await?;
         drop(start_gate);

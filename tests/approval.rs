@@ -659,6 +659,7 @@ async fn submit_on(
             approval: Some(id.to_owned()),
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await
         .expect("engine runs")

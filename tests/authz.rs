@@ -534,6 +534,7 @@ async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothi
             approval: None,
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await
         .unwrap();

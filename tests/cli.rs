@@ -564,6 +564,7 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
             approval: None,
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await
         .unwrap();

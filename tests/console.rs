@@ -713,6 +713,7 @@ async fn run_for_case(
             approval: None,
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await
         .expect("engine runs")

@@ -308,6 +308,7 @@ async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_cen
             approval: None,
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         }),
         cutter
     );

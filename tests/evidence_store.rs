@@ -60,6 +60,7 @@ pub(crate) fn run_started(
         owner: owner.map(Into::into).unwrap_or_else(|| store.owner()),
         claims: Default::default(),
         replay_of: None,
+        rollback_of: None,
     }
 }
 
@@ -1202,6 +1203,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     owner: "o".into(),
                     claims: Default::default(),
                     replay_of: None,
+                    rollback_of: None,
                 }
             ),
         (

@@ -179,6 +179,7 @@ async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
             approval: Some(id.clone()),
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await
         .unwrap();

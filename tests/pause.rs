@@ -63,6 +63,7 @@ fn request(pb: &Arc<Playbook>, gate: &str) -> RunRequest {
         approval: None,
         claims: Default::default(),
         replay_of: None,
+        rollback_of: None,
     }
 }
 

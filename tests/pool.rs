@@ -302,6 +302,7 @@ steps:
                     approval: None,
                     claims: Default::default(),
                     replay_of: None,
+                    rollback_of: None,
                 })
                 .await
         }

@@ -114,6 +114,7 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
                     approval: None,
                     claims: Default::default(),
                     replay_of: None,
+                    rollback_of: None,
                 })
                 .await
         })

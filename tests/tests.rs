@@ -27,6 +27,7 @@ mod queue;
 mod readonly;
 mod remote;
 mod replay;
+mod rollback;
 mod sample_center;
 mod sample_spa;
 mod schedule;

@@ -150,6 +150,16 @@ pub enum Command {
     /// Re-execute a recorded read-only run (same playbook text, inputs, claims) and report
     /// what differs: outcome, fields, case verdict, screenshot hashes. Exit 0 the same, 1
     /// different.
+    /// Draft the compensating action of a submitted run (its playbook's `undo:`), linked to
+    /// it in the journal; the draft goes through approval like any write.
+    Rollback {
+        run: String,
+        /// An input of the compensating playbook besides those `undo:` maps, NAME=VALUE.
+        #[arg(long = "input", short = 'i')]
+        input: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     Replay {
         run: String,
         /// Replay with this version of the run's playbook instead of the recorded text.

@@ -786,3 +786,46 @@ pub async fn submit_via(
     .await?;
     crate::cli::common::print_submit(id, &report, json_out)
 }
+
+/// `clerk rollback RUN` while a daemon serves the data directory: the draft is queued
+/// there and waited for.
+pub async fn rollback_via(
+    cli: &Cli,
+    d: &Daemon,
+    run: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    d.announce();
+    let body = json!({ "user": d.claimed_user(cli), "inputs": extra });
+    let path = format!("/api/runs/{run}/rollback");
+    let report = daemon_call(d, move |d| {
+        let v = d.post(&path, body)?;
+        let job = v
+            .get("job")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow::anyhow!("the daemon queued no rollback job: {v}"))?;
+        let jobs = d.wait_jobs(&[job])?;
+        let job = jobs
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("rollback job {job} vanished"))?;
+        d.report_of(job)
+    })
+    .await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "rollback of {run} ended {}{}",
+            report.status.as_str(),
+            match (&report.approval_id, &report.error) {
+                (Some(id), _) => format!(": approval {id} waits for a reviewer"),
+                (None, Some(e)) => format!(": {e}"),
+                _ => String::new(),
+            }
+        );
+    }
+    Ok(ExitCode::from(crate::cli::common::status_code(
+        report.status,
+    )))
+}

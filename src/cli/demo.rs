@@ -166,6 +166,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             approval: None,
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await?;
     let writes_after_draft = center.writes().len();

@@ -119,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     approval: None,
                     claims: Default::default(),
                     replay_of: None,
+                    rollback_of: None,
                 })
                 .await?;
             match report.status {
@@ -174,6 +175,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => daemon::status(&cli, *json).await,
         Command::Queue { command } => daemon::queue(&cli, command).await,
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Rollback { run, input, json } => {
+            report::rollback(&cli, run, &common::parse_pairs(input)?, *json).await
+        }
         Command::Replay {
             run,
             playbook,

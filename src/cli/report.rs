@@ -602,6 +602,7 @@ pub async fn submit(
             approval: Some(id.to_owned()),
             claims: Default::default(),
             replay_of: None,
+            rollback_of: None,
         })
         .await?;
     crate::cli::common::print_submit(id, &report, json)
@@ -639,4 +640,49 @@ pub async fn replay(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `clerk rollback RUN`: the compensating action of a sent write, drafted here (or queued
+/// through a running daemon).
+pub async fn rollback(
+    cli: &Cli,
+    run: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(d) = crate::cli::daemon::Daemon::find(cli) {
+        return crate::cli::daemon::rollback_via(cli, &d, run, extra, json).await;
+    }
+    let engine = engine(cli)?;
+    let user = current_user(cli);
+    let plan = {
+        let (engine, run, extra) = (engine.clone(), run.to_owned(), extra.clone());
+        tokio::task::spawn_blocking(move || crate::rollback::plan(&engine, &run, &user, &extra))
+            .await?
+            .map_err(|e| match e {
+                crate::rollback::RollbackError::Store(_) => anyhow::Error::new(e),
+                other => exit(2, other.to_string()),
+            })?
+    };
+    let report = engine.run(plan.request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match (&report.approval_id, report.status) {
+            (Some(id), crate::runner::RunStatus::Drafted) => println!(
+                "rollback of {run} drafted ({}, run {}): approval {id} waits for a reviewer (clerk approvals show {id}); once approved, clerk submit {id} sends it",
+                plan.playbook.name,
+                report.run_id.as_deref().unwrap_or("-")
+            ),
+            _ => println!(
+                "rollback of {run} ({}) ended {}: {}",
+                plan.playbook.name,
+                report.status.as_str(),
+                report.error.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    Ok(ExitCode::from(crate::cli::common::status_code(
+        report.status,
+    )))
 }

@@ -55,6 +55,9 @@ pub enum Event {
         /// The recorded run this run replays (`clerk replay`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replay_of: Option<RunId>,
+        /// The submitted run this run compensates (`clerk rollback`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<RunId>,
     },
     /// The run's case claims were compared with the page (`match:` rules): before the first
     /// write step of a draft or submit, at the end of a read-only run.

@@ -154,6 +154,9 @@ pub struct RunDetail {
     /// The recorded run this run replays (`clerk replay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
+    /// The submitted run this run compensates (`clerk rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
 }
 
 /// A run's case check, as pages show it.
@@ -209,6 +212,7 @@ pub fn build_detail(
             owner,
             claims,
             replay_of,
+            rollback_of,
         } => Some((
             r.ts.clone(),
             run_id,
@@ -223,7 +227,7 @@ pub fn build_detail(
             batch_id,
             approval_id,
             owner,
-            (claims, replay_of),
+            (claims, replay_of, rollback_of),
         )),
         _ => None,
     })?;
@@ -241,7 +245,7 @@ pub fn build_detail(
         batch_id,
         approval_id,
         owner,
-        (claims, replay_of),
+        (claims, replay_of, rollback_of),
     ) = start;
     let mut d = RunDetail {
         summary: RunSummary {
@@ -277,6 +281,7 @@ pub fn build_detail(
         claims: claims.clone(),
         case: None,
         replay_of: replay_of.clone(),
+        rollback_of: rollback_of.clone(),
     };
     let mut final_fields = None;
     for r in &records {

@@ -21,6 +21,10 @@ pub const EMBEDDED: &[(&str, &[u8])] = &[
         include_bytes!("../../playbooks/refund-draft.yaml"),
     ),
     (
+        "refund-cancel",
+        include_bytes!("../../playbooks/refund-cancel.yaml"),
+    ),
+    (
         "order-note",
         include_bytes!("../../playbooks/order-note.yaml"),
     ),

@@ -72,6 +72,8 @@ pub struct Playbook {
     /// `match:` rules between the run's case claims and what the page shows, in file
     /// order (see [`crate::case`]).
     pub matching: Vec<MatchRule>,
+    /// `undo:`: the playbook that compensates a submit of this one (`clerk rollback`).
+    pub undo: Option<Undo>,
     /// Where it was loaded from (or `<embedded>/NAME.yaml`).
     pub source: PathBuf,
     /// SHA-256 (lowercase hex) of the exact file bytes.
@@ -109,6 +111,24 @@ pub struct MatchRule {
     pub required: bool,
     /// 1-based line of the rule in the file.
     pub line: usize,
+}
+
+/// A submit playbook's compensating action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    /// The compensating playbook's name (found as `clerk run` finds a name).
+    pub playbook: String,
+    /// Its inputs, in file order: name and where the value comes from.
+    pub inputs: Vec<(String, UndoSource)>,
+}
+
+/// Where an input of the compensating playbook comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UndoSource {
+    /// `input.NAME`: the submitted run's input.
+    Input(String),
+    /// `field.NAME`: a field the submitted run extracted.
+    Field(String),
 }
 
 /// Where a match rule's page value comes from.

@@ -99,6 +99,41 @@ pub(crate) struct RawPlaybook {
     pub record: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(rename = "match")]
     pub match_: Option<Spanned<RawMatch>>,
+    pub undo: Option<Spanned<RawUndo>>,
+}
+
+/// `undo:` of a submit playbook: its compensating playbook and where that one's inputs come
+/// from (`input.NAME` of the submitted run, or `field.NAME` it extracted).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUndo {
+    pub playbook: Option<Spanned<String>>,
+    pub inputs: Option<Spanned<RawPairs>>,
+}
+
+/// A mapping of names to strings, in file order, spans kept.
+#[derive(Debug, Default)]
+pub(crate) struct RawPairs(pub Vec<(Spanned<String>, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for RawPairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(RawPairs(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `match:` in file order: claim name -> rule.
@@ -138,6 +173,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "failure_text",
     "record",
     "match",
+    "undo",
 ];
 
 /// `inputs:` in file order (a `BTreeMap` would sort them, and the order is what `clerk run`

@@ -810,6 +810,7 @@ impl<'a> Validator<'a> {
         }
 
         let raw_match = raw.match_;
+        let raw_undo = raw.undo;
         let mut steps = Vec::new();
         match raw.steps {
             None => self.err_hint(
@@ -868,7 +869,10 @@ impl<'a> Validator<'a> {
             None => Vec::new(),
         };
 
+        let undo = raw_undo.and_then(|u| self.undo(u, mode));
+
         Playbook {
+            undo,
             matching,
             name: name.map(|n| n.value).unwrap_or_default(),
             version: version.map(|n| n.value).unwrap_or_default(),

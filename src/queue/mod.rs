@@ -109,6 +109,9 @@ pub struct JobSpec {
     /// `match:` rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+    /// The submitted run this job's run compensates (a rollback draft).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
     /// For an approved submit: the approval it spends.
     pub approval_id: Option<String>,
     pub priority: Priority,
@@ -137,6 +140,7 @@ impl JobSpec {
             operator: operator.to_owned(),
             case_ref: None,
             claims: BTreeMap::new(),
+            rollback_of: None,
             approval_id: None,
             priority: Priority::Manual,
             schedule: None,

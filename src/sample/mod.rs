@@ -99,6 +99,8 @@ pub struct RefundRecord {
     pub rejection: Option<String>,
     /// RFC 3339 UTC.
     pub received_at: String,
+    /// Set when the refund was cancelled (`POST .../cancel`): the reason given.
+    pub cancelled: Option<String>,
 }
 
 /// An internal order note the server received (accepted or not).
@@ -497,6 +499,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/orders/{id}/refund", get(refund_form).post(refund_submit))
         .route("/orders/{id}/refund/autosave", post(refund_autosave))
         .route("/orders/{id}/refund/{refund_id}", get(refund_result))
+        .route(
+            "/orders/{id}/refund/{refund_id}/cancel",
+            post(refund_cancel),
+        )
         .route("/orders/{id}/notes", get(notes_page).post(notes_submit))
         .route("/api/orders/{id}/risk", get(risk))
         .route("/tracking/viewed", post(no_content))
@@ -960,6 +966,7 @@ async fn refund_submit(
             accepted: rejection.is_none(),
             rejection: rejection.clone(),
             received_at: now_rfc3339(),
+            cancelled: None,
         };
         inner.refunds.push(record.clone());
         record
@@ -1016,9 +1023,10 @@ async fn refund_result(
                 parse_amount_cents(rec.fields.get("amount").map(String::as_str).unwrap_or(""))
                     .map(format_cny)
                     .unwrap_or_default();
+            let csrf = shared.signer.csrf_token(user, &order.id);
             html(
                 StatusCode::OK,
-                pages::refund_result_page(user, order, &rec, &amount),
+                pages::refund_result_page(user, order, &rec, &amount, &csrf),
             )
         }
         None => not_found(
@@ -1026,6 +1034,47 @@ async fn refund_result(
             &format!("There is no refund {refund_id} for order {}.", order.id),
         ),
     })
+}
+
+/// Cancels an accepted refund (the compensating action of a refund): the form on the
+/// refund's page, CSRF-checked; a refund is cancelled at most once.
+async fn refund_cancel(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Ctx>,
+    Path((id, refund_id)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let (user, order) = user_and_order(&ctx, &id)?;
+    if !shared
+        .signer
+        .check_csrf(user, &order.id, ctx.field("csrf_token"))
+    {
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            pages::csrf_error_page(user, order),
+        ));
+    }
+    let reason = ctx.field("reason").trim().to_owned();
+    let mut inner = shared.lock();
+    let Some(rec) = inner
+        .refunds
+        .iter_mut()
+        .find(|r| r.accepted && r.refund_id == refund_id && r.order_id == order.id)
+    else {
+        drop(inner);
+        return Ok(not_found(
+            Some(user),
+            &format!("There is no refund {refund_id} for order {}.", order.id),
+        ));
+    };
+    if rec.cancelled.is_none() {
+        rec.cancelled = Some(if reason.is_empty() {
+            "no reason given".into()
+        } else {
+            reason
+        });
+    }
+    drop(inner);
+    Ok(Redirect::to(&format!("/orders/{}/refund/{refund_id}", order.id)).into_response())
 }
 
 async fn notes_page(

@@ -512,8 +512,25 @@ pub fn refund_result_page(
     order: &Order,
     rec: &RefundRecord,
     amount_display: &str,
+    csrf: &str,
 ) -> String {
     let id = esc(&order.id);
+    let (status, cancel) = match &rec.cancelled {
+        Some(why) => (format!("Cancelled ({})", esc(why)), String::new()),
+        None => (
+            "Requested".to_owned(),
+            format!(
+                r#"<div class="card"><h2 style="margin-top:0">Cancel this refund</h2>
+<form id="cancel-form" method="POST" action="/orders/{id}/refund/{rid}/cancel">
+<input type="hidden" name="csrf_token" value="{csrf}">
+<div class="row"><label for="cancel-reason">Cancellation reason</label><input type="text" id="cancel-reason" name="reason"></div>
+<button type="submit" id="cancel-refund" class="secondary">Cancel refund</button>
+</form></div>"#,
+                rid = esc(&rec.refund_id),
+                csrf = esc(csrf),
+            ),
+        ),
+    };
     let field = |k: &str| esc(rec.fields.get(k).map(String::as_str).unwrap_or(""));
     let pin = if rec
         .fields
@@ -542,7 +559,9 @@ pub fn refund_result_page(
 <dt>Supervisor PIN</dt><dd id="refund-pin-value">{pin}</dd>
 <dt>Notify customer</dt><dd id="refund-notify-value">{notify}</dd>
 <dt>Requested by</dt><dd id="refund-user">{by}</dd>
-</dl></div>"#,
+<dt>Status</dt><dd id="refund-status">{status}</dd>
+</dl></div>
+{cancel}"#,
         tabs = tabs(order, "tab-aftersales"),
         rid = esc(&rec.refund_id),
         amount = esc(amount_display),

@@ -369,6 +369,7 @@ fn api_routes() -> (
         .routes(routes!(list_runs, enqueue_runs))
         .routes(routes!(show_run))
         .routes(routes!(list_reviews))
+        .routes(routes!(rollback_run))
         .routes(routes!(run_report))
         .routes(routes!(verify_run))
         .routes(routes!(verify_scope))
@@ -1012,6 +1013,46 @@ async fn list_reviews(State(d): D) -> ApiResult {
         .map_err(internal)?
         .map_err(internal)?;
     to_json(&items)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    #[serde(default)]
+    user: String,
+    /// Inputs of the compensating playbook besides those `undo:` maps (e.g. a reason).
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+}
+
+/// `POST /api/runs/{id}/rollback`: queues the draft of a submitted run's compensating
+/// action (its playbook's `undo:`), linked to the run; the draft waits for a reviewer.
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/rollback",
+    tag = "runs",
+    description = "Queues the draft of the compensating action of a submitted run (its playbook's `undo:`), linked to it by `rollback_of`. Answers `{\"job\": id}`; 409 when the run is not a sent write, names no undo, or already has a rollback.",
+    params(("id" = String, Path, description = "Run id")),
+    request_body = Rollback,
+    responses((status = 200, description = "JSON", body = serde_json::Value), ApiErrors)
+)]
+async fn rollback_run(
+    State(d): D,
+    Extension(who): Extension<Identity>,
+    Route(id): Route<String>,
+    Body(body): Body<Rollback>,
+) -> ApiResult {
+    let user = acting_user(
+        &d,
+        &who,
+        &body.user,
+        "rollback",
+        crate::users::Permission::Run,
+    )?;
+    let job = crate::serve::enqueue_rollback(&d, &id, &user, body.inputs)
+        .await
+        .map_err(|(code, msg)| ApiError(code, msg))?;
+    to_json(&serde_json::json!({ "job": job.0, "rollback_of": id }))
 }
 
 /// `GET /api/runs/{id}`: the run page's data.

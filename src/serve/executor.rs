@@ -147,6 +147,7 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
         approval: spec.approval_id.clone(),
         claims,
         replay_of: None,
+        rollback_of: spec.rollback_of.clone(),
     };
     // A submit spends its approval only while this node still holds the job's lease.
     let fence = spec.approval_id.as_ref().map(|_| {

@@ -681,3 +681,48 @@ pub async fn serve(engine: Engine, opts: ServeOptions) -> Result<ServeSummary, S
     eprintln!("clerk serve: stopped");
     Ok(summary)
 }
+
+/// Queues the draft of a submitted run's compensating action (`crate::rollback`), as
+/// `user`: what the console's rollback button and `POST /api/runs/{id}/rollback` do. The
+/// draft then waits for a reviewer like any other.
+pub(crate) async fn enqueue_rollback(
+    d: &Arc<Daemon>,
+    run_id: &str,
+    user: &str,
+    extra: BTreeMap<String, String>,
+) -> Result<crate::queue::JobId, (axum::http::StatusCode, String)> {
+    use axum::http::StatusCode;
+    let (engine, run, who) = (d.engine.clone(), run_id.to_owned(), user.to_owned());
+    let plan = tokio::task::spawn_blocking(move || {
+        let plan = crate::rollback::plan(&engine, &run, &who, &extra)?;
+        engine.store_playbook(&plan.playbook)?;
+        Ok::<_, crate::rollback::RollbackError>(plan)
+    })
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        let code = match e {
+            crate::rollback::RollbackError::NoSuchRun(_) => StatusCode::NOT_FOUND,
+            crate::rollback::RollbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::CONFLICT,
+        };
+        (code, e.to_string())
+    })?;
+    let pb = &plan.playbook;
+    let mut spec = JobSpec::new(&pb.name, &pb.channel, user);
+    spec.playbook_sha256 = Some(pb.sha256.clone());
+    spec.inputs = plan.request.inputs.clone();
+    spec.claims = plan.request.claims.clone();
+    spec.case_ref = plan.request.case_ref.clone();
+    spec.rollback_of = Some(run_id.to_owned());
+    spec.max_attempts = d.opts.max_attempts;
+    cluster_job(&d.engine.config, &d.engine.store, &mut spec, true)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let job = d
+        .queue_call(move |q| q.enqueue(spec))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    d.wake();
+    tracing::info!(run = %run_id, job = job.0, %user, "rollback draft queued");
+    Ok(job)
+}

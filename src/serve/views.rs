@@ -74,10 +74,42 @@ fn case_event(r: &Record) -> Option<CaseEvent> {
             mode,
             operator,
             channel,
+            rollback_of,
+            replay_of,
             ..
         } => {
             e.kind = "run_started".into();
             e.text = format!("{playbook} ({mode}) on {channel} started by {operator}");
+            if let Some(of) = rollback_of {
+                e.text.push_str(&format!(", rolling back run {of}"));
+            }
+            if let Some(of) = replay_of {
+                e.text.push_str(&format!(", replaying run {of}"));
+            }
+            e.run_id = Some(run_id.clone());
+        }
+        Event::CaseChecked {
+            run_id,
+            verdict,
+            checks,
+            ..
+        } => {
+            e.kind = "case_checked".into();
+            let bad: Vec<String> = checks
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.verdict,
+                        crate::case::Verdict::Conflict | crate::case::Verdict::Unverifiable
+                    )
+                })
+                .map(crate::case::Check::describe)
+                .collect();
+            e.text = if bad.is_empty() {
+                format!("case {verdict}")
+            } else {
+                format!("case {verdict}: {}", bad.join("; "))
+            };
             e.run_id = Some(run_id.clone());
         }
         Event::RunFinished {

@@ -46,6 +46,7 @@ impl Journal {
                 owner: "o".into(),
                 claims: Default::default(),
                 replay_of: None,
+                rollback_of: None,
             },
         )
     }

@@ -90,6 +90,7 @@ impl World {
                 approval: approval.map(str::to_owned),
                 claims: Default::default(),
                 replay_of: None,
+                rollback_of: None,
             })
             .await
             .expect("engine runs")
@@ -119,6 +120,7 @@ impl World {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 replay_of: None,
+                rollback_of: None,
             })
             .await
             .expect("engine runs")

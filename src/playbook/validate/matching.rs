@@ -168,3 +168,95 @@ impl Validator<'_> {
         out
     }
 }
+
+impl Validator<'_> {
+    /// `undo:`: only a submit playbook names one; every input source must exist.
+    pub(super) fn undo(
+        &mut self,
+        raw: Spanned<super::super::raw::RawUndo>,
+        mode: Option<Mode>,
+    ) -> Option<super::super::Undo> {
+        use super::super::{Undo, UndoSource};
+        let at = pos(&raw);
+        if mode.is_some_and(|m| m != Mode::Submit) {
+            self.err_hint(
+                at,
+                "undo",
+                "only a submit playbook names a compensating playbook",
+                "remove `undo:`, or make the playbook `mode: submit`",
+            );
+            return None;
+        }
+        let raw = raw.value;
+        let playbook = match &raw.playbook {
+            Some(p) if super::is_playbook_name(&p.value) => Some(p.value.clone()),
+            Some(p) => {
+                self.err_hint(
+                    pos(p),
+                    "undo.playbook",
+                    format!("`{}` is not a playbook name", p.value),
+                    "name the compensating playbook, e.g. `playbook: refund-cancel`",
+                );
+                None
+            }
+            None => {
+                self.err_hint(
+                    at,
+                    "undo.playbook",
+                    "`undo` is missing `playbook`",
+                    "e.g. `undo: { playbook: refund-cancel, inputs: { refund_id: field.refund_id } }`",
+                );
+                None
+            }
+        };
+        let mut inputs = Vec::new();
+        let mut ok = true;
+        for (name, value) in raw.inputs.map(|i| i.value.0).unwrap_or_default() {
+            let field = format!("undo.inputs.{}", name.value);
+            let source = match value.value.split_once('.') {
+                Some(("input", n)) if self.inputs.contains_key(n) => {
+                    Some(UndoSource::Input(n.to_owned()))
+                }
+                Some(("field", n)) if self.extracted.contains_key(n) => {
+                    Some(UndoSource::Field(n.to_owned()))
+                }
+                Some(("input", n)) => {
+                    self.err_hint(
+                        pos(&value),
+                        field,
+                        format!("`{n}` is not an input of this playbook"),
+                        "use `input.NAME` with a declared input",
+                    );
+                    None
+                }
+                Some(("field", n)) => {
+                    self.err_hint(
+                        pos(&value),
+                        field,
+                        format!("no step extracts a field `{n}`"),
+                        "use `field.NAME` with a field an `extract` step reads",
+                    );
+                    None
+                }
+                _ => {
+                    self.err_hint(
+                        pos(&value),
+                        field,
+                        format!("`{}` names no value of the submitted run", value.value),
+                        "write `input.NAME` (the run's input) or `field.NAME` (a field it extracted)",
+                    );
+                    None
+                }
+            };
+            match source {
+                Some(s) => inputs.push((name.value.clone(), s)),
+                None => ok = false,
+            }
+        }
+        Some(Undo {
+            playbook: playbook?,
+            inputs,
+        })
+        .filter(|_| ok)
+    }
+}

@@ -91,6 +91,7 @@ pub(super) fn router(d: Arc<Daemon>) -> Router {
         .route("/reviews", get(reviews))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/verify", post(verify_run))
+        .route("/runs/{id}/rollback", post(rollback_run))
         .route("/cases/{case}", get(case::case_page))
         .route(
             "/cases/{case}/bundle.tar",
@@ -924,13 +925,28 @@ struct RunPage {
     approval_lines: Vec<String>,
     /// Intact, and the report's lines.
     verified: Option<(bool, Vec<String>)>,
+    /// The compensating playbook of a sent write, offered to operators as a rollback.
+    undo: Option<String>,
 }
 
 async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response {
     let store = c.d.engine.store.clone();
+    let engine = c.d.engine.clone();
+    let may_run = users::permits(a.s.role, users::Permission::Run);
     let wanted = id.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let run = store.run(&wanted)?;
+        let undo = run
+            .as_ref()
+            .filter(|r| {
+                may_run
+                    && r.summary.mode == "submit"
+                    && r.summary.status == "ok"
+                    && r.approval_id.is_some()
+            })
+            .and_then(|r| engine.stored_playbook(&r.playbook_sha256).ok())
+            .and_then(|p| p.undo)
+            .map(|u| u.playbook);
         let verified = if verify && run.is_some() {
             let report = crate::evidence::verify::verify_store(
                 &store,
@@ -943,20 +959,21 @@ async fn show_run(c: &Console, a: &Authed, id: String, verify: bool) -> Response
         } else {
             None
         };
-        Ok::<_, crate::evidence::StoreError>((run, verified))
+        Ok::<_, crate::evidence::StoreError>((run, verified, undo))
     })
     .await;
     match loaded {
-        Ok(Ok((Some(r), verified))) => page(
+        Ok(Ok((Some(r), verified, undo))) => page(
             StatusCode::OK,
             &RunPage {
                 chrome: chrome(c, a),
                 approval_lines: approval_lines(&r.approvals),
                 r,
                 verified,
+                undo,
             },
         ),
-        Ok(Ok((None, _))) => error(StatusCode::NOT_FOUND, format!("no run {id}"), "/runs"),
+        Ok(Ok((None, _, _))) => error(StatusCode::NOT_FOUND, format!("no run {id}"), "/runs"),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "/runs"),
     }
@@ -1214,6 +1231,29 @@ async fn queue_page(State(c): C, a: Authed) -> Response {
 }
 
 /// `POST /queue/{id}/retry`: a dead letter queued again (operators and admins).
+/// `POST /runs/{id}/rollback`: an operator drafts the compensating action of a sent write
+/// (queued; the draft waits for a reviewer like any other).
+async fn rollback_run(
+    State(c): C,
+    a: Authed,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !a.csrf_ok(&f.csrf) {
+        return forbidden("missing or wrong CSRF token");
+    }
+    if !users::permits(a.s.role, users::Permission::Run) {
+        let reason = format!("role {} may not draft a rollback", a.s.role);
+        c.refuse("rollback", None, &a.s.user, &reason);
+        return forbidden(reason);
+    }
+    let back = format!("/runs/{id}");
+    match crate::serve::enqueue_rollback(&c.d, &id, &a.s.user, Default::default()).await {
+        Ok(_) => Redirect::to("/queue").into_response(),
+        Err((code, msg)) => error(code, msg, &back),
+    }
+}
+
 async fn retry_job(
     State(c): C,
     a: Authed,
