@@ -150,6 +150,14 @@ pub fn table(s: &Stats) -> String {
     row("  writes prevented", &|n| {
         n.cases.writes_prevented.to_string()
     });
+    row("approvals expired", &|n| {
+        format!(
+            "{} ({} of decided + expired)",
+            n.approvals.expired,
+            pct(n.approvals.expired_rate)
+        )
+    });
+    row("missed scheduled slots", &|n| n.missed_slots.to_string());
 
     let mut out = String::new();
     let _ = writeln!(

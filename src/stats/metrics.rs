@@ -13,6 +13,8 @@
 //! | `clerk_job_retries_total`                      | counter   | channel         |
 //! | `clerk_dead_letters_total`                     | counter   | channel         |
 //! | `clerk_session_expiries_total`                 | counter   | channel         |
+//! | `clerk_approvals_expired_total`                | counter   | channel         |
+//! | `clerk_schedule_slots_missed_total`            | counter   | (overall)       |
 //! | `clerk_case_conflicts_total`                   | counter   | channel         |
 //! | `clerk_case_unverifiable_total`                | counter   | channel         |
 //! | `clerk_case_writes_prevented_total`            | counter   | channel         |
@@ -83,6 +85,7 @@ pub fn render_metrics(stats: &Stats, live: &LiveMetrics) -> Result<String, Metri
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot {
         channels: stats.channels.clone(),
+        missed_slots: stats.overall.missed_slots,
         live: live.clone(),
     }));
     let mut out = String::new();
@@ -94,6 +97,8 @@ pub fn render_metrics(stats: &Stats, live: &LiveMetrics) -> Result<String, Metri
 #[derive(Debug)]
 struct Snapshot {
     channels: BTreeMap<String, Numbers>,
+    /// Overall only (schedule records name no channel).
+    missed_slots: u64,
     live: LiveMetrics,
 }
 
@@ -209,6 +214,18 @@ impl Collector for Snapshot {
             "clerk_session_expiries",
             "Runs that found the channel's session expired.",
             self.per_channel(|n| n.session_expiries),
+        )?;
+        self.counter(
+            e,
+            "clerk_approvals_expired",
+            "Approvals that expired before anyone decided them.",
+            self.per_channel(|n| n.approvals.expired),
+        )?;
+        self.counter(
+            e,
+            "clerk_schedule_slots_missed",
+            "Scheduled slots that passed without a firing.",
+            vec![(Vec::new(), self.missed_slots)],
         )?;
         self.counter(
             e,

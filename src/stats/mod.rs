@@ -122,6 +122,9 @@ pub struct Numbers {
     pub session_expiries: u64,
     /// Case checks of runs in the period (`match:` rules).
     pub cases: CaseNumbers,
+    /// Scheduled slots that passed without a firing (`schedule_missed`), in the period.
+    /// Counted overall only: a schedule's records do not name a channel.
+    pub missed_slots: u64,
     /// Durations (first record to `run_finished`) of the period's finished runs.
     pub run_durations: DurationHistogram,
 }
@@ -168,6 +171,10 @@ pub struct ApprovalNumbers {
     pub latency: Latency,
     /// Decision → `approval_used`, for submits in the period.
     pub decided_to_submitted: Latency,
+    /// Expired in the period without a decision (nobody reviewed them in time).
+    pub expired: u64,
+    /// `expired / (decided + expired)`: the waiting-timeout rate.
+    pub expired_rate: Option<f64>,
     /// Waiting for a reviewer at `until`.
     pub pending: u64,
     pub oldest_pending_age_secs: Option<f64>,
@@ -421,6 +428,10 @@ fn finish(acc: Acc) -> Numbers {
     n.success_rate = ratio(n.ok, n.finished);
     n.evidence.completeness = ratio(n.evidence.complete, n.evidence.judged);
     n.approvals.pass_rate = ratio(n.approvals.approved, n.approvals.decided);
+    n.approvals.expired_rate = ratio(
+        n.approvals.expired,
+        n.approvals.decided + n.approvals.expired,
+    );
     n.approvals.latency = latency(acc.latency_ms);
     n.approvals.decided_to_submitted = latency(acc.to_submit_ms);
     n.approvals
@@ -569,6 +580,9 @@ pub fn compute_records(
                         ..ApprovalInfo::default()
                     },
                 );
+            }
+            Event::ScheduleMissed { count, .. } if in_period(ts) && q.channel.is_none() => {
+                tally.overall.n.missed_slots += count;
             }
             Event::ApprovalDecided {
                 approval_id,
@@ -736,9 +750,18 @@ pub fn compute_records(
                 .as_ref()
                 .and_then(|(_, decided)| millis_between(decided, used))
         });
-        let not_expired = DateTime::parse_from_rfc3339(&a.expires_at)
-            .map(|t| t.with_timezone(&Utc) > q.until)
-            .unwrap_or(false);
+        let expires = DateTime::parse_from_rfc3339(&a.expires_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        let not_expired = expires.is_some_and(|t| t > q.until);
+        // Expired in the period with no decision before it (and never used).
+        let expired_in = expires.is_some_and(|t| t >= q.since && t < q.until && t <= reference)
+            && a.used.is_none()
+            && a.decision.as_ref().is_none_or(|(_, ts)| {
+                DateTime::parse_from_rfc3339(ts)
+                    .map(|d| d.with_timezone(&Utc) >= expires.unwrap_or(q.until))
+                    .unwrap_or(false)
+            });
         let waiting = (a.decision.is_none() && a.used.is_none() && not_expired).then(|| {
             let age_ms = DateTime::parse_from_rfc3339(&a.requested)
                 .map(|t| (reference - t.with_timezone(&Utc)).num_milliseconds())
@@ -765,6 +788,9 @@ pub fn compute_records(
             }
             if let Some(ms) = latency_ms {
                 acc.latency_ms.push(ms);
+            }
+            if expired_in {
+                acc.n.approvals.expired += 1;
             }
             if submitted_in.is_some() {
                 acc.n.approvals.submitted += 1;

@@ -482,3 +482,56 @@ fn evidence_is_complete_only_with_every_screenshot_step_captured_and_verified() 
     assert_eq!(e.completeness, Some(0.25));
     assert_eq!(s.channels["b"].evidence.judged, 0);
 }
+
+#[test]
+fn approvals_expired_unreviewed_and_missed_slots_are_counted() {
+    let mut j = Journal(Vec::new());
+    let requested =
+        |id: &str, at: DateTime<Utc>, expires: DateTime<Utc>| Event::ApprovalRequested {
+            approval_id: id.into(),
+            run_id: format!("run-{id}"),
+            request: "{}".into(),
+            draft_hash: "h".into(),
+            requester: "ops".into(),
+            channel: "a".into(),
+            case_ref: None,
+            created_at: evidence::timestamp(at),
+            expires_at: evidence::timestamp(expires),
+        };
+    let decided = |id: &str, at: DateTime<Utc>| Event::ApprovalDecided {
+        approval_id: id.into(),
+        decision: "approved".into(),
+        reviewer: "carol".into(),
+        note: None,
+        draft_hash: "h".into(),
+        decided_at: evidence::timestamp(at),
+    };
+    j.at(t(9, 0), requested("timely", t(9, 0), t(9, 30)))
+        .at(t(9, 10), decided("timely", t(9, 10)))
+        .at(t(9, 1), requested("forgotten", t(9, 1), t(9, 31)))
+        .at(t(9, 2), requested("late", t(9, 2), t(9, 32)))
+        // Decided after it had expired: still a timeout.
+        .at(t(9, 40), decided("late", t(9, 40)))
+        // Expires after the period: not (yet) a timeout.
+        .at(t(9, 3), requested("open", t(9, 3), t(11, 0)))
+        .at(
+            t(9, 50),
+            Event::ScheduleMissed {
+                name: "nightly".into(),
+                first_slot: evidence::timestamp(t(8, 0)),
+                slot: evidence::timestamp(t(9, 0)),
+                count: 3,
+                count_capped: false,
+                at: evidence::timestamp(t(9, 50)),
+            },
+        );
+    let s = stats(&j, &query(t(9, 0), t(10, 0), None));
+    assert_eq!(s.overall.approvals.expired, 2, "{:#?}", s.overall.approvals);
+    assert_eq!(s.overall.approvals.decided, 2);
+    assert_eq!(s.overall.approvals.expired_rate, Some(0.5));
+    assert_eq!(s.overall.missed_slots, 3);
+    // A channel's numbers cannot attribute a schedule's slots.
+    let s = stats(&j, &query(t(9, 0), t(10, 0), Some("a")));
+    assert_eq!(s.overall.approvals.expired, 2);
+    assert_eq!(s.overall.missed_slots, 0);
+}
