@@ -397,6 +397,8 @@ mod tests {
             timings: None,
             transient: false,
             browser_lost: false,
+            auto_approved_by: None,
+            auto_submit: None,
         };
         let text = render(&summarize("b-1".into(), vec![run], 1));
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("lookup")).collect();

@@ -221,6 +221,47 @@ pub struct Channel {
     /// run writes only when the case's claims match the page. On unless set to `false`.
     #[serde(default = "default_true")]
     pub require_match: bool,
+    /// Auto-approval policies (`[[channel.auto_approve]]`, see `crate::policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve: Vec<AutoApprove>,
+}
+
+/// One auto-approval policy of a channel: which drafts' held writes it may approve, once
+/// earned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApprove {
+    pub name: String,
+    /// The playbook whose drafts it judges.
+    pub playbook: String,
+    /// The held write's method ...
+    pub method: String,
+    /// ... and URL: a glob (`*` any run without `/`, `**` any run) on the channel's base URL.
+    pub url: String,
+    /// Conditions on the write's decoded body fields (top-level JSON keys, form fields).
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldRule>,
+    /// Human-reviewed drafts of the same playbook and write needed in the window ...
+    pub min_reviewed: u64,
+    /// ... of this many days ...
+    pub within_days: u64,
+    /// ... with at least this share approved (0 to 100).
+    pub min_pass_percent: u64,
+}
+
+/// A condition on one body field; every key given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    /// An amount at most this (`"20.00"`), compared in minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_of: Vec<String>,
 }
 
 impl Channel {

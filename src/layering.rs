@@ -23,6 +23,7 @@ const ENGINE: &[&str] = &[
     "db",
     "evidence",
     "playbook",
+    "policy",
     "queue",
     "replay",
     "rollback",

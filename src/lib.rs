@@ -35,6 +35,7 @@ pub mod evidence;
 pub mod instance;
 pub mod pause;
 pub mod playbook;
+pub mod policy;
 pub mod queue;
 pub mod replay;
 pub mod rollback;

@@ -217,6 +217,12 @@ pub struct RunReport {
     /// so a queue gives the job back without spending an attempt.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub browser_lost: bool,
+    /// The auto-approval policy (`policy:NAME@HASH`) that approved this draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approved_by: Option<String>,
+    /// The submit that followed an automatic approval (its own run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_submit: Option<Box<RunReport>>,
 }
 
 /// Where a run's time went, in milliseconds. The parts add up to about `duration_ms`.
@@ -361,6 +367,8 @@ impl RunReport {
             timings: None,
             transient: false,
             browser_lost: false,
+            auto_approved_by: None,
+            auto_submit: None,
         }
     }
 }
@@ -652,6 +660,8 @@ impl Engine {
             duration_ms: 0,
             transient: false,
             browser_lost: false,
+            auto_approved_by: None,
+            auto_submit: None,
         })
     }
 
@@ -681,8 +691,32 @@ impl Engine {
         run_id: Option<String>,
         fence: Option<Fence>,
     ) -> Result<RunReport, EngineError> {
-        let report = self.execute(req, run_id, fence).await?;
+        let mut report = self.execute(req.clone(), run_id, fence.clone()).await?;
         self.copy_evidence(&report).await;
+        // The policy gate: a draft whose held write an earned, unsuspended policy of the
+        // channel covers is approved by that policy and submitted at once, through the same
+        // submit gate as any approval.
+        if let (RunStatus::Drafted, Some(id)) = (report.status, report.approval_id.clone()) {
+            let (engine, approval) = (self.clone(), id.clone());
+            let decided =
+                tokio::task::spawn_blocking(move || crate::policy::consider(&engine, &approval))
+                    .await
+                    .map_err(|e| StoreError::Other(format!("policy task failed: {e}")))??;
+            if let Some(policy) = decided {
+                tracing::info!(approval = %id, %policy, "approved automatically; submitting");
+                let submit = RunRequest {
+                    approval: Some(id),
+                    claims: crate::case::Claims::new(),
+                    replay_of: None,
+                    rollback_of: None,
+                    ..req
+                };
+                let sent = self.execute(submit, None, fence).await?;
+                self.copy_evidence(&sent).await;
+                report.auto_approved_by = Some(policy);
+                report.auto_submit = Some(Box::new(sent));
+            }
+        }
         Ok(report)
     }
 
@@ -963,6 +997,8 @@ impl Engine {
             timings: Some(state.spent.timings()),
             transient: status == RunStatus::Failed && state.transient,
             browser_lost: status == RunStatus::Failed && state.browser_lost,
+            auto_approved_by: None,
+            auto_submit: None,
         })
     }
 }

@@ -22,6 +22,7 @@ mod object_storage;
 mod order_note;
 mod pause;
 mod playbook_check;
+mod policy;
 mod pool;
 mod queue;
 mod readonly;

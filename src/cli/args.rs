@@ -150,6 +150,12 @@ pub enum Command {
     /// Re-execute a recorded read-only run (same playbook text, inputs, claims) and report
     /// what differs: outcome, fields, case verdict, screenshot hashes. Exit 0 the same, 1
     /// different.
+    /// Auto-approval policies: their state and the figures they rest on; enable one again
+    /// after a rejection suspended it.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Draft the compensating action of a submitted run (its playbook's `undo:`), linked to
     /// it in the journal; the draft goes through approval like any write.
     Rollback {
@@ -517,5 +523,22 @@ pub enum ApprovalsCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Every policy: suspended or not, earned or not, the reviewed drafts it rests on.
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a suspended policy again (the channel's owner).
+    Enable {
+        name: String,
+        #[arg(long)]
+        channel: String,
     },
 }

@@ -703,6 +703,8 @@ impl Daemon {
             timings: None,
             transient: false,
             browser_lost: false,
+            auto_approved_by: None,
+            auto_submit: None,
         })
     }
 }

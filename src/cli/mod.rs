@@ -175,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => daemon::status(&cli, *json).await,
         Command::Queue { command } => daemon::queue(&cli, command).await,
         Command::Stats(args) => stats::run(&cli, args),
+        Command::Policy { command } => report::policy(&cli, command),
         Command::Rollback { run, input, json } => {
             report::rollback(&cli, run, &common::parse_pairs(input)?, *json).await
         }

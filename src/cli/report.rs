@@ -533,7 +533,7 @@ pub fn decide(
     } else {
         current_user(cli)
     };
-    match approval::decide(&engine, id, &reviewer, approve, note) {
+    match crate::policy::decide(&engine, id, &reviewer, approve, note) {
         Ok(a) => {
             println!(
                 "{} {} by {reviewer}",
@@ -685,4 +685,63 @@ pub async fn rollback(
     Ok(ExitCode::from(crate::cli::common::status_code(
         report.status,
     )))
+}
+
+/// `clerk policy list|enable`.
+pub fn policy(cli: &Cli, command: &crate::cli::args::PolicyCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::args::PolicyCommand;
+    let engine = engine(cli)?;
+    match command {
+        PolicyCommand::List { channel, json } => {
+            let mut all = Vec::new();
+            for c in &engine.config.channels {
+                if channel.as_ref().is_some_and(|want| *want != c.id) {
+                    continue;
+                }
+                all.extend(crate::policy::states(&engine, c)?);
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no auto-approval policies");
+            }
+            if !*json {
+                for s in &all {
+                    println!(
+                        "{} {} ({}): {}; {}; {} approved automatically",
+                        s.channel,
+                        s.name,
+                        s.policy_id,
+                        match &s.suspended {
+                            Some((by, why, at)) => format!("SUSPENDED since {at} by {by} ({why})"),
+                            None => "active".into(),
+                        },
+                        if s.earned {
+                            format!("earned: {}", s.figures.describe())
+                        } else {
+                            format!("not earned yet: {}", s.figures.describe())
+                        },
+                        s.auto_approved
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Enable { name, channel } => {
+            let c = engine
+                .config
+                .channel(channel)
+                .map_err(|e| exit(2, e.to_string()))?
+                .clone();
+            match crate::policy::enable(&engine, &c, name, &current_user(cli), false) {
+                Ok(id) => {
+                    println!("{id} enabled");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::policy::PolicyError::Store(e)) => Err(anyhow::Error::new(e)),
+                Err(e @ crate::policy::PolicyError::Unknown { .. }) => Err(exit(2, e.to_string())),
+                Err(e) => Err(exit(3, format!("refused: {e}"))),
+            }
+        }
+    }
 }

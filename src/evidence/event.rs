@@ -200,6 +200,27 @@ pub enum Event {
         draft_hash: String,
         decided_at: String,
     },
+    /// A person rejected a draft that an auto-approval policy covers: the policy approves
+    /// nothing until it is enabled again.
+    PolicySuspended {
+        channel: String,
+        /// The policy's name in the channel's config.
+        policy: String,
+        /// `policy:NAME@HASH` of the policy text suspended.
+        policy_id: String,
+        approval_id: String,
+        reviewer: String,
+        reason: String,
+        at: String,
+    },
+    /// A suspended policy was enabled again.
+    PolicyEnabled {
+        channel: String,
+        policy: String,
+        policy_id: String,
+        user: String,
+        at: String,
+    },
     /// An approved submit went through; the approval cannot be used again.
     ApprovalUsed {
         approval_id: String,
@@ -386,6 +407,8 @@ impl Event {
             Event::RunInterrupted { .. } => "run_interrupted",
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalDecided { .. } => "approval_decided",
+            Event::PolicySuspended { .. } => "policy_suspended",
+            Event::PolicyEnabled { .. } => "policy_enabled",
             Event::ApprovalUsed { .. } => "approval_used",
             Event::Refused { .. } => "refused",
             Event::Pause { .. } => "pause",

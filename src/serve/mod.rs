@@ -316,7 +316,7 @@ impl Daemon {
         let engine = self.engine.clone();
         let (id, user) = (id.to_owned(), user.to_owned());
         let approval = tokio::task::spawn_blocking(move || {
-            crate::approval::decide(&engine, &id, &user, approve, note)
+            crate::policy::decide(&engine, &id, &user, approve, note)
         })
         .await
         .map_err(|e| DecideError::Task(e.to_string()))??;

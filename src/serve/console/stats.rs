@@ -49,6 +49,8 @@ struct StatsPage {
     width: u32,
     max: u64,
     channels: Vec<(String, Numbers)>,
+    /// Every auto-approval policy: state, figures, automatic approvals.
+    policies: Vec<crate::policy::PolicyState>,
 }
 
 const CHART_H: u32 = 120;
@@ -128,8 +130,20 @@ pub(super) async fn stats_page(
         }
     };
     let store = c.d.engine.store.clone();
-    match tokio::task::spawn_blocking(move || crate::stats::compute(&store, &q, now)).await {
-        Ok(Ok(s)) => {
+    let engine = c.d.engine.clone();
+    match tokio::task::spawn_blocking(move || {
+        let s = crate::stats::compute(&store, &q, now)?;
+        let mut policies = Vec::new();
+        for ch in &engine.config.channels {
+            policies.extend(
+                crate::policy::states(&engine, ch).map_err(crate::stats::StatsError::Store)?,
+            );
+        }
+        Ok::<_, crate::stats::StatsError>((s, policies))
+    })
+    .await
+    {
+        Ok(Ok((s, policies))) => {
             let (bars, max) = bars(&s);
             page(
                 StatusCode::OK,
@@ -145,6 +159,7 @@ pub(super) async fn stats_page(
                     s,
                     bars,
                     max,
+                    policies,
                 },
             )
         }
