@@ -140,6 +140,10 @@ pub struct PolicyState {
     /// `Some((by, why, at))` while suspended.
     pub suspended: Option<(String, String, String)>,
     pub figures: Figures,
+    /// What earning it takes: this many human-reviewed drafts in the window ...
+    pub min_reviewed: u64,
+    /// ... this share of them approved.
+    pub min_pass_percent: u64,
     pub earned: bool,
     /// Drafts it approved (all time).
     pub auto_approved: u64,
@@ -255,6 +259,8 @@ pub fn states(ledger: &impl Ledger, channel: &Channel) -> Result<Vec<PolicyState
                 suspended: h.state.get(&p.name).cloned().flatten(),
                 earned: f.earned(p),
                 figures: f,
+                min_reviewed: p.min_reviewed,
+                min_pass_percent: p.min_pass_percent,
             }
         })
         .collect())

@@ -178,6 +178,13 @@ async fn a_policy_approves_only_what_it_earned_and_a_rejection_suspends_it() {
     assert_eq!(v[0]["earned"], true);
     assert_eq!(v[0]["auto_approved"], 1);
     assert_eq!(v[0]["figures"]["reviewed"], 3);
+    assert_eq!(v[0]["min_reviewed"], 2);
+    // The weekly numbers tell automatic from reviewed decisions.
+    let out = clerk(&world, "ops", &["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    let ap = &s["overall"]["approvals"];
+    assert_eq!(ap["decided_by_people"], 3, "{ap:#}");
+    assert_eq!(ap["decided_by_policy"][by.as_str()], 1, "{ap:#}");
     let out = clerk(&world, "ops", &["verify", "--all", "--no-index"]);
     assert!(
         out.status.success(),

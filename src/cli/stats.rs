@@ -150,6 +150,13 @@ pub fn table(s: &Stats) -> String {
     row("  writes prevented", &|n| {
         n.cases.writes_prevented.to_string()
     });
+    row("  decided by people / policies", &|n| {
+        format!(
+            "{} / {}",
+            n.approvals.decided_by_people,
+            n.approvals.decided_by_policy.values().sum::<u64>()
+        )
+    });
     row("approvals expired", &|n| {
         format!(
             "{} ({} of decided + expired)",

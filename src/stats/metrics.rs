@@ -14,6 +14,7 @@
 //! | `clerk_dead_letters_total`                     | counter   | channel         |
 //! | `clerk_session_expiries_total`                 | counter   | channel         |
 //! | `clerk_approvals_expired_total`                | counter   | channel         |
+//! | `clerk_approvals_by_policy_total`              | counter   | channel, policy |
 //! | `clerk_schedule_slots_missed_total`            | counter   | (overall)       |
 //! | `clerk_case_conflicts_total`                   | counter   | channel         |
 //! | `clerk_case_unverifiable_total`                | counter   | channel         |
@@ -220,6 +221,18 @@ impl Collector for Snapshot {
             "clerk_approvals_expired",
             "Approvals that expired before anyone decided them.",
             self.per_channel(|n| n.approvals.expired),
+        )?;
+        let mut by_policy = Vec::new();
+        for (c, n) in &self.channels {
+            for (p, v) in &n.approvals.decided_by_policy {
+                by_policy.push((vec![("channel", c.as_str()), ("policy", p.as_str())], *v));
+            }
+        }
+        self.counter(
+            e,
+            "clerk_approvals_by_policy",
+            "Approvals decided by an auto-approval policy (the rest were decided by people).",
+            by_policy,
         )?;
         self.counter(
             e,

@@ -171,6 +171,10 @@ pub struct ApprovalNumbers {
     pub latency: Latency,
     /// Decision → `approval_used`, for submits in the period.
     pub decided_to_submitted: Latency,
+    /// Decided in the period by people.
+    pub decided_by_people: u64,
+    /// Decided in the period by an auto-approval policy, by `policy:NAME@HASH`.
+    pub decided_by_policy: BTreeMap<String, u64>,
     /// Expired in the period without a decision (nobody reviewed them in time).
     pub expired: u64,
     /// `expired / (decided + expired)`: the waiting-timeout rate.
@@ -359,6 +363,8 @@ struct ApprovalInfo {
     requested: String,
     expires_at: String,
     decision: Option<(String, String)>,
+    /// Who decided it.
+    reviewer: Option<String>,
     used: Option<String>,
     /// The run that used it.
     used_by: Option<String>,
@@ -587,11 +593,13 @@ pub fn compute_records(
             Event::ApprovalDecided {
                 approval_id,
                 decision,
+                reviewer,
                 ..
             } => {
                 if let Some(a) = approvals.get_mut(approval_id) {
                     if a.decision.is_none() {
                         a.decision = Some((decision.clone(), r.ts.clone()));
+                        a.reviewer = Some(reviewer.clone());
                     }
                 }
             }
@@ -780,6 +788,12 @@ pub fn compute_records(
             }
             if let Some((decision, _)) = decided_in {
                 ap.decided += 1;
+                match a.reviewer.as_deref() {
+                    Some(r) if r.starts_with(crate::policy::REVIEWER_PREFIX) => {
+                        *ap.decided_by_policy.entry(r.to_owned()).or_default() += 1
+                    }
+                    _ => ap.decided_by_people += 1,
+                }
                 match decision.as_str() {
                     "approved" => ap.approved += 1,
                     "rejected" => ap.rejected += 1,
