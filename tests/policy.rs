@@ -4,8 +4,6 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
-
 use clerk::approval::{self, ApprovalState};
 use clerk::evidence::Event;
 use clerk::runner::{RunReport, RunStatus};
@@ -24,18 +22,6 @@ min_pass_percent = 60
 amount = { max = "20.00" }
 reason = { equals = "damaged" }
 "#;
-
-fn clerk(world: &World, user: &str, args: &[&str]) -> Output {
-    Command::new(common::clerk_bin())
-        .arg("--data-dir")
-        .arg(world.data_dir())
-        .args(["--as", user])
-        .args(args)
-        .env_remove("CLERK_DATA_DIR")
-        .env_remove("CLERK_USER")
-        .output()
-        .expect("clerk runs")
-}
 
 /// Drafts a refund of `amount` for the `nth` delivered order of at least CNY 30.
 async fn draft(world: &World, nth: usize, amount: &str, reason: &str) -> RunReport {
@@ -99,8 +85,7 @@ async fn a_policy_approves_only_what_it_earned_and_a_rejection_suspends_it() {
     pending(&world, &d);
 
     // Only the channel's owner enables it again.
-    let out = clerk(
-        &world,
+    let out = world.clerk(
         "ops",
         &[
             "policy",
@@ -116,8 +101,7 @@ async fn a_policy_approves_only_what_it_earned_and_a_rejection_suspends_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = clerk(
-        &world,
+    let out = world.clerk(
         "ops-lead",
         &[
             "policy",
@@ -171,7 +155,7 @@ async fn a_policy_approves_only_what_it_earned_and_a_rejection_suspends_it() {
     pending(&world, &draft(&world, 5, "25.00", "damaged").await);
     pending(&world, &draft(&world, 6, "10.00", "wrong_item").await);
 
-    let out = clerk(&world, "ops", &["policy", "list", "--json"]);
+    let out = world.clerk("ops", &["policy", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v[0]["name"], "small-damaged-refunds");
     assert_eq!(v[0]["suspended"], serde_json::Value::Null);
@@ -180,12 +164,12 @@ async fn a_policy_approves_only_what_it_earned_and_a_rejection_suspends_it() {
     assert_eq!(v[0]["figures"]["reviewed"], 3);
     assert_eq!(v[0]["min_reviewed"], 2);
     // The weekly numbers tell automatic from reviewed decisions.
-    let out = clerk(&world, "ops", &["stats", "--json"]);
+    let out = world.clerk("ops", &["stats", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
     let ap = &s["overall"]["approvals"];
     assert_eq!(ap["decided_by_people"], 3, "{ap:#}");
     assert_eq!(ap["decided_by_policy"][by.as_str()], 1, "{ap:#}");
-    let out = clerk(&world, "ops", &["verify", "--all", "--no-index"]);
+    let out = world.clerk("ops", &["verify", "--all", "--no-index"]);
     assert!(
         out.status.success(),
         "{}",

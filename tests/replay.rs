@@ -4,22 +4,10 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use clerk::evidence::Event;
 use common::{playbook, World};
-
-fn clerk(world: &World, args: &[&str]) -> Output {
-    Command::new(common::clerk_bin())
-        .arg("--data-dir")
-        .arg(world.data_dir())
-        .args(["--as", "ops"])
-        .args(args)
-        .env_remove("CLERK_DATA_DIR")
-        .env_remove("CLERK_USER")
-        .output()
-        .expect("clerk runs")
-}
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -50,7 +38,7 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
     let run = r.run_id.clone().unwrap();
 
     // The same page: the same fields, verdict and PNG bytes.
-    let out = clerk(&world, &["replay", &run, "--json"]);
+    let out = world.clerk("ops", &["replay", &run, "--json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -89,7 +77,7 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
 
     // The seller center now shows another status: the field and the screenshot differ.
     world.center.set_misreport_status(true);
-    let out = clerk(&world, &["replay", &run, "--json"]);
+    let out = world.clerk("ops", &["replay", &run, "--json"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -110,7 +98,7 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
             .any(|d| d["what"] == "screenshot" && d["name"] == "order-page"),
         "{v:#}"
     );
-    let text = clerk(&world, &["replay", &run]);
+    let text = world.clerk("ops", &["replay", &run]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("field status: recorded"), "{text}");
     world.center.set_misreport_status(false);
@@ -126,8 +114,8 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
     );
     let changed = world.data_dir().join("order-lookup-v2.yaml");
     std::fs::write(&changed, yaml).unwrap();
-    let out = clerk(
-        &world,
+    let out = world.clerk(
+        "ops",
         &[
             "replay",
             &run,
@@ -155,10 +143,10 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
             &[("order_id", &order.id), ("note", "x"), ("tag", "vip")],
         )
         .await;
-    let out = clerk(&world, &["replay", note.run_id.as_deref().unwrap()]);
+    let out = world.clerk("ops", &["replay", note.run_id.as_deref().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only runs only"));
-    let out = clerk(&world, &["replay", "r-nope"]);
+    let out = world.clerk("ops", &["replay", "r-nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run r-nope"));
 }

@@ -5,24 +5,10 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
-
 use clerk::approval;
 use clerk::evidence::Event;
 use clerk::runner::RunStatus;
 use common::{playbook, World};
-
-fn clerk(world: &World, user: &str, args: &[&str]) -> Output {
-    Command::new(common::clerk_bin())
-        .arg("--data-dir")
-        .arg(world.data_dir())
-        .args(["--as", user])
-        .args(args)
-        .env_remove("CLERK_DATA_DIR")
-        .env_remove("CLERK_USER")
-        .output()
-        .expect("clerk runs")
-}
 
 /// Drafts, approves (carol) and submits (ops) a refund; returns the submit run's id and
 /// the refund id the seller center gave it.
@@ -85,8 +71,7 @@ async fn a_submitted_refund_is_rolled_back_through_review_and_sent_once() {
     let (run, refund_id) = submitted_refund(&world, 5).await;
     world.center.clear_log();
 
-    let out = clerk(
-        &world,
+    let out = world.clerk(
         "ops",
         &[
             "rollback",
@@ -127,13 +112,13 @@ async fn a_submitted_refund_is_rolled_back_through_review_and_sent_once() {
     let undo_id = report["approval_id"].as_str().unwrap().to_owned();
 
     // One rollback per write.
-    let again = clerk(&world, "ops", &["rollback", &run]);
+    let again = world.clerk("ops", &["rollback", &run]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already being rolled back"));
 
     // Approved by a reviewer, then sent once: the refund is cancelled.
     approval::decide(&world.engine, &undo_id, "carol", true, None).unwrap();
-    let out = clerk(&world, "ops", &["submit", &undo_id]);
+    let out = world.clerk("ops", &["submit", &undo_id]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -167,7 +152,7 @@ async fn a_submitted_refund_is_rolled_back_through_review_and_sent_once() {
             _ => None,
         })
         .unwrap();
-    let out = clerk(&world, "ops", &["rollback", &draft_run]);
+    let out = world.clerk("ops", &["rollback", &draft_run]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a completed submit"));
     let cancel_submit = world
@@ -187,7 +172,7 @@ async fn a_submitted_refund_is_rolled_back_through_review_and_sent_once() {
         })
         .next_back()
         .unwrap();
-    let out = clerk(&world, "ops", &["rollback", &cancel_submit]);
+    let out = world.clerk("ops", &["rollback", &cancel_submit]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("names no compensating playbook"));
 }

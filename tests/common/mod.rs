@@ -77,18 +77,34 @@ impl World {
         operator: &str,
         approval: Option<&str>,
     ) -> RunReport {
+        self.request(playbook, inputs, operator, None, &[], approval)
+            .await
+    }
+
+    /// One run through the engine, every part of the request given.
+    async fn request(
+        &self,
+        playbook: &Arc<Playbook>,
+        inputs: &[(&str, &str)],
+        operator: &str,
+        case_ref: Option<&str>,
+        claims: &[(&str, &str)],
+        approval: Option<&str>,
+    ) -> RunReport {
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         self.engine
             .run(RunRequest {
                 playbook: playbook.clone(),
-                inputs: inputs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                inputs: pairs(inputs),
                 operator: operator.to_owned(),
-                case_ref: None,
+                case_ref: case_ref.map(str::to_owned),
                 batch_id: None,
                 approval: approval.map(str::to_owned),
-                claims: Default::default(),
+                claims: pairs(claims),
                 replay_of: None,
                 rollback_of: None,
             })
@@ -96,7 +112,22 @@ impl World {
             .expect("engine runs")
     }
 
-    /// Runs a playbook as `ops` with case claims (and an approval, for a submit).
+    /// The `clerk` binary on this world's data directory as `user` (no inherited
+    /// `CLERK_DATA_DIR` / `CLERK_USER`).
+    pub fn clerk(&self, user: &str, args: &[&str]) -> std::process::Output {
+        Command::new(clerk_bin())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--as", user])
+            .args(args)
+            .env_remove("CLERK_DATA_DIR")
+            .env_remove("CLERK_USER")
+            .output()
+            .expect("the clerk binary runs")
+    }
+
+    /// Runs a playbook as `ops` for case `CASE-MATCH` with case claims (and an approval,
+    /// for a submit).
     pub async fn run_claims(
         &self,
         playbook: &Arc<Playbook>,
@@ -104,26 +135,15 @@ impl World {
         claims: &[(&str, &str)],
         approval: Option<&str>,
     ) -> RunReport {
-        self.engine
-            .run(RunRequest {
-                playbook: playbook.clone(),
-                inputs: inputs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                operator: "ops".to_owned(),
-                case_ref: Some("CASE-MATCH".to_owned()),
-                batch_id: None,
-                approval: approval.map(str::to_owned),
-                claims: claims
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                replay_of: None,
-                rollback_of: None,
-            })
-            .await
-            .expect("engine runs")
+        self.request(
+            playbook,
+            inputs,
+            "ops",
+            Some("CASE-MATCH"),
+            claims,
+            approval,
+        )
+        .await
     }
 
     /// Runs the shipped playbook `name` for one order as `ops`, requires it to end ok, and
