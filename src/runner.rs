@@ -696,7 +696,15 @@ impl Engine {
         // The policy gate: a draft whose held write an earned, unsuspended policy of the
         // channel covers is approved by that policy and submitted at once, through the same
         // submit gate as any approval.
-        if let (RunStatus::Drafted, Some(id)) = (report.status, report.approval_id.clone()) {
+        // Only channels with a policy for this playbook pay for the look (a journal read).
+        let has_policy = self.config.channel(&req.playbook.channel).is_ok_and(|c| {
+            c.auto_approve
+                .iter()
+                .any(|p| p.playbook == req.playbook.name)
+        });
+        if let (true, RunStatus::Drafted, Some(id)) =
+            (has_policy, report.status, report.approval_id.clone())
+        {
             let (engine, approval) = (self.clone(), id.clone());
             let decided =
                 tokio::task::spawn_blocking(move || crate::policy::consider(&engine, &approval))

@@ -494,7 +494,8 @@ steps:
 async fn queued_claims_reach_the_run_and_the_console_lists_the_case_for_review() {
     let world = crate::console::world("").await;
     crate::console::add_users(&world);
-    let daemon = common::Daemon::spawn(world.data_dir());
+    // Started from `/`, as its service unit starts it.
+    let daemon = common::Daemon::spawn_in(world.data_dir(), Some(std::path::Path::new("/")), &[]);
     let (port, token) = daemon.ready(world.data_dir()).await;
     let order = &clerk::sample::orders()[11];
     let out = tokio::task::block_in_place(|| {
