@@ -405,9 +405,11 @@ async fn a_stale_node_cannot_submit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     node_a.signal(libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     // Another node asks for work: the stopped node's lease (3 s) has ended, so it is
-    // expired; a submit has one attempt, so the job is dead-lettered.
+    // expired; a submit has one attempt, so the job is dead-lettered. (Had node a been
+    // stopped inside a transaction, the server ends that session after
+    // db::IDLE_IN_TRANSACTION and its row lock with it, so node b asks again until then.)
     let (job_id, state) = {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
@@ -419,13 +421,21 @@ async fn a_stale_node_cannot_submit() {
                 clerk::queue::Backoff::default(),
             )
             .unwrap();
-            assert!(b
-                .claim("b/serve/w0", Duration::from_secs(60), chrono::Utc::now())
-                .unwrap()
-                .is_none());
-            let jobs = b.list(&clerk::queue::JobFilter::default()).unwrap();
-            assert_eq!(jobs.len(), 1);
-            (jobs[0].id, jobs[0].state)
+            let t = Instant::now();
+            loop {
+                assert!(b
+                    .claim("b/serve/w0", Duration::from_secs(60), chrono::Utc::now())
+                    .unwrap()
+                    .is_none());
+                let jobs = b.list(&clerk::queue::JobFilter::default()).unwrap();
+                assert_eq!(jobs.len(), 1);
+                if jobs[0].state != clerk::queue::JobState::Claimed
+                    || t.elapsed() > clerk::db::IDLE_IN_TRANSACTION * 3
+                {
+                    break (jobs[0].id, jobs[0].state);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
         })
         .await
         .unwrap()

@@ -78,9 +78,17 @@ pub fn target(url: &str) -> String {
     }
 }
 
+/// How long the server lets a session sit idle inside an open transaction before it ends the
+/// session. Every clerk transaction is a few statements with nothing but the node's own CPU
+/// work between them, so a transaction idle this long belongs to a node that is paused
+/// (stopped VM, SIGSTOP, swapped out) — and whatever it locked (a job row, the journal's
+/// advisory lock) would otherwise stop every other node until it came back. Shorter than
+/// any sensible lease, so a paused node's job is rescued when its lease ends, not later.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(3);
+
 /// Connection settings from a URL; the password, if any, comes from `PGPASSWORD` (never from
 /// the config file). Connection and statement deadlines are set so a dead server is an error,
-/// not a hang.
+/// not a hang, and a paused node's open transaction is ended ([`IDLE_IN_TRANSACTION`]).
 pub fn config(url: &str) -> Result<Config, DbError> {
     let mut config: Config = url
         .parse()
@@ -96,7 +104,10 @@ pub fn config(url: &str) -> Result<Config, DbError> {
     config.tcp_user_timeout(Duration::from_secs(30));
     config.keepalives_idle(Duration::from_secs(30));
     config.application_name("clerk");
-    config.options("-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000");
+    config.options(&format!(
+        "-c statement_timeout=30000 -c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION.as_millis()
+    ));
     Ok(config)
 }
 
