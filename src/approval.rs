@@ -723,11 +723,15 @@ pub fn list(
 /// `write_differs` (the write the page sent, or the playbook declares, is not the approved
 /// one), `no_write` (clicking sent nothing: the page refused the reviewed values, e.g. a
 /// validation error) and `playbook_changed` (another playbook text than the approved one).
-/// `second_write` (the page tried another write to the endpoint) and `not_usable` (the
-/// approval is not approved, expired or used, the inputs changed, ...) are not.
+/// `second_write` (the page tried another write to the endpoint), `already_used` (the
+/// approval's one write was sent already) and `not_usable` (the approval is not approved or
+/// expired, the inputs changed, ...) are not; the first two are *duplicates*: a repeated
+/// send that was prevented ([`is_duplicate_kind`]).
 pub fn submit_refusal_kind(reason: &str) -> &'static str {
     if reason.contains("second write") {
         "second_write"
+    } else if reason.contains("(already used by run ") {
+        "already_used"
     } else if reason.contains("draft hash mismatch") {
         "draft_changed"
     } else if reason.contains("is not the approved write")
@@ -751,6 +755,12 @@ pub fn is_mismatch_kind(kind: &str) -> bool {
         kind,
         "draft_changed" | "write_differs" | "no_write" | "playbook_changed"
     )
+}
+
+/// True for the refusal kinds that mean "this write was sent once already" (a double
+/// submit, or an approval used again): see [`submit_refusal_kind`].
+pub fn is_duplicate_kind(kind: &str) -> bool {
+    matches!(kind, "second_write" | "already_used")
 }
 
 /// Records a refusal. The refusal itself stands whether or not the record could be written

@@ -568,4 +568,33 @@ async fn approving_needs_the_reviewers_own_credential_when_users_are_declared() 
     let decided = clerk::approval::load(&world.engine, &a).unwrap();
     assert_eq!(decided.state, clerk::approval::ApprovalState::Approved);
     assert_eq!(decided.decision.unwrap().reviewer, "carol");
+
+    // Enabling a suspended auto-approval policy is a decision too: a name alone is refused
+    // and recorded before anything else is looked at.
+    let out = clerk_in(
+        &world,
+        &here,
+        &[
+            "--as",
+            "carol",
+            "policy",
+            "enable",
+            "any",
+            "--channel",
+            "sample",
+        ],
+        &[],
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("policy_enable needs the user's own API token"),
+        "{said}"
+    );
+    assert!(
+        crate::console::refusals(&world, "carol")
+            .iter()
+            .any(|(action, _)| action == "policy_enable"),
+        "the refusal is recorded"
+    );
 }

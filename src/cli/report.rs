@@ -475,6 +475,77 @@ pub fn approvals(cli: &Cli, command: &ApprovalsCommand) -> anyhow::Result<ExitCo
     }
 }
 
+/// Records a refusal of `action` by `user` and returns the exit-3 error saying it.
+fn refused(
+    engine: &crate::runner::Engine,
+    action: &str,
+    approval_id: Option<&str>,
+    user: &str,
+    reason: String,
+) -> anyhow::Error {
+    if let Err(e) = engine.store.append(crate::evidence::Event::Refused {
+        action: action.to_owned(),
+        approval_id: approval_id.map(str::to_owned),
+        run_id: None,
+        user: user.to_owned(),
+        reason: reason.clone(),
+        at: crate::evidence::timestamp((engine.clock)()),
+    }) {
+        tracing::error!("cannot record the refusal: {e}");
+    }
+    exit(3, format!("refused: {reason}"))
+}
+
+/// Who is acting, for a decision (`approve`, `reject`, `policy_enable`): with named users,
+/// the user of the caller's own API token and their role (a name on the command line —
+/// `--as`, the OS user — proves nothing); without, the claimed name and no role.
+fn acting_user(
+    cli: &Cli,
+    engine: &crate::runner::Engine,
+    action: &str,
+    approval_id: Option<&str>,
+) -> anyhow::Result<(String, Option<crate::channel::Role>)> {
+    if !crate::users::declared(&cli.data_dir, &engine.config) {
+        return Ok((current_user(cli), None));
+    }
+    let claimed = current_user(cli);
+    let Some(token) = crate::cli::common::user_token() else {
+        return Err(refused(
+            engine,
+            action,
+            approval_id,
+            &claimed,
+            format!(
+                "this installation has named users, so {action} needs the user's own API token \
+                 (CLERK_TOKEN, CLERK_TOKEN_FILE or ~/.config/clerk/token, made with `clerk user token NAME`) \
+                 or the console; `{claimed}` was only claimed"
+            ),
+        ));
+    };
+    let book = crate::users::TokenBook::new(&cli.data_dir);
+    let Some((user, role)) = book.user_of(&engine.config, &token) else {
+        return Err(refused(
+            engine,
+            action,
+            approval_id,
+            &claimed,
+            "unknown or revoked API token".to_owned(),
+        ));
+    };
+    if cli.user.as_deref().is_some_and(|u| u != user) {
+        return Err(refused(
+            engine,
+            action,
+            approval_id,
+            &user,
+            format!(
+                "authenticated as `{user}`, the command names `{claimed}`: you can only act as yourself (leave --as out)"
+            ),
+        ));
+    }
+    Ok((user, Some(role)))
+}
+
 /// `clerk approve|reject`.
 pub fn decide(
     cli: &Cli,
@@ -484,55 +555,21 @@ pub fn decide(
 ) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
     let action = if approve { "approve" } else { "reject" };
-    // With named users, a decision needs the reviewer's own token: a name on the command
-    // line (`--as`, the OS user) proves nothing.
-    let reviewer = if crate::users::declared(&cli.data_dir, &engine.config) {
-        let refuse = |user: &str, reason: String| {
-            if let Err(e) = engine.store.append(crate::evidence::Event::Refused {
-                action: action.to_owned(),
-                approval_id: Some(id.to_owned()),
-                run_id: None,
-                user: user.to_owned(),
-                reason: reason.clone(),
-                at: crate::evidence::timestamp((engine.clock)()),
-            }) {
-                tracing::error!("cannot record the refusal: {e}");
-            }
-            exit(3, format!("refused: {reason}"))
-        };
-        let claimed = current_user(cli);
-        let Some(token) = crate::cli::common::user_token() else {
-            return Err(refuse(
-                &claimed,
-                format!(
-                    "this installation has named users, so {action} needs the reviewer's own API token \
-                     (CLERK_TOKEN, CLERK_TOKEN_FILE or ~/.config/clerk/token, made with `clerk user token NAME`) \
-                     or the console; `{claimed}` was only claimed"
-                ),
-            ));
-        };
-        let book = crate::users::TokenBook::new(&cli.data_dir);
-        let Some((user, role)) = book.user_of(&engine.config, &token) else {
-            return Err(refuse(&claimed, "unknown or revoked API token".to_owned()));
-        };
-        if cli.user.as_deref().is_some_and(|u| u != user) {
-            return Err(refuse(
-                &user,
-                format!(
-                    "authenticated as `{user}`, the command names `{claimed}`: you can only act as yourself (leave --as out)"
-                ),
-            ));
-        }
+    let (reviewer, role) = acting_user(cli, &engine, action, Some(id))?;
+    if let Some(role) = role {
         if !crate::users::may_decide(role) {
-            return Err(refuse(
-                &user,
-                format!("`{user}` is {} and may not decide approvals", role.as_str()),
+            return Err(refused(
+                &engine,
+                action,
+                Some(id),
+                &reviewer,
+                format!(
+                    "`{reviewer}` is {} and may not decide approvals",
+                    role.as_str()
+                ),
             ));
         }
-        user
-    } else {
-        current_user(cli)
-    };
+    }
     match crate::policy::decide(&engine, id, &reviewer, approve, note) {
         Ok(a) => {
             println!(
@@ -733,7 +770,9 @@ pub fn policy(cli: &Cli, command: &crate::cli::args::PolicyCommand) -> anyhow::R
                 .channel(channel)
                 .map_err(|e| exit(2, e.to_string()))?
                 .clone();
-            match crate::policy::enable(&engine, &c, name, &current_user(cli), false) {
+            let (user, role) = acting_user(cli, &engine, "policy_enable", None)?;
+            let admin = role == Some(crate::channel::Role::Admin);
+            match crate::policy::enable(&engine, &c, name, &user, admin) {
                 Ok(id) => {
                     println!("{id} enabled");
                     Ok(ExitCode::SUCCESS)

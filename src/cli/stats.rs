@@ -138,6 +138,7 @@ pub fn table(s: &Stats) -> String {
     });
     row("submits refused", &|n| n.submits.refused.to_string());
     row("  mismatched", &|n| n.submits.mismatched.to_string());
+    row("  duplicates", &|n| n.submits.duplicates.to_string());
     row("retries", &|n| n.retries.to_string());
     row("dead letters", &|n| n.dead_letters.to_string());
     row("session expiries", &|n| n.session_expiries.to_string());

@@ -10,6 +10,7 @@
 //! | `clerk_approvals_decided_total`                | counter   | channel, decision |
 //! | `clerk_submits_refused_total`                  | counter   | channel         |
 //! | `clerk_submits_mismatched_total`               | counter   | channel         |
+//! | `clerk_submits_duplicate_total`                | counter   | channel         |
 //! | `clerk_job_retries_total`                      | counter   | channel         |
 //! | `clerk_dead_letters_total`                     | counter   | channel         |
 //! | `clerk_session_expiries_total`                 | counter   | channel         |
@@ -197,6 +198,12 @@ impl Collector for Snapshot {
             "clerk_submits_mismatched",
             "Submits refused because the form or the write was not the approved one.",
             self.per_channel(|n| n.submits.mismatched),
+        )?;
+        self.counter(
+            e,
+            "clerk_submits_duplicate",
+            "Repeated sends prevented: a second write of a submit, or an approval used again.",
+            self.per_channel(|n| n.submits.duplicates),
         )?;
         self.counter(
             e,

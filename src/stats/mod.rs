@@ -211,6 +211,10 @@ pub struct SubmitNumbers {
     pub refused: u64,
     /// Of those, the ones whose form or write did not match the approved draft.
     pub mismatched: u64,
+    /// Of those, the repeated sends prevented: a second write of a submit, or an approval
+    /// used again ([`crate::approval::is_duplicate_kind`]).
+    #[serde(default)]
+    pub duplicates: u64,
     /// By [`crate::approval::submit_refusal_kind`].
     pub refused_by_kind: BTreeMap<String, u64>,
 }
@@ -640,10 +644,14 @@ pub fn compute_records(
                     .unwrap_or_default();
                 let kind = approval::submit_refusal_kind(reason);
                 let mismatch = approval::is_mismatch_kind(kind);
+                let duplicate = approval::is_duplicate_kind(kind);
                 tally.add(&channel, |a| {
                     a.n.submits.refused += 1;
                     if mismatch {
                         a.n.submits.mismatched += 1;
+                    }
+                    if duplicate {
+                        a.n.submits.duplicates += 1;
                     }
                     bump(&mut a.n.submits.refused_by_kind, kind);
                 });

@@ -378,6 +378,17 @@ fn approvals_wait_until_decided_or_expired_and_latencies_come_from_record_times(
             at: "x".into(),
         },
     );
+    j.at(
+        t(9, 41),
+        Event::Refused {
+            action: "submit".into(),
+            approval_id: Some("x".into()),
+            run_id: None,
+            user: "ops".into(),
+            reason: "approval x is used (already used by run r-1)".into(),
+            at: "x".into(),
+        },
+    );
     // At 9:20: x decided, y and z waiting (z for 14 minutes).
     let s = stats(&j, &query(t(9, 0), t(9, 20), None));
     let ap = &s.overall.approvals;
@@ -401,8 +412,10 @@ fn approvals_wait_until_decided_or_expired_and_latencies_come_from_record_times(
     assert_eq!(ap.latency.median_secs, Some(600.0));
     assert_eq!(ap.submitted, 1);
     assert_eq!(ap.decided_to_submitted.max_secs, Some(1200.0));
-    assert_eq!(s.overall.submits.refused, 1);
+    assert_eq!(s.overall.submits.refused, 2);
     assert_eq!(s.overall.submits.mismatched, 1);
+    assert_eq!(s.overall.submits.duplicates, 1, "the approval used again");
+    assert_eq!(s.overall.submits.refused_by_kind["already_used"], 1);
     // Decisions before the period are not in it; the waiting count is as of until.
     let s = stats(&j, &query(t(9, 35), t(10, 30), None));
     let ap = &s.overall.approvals;
