@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 operator: "ops".into(),
                 case_ref: None,
                 progress: false,
+                sample: false,
             };
             let t0 = Instant::now();
             let report = run_batch(&engine, &[playbook], rows.clone(), &opts).await?;

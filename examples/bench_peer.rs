@@ -242,6 +242,7 @@ async fn clerk_run(
         operator: "ops".into(),
         case_ref: None,
         progress: false,
+        sample: false,
     };
     let sampler = PssSampler::start(exe);
     let t0 = Instant::now();

@@ -119,6 +119,7 @@ async fn batch(center: &SampleCenter, pages: usize, n: usize) -> anyhow::Result<
         operator: "ops".into(),
         case_ref: None,
         progress: false,
+        sample: false,
     };
     let t = Instant::now();
     let report = run_batch(&engine, &[playbook], rows, &opts).await?;

@@ -501,16 +501,22 @@ async fn hold_the_write(
     Ok((held, why))
 }
 
-/// Turns a draft stopped at its submit step into a pending approval request: activates the
-/// submit control with the guard holding writes, and binds the request to the write the page
-/// tried to send.
-pub async fn request_from_draft(
-    ledger: &impl Ledger,
-    ctx: DraftContext,
+/// What a draft's submit step held: the content an approval covers, the write as decoded,
+/// and the fields left out of the comparison.
+struct Held {
+    content: DraftContent,
+    full: Write,
+    volatile: Vec<String>,
+}
+
+/// Activates the submit control of a draft with the guard holding writes, and returns the
+/// one write to the declared endpoint the page tried to send (never sent).
+async fn hold_draft(
+    ctx: &DraftContext,
     browser: &mut Browser,
     tab: &Tab,
     step: &Step,
-) -> Result<String, String> {
+) -> Result<Held, String> {
     let (control, write) = declared_write(step, &ctx.channel, &ctx.inputs)?;
     let timeout = step.timeout.unwrap_or(Duration::from_secs(10));
     tab.settle(Duration::from_secs(5))
@@ -577,12 +583,62 @@ pub async fn request_from_draft(
         channel: ctx.channel.id.clone(),
         playbook: ctx.playbook.name.clone(),
         playbook_sha256: ctx.playbook.sha256.clone(),
-        inputs: redacted_inputs(&ctx),
+        inputs: redacted_inputs(ctx),
         values,
         write,
         request: Some(full.comparable(&volatile)),
         claims: ctx.claims.clone(),
     };
+    Ok(Held {
+        content,
+        full,
+        volatile,
+    })
+}
+
+/// A replay's submit step (`crate::replay`): the write the page would send, held and never
+/// sent, recorded as `write_held` for comparison with the recorded run's approval; nothing
+/// is queued for review.
+pub async fn hold_for_replay(
+    ledger: &impl Ledger,
+    ctx: DraftContext,
+    browser: &mut Browser,
+    tab: &Tab,
+    step: &Step,
+) -> Result<String, String> {
+    let held = hold_draft(&ctx, browser, tab, step).await?;
+    let json = serde_json::to_value(&held.content).map_err(|e| e.to_string())?;
+    let hash = draft_hash(&held.content);
+    record(
+        ledger,
+        Event::WriteHeld {
+            run_id: ctx.run_id.clone(),
+            step: step.index as u64,
+            draft: canonical_json(&json),
+            draft_hash: hash.clone(),
+            at: timestamp(ledger.now()),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(hash)
+}
+
+/// Turns a draft stopped at its submit step into a pending approval request: activates the
+/// submit control with the guard holding writes, and binds the request to the write the page
+/// tried to send.
+pub async fn request_from_draft(
+    ledger: &impl Ledger,
+    ctx: DraftContext,
+    browser: &mut Browser,
+    tab: &Tab,
+    step: &Step,
+) -> Result<String, String> {
+    let Held {
+        content,
+        full,
+        volatile,
+    } = hold_draft(&ctx, browser, tab, step).await?;
     let now = ledger.now();
     let expires = now + chrono::Duration::hours(ctx.channel.approval_ttl_hours as i64);
     let approval_id = new_approval_id(now);

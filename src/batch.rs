@@ -128,6 +128,8 @@ pub struct BatchOptions {
     pub case_ref: Option<String>,
     /// Print progress (a bar on a terminal, lines otherwise).
     pub progress: bool,
+    /// Record every run as a replay sample (`RunRequest::sample`).
+    pub sample: bool,
 }
 
 /// Everything a batch did.
@@ -204,6 +206,8 @@ pub async fn run_batch(
                 claims,
                 replay_of: None,
                 rollback_of: None,
+                offline: None,
+                sample: opts.sample,
             });
         }
     }

@@ -177,6 +177,8 @@ pub fn plan(
             claims: d.claims.clone(),
             replay_of: None,
             rollback_of: Some(run_id.to_owned()),
+            offline: None,
+            sample: false,
         },
         playbook,
     })

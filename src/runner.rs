@@ -121,6 +121,12 @@ pub struct RunRequest {
     pub replay_of: Option<String>,
     /// The submitted run this run compensates (`crate::rollback`).
     pub rollback_of: Option<String>,
+    /// Offline replay: the recorded responses every request is answered from; no session
+    /// is loaded or checked and nothing reaches the seller center.
+    pub offline: Option<Arc<crate::browser::offline::Recording>>,
+    /// A replay sample: every response the run loads is recorded, subresources included
+    /// (needs an engine whose browsers pause them: `LaunchOptions::record_subresources`).
+    pub sample: bool,
 }
 
 /// How a run ended.
@@ -489,6 +495,13 @@ struct RunState<'a> {
     claims: crate::case::Claims,
     /// The case check, once made.
     case: Option<crate::case::Outcome>,
+    /// Offline replay: the recording the guard answers from (`RunRequest::offline`).
+    offline: Option<Arc<crate::browser::offline::Recording>>,
+    /// A replay sample: every response is recorded (`RunRequest::sample`).
+    sample: bool,
+    /// A replay (`RunRequest::replay_of`): a submit step holds its write and records it
+    /// (`write_held`) instead of requesting an approval.
+    replaying: bool,
 }
 
 impl Engine {
@@ -717,6 +730,8 @@ impl Engine {
                     claims: crate::case::Claims::new(),
                     replay_of: None,
                     rollback_of: None,
+                    offline: None,
+                    sample: false,
                     ..req
                 };
                 let sent = self.execute(submit, None, fence).await?;
@@ -959,6 +974,9 @@ impl Engine {
             browser_lost: false,
             claims,
             case: None,
+            offline: req.offline.clone(),
+            sample: req.sample,
+            replaying: req.replay_of.is_some(),
         };
         state.spent.journal += started_record;
         let (status, error) =
@@ -1018,7 +1036,18 @@ impl<'a> RunState<'a> {
         let engine = self.engine;
         // A login run starts from nothing: it is how a session comes to exist.
         let login = self.playbook.mode == Mode::Login;
-        let session = if login {
+        if self.sample && !engine.launch.record_subresources {
+            return Ok((
+                RunStatus::Failed,
+                Some(
+                    "a replay sample records every response, and this engine's browsers do not \
+                     pause subresources: record samples with `clerk run --sample`"
+                        .into(),
+                ),
+            ));
+        }
+        // An offline replay is answered from its recording: it needs no session.
+        let session = if login || self.offline.is_some() {
             None
         } else {
             match self.channel.load_session(&engine.data_dir) {
@@ -1037,13 +1066,19 @@ impl<'a> RunState<'a> {
             record,
             allowed_origins: self.channel.allowed_origins.clone(),
             read_only_exceptions: self.channel.read_only_exceptions.clone(),
-            websocket_allow: self.channel.websocket_allow.clone(),
+            // Offline, no WebSocket may open: the recording cannot answer one.
+            websocket_allow: if self.offline.is_some() {
+                Vec::new()
+            } else {
+                self.channel.websocket_allow.clone()
+            },
             service_workers: self.channel.service_workers == crate::channel::ServiceWorkers::Allow,
             pause: engine.pause.switch(&self.channel.id),
+            offline: self.offline.clone(),
         };
         // Batch isolation may hand this run the context of the previous successful run with
         // the same channel, playbook, operator and session; only read-only runs share.
-        let reuse = (self.playbook.mode == Mode::ReadOnly).then(|| {
+        let reuse = (self.playbook.mode == Mode::ReadOnly && self.offline.is_none()).then(|| {
             let session_hash = session
                 .as_ref()
                 .and_then(|s| serde_json::to_vec(s).ok())
@@ -1135,7 +1170,8 @@ impl<'a> RunState<'a> {
                 .lock()
                 .map(|v| v.contains(&(browser.chromium().id(), channel_id.clone())))
                 .unwrap_or(false);
-        let checked = if self.playbook.mode == Mode::Login || trusted {
+        let offline = self.offline.is_some();
+        let checked = if self.playbook.mode == Mode::Login || trusted || offline {
             Ok(())
         } else {
             let t_session = Instant::now();
@@ -1144,6 +1180,7 @@ impl<'a> RunState<'a> {
             checked
         };
         match checked {
+            Ok(()) if offline => {}
             Ok(()) => {
                 if let Ok(mut v) = self.engine.verified_sessions.lock() {
                     v.insert((browser.chromium().id(), channel_id.clone()));
@@ -1930,6 +1967,20 @@ impl<'a> RunState<'a> {
                                 step,
                             )
                             .await?;
+                            if self.replaying {
+                                let held = approval::hold_for_replay(
+                                    self.engine,
+                                    self.draft_context(),
+                                    browser,
+                                    tab,
+                                    step,
+                                )
+                                .await;
+                                return Err(match held {
+                                    Ok(_) => StepStop::Drafted,
+                                    Err(e) => StepStop::Failed(e),
+                                });
+                            }
                             let requested = approval::request_from_draft(
                                 self.engine,
                                 self.draft_context(),
@@ -2038,6 +2089,7 @@ impl<'a> RunState<'a> {
             responses,
             documents: self.channel.record_documents,
             max_bytes: self.channel.record_max_bytes,
+            everything: self.sample && self.playbook.mode != Mode::Login,
         })
     }
 

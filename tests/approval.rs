@@ -660,6 +660,8 @@ async fn submit_on(
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await
         .expect("engine runs")

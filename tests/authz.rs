@@ -535,6 +535,8 @@ async fn hidden_characters_are_shown_text_is_bounded_and_a_download_writes_nothi
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await
         .unwrap();

@@ -565,6 +565,8 @@ async fn auditor_finds_exports_and_verifies_a_case_from_the_command_line() {
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await
         .unwrap();

@@ -714,6 +714,8 @@ async fn run_for_case(
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await
         .expect("engine runs")

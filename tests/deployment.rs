@@ -309,6 +309,8 @@ async fn failures_name_the_rendered_locator_the_attribute_and_an_unreachable_cen
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         }),
         cutter
     );

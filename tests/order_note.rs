@@ -180,6 +180,8 @@ async fn approval_is_refused_when_the_channel_no_longer_permits_submit() {
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await
         .unwrap();

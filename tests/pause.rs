@@ -64,6 +64,8 @@ fn request(pb: &Arc<Playbook>, gate: &str) -> RunRequest {
         claims: Default::default(),
         replay_of: None,
         rollback_of: None,
+        offline: None,
+        sample: false,
     }
 }
 

@@ -303,6 +303,8 @@ steps:
                     claims: Default::default(),
                     replay_of: None,
                     rollback_of: None,
+                    offline: None,
+                    sample: false,
                 })
                 .await
         }

@@ -26,6 +26,7 @@ async fn batch_of_20_orders_matches_sample_data_and_writes_nothing() {
         operator: "ops".into(),
         case_ref: Some("CASE-20".into()),
         progress: false,
+        sample: false,
     };
     let report = clerk::batch::run_batch(&world.engine, &[lookup, logistics], rows, &opts)
         .await

@@ -115,6 +115,8 @@ async fn a_cut_connection_leaves_no_page_running_unguarded() {
                     claims: Default::default(),
                     replay_of: None,
                     rollback_of: None,
+                    offline: None,
+                    sample: false,
                 })
                 .await
         })

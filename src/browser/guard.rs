@@ -56,6 +56,7 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use super::containment::{self, REPORT_PATH};
+use super::offline::{RecordedResponse, Recording};
 use super::{cdp, BrowserError, Targets};
 use crate::channel::ReadOnlyException;
 use crate::evidence::warc::Exchange;
@@ -171,6 +172,9 @@ pub struct Policy {
     pub pause: PauseSwitch,
     /// Which responses are kept as WARC records.
     pub record: RecordPolicy,
+    /// Offline replay: every request that would go to the network is answered from this
+    /// recording instead (or failed when it holds no response for it).
+    pub offline: Option<Arc<Recording>>,
 }
 
 /// Which responses the guard keeps (see `evidence::warc`): those of requests whose URL one
@@ -182,10 +186,17 @@ pub struct RecordPolicy {
     pub documents: bool,
     /// Largest body kept per record; the rest is cut (`WARC-Truncated: length`).
     pub max_bytes: u64,
+    /// A replay sample: every response the run loads is kept, subresources (scripts, style
+    /// sheets, images, fonts) included, so the run can be replayed offline. Needs a browser
+    /// launched with `LaunchOptions::record_subresources`.
+    pub everything: bool,
 }
 
 impl RecordPolicy {
     fn wants(&self, url: &str, document: bool) -> bool {
+        if self.everything {
+            return true;
+        }
         if self.responses.is_empty() {
             return false;
         }
@@ -601,6 +612,8 @@ enum Answer {
     /// The judged write: held for [`JUDGED_HOLD`] first, then sent only if no other write
     /// tripped the window meanwhile (a double submit sends nothing at all).
     ContinueUnlessTripped,
+    /// Offline replay: answered from the recording, nothing sent.
+    Fulfill(Arc<RecordedResponse>),
 }
 
 /// The reason recorded (`request_allowed`) for the one write a submit sends: the weekly
@@ -620,6 +633,7 @@ impl Guard {
         browser: Arc<chromiumoxide::Browser>,
         registry: Registry,
         timeout: Duration,
+        subresources: bool,
     ) -> Result<(), BrowserError> {
         let mut paused = cdp(timeout, "listen for paused requests", async {
             browser.event_listener::<EventRequestPaused>().await
@@ -632,7 +646,7 @@ impl Guard {
                 .request_stage(RequestStage::Response)
                 .build()
         };
-        let enable = EnableParams::builder()
+        let mut enable = EnableParams::builder()
             .pattern(
                 RequestPattern::builder()
                     .url_pattern("*")
@@ -643,8 +657,21 @@ impl Guard {
             .pattern(response_stage(ResourceType::Other))
             // Data endpoints a channel records (others are continued untouched).
             .pattern(response_stage(ResourceType::Xhr))
-            .pattern(response_stage(ResourceType::Fetch))
-            .build();
+            .pattern(response_stage(ResourceType::Fetch));
+        if subresources {
+            // Replay samples keep every response (`RecordPolicy::everything`); other runs'
+            // subresources are continued untouched at this stage. Streams (event sources,
+            // media ranges) and pings are left alone.
+            for t in [
+                ResourceType::Script,
+                ResourceType::Stylesheet,
+                ResourceType::Image,
+                ResourceType::Font,
+            ] {
+                enable = enable.pattern(response_stage(t));
+            }
+        }
+        let enable = enable.build();
         cdp(timeout, "Fetch.enable on the browser target", async {
             browser.execute(enable).await
         })
@@ -680,6 +707,10 @@ impl Guard {
                 // stray write seen first must close it), then answer on its own task.
                 let deciding = Deciding::start();
                 let (answer, event) = decide(&shared, &ev);
+                let (answer, event) = match &shared.policy.offline {
+                    Some(recording) => serve_offline(&shared, recording, &ev, answer, event),
+                    None => (answer, event),
+                };
                 let sending = match answer {
                     Answer::ContinueUnlessTripped => Some(deciding),
                     Answer::Continue if event.as_ref().is_some_and(|e| !e.blocked) => {
@@ -707,6 +738,12 @@ impl Guard {
                         )
                         .await
                         .map(|_| ()),
+                        Answer::Fulfill(response) => {
+                            let params = offline_params(&shared, &ev, &response);
+                            cdp(timeout, "Fetch.fulfillRequest", browser.execute(params))
+                                .await
+                                .map(|_| ())
+                        }
                         Answer::ContinueUnlessTripped => {
                             tokio::time::sleep(JUDGED_HOLD).await;
                             let tripped = shared.tripped.lock().ok().and_then(|t| t.clone());
@@ -1013,6 +1050,92 @@ fn is_main_frame(shared: &Shared, frame: &str) -> bool {
         .lock()
         .map(|t| t.get(frame).map(|e| e.kind.as_str()) == Some("page"))
         .unwrap_or(false)
+}
+
+/// Offline replay: whatever would reach the network is answered from the recording (or
+/// failed, and recorded as blocked, when the recording has no response for it). Decisions
+/// that fail a request stand; `data:`/`blob:`/`about:` requests never reach the network.
+fn serve_offline(
+    shared: &Shared,
+    recording: &Recording,
+    ev: &EventRequestPaused,
+    answer: Answer,
+    event: Option<GuardEvent>,
+) -> (Answer, Option<GuardEvent>) {
+    if !matches!(answer, Answer::Continue | Answer::ContinueUnlessTripped) {
+        return (answer, event);
+    }
+    let networked = Url::parse(&ev.request.url)
+        .map(|u| matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(false);
+    if !networked {
+        return (answer, event);
+    }
+    let method = ev.request.method.to_ascii_uppercase();
+    match recording.next(&method, &ev.request.url) {
+        Some(response) => (Answer::Fulfill(response), event),
+        None => {
+            let reason = format!(
+                "offline replay: the recording holds no response to {method} {} (nothing was sent to the seller center)",
+                ev.request.url
+            );
+            let e = GuardEvent {
+                blocked: true,
+                method,
+                url: ev.request.url.clone() + ev.request.url_fragment.as_deref().unwrap_or(""),
+                resource_type: resource_type_name(&ev.resource_type),
+                frame: ev.frame_id.inner().clone(),
+                reason,
+                step: shared.step.load(Ordering::SeqCst),
+                navigation: ev.resource_type == ResourceType::Document,
+                off_origin: false,
+            };
+            (Answer::Fail(ErrorReason::InternetDisconnected), Some(e))
+        }
+    }
+}
+
+/// The fulfilment of a request from the recording: its status, headers and body, with the
+/// guard's containment headers on documents and worker scripts as when it was let in live.
+fn offline_params(
+    shared: &Shared,
+    ev: &EventRequestPaused,
+    response: &RecordedResponse,
+) -> FulfillRequestParams {
+    let mut headers: Vec<HeaderEntry> = response
+        .headers
+        .iter()
+        .filter(|(name, value)| {
+            !containment::dropped_on_fulfill(name) && value != crate::evidence::warc::REDACTED
+        })
+        .map(|(name, value)| HeaderEntry::new(name.clone(), value.clone()))
+        .collect();
+    if let Ok(url) = Url::parse(&ev.request.url) {
+        if ev.resource_type == ResourceType::Document {
+            headers.push(HeaderEntry::new(
+                "Content-Security-Policy",
+                containment::csp_for(&shared.connect_sources, &url),
+            ));
+            headers.push(HeaderEntry::new(
+                "Connection-Allowlist",
+                containment::CONNECTION_ALLOWLIST,
+            ));
+        } else if ev.resource_type == ResourceType::Other {
+            headers.push(HeaderEntry::new(
+                "Content-Security-Policy",
+                containment::csp_for(&shared.connect_sources, &url),
+            ));
+        }
+    }
+    let mut params = FulfillRequestParams::new(ev.request_id.clone(), i64::from(response.status));
+    params.response_headers = Some(headers);
+    params.body = Some(
+        base64::engine::general_purpose::STANDARD
+            .encode(&response.body)
+            .into(),
+    );
+    params.response_phrase = Some(response.status_text.clone()).filter(|s| !s.is_empty());
+    params
 }
 
 /// How a blocked request is failed: see the module docs for why navigations differ.
@@ -1361,6 +1484,19 @@ async fn answer_response(
             Some(_) if no_document => plain_continue(browser, ev, timeout).await,
             Some(url) if ev.resource_type == ResourceType::Document => {
                 fulfill_document(browser, shared, ev, &url, status, headers, timeout).await
+            }
+            Some(_)
+                if !matches!(
+                    ev.resource_type,
+                    ResourceType::Xhr | ResourceType::Fetch | ResourceType::Other
+                ) =>
+            {
+                // A subresource (only paused when the browser records them for samples).
+                if shared.policy.record.everything {
+                    fulfill_recorded(browser, shared, ev, status, headers, timeout).await
+                } else {
+                    plain_continue(browser, ev, timeout).await
+                }
             }
             Some(_) if matches!(ev.resource_type, ResourceType::Xhr | ResourceType::Fetch) => {
                 if shared.policy.record.wants(&ev.request.url, false) {

@@ -15,6 +15,7 @@
 
 mod containment;
 mod guard;
+pub mod offline;
 mod pool;
 mod process;
 pub mod relay;
@@ -98,6 +99,9 @@ pub struct LaunchOptions {
     /// Remote browsers (CDP endpoints) to connect to instead of launching `executable`:
     /// one Chromium per endpoint (see `channel::BrowserEndpoint`).
     pub remote: Vec<crate::channel::BrowserEndpoint>,
+    /// Pause subresource responses too, so replay samples can keep them
+    /// (`RecordPolicy::everything`); off by default (it costs a round trip per subresource).
+    pub record_subresources: bool,
 }
 
 impl LaunchOptions {
@@ -110,6 +114,7 @@ impl LaunchOptions {
             cdp_timeout: Duration::from_secs(15),
             launch_timeout: Duration::from_secs(30),
             remote: Vec::new(),
+            record_subresources: false,
         })
     }
 
@@ -125,6 +130,7 @@ impl LaunchOptions {
             cdp_timeout: Duration::from_secs(15),
             launch_timeout: Duration::from_secs(30),
             remote: Vec::new(),
+            record_subresources: false,
         });
         if remote.is_empty() && opts.executable.as_os_str().is_empty() {
             return Err(find_chromium().err().unwrap_or(BrowserError::Launch(
@@ -449,7 +455,7 @@ impl Chromium {
         let t = opts.cdp_timeout;
         let sessions = targets::Sessions::default();
         targets::track(&cdp_browser, &targets, &sessions, t).await?;
-        Guard::install(cdp_browser.clone(), registry, t).await?;
+        Guard::install(cdp_browser.clone(), registry, t, opts.record_subresources).await?;
         targets::record_child_sockets(&cdp_browser, &sockets, &sessions, t).await?;
         Ok(chromium)
     }

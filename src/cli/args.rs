@@ -171,6 +171,24 @@ pub enum Command {
         /// Replay with this version of the run's playbook instead of the recorded text.
         #[arg(long)]
         playbook: Option<PathBuf>,
+        /// Answer the browser from the run's recorded responses (its WARC records) instead
+        /// of the seller center: no session needed, nothing sent.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay, offline, every recorded read-only run of PLAYBOOK in the export bundles
+    /// under --samples with this version of the playbook; exit 1 if any case changed.
+    Test {
+        playbook: PathBuf,
+        /// A directory of replay samples: export bundles (`clerk export --run RUN --out
+        /// DIR/NAME`), or one bundle.
+        #[arg(long)]
+        samples: PathBuf,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -368,6 +386,11 @@ pub struct RunArgs {
     /// Print machine-readable results.
     #[arg(long)]
     pub json: bool,
+    /// Record each run as a replay sample: every response it loads (scripts, style sheets
+    /// and images included) is kept, so `clerk replay --offline` and `clerk test` can
+    /// replay it without the seller center.
+    #[arg(long)]
+    pub sample: bool,
 }
 
 #[derive(Debug, Subcommand)]

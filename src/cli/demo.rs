@@ -125,6 +125,7 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         operator: operator.clone(),
         case_ref: Some("demo".into()),
         progress: true,
+        sample: false,
     };
     let spa_rows: Vec<BTreeMap<String, String>> = rows.iter().take(5).cloned().collect();
     let report = batch::run_batch(&engine, &[lookup, logistics], rows, &opts).await?;
@@ -167,6 +168,8 @@ pub async fn run(cli: &Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await?;
     let writes_after_draft = center.writes().len();

@@ -54,9 +54,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => {
             if let Some(d) = daemon::Daemon::find(&cli) {
+                if args.sample {
+                    bail!(exit(
+                        2,
+                        format!(
+                            "clerk serve (pid {}) owns this data directory, and replay samples \
+                             are recorded by clerk run in its own browsers: stop the daemon, \
+                             or record the sample with another data directory",
+                            d.instance.pid
+                        )
+                    ));
+                }
                 return run_via_daemon(&cli, &d, args).await;
             }
-            let engine = engine(&cli)?.with_pool(args.pool.config());
+            let mut engine = engine(&cli)?;
+            engine.launch.record_subresources = args.sample;
+            let engine = engine.with_pool(args.pool.config());
             let playbooks = args
                 .playbooks
                 .iter()
@@ -68,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 operator: current_user(&cli),
                 case_ref: args.case.clone(),
                 progress: !args.json,
+                sample: args.sample,
             };
             let report = batch::run_batch(&engine, &playbooks, rows, &opts).await?;
             if args.json {
@@ -120,6 +134,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     claims: Default::default(),
                     replay_of: None,
                     rollback_of: None,
+                    offline: None,
+                    sample: false,
                 })
                 .await?;
             match report.status {
@@ -182,8 +198,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay {
             run,
             playbook,
+            offline,
             json,
-        } => report::replay(&cli, run, playbook.as_deref(), *json).await,
+        } => report::replay(&cli, run, playbook.as_deref(), *offline, *json).await,
+        Command::Test {
+            playbook,
+            samples,
+            junit,
+            json,
+        } => report::test(&cli, playbook, samples, junit.as_deref(), *json).await,
         Command::Pause(args) | Command::Resume(args) => pause::run(&cli, args).await,
         Command::User { command } => user::run(&cli, command),
     }

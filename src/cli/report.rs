@@ -640,6 +640,8 @@ pub async fn submit(
             claims: Default::default(),
             replay_of: None,
             rollback_of: None,
+            offline: None,
+            sample: false,
         })
         .await?;
     crate::cli::common::print_submit(id, &report, json)
@@ -650,6 +652,7 @@ pub async fn replay(
     cli: &Cli,
     run: &str,
     playbook_path: Option<&Path>,
+    offline: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let engine = engine(cli)?;
@@ -659,7 +662,7 @@ pub async fn replay(
         )),
         None => None,
     };
-    let report = crate::replay::replay(&engine, run, &current_user(cli), pb)
+    let report = crate::replay::replay(&engine, run, &current_user(cli), pb, offline)
         .await
         .map_err(|e| match e {
             crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
@@ -674,6 +677,48 @@ pub async fn replay(
     }
     Ok(if report.same {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `clerk test PLAYBOOK --samples DIR`: exit 0 when every sample replays the same, 1 when
+/// one changed or could not be replayed, 2 when there was nothing to replay.
+pub async fn test(
+    cli: &Cli,
+    playbook_path: &Path,
+    samples: &Path,
+    junit: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let engine = engine(cli)?;
+    let pb = crate::cli::common::load_playbook(cli, playbook_path, Some(&engine.config))?;
+    let report = crate::replay::test_samples(&engine, pb, samples, &current_user(cli))
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
+                anyhow::Error::new(e)
+            }
+            other => exit(2, other.to_string()),
+        })?;
+    engine.shutdown().await;
+    if let Some(path) = junit {
+        std::fs::write(path, crate::replay::junit(&report))
+            .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::replay::render_test(&report));
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else if report.same + report.changed + report.errors == 0 {
+        eprintln!(
+            "no recorded read-only run of this playbook in {}",
+            samples.display()
+        );
+        ExitCode::from(2)
     } else {
         ExitCode::from(1)
     })

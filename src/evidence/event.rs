@@ -177,6 +177,17 @@ pub enum Event {
     },
     /// A run was found unfinished after its process died.
     RunInterrupted { run_id: RunId, reason: String },
+    /// A replay of a draft or submit run (`clerk replay`, `clerk test`) reached its submit
+    /// step: the write the page would send, held by the guard and never sent, and not
+    /// queued for approval. `draft` is the canonical JSON of what an approval request
+    /// would cover (`approval::DraftContent`), `draft_hash` its hash.
+    WriteHeld {
+        run_id: RunId,
+        step: u64,
+        draft: String,
+        draft_hash: String,
+        at: String,
+    },
     /// An approval was requested for a draft (see `approval`).
     ApprovalRequested {
         approval_id: String,
@@ -405,6 +416,7 @@ impl Event {
             Event::RequestAllowed { .. } => "request_allowed",
             Event::RunFinished { .. } => "run_finished",
             Event::RunInterrupted { .. } => "run_interrupted",
+            Event::WriteHeld { .. } => "write_held",
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalDecided { .. } => "approval_decided",
             Event::PolicySuspended { .. } => "policy_suspended",
@@ -454,6 +466,7 @@ impl Event {
             | Event::RequestAllowed { run_id, .. }
             | Event::RunFinished { run_id, .. }
             | Event::RunInterrupted { run_id, .. }
+            | Event::WriteHeld { run_id, .. }
             | Event::ApprovalRequested { run_id, .. }
             | Event::ApprovalUsed { run_id, .. } => Some(run_id),
             Event::Refused { run_id, .. }

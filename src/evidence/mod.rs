@@ -50,8 +50,8 @@ pub mod warc;
 pub use commit::{AppendTrace, CommitStats};
 pub use event::{new_run_id, BrowserIdentity, Event, RunId};
 pub use query::{
-    parse_since, timestamp, AllowedView, BlockedView, CaseCheckView, EvidenceView, RunDetail,
-    RunFilter, RunSummary, RunTable, StepView,
+    build_detail, parse_since, timestamp, AllowedView, BlockedView, CaseCheckView, EvidenceView,
+    RunDetail, RunFilter, RunSummary, RunTable, StepView,
 };
 pub use record::RecordError;
 pub use replica::compare_copy;

@@ -250,6 +250,10 @@ pub fn server_match(store: &Store, run_id: &str) -> Result<MatchReport, StoreErr
     let mut said: Vec<(u64, String, String, String)> = Vec::new();
     for r in &records {
         match &r.event {
+            // A replay sample's scripts, style sheets and images say nothing about the case
+            // (and a script's text would match almost any value).
+            Event::ResponseRecorded { resource_type, .. }
+                if !matches!(resource_type.as_str(), "Document" | "Xhr" | "Fetch") => {}
             Event::ResponseRecorded {
                 url,
                 mime,

@@ -148,6 +148,8 @@ async fn run_claim(d: &Arc<Daemon>, claim: Claim) {
         claims,
         replay_of: None,
         rollback_of: spec.rollback_of.clone(),
+        offline: None,
+        sample: false,
     };
     // A submit spends its approval only while this node still holds the job's lease.
     let fence = spec.approval_id.as_ref().map(|_| {

@@ -107,6 +107,8 @@ impl World {
                 claims: pairs(claims),
                 replay_of: None,
                 rollback_of: None,
+                offline: None,
+                sample: false,
             })
             .await
             .expect("engine runs")
@@ -187,6 +189,7 @@ impl World {
             service_workers: false,
             pause: self.engine.pause.switch("sample"),
             record: Default::default(),
+            offline: None,
         };
         let session = channel.load_session(self.data_dir()).unwrap();
         let (browser, tab) =
