@@ -144,6 +144,17 @@ pub async fn replay(
         }
     };
     let recording = if offline {
+        // In a cluster the run may have been made on another node: its WARC files come
+        // back from object storage first (each checked against its hash).
+        if let Some(blobs) = &engine.blobs {
+            crate::evidence::blob::restore_missing(
+                engine.store.data_dir(),
+                blobs.as_ref(),
+                &recorded.records,
+            )
+            .await
+            .map_err(|e| crate::evidence::StoreError::Other(e.to_string()))?;
+        }
         let store = engine.store.clone();
         Some(recording_of(&recorded.records, &|sha| {
             store.warc_path(sha)
