@@ -199,6 +199,46 @@ async fn an_offline_replay_sends_nothing_and_needs_no_session() {
         world.center.requests()
     );
 
+    // A changed playbook whose customer rule reads another element: offline, the verdict
+    // changes (the case now conflicts) and so does the outcome.
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/order-lookup.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "customer: { selector: \"#customer-name\", as: name, required: false }",
+        "customer: { selector: \"#order-status\", as: name, required: false }",
+    );
+    let changed = world.data_dir().join("order-lookup-v3.yaml");
+    std::fs::write(&changed, yaml).unwrap();
+    let out = world.clerk(
+        "ops",
+        &[
+            "replay",
+            &run,
+            "--offline",
+            "--json",
+            "--playbook",
+            changed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let diffs = v["differences"].as_array().unwrap();
+    let case = diffs
+        .iter()
+        .find(|d| d["what"] == "case")
+        .unwrap_or_else(|| panic!("no verdict difference: {v:#}"));
+    assert_eq!(case["recorded"], "matched");
+    assert_eq!(case["replayed"], "conflict");
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d["what"] == "status" && d["replayed"] == "needs_review"),
+        "{v:#}"
+    );
+    assert!(world.center.requests().is_empty());
+
     // Online, the same replay sees the change (and without a session, says so).
     let out = world.clerk("ops", &["replay", &run, "--json"]);
     assert_eq!(out.status.code(), Some(1));

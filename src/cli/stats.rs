@@ -166,6 +166,7 @@ pub fn table(s: &Stats) -> String {
         )
     });
     row("missed scheduled slots", &|n| n.missed_slots.to_string());
+    row("replays (not counted above)", &|n| n.replays.to_string());
 
     let mut out = String::new();
     let _ = writeln!(

@@ -38,7 +38,7 @@ pub mod metrics;
 
 pub use metrics::{render_metrics, LiveMetrics, MetricsError};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -125,6 +125,10 @@ pub struct Numbers {
     /// Scheduled slots that passed without a firing (`schedule_missed`), in the period.
     /// Counted overall only: a schedule's records do not name a channel.
     pub missed_slots: u64,
+    /// Replays (`clerk replay`, `clerk test`) started in the period. They are checks of
+    /// playbooks, not service work: none of their records counts in any other number.
+    #[serde(default)]
+    pub replays: u64,
     /// Durations (first record to `run_finished`) of the period's finished runs.
     pub run_durations: DurationHistogram,
 }
@@ -478,6 +482,7 @@ pub fn compute_records(
     let mut approvals: HashMap<String, ApprovalInfo> = HashMap::new();
     let mut approval_order: Vec<String> = Vec::new();
     let mut sent: BTreeSet<String> = BTreeSet::new();
+    let mut replays: HashSet<String> = HashSet::new();
 
     for r in records {
         // Record times are canonical RFC 3339 UTC with milliseconds: they sort as text.
@@ -491,6 +496,22 @@ pub fn compute_records(
             continue;
         }
         let ts = r.ts.as_str();
+        if let Event::RunStarted {
+            run_id,
+            channel,
+            replay_of: Some(_),
+            ..
+        } = &r.event
+        {
+            replays.insert(run_id.clone());
+            if in_period(ts) {
+                tally.add(channel, |a| a.n.replays += 1);
+            }
+            continue;
+        }
+        if r.event.run_id().is_some_and(|id| replays.contains(id)) {
+            continue;
+        }
         match &r.event {
             Event::RunStarted {
                 run_id,

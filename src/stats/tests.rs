@@ -548,3 +548,35 @@ fn approvals_expired_unreviewed_and_missed_slots_are_counted() {
     assert_eq!(s.overall.approvals.expired, 2);
     assert_eq!(s.overall.missed_slots, 0);
 }
+
+#[test]
+fn replays_are_counted_apart_and_in_no_other_number() {
+    let mut j = Journal(Vec::new());
+    j.run("real", "a", t(9, 0)).finish("real", "ok", t(9, 1));
+    j.at(
+        t(9, 5),
+        Event::RunStarted {
+            run_id: "replay".into(),
+            playbook: "p".into(),
+            playbook_version: "1".into(),
+            playbook_sha256: "sha-a".into(),
+            channel: "a".into(),
+            mode: "read_only".into(),
+            operator: "ops".into(),
+            case_ref: None,
+            inputs: BTreeMap::new(),
+            batch_id: None,
+            approval_id: None,
+            owner: "o".into(),
+            claims: Default::default(),
+            replay_of: Some("real".into()),
+            rollback_of: None,
+        },
+    )
+    .finish("replay", "failed", t(9, 6));
+    let s = stats(&j, &query(t(9, 0), t(10, 0), None));
+    assert_eq!(s.overall.replays, 1);
+    assert_eq!(s.overall.runs, 1, "{s:#?}");
+    assert_eq!(s.overall.success_rate, Some(1.0));
+    assert_eq!(s.channels["a"].replays, 1);
+}
