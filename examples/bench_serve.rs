@@ -87,6 +87,9 @@ fn data_dir(center: &SampleCenter, pages: usize) -> anyhow::Result<(tempfile::Te
         .storage_state("ops", Duration::from_secs(3600))
         .save(&config.channel("sample")?.session_path(dir.path()))?;
     std::fs::write(dir.path().join("bench-lookup.yaml"), LOOKUP)?;
+    // Queued jobs name a playbook (DATA/playbooks/NAME.yaml), never a path.
+    std::fs::create_dir_all(dir.path().join("playbooks"))?;
+    std::fs::write(dir.path().join("playbooks/bench-lookup.yaml"), LOOKUP)?;
     Ok((dir, config))
 }
 
@@ -149,7 +152,7 @@ async fn served(center: &SampleCenter, pages: usize, n: usize) -> anyhow::Result
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_cold_mib = pss_kib(&chromium) / 1024.0;
     let peak = Peak::start(chromium.clone());
-    let playbook = dir.path().join("bench-lookup.yaml").display().to_string();
+    let playbook = "bench-lookup".to_owned();
     let t = Instant::now();
     let q = running.daemon.queue.clone();
     for o in orders(n) {
