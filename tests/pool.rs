@@ -395,3 +395,39 @@ fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !stat.is_empty() && stat.split_whitespace().nth(2) != Some("Z")
 }
+
+/// Batch isolation in a long batch: a kept context serves at most `context_runs` runs (the
+/// next run starts in a fresh context, with the session), and a Chromium is recycled after
+/// `recycle_after` runs, kept contexts' runs included — so neither grows without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_recycles_its_context_and_its_browser() {
+    let world = world_with_pool(PoolConfig {
+        browsers: 1,
+        isolation: Isolation::Batch,
+        recycle_after: 5,
+        context_runs: 2,
+        ..PoolConfig::default()
+    })
+    .await;
+    let pb = probe_playbook(&world);
+    let marks = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    let mut seen = Vec::new();
+    for mark in marks {
+        let r = probe(&world, &pb, mark, "ops").await;
+        assert_eq!(r.status, RunStatus::Ok, "{:?}", r.error);
+        seen.push(r.fields["cookie"].clone());
+    }
+    // Runs 1, 3 and 5 start in a fresh context (they see no earlier cookie), 2 and 4 reuse
+    // the one before; the fifth run spent the first Chromium (two of its five runs were in
+    // kept contexts), so the sixth starts in a new one.
+    assert_eq!(
+        seen,
+        ["none", "m1", "none", "m3", "none", "none"],
+        "{seen:?}"
+    );
+    let stats = world.engine.pool.stats();
+    assert_eq!(stats.reused, 2, "{stats:?}");
+    assert_eq!(stats.contexts_recycled, 2, "{stats:?}");
+    assert_eq!(stats.launched, 2, "{stats:?}");
+    assert_eq!(stats.recycled, 1, "{stats:?}");
+}

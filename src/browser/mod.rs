@@ -228,6 +228,8 @@ pub struct Chromium {
     sockets: SocketRecorder,
     /// Browser contexts opened so far.
     opened: AtomicU32,
+    /// Runs served so far (a kept context's every run counts: batch isolation).
+    runs: AtomicU32,
     /// Set when a CDP call of one of its runs timed out or the process is gone: no new run
     /// goes to it.
     broken: AtomicBool,
@@ -445,6 +447,7 @@ impl Chromium {
             targets: targets.clone(),
             sockets: sockets.clone(),
             opened: AtomicU32::new(0),
+            runs: AtomicU32::new(0),
             broken: AtomicBool::new(false),
             gone,
             opts: opts.clone(),
@@ -498,6 +501,7 @@ impl Chromium {
             events,
             pending: Vec::new(),
             disposed: false,
+            runs: 0,
         };
         let tab = async {
             if let Some(state) = session {
@@ -674,6 +678,16 @@ impl Chromium {
         self.opened.load(Ordering::SeqCst)
     }
 
+    /// Runs this process has served (in new or kept contexts), as the pool counted them.
+    pub fn runs_served(&self) -> u32 {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    /// Counts one more run served.
+    pub(super) fn count_run(&self) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Browser contexts open now.
     pub fn contexts_open(&self) -> usize {
         self.registry.contexts()
@@ -768,6 +782,8 @@ pub struct Browser {
     /// Events received but not yet drained.
     pending: Vec<GuardEvent>,
     disposed: bool,
+    /// Runs this context has served (batch isolation hands it to several).
+    pub(super) runs: u32,
 }
 
 impl Browser {

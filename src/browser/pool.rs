@@ -11,8 +11,10 @@
 //!   context is always disposed.
 //! - A process that exited, closed its DevTools connection or did not answer a call is
 //!   killed, reaped and forgotten; the next run gets a new one. A process that has opened
-//!   [`PoolConfig::recycle_after`] contexts takes no more and is killed once its last run
-//!   ends.
+//!   served [`PoolConfig::recycle_after`] runs (in new or kept contexts) takes no more and
+//!   is killed once its last run ends; a kept context serves at most
+//!   [`PoolConfig::context_runs`] runs, then is disposed (the next run opens a new one, with
+//!   the channel's session), so a long batch's memory is bounded.
 //! - Dropping the pool (or [`Pool::shutdown`]) kills every process it holds.
 
 use std::sync::Arc;
@@ -62,8 +64,10 @@ impl std::str::FromStr for Isolation {
 pub struct PoolConfig {
     /// Chromium processes at most (runs beyond that share them, one context each).
     pub browsers: usize,
-    /// A process takes no new context after this many.
+    /// A process takes no new run after serving this many.
     pub recycle_after: u32,
+    /// A kept context (batch isolation) serves at most this many runs.
+    pub context_runs: u32,
     pub isolation: Isolation,
     /// Kept contexts (batch isolation) at most; the oldest is disposed first.
     pub keep_idle: usize,
@@ -74,6 +78,7 @@ impl Default for PoolConfig {
         PoolConfig {
             browsers: 1,
             recycle_after: 200,
+            context_runs: 50,
             isolation: Isolation::default(),
             keep_idle: 4,
         }
@@ -87,8 +92,10 @@ pub struct PoolStats {
     pub launched: u64,
     /// Processes killed because they crashed or stopped answering.
     pub replaced: u64,
-    /// Processes retired after `recycle_after` contexts.
+    /// Processes retired after `recycle_after` runs.
     pub recycled: u64,
+    /// Kept contexts disposed after `context_runs` runs.
+    pub contexts_recycled: u64,
     /// Runs that reused a kept context (batch isolation).
     pub reused: u64,
     /// Pids of the live processes.
@@ -156,30 +163,44 @@ impl Pool {
         reuse: Option<&str>,
     ) -> Result<(Browser, Tab), BrowserError> {
         if let (Isolation::Batch, Some(key)) = (self.inner.config.isolation, reuse) {
-            if let Some((browser, tab)) = self.take_idle(key) {
+            if let Some((mut browser, tab)) = self.take_idle(key) {
                 browser.guard().begin_run();
+                browser.runs += 1;
+                browser.chromium().count_run();
                 return Ok((browser, tab));
             }
         }
         let chromium = self.pick().await?;
         let opened = chromium.open(policy, session).await;
-        if opened.is_ok() {
-            self.with_state(|s| s.active += 1);
-        } else {
-            self.forget_dead();
+        match opened {
+            Ok((mut browser, tab)) => {
+                self.with_state(|s| s.active += 1);
+                browser.runs = 1;
+                chromium.count_run();
+                Ok((browser, tab))
+            }
+            Err(e) => {
+                self.forget_dead();
+                Err(e)
+            }
         }
-        opened
     }
 
     /// Gives a run's context back. `keep`: the reuse key under which the context may serve
     /// the next run (batch isolation, the run ended ok), or `None` to dispose it.
     pub async fn release(&self, mut browser: Browser, tab: Tab, keep: Option<String>) {
         let chromium = browser.chromium().clone();
+        let spent_context = browser.runs >= self.inner.config.context_runs.max(1);
+        let wanted = keep.is_some() && self.inner.config.isolation == Isolation::Batch;
         let keep = keep.filter(|_| {
             self.inner.config.isolation == Isolation::Batch
                 && chromium.alive()
-                && chromium.contexts_opened() < self.inner.config.recycle_after
+                && chromium.runs_served() < self.inner.config.recycle_after
+                && !spent_context
         });
+        if spent_context && wanted {
+            self.with_state(|s| s.stats.contexts_recycled += 1);
+        }
         let mut evicted = Vec::new();
         if let Some(key) = keep {
             self.with_state(|s| {
@@ -282,7 +303,7 @@ impl Pool {
             let usable: Vec<&Arc<Chromium>> = s
                 .browsers
                 .iter()
-                .filter(|b| b.alive() && b.contexts_opened() < recycle)
+                .filter(|b| b.alive() && b.runs_served() < recycle)
                 .collect();
             let best = usable.iter().min_by_key(|b| b.contexts_open()).cloned();
             match best {
@@ -321,13 +342,13 @@ impl Pool {
         Ok(chromium)
     }
 
-    /// Kills processes that have opened `recycle_after` contexts and have none open.
+    /// Kills processes that have served `recycle_after` runs and have no context open.
     fn retire_spent(&self) {
         let recycle = self.inner.config.recycle_after.max(1);
         let spent = self.with_state(|s| {
             let (spent, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.browsers)
                 .into_iter()
-                .partition(|b| b.contexts_opened() >= recycle && b.contexts_open() == 0);
+                .partition(|b| b.runs_served() >= recycle && b.contexts_open() == 0);
             s.browsers = keep;
             s.stats.recycled += spent.len() as u64;
             spent

@@ -346,6 +346,10 @@ pub struct PoolArgs {
     /// A Chromium is replaced after this many runs.
     #[arg(long, default_value_t = 200)]
     pub recycle_after: u32,
+    /// With batch isolation, a kept browser context serves at most this many runs before a
+    /// new one (with the channel's session) takes over: memory stays bounded in long batches.
+    #[arg(long, default_value_t = 50)]
+    pub context_runs: u32,
 }
 
 impl PoolArgs {
@@ -353,6 +357,7 @@ impl PoolArgs {
         PoolConfig {
             browsers: self.browsers.max(1),
             recycle_after: self.recycle_after.max(1),
+            context_runs: self.context_runs.max(1),
             isolation: self.isolation.parse().unwrap_or_default(),
             ..PoolConfig::default()
         }
