@@ -93,6 +93,23 @@ pub struct Difference {
     pub replayed: Option<String>,
 }
 
+impl Difference {
+    /// `what name: recorded A / replayed B`, as the reports print it.
+    pub fn line(&self) -> String {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        let what = if self.name.is_empty() {
+            self.what.clone()
+        } else {
+            format!("{} {}", self.what, self.name)
+        };
+        format!(
+            "{what}: recorded {} / replayed {}",
+            show(&self.recorded),
+            show(&self.replayed)
+        )
+    }
+}
+
 /// What `clerk replay` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
@@ -571,18 +588,8 @@ pub fn render(r: &ReplayReport) -> String {
             format!("{} difference(s)", r.differences.len())
         }
     );
-    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
     for d in &r.differences {
-        let what = if d.name.is_empty() {
-            d.what.clone()
-        } else {
-            format!("{} {}", d.what, d.name)
-        };
-        out.push_str(&format!(
-            "  {what}: recorded {} / replayed {}\n",
-            show(&d.recorded),
-            show(&d.replayed)
-        ));
+        out.push_str(&format!("  {}\n", d.line()));
     }
     for u in &r.unrecorded {
         out.push_str(&format!("  not in the recording (failed offline): {u}\n"));
@@ -838,7 +845,6 @@ pub async fn test_samples(
 /// The test report as text: one line per case, its differences under it.
 pub fn render_test(r: &TestReport) -> String {
     let mut out = String::new();
-    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
     for c in &r.cases {
         let case = c
             .case_ref
@@ -851,16 +857,7 @@ pub fn render_test(r: &TestReport) -> String {
         }
         out.push('\n');
         for d in &c.differences {
-            let what = if d.name.is_empty() {
-                d.what.clone()
-            } else {
-                format!("{} {}", d.what, d.name)
-            };
-            out.push_str(&format!(
-                "         {what}: recorded {} / replayed {}\n",
-                show(&d.recorded),
-                show(&d.replayed)
-            ));
+            out.push_str(&format!("         {}\n", d.line()));
         }
         for u in &c.unrecorded {
             out.push_str(&format!("         not in the recording: {u}\n"));
@@ -934,19 +931,7 @@ pub fn junit(r: &TestReport) -> String {
         let body = c
             .differences
             .iter()
-            .map(|d| {
-                format!(
-                    "{}{}: recorded {} / replayed {}",
-                    d.what,
-                    if d.name.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {}", d.name)
-                    },
-                    d.recorded.as_deref().unwrap_or("(none)"),
-                    d.replayed.as_deref().unwrap_or("(none)")
-                )
-            })
+            .map(Difference::line)
             .chain(
                 c.unrecorded
                     .iter()

@@ -19,6 +19,19 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// A copy of a shipped playbook with `from` replaced by `to`, written into the data
+/// directory as `file`.
+fn changed_playbook(world: &World, shipped: &str, from: &str, to: &str, file: &str) -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("playbooks/{shipped}.yaml")),
+    )
+    .unwrap();
+    assert!(text.contains(from), "{shipped}.yaml has no {from:?}");
+    let path = world.data_dir().join(file);
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path.display().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
     let world = World::new().await;
@@ -104,26 +117,9 @@ async fn a_replay_reports_what_changed_on_the_page_and_in_the_playbook() {
     world.center.set_misreport_status(false);
 
     // A changed playbook (one more field read), replayed on the recorded case.
-    let yaml = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/order-lookup.yaml"),
-    )
-    .unwrap()
-    .replace(
-        "  - extract: { field: total, selector: \"#order-total\" }\n",
-        "  - extract: { field: total, selector: \"#order-total\" }\n  - extract: { field: created, selector: \"#order-created\" }\n",
-    );
-    let changed = world.data_dir().join("order-lookup-v2.yaml");
-    std::fs::write(&changed, yaml).unwrap();
-    let out = world.clerk(
-        "ops",
-        &[
-            "replay",
-            &run,
-            "--json",
-            "--playbook",
-            changed.to_str().unwrap(),
-        ],
-    );
+    let changed = changed_playbook(&world, "order-lookup", "  - extract: { field: total, selector: \"#order-total\" }\n",
+        "  - extract: { field: total, selector: \"#order-total\" }\n  - extract: { field: created, selector: \"#order-created\" }\n", "order-lookup-v2.yaml");
+    let out = world.clerk("ops", &["replay", &run, "--json", "--playbook", &changed]);
     assert_eq!(out.status.code(), Some(1));
     let v = json(&out);
     let diffs = v["differences"].as_array().unwrap();
@@ -201,16 +197,13 @@ async fn an_offline_replay_sends_nothing_and_needs_no_session() {
 
     // A changed playbook whose customer rule reads another element: offline, the verdict
     // changes (the case now conflicts) and so does the outcome.
-    let yaml = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/order-lookup.yaml"),
-    )
-    .unwrap()
-    .replace(
+    let changed = changed_playbook(
+        &world,
+        "order-lookup",
         "customer: { selector: \"#customer-name\", as: name, required: false }",
         "customer: { selector: \"#order-status\", as: name, required: false }",
+        "order-lookup-v3.yaml",
     );
-    let changed = world.data_dir().join("order-lookup-v3.yaml");
-    std::fs::write(&changed, yaml).unwrap();
     let out = world.clerk(
         "ops",
         &[
@@ -219,7 +212,7 @@ async fn an_offline_replay_sends_nothing_and_needs_no_session() {
             "--offline",
             "--json",
             "--playbook",
-            changed.to_str().unwrap(),
+            &changed,
         ],
     );
     assert_eq!(out.status.code(), Some(1));
@@ -356,20 +349,18 @@ async fn clerk_test_replays_spa_samples_offline_and_reports_changes_per_case() {
     );
 
     // A changed playbook: the reference is read from another element.
-    let changed = world.data_dir().join("spa-order-lookup-v2.yaml");
-    std::fs::write(
-        &changed,
-        std::fs::read_to_string(spa).unwrap().replace(
-            "- extract: { field: reference, selector: '[data-order-id=\"{{order_id}}\"] .ref' }",
-            "- extract: { field: reference, testid: order-status }",
-        ),
-    )
-    .unwrap();
+    let changed = changed_playbook(
+        &world,
+        "spa-order-lookup",
+        "- extract: { field: reference, selector: '[data-order-id=\"{{order_id}}\"] .ref' }",
+        "- extract: { field: reference, testid: order-status }",
+        "spa-order-lookup-v2.yaml",
+    );
     let out = world.clerk(
         "ops",
         &[
             "test",
-            changed.to_str().unwrap(),
+            &changed,
             "--samples",
             samples.to_str().unwrap(),
             "--junit",
@@ -567,13 +558,13 @@ async fn a_draft_replays_to_its_held_write_and_a_changed_playbook_shows_the_writ
     );
 
     // A changed playbook writes another note: the write and the form differ.
-    let yaml = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/refund-draft.yaml"),
-    )
-    .unwrap()
-    .replace("value: \"{{note}}\" }", "value: \"{{note}} (checked)\" }");
-    let changed = world.data_dir().join("refund-draft-v2.yaml");
-    std::fs::write(&changed, yaml).unwrap();
+    let changed = changed_playbook(
+        &world,
+        "refund-draft",
+        "value: \"{{note}}\" }",
+        "value: \"{{note}} (checked)\" }",
+        "refund-draft-v2.yaml",
+    );
     let out = world.clerk(
         "ops",
         &[
@@ -582,7 +573,7 @@ async fn a_draft_replays_to_its_held_write_and_a_changed_playbook_shows_the_writ
             "--offline",
             "--json",
             "--playbook",
-            changed.to_str().unwrap(),
+            &changed,
         ],
     );
     assert_eq!(

@@ -664,12 +664,7 @@ pub async fn replay(
     };
     let report = crate::replay::replay(&engine, run, &current_user(cli), pb, offline)
         .await
-        .map_err(|e| match e {
-            crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
-                anyhow::Error::new(e)
-            }
-            other => exit(2, other.to_string()),
-        })?;
+        .map_err(replay_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -680,6 +675,17 @@ pub async fn replay(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A replay that could not be made: the store's and the engine's failures as they are,
+/// everything else (no such run, not replayable, bad samples) as a usage error (exit 2).
+fn replay_error(e: crate::replay::ReplayError) -> anyhow::Error {
+    match e {
+        crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
+            anyhow::Error::new(e)
+        }
+        other => exit(2, other.to_string()),
+    }
 }
 
 /// `clerk test PLAYBOOK --samples DIR`: exit 0 when every sample replays the same, 1 when
@@ -695,12 +701,7 @@ pub async fn test(
     let pb = crate::cli::common::load_playbook(cli, playbook_path, Some(&engine.config))?;
     let report = crate::replay::test_samples(&engine, pb, samples, &current_user(cli))
         .await
-        .map_err(|e| match e {
-            crate::replay::ReplayError::Store(_) | crate::replay::ReplayError::Engine(_) => {
-                anyhow::Error::new(e)
-            }
-            other => exit(2, other.to_string()),
-        })?;
+        .map_err(replay_error)?;
     engine.shutdown().await;
     if let Some(path) = junit {
         std::fs::write(path, crate::replay::junit(&report))
