@@ -29,6 +29,17 @@ impl Journal {
     }
 
     fn run(&mut self, id: &str, channel: &str, start: DateTime<Utc>) -> &mut Self {
+        self.run_of(id, channel, start, None)
+    }
+
+    /// A run that replays `replay_of` (`clerk replay`) when given.
+    fn run_of(
+        &mut self,
+        id: &str,
+        channel: &str,
+        start: DateTime<Utc>,
+        replay_of: Option<&str>,
+    ) -> &mut Self {
         self.at(
             start,
             Event::RunStarted {
@@ -45,7 +56,7 @@ impl Journal {
                 approval_id: None,
                 owner: "o".into(),
                 claims: Default::default(),
-                replay_of: None,
+                replay_of: replay_of.map(str::to_owned),
                 rollback_of: None,
             },
         )
@@ -553,27 +564,8 @@ fn approvals_expired_unreviewed_and_missed_slots_are_counted() {
 fn replays_are_counted_apart_and_in_no_other_number() {
     let mut j = Journal(Vec::new());
     j.run("real", "a", t(9, 0)).finish("real", "ok", t(9, 1));
-    j.at(
-        t(9, 5),
-        Event::RunStarted {
-            run_id: "replay".into(),
-            playbook: "p".into(),
-            playbook_version: "1".into(),
-            playbook_sha256: "sha-a".into(),
-            channel: "a".into(),
-            mode: "read_only".into(),
-            operator: "ops".into(),
-            case_ref: None,
-            inputs: BTreeMap::new(),
-            batch_id: None,
-            approval_id: None,
-            owner: "o".into(),
-            claims: Default::default(),
-            replay_of: Some("real".into()),
-            rollback_of: None,
-        },
-    )
-    .finish("replay", "failed", t(9, 6));
+    j.run_of("replay", "a", t(9, 5), Some("real"))
+        .finish("replay", "failed", t(9, 6));
     let s = stats(&j, &query(t(9, 0), t(10, 0), None));
     assert_eq!(s.overall.replays, 1);
     assert_eq!(s.overall.runs, 1, "{s:#?}");
