@@ -1073,7 +1073,18 @@ fn serve_offline(
     }
     let method = ev.request.method.to_ascii_uppercase();
     match recording.next(&method, &ev.request.url) {
-        Some(response) => (Answer::Fulfill(response), event),
+        // A write the guard would have let out (a read-only exception) is answered too:
+        // its record says it never left.
+        Some(response) => (
+            Answer::Fulfill(response),
+            event.map(|e| GuardEvent {
+                reason: format!(
+                    "{} (offline replay: answered from the recording, not sent)",
+                    e.reason
+                ),
+                ..e
+            }),
+        ),
         None => {
             let reason = format!(
                 "offline replay: the recording holds no response to {method} {} (nothing was sent to the seller center)",
