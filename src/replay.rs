@@ -621,6 +621,16 @@ pub struct SampleResult {
     pub duration_ms: u64,
 }
 
+impl SampleResult {
+    /// ` (case REF)` when the sample has a case reference.
+    fn case_suffix(&self) -> String {
+        self.case_ref
+            .as_deref()
+            .map(|k| format!(" (case {k})"))
+            .unwrap_or_default()
+    }
+}
+
 /// What `clerk test` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestReport {
@@ -846,11 +856,7 @@ pub async fn test_samples(
 pub fn render_test(r: &TestReport) -> String {
     let mut out = String::new();
     for c in &r.cases {
-        let case = c
-            .case_ref
-            .as_deref()
-            .map(|k| format!(" (case {k})"))
-            .unwrap_or_default();
+        let case = c.case_suffix();
         out.push_str(&format!("{:<8} {}{case}", c.outcome, c.run_id));
         if let Some(e) = &c.error {
             out.push_str(&format!(": {e}"));
@@ -917,11 +923,7 @@ pub fn junit(r: &TestReport) -> String {
         secs(total)
     ));
     for c in &r.cases {
-        let case = c
-            .case_ref
-            .as_deref()
-            .map(|k| format!(" (case {k})"))
-            .unwrap_or_default();
+        let case = c.case_suffix();
         out.push_str(&format!(
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
             esc(&c.bundle),
