@@ -639,3 +639,109 @@ async fn a_draft_replays_to_its_held_write_and_a_changed_playbook_shows_the_writ
         world.center.writes()
     );
 }
+
+/// The single-page app's refund (React-controlled inputs, an ARIA combobox and switch, a
+/// JSON `fetch` submit) recorded as a replay sample and replayed offline: the JSON the app
+/// would send is held again, equal to the one queued for review, with nothing sent and no
+/// seller center needed; a playbook writing another note changes that body field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_page_apps_draft_replays_offline_to_the_same_json_write() {
+    let world = World::new().await;
+    let order = clerk::sample::orders()
+        .iter()
+        .find(|o| o.status == "delivered" && o.total_cents >= 3000)
+        .expect("a delivered order");
+    let spa = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/spa-refund.yaml");
+    let spa = spa.to_str().unwrap();
+    let inputs = [
+        format!("order_id={}", order.id),
+        "amount=12.00".to_owned(),
+        "reason=Item damaged".to_owned(),
+        "method=store_credit".to_owned(),
+        "note=Broken on arrival".to_owned(),
+    ];
+    let mut args = vec!["run", spa, "--sample", "--json"];
+    for i in &inputs {
+        args.extend(["-i", i.as_str()]);
+    }
+    let claim = format!("customer={}", order.customer);
+    args.extend(["--claim", claim.as_str()]);
+    let out = world.clerk("ops", &args);
+    let v = json(&out);
+    let run = &v["runs"][0];
+    assert_eq!(run["status"], "drafted", "{v:#}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let approval = run["approval_id"].as_str().unwrap().to_owned();
+    assert!(
+        world.center.writes().is_empty(),
+        "{:?}",
+        world.center.writes()
+    );
+
+    world.center.clear_log();
+    let out = world.clerk("ops", &["replay", &run_id, "--offline", "--json"]);
+    let v = json(&out);
+    assert!(
+        v["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["what"] == "screenshot"),
+        "the same JSON write, form and case: {v:#}"
+    );
+    assert_eq!(v["replay"]["status"], "drafted");
+    let held = world
+        .records(v["replay_run_id"].as_str().unwrap())
+        .into_iter()
+        .find_map(|r| match r.event {
+            Event::WriteHeld { draft_hash, .. } => Some(draft_hash),
+            _ => None,
+        })
+        .expect("the replay held the app's write");
+    let a = clerk::approval::load(&world.engine, &approval).unwrap();
+    assert_eq!(held, a.request.draft_hash);
+    assert!(
+        world.center.requests().is_empty(),
+        "{:?}",
+        world.center.requests()
+    );
+
+    let changed = changed_playbook(
+        &world,
+        "spa-refund",
+        "value: \"{{note}}\" }",
+        "value: \"{{note}} (v2)\" }",
+        "spa-refund-v2.yaml",
+    );
+    let out = world.clerk(
+        "ops",
+        &[
+            "replay",
+            &run_id,
+            "--offline",
+            "--json",
+            "--playbook",
+            &changed,
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v = json(&out);
+    assert!(
+        v["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["what"] == "write"
+                && d["name"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Broken on arrival (v2)")),
+        "{v:#}"
+    );
+    assert!(world.center.requests().is_empty());
+}
